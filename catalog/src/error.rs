@@ -1,0 +1,33 @@
+//! The catalog's one error type.
+
+/// Result with [`CatalogError`].
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// What can go wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// `CREATE TABLE` of a name that is taken.
+    #[error("table \"{0}\" already exists")]
+    TableExists(String),
+    /// A table that does not exist.
+    #[error("table \"{0}\" does not exist")]
+    TableNotFound(String),
+    /// The catalog file was written by a newer Sextant.
+    #[error(
+        "catalog {path} has schema version {found}, this sextant understands up to {supported}; upgrade sextant"
+    )]
+    UnsupportedVersion {
+        /// Path of the catalog file.
+        path: String,
+        /// Version found in the file.
+        found: i64,
+        /// Highest version this build supports.
+        supported: i64,
+    },
+    /// The file is not a Sextant catalog, or a stored value cannot be read back.
+    #[error("catalog is corrupt: {0}")]
+    Corrupt(String),
+    /// SQLite failed (I/O, locking, ...).
+    #[error("catalog storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

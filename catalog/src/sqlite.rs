@@ -1,0 +1,549 @@
+//! The embedded SQLite catalog.
+//!
+//! One file, `catalog.sqlite`, opened in WAL journal mode with
+//! `synchronous=FULL` so a commit is durable when it returns. The file is
+//! recognized by its `application_id` and its layout by `user_version`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, Result, TableDef, TableOptions,
+};
+
+/// `application_id` of a Sextant catalog: "SXTC".
+const APPLICATION_ID: i64 = 0x5358_5443;
+/// Layout version written by this build.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    columns TEXT NOT NULL,
+    time_column TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    persisted_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    partition_start_ns INTEGER NOT NULL,
+    min_time_ns INTEGER NOT NULL,
+    max_time_ns INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    column_stats TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE INDEX files_by_table ON files (table_id, id);
+CREATE TABLE seq_floor (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL);
+INSERT INTO seq_floor VALUES (0, 0);
+";
+
+/// A column as stored: Arrow's own type spelling round-trips through
+/// `Display`/`FromStr`, so the catalog needs no type table of its own.
+#[derive(Serialize, Deserialize)]
+struct StoredColumn {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    nullable: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOptions {
+    retention_secs: Option<u64>,
+    partition_secs: u64,
+}
+
+/// Catalog kept in an embedded SQLite database file.
+#[derive(Debug)]
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteCatalog {
+    /// Opens (or creates) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    /// An in-memory catalog, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(conn: Connection, path: &str) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match (app_id, version) {
+            (0, 0) => {
+                let table_count: i64 =
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                if table_count != 0 {
+                    return Err(CatalogError::Corrupt(format!(
+                        "{path} is a SQLite database but not a Sextant catalog"
+                    )));
+                }
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; \
+                     PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))?;
+            }
+            (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
+                return Err(CatalogError::UnsupportedVersion {
+                    path: path.to_string(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            (APPLICATION_ID, _) => {}
+            _ => {
+                return Err(CatalogError::Corrupt(format!(
+                    "{path} is not a Sextant catalog (application_id {app_id:#x})"
+                )));
+            }
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent
+        // (transactions roll back), so the poisoned guard is safe to reuse.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+fn encode_schema(schema: &Schema) -> Result<String> {
+    let cols: Vec<StoredColumn> = schema
+        .fields()
+        .iter()
+        .map(|f| StoredColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect();
+    serde_json::to_string(&cols).map_err(|e| CatalogError::Corrupt(e.to_string()))
+}
+
+fn decode_schema(text: &str) -> Result<SchemaRef> {
+    let cols: Vec<StoredColumn> =
+        serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+    let fields = cols
+        .into_iter()
+        .map(|c| {
+            let dt = DataType::from_str(&c.data_type).map_err(|e| {
+                CatalogError::Corrupt(format!("column {}: type {}: {e}", c.name, c.data_type))
+            })?;
+            Ok(Field::new(c.name, dt, c.nullable))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn encode_options(o: &TableOptions) -> Result<String> {
+    serde_json::to_string(&StoredOptions {
+        retention_secs: o.retention.map(|d| d.as_secs()),
+        partition_secs: o.partition_duration.as_secs(),
+    })
+    .map_err(|e| CatalogError::Corrupt(e.to_string()))
+}
+
+fn decode_options(text: &str) -> Result<TableOptions> {
+    let o: StoredOptions =
+        serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+    Ok(TableOptions {
+        retention: o.retention_secs.map(Duration::from_secs),
+        partition_duration: Duration::from_secs(o.partition_secs),
+    })
+}
+
+const TABLE_COLUMNS: &str =
+    "id, name, columns, time_column, options, created_at_ns, persisted_seq";
+
+fn read_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TableDef>> {
+    let columns: String = row.get(2)?;
+    let options: String = row.get(4)?;
+    let persisted_seq: i64 = row.get(6)?;
+    let id: i64 = row.get(0)?;
+    let name: String = row.get(1)?;
+    let time_column: String = row.get(3)?;
+    let created_at_ns: i64 = row.get(5)?;
+    Ok((|| {
+        Ok(TableDef {
+            id,
+            name,
+            schema: decode_schema(&columns)?,
+            time_column,
+            options: decode_options(&options)?,
+            created_at_ns,
+            persisted_seq: persisted_seq as u64,
+        })
+    })())
+}
+
+const FILE_COLUMNS: &str = "id, table_id, path, partition_start_ns, min_time_ns, max_time_ns, \
+                            rows, bytes, column_stats, created_at_ns";
+
+fn read_file(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ParquetFile>> {
+    let stats: String = row.get(8)?;
+    let rows: i64 = row.get(6)?;
+    let bytes: i64 = row.get(7)?;
+    let file = NewParquetFile {
+        path: row.get(2)?,
+        partition_start_ns: row.get(3)?,
+        min_time_ns: row.get(4)?,
+        max_time_ns: row.get(5)?,
+        rows: rows as u64,
+        bytes: bytes as u64,
+        column_stats: Default::default(),
+    };
+    let id = row.get(0)?;
+    let table_id = row.get(1)?;
+    let created_at_ns = row.get(9)?;
+    Ok(serde_json::from_str(&stats)
+        .map_err(|e| CatalogError::Corrupt(format!("file {}: statistics: {e}", file.path)))
+        .map(|column_stats| ParquetFile {
+            id,
+            table_id,
+            file: NewParquetFile {
+                column_stats,
+                ..file
+            },
+            created_at_ns,
+        }))
+}
+
+fn table_by_name(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
+    conn.query_row(
+        &format!("SELECT {TABLE_COLUMNS} FROM tables WHERE name = ?1"),
+        [name],
+        read_table,
+    )
+    .optional()?
+    .transpose()
+}
+
+fn files_of(conn: &Connection, table_id: i64) -> Result<Vec<ParquetFile>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {FILE_COLUMNS} FROM files WHERE table_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([table_id], read_file)?;
+    rows.map(|r| r?).collect()
+}
+
+impl Catalog for SqliteCatalog {
+    fn create_table(&self, table: NewTable) -> Result<TableDef> {
+        let conn = self.conn();
+        if table_by_name(&conn, &table.name)?.is_some() {
+            return Err(CatalogError::TableExists(table.name));
+        }
+        conn.execute(
+            "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            params![
+                table.name,
+                encode_schema(&table.schema)?,
+                table.time_column,
+                encode_options(&table.options)?,
+                now_ns()
+            ],
+        )?;
+        table_by_name(&conn, &table.name)?.ok_or(CatalogError::TableNotFound(table.name))
+    }
+
+    fn drop_table(&self, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let def =
+            table_by_name(&tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        let files = files_of(&tx, def.id)?;
+        // Keep the WAL floor: the dropped table's persisted_seq still bounds
+        // which sequence numbers were handed out.
+        tx.execute(
+            "UPDATE seq_floor SET seq = max(seq, ?1) WHERE id = 0",
+            [def.persisted_seq as i64],
+        )?;
+        tx.execute("DELETE FROM files WHERE table_id = ?1", [def.id])?;
+        tx.execute("DELETE FROM tables WHERE id = ?1", [def.id])?;
+        tx.commit()?;
+        Ok((def, files))
+    }
+
+    fn tables(&self) -> Result<Vec<TableDef>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TABLE_COLUMNS} FROM tables ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], read_table)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn table(&self, name: &str) -> Result<Option<TableDef>> {
+        table_by_name(&self.conn(), name)
+    }
+
+    fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE tables SET options = ?1 WHERE name = ?2",
+            params![encode_options(&options)?, name],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::TableNotFound(name.into()));
+        }
+        table_by_name(&conn, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+    }
+
+    fn set_schema(&self, name: &str, schema: SchemaRef) -> Result<TableDef> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE tables SET columns = ?1 WHERE name = ?2",
+            params![encode_schema(&schema)?, name],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::TableNotFound(name.into()));
+        }
+        table_by_name(&conn, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+    }
+
+    fn commit_files(
+        &self,
+        table_id: i64,
+        files: Vec<NewParquetFile>,
+        persisted_seq: u64,
+    ) -> Result<Vec<ParquetFile>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE tables SET persisted_seq = max(persisted_seq, ?1) WHERE id = ?2",
+            params![persisted_seq as i64, table_id],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::TableNotFound(format!("id {table_id}")));
+        }
+        let now = now_ns();
+        let mut ids = Vec::with_capacity(files.len());
+        for f in &files {
+            let stats = serde_json::to_string(&f.column_stats)
+                .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO files ({}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    FILE_COLUMNS
+                ),
+                params![
+                    table_id,
+                    f.path,
+                    f.partition_start_ns,
+                    f.min_time_ns,
+                    f.max_time_ns,
+                    f.rows as i64,
+                    f.bytes as i64,
+                    stats,
+                    now
+                ],
+            )?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+        Ok(files
+            .into_iter()
+            .zip(ids)
+            .map(|(file, id)| ParquetFile {
+                id,
+                table_id,
+                file,
+                created_at_ns: now,
+            })
+            .collect())
+    }
+
+    fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>> {
+        files_of(&self.conn(), table_id)
+    }
+
+    fn max_persisted_seq(&self) -> Result<u64> {
+        let conn = self.conn();
+        let seq: i64 = conn.query_row(
+            "SELECT max((SELECT seq FROM seq_floor WHERE id = 0), \
+                        coalesce((SELECT max(persisted_seq) FROM tables), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(seq as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow_schema::TimeUnit;
+
+    use super::*;
+    use crate::ColumnStats;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("host", DataType::Utf8, true),
+            Field::new("usage", DataType::Float64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("ok", DataType::Boolean, true),
+            Field::new("small", DataType::Int16, true),
+            Field::new("raw", DataType::Binary, true),
+        ]))
+    }
+
+    fn new_table(name: &str) -> NewTable {
+        NewTable {
+            name: name.into(),
+            schema: schema(),
+            time_column: "time".into(),
+            options: TableOptions {
+                retention: Some(Duration::from_secs(30 * 86400)),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn file(path: &str) -> NewParquetFile {
+        let mut stats = BTreeMap::new();
+        stats.insert(
+            "host".to_string(),
+            ColumnStats {
+                min: Some("a".into()),
+                max: Some("z".into()),
+                null_count: 1,
+            },
+        );
+        NewParquetFile {
+            path: path.into(),
+            partition_start_ns: 3_600_000_000_000,
+            min_time_ns: 3_600_000_000_001,
+            max_time_ns: 3_700_000_000_000,
+            rows: 10,
+            bytes: 1234,
+            column_stats: stats,
+        }
+    }
+
+    #[test]
+    fn tables_and_files_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let (id, committed) = {
+            let c = SqliteCatalog::open(&path).unwrap();
+            let t = c.create_table(new_table("cpu")).unwrap();
+            assert_eq!(t.schema, schema());
+            let committed = c
+                .commit_files(t.id, vec![file("cpu/a.parquet"), file("cpu/b.parquet")], 42)
+                .unwrap();
+            (t.id, committed)
+        };
+        let c = SqliteCatalog::open(&path).unwrap();
+        let t = c.table("cpu").unwrap().unwrap();
+        assert_eq!(t.id, id);
+        assert_eq!(t.persisted_seq, 42);
+        assert_eq!(t.schema, schema());
+        assert_eq!(t.options.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.files(id).unwrap(), committed);
+        assert_eq!(c.max_persisted_seq().unwrap(), 42);
+    }
+
+    #[test]
+    fn duplicate_and_missing_tables_are_errors() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_table(new_table("cpu")).unwrap();
+        assert!(matches!(
+            c.create_table(new_table("cpu")),
+            Err(CatalogError::TableExists(n)) if n == "cpu"
+        ));
+        assert!(matches!(
+            c.drop_table("nope"),
+            Err(CatalogError::TableNotFound(_))
+        ));
+        assert!(c.table("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn drop_returns_files_and_keeps_the_seq_floor() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        let t = c.create_table(new_table("cpu")).unwrap();
+        c.commit_files(t.id, vec![file("cpu/a.parquet")], 7).unwrap();
+        let (def, files) = c.drop_table("cpu").unwrap();
+        assert_eq!(def.id, t.id);
+        assert_eq!(files.len(), 1);
+        assert!(c.tables().unwrap().is_empty());
+        assert_eq!(c.max_persisted_seq().unwrap(), 7);
+        let t2 = c.create_table(new_table("cpu")).unwrap();
+        assert_ne!(t2.id, t.id, "ids are never reused");
+        assert!(c.files(t2.id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn options_and_schema_can_change() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        c.create_table(new_table("cpu")).unwrap();
+        let t = c.set_options("cpu", TableOptions::default()).unwrap();
+        assert_eq!(t.options.retention, None);
+        let mut fields = schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("extra", DataType::Float32, true)));
+        let wider = Arc::new(Schema::new(fields));
+        let t = c.set_schema("cpu", wider.clone()).unwrap();
+        assert_eq!(t.schema, wider);
+    }
+
+    #[test]
+    fn a_foreign_sqlite_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE x (a INTEGER)")
+            .unwrap();
+        let err = SqliteCatalog::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not a Sextant catalog"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        drop(SqliteCatalog::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteCatalog::open(&path).unwrap_err();
+        assert!(matches!(err, CatalogError::UnsupportedVersion { found: 99, .. }));
+    }
+}

@@ -1,0 +1,146 @@
+//! Command-line flags and environment variables (`sextant serve --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Sextant: a telemetry database you query in SQL.
+#[derive(Debug, Parser)]
+#[command(name = "sextant", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: pgwire for SQL, HTTP for health (and ingest, to come).
+    Serve(ServeConfig),
+}
+
+/// When the WAL is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalSync {
+    /// fsync before every acknowledgement (concurrent writers share one
+    /// fsync). An acknowledged write survives kill -9 and power loss.
+    Always,
+    /// Acknowledge once the write reached the OS; fsync about once a second.
+    /// Survives a crash of sextant, but a power loss can lose the last second.
+    Never,
+}
+
+/// Flags of `sextant serve`. Every flag also reads the environment variable shown.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Directory for the WAL, the catalog and (unless --object-store says
+    /// otherwise) the Parquet files.
+    #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./sextant-data")]
+    pub data_dir: PathBuf,
+
+    /// Where Parquet files are stored: file:///path or memory://.
+    /// Default: file://<data-dir>/objects.
+    #[arg(long, env = "SEXTANT_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// Address of the PostgreSQL wire protocol (psql, Grafana, drivers). Port 0 picks a free port.
+    #[arg(long, env = "SEXTANT_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pub pg_addr: SocketAddr,
+
+    /// Address of the HTTP endpoints (GET /health; OTLP/HTTP and other ingest to come).
+    #[arg(long, env = "SEXTANT_HTTP_ADDR", default_value = "127.0.0.1:4318")]
+    pub http_addr: SocketAddr,
+
+    /// Address for OTLP gRPC (not served yet: accepted so scripts keep working).
+    #[arg(long, env = "SEXTANT_GRPC_ADDR", default_value = "127.0.0.1:4317")]
+    pub grpc_addr: SocketAddr,
+
+    /// Address for Arrow Flight SQL (not served yet: accepted so scripts keep working).
+    #[arg(long, env = "SEXTANT_FLIGHT_ADDR", default_value = "127.0.0.1:8815")]
+    pub flight_addr: SocketAddr,
+
+    /// Once every listener accepts connections, write the bound addresses here
+    /// as JSON: {"pg": "127.0.0.1:40123", "http": "..."}.
+    #[arg(long, env = "SEXTANT_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// When the WAL is fsynced: `always` (before each acknowledgement) or
+    /// `never` (about once a second; faster, loses the last second on power loss).
+    #[arg(long, env = "SEXTANT_WAL_SYNC", value_enum, default_value = "always")]
+    pub wal_sync: WalSync,
+
+    /// Memory all running queries may use together (e.g. 2GiB, 512MiB). A
+    /// query that needs more fails with SQLSTATE 53200; the server stays up.
+    #[arg(long, env = "SEXTANT_QUERY_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_bytes)]
+    pub query_memory_limit: u64,
+
+    /// Size of the in-memory write buffer. Persistence to Parquet starts at
+    /// half of it; past it, writers wait (and then get a retryable error).
+    #[arg(long, env = "SEXTANT_BUFFER_LIMIT", default_value = "1GiB", value_parser = parse_bytes)]
+    pub buffer_limit: u64,
+
+    /// Buffered rows older than this are persisted to Parquet (e.g. 5m, 30s).
+    #[arg(long, env = "SEXTANT_PERSIST_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub persist_interval: Duration,
+
+    /// Size at which a WAL segment file is closed and a new one started.
+    #[arg(long, env = "SEXTANT_WAL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub wal_segment_size: u64,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. info, sextant=debug).
+    #[arg(long, env = "SEXTANT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `1048576`, `512KiB`, `64MiB`, `4GiB`, `1GB`, `100MB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: expected a number with an optional unit such as 512MiB or 4GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit '{other}' in '{s}' (use KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").unwrap_err().contains("unknown size unit"));
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cli = Cli::try_parse_from(["sextant", "serve"]).unwrap();
+        let Command::Serve(c) = cli.command;
+        assert_eq!(c.pg_addr.to_string(), "127.0.0.1:5433");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:4318");
+        assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:4317");
+        assert_eq!(c.flight_addr.to_string(), "127.0.0.1:8815");
+        assert_eq!(c.data_dir, PathBuf::from("./sextant-data"));
+        assert_eq!(c.wal_sync, WalSync::Always);
+    }
+}

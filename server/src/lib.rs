@@ -1,0 +1,187 @@
+//! The `sextant` server.
+//!
+//! Start-up: flags ([`config`]) → catalog and engine (WAL replay) → a
+//! DataFusion session whose `sextant.public` schema is the engine's tables
+//! and `sextant.system` its system tables → listeners bound → the ready file
+//! says where. Requests flow from the front ends ([`pg`], [`http`]) through
+//! the statement layer ([`statements`]) into DataFusion and the engine.
+//! Shutdown: listeners close, open statements get a grace period, queued WAL
+//! writes finish and are synced.
+
+pub mod config;
+mod error;
+pub mod http;
+pub mod pg;
+mod statements;
+mod system;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use sextant_catalog::{DATABASE_NAME, SCHEMA_NAME, SqliteCatalog};
+use sextant_storage::{Engine, EngineConfig, SextantSchema, SyncMode, object_store_url};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::ServeConfig;
+pub use error::SqlError;
+
+/// A start-up failure, with a message for the person starting the server.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+fn context<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> Result<T, StartError> {
+    r.map_err(|e| format!("{}: {e}", what()).into())
+}
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    context(std::fs::create_dir_all(&data_dir), || {
+        format!("cannot create data directory {}", data_dir.display())
+    })?;
+    let (store, local_root) = object_store(&config)?;
+    let catalog_path = data_dir.join("catalog.sqlite");
+    let catalog = context(SqliteCatalog::open(&catalog_path), || {
+        format!("cannot open catalog {}", catalog_path.display())
+    })?;
+    let engine_config = EngineConfig {
+        wal_dir: data_dir.join("wal"),
+        wal_sync: match config.wal_sync {
+            config::WalSync::Always => SyncMode::Always,
+            config::WalSync::Never => SyncMode::Never,
+        },
+        wal_segment_bytes: config.wal_segment_size,
+        buffer_limit_bytes: config.buffer_limit as usize,
+        persist_age: config.persist_interval,
+        backpressure_timeout: Duration::from_secs(30),
+        local_object_root: local_root,
+    };
+    let store_for_engine = store.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        Engine::open(engine_config, Arc::new(catalog), store_for_engine)
+    })
+    .await?;
+    let engine = context(engine, || format!("cannot open data in {}", data_dir.display()))?;
+    let ctx = Arc::new(session_context(&engine, store, config.query_memory_limit)?);
+
+    let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
+    let http = bind(config.http_addr, "HTTP (--http-addr)").await?;
+    let pg_addr = pg.local_addr()?;
+    let http_addr = http.local_addr()?;
+
+    let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
+    let pg_task = tokio::spawn(pg::serve(pg, ctx, engine.clone(), shutdown.clone()));
+    let http_task = tokio::spawn(http::serve(http, shutdown.clone()));
+
+    info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "sextant is ready");
+    info!(
+        grpc = %config.grpc_addr,
+        flight = %config.flight_addr,
+        "OTLP gRPC and Arrow Flight SQL are not served by this version yet"
+    );
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, pg_addr, http_addr)?;
+    }
+
+    shutdown.cancelled().await;
+    info!("shutting down: closing listeners");
+    let _ = pg_task.await;
+    match http_task.await {
+        Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    let _ = background.await;
+    context(engine.close().await, || "closing the WAL".to_string())?;
+    info!("shutdown complete: WAL synced");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    context(TcpListener::bind(addr).await, || {
+        format!("cannot listen for {what} on {addr}")
+    })
+}
+
+/// The object store named by `--object-store`, and its local root directory
+/// if it is on the local file system.
+fn object_store(
+    config: &ServeConfig,
+) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StartError> {
+    let url = config
+        .object_store
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", absolute(&config.data_dir.join("objects")).display()));
+    if let Some(path) = url.strip_prefix("file://") {
+        let root = absolute(Path::new(path));
+        context(std::fs::create_dir_all(&root), || {
+            format!("cannot create object directory {}", root.display())
+        })?;
+        let fs = context(LocalFileSystem::new_with_prefix(&root), || {
+            format!("cannot use {} for objects", root.display())
+        })?;
+        Ok((Arc::new(fs), Some(root)))
+    } else if url == "memory://" || url.starts_with("memory://") {
+        warn!("object store is memory://: Parquet files are lost when the process exits");
+        Ok((Arc::new(InMemory::new()), None))
+    } else {
+        Err(format!(
+            "object store '{url}' is not supported by this version: use file:///path or memory://"
+        )
+        .into())
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The DataFusion session all connections share.
+fn session_context(
+    engine: &Engine,
+    store: Arc<dyn ObjectStore>,
+    memory_limit: u64,
+) -> Result<SessionContext, StartError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_limit as usize, 1.0)
+        .build_arc()?;
+    runtime.register_object_store(object_store_url().as_ref(), store);
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(SCHEMA_NAME, Arc::new(SextantSchema::new(engine.clone())))?;
+    catalog.register_schema("system", system::schema(engine)?)?;
+    ctx.register_catalog(DATABASE_NAME, Arc::new(catalog));
+    setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
+        .map_err(|e| format!("setting up pg_catalog: {e}"))?;
+    Ok(ctx)
+}
+
+fn write_ready_file(path: &Path, pg: SocketAddr, http: SocketAddr) -> Result<(), StartError> {
+    let body = serde_json::json!({"pg": pg.to_string(), "http": http.to_string()});
+    let tmp = path.with_extension("tmp");
+    context(std::fs::write(&tmp, body.to_string()), || {
+        format!("cannot write ready file {}", tmp.display())
+    })?;
+    context(std::fs::rename(&tmp, path), || {
+        format!("cannot write ready file {}", path.display())
+    })?;
+    Ok(())
+}

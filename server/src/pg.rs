@@ -1,0 +1,304 @@
+//! The PostgreSQL wire protocol front end.
+//!
+//! Connections are served by pgwire with datafusion-postgres's session
+//! service (pg_catalog, type mapping, SET/SHOW, transactions). In front of it
+//! sits Sextant's statement layer: each statement of a simple query, and the
+//! text of each extended-protocol Parse, is first offered to
+//! [`statements::classify`]; Sextant's own statements run here, the rest go
+//! on to DataFusion. Every error leaves with a SQLSTATE ([`assign_sqlstate`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
+use futures::Sink;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use sextant_storage::Engine;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::error::{SqlError, assign_sqlstate};
+use crate::statements::{self, Classified, Done};
+
+type DfStatement = <DfParser as QueryParser>::Statement;
+
+/// How long open connections get to finish their statement at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves pgwire on `listener` until `shutdown` is cancelled, then stops
+/// accepting and gives open connections [`SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    engine: Engine,
+    shutdown: CancellationToken,
+) {
+    let handlers = Arc::new(Handlers::new(ctx, engine));
+    let tracker = TaskTracker::new();
+    loop {
+        let (socket, addr): (_, SocketAddr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "pgwire accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = handlers.clone();
+        tracker.spawn(async move {
+            debug!(%addr, "pgwire connection");
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                debug!(%addr, error = %e, "pgwire connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        info!(
+            connections = tracker.len(),
+            "closing pgwire connections still open after the shutdown grace period"
+        );
+    }
+}
+
+struct Handlers {
+    service: Arc<Service>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    fn new(ctx: Arc<SessionContext>, engine: Engine) -> Self {
+        let inner = Arc::new(DfSessionService::new_with_hooks(
+            ctx.clone(),
+            default_hooks(),
+        ));
+        let connections = Arc::new(ConnectionManager::new());
+        Self {
+            service: Arc::new(Service {
+                parser: Arc::new(Parser {
+                    inner: inner.query_parser(),
+                }),
+                inner,
+                engine,
+                ctx,
+            }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+/// datafusion-postgres's own hooks: cursors, SET/SHOW, transactions.
+fn default_hooks() -> Vec<Arc<dyn QueryHook>> {
+    use datafusion_postgres::hooks::cursor::CursorStatementHook;
+    use datafusion_postgres::hooks::set_show::SetShowHook;
+    use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+    vec![
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ]
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// No authentication yet: any user name, database `sextant` (or any other
+/// name, which clients default to their user name).
+struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+struct SqlStateErrors;
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        assign_sqlstate(error);
+        debug!(error = %error, "statement failed");
+    }
+}
+
+struct Service {
+    inner: Arc<DfSessionService>,
+    parser: Arc<Parser>,
+    engine: Engine,
+    ctx: Arc<SessionContext>,
+}
+
+impl Service {
+    async fn run_sextant(&self, stmt: &statements::SextantStatement) -> PgWireResult<Response> {
+        let Done { tag, rows } = statements::execute(stmt, &self.engine, &self.ctx).await?;
+        let tag = Tag::new(tag);
+        Ok(Response::Execution(match rows {
+            Some(n) => tag.with_rows(n),
+            None => tag,
+        }))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Service {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stmts = statements::split(query)?;
+        if stmts.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in stmts {
+            match statements::classify(&stmt) {
+                Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
+                Classified::Sql(sql) => out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Service {
+    type Statement = DfStatement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // The parser leaves Sextant's statements unplanned (no plan, just text).
+        if let (text, None) = &portal.statement.statement
+            && let Classified::Sextant(s) = statements::classify(text)
+        {
+            return self.run_sextant(&s).await;
+        }
+        ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+    }
+}
+
+/// Extended-protocol parser: Sextant's statements are kept as text for
+/// `do_query`; rewritten and plain SQL is planned by datafusion-postgres.
+struct Parser {
+    inner: Arc<DfParser>,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = statements::split(sql)?;
+        if stmts.len() > 1 {
+            return Err(SqlError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into());
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        match statements::classify(&stmt) {
+            Classified::Sextant(_) => Ok(Some((stmt, None))),
+            Classified::Sql(sql) => self.inner.parse_sql(client, &sql, types).await,
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}

@@ -1,0 +1,489 @@
+//! Sextant's own SQL statements, recognized before DataFusion sees the text.
+//!
+//! A query string is split into statements with the SQL tokenizer (so `;`
+//! inside strings and comments is no separator). Each statement is either one
+//! of ours (`CREATE TABLE`, `DROP TABLE`, `FLUSH TABLE`), rewritten
+//! (`SHOW TABLES`), or passed on unchanged to DataFusion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, CreateTableOptions, Expr, Ident, ObjectName, ObjectType, SqlOption, Statement,
+    Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use sextant_catalog::{NewTable, TIME_COLUMN, TableOptions};
+use sextant_storage::Engine;
+
+use crate::error::SqlError;
+
+/// A statement as the statement layer classified it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Classified {
+    /// Handled here.
+    Sextant(SextantStatement),
+    /// Handed to DataFusion as this text (possibly rewritten).
+    Sql(String),
+}
+
+/// Statements Sextant executes itself.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SextantStatement {
+    CreateTable(String),
+    DropTable(String),
+    Flush(String),
+}
+
+/// Splits `sql` into statements (without the `;`), skipping empty ones.
+pub(crate) fn split(sql: &str) -> Result<Vec<String>, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::syntax(e.to_string()))?;
+    let index = LineIndex::new(sql);
+    let mut out = vec![];
+    let mut start: Option<Location> = None;
+    let mut end = Location::new(1, 1);
+    let flush = |out: &mut Vec<String>, start: Option<Location>, end: Location| {
+        if let Some(s) = start {
+            let text = sql[index.offset(s)..index.offset(end)].trim();
+            if !text.is_empty() {
+                out.push(text.to_string());
+            }
+        }
+    };
+    for TokenWithSpan { token, span } in tokens {
+        match token {
+            Token::SemiColon => {
+                flush(&mut out, start.take(), end);
+            }
+            Token::Whitespace(_) => {}
+            _ => {
+                start.get_or_insert(span.start);
+                end = span.end;
+            }
+        }
+    }
+    flush(&mut out, start, end);
+    Ok(out)
+}
+
+/// Byte offsets of line/column locations (1-based, columns in chars).
+struct LineIndex<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        Self { sql, line_starts }
+    }
+
+    fn offset(&self, loc: Location) -> usize {
+        let Some(&line_start) = self.line_starts.get(loc.line.saturating_sub(1) as usize) else {
+            return self.sql.len();
+        };
+        self.sql[line_start..]
+            .char_indices()
+            .nth(loc.column.saturating_sub(1) as usize)
+            .map(|(i, _)| line_start + i)
+            .unwrap_or(self.sql.len())
+    }
+}
+
+/// Decides who runs one statement.
+pub(crate) fn classify(stmt: &str) -> Classified {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, stmt).tokenize() else {
+        return Classified::Sql(stmt.to_string());
+    };
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let kw = |i: usize| match words.get(i) {
+        Some(Token::Word(w)) => w.keyword,
+        _ => Keyword::NoKeyword,
+    };
+    match (kw(0), kw(1)) {
+        (Keyword::CREATE, Keyword::TABLE) => {
+            Classified::Sextant(SextantStatement::CreateTable(stmt.to_string()))
+        }
+        (Keyword::DROP, Keyword::TABLE) => {
+            Classified::Sextant(SextantStatement::DropTable(stmt.to_string()))
+        }
+        (Keyword::FLUSH, Keyword::TABLE) | (Keyword::FLUSH, Keyword::TABLES) => {
+            Classified::Sextant(SextantStatement::Flush(stmt.to_string()))
+        }
+        (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => Classified::Sql(
+            "SELECT table_name FROM system.tables ORDER BY table_name".to_string(),
+        ),
+        _ => Classified::Sql(stmt.to_string()),
+    }
+}
+
+/// What a Sextant statement reports back (the command tag).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Done {
+    pub(crate) tag: &'static str,
+    pub(crate) rows: Option<usize>,
+}
+
+/// Runs one of Sextant's statements.
+pub(crate) async fn execute(
+    stmt: &SextantStatement,
+    engine: &Engine,
+    ctx: &SessionContext,
+) -> Result<Done, SqlError> {
+    match stmt {
+        SextantStatement::CreateTable(sql) => create_table(sql, engine, ctx).await,
+        SextantStatement::DropTable(sql) => drop_table(sql, engine).await,
+        SextantStatement::Flush(sql) => flush(sql, engine).await,
+    }
+}
+
+fn parse_one(sql: &str) -> Result<Statement, SqlError> {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::syntax(e.to_string()))?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        _ => Err(SqlError::syntax("expected exactly one statement")),
+    }
+}
+
+/// The table name of `name`, which may be qualified as `public.t` or
+/// `sextant.public.t`. Unquoted identifiers fold to lower case.
+fn table_name(name: &ObjectName) -> Result<String, SqlError> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(normalize).unwrap_or_else(|| p.to_string()))
+        .collect();
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == sextant_catalog::SCHEMA_NAME => Ok(t.clone()),
+        [d, s, t] if d == sextant_catalog::DATABASE_NAME && s == sextant_catalog::SCHEMA_NAME => {
+            Ok(t.clone())
+        }
+        _ => Err(SqlError::invalid_schema(format!(
+            "tables live in schema \"public\" of database \"sextant\"; cannot use \"{name}\""
+        ))),
+    }
+}
+
+fn normalize(id: &Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
+async fn create_table(sql: &str, engine: &Engine, ctx: &SessionContext) -> Result<Done, SqlError> {
+    let Statement::CreateTable(mut ct) = parse_one(sql)? else {
+        return Err(SqlError::syntax("expected CREATE TABLE"));
+    };
+    let name = table_name(&ct.name)?;
+    if ct.query.is_some() {
+        return Err(SqlError::unsupported(
+            "CREATE TABLE ... AS SELECT is not supported yet: create the table, then INSERT INTO ... SELECT",
+        ));
+    }
+    if ct.external || ct.temporary {
+        return Err(SqlError::unsupported(
+            "only plain CREATE TABLE is supported (no EXTERNAL or TEMPORARY)",
+        ));
+    }
+    let options = table_options(&ct.table_options)?;
+    if ct.if_not_exists && engine.table(&name).is_some() {
+        return Ok(Done {
+            tag: "CREATE TABLE",
+            rows: None,
+        });
+    }
+    let schema = column_schema(&mut ct, ctx).await?;
+    let schema = with_time_column(&name, schema)?;
+    match engine
+        .create_table(NewTable {
+            name,
+            schema: Arc::new(schema),
+            time_column: TIME_COLUMN.to_string(),
+            options,
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(sextant_storage::StorageError::Catalog(
+            sextant_catalog::CatalogError::TableExists(_),
+        )) if ct.if_not_exists => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Done {
+        tag: "CREATE TABLE",
+        rows: None,
+    })
+}
+
+/// Arrow types of the columns, as DataFusion maps SQL type names.
+async fn column_schema(ct: &mut CreateTable, ctx: &SessionContext) -> Result<Schema, SqlError> {
+    let mut plain = ct.clone();
+    plain.table_options = CreateTableOptions::None;
+    plain.if_not_exists = false;
+    plain.name = ObjectName::from(vec![Ident::new("sextant_column_probe")]);
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            Statement::CreateTable(plain),
+        )))
+        .await?;
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+            Ok(c.input.schema().as_arrow().clone())
+        }
+        other => Err(SqlError::internal(format!(
+            "CREATE TABLE planned as {}",
+            other.display()
+        ))),
+    }
+}
+
+/// Every table has `time` as a nanosecond UTC timestamp that is never null.
+fn with_time_column(table: &str, schema: Schema) -> Result<Schema, SqlError> {
+    let Ok(idx) = schema.index_of(TIME_COLUMN) else {
+        return Err(SqlError::invalid_definition(format!(
+            "table \"{table}\" needs a time column: add \"time TIMESTAMP NOT NULL\""
+        )));
+    };
+    if !matches!(schema.field(idx).data_type(), DataType::Timestamp(_, _)) {
+        return Err(SqlError::invalid_definition(format!(
+            "column \"time\" of table \"{table}\" must be TIMESTAMP, not {}",
+            schema.field(idx).data_type()
+        )));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == idx {
+                Field::new(
+                    TIME_COLUMN,
+                    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                    false,
+                )
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
+    let list: &[SqlOption] = match opts {
+        CreateTableOptions::None => &[],
+        CreateTableOptions::With(l) => l,
+        _ => {
+            return Err(SqlError::syntax(
+                "table options go in WITH (retention = '30 days', partition = '1 hour')",
+            ));
+        }
+    };
+    let mut out = TableOptions::default();
+    for opt in list {
+        let SqlOption::KeyValue { key, value } = opt else {
+            return Err(SqlError::syntax(format!("unsupported table option {opt}")));
+        };
+        let key = key.value.to_lowercase();
+        let text = option_text(value)?;
+        match key.as_str() {
+            "retention" => out.retention = parse_retention(&text)?,
+            "partition" | "partition_duration" => {
+                let d = parse_interval(&text)?;
+                if d < Duration::from_secs(60) || d > Duration::from_secs(7 * 86400) {
+                    return Err(SqlError::invalid_parameter(format!(
+                        "partition must be between 1 minute and 7 days, got '{text}'"
+                    )));
+                }
+                if 86400 % d.as_secs() != 0 && d.as_secs() % 86400 != 0 {
+                    return Err(SqlError::invalid_parameter(format!(
+                        "partition '{text}' must divide a day evenly (e.g. 15 minutes, 1 hour, 1 day)"
+                    )));
+                }
+                out.partition_duration = d;
+            }
+            _ => {
+                return Err(SqlError::invalid_parameter(format!(
+                    "unknown table option \"{key}\" (known: retention, partition)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn option_text(value: &Expr) -> Result<String, SqlError> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Ok(s.clone()),
+            Value::Number(n, _) => Ok(n.clone()),
+            other => Ok(other.to_string()),
+        },
+        Expr::Identifier(id) => Ok(id.value.clone()),
+        Expr::Interval(i) => Ok(i.value.to_string().trim_matches('\'').to_string()),
+        other => Err(SqlError::invalid_parameter(format!(
+            "option value must be a string such as '30 days', got {other}"
+        ))),
+    }
+}
+
+fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
+    match text.trim().to_lowercase().as_str() {
+        "none" | "infinite" | "forever" => Ok(None),
+        _ => parse_interval(text).map(Some),
+    }
+}
+
+/// `'30 days'`, `'7d'`, `'1 hour'`, `'90m'`: humantime's grammar, which also
+/// accepts a space between number and unit.
+fn parse_interval(text: &str) -> Result<Duration, SqlError> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            SqlError::invalid_parameter(format!(
+                "'{text}' is not a duration: use e.g. '30 days', '12 hours', '15 minutes'"
+            ))
+        })
+}
+
+async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+    let Statement::Drop {
+        object_type: ObjectType::Table,
+        if_exists,
+        names,
+        ..
+    } = parse_one(sql)?
+    else {
+        return Err(SqlError::syntax("expected DROP TABLE"));
+    };
+    let names = names.iter().map(table_name).collect::<Result<Vec<_>, _>>()?;
+    for name in &names {
+        if engine.table(name).is_none() {
+            if if_exists {
+                continue;
+            }
+            return Err(sextant_storage::StorageError::Catalog(
+                sextant_catalog::CatalogError::TableNotFound(name.clone()),
+            )
+            .into());
+        }
+        engine.drop_table(name).await?;
+    }
+    Ok(Done {
+        tag: "DROP TABLE",
+        rows: None,
+    })
+}
+
+async fn flush(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+    let mut files = 0;
+    for name in flush_targets(sql)? {
+        files += engine.flush_table(&name).await?;
+    }
+    Ok(Done {
+        tag: "FLUSH",
+        rows: Some(files),
+    })
+}
+
+/// The tables of `FLUSH TABLE a, b`.
+fn flush_targets(sql: &str) -> Result<Vec<String>, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| SqlError::syntax(e.to_string()))?;
+    let usage = "usage: FLUSH TABLE name [, name ...]";
+    parser
+        .expect_keyword(Keyword::FLUSH)
+        .map_err(|_| SqlError::syntax(usage))?;
+    if !parser.parse_keyword(Keyword::TABLE) && !parser.parse_keyword(Keyword::TABLES) {
+        return Err(SqlError::syntax(usage));
+    }
+    let names = parser
+        .parse_comma_separated(|p| p.parse_object_name(false))
+        .map_err(|e| SqlError::syntax(format!("{e}; {usage}")))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(SqlError::syntax(usage));
+    }
+    names.iter().map(table_name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_strings_and_comments() {
+        let s = split("SELECT 'a;b'; -- c;d\nFLUSH TABLE t;;  SELECT 1").unwrap();
+        assert_eq!(s, vec!["SELECT 'a;b'", "-- c;d\nFLUSH TABLE t", "SELECT 1"]);
+        assert_eq!(split(" ; ;").unwrap(), Vec::<String>::new());
+        let s = split("SELECT 'é';\nSELECT 'ü'").unwrap();
+        assert_eq!(s, vec!["SELECT 'é'", "SELECT 'ü'"]);
+    }
+
+    #[test]
+    fn classify_statements() {
+        assert!(matches!(
+            classify("flush table cpu"),
+            Classified::Sextant(SextantStatement::Flush(_))
+        ));
+        assert!(matches!(
+            classify("-- hi\nCREATE TABLE x (time TIMESTAMP)"),
+            Classified::Sextant(SextantStatement::CreateTable(_))
+        ));
+        assert_eq!(
+            classify("show tables"),
+            Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".into())
+        );
+        assert_eq!(classify("SELECT 1"), Classified::Sql("SELECT 1".into()));
+    }
+
+    #[test]
+    fn options() {
+        let o = table_options(&CreateTableOptions::None).unwrap();
+        assert_eq!(o, TableOptions::default());
+        assert_eq!(
+            parse_retention("30 days").unwrap(),
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(parse_retention("infinite").unwrap(), None);
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn qualified_names() {
+        let n = |s: &str| {
+            let Statement::Drop { names, .. } =
+                parse_one(&format!("DROP TABLE {s}")).unwrap()
+            else {
+                panic!()
+            };
+            table_name(&names[0])
+        };
+        assert_eq!(n("CPU").unwrap(), "cpu");
+        assert_eq!(n("\"CPU\"").unwrap(), "CPU");
+        assert_eq!(n("public.cpu").unwrap(), "cpu");
+        assert_eq!(n("sextant.public.cpu").unwrap(), "cpu");
+        assert!(n("other.cpu").is_err());
+    }
+}

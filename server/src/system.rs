@@ -1,0 +1,214 @@
+//! System tables: the server described to itself in SQL (`system.tables`,
+//! `system.files`, `system.wal`). Each is computed from the engine's state
+//! when a query scans it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use sextant_storage::{Engine, SyncMode};
+
+type Build = Arc<dyn Fn(&Engine) -> Result<RecordBatch> + Send + Sync>;
+
+/// A table whose rows are computed from the engine at scan time.
+struct SystemTable {
+    name: &'static str,
+    schema: SchemaRef,
+    engine: Engine,
+    build: Build,
+}
+
+impl fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "system.{}", self.name)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = (self.build)(&self.engine)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+fn interval_text(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The `system` schema.
+pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
+    let schema = MemorySchemaProvider::new();
+    for (name, table_schema, build) in [tables_table(), files_table(), wal_table()] {
+        schema.register_table(
+            name.to_string(),
+            Arc::new(SystemTable {
+                name,
+                schema: table_schema,
+                engine: engine.clone(),
+                build,
+            }),
+        )?;
+    }
+    Ok(Arc::new(schema))
+}
+
+fn tables_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("table_id", DataType::Int64, false),
+        Field::new("columns", DataType::Int64, false),
+        Field::new("time_column", DataType::Utf8, false),
+        Field::new("partition", DataType::Utf8, false),
+        Field::new("retention", DataType::Utf8, true),
+        Field::new("buffered_rows", DataType::UInt64, false),
+        Field::new("buffered_bytes", DataType::UInt64, false),
+        Field::new("files", DataType::UInt64, false),
+        Field::new("persisted_rows", DataType::UInt64, false),
+        Field::new("persisted_bytes", DataType::UInt64, false),
+        Field::new("persisted_seq", DataType::UInt64, false),
+        Field::new("created_at", ts(), false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let s = e.table_stats();
+            let u = |f: &dyn Fn(&sextant_storage::TableStats) -> u64| -> ArrayRef {
+                Arc::new(UInt64Array::from_iter_values(s.iter().map(f)))
+            };
+            Ok(vec![
+                Arc::new(StringArray::from_iter_values(s.iter().map(|t| t.def.name.clone())))
+                    as ArrayRef,
+                Arc::new(Int64Array::from_iter_values(s.iter().map(|t| t.def.id))),
+                Arc::new(Int64Array::from_iter_values(
+                    s.iter().map(|t| t.def.schema.fields().len() as i64),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    s.iter().map(|t| t.def.time_column.clone()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    s.iter().map(|t| interval_text(t.def.options.partition_duration)),
+                )),
+                Arc::new(StringArray::from_iter(
+                    s.iter().map(|t| t.def.options.retention.map(interval_text)),
+                )),
+                u(&|t| t.buffered_rows),
+                u(&|t| t.buffered_bytes),
+                u(&|t| t.files),
+                u(&|t| t.persisted_rows),
+                u(&|t| t.persisted_bytes),
+                u(&|t| t.def.persisted_seq),
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(
+                        s.iter().map(|t| t.def.created_at_ns),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ])
+        }),
+    );
+    ("tables", schema, build)
+}
+
+fn with_schema(
+    schema: SchemaRef,
+    columns: Arc<dyn Fn(&Engine) -> Result<Vec<ArrayRef>> + Send + Sync>,
+) -> Build {
+    Arc::new(move |e| Ok(RecordBatch::try_new(schema.clone(), columns(e)?)?))
+}
+
+fn files_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("file_id", DataType::Int64, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("partition_start", ts(), false),
+        Field::new("min_time", ts(), false),
+        Field::new("max_time", ts(), false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("created_at", ts(), false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let files = e.files();
+            let t = |f: &dyn Fn(&sextant_catalog::ParquetFile) -> i64| -> ArrayRef {
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(files.iter().map(|(_, p)| f(p)))
+                        .with_timezone("UTC"),
+                )
+            };
+            Ok(vec![
+                Arc::new(StringArray::from_iter_values(files.iter().map(|(n, _)| n.clone())))
+                    as ArrayRef,
+                Arc::new(Int64Array::from_iter_values(files.iter().map(|(_, f)| f.id))),
+                Arc::new(StringArray::from_iter_values(
+                    files.iter().map(|(_, f)| f.file.path.clone()),
+                )),
+                t(&|f| f.file.partition_start_ns),
+                t(&|f| f.file.min_time_ns),
+                t(&|f| f.file.max_time_ns),
+                Arc::new(UInt64Array::from_iter_values(files.iter().map(|(_, f)| f.file.rows))),
+                Arc::new(UInt64Array::from_iter_values(files.iter().map(|(_, f)| f.file.bytes))),
+                t(&|f| f.created_at_ns),
+            ])
+        }),
+    );
+    ("files", schema, build)
+}
+
+fn wal_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("segments", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("last_seq", DataType::UInt64, false),
+        Field::new("fsync_before_ack", DataType::Boolean, false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let w = e.wal_stats();
+            Ok(vec![
+                Arc::new(UInt64Array::from(vec![w.segments as u64])) as ArrayRef,
+                Arc::new(UInt64Array::from(vec![w.bytes])),
+                Arc::new(UInt64Array::from(vec![w.last_seq])),
+                Arc::new(BooleanArray::from(vec![w.sync == SyncMode::Always])),
+            ])
+        }),
+    );
+    ("wal", schema, build)
+}

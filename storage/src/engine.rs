@@ -1,0 +1,726 @@
+//! The engine ties the WAL, the write buffer, persistence and the catalog
+//! together.
+//!
+//! Write: validate → WAL append (group commit, fsync) → on the WAL thread,
+//! in sequence order, the batch becomes a buffer chunk → acknowledge.
+//! Persist (size, age or `FLUSH TABLE`): chunks → Parquet objects → one
+//! catalog commit of the files and the table's `persisted_seq` → chunks
+//! leave the buffer in the same critical section in which the files become
+//! visible → WAL segments nobody needs any more are deleted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, new_null_array};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use sextant_catalog::{
+    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TableDef, TableOptions,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::codec;
+use crate::error::{Result, StorageError};
+use crate::persist::encode_partitions;
+use crate::wal::{SyncMode, Wal, WalConfig};
+
+/// Largest single WAL record an INSERT is packed into; bigger inserts are
+/// split into several records.
+const MAX_RECORD_BYTES: usize = 128 * 1024 * 1024;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory of the WAL segments.
+    pub wal_dir: PathBuf,
+    /// fsync before acknowledging (the default) or not.
+    pub wal_sync: SyncMode,
+    /// Rotate WAL segments past this size.
+    pub wal_segment_bytes: u64,
+    /// Write-buffer size past which writers wait; persistence starts at half.
+    pub buffer_limit_bytes: usize,
+    /// Buffered rows older than this are persisted even if the buffer is small.
+    pub persist_age: Duration,
+    /// How long a writer waits for buffer space before it gets a retryable error.
+    pub backpressure_timeout: Duration,
+    /// When objects live on the local file system, their root directory, so
+    /// persisted files can be fsynced before the WAL that covers them is deleted.
+    pub local_object_root: Option<PathBuf>,
+}
+
+/// One write as it sits in the buffer.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// WAL sequence number of the write.
+    pub seq: u64,
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Smallest time in the batch (ns).
+    pub min_time_ns: i64,
+    /// Largest time in the batch (ns).
+    pub max_time_ns: i64,
+}
+
+/// A consistent view of one table for one query: every acknowledged row is in
+/// exactly one of `chunks` and `files`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The table's definition.
+    pub def: TableDef,
+    /// Buffered writes, conformed to `def.schema`.
+    pub chunks: Vec<Chunk>,
+    /// Persisted files.
+    pub files: Vec<ParquetFile>,
+}
+
+/// Size figures of one table, for `system.tables`.
+#[derive(Debug, Clone)]
+pub struct TableStats {
+    /// The table's definition.
+    pub def: TableDef,
+    /// Rows in the write buffer.
+    pub buffered_rows: u64,
+    /// Bytes in the write buffer.
+    pub buffered_bytes: u64,
+    /// Number of Parquet files.
+    pub files: u64,
+    /// Rows in Parquet files.
+    pub persisted_rows: u64,
+    /// Bytes of Parquet files.
+    pub persisted_bytes: u64,
+}
+
+/// WAL figures, for `system.wal`.
+pub use crate::wal::WalStats;
+
+#[derive(Debug, Default)]
+struct TableData {
+    chunks: Vec<Chunk>,
+    files: Vec<ParquetFile>,
+    bytes: usize,
+    oldest_chunk_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct TableState {
+    def: RwLock<TableDef>,
+    data: Mutex<TableData>,
+    /// One persistence of a table at a time.
+    persisting: tokio::sync::Mutex<()>,
+}
+
+impl TableState {
+    fn new(def: TableDef, files: Vec<ParquetFile>) -> Self {
+        Self {
+            def: RwLock::new(def),
+            data: Mutex::new(TableData {
+                files,
+                ..Default::default()
+            }),
+            persisting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn def(&self) -> TableDef {
+        self.def.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn data(&self) -> std::sync::MutexGuard<'_, TableData> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Inner {
+    config: EngineConfig,
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn ObjectStore>,
+    wal: Wal,
+    tables: RwLock<BTreeMap<String, Arc<TableState>>>,
+    buffered: AtomicUsize,
+    /// Highest seq whose chunk is in the buffer (or was skipped as persisted).
+    applied_seq: AtomicU64,
+    persist_wake: Notify,
+    /// DDL statements run one at a time.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+/// The storage engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the engine: loads tables and files from the catalog and replays
+    /// the WAL records not yet persisted into the write buffer.
+    pub fn open(
+        config: EngineConfig,
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self> {
+        let mut tables = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
+        for def in catalog.tables()? {
+            let files = catalog.files(def.id)?;
+            let state = Arc::new(TableState::new(def.clone(), files));
+            by_id.insert(def.id, state.clone());
+            tables.insert(def.name.clone(), state);
+        }
+        let floor = catalog.max_persisted_seq()? + 1;
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        let mut rows = 0u64;
+        let mut bytes = 0usize;
+        let mut last_seq = floor - 1;
+        let wal = Wal::open(
+            WalConfig {
+                dir: config.wal_dir.clone(),
+                sync: config.wal_sync,
+                segment_bytes: config.wal_segment_bytes,
+            },
+            floor,
+            |seq, payload| {
+                last_seq = last_seq.max(seq);
+                let table_id = codec::table_id(payload).map_err(|e| e.to_string())?;
+                // A dropped table's records, or records already in Parquet.
+                let Some(state) = by_id.get(&table_id) else {
+                    return Ok(());
+                };
+                let def = state.def();
+                if seq <= def.persisted_seq {
+                    return Ok(());
+                }
+                let batch = codec::decode_batch(payload)
+                    .map_err(|e| format!("WAL record {seq}: {e}"))?;
+                let chunk = make_chunk(seq, batch, &def).map_err(|e| e.to_string())?;
+                let size = chunk.batch.get_array_memory_size();
+                let mut data = state.data();
+                data.bytes += size;
+                data.oldest_chunk_at.get_or_insert_with(Instant::now);
+                rows += chunk.batch.num_rows() as u64;
+                data.chunks.push(chunk);
+                bytes += size;
+                replayed += 1;
+                Ok(())
+            },
+        )?;
+        info!(
+            records = replayed,
+            rows,
+            bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "WAL replayed"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                store,
+                wal,
+                tables: RwLock::new(tables),
+                buffered: AtomicUsize::new(bytes),
+                applied_seq: AtomicU64::new(last_seq),
+                persist_wake: Notify::new(),
+                ddl: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The catalog the engine commits to.
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.inner.catalog
+    }
+
+    /// The object store Parquet files live in.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    fn state(&self, name: &str) -> Option<Arc<TableState>> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn states(&self) -> Vec<Arc<TableState>> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Names of all tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        self.inner
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The definition of one table.
+    pub fn table(&self, name: &str) -> Option<TableDef> {
+        self.state(name).map(|s| s.def())
+    }
+
+    /// Creates a table.
+    pub async fn create_table(&self, table: NewTable) -> Result<TableDef> {
+        let _ddl = self.inner.ddl.lock().await;
+        let def = self.inner.catalog.create_table(table)?;
+        self.inner
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(def.name.clone(), Arc::new(TableState::new(def.clone(), vec![])));
+        info!(table = %def.name, id = def.id, "table created");
+        Ok(def)
+    }
+
+    /// Changes a table's options.
+    pub async fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef> {
+        let _ddl = self.inner.ddl.lock().await;
+        let state = self
+            .state(name)
+            .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        let def = self.inner.catalog.set_options(name, options)?;
+        *state.def.write().unwrap_or_else(|e| e.into_inner()) = def.clone();
+        Ok(def)
+    }
+
+    /// Drops a table: its buffered rows are discarded and its files deleted.
+    pub async fn drop_table(&self, name: &str) -> Result<TableDef> {
+        let _ddl = self.inner.ddl.lock().await;
+        let (def, files) = self.inner.catalog.drop_table(name)?;
+        let state = self
+            .inner
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(state) = state {
+            let freed = std::mem::take(&mut *state.data()).bytes;
+            self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
+        }
+        for f in files {
+            if let Err(e) = self.inner.store.delete(&ObjectPath::from(f.file.path.as_str())).await {
+                warn!(path = %f.file.path, error = %e, "could not delete a dropped table's file");
+            }
+        }
+        self.truncate_wal();
+        info!(table = %name, "table dropped");
+        Ok(def)
+    }
+
+    /// Writes rows to a table and returns once they are durable (per the
+    /// WAL sync mode) and visible to queries. The batch must have the table's
+    /// schema (column names and types, in order).
+    pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
+        let state = self
+            .state(table)
+            .ok_or_else(|| CatalogError::TableNotFound(table.into()))?;
+        let def = state.def();
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let batch = conform(&batch, &def.schema)?;
+        check_time(&batch, &def)?;
+        self.wait_for_space().await?;
+
+        let rows = batch.num_rows() as u64;
+        let mut written = 0u64;
+        for piece in split_for_wal(&batch) {
+            let piece_rows = piece.num_rows() as u64;
+            let payload = codec::encode(def.id, &piece)?;
+            let chunk_template = make_chunk(0, piece, &def)?;
+            let state = state.clone();
+            let inner = self.inner.clone();
+            self.inner
+                .wal
+                .append(
+                    payload,
+                    Box::new(move |seq| {
+                        let chunk = Chunk {
+                            seq,
+                            ..chunk_template
+                        };
+                        let size = chunk.batch.get_array_memory_size();
+                        let mut data = state.data();
+                        data.bytes += size;
+                        data.oldest_chunk_at.get_or_insert_with(Instant::now);
+                        data.chunks.push(chunk);
+                        drop(data);
+                        inner.buffered.fetch_add(size, Ordering::SeqCst);
+                        inner.applied_seq.store(seq, Ordering::SeqCst);
+                    }),
+                )
+                .await?;
+            written += piece_rows;
+        }
+        if self.inner.buffered.load(Ordering::SeqCst) > self.inner.config.buffer_limit_bytes / 2 {
+            self.inner.persist_wake.notify_one();
+        }
+        debug_assert_eq!(written, rows);
+        Ok(written)
+    }
+
+    async fn wait_for_space(&self) -> Result<()> {
+        let limit = self.inner.config.buffer_limit_bytes;
+        let deadline = Instant::now() + self.inner.config.backpressure_timeout;
+        loop {
+            let used = self.inner.buffered.load(Ordering::SeqCst);
+            if used < limit {
+                return Ok(());
+            }
+            self.inner.persist_wake.notify_one();
+            if Instant::now() >= deadline {
+                return Err(StorageError::BufferFull { used, limit });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A consistent view of a table for a query.
+    pub fn snapshot(&self, table: &str) -> Option<Snapshot> {
+        let state = self.state(table)?;
+        let def = state.def();
+        let (chunks, files) = {
+            let data = state.data();
+            (data.chunks.clone(), data.files.clone())
+        };
+        Some(Snapshot { def, chunks, files })
+    }
+
+    /// Size figures of every table.
+    pub fn table_stats(&self) -> Vec<TableStats> {
+        self.states()
+            .into_iter()
+            .map(|s| {
+                let def = s.def();
+                let data = s.data();
+                TableStats {
+                    def,
+                    buffered_rows: data.chunks.iter().map(|c| c.batch.num_rows() as u64).sum(),
+                    buffered_bytes: data.bytes as u64,
+                    files: data.files.len() as u64,
+                    persisted_rows: data.files.iter().map(|f| f.file.rows).sum(),
+                    persisted_bytes: data.files.iter().map(|f| f.file.bytes).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every persisted file with its table's name.
+    pub fn files(&self) -> Vec<(String, ParquetFile)> {
+        self.states()
+            .into_iter()
+            .flat_map(|s| {
+                let name = s.def().name;
+                let files = s.data().files.clone();
+                files.into_iter().map(move |f| (name.clone(), f))
+            })
+            .collect()
+    }
+
+    /// WAL figures.
+    pub fn wal_stats(&self) -> WalStats {
+        self.inner.wal.stats()
+    }
+
+    /// Persists a table's buffered rows now (`FLUSH TABLE`). Returns the
+    /// number of Parquet files written.
+    pub async fn flush_table(&self, name: &str) -> Result<usize> {
+        let state = self
+            .state(name)
+            .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        self.persist(&state).await
+    }
+
+    async fn persist(&self, state: &Arc<TableState>) -> Result<usize> {
+        let _one_at_a_time = state.persisting.lock().await;
+        let def = state.def();
+        let chunks = state.data().chunks.clone();
+        let Some(max_seq) = chunks.last().map(|c| c.seq) else {
+            return Ok(0);
+        };
+        let started = Instant::now();
+        let schema = def.schema.clone();
+        let time_col = def.time_column.clone();
+        let partition_ns = def.options.partition_duration.as_nanos() as i64;
+        let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
+        let encoded = tokio::task::spawn_blocking(move || {
+            encode_partitions(&schema, &batches, &time_col, partition_ns)
+        })
+        .await
+        .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
+
+        let mut new_files = Vec::with_capacity(encoded.len());
+        for (i, f) in encoded.into_iter().enumerate() {
+            let path = format!(
+                "{}/{}/{:020}-{i:04}.parquet",
+                def.name,
+                partition_label(f.partition_start_ns),
+                max_seq
+            );
+            let size = f.bytes.len() as u64;
+            self.inner
+                .store
+                .put(&ObjectPath::from(path.as_str()), f.bytes.into())
+                .await?;
+            self.sync_local_object(&path).await?;
+            new_files.push(NewParquetFile {
+                path,
+                partition_start_ns: f.partition_start_ns,
+                min_time_ns: f.min_time_ns,
+                max_time_ns: f.max_time_ns,
+                rows: f.rows,
+                bytes: size,
+                column_stats: f.column_stats,
+            });
+        }
+
+        let committed = match self.inner.catalog.commit_files(def.id, new_files.clone(), max_seq) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not committed: the objects are unreferenced; remove them.
+                for f in &new_files {
+                    let _ = self.inner.store.delete(&ObjectPath::from(f.path.as_str())).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let n = committed.len();
+        let rows: u64 = committed.iter().map(|f| f.file.rows).sum();
+        let freed = {
+            let mut data = state.data();
+            let keep = data.chunks.partition_point(|c| c.seq <= max_seq);
+            let freed: usize = data.chunks[..keep]
+                .iter()
+                .map(|c| c.batch.get_array_memory_size())
+                .sum();
+            data.chunks.drain(..keep);
+            data.bytes -= freed;
+            data.files.extend(committed);
+            data.oldest_chunk_at = (!data.chunks.is_empty()).then(Instant::now);
+            freed
+        };
+        self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
+        {
+            let mut d = state.def.write().unwrap_or_else(|e| e.into_inner());
+            d.persisted_seq = d.persisted_seq.max(max_seq);
+        }
+        self.truncate_wal();
+        info!(
+            table = %def.name,
+            files = n,
+            rows,
+            up_to_seq = max_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "persisted"
+        );
+        Ok(n)
+    }
+
+    async fn sync_local_object(&self, path: &str) -> Result<()> {
+        let Some(root) = &self.inner.config.local_object_root else {
+            return Ok(());
+        };
+        let file = root.join(path);
+        tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
+            .await
+            .map_err(|e| StorageError::Encoding(e.to_string()))?
+            .map_err(|e| StorageError::Encoding(format!("fsync of persisted file: {e}")))
+    }
+
+    /// Deletes WAL segments whose records are all persisted.
+    fn truncate_wal(&self) {
+        // Read the applied seq first: any record applied after this read has
+        // a higher seq and stays; any applied before it is either still a
+        // chunk (counted below) or already committed to Parquet.
+        let applied = self.inner.applied_seq.load(Ordering::SeqCst);
+        let oldest_buffered = self
+            .states()
+            .iter()
+            .filter_map(|s| s.data().chunks.first().map(|c| c.seq))
+            .min();
+        let needed = oldest_buffered.unwrap_or(u64::MAX).min(applied + 1);
+        match self.inner.wal.truncate_before(needed) {
+            Ok(0) => {}
+            Ok(n) => info!(segments = n, before_seq = needed, "WAL segments deleted"),
+            Err(e) => warn!(error = %e, "could not delete WAL segments"),
+        }
+    }
+
+    /// Background persistence by size and age, until `shutdown` is cancelled.
+    pub async fn run_background(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.inner.persist_wake.notified() => {}
+            }
+            // Size: persist the largest tables until under half the limit.
+            let half = self.inner.config.buffer_limit_bytes / 2;
+            let mut attempts = 0;
+            while self.inner.buffered.load(Ordering::SeqCst) > half && attempts < 16 {
+                attempts += 1;
+                let largest = self
+                    .states()
+                    .into_iter()
+                    .max_by_key(|s| s.data().bytes)
+                    .filter(|s| s.data().bytes > 0);
+                let Some(state) = largest else { break };
+                if let Err(e) = self.persist(&state).await {
+                    warn!(table = %state.def().name, error = %e, "persistence failed; will retry");
+                    break;
+                }
+            }
+            // Age.
+            let age = self.inner.config.persist_age;
+            for state in self.states() {
+                let old = state.data().oldest_chunk_at.is_some_and(|t| t.elapsed() >= age);
+                if old && let Err(e) = self.persist(&state).await {
+                    warn!(table = %state.def().name, error = %e, "persistence failed; will retry");
+                }
+            }
+        }
+    }
+
+    /// Finishes queued writes and syncs the WAL. Writes after this fail.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.wal.close().await?;
+        Ok(())
+    }
+}
+
+fn fsync_file_and_dir(file: &Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// `YYYYMMDDTHHMM` of a partition start, the folder of its files.
+fn partition_label(start_ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(start_ns)
+        .format("%Y%m%dT%H%M")
+        .to_string()
+}
+
+fn time_array<'a>(batch: &'a RecordBatch, def: &TableDef) -> Result<&'a TimestampNanosecondArray> {
+    let col = batch
+        .column_by_name(&def.time_column)
+        .ok_or_else(|| StorageError::InvalidData(format!("no column \"{}\"", def.time_column)))?;
+    col.as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| {
+            StorageError::InvalidData(format!(
+                "column \"{}\" must be a nanosecond timestamp, got {}",
+                def.time_column,
+                col.data_type()
+            ))
+        })
+}
+
+fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {
+    let times = time_array(batch, def)?;
+    if times.null_count() > 0 {
+        return Err(StorageError::InvalidData(format!(
+            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+            def.time_column, def.name
+        )));
+    }
+    Ok(())
+}
+
+fn make_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
+    let batch = conform(&batch, &def.schema)?;
+    let times = time_array(&batch, def)?;
+    let min = arrow::compute::min(times).unwrap_or(i64::MIN);
+    let max = arrow::compute::max(times).unwrap_or(i64::MAX);
+    Ok(Chunk {
+        seq,
+        batch,
+        min_time_ns: min,
+        max_time_ns: max,
+    })
+}
+
+/// Brings a batch to `schema`: same columns by name, cast where the type
+/// differs losslessly, nulls for columns the batch lacks (older writes after
+/// the table gained a column). A missing non-nullable column is an error.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch.clone());
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match batch.column_by_name(field.name()) {
+            Some(col) if col.data_type() == field.data_type() => columns.push(col.clone()),
+            Some(col) => columns.push(cast(col, field.data_type()).map_err(|e| {
+                StorageError::InvalidData(format!(
+                    "column \"{}\" is {} but the value is {}: {e}",
+                    field.name(),
+                    field.data_type(),
+                    col.data_type()
+                ))
+            })?),
+            None if field.is_nullable() => {
+                columns.push(new_null_array(field.data_type(), batch.num_rows()))
+            }
+            None => {
+                return Err(StorageError::InvalidData(format!(
+                    "null value in column \"{}\" violates not-null constraint",
+                    field.name()
+                )));
+            }
+        }
+    }
+    for field in schema.fields() {
+        if !field.is_nullable() {
+            let idx = schema.index_of(field.name())?;
+            if columns[idx].null_count() > 0 {
+                return Err(StorageError::InvalidData(format!(
+                    "null value in column \"{}\" violates not-null constraint",
+                    field.name()
+                )));
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Splits a batch into pieces of at most [`MAX_RECORD_BYTES`].
+fn split_for_wal(batch: &RecordBatch) -> Vec<RecordBatch> {
+    let size = batch.get_array_memory_size().max(1);
+    let pieces = size.div_ceil(MAX_RECORD_BYTES).max(1);
+    if pieces == 1 {
+        return vec![batch.clone()];
+    }
+    let rows_per = batch.num_rows().div_ceil(pieces).max(1);
+    (0..batch.num_rows())
+        .step_by(rows_per)
+        .map(|start| batch.slice(start, rows_per.min(batch.num_rows() - start)))
+        .collect()
+}

@@ -1,0 +1,52 @@
+//! The storage engine's one error type.
+
+use crate::wal::WalError;
+
+/// Result with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What can go wrong in storage. The server maps each kind to a SQLSTATE.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Catalog failure (unknown table, duplicate table, SQLite error, ...).
+    #[error(transparent)]
+    Catalog(#[from] sextant_catalog::CatalogError),
+    /// The WAL refused or failed a write, or could not be replayed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A row that cannot be stored (NULL time, wrong type, ...).
+    #[error("{0}")]
+    InvalidData(String),
+    /// The write buffer is full and persistence has not caught up in time;
+    /// the write was not applied and may be retried.
+    #[error(
+        "write buffer is full ({used} of {limit} bytes) and persistence has not caught up; the write was not applied, retry it"
+    )]
+    BufferFull {
+        /// Bytes buffered.
+        used: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Object storage failed.
+    #[error("object storage: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Arrow or Parquet encoding failed.
+    #[error("encoding: {0}")]
+    Encoding(String),
+    /// The engine is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl From<arrow::error::ArrowError> for StorageError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::Encoding(e.to_string())
+    }
+}
+
+impl From<parquet::errors::ParquetError> for StorageError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Self::Encoding(e.to_string())
+    }
+}

@@ -1,0 +1,22 @@
+//! Sextant's storage engine.
+//!
+//! A write is validated against its table's schema, appended to the [`wal`]
+//! (group commit, fsync before acknowledgement), and applied to the in-memory
+//! write buffer, where the next query sees it. The [`Engine`] persists
+//! buffered rows as sorted Parquet files on object storage (by size, by age,
+//! or on `FLUSH TABLE`), commits the file list to the catalog, and only then
+//! lets the WAL drop the records. Queries see each table through
+//! [`SextantTable`], which unions buffer chunks with Parquet files after
+//! pruning both by time and column statistics.
+
+mod codec;
+mod engine;
+mod error;
+mod persist;
+mod provider;
+pub mod wal;
+
+pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
+pub use error::{Result, StorageError};
+pub use provider::{OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, object_store_url};
+pub use wal::SyncMode;

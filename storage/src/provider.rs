@@ -1,0 +1,489 @@
+//! DataFusion's view of Sextant tables.
+//!
+//! A scan takes a [`Snapshot`](crate::Snapshot) (buffer chunks ∪ Parquet
+//! files), prunes both by the query's filters against per-chunk time bounds
+//! and per-file column statistics before any I/O, and unions a memory scan of
+//! the chunks with a Parquet scan of the files under a `SextantScanExec` node
+//! that tells EXPLAIN what was scanned and what was skipped. An INSERT goes
+//! through [`SextantSink`] into [`Engine::write`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::pruning::PrunableStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{
+    ColumnStatistics, DFSchema, DataFusionError, Result as DfResult, ScalarValue, Statistics,
+};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+};
+use datafusion::datasource::listing::PartitionedFile;
+use futures::StreamExt;
+use sextant_catalog::ParquetFile;
+
+use crate::engine::{Chunk, Engine, Snapshot};
+use crate::error::StorageError;
+
+/// URL under which the engine's object store is registered with DataFusion.
+pub const OBJECT_STORE_URL: &str = "sextant://objects/";
+
+/// The object store URL as DataFusion wants it.
+pub fn object_store_url() -> ObjectStoreUrl {
+    ObjectStoreUrl::parse(OBJECT_STORE_URL).expect("static URL parses")
+}
+
+/// Tables of the engine as a DataFusion schema (`sextant.public`).
+#[derive(Debug)]
+pub struct SextantSchema {
+    engine: Engine,
+}
+
+impl SextantSchema {
+    /// A schema provider over the engine's tables.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SextantSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.engine.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self.engine.table(name).map(|def| {
+            Arc::new(SextantTable {
+                engine: self.engine.clone(),
+                name: def.name,
+                schema: def.schema,
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        _table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Err(DataFusionError::NotImplemented(format!(
+            "cannot register \"{name}\" here: create tables with CREATE TABLE (time TIMESTAMP NOT NULL, ...)"
+        )))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine.table(name).is_some()
+    }
+}
+
+/// One Sextant table.
+#[derive(Debug)]
+pub struct SextantTable {
+    engine: Engine,
+    name: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for SextantTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Used to prune chunks, files and row groups; DataFusion still
+        // filters the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let snap = self
+            .engine
+            .snapshot(&self.name)
+            .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?;
+        // The snapshot is the truth for this query, even if the table
+        // gained columns since planning started.
+        let schema = self.schema.clone();
+        let predicate = match conjunction(filters.iter().cloned()) {
+            Some(expr) => {
+                let df_schema = DFSchema::try_from(schema.clone())?;
+                state.create_physical_expr(expr, &df_schema).ok()
+            }
+            None => None,
+        };
+        let pruning = predicate
+            .as_ref()
+            .and_then(|p| {
+                PruningPredicateBuilder::new()
+                    .with_file_schema(schema.clone())
+                    .try_build(p.clone())
+                    .ok()
+            });
+
+        let chunk_keep = keep(&pruning, &schema, snap.chunks.iter().map(|c| chunk_stats(c, &snap, &schema)));
+        let file_keep = keep(&pruning, &schema, snap.files.iter().map(|f| file_stats(f, &snap, &schema)));
+        let chunks: Vec<&Chunk> = snap.chunks.iter().zip(&chunk_keep).filter(|(_, k)| **k).map(|(c, _)| c).collect();
+        let files: Vec<&ParquetFile> = snap.files.iter().zip(&file_keep).filter(|(_, k)| **k).map(|(f, _)| f).collect();
+
+        let target = state.config().target_partitions().max(1);
+        let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
+        if !chunks.is_empty() {
+            let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
+            let n = parts.len();
+            for (i, c) in chunks.iter().enumerate() {
+                parts[i % n].push(c.batch.clone());
+            }
+            children.push(MemorySourceConfig::try_new_exec(&parts, schema.clone(), projection.cloned())?);
+        }
+        if !files.is_empty() {
+            let mut source = ParquetSource::new(schema.clone());
+            if let Some(p) = &predicate {
+                source = source.with_predicate(p.clone());
+            }
+            let n = target.min(files.len());
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]; n];
+            for (i, f) in files.iter().enumerate() {
+                groups[i % n].push(PartitionedFile::new(f.file.path.clone(), f.file.bytes));
+            }
+            let config = FileScanConfigBuilder::new(object_store_url(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            children.push(DataSourceExec::from_data_source(config));
+        }
+        let input = if children.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema.clone(),
+            };
+            Arc::new(EmptyExec::new(projected)) as Arc<dyn ExecutionPlan>
+        } else {
+            UnionExec::try_new(children)?
+        };
+        Ok(Arc::new(SextantScanExec::new(
+            ScanSummary {
+                table: self.name.clone(),
+                chunks_scanned: chunks.len(),
+                chunks_total: snap.chunks.len(),
+                files_scanned: files.len(),
+                files_total: snap.files.len(),
+            },
+            input,
+        )))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op}: Sextant tables are append-only"
+            )));
+        }
+        let sink = SextantSink {
+            engine: self.engine.clone(),
+            table: self.name.clone(),
+            schema: self.schema.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Which containers may hold matching rows; all of them without a predicate
+/// or when the statistics cannot be evaluated.
+fn keep(
+    pruning: &Option<PruningPredicate>,
+    schema: &SchemaRef,
+    stats: impl Iterator<Item = Statistics>,
+) -> Vec<bool> {
+    let stats: Vec<Arc<Statistics>> = stats.map(Arc::new).collect();
+    let n = stats.len();
+    match pruning {
+        Some(p) if n > 0 => p
+            .prune(&PrunableStatistics::new(stats, schema.clone()))
+            .unwrap_or_else(|_| vec![true; n]),
+        _ => vec![true; n],
+    }
+}
+
+fn time_scalar(ns: i64, schema: &SchemaRef, time_col: &str) -> ScalarValue {
+    let tz = match schema.field_with_name(time_col).map(|f| f.data_type().clone()) {
+        Ok(DataType::Timestamp(TimeUnit::Nanosecond, tz)) => tz,
+        _ => None,
+    };
+    ScalarValue::TimestampNanosecond(Some(ns), tz)
+}
+
+fn time_only_stats(
+    rows: usize,
+    min: i64,
+    max: i64,
+    snap: &Snapshot,
+    schema: &SchemaRef,
+) -> Statistics {
+    let mut s = Statistics::new_unknown(schema);
+    s.num_rows = Precision::Exact(rows);
+    if let Ok(idx) = schema.index_of(&snap.def.time_column) {
+        s.column_statistics[idx] = ColumnStatistics::new_unknown()
+            .with_min_value(Precision::Exact(time_scalar(min, schema, &snap.def.time_column)))
+            .with_max_value(Precision::Exact(time_scalar(max, schema, &snap.def.time_column)))
+            .with_null_count(Precision::Exact(0));
+    }
+    s
+}
+
+fn chunk_stats(c: &Chunk, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
+    time_only_stats(c.batch.num_rows(), c.min_time_ns, c.max_time_ns, snap, schema)
+}
+
+fn file_stats(f: &ParquetFile, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
+    let mut s = time_only_stats(
+        f.file.rows as usize,
+        f.file.min_time_ns,
+        f.file.max_time_ns,
+        snap,
+        schema,
+    );
+    for (idx, field) in schema.fields().iter().enumerate() {
+        if field.name() == &snap.def.time_column {
+            continue;
+        }
+        // A column the file predates is all nulls there: only its null count is known.
+        let Some(cs) = f.file.column_stats.get(field.name()) else {
+            s.column_statistics[idx] = ColumnStatistics::new_unknown()
+                .with_null_count(Precision::Exact(f.file.rows as usize));
+            continue;
+        };
+        let parse = |v: &Option<serde_json::Value>| -> Precision<ScalarValue> {
+            match v {
+                Some(serde_json::Value::String(s)) => {
+                    ScalarValue::try_from_string(s.clone(), field.data_type())
+                        .map(Precision::Exact)
+                        .unwrap_or(Precision::Absent)
+                }
+                _ => Precision::Absent,
+            }
+        };
+        s.column_statistics[idx] = ColumnStatistics::new_unknown()
+            .with_min_value(parse(&cs.min))
+            .with_max_value(parse(&cs.max))
+            .with_null_count(Precision::Exact(cs.null_count as usize));
+    }
+    s
+}
+
+/// What a scan read and skipped, for EXPLAIN.
+#[derive(Debug, Clone)]
+struct ScanSummary {
+    table: String,
+    chunks_scanned: usize,
+    chunks_total: usize,
+    files_scanned: usize,
+    files_total: usize,
+}
+
+/// The root of a table scan: passes its input through and shows in EXPLAIN
+/// how many buffer chunks and Parquet files were scanned and skipped.
+#[derive(Debug)]
+struct SextantScanExec {
+    summary: ScanSummary,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl SextantScanExec {
+    fn new(summary: ScanSummary, input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            input.equivalence_properties().clone(),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        ));
+        Self {
+            summary,
+            input,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for SextantScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        write!(
+            f,
+            "SextantScanExec: table={}, files={} scanned, {} skipped, buffer_chunks={} scanned, {} skipped",
+            s.table,
+            s.files_scanned,
+            s.files_total - s.files_scanned,
+            s.chunks_scanned,
+            s.chunks_total - s.chunks_scanned
+        )
+    }
+}
+
+#[allow(deprecated)]
+impl ExecutionPlan for SextantScanExec {
+    fn name(&self) -> &'static str {
+        "SextantScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "SextantScanExec takes one child".into(),
+            ));
+        }
+        Ok(Arc::new(Self::new(self.summary.clone(), children.swap_remove(0))))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}
+
+/// Where INSERT rows go: the engine's write path (WAL, then buffer).
+#[derive(Debug)]
+pub struct SextantSink {
+    engine: Engine,
+    table: String,
+    schema: SchemaRef,
+}
+
+impl DisplayAs for SextantSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SextantSink: table={}", self.table)
+    }
+}
+
+/// Rows gathered into one write (one WAL record, so one INSERT is applied
+/// whole) before they are handed to the engine.
+const SINK_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+#[async_trait]
+impl DataSink for SextantSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let mut pending: Vec<RecordBatch> = vec![];
+        let mut pending_bytes = 0;
+        let mut written = 0;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            pending_bytes += batch.get_array_memory_size();
+            pending.push(batch);
+            if pending_bytes >= SINK_BATCH_BYTES {
+                written += self.write(&pending).await?;
+                pending.clear();
+                pending_bytes = 0;
+            }
+        }
+        if !pending.is_empty() {
+            written += self.write(&pending).await?;
+        }
+        Ok(written)
+    }
+}
+
+impl SextantSink {
+    async fn write(&self, batches: &[RecordBatch]) -> DfResult<u64> {
+        let schema = batches[0].schema();
+        let batch = concat_batches(&schema, batches)?;
+        self.engine
+            .write(&self.table, batch)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+}
+
+impl From<StorageError> for DataFusionError {
+    fn from(e: StorageError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
