@@ -1,1 +1,289 @@
-fn main() {}
+//! Runs every `.slt` file under `sqllogictest/slt/` against a real `sextant`
+//! server over pgwire (tokio-postgres).
+//!
+//! Each file gets its own server on a fresh data directory (isolation), files
+//! run in parallel (`SEXTANT_SLT_JOBS`, default 2). Queries use the simple
+//! query protocol, so values are compared as Postgres text, exactly as psql
+//! shows them; each query is also prepared first (extended protocol) to learn
+//! the column types. Errors read `SQLSTATE: message`, so a file can expect
+//! `statement error 42P01`.
+//!
+//! Harness statements (not SQL, handled here):
+//! - `restart server`: clean shutdown (SIGTERM), start again, reconnect;
+//! - `kill server`: SIGKILL, start again, reconnect (crash recovery).
+//!
+//! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
+//! `--complete` rewrites the expected output of the selected files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use sextant_tests::Server;
+use sqllogictest::{DBOutput, DefaultColumnType, Runner};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// An error as a test file sees it: `SQLSTATE: message`.
+#[derive(Debug)]
+struct SqlError(String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => SqlError(format!("{}: {}", db.code().code(), db.message())),
+            None => SqlError(format!("connection error: {e}")),
+        }
+    }
+}
+
+struct Sextant {
+    server: Arc<Mutex<Server>>,
+    client: Client,
+}
+
+impl Sextant {
+    async fn reconnect(&mut self) -> Result<(), SqlError> {
+        let server = self.server.lock().await;
+        self.client = server.try_connect().await?;
+        Ok(())
+    }
+
+    async fn column_types(&self, sql: &str) -> Option<Vec<DefaultColumnType>> {
+        let stmt = self.client.prepare(sql).await.ok()?;
+        Some(
+            stmt.columns()
+                .iter()
+                .map(|c| match *c.type_() {
+                    Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => DefaultColumnType::Integer,
+                    Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+                        DefaultColumnType::FloatingPoint
+                    }
+                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                        DefaultColumnType::Text
+                    }
+                    _ => DefaultColumnType::Any,
+                })
+                .collect(),
+        )
+    }
+}
+
+fn returns_rows(sql: &str) -> bool {
+    let head = sql
+        .trim_start()
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    matches!(
+        head.as_str(),
+        "select" | "with" | "values" | "explain" | "show" | "table"
+    )
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Sextant {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        match sql.trim().trim_end_matches(';').to_ascii_lowercase().as_str() {
+            "restart server" => {
+                {
+                    let mut server = self.server.lock().await;
+                    let status = server.terminate();
+                    if !status.success() {
+                        return Err(SqlError(format!("clean shutdown failed: {status}")));
+                    }
+                    server.restart();
+                }
+                self.reconnect().await?;
+                return Ok(DBOutput::StatementComplete(0));
+            }
+            "kill server" => {
+                {
+                    let mut server = self.server.lock().await;
+                    server.kill9();
+                    server.restart();
+                }
+                self.reconnect().await?;
+                return Ok(DBOutput::StatementComplete(0));
+            }
+            _ => {}
+        }
+        let types = if returns_rows(sql) {
+            self.column_types(sql).await
+        } else {
+            None
+        };
+        let messages = self.client.simple_query(sql).await?;
+        let mut rows = vec![];
+        let mut complete = None;
+        let mut described = false;
+        for m in messages {
+            match m {
+                SimpleQueryMessage::Row(row) => {
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| match row.get(i) {
+                                None => "NULL".to_string(),
+                                Some("") => "(empty)".to_string(),
+                                Some(v) => v.to_string(),
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                SimpleQueryMessage::RowDescription(_) => described = true,
+                SimpleQueryMessage::CommandComplete(n) => complete = Some(n),
+                _ => {}
+            }
+        }
+        if described || !rows.is_empty() || types.is_some() {
+            let width = rows.first().map(|r| r.len()).unwrap_or(0);
+            let types = types
+                .filter(|t| t.len() == width || rows.is_empty())
+                .unwrap_or_else(|| vec![DefaultColumnType::Any; width]);
+            Ok(DBOutput::Rows { types, rows })
+        } else {
+            Ok(DBOutput::StatementComplete(complete.unwrap_or(0)))
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "sextant"
+    }
+}
+
+struct Args {
+    complete: bool,
+    filters: Vec<String>,
+}
+
+fn args() -> Args {
+    let mut complete = false;
+    let mut filters = vec![];
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--complete" => complete = true,
+            // Flags cargo test passes to every test binary.
+            s if s.starts_with('-') => {}
+            s => filters.push(s.to_string()),
+        }
+    }
+    Args { complete, filters }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
+    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
+        .await
+        .map_err(|e| format!("starting sextant: {e}"))?;
+    let server = Arc::new(Mutex::new(server));
+    let make = {
+        let server = server.clone();
+        move || {
+            let server = server.clone();
+            async move {
+                let client = server.lock().await.try_connect().await?;
+                Ok::<_, SqlError>(Sextant { server, client })
+            }
+        }
+    };
+    let mut runner = Runner::new(make);
+    let result = if complete {
+        runner
+            .update_test_file(
+                &path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        runner
+            .run_file_async(&path)
+            .await
+            .map_err(|e| e.display(true).to_string())
+    };
+    if result.is_err() {
+        let log = server.lock().await.log_tail(30);
+        return result.map_err(|e| format!("{e}\n--- server log (tail) ---\n{log}"));
+    }
+    result
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    let files: Vec<PathBuf> = slt_files()
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    let jobs: usize = std::env::var("SEXTANT_SLT_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let started = Instant::now();
+    let permits = Arc::new(Semaphore::new(jobs.max(1)));
+    let mut tasks = vec![];
+    for path in files {
+        let permits = permits.clone();
+        let complete = args.complete;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            let t = Instant::now();
+            let result = run_file(path.clone(), complete).await;
+            (path, result, t.elapsed())
+        }));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for task in tasks {
+        let (path, result, elapsed) = task.await.expect("slt task panicked");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1}s)", elapsed.as_secs_f64());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n{e}\n");
+            }
+        }
+    }
+    println!(
+        "\nsqllogictest: {passed} passed, {failed} failed ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
