@@ -1007,7 +1007,7 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::atomic::AtomicUsize;
 
-    type Replayed = Vec<(u64, Vec<u8>)>;
+    type Seen = Vec<(u64, Vec<u8>)>;
 
     fn config(dir: &Path) -> WalConfig {
         WalConfig {
@@ -1016,7 +1016,7 @@ mod tests {
         }
     }
 
-    fn open_collect(config: WalConfig, floor: u64) -> Result<(Wal, Replayed), WalError> {
+    fn open_collect(config: WalConfig, floor: u64) -> Result<(Wal, Seen), WalError> {
         let mut seen = Vec::new();
         let wal = Wal::open(config, floor, |seq, payload| {
             seen.push((seq, payload.to_vec()));
@@ -1053,7 +1053,7 @@ mod tests {
         format!("record-{i:04}").into_bytes()
     }
 
-    fn seqs(replayed: &Replayed) -> Vec<u64> {
+    fn seqs(replayed: &Seen) -> Vec<u64> {
         replayed.iter().map(|(s, _)| *s).collect()
     }
 
