@@ -181,8 +181,7 @@ fn decode_options(text: &str) -> Result<TableOptions> {
     })
 }
 
-const TABLE_COLUMNS: &str =
-    "id, name, columns, time_column, options, created_at_ns, persisted_seq";
+const TABLE_COLUMNS: &str = "id, name, columns, time_column, options, created_at_ns, persisted_seq";
 
 fn read_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TableDef>> {
     let columns: String = row.get(2)?;
@@ -295,9 +294,8 @@ impl Catalog for SqliteCatalog {
 
     fn tables(&self) -> Result<Vec<TableDef>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TABLE_COLUMNS} FROM tables ORDER BY name"
-        ))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {TABLE_COLUMNS} FROM tables ORDER BY name"))?;
         let rows = stmt.query_map([], read_table)?;
         rows.map(|r| r?).collect()
     }
@@ -498,7 +496,8 @@ mod tests {
     fn drop_returns_files_and_keeps_the_seq_floor() {
         let c = SqliteCatalog::in_memory().unwrap();
         let t = c.create_table(new_table("cpu")).unwrap();
-        c.commit_files(t.id, vec![file("cpu/a.parquet")], 7).unwrap();
+        c.commit_files(t.id, vec![file("cpu/a.parquet")], 7)
+            .unwrap();
         let (def, files) = c.drop_table("cpu").unwrap();
         assert_eq!(def.id, t.id);
         assert_eq!(files.len(), 1);
@@ -544,6 +543,9 @@ mod tests {
             .pragma_update(None, "user_version", 99)
             .unwrap();
         let err = SqliteCatalog::open(&path).unwrap_err();
-        assert!(matches!(err, CatalogError::UnsupportedVersion { found: 99, .. }));
+        assert!(matches!(
+            err,
+            CatalogError::UnsupportedVersion { found: 99, .. }
+        ));
     }
 }

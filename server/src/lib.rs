@@ -75,7 +75,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         Engine::open(engine_config, Arc::new(catalog), store_for_engine)
     })
     .await?;
-    let engine = context(engine, || format!("cannot open data in {}", data_dir.display()))?;
+    let engine = context(engine, || {
+        format!("cannot open data in {}", data_dir.display())
+    })?;
     let ctx = Arc::new(session_context(&engine, store, config.query_memory_limit)?);
 
     let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
@@ -122,10 +124,12 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 fn object_store(
     config: &ServeConfig,
 ) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StartError> {
-    let url = config
-        .object_store
-        .clone()
-        .unwrap_or_else(|| format!("file://{}", absolute(&config.data_dir.join("objects")).display()));
+    let url = config.object_store.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            absolute(&config.data_dir.join("objects")).display()
+        )
+    });
     if let Some(path) = url.strip_prefix("file://") {
         let root = absolute(Path::new(path));
         context(std::fs::create_dir_all(&root), || {

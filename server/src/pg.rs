@@ -75,7 +75,10 @@ pub async fn serve(
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
         info!(
             connections = tracker.len(),
             "closing pgwire connections still open after the shutdown grace period"
@@ -194,12 +197,7 @@ impl Service {
 impl SimpleQueryHandler for Service {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo
-            + ClientPortalStore
-            + Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
@@ -212,7 +210,9 @@ impl SimpleQueryHandler for Service {
         for stmt in stmts {
             match statements::classify(&stmt) {
                 Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
-                Classified::Sql(sql) => out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?),
+                Classified::Sql(sql) => {
+                    out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?)
+                }
             }
         }
         Ok(out)
@@ -235,12 +235,7 @@ impl ExtendedQueryHandler for Service {
         max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo
-            + ClientPortalStore
-            + Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,

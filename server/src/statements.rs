@@ -124,9 +124,9 @@ pub(crate) fn classify(stmt: &str) -> Classified {
         (Keyword::FLUSH, Keyword::TABLE) | (Keyword::FLUSH, Keyword::TABLES) => {
             Classified::Sextant(SextantStatement::Flush(stmt.to_string()))
         }
-        (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => Classified::Sql(
-            "SELECT table_name FROM system.tables ORDER BY table_name".to_string(),
-        ),
+        (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => {
+            Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".to_string())
+        }
         _ => Classified::Sql(stmt.to_string()),
     }
 }
@@ -376,7 +376,10 @@ async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     else {
         return Err(SqlError::syntax("expected DROP TABLE"));
     };
-    let names = names.iter().map(table_name).collect::<Result<Vec<_>, _>>()?;
+    let names = names
+        .iter()
+        .map(table_name)
+        .collect::<Result<Vec<_>, _>>()?;
     for name in &names {
         if engine.table(name).is_none() {
             if if_exists {
@@ -473,8 +476,7 @@ mod tests {
     #[test]
     fn qualified_names() {
         let n = |s: &str| {
-            let Statement::Drop { names, .. } =
-                parse_one(&format!("DROP TABLE {s}")).unwrap()
+            let Statement::Drop { names, .. } = parse_one(&format!("DROP TABLE {s}")).unwrap()
             else {
                 panic!()
             };

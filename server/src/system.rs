@@ -110,8 +110,9 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                 Arc::new(UInt64Array::from_iter_values(s.iter().map(f)))
             };
             Ok(vec![
-                Arc::new(StringArray::from_iter_values(s.iter().map(|t| t.def.name.clone())))
-                    as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    s.iter().map(|t| t.def.name.clone()),
+                )) as ArrayRef,
                 Arc::new(Int64Array::from_iter_values(s.iter().map(|t| t.def.id))),
                 Arc::new(Int64Array::from_iter_values(
                     s.iter().map(|t| t.def.schema.fields().len() as i64),
@@ -120,7 +121,8 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                     s.iter().map(|t| t.def.time_column.clone()),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    s.iter().map(|t| interval_text(t.def.options.partition_duration)),
+                    s.iter()
+                        .map(|t| interval_text(t.def.options.partition_duration)),
                 )),
                 Arc::new(StringArray::from_iter(
                     s.iter().map(|t| t.def.options.retention.map(interval_text)),
@@ -173,17 +175,24 @@ fn files_table() -> (&'static str, SchemaRef, Build) {
                 )
             };
             Ok(vec![
-                Arc::new(StringArray::from_iter_values(files.iter().map(|(n, _)| n.clone())))
-                    as ArrayRef,
-                Arc::new(Int64Array::from_iter_values(files.iter().map(|(_, f)| f.id))),
+                Arc::new(StringArray::from_iter_values(
+                    files.iter().map(|(n, _)| n.clone()),
+                )) as ArrayRef,
+                Arc::new(Int64Array::from_iter_values(
+                    files.iter().map(|(_, f)| f.id),
+                )),
                 Arc::new(StringArray::from_iter_values(
                     files.iter().map(|(_, f)| f.file.path.clone()),
                 )),
                 t(&|f| f.file.partition_start_ns),
                 t(&|f| f.file.min_time_ns),
                 t(&|f| f.file.max_time_ns),
-                Arc::new(UInt64Array::from_iter_values(files.iter().map(|(_, f)| f.file.rows))),
-                Arc::new(UInt64Array::from_iter_values(files.iter().map(|(_, f)| f.file.bytes))),
+                Arc::new(UInt64Array::from_iter_values(
+                    files.iter().map(|(_, f)| f.file.rows),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    files.iter().map(|(_, f)| f.file.bytes),
+                )),
                 t(&|f| f.created_at_ns),
             ])
         }),

@@ -66,9 +66,7 @@ impl Sextant {
                 .iter()
                 .map(|c| match *c.type_() {
                     Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => DefaultColumnType::Integer,
-                    Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
-                        DefaultColumnType::FloatingPoint
-                    }
+                    Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => DefaultColumnType::FloatingPoint,
                     Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
                         DefaultColumnType::Text
                     }
@@ -98,7 +96,12 @@ impl sqllogictest::AsyncDB for Sextant {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
-        match sql.trim().trim_end_matches(';').to_ascii_lowercase().as_str() {
+        match sql
+            .trim()
+            .trim_end_matches(';')
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "restart server" => {
                 {
                     let mut server = self.server.lock().await;

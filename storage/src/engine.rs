@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, new_null_array};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sextant_catalog::{
     Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TableDef, TableOptions,
 };
@@ -203,8 +203,8 @@ impl Engine {
                 if seq <= def.persisted_seq {
                     return Ok(());
                 }
-                let batch = codec::decode_batch(payload)
-                    .map_err(|e| format!("WAL record {seq}: {e}"))?;
+                let batch =
+                    codec::decode_batch(payload).map_err(|e| format!("WAL record {seq}: {e}"))?;
                 let chunk = make_chunk(seq, batch, &def).map_err(|e| e.to_string())?;
                 let size = chunk.batch.get_array_memory_size();
                 let mut data = state.data();
@@ -292,7 +292,10 @@ impl Engine {
             .tables
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(def.name.clone(), Arc::new(TableState::new(def.clone(), vec![])));
+            .insert(
+                def.name.clone(),
+                Arc::new(TableState::new(def.clone(), vec![])),
+            );
         info!(table = %def.name, id = def.id, "table created");
         Ok(def)
     }
@@ -323,7 +326,12 @@ impl Engine {
             self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
         }
         for f in files {
-            if let Err(e) = self.inner.store.delete(&ObjectPath::from(f.file.path.as_str())).await {
+            if let Err(e) = self
+                .inner
+                .store
+                .delete(&ObjectPath::from(f.file.path.as_str()))
+                .await
+            {
                 warn!(path = %f.file.path, error = %e, "could not delete a dropped table's file");
             }
         }
@@ -499,12 +507,20 @@ impl Engine {
             });
         }
 
-        let committed = match self.inner.catalog.commit_files(def.id, new_files.clone(), max_seq) {
+        let committed = match self
+            .inner
+            .catalog
+            .commit_files(def.id, new_files.clone(), max_seq)
+        {
             Ok(c) => c,
             Err(e) => {
                 // Not committed: the objects are unreferenced; remove them.
                 for f in &new_files {
-                    let _ = self.inner.store.delete(&ObjectPath::from(f.path.as_str())).await;
+                    let _ = self
+                        .inner
+                        .store
+                        .delete(&ObjectPath::from(f.path.as_str()))
+                        .await;
                 }
                 return Err(e.into());
             }
@@ -598,7 +614,10 @@ impl Engine {
             // Age.
             let age = self.inner.config.persist_age;
             for state in self.states() {
-                let old = state.data().oldest_chunk_at.is_some_and(|t| t.elapsed() >= age);
+                let old = state
+                    .data()
+                    .oldest_chunk_at
+                    .is_some_and(|t| t.elapsed() >= age);
                 if old && let Err(e) = self.persist(&state).await {
                     warn!(table = %state.def().name, error = %e, "persistence failed; will retry");
                 }

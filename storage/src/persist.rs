@@ -4,7 +4,6 @@
 //! encoded as Parquet (zstd, page statistics) with per-column min/max kept
 //! for the catalog so queries can prune files before any I/O.
 
-use std::collections::BTreeMap;
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -13,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sextant_catalog::ColumnStats;
+use std::collections::BTreeMap;
 
 use crate::error::{Result, StorageError};
 

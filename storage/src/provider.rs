@@ -22,6 +22,7 @@ use datafusion::common::{
     ColumnStatistics, DFSchema, DataFusionError, Result as DfResult, ScalarValue, Statistics,
 };
 use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
@@ -39,7 +40,6 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
-use datafusion::datasource::listing::PartitionedFile;
 use futures::StreamExt;
 use sextant_catalog::ParquetFile;
 
@@ -146,19 +146,37 @@ impl TableProvider for SextantTable {
             }
             None => None,
         };
-        let pruning = predicate
-            .as_ref()
-            .and_then(|p| {
-                PruningPredicateBuilder::new()
-                    .with_file_schema(schema.clone())
-                    .try_build(p.clone())
-                    .ok()
-            });
+        let pruning = predicate.as_ref().and_then(|p| {
+            PruningPredicateBuilder::new()
+                .with_file_schema(schema.clone())
+                .try_build(p.clone())
+                .ok()
+        });
 
-        let chunk_keep = keep(&pruning, &schema, snap.chunks.iter().map(|c| chunk_stats(c, &snap, &schema)));
-        let file_keep = keep(&pruning, &schema, snap.files.iter().map(|f| file_stats(f, &snap, &schema)));
-        let chunks: Vec<&Chunk> = snap.chunks.iter().zip(&chunk_keep).filter(|(_, k)| **k).map(|(c, _)| c).collect();
-        let files: Vec<&ParquetFile> = snap.files.iter().zip(&file_keep).filter(|(_, k)| **k).map(|(f, _)| f).collect();
+        let chunk_keep = keep(
+            &pruning,
+            &schema,
+            snap.chunks.iter().map(|c| chunk_stats(c, &snap, &schema)),
+        );
+        let file_keep = keep(
+            &pruning,
+            &schema,
+            snap.files.iter().map(|f| file_stats(f, &snap, &schema)),
+        );
+        let chunks: Vec<&Chunk> = snap
+            .chunks
+            .iter()
+            .zip(&chunk_keep)
+            .filter(|(_, k)| **k)
+            .map(|(c, _)| c)
+            .collect();
+        let files: Vec<&ParquetFile> = snap
+            .files
+            .iter()
+            .zip(&file_keep)
+            .filter(|(_, k)| **k)
+            .map(|(f, _)| f)
+            .collect();
 
         let target = state.config().target_partitions().max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
@@ -168,7 +186,11 @@ impl TableProvider for SextantTable {
             for (i, c) in chunks.iter().enumerate() {
                 parts[i % n].push(c.batch.clone());
             }
-            children.push(MemorySourceConfig::try_new_exec(&parts, schema.clone(), projection.cloned())?);
+            children.push(MemorySourceConfig::try_new_exec(
+                &parts,
+                schema.clone(),
+                projection.cloned(),
+            )?);
         }
         if !files.is_empty() {
             let mut source = ParquetSource::new(schema.clone());
@@ -246,7 +268,10 @@ fn keep(
 }
 
 fn time_scalar(ns: i64, schema: &SchemaRef, time_col: &str) -> ScalarValue {
-    let tz = match schema.field_with_name(time_col).map(|f| f.data_type().clone()) {
+    let tz = match schema
+        .field_with_name(time_col)
+        .map(|f| f.data_type().clone())
+    {
         Ok(DataType::Timestamp(TimeUnit::Nanosecond, tz)) => tz,
         _ => None,
     };
@@ -264,15 +289,29 @@ fn time_only_stats(
     s.num_rows = Precision::Exact(rows);
     if let Ok(idx) = schema.index_of(&snap.def.time_column) {
         s.column_statistics[idx] = ColumnStatistics::new_unknown()
-            .with_min_value(Precision::Exact(time_scalar(min, schema, &snap.def.time_column)))
-            .with_max_value(Precision::Exact(time_scalar(max, schema, &snap.def.time_column)))
+            .with_min_value(Precision::Exact(time_scalar(
+                min,
+                schema,
+                &snap.def.time_column,
+            )))
+            .with_max_value(Precision::Exact(time_scalar(
+                max,
+                schema,
+                &snap.def.time_column,
+            )))
             .with_null_count(Precision::Exact(0));
     }
     s
 }
 
 fn chunk_stats(c: &Chunk, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
-    time_only_stats(c.batch.num_rows(), c.min_time_ns, c.max_time_ns, snap, schema)
+    time_only_stats(
+        c.batch.num_rows(),
+        c.min_time_ns,
+        c.max_time_ns,
+        snap,
+        schema,
+    )
 }
 
 fn file_stats(f: &ParquetFile, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
@@ -400,7 +439,10 @@ impl ExecutionPlan for SextantScanExec {
                 "SextantScanExec takes one child".into(),
             ));
         }
-        Ok(Arc::new(Self::new(self.summary.clone(), children.swap_remove(0))))
+        Ok(Arc::new(Self::new(
+            self.summary.clone(),
+            children.swap_remove(0),
+        )))
     }
 
     fn with_new_children(

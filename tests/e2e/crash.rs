@@ -46,11 +46,40 @@ type Key = (i64, i64);
 /// 2026-01-01T00:00:00Z (so the data spans several hourly partitions), plus
 /// `writer` nanoseconds.
 fn time_literal((writer, n): Key) -> String {
+    // 2026-01-01 is day 20454 of the Unix epoch.
     let secs = n * 3;
-    let day = 1 + secs / 86_400;
-    assert!(day <= 28, "n = {n} is beyond the time range of the test");
-    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
-    format!("'2026-01-{day:02}T{h:02}:{m:02}:{s:02}.{writer:09}Z'")
+    let (y, mo, d) = civil_from_days(20_454 + secs / 86_400);
+    let (h, mi, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    format!("'{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{writer:09}Z'")
+}
+
+/// Year, month, day of a day number counted from 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[test]
+fn time_literals() {
+    assert_eq!(time_literal((0, 0)), "'2026-01-01T00:00:00.000000000Z'");
+    assert_eq!(time_literal((3, 1201)), "'2026-01-01T01:00:03.000000003Z'");
+    assert_eq!(
+        time_literal((1, 28_800 * 59)),
+        "'2026-03-01T00:00:00.000000001Z'"
+    );
+    assert_eq!(
+        time_literal((2, 28_800 * 365)),
+        "'2027-01-01T00:00:00.000000002Z'"
+    );
 }
 
 fn insert_sql(keys: &[Key]) -> String {
@@ -59,6 +88,21 @@ fn insert_sql(keys: &[Key]) -> String {
         .map(|&(w, n)| format!("({}, {w}, {n})", time_literal((w, n))))
         .collect();
     format!("INSERT INTO t VALUES {}", values.join(", "))
+}
+
+/// An error the server reported about the statement itself, as opposed to
+/// the connection going away (no server message, SQLSTATE class 08
+/// "connection exception" or 57 "operator intervention", or a FATAL/PANIC
+/// message): with the latter the statement's outcome is in doubt.
+fn statement_error(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let class = &db.code().code()[..2];
+    let fatal = matches!(db.severity(), "FATAL" | "PANIC");
+    if class == "08" || class == "57" || fatal {
+        None
+    } else {
+        Some(format!("{db:?}"))
+    }
 }
 
 /// What one writer task saw in one cycle.
@@ -98,7 +142,7 @@ async fn write_until_error(
                     acked,
                     in_doubt: keys,
                     next_n,
-                    server_error: e.as_db_error().map(|db| format!("writer {writer}: {db:?}")),
+                    server_error: statement_error(&e).map(|db| format!("writer {writer}: {db}")),
                 };
             }
         }
@@ -116,7 +160,7 @@ async fn flush_until_error(client: Client, mut rng: StdRng) -> (u32, Option<Stri
             Err(e) => {
                 return (
                     flushes,
-                    e.as_db_error().map(|db| format!("FLUSH TABLE t: {db:?}")),
+                    statement_error(&e).map(|db| format!("FLUSH TABLE t: {db}")),
                 );
             }
         }

@@ -1,0 +1,85 @@
+"""Starts a real sextant server for the Python client tests.
+
+The binary is $SEXTANT_BIN (tests/run-all.sh builds it and sets it). Each
+test gets its own server on port 0 with a temporary data directory.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sextant_bin() -> str:
+    env = os.environ.get("SEXTANT_BIN")
+    if env:
+        return env
+    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
+    return str(Path(target) / "debug" / "sextant")
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.proc = None
+        self.addrs = {}
+
+    def start(self):
+        ready = self.data_dir.parent / "ready.json"
+        if ready.exists():
+            ready.unlink()
+        log = open(self.data_dir.parent / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                sextant_bin(), "serve",
+                "--data-dir", str(self.data_dir),
+                "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+                "--grpc-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
+                "--ready-file", str(ready),
+            ],
+            stdout=log, stderr=log,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("sextant exited:\n" + self.log())
+            try:
+                self.addrs = json.loads(ready.read_text())
+                return
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.02)
+        raise RuntimeError("sextant not ready in 60 s:\n" + self.log())
+
+    def log(self) -> str:
+        return (self.data_dir.parent / "server.log").read_text(errors="replace")
+
+    @property
+    def pg(self):
+        host, port = self.addrs["pg"].rsplit(":", 1)
+        return host, int(port)
+
+    def dsn(self) -> str:
+        host, port = self.pg
+        return f"host={host} port={port} user=sextant dbname=sextant"
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    s = Server(data)
+    s.start()
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()

@@ -1,0 +1,60 @@
+"""psycopg (libpq-compatible, extended protocol with parameters) against sextant."""
+
+import datetime as dt
+import signal
+
+import psycopg
+import pytest
+from psycopg import errors
+
+
+UTC = dt.timezone.utc
+
+
+def test_create_insert_select_with_parameters(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE)")
+        t0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
+        for i in range(5):
+            conn.execute(
+                "INSERT INTO cpu VALUES (%s, %s, %s)",
+                (t0 + dt.timedelta(seconds=i), f"h{i % 2}", i * 1.5),
+            )
+        rows = conn.execute(
+            "SELECT host, count(*), sum(usage) FROM cpu WHERE time >= %s GROUP BY host ORDER BY host",
+            (t0 + dt.timedelta(seconds=1),),
+        ).fetchall()
+        assert rows == [("h0", 2, 9.0), ("h1", 2, 6.0)]
+        first = conn.execute("SELECT time FROM cpu ORDER BY time LIMIT 1").fetchone()[0]
+        assert first == t0
+
+
+def test_errors_carry_sqlstate_and_connection_survives(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        with pytest.raises(errors.UndefinedTable):
+            conn.execute("SELECT * FROM nope")
+        with pytest.raises(errors.SyntaxError):
+            conn.execute("SELEC 1")
+        conn.execute("CREATE TABLE t (time TIMESTAMP NOT NULL, v BIGINT)")
+        with pytest.raises(errors.UndefinedColumn):
+            conn.execute("SELECT nope FROM t")
+        with pytest.raises(psycopg.errors.InvalidDatetimeFormat):
+            conn.execute("INSERT INTO t VALUES ('not a time', 1)")
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+def test_rows_survive_restart_after_flush(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE r (time TIMESTAMP NOT NULL, v BIGINT)")
+        conn.execute(
+            "INSERT INTO r SELECT to_timestamp(1704067200 + value * 60), value FROM generate_series(0, 1439)"
+        )
+        conn.execute("FLUSH TABLE r")
+        conn.execute("INSERT INTO r VALUES ('2024-01-02T00:00:00Z', 9999)")
+    assert server.stop(signal.SIGTERM) == 0
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        count, total = conn.execute("SELECT count(*), sum(v) FROM r").fetchone()
+        assert (count, total) == (1441, sum(range(1440)) + 9999)
+        files = conn.execute("SELECT count(*) FROM system.files WHERE table_name = 'r'").fetchone()[0]
+        assert files == 24
