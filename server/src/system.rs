@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use sextant_storage::{Engine, SyncMode};
 
 type Build = Arc<dyn Fn(&Engine) -> Result<RecordBatch> + Send + Sync>;
+type Columns = Arc<dyn Fn(&Engine) -> Result<Vec<ArrayRef>> + Send + Sync>;
 
 /// A table whose rows are computed from the engine at scan time.
 struct SystemTable {
@@ -145,10 +146,7 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
     ("tables", schema, build)
 }
 
-fn with_schema(
-    schema: SchemaRef,
-    columns: Arc<dyn Fn(&Engine) -> Result<Vec<ArrayRef>> + Send + Sync>,
-) -> Build {
+fn with_schema(schema: SchemaRef, columns: Columns) -> Build {
     Arc::new(move |e| Ok(RecordBatch::try_new(schema.clone(), columns(e)?)?))
 }
 

@@ -4,6 +4,8 @@
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
 //!   restart, SQL errors.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
+//! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
 
 mod basic;
 mod crash;
+mod engine;

@@ -1,0 +1,310 @@
+//! Storage-engine behaviour seen from a client: pruning shown by EXPLAIN,
+//! the query memory limit, write-buffer limits, WAL damage at start-up, and
+//! psql itself running the README quickstart.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sextant_tests::{Server, sextant_bin};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn one_i64(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
+}
+
+/// The `SextantScanExec` line of the physical plan of `sql`.
+async fn scan_line(client: &Client, sql: &str) -> String {
+    let rows = text_rows(client, &format!("EXPLAIN {sql}")).await;
+    let plan = rows
+        .iter()
+        .find(|r| r[0] == "physical_plan")
+        .map(|r| r[1].clone())
+        .unwrap_or_else(|| panic!("no physical plan for {sql}: {rows:?}"));
+    plan.lines()
+        .find(|l| l.contains("SextantScanExec"))
+        .unwrap_or_else(|| panic!("no SextantScanExec in:\n{plan}"))
+        .trim()
+        .to_string()
+}
+
+const DAY: &str = "INSERT INTO day SELECT to_timestamp(1704067200 + value * 60), \
+                   'h' || CAST(value % 4 AS VARCHAR), value FROM generate_series(0, 1439)";
+const ONE_HOUR: &str = "SELECT count(*) FROM day WHERE time >= '2024-01-01T05:00:00Z' \
+                        AND time < '2024-01-01T06:00:00Z'";
+
+#[tokio::test]
+async fn flushed_rows_are_served_from_parquet_and_pruned_by_time() {
+    let mut server = Server::start(&[]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE day (time TIMESTAMP NOT NULL, host TEXT, v BIGINT)")
+        .await
+        .unwrap();
+    client.batch_execute(DAY).await.unwrap();
+    client.batch_execute("FLUSH TABLE day").await.unwrap();
+    drop(client);
+    server.terminate();
+    server.restart();
+    let client = server.connect().await;
+
+    // Served from Parquet: nothing is buffered, 24 hourly files are listed.
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT CAST(buffered_rows AS BIGINT) FROM system.tables WHERE table_name = 'day'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM system.files WHERE table_name = 'day'"
+        )
+        .await,
+        24
+    );
+    assert_eq!(one_i64(&client, ONE_HOUR).await, 60);
+    assert_eq!(one_i64(&client, "SELECT count(*) FROM day").await, 1440);
+
+    let line = scan_line(&client, ONE_HOUR).await;
+    assert!(
+        line.contains("files=1 scanned, 23 skipped"),
+        "a one-hour query must read one file of 24: {line}"
+    );
+    let line = scan_line(&client, "SELECT count(*) FROM day").await;
+    assert!(line.contains("files=24 scanned, 0 skipped"), "{line}");
+    // Column statistics prune as well: v grows with time.
+    let line = scan_line(&client, "SELECT * FROM day WHERE v >= 1380").await;
+    assert!(line.contains("files=1 scanned, 23 skipped"), "{line}");
+
+    // EXPLAIN ANALYZE runs the pruned plan and reports the same.
+    let rows = text_rows(&client, &format!("EXPLAIN ANALYZE {ONE_HOUR}")).await;
+    let text = rows
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("files=1 scanned, 23 skipped"), "{text}");
+}
+
+#[tokio::test]
+async fn an_oversized_query_fails_with_53200_and_the_server_stays_up() {
+    let server = Server::start(&["--query-memory-limit", "16MiB"]);
+    let client = server.connect().await;
+    // A hash join must hold its build side in memory: 4M rows do not fit in 16 MiB.
+    let err = client
+        .simple_query(
+            "SELECT count(*) FROM generate_series(1, 4000000) a \
+             JOIN generate_series(1, 4000000) b ON a.value = b.value",
+        )
+        .await
+        .expect_err("the join cannot fit in 16 MiB");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code().code(), "53200", "{}", db.message());
+    // Same connection, next query.
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT CAST(count(*) AS BIGINT) FROM generate_series(1, 1000)"
+        )
+        .await,
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_small_write_buffer_persists_early_instead_of_growing() {
+    // 2 MiB of buffer, persistence by age effectively off: only size can persist.
+    let server = Server::start(&["--buffer-limit", "2MiB", "--persist-interval", "1h"]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE big (time TIMESTAMP NOT NULL, body TEXT)")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        // ~0.5 MiB of text per insert.
+        client
+            .batch_execute(&format!(
+                "INSERT INTO big SELECT to_timestamp({} + value), repeat('x', 100) \
+                 FROM generate_series(1, 5000)",
+                1_704_067_200 + i * 10_000
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i}: {e:?}"));
+    }
+    assert_eq!(one_i64(&client, "SELECT count(*) FROM big").await, 100_000);
+    let files = one_i64(&client, "SELECT count(*) FROM system.files").await;
+    assert!(
+        files > 0,
+        "the buffer limit must have triggered persistence"
+    );
+    let buffered = one_i64(
+        &client,
+        "SELECT CAST(buffered_bytes AS BIGINT) FROM system.tables WHERE table_name = 'big'",
+    )
+    .await;
+    assert!(
+        buffered <= 3 * 1024 * 1024,
+        "buffer stays near its 2 MiB limit, holds {buffered} bytes"
+    );
+}
+
+fn wal_segments(data: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<PathBuf> = fs::read_dir(data.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// Starts the binary by hand on `data` and returns its exit status and stderr
+/// when it refuses to start.
+fn start_expecting_failure(data: &Path) -> (std::process::ExitStatus, String) {
+    let out = Command::new(sextant_bin())
+        .args([
+            "serve",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env("SEXTANT_LOG", "warn")
+        .output()
+        .expect("run sextant");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn wal_damage_at_start_up_is_cut_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start_in(&data, &[]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE w (time TIMESTAMP NOT NULL, v BIGINT)")
+        .await
+        .unwrap();
+    for i in 0..5 {
+        client
+            .batch_execute(&format!("INSERT INTO w VALUES (to_timestamp({i}), {i})"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    server.kill9();
+
+    // A torn tail (half a record) is cut back with a warning; the five rows stay.
+    let last = wal_segments(&data).pop().expect("a WAL segment");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&[0x52, 0x53, 1, 0, 200, 0, 0, 0, 9])
+        .unwrap();
+    server.restart();
+    let client = server.connect().await;
+    assert_eq!(one_i64(&client, "SELECT count(*) FROM w").await, 5);
+    assert!(
+        server.log().contains("torn"),
+        "the log must warn about the torn tail"
+    );
+    drop(client);
+    server.kill9();
+
+    // A corrupt record in the middle stops start-up with file and offset.
+    let first = wal_segments(&data).remove(0);
+    let mut bytes = fs::read(&first).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&first, &bytes).unwrap();
+    let (status, stderr) = start_expecting_failure(&data);
+    assert!(!status.success(), "must refuse to start: {stderr}");
+    assert!(
+        stderr.contains(&first.display().to_string()) && stderr.contains("offset"),
+        "the message names file and offset: {stderr}"
+    );
+
+    // A segment with a bad magic number is refused too.
+    bytes[mid] ^= 0xff;
+    bytes[0] = b'X';
+    fs::write(&first, &bytes).unwrap();
+    let (status, stderr) = start_expecting_failure(&data);
+    assert!(!status.success(), "must refuse to start: {stderr}");
+    assert!(stderr.contains("magic"), "{stderr}");
+}
+
+#[test]
+fn psql_runs_the_readme_quickstart() {
+    let server = Server::start(&[]);
+    let addr = server.pg_addr();
+    let out = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(addr.ip().to_string())
+        .args(["-p", &addr.port().to_string(), "-d", "sextant", "-U", "anyone"])
+        .args([
+            "-c",
+            "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE) WITH (retention = '30 days')",
+            "-c",
+            "INSERT INTO cpu VALUES (now(), 'web-1', 42.5), (now(), 'web-2', 17.0)",
+            "-c",
+            "SELECT date_bin(INTERVAL '1 minute', time) AS minute, host, avg(usage) FROM cpu GROUP BY 1, 2 ORDER BY 2",
+            "-c",
+            "FLUSH TABLE cpu",
+            "-c",
+            "SELECT table_name, rows FROM system.files",
+        ])
+        .output()
+        .expect("psql is installed (apt-get install postgresql-client)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "CREATE TABLE",
+        "INSERT 0 2",
+        "web-1",
+        "42.5",
+        "web-2",
+        "(2 rows)",
+        "FLUSH",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(" cpu        |    2"),
+        "system.files lists the file:\n{stdout}"
+    );
+}
