@@ -308,3 +308,29 @@ fn psql_runs_the_readme_quickstart() {
         "system.files lists the file:\n{stdout}"
     );
 }
+
+#[tokio::test]
+async fn buffered_rows_are_persisted_by_age() {
+    let server = Server::start(&["--persist-interval", "1s"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE aged (time TIMESTAMP NOT NULL, v BIGINT); \
+             INSERT INTO aged VALUES ('2024-01-01T00:00:00Z', 1)",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let files = one_i64(&client, "SELECT count(*) FROM system.files").await;
+        if files == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows older than --persist-interval were not persisted within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(one_i64(&client, "SELECT sum(v) FROM aged").await, 1);
+}
