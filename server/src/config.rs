@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Sextant: a telemetry database you query in SQL.
 #[derive(Debug, Parser)]
-#[command(name = "sextant", version, about, long_about = None)]
+#[command(
+    name = "sextant",
+    version,
+    about = "Sextant: a telemetry database you query in SQL over the PostgreSQL wire protocol"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

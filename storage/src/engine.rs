@@ -558,11 +558,11 @@ impl Engine {
     }
 
     async fn sync_local_object(&self, path: &str) -> Result<()> {
-        let Some(root) = &self.inner.config.local_object_root else {
+        let Some(root) = self.inner.config.local_object_root.clone() else {
             return Ok(());
         };
         let file = root.join(path);
-        tokio::task::spawn_blocking(move || fsync_file_and_dir(&file))
+        tokio::task::spawn_blocking(move || fsync_file_and_dirs(&file, &root))
             .await
             .map_err(|e| StorageError::Encoding(e.to_string()))?
             .map_err(|e| StorageError::Encoding(format!("fsync of persisted file: {e}")))
@@ -632,10 +632,17 @@ impl Engine {
     }
 }
 
-fn fsync_file_and_dir(file: &Path) -> std::io::Result<()> {
+/// fsyncs a new file and every directory from its parent up to `root`, since
+/// the object store may have created the partition and table directories.
+fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
     std::fs::File::open(file)?.sync_all()?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
     }
     Ok(())
 }
