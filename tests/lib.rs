@@ -726,6 +726,40 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
     })
 }
 
+/// Sends `POST <path>` with `body` and extra `headers` (name, value) as a
+/// minimal HTTP/1.1 request and reads the whole response (10 s timeout).
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let timeout = Duration::from_secs(10);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sextant-tests\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    // The server may answer (413) before reading the whole body.
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_http_response(&raw).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
 fn parse_http_response(raw: &[u8]) -> Result<HttpResponse, String> {
     let head_end = raw
         .windows(4)

@@ -54,7 +54,8 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_PG_ADDR", default_value = "127.0.0.1:5433")]
     pub pg_addr: SocketAddr,
 
-    /// Address of the HTTP endpoints (GET /health; OTLP/HTTP and other ingest to come).
+    /// Address of the HTTP endpoints: GET /health, line protocol (/api/v2/write, /write),
+    /// JSON (/v1/ingest/{table}).
     #[arg(long, env = "SEXTANT_HTTP_ADDR", default_value = "127.0.0.1:4318")]
     pub http_addr: SocketAddr,
 
@@ -93,6 +94,11 @@ pub struct ServeConfig {
     /// Size at which a WAL segment file is closed and a new one started.
     #[arg(long, env = "SEXTANT_WAL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub wal_segment_size: u64,
+
+    /// Largest HTTP request body accepted, before and after gzip
+    /// decompression; larger requests get 413.
+    #[arg(long, env = "SEXTANT_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_body_size: u64,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. info, sextant=debug).
     #[arg(long, env = "SEXTANT_LOG", default_value = "info")]

@@ -155,6 +155,7 @@ impl SqlError {
             StorageError::Catalog(CatalogError::TableExists(_)) => "42P07",
             StorageError::InvalidData(m) if m.contains("null value") => "22004",
             StorageError::InvalidData(_) => "22000",
+            StorageError::TypeConflict { .. } => "42804",
             StorageError::BufferFull { .. } => "53000",
             StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => "57P01",
             StorageError::Wal(_) | StorageError::ObjectStore(_) | StorageError::Catalog(_) => {

@@ -1,22 +1,109 @@
-//! The HTTP endpoints: `GET /health` for now; OTLP/HTTP and the other ingest
-//! endpoints join this router. Errors are JSON bodies with a 4xx/5xx status.
+//! The HTTP endpoints: `GET /health`, line protocol (`POST /api/v2/write`,
+//! `POST /write`) and JSON (`POST /v1/ingest/{table}`).
+//!
+//! A request body is read up to `--max-body-size` (413 past it), gunzipped if
+//! `Content-Encoding: gzip` (again bounded, so a small bomb cannot expand
+//! without limit), decoded into per-table rows by `sextant-ingest`, and
+//! written through the engine: tables and columns are created on first
+//! sight, and the answer comes only once the rows are in the WAL. Errors are
+//! JSON bodies `{"error": "..."}` with a 4xx/5xx status.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
 use serde_json::json;
+use sextant_catalog::TableOptions;
+use sextant_ingest::rows::TableRows;
+use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol};
+use sextant_storage::{Engine, StorageError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// At most this many rejected lines are listed in an error body.
+const MAX_LISTED_REJECTIONS: usize = 100;
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    max_body: usize,
+}
+
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    max_body: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
-        .fallback(not_found);
+        .route("/api/v2/write", post(write_v2))
+        .route("/write", post(write_v1))
+        .route("/v1/ingest/{table}", post(ingest_json))
+        .fallback(not_found)
+        .with_state(AppState { engine, max_body });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// An HTTP error with a JSON body.
+struct HttpError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({"error": self.message}))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<StorageError> for HttpError {
+    fn from(e: StorageError) -> Self {
+        let status = match &e {
+            StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            StorageError::BufferFull { .. } | StorageError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
+        Self {
+            status,
+            message: e.to_string(),
+            retry_after,
+        }
+    }
 }
 
 async fn health() -> impl IntoResponse {
@@ -24,8 +111,180 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
-    (
+    HttpError::new(
         StatusCode::NOT_FOUND,
-        Json(json!({"error": format!("no endpoint at {}", uri.path())})),
+        format!("no endpoint at {}", uri.path()),
     )
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// Reads the whole body, bounded, and gunzips it if it says so.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than {} bytes (--max-body-size)",
+                state.max_body
+            ),
+        )
+    };
+    let raw: Bytes = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| too_large())?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(raw.to_vec()),
+        "gzip" | "x-gzip" => {
+            // Read one byte past the limit to tell "exactly at" from "over".
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .take(state.max_body as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| HttpError::bad_request(format!("body is not valid gzip: {e}")))?;
+            if out.len() > state.max_body {
+                return Err(HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "gzip body expands past {} bytes (--max-body-size)",
+                        state.max_body
+                    ),
+                ));
+            }
+            Ok(out)
+        }
+        other => Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
+        )),
+    }
+}
+
+/// Writes every table's rows: creates tables and columns as needed, then
+/// appends through the WAL. Returns the number of rows written.
+async fn write_tables(engine: &Engine, tables: Vec<TableRows>) -> Result<usize, HttpError> {
+    let mut written = 0;
+    for rows in tables {
+        let table = rows.table().to_string();
+        let Some(batch) = rows
+            .finish()
+            .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        else {
+            continue;
+        };
+        engine
+            .ensure_columns(&table, batch.schema_ref(), TableOptions::default())
+            .await?;
+        written += engine.write(&table, batch).await? as usize;
+    }
+    Ok(written)
+}
+
+/// 400 with the rejected lines when some were rejected (the others are written).
+fn partial(written: usize, rejected: &[Rejected]) -> Result<(), HttpError> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = rejected
+        .iter()
+        .take(MAX_LISTED_REJECTIONS)
+        .map(|r| format!("line {}: {}", r.line, r.reason))
+        .collect();
+    Err(HttpError::bad_request(format!(
+        "{} rejected, {written} written: {}",
+        plural(rejected.len(), "line"),
+        listed.join("; ")
+    )))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn precision(params: &HashMap<String, String>) -> Result<Precision, HttpError> {
+    Precision::parse(params.get("precision").map(String::as_str).unwrap_or("ns"))
+        .map_err(HttpError::bad_request)
+}
+
+async fn write_line_protocol(
+    state: AppState,
+    params: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    let precision = precision(&params)?;
+    let body = read_body(&state, &headers, body).await?;
+    let text = String::from_utf8(body)
+        .map_err(|e| HttpError::bad_request(format!("line protocol must be UTF-8: {e}")))?;
+    let engine = &state.engine;
+    let decoded = line_protocol::decode(&text, precision, now_ns(), &|t| {
+        engine.table(t).map(|d| d.schema)
+    });
+    let written = write_tables(engine, decoded.tables).await?;
+    partial(written, &decoded.rejected)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// InfluxDB v2 write: `POST /api/v2/write?bucket=...&precision=...`. The
+/// bucket (and `org`) are accepted for compatibility; every table lives in
+/// the one database.
+async fn write_v2(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    write_line_protocol(state, params, headers, body).await
+}
+
+/// InfluxDB v1 write: `POST /write?db=...&precision=...`.
+async fn write_v1(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    write_line_protocol(state, params, headers, body).await
+}
+
+/// `POST /v1/ingest/{table}`: NDJSON or a JSON array of objects.
+async fn ingest_json(
+    State(state): State<AppState>,
+    Path(table): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    if table.is_empty() || table.len() > 128 || table.chars().any(|c| c.is_control()) {
+        return Err(HttpError::bad_request(format!(
+            "{table:?} is not a table name (1 to 128 printable characters)"
+        )));
+    }
+    let precision = precision(&params)?;
+    let body = read_body(&state, &headers, body).await?;
+    let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
+    let rejected =
+        ndjson::decode(&body, &mut rows, precision, now_ns()).map_err(HttpError::bad_request)?;
+    let written = write_tables(&state.engine, vec![rows]).await?;
+    partial(written, &rejected)?;
+    Ok(Json(json!({"table": table, "rows": written})))
 }

@@ -87,7 +87,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let pg_task = tokio::spawn(pg::serve(pg, ctx, engine.clone(), shutdown.clone()));
-    let http_task = tokio::spawn(http::serve(http, shutdown.clone()));
+    let http_task = tokio::spawn(http::serve(
+        http,
+        engine.clone(),
+        config.max_body_size as usize,
+        shutdown.clone(),
+    ));
 
     info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "sextant is ready");
     info!(

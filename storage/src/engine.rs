@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, new_null_array};
 use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sextant_catalog::{
-    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TableDef, TableOptions,
+    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TIME_COLUMN, TableDef,
+    TableOptions,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -300,6 +301,70 @@ impl Engine {
         Ok(def)
     }
 
+    /// Makes sure `table` exists with at least the columns of `schema`, for
+    /// protocols without DDL: creates the table (with `options`) on first
+    /// sight, adds columns it lacks as nullable, and refuses a column whose
+    /// type differs from the table's, naming the column and both types.
+    /// `schema` must hold the time column as a nanosecond UTC timestamp.
+    pub async fn ensure_columns(
+        &self,
+        table: &str,
+        schema: &Schema,
+        options: TableOptions,
+    ) -> Result<TableDef> {
+        if let Some(def) = self.table(table)
+            && missing_columns(&def, schema)?.is_empty()
+        {
+            return Ok(def);
+        }
+        let _ddl = self.inner.ddl.lock().await;
+        let Some(state) = self.state(table) else {
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let nullable = f.name() != TIME_COLUMN;
+                    f.as_ref().clone().with_nullable(nullable)
+                })
+                .collect();
+            let def = self.inner.catalog.create_table(NewTable {
+                name: table.to_string(),
+                schema: Arc::new(Schema::new(fields)),
+                time_column: TIME_COLUMN.to_string(),
+                options,
+            })?;
+            self.inner
+                .tables
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    def.name.clone(),
+                    Arc::new(TableState::new(def.clone(), vec![])),
+                );
+            info!(table = %def.name, id = def.id, columns = def.schema.fields().len(), "table created on first write");
+            return Ok(def);
+        };
+        let def = state.def();
+        let missing = missing_columns(&def, schema)?;
+        if missing.is_empty() {
+            return Ok(def);
+        }
+        let mut fields: Vec<Field> = def
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(missing.iter().map(|f| f.clone().with_nullable(true)));
+        let def = self
+            .inner
+            .catalog
+            .set_schema(table, Arc::new(Schema::new(fields)))?;
+        *state.def.write().unwrap_or_else(|e| e.into_inner()) = def.clone();
+        info!(table = %def.name, added = ?missing.iter().map(|f| f.name()).collect::<Vec<_>>(), "columns added");
+        Ok(def)
+    }
+
     /// Changes a table's options.
     pub async fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef> {
         let _ddl = self.inner.ddl.lock().await;
@@ -412,10 +477,18 @@ impl Engine {
     pub fn snapshot(&self, table: &str) -> Option<Snapshot> {
         let state = self.state(table)?;
         let def = state.def();
-        let (chunks, files) = {
+        let (mut chunks, files) = {
             let data = state.data();
             (data.chunks.clone(), data.files.clone())
         };
+        // Chunks written before the table gained columns get null columns.
+        for c in &mut chunks {
+            if c.batch.schema_ref() != &def.schema
+                && let Ok(b) = conform(&c.batch, &def.schema)
+            {
+                c.batch = b;
+            }
+        }
         Some(Snapshot { def, chunks, files })
     }
 
@@ -475,7 +548,10 @@ impl Engine {
         let schema = def.schema.clone();
         let time_col = def.time_column.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
-        let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
+        let batches = chunks
+            .iter()
+            .map(|c| conform(&c.batch, &schema))
+            .collect::<Result<Vec<_>>>()?;
         let encoded = tokio::task::spawn_blocking(move || {
             encode_partitions(&schema, &batches, &time_col, partition_ns)
         })
@@ -634,6 +710,27 @@ impl Engine {
 
 /// fsyncs a new file and every directory from its parent up to `root`, since
 /// the object store may have created the partition and table directories.
+/// Columns of `schema` the table lacks; an error if a column exists with a
+/// different type.
+fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
+    let mut missing = vec![];
+    for f in schema.fields() {
+        match def.schema.field_with_name(f.name()) {
+            Ok(existing) if existing.data_type() == f.data_type() => {}
+            Ok(existing) => {
+                return Err(StorageError::TypeConflict {
+                    table: def.name.clone(),
+                    column: f.name().clone(),
+                    existing: existing.data_type().clone(),
+                    incoming: f.data_type().clone(),
+                });
+            }
+            Err(_) => missing.push(f.as_ref().clone()),
+        }
+    }
+    Ok(missing)
+}
+
 fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
     std::fs::File::open(file)?.sync_all()?;
     let mut dir = file.parent();

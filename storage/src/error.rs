@@ -17,6 +17,20 @@ pub enum StorageError {
     /// A row that cannot be stored (NULL time, wrong type, ...).
     #[error("{0}")]
     InvalidData(String),
+    /// A write's column has another type than the table's column of that name.
+    #[error(
+        "column \"{column}\" of table \"{table}\" is {existing}, but this write has {incoming}; values are never cast silently"
+    )]
+    TypeConflict {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+        /// The table's type.
+        existing: arrow::datatypes::DataType,
+        /// The write's type.
+        incoming: arrow::datatypes::DataType,
+    },
     /// The write buffer is full and persistence has not caught up in time;
     /// the write was not applied and may be retried.
     #[error(

@@ -5,7 +5,9 @@
 //!   restart, SQL errors.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
+//! - `ingest`: line protocol and JSON over HTTP, with bad input.
 
 mod basic;
 mod crash;
 mod engine;
+mod ingest;
