@@ -707,23 +707,7 @@ impl HttpResponse {
 /// Sends `GET <path>` as a minimal HTTP/1.1 request (`Connection: close`)
 /// over a plain [`TcpStream`] and reads the whole response (10 s timeout).
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
-    let timeout = Duration::from_secs(10);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sextant-tests\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_http_response(&raw).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{e}: {:?}", String::from_utf8_lossy(&raw)),
-        )
-    })
+    http_request(addr, "GET", path, &[("Accept", "*/*")], None)
 }
 
 /// Sends `POST <path>` with `body` and extra `headers` (name, value) as a
@@ -734,21 +718,35 @@ pub fn http_post(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    http_request(addr, "POST", path, headers, Some(body))
+}
+
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<HttpResponse> {
     let timeout = Duration::from_secs(10);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sextant-tests\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sextant-tests\r\nConnection: close\r\n"
     );
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (n, v) in headers {
         head.push_str(&format!("{n}: {v}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    // The server may answer (413) before reading the whole body.
-    let _ = stream.write_all(body);
+    if let Some(body) = body {
+        // The server may answer (413) before reading the whole body.
+        let _ = stream.write_all(body);
+    }
     let _ = stream.flush();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -831,6 +829,25 @@ where
             .unwrap_or_else(|e| panic!("{name}={v:?} does not parse: {e}")),
         Err(_) => default,
     }
+}
+
+/// Runs `sql` over the simple query protocol and returns every row as the
+/// text Postgres clients see, `NULL` for nulls.
+pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
-        .route("/api/v2/write", post(write_v2))
-        .route("/write", post(write_v1))
+        .route("/api/v2/write", post(write_line_protocol))
+        .route("/write", post(write_line_protocol))
         .route("/v1/ingest/{table}", post(ingest_json))
         .fallback(not_found)
         .with_state(AppState { engine, max_body });
@@ -225,9 +225,12 @@ fn precision(params: &HashMap<String, String>) -> Result<Precision, HttpError> {
         .map_err(HttpError::bad_request)
 }
 
+/// InfluxDB line protocol, on the v2 path (`/api/v2/write?bucket=&precision=`)
+/// and the v1 path (`/write?db=&precision=`). Bucket, org and db are accepted
+/// for compatibility; every table lives in the one database.
 async fn write_line_protocol(
-    state: AppState,
-    params: HashMap<String, String>,
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, HttpError> {
@@ -242,28 +245,6 @@ async fn write_line_protocol(
     let written = write_tables(engine, decoded.tables).await?;
     partial(written, &decoded.rejected)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// InfluxDB v2 write: `POST /api/v2/write?bucket=...&precision=...`. The
-/// bucket (and `org`) are accepted for compatibility; every table lives in
-/// the one database.
-async fn write_v2(
-    State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, HttpError> {
-    write_line_protocol(state, params, headers, body).await
-}
-
-/// InfluxDB v1 write: `POST /write?db=...&precision=...`.
-async fn write_v1(
-    State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, HttpError> {
-    write_line_protocol(state, params, headers, body).await
 }
 
 /// `POST /v1/ingest/{table}`: NDJSON or a JSON array of objects.

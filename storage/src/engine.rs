@@ -285,10 +285,8 @@ impl Engine {
         self.state(name).map(|s| s.def())
     }
 
-    /// Creates a table.
-    pub async fn create_table(&self, table: NewTable) -> Result<TableDef> {
-        let _ddl = self.inner.ddl.lock().await;
-        let def = self.inner.catalog.create_table(table)?;
+    /// Makes a newly created table visible to writers and queries.
+    fn register(&self, def: &TableDef) {
         self.inner
             .tables
             .write()
@@ -297,6 +295,13 @@ impl Engine {
                 def.name.clone(),
                 Arc::new(TableState::new(def.clone(), vec![])),
             );
+    }
+
+    /// Creates a table.
+    pub async fn create_table(&self, table: NewTable) -> Result<TableDef> {
+        let _ddl = self.inner.ddl.lock().await;
+        let def = self.inner.catalog.create_table(table)?;
+        self.register(&def);
         info!(table = %def.name, id = def.id, "table created");
         Ok(def)
     }
@@ -333,14 +338,7 @@ impl Engine {
                 time_column: TIME_COLUMN.to_string(),
                 options,
             })?;
-            self.inner
-                .tables
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    def.name.clone(),
-                    Arc::new(TableState::new(def.clone(), vec![])),
-                );
+            self.register(&def);
             info!(table = %def.name, id = def.id, columns = def.schema.fields().len(), "table created on first write");
             return Ok(def);
         };

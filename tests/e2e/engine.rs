@@ -7,25 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sextant_tests::{Server, sextant_bin};
-use tokio_postgres::{Client, SimpleQueryMessage};
-
-async fn text_rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
+use sextant_tests::{Server, sextant_bin, text_rows};
+use tokio_postgres::Client;
 
 async fn one_i64(client: &Client, sql: &str) -> i64 {
     client

@@ -3,24 +3,13 @@
 
 use std::io::Write;
 
-use sextant_tests::{HttpResponse, Server, http_post};
-use tokio_postgres::SimpleQueryMessage;
+use sextant_tests::{HttpResponse, Server, http_post, text_rows};
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
+    text_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
+        .map(|r| r.join("|"))
         .collect()
 }
 
