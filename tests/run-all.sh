@@ -18,6 +18,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 command -v psql >/dev/null || echo "note: psql not found; the psql test will fail (apt-get install postgresql-client)"
+if ! command -v prometheus >/dev/null; then
+  # The remote-write test runs the real Prometheus (it starts its own process;
+  # the package's system service plays no part).
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "note: prometheus not found and not root; the Prometheus test will fail (sudo apt-get install prometheus)"
+  fi
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

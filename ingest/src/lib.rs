@@ -8,6 +8,8 @@
 
 pub mod json;
 pub mod line_protocol;
+pub mod otlp;
+pub mod prometheus;
 pub mod rows;
 
 /// A row (line, or array element) that was not written, and why.

@@ -75,6 +75,18 @@ enum Builder {
 }
 
 impl Builder {
+    /// Whether a column of type `dt` can be built here.
+    fn supports(dt: &DataType) -> bool {
+        matches!(
+            dt,
+            DataType::Utf8
+                | DataType::Int64
+                | DataType::UInt64
+                | DataType::Float64
+                | DataType::Boolean
+        )
+    }
+
     fn new(dt: &DataType) -> Option<Self> {
         Some(match dt {
             DataType::Utf8 => Builder::Str(StringBuilder::new()),
@@ -198,7 +210,7 @@ impl TableRows {
                         type_name(&v.data_type())
                     ));
                 }
-                Some(dt) if Builder::new(&dt).is_none() => {
+                Some(dt) if !Builder::supports(&dt) => {
                     return Err(format!(
                         "column \"{name}\" of table \"{}\" is {}, which this protocol cannot write",
                         self.table,

@@ -1,5 +1,7 @@
 //! The HTTP endpoints: `GET /health`, line protocol (`POST /api/v2/write`,
-//! `POST /write`) and JSON (`POST /v1/ingest/{table}`).
+//! `POST /write`), JSON (`POST /v1/ingest/{table}`), OTLP/HTTP (`POST
+//! /v1/logs`, `/v1/traces`, `/v1/metrics`, in [`crate::otlp`]) and Prometheus
+//! remote write (`POST /api/v1/write`).
 //!
 //! A request body is read up to `--max-body-size` (413 past it), gunzipped if
 //! `Content-Encoding: gzip` (again bounded, so a small bomb cannot expand
@@ -12,6 +14,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arrow::array::RecordBatch;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -21,18 +24,20 @@ use axum::routing::{get, post};
 use serde_json::json;
 use sextant_catalog::TableOptions;
 use sextant_ingest::rows::TableRows;
-use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol};
+use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol, prometheus};
 use sextant_storage::{Engine, StorageError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::otlp::{self, Signal};
 
 /// At most this many rejected lines are listed in an error body.
 const MAX_LISTED_REJECTIONS: usize = 100;
 
 #[derive(Clone)]
-struct AppState {
-    engine: Engine,
-    max_body: usize,
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) max_body: usize,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
@@ -47,6 +52,25 @@ pub async fn serve(
         .route("/api/v2/write", post(write_line_protocol))
         .route("/write", post(write_line_protocol))
         .route("/v1/ingest/{table}", post(ingest_json))
+        .route(
+            "/v1/logs",
+            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
+                otlp::export_http(Signal::Logs, s, h, b)
+            }),
+        )
+        .route(
+            "/v1/traces",
+            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
+                otlp::export_http(Signal::Traces, s, h, b)
+            }),
+        )
+        .route(
+            "/v1/metrics",
+            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
+                otlp::export_http(Signal::Metrics, s, h, b)
+            }),
+        )
+        .route("/api/v1/write", post(remote_write))
         .fallback(not_found)
         .with_state(AppState { engine, max_body });
     axum::serve(listener, app)
@@ -55,9 +79,9 @@ pub async fn serve(
 }
 
 /// An HTTP error with a JSON body.
-struct HttpError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct HttpError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     retry_after: Option<u64>,
 }
 
@@ -70,7 +94,7 @@ impl HttpError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -117,7 +141,7 @@ async fn not_found(uri: Uri) -> impl IntoResponse {
     )
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -125,7 +149,7 @@ fn now_ns() -> i64 {
 }
 
 /// Reads the whole body, bounded, and gunzips it if it says so.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -178,19 +202,37 @@ async fn read_body(
 /// Writes every table's rows: creates tables and columns as needed, then
 /// appends through the WAL. Returns the number of rows written.
 async fn write_tables(engine: &Engine, tables: Vec<TableRows>) -> Result<usize, HttpError> {
-    let mut written = 0;
+    let mut batches = Vec::with_capacity(tables.len());
     for rows in tables {
         let table = rows.table().to_string();
-        let Some(batch) = rows
+        if let Some(batch) = rows
             .finish()
             .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        else {
-            continue;
-        };
+        {
+            batches.push((table, batch));
+        }
+    }
+    Ok(write_batches(engine, batches).await?)
+}
+
+/// Creates missing tables and columns, then writes every batch. The writes
+/// are issued together so that one WAL sync covers them all; the call
+/// returns once all are durable. Returns the number of rows written.
+pub(crate) async fn write_batches(
+    engine: &Engine,
+    batches: Vec<(String, RecordBatch)>,
+) -> Result<usize, StorageError> {
+    for (table, batch) in &batches {
         engine
-            .ensure_columns(&table, batch.schema_ref(), TableOptions::default())
+            .ensure_columns(table, batch.schema_ref(), TableOptions::default())
             .await?;
-        written += engine.write(&table, batch).await? as usize;
+    }
+    let writes = batches
+        .into_iter()
+        .map(|(table, batch)| async move { engine.write(&table, batch).await });
+    let mut written = 0;
+    for r in futures::future::join_all(writes).await {
+        written += r? as usize;
     }
     Ok(written)
 }
@@ -268,4 +310,63 @@ async fn ingest_json(
     let written = write_tables(&state.engine, vec![rows]).await?;
     partial(written, &rejected)?;
     Ok(Json(json!({"table": table, "rows": written})))
+}
+
+/// Prometheus remote write 1.0: snappy-compressed protobuf, one table per
+/// metric (see `sextant_ingest::prometheus`). 204 when every series was
+/// written; 400 naming the rejected series otherwise (the others are kept).
+async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, HttpError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("snappy")
+        .trim()
+        .to_ascii_lowercase();
+    if encoding != "snappy" {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding {encoding:?} is not supported: remote write bodies are snappy-compressed"
+            ),
+        ));
+    }
+    let raw: Bytes = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than {} bytes (--max-body-size)",
+                    state.max_body
+                ),
+            )
+        })?;
+    let engine = &state.engine;
+    let decoded = prometheus::decode(&raw, state.max_body, &|t| engine.table(t).map(|d| d.schema))
+        .map_err(|e| match e {
+            prometheus::DecodeError::TooLarge { .. } => {
+                HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            prometheus::DecodeError::Invalid(m) => HttpError::bad_request(m),
+        })?;
+    let written = write_tables(engine, decoded.tables).await?;
+    if !decoded.rejected.is_empty() {
+        let listed: Vec<String> = decoded
+            .rejected
+            .iter()
+            .take(MAX_LISTED_REJECTIONS)
+            .map(|r| format!("series {}: {}", r.line, r.reason))
+            .collect();
+        return Err(HttpError::bad_request(format!(
+            "{} series rejected ({} samples), {written} samples written: {}",
+            decoded.rejected.len(),
+            decoded.rejected_samples,
+            listed.join("; ")
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@
 pub mod config;
 mod error;
 pub mod http;
+pub mod otlp;
 pub mod pg;
 mod statements;
 mod system;
@@ -82,8 +83,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
     let http = bind(config.http_addr, "HTTP (--http-addr)").await?;
+    let grpc = bind(config.grpc_addr, "OTLP/gRPC (--grpc-addr)").await?;
     let pg_addr = pg.local_addr()?;
     let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let pg_task = tokio::spawn(pg::serve(pg, ctx, engine.clone(), shutdown.clone()));
@@ -94,14 +97,20 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.clone(),
     ));
 
-    info!(%pg_addr, %http_addr, data_dir = %config.data_dir.display(), "sextant is ready");
+    let grpc_task = tokio::spawn(otlp::serve_grpc(
+        grpc,
+        engine.clone(),
+        config.max_body_size as usize,
+        shutdown.clone(),
+    ));
+
+    info!(%pg_addr, %http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "sextant is ready");
     info!(
-        grpc = %config.grpc_addr,
         flight = %config.flight_addr,
-        "OTLP gRPC and Arrow Flight SQL are not served by this version yet"
+        "Arrow Flight SQL is not served by this version yet"
     );
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, pg_addr, http_addr)?;
+        write_ready_file(path, pg_addr, http_addr, grpc_addr)?;
     }
 
     shutdown.cancelled().await;
@@ -111,6 +120,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),
         Err(e) => warn!(error = %e, "HTTP server task failed"),
         Ok(Ok(())) => {}
+    }
+    match tokio::time::timeout(Duration::from_secs(5), grpc_task).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "OTLP/gRPC server stopped with an error"),
+        Ok(Err(e)) => warn!(error = %e, "OTLP/gRPC server task failed"),
+        Err(_) => warn!("OTLP/gRPC connections still open after 5 s; closing them"),
+        Ok(Ok(Ok(()))) => {}
     }
     let _ = background.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
@@ -173,18 +188,28 @@ fn session_context(
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(SextantSchema::new(engine.clone())))?;
     catalog.register_schema("system", system::schema(engine)?)?;
     ctx.register_catalog(DATABASE_NAME, Arc::new(catalog));
+    datafusion_functions_json::register_all(&mut ctx)?;
     setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| format!("setting up pg_catalog: {e}"))?;
     Ok(ctx)
 }
 
-fn write_ready_file(path: &Path, pg: SocketAddr, http: SocketAddr) -> Result<(), StartError> {
-    let body = serde_json::json!({"pg": pg.to_string(), "http": http.to_string()});
+fn write_ready_file(
+    path: &Path,
+    pg: SocketAddr,
+    http: SocketAddr,
+    grpc: SocketAddr,
+) -> Result<(), StartError> {
+    let body = serde_json::json!({
+        "pg": pg.to_string(),
+        "http": http.to_string(),
+        "grpc": grpc.to_string(),
+    });
     let tmp = path.with_extension("tmp");
     context(std::fs::write(&tmp, body.to_string()), || {
         format!("cannot write ready file {}", tmp.display())

@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,28 @@ class Server:
     def pg(self):
         host, port = self.addrs["pg"].rsplit(":", 1)
         return host, int(port)
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP endpoints (OTLP/HTTP, remote write, line protocol)."""
+        return f"http://{self.addrs['http']}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """host:port of the OTLP gRPC endpoint (no scheme, as grpc expects)."""
+        if "grpc" not in self.addrs:
+            raise RuntimeError(f"the ready file names no gRPC address: {self.addrs}")
+        return self.addrs["grpc"]
+
+    def post(self, path: str, body: bytes, headers: dict) -> tuple:
+        """POSTs to the HTTP endpoint; returns (status, headers, body) for
+        every answer, 4xx and 5xx included."""
+        req = urllib.request.Request(self.http_url + path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
 
     def dsn(self) -> str:
         host, port = self.pg

@@ -1,0 +1,438 @@
+//! OpenTelemetry (OTLP) front ends: the gRPC `Export` services of logs,
+//! traces and metrics on `--grpc-addr`, and `POST /v1/logs`, `/v1/traces`,
+//! `/v1/metrics` on the HTTP address.
+//!
+//! A request body (protobuf, or the OTLP JSON mapping over HTTP; gzip
+//! accepted on both) is parsed, decoded into `otel_*` rows by
+//! `sextant_ingest::otlp`, and written through the engine; the answer comes
+//! once the rows are durable. Records that cannot be stored are reported in
+//! the response's `partial_success`; the rest are kept. Errors follow the
+//! OTLP specification: a gRPC status (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`
+//! with a `RetryInfo` under backpressure, `UNAVAILABLE` while shutting down),
+//! or over HTTP a 4xx/5xx whose body is a `google.rpc.Status` in the
+//! request's encoding (`Retry-After` on 503).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde_json::json;
+use sextant_ingest::otlp::{self, Decoded, Encoding};
+use sextant_storage::{Engine, StorageError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Status};
+use tracing::debug;
+
+use crate::http::{AppState, HttpError, now_ns, read_body, write_batches};
+
+/// How long a client is asked to wait before retrying under backpressure.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Logs,
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    fn decode(self, body: &[u8], encoding: Encoding) -> Result<Decoded, String> {
+        Ok(match self {
+            Signal::Logs => otlp::decode_logs(
+                &otlp::parse::<ExportLogsServiceRequest>(body, encoding)?,
+                now_ns(),
+            ),
+            Signal::Traces => {
+                otlp::decode_traces(&otlp::parse::<ExportTraceServiceRequest>(body, encoding)?)
+            }
+            Signal::Metrics => {
+                otlp::decode_metrics(&otlp::parse::<ExportMetricsServiceRequest>(body, encoding)?)
+            }
+        })
+    }
+
+    /// The export response, protobuf-encoded.
+    fn response_protobuf(self, d: &Decoded) -> Vec<u8> {
+        let rejected = d.rejected as i64;
+        let message = d.error_message.clone();
+        let partial = rejected > 0 || !message.is_empty();
+        match self {
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: partial.then_some(ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then_some(ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                }),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// The export response in the OTLP JSON mapping (int64 as a string).
+    fn response_json(self, d: &Decoded) -> serde_json::Value {
+        if d.rejected == 0 && d.error_message.is_empty() {
+            return json!({});
+        }
+        let field = match self {
+            Signal::Logs => "rejectedLogRecords",
+            Signal::Traces => "rejectedSpans",
+            Signal::Metrics => "rejectedDataPoints",
+        };
+        json!({"partialSuccess": {field: d.rejected.to_string(), "errorMessage": d.error_message}})
+    }
+}
+
+/// The `partial_success` of a response: rejected count and message, unless
+/// everything was accepted without a warning.
+fn partial(d: Decoded) -> Option<(i64, String)> {
+    (d.rejected > 0 || !d.error_message.is_empty()).then_some((d.rejected as i64, d.error_message))
+}
+
+/// Creates the tables a request needs and writes its rows.
+async fn write(engine: &Engine, decoded: &mut Decoded) -> Result<(), StorageError> {
+    let batches = std::mem::take(&mut decoded.tables)
+        .into_iter()
+        .map(|(t, b)| (t.to_string(), b))
+        .collect();
+    write_batches(engine, batches).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// google.rpc.Status, for gRPC status details and OTLP/HTTP error bodies
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+fn rpc_status(code: Code, message: &str, retry: bool) -> RpcStatus {
+    let details = if retry {
+        vec![ProtoAny {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: RetryInfo {
+                retry_delay: Some(ProtoDuration {
+                    seconds: RETRY_AFTER.as_secs() as i64,
+                    nanos: 0,
+                }),
+            }
+            .encode_to_vec(),
+        }]
+    } else {
+        vec![]
+    };
+    RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details,
+    }
+}
+
+/// The gRPC status for an engine error.
+fn grpc_status(e: StorageError) -> Status {
+    let (code, retry) = match &e {
+        StorageError::BufferFull { .. } => (Code::ResourceExhausted, true),
+        StorageError::ShuttingDown => (Code::Unavailable, true),
+        StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
+            (Code::InvalidArgument, false)
+        }
+        _ => (Code::Internal, false),
+    };
+    let message = e.to_string();
+    if retry {
+        let details = rpc_status(code, &message, true).encode_to_vec();
+        Status::with_details(code, message, details.into())
+    } else {
+        Status::new(code, message)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// gRPC
+
+/// The OTLP gRPC services, sharing one engine.
+#[derive(Clone)]
+struct Collector {
+    engine: Engine,
+}
+
+impl Collector {
+    async fn export(&self, signal: Signal, mut decoded: Decoded) -> Result<Decoded, Status> {
+        debug!(
+            ?signal,
+            accepted = decoded.accepted,
+            rejected = decoded.rejected,
+            "OTLP/gRPC export"
+        );
+        write(&self.engine, &mut decoded)
+            .await
+            .map_err(grpc_status)?;
+        Ok(decoded)
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
+        let d = otlp::decode_logs(request.get_ref(), now_ns());
+        let d = Collector::export(self, Signal::Logs, d).await?;
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: partial(d).map(|(rejected, error_message)| ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+        let d = otlp::decode_traces(request.get_ref());
+        let d = Collector::export(self, Signal::Traces, d).await?;
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: partial(d).map(|(rejected, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message,
+                }
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
+        let d = otlp::decode_metrics(request.get_ref());
+        let d = Collector::export(self, Signal::Metrics, d).await?;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: partial(d).map(|(rejected, error_message)| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message,
+                }
+            }),
+        }))
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` is cancelled.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    engine: Engine,
+    max_message: usize,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let c = Collector { engine };
+    tonic::transport::Server::builder()
+        .add_service(
+            LogsServiceServer::new(c.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            TraceServiceServer::new(c.clone())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            MetricsServiceServer::new(c)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move { shutdown.cancelled().await },
+        )
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+/// An OTLP/HTTP error: a status and a `google.rpc.Status` body in the
+/// request's encoding.
+struct OtlpHttpError {
+    status: StatusCode,
+    message: String,
+    encoding: Encoding,
+}
+
+impl IntoResponse for OtlpHttpError {
+    fn into_response(self) -> Response {
+        let code = match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+            StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut resp = match self.encoding {
+            Encoding::Protobuf => (
+                self.status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                rpc_status(code, &self.message, retry).encode_to_vec(),
+            )
+                .into_response(),
+            Encoding::Json => (
+                self.status,
+                axum::Json(json!({"code": code as i32, "message": self.message})),
+            )
+                .into_response(),
+        };
+        if retry {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER.as_secs()),
+            );
+        }
+        resp
+    }
+}
+
+fn otlp_error(e: HttpError, encoding: Encoding) -> OtlpHttpError {
+    OtlpHttpError {
+        status: e.status,
+        message: e.message,
+        encoding,
+    }
+}
+
+/// The body encoding named by `Content-Type`.
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(OtlpHttpError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "Content-Type {ct:?} is not supported: send application/x-protobuf or application/json"
+            ),
+            encoding: Encoding::Json,
+        }),
+    }
+}
+
+/// `POST /v1/logs`, `/v1/traces`, `/v1/metrics`.
+pub(crate) async fn export_http(
+    signal: Signal,
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OtlpHttpErrorResponse> {
+    let encoding = content_encoding(&headers).map_err(OtlpHttpErrorResponse)?;
+    let fail = |e: HttpError| OtlpHttpErrorResponse(otlp_error(e, encoding));
+    let bytes = read_body(&state, &headers, body).await.map_err(fail)?;
+    let mut decoded = signal
+        .decode(&bytes, encoding)
+        .map_err(|m| fail(HttpError::bad_request(m)))?;
+    debug!(
+        ?signal,
+        accepted = decoded.accepted,
+        rejected = decoded.rejected,
+        "OTLP/HTTP export"
+    );
+    write(&state.engine, &mut decoded)
+        .await
+        .map_err(|e| fail(HttpError::from(e)))?;
+    Ok(match encoding {
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            signal.response_protobuf(&decoded),
+        )
+            .into_response(),
+        Encoding::Json => axum::Json(signal.response_json(&decoded)).into_response(),
+    })
+}
+
+/// The error answer of [`export_http`].
+pub(crate) struct OtlpHttpErrorResponse(OtlpHttpError);
+
+impl IntoResponse for OtlpHttpErrorResponse {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}

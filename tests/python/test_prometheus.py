@@ -1,0 +1,177 @@
+"""Prometheus remote write into sextant: the real Prometheus server (Debian
+package `prometheus`, installed by tests/run-all.sh) scrapes itself and
+remote-writes to sextant, and the samples are read back with psycopg.
+
+Metric layout: one table per metric name (`up` -> table `up`), one text
+column per label (`job`, `instance`, ...), the sample in a double `value`.
+"""
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+JOB = "sextant-test-self"
+WAIT_S = 60  # Prometheus starts sending only after replaying its WAL (about 5 s)
+
+
+def prometheus_bin() -> str:
+    path = shutil.which("prometheus")
+    if not path and os.access("/usr/bin/prometheus", os.X_OK):
+        path = "/usr/bin/prometheus"
+    if not path:
+        pytest.fail(
+            "the prometheus binary is not installed: run tests/run-all.sh, which installs it "
+            "(as root: apt-get install prometheus)"
+        )
+    return path
+
+
+def prometheus_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"prometheus, version (\S+)", out.stdout + out.stderr)
+    assert m, f"cannot read the version from `{binary} --version`: {out.stdout!r} {out.stderr!r}"
+    return m.group(1)  # e.g. "2.42.0+ds", the same string as prometheus_build_info{version}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, binary, tmp_path, write_url):
+        self.binary = binary
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.config = tmp_path / "prometheus.yml"
+        self.log_path = tmp_path / "prometheus.log"
+        self.config.write_text(
+            f"""\
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: {JOB}
+    static_configs:
+      - targets: ["{self.target}"]
+remote_write:
+  - url: "{write_url}"
+    queue_config:
+      batch_send_deadline: 1s
+      max_samples_per_send: 500
+    metadata_config:
+      send: false
+"""
+        )
+        self.data = tmp_path / "prometheus-data"
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.data}",
+                f"--web.listen-address={self.target}",
+            ],
+            stdout=log, stderr=log,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def prometheus(server, tmp_path):
+    p = Prometheus(prometheus_bin(), tmp_path, f"{server.http_url}/api/v1/write")
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def logs(server, prom) -> str:
+    return (
+        "\n--- prometheus log (tail) ---\n" + prom.log()[-4000:]
+        + "\n--- sextant log (tail) ---\n" + server.log()[-4000:]
+    )
+
+
+def wait_for_rows(conn, sql, server, prom) -> int:
+    """Polls `sql` (a count) until it is positive; a missing table counts as
+    not yet (the table is created by the first write)."""
+    deadline = time.time() + WAIT_S
+    last = None
+    while time.time() < deadline:
+        if prom.proc.poll() is not None:
+            pytest.fail(f"prometheus exited with {prom.proc.returncode}" + logs(server, prom))
+        try:
+            n = conn.execute(sql).fetchone()[0]
+            if n > 0:
+                return n
+            last = f"{n} rows"
+        except psycopg.errors.UndefinedTable as e:
+            last = str(e).strip()
+        time.sleep(0.5)
+    pytest.fail(f"no rows for {sql!r} after {WAIT_S} s (last: {last})" + logs(server, prom))
+
+
+def test_prometheus_remote_write(server, prometheus):
+    version = prometheus_version(prometheus.binary)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        wait_for_rows(conn, "SELECT count(*) FROM up", server, prometheus)
+        wait_for_rows(conn, "SELECT count(*) FROM prometheus_build_info", server, prometheus)
+
+        rows = conn.execute("SELECT value, instance, time FROM up WHERE job = %s", (JOB,)).fetchall()
+        assert rows, conn.execute("SELECT * FROM up").fetchall()
+        # Prometheus scrapes itself: every `up` sample of the job is 1.
+        assert {r[0] for r in rows} == {1.0}, rows
+        assert all(isinstance(r[0], float) for r in rows), rows
+        assert {r[1] for r in rows} == {prometheus.target}, rows
+        # Sample timestamps are milliseconds since the epoch: they must land now, not in 1970 or 2500.
+        now = dt.datetime.now(dt.timezone.utc)
+        for r in rows:
+            assert abs(r[2] - now) < dt.timedelta(minutes=5), (r, now)
+
+        versions = conn.execute(
+            "SELECT DISTINCT version FROM prometheus_build_info WHERE job = %s", (JOB,)
+        ).fetchall()
+        assert versions == [(version,)], (versions, version)
+
+
+def test_remote_write_rejects_bad_snappy(server):
+    status, _, body = server.post(
+        "/api/v1/write",
+        b"garbage",
+        {
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        },
+    )
+    assert status == 400, (status, body)
+    error = json.loads(body)["error"]
+    assert "snappy" in error.lower(), error
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
