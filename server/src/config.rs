@@ -54,12 +54,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_PG_ADDR", default_value = "127.0.0.1:5433")]
     pub pg_addr: SocketAddr,
 
-    /// Address of the HTTP endpoints: GET /health, line protocol (/api/v2/write, /write),
-    /// JSON (/v1/ingest/{table}).
+    /// Address of the HTTP endpoints: GET /health, OTLP/HTTP (/v1/logs, /v1/traces,
+    /// /v1/metrics), line protocol (/api/v2/write, /write), Prometheus remote write
+    /// (/api/v1/write), JSON (/v1/ingest/{table}).
     #[arg(long, env = "SEXTANT_HTTP_ADDR", default_value = "127.0.0.1:4318")]
     pub http_addr: SocketAddr,
 
-    /// Address for OTLP gRPC (not served yet: accepted so scripts keep working).
+    /// Address for OTLP/gRPC: the logs, trace and metrics Export services.
     #[arg(long, env = "SEXTANT_GRPC_ADDR", default_value = "127.0.0.1:4317")]
     pub grpc_addr: SocketAddr,
 
@@ -90,6 +91,11 @@ pub struct ServeConfig {
     /// Buffered rows older than this are persisted to Parquet (e.g. 5m, 30s).
     #[arg(long, env = "SEXTANT_PERSIST_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub persist_interval: Duration,
+
+    /// How long a write waits for write-buffer space (while persistence catches
+    /// up) before it is refused with HTTP 503 / gRPC RESOURCE_EXHAUSTED / SQLSTATE 53000.
+    #[arg(long, env = "SEXTANT_BACKPRESSURE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub backpressure_timeout: Duration,
 
     /// Size at which a WAL segment file is closed and a new one started.
     #[arg(long, env = "SEXTANT_WAL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]

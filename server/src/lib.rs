@@ -68,7 +68,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         wal_segment_bytes: config.wal_segment_size,
         buffer_limit_bytes: config.buffer_limit as usize,
         persist_age: config.persist_interval,
-        backpressure_timeout: Duration::from_secs(30),
+        backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,
     };
     let store_for_engine = store.clone();

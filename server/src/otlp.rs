@@ -298,6 +298,7 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     let c = Collector { engine };
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(client_error_codes))
         .add_service(
             LogsServiceServer::new(c.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -318,6 +319,28 @@ pub async fn serve_grpc(
             async move { shutdown.cancelled().await },
         )
         .await
+}
+
+/// gRPC answers a request body that is not the expected protobuf message
+/// with INTERNAL, and a message past the size limit with OUT_OF_RANGE; both
+/// are the client's doing, so Sextant says INVALID_ARGUMENT and
+/// RESOURCE_EXHAUSTED (without retry information: resending will not help).
+/// These errors come before any handler runs, as trailers-only responses
+/// whose status is in the headers.
+fn client_error_codes<B>(mut resp: axum::http::Response<B>) -> axum::http::Response<B> {
+    let headers = resp.headers_mut();
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .replace("%20", " ");
+    let code = match headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("13") if message.contains("decode Protobuf message") => Code::InvalidArgument,
+        Some("11") if message.contains("too large") => Code::ResourceExhausted,
+        _ => return resp,
+    };
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    resp
 }
 
 // ---------------------------------------------------------------------------
