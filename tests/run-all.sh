@@ -2,7 +2,7 @@
 # Runs every test of Sextant: formatting and lints, the Rust unit and
 # end-to-end tests (which start the real server), the sqllogictest suite, and
 # the Python client tests. Installs what the tests need first (a Python venv
-# with the client libraries under .venv).
+# with the client libraries under .venv, and the Prometheus Debian package).
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds; CI points it outside the
 # clone so dependencies stay built between runs), SEXTANT_CRASH_CYCLES.
@@ -42,7 +42,7 @@ export SEXTANT_BIN="$target_dir/debug/sextant"
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
 cargo test --workspace --quiet
 
-step "Python client tests (psycopg)"
+step "Python client tests (psycopg, OpenTelemetry SDK, influxdb-client, Prometheus)"
 .venv/bin/python -m pytest -q tests/python
 
 step "all tests passed"

@@ -78,7 +78,8 @@ fn push(
                 .ok_or_else(|| format!("\"time\" {i} is out of range"))?,
             None => {
                 return Err(format!(
-                    "\"time\" must be an integer in {precision:?} or an RFC 3339 string, got {n}"
+                    "\"time\" must be an integer (in {}, the precision) or an RFC 3339 string, got {n}",
+                    precision.name()
                 ));
             }
         },

@@ -48,6 +48,16 @@ impl Precision {
         })
     }
 
+    /// The unit's name, as the `precision` parameter spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Nanoseconds => "ns",
+            Precision::Microseconds => "us",
+            Precision::Milliseconds => "ms",
+            Precision::Seconds => "s",
+        }
+    }
+
     /// `t` in this unit as nanoseconds, if it fits.
     pub fn to_nanos(self, t: i64) -> Option<i64> {
         let factor: i64 = match self {

@@ -55,7 +55,10 @@ pub fn decode(
                 None => {
                     rejected.push(Rejected {
                         line: i + 1,
-                        reason: format!("timestamp {t} in {precision:?} is out of range"),
+                        reason: format!(
+                            "timestamp {t} (precision {}) is out of range",
+                            precision.name()
+                        ),
                     });
                     continue;
                 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder, UInt64Builder,
+    StringViewBuilder, TimestampNanosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -58,6 +58,8 @@ impl Value<'_> {
     /// Whether the value can be stored in a column of type `dt` without loss.
     fn fits(&self, dt: &DataType) -> bool {
         match (self, dt) {
+            // Text columns declared in SQL are string views.
+            (Value::Str(_) | Value::String(_), DataType::Utf8View) => true,
             (Value::JsonInt(i), DataType::Float64) => {
                 (*i as f64) as i64 == *i && i.unsigned_abs() <= 1 << 53
             }
@@ -68,6 +70,7 @@ impl Value<'_> {
 
 enum Builder {
     Str(StringBuilder),
+    View(StringViewBuilder),
     I64(Int64Builder),
     U64(UInt64Builder),
     F64(Float64Builder),
@@ -80,6 +83,7 @@ impl Builder {
         matches!(
             dt,
             DataType::Utf8
+                | DataType::Utf8View
                 | DataType::Int64
                 | DataType::UInt64
                 | DataType::Float64
@@ -90,6 +94,7 @@ impl Builder {
     fn new(dt: &DataType) -> Option<Self> {
         Some(match dt {
             DataType::Utf8 => Builder::Str(StringBuilder::new()),
+            DataType::Utf8View => Builder::View(StringViewBuilder::new()),
             DataType::Int64 => Builder::I64(Int64Builder::new()),
             DataType::UInt64 => Builder::U64(UInt64Builder::new()),
             DataType::Float64 => Builder::F64(Float64Builder::new()),
@@ -101,6 +106,7 @@ impl Builder {
     fn append_nulls(&mut self, n: usize) {
         match self {
             Builder::Str(b) => b.append_nulls(n),
+            Builder::View(b) => (0..n).for_each(|_| b.append_null()),
             Builder::I64(b) => b.append_nulls(n),
             Builder::U64(b) => b.append_nulls(n),
             Builder::F64(b) => b.append_nulls(n),
@@ -113,6 +119,8 @@ impl Builder {
         match (self, v) {
             (Builder::Str(b), Value::Str(s)) => b.append_value(s),
             (Builder::Str(b), Value::String(s)) => b.append_value(s),
+            (Builder::View(b), Value::Str(s)) => b.append_value(s),
+            (Builder::View(b), Value::String(s)) => b.append_value(s),
             (Builder::I64(b), Value::I64(i) | Value::JsonInt(i)) => b.append_value(*i),
             (Builder::U64(b), Value::U64(u)) => b.append_value(*u),
             (Builder::F64(b), Value::F64(f)) => b.append_value(*f),
@@ -125,6 +133,7 @@ impl Builder {
     fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Str(b) => Arc::new(b.finish()),
+            Builder::View(b) => Arc::new(b.finish()),
             Builder::I64(b) => Arc::new(b.finish()),
             Builder::U64(b) => Arc::new(b.finish()),
             Builder::F64(b) => Arc::new(b.finish()),
@@ -267,7 +276,7 @@ impl TableRows {
 /// SQL-ish type names for messages.
 pub fn type_name(dt: &DataType) -> String {
     match dt {
-        DataType::Utf8 => "text".into(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "text".into(),
         DataType::Int64 => "bigint".into(),
         DataType::UInt64 => "bigint unsigned".into(),
         DataType::Float64 => "double".into(),
@@ -330,6 +339,25 @@ mod tests {
         let b = t.finish().unwrap().unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.column(1).as_primitive::<Float64Type>().value(0), 3.0);
+    }
+
+    #[test]
+    fn text_columns_declared_in_sql_take_text() {
+        let existing = Arc::new(Schema::new(vec![
+            Field::new(TIME, time_type(), false),
+            Field::new("host", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let mut t = TableRows::new("typed", Some(existing));
+        t.push(1, &[("host", Value::Str("a")), ("n", Value::I64(1))])
+            .unwrap();
+        let err = t.push(2, &[("n", Value::Str("x"))]).unwrap_err();
+        assert!(err.contains("is bigint, but this value is text"), "{err}");
+        let err = t.push(2, &[("host", Value::I64(1))]).unwrap_err();
+        assert!(err.contains("is text, but this value is bigint"), "{err}");
+        let b = t.finish().unwrap().unwrap();
+        assert_eq!(b.column(1).data_type(), &DataType::Utf8View);
+        assert_eq!(b.column(1).as_string_view().value(0), "a");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: pgwire for SQL, HTTP for health (and ingest, to come).
+    /// Run the server: pgwire for SQL, OTLP/gRPC, and HTTP for OTLP, line protocol, Prometheus remote write and JSON.
     Serve(ServeConfig),
 }
 

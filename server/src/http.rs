@@ -72,6 +72,7 @@ pub async fn serve(
         )
         .route("/api/v1/write", post(remote_write))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { engine, max_body });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -138,6 +139,13 @@ async fn not_found(uri: Uri) -> impl IntoResponse {
     HttpError::new(
         StatusCode::NOT_FOUND,
         format!("no endpoint at {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoResponse {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}: use POST", uri.path()),
     )
 }
 
@@ -326,6 +334,18 @@ async fn remote_write(
         .unwrap_or("snappy")
         .trim()
         .to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.contains("io.prometheus.write.v2") {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {content_type:?}: remote write 2.0 is not supported yet; configure protobuf_message: prometheus.WriteRequest (remote write 1.0)"
+            ),
+        ));
+    }
     if encoding != "snappy" {
         return Err(HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -362,9 +382,10 @@ async fn remote_write(
             .map(|r| format!("series {}: {}", r.line, r.reason))
             .collect();
         return Err(HttpError::bad_request(format!(
-            "{} series rejected ({} samples), {written} samples written: {}",
+            "{} series rejected ({}), {} written: {}",
             decoded.rejected.len(),
-            decoded.rejected_samples,
+            plural(decoded.rejected_samples, "sample"),
+            plural(written, "sample"),
             listed.join("; ")
         )));
     }

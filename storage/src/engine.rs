@@ -662,13 +662,23 @@ impl Engine {
     }
 
     /// Background persistence by size and age, until `shutdown` is cancelled.
+    /// After a failure (e.g. the object store is unreachable) it retries with
+    /// a backoff from 1 s doubling to 30 s, whatever wakes it meanwhile.
     pub async fn run_background(self, shutdown: CancellationToken) {
+        let mut backoff: Option<Duration> = None;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = self.inner.persist_wake.notified() => {}
+            match backoff {
+                Some(wait) => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                },
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.inner.persist_wake.notified() => {}
+                },
             }
+            let mut failed = None;
             // Size: persist the largest tables until under half the limit.
             let half = self.inner.config.buffer_limit_bytes / 2;
             let mut attempts = 0;
@@ -681,21 +691,39 @@ impl Engine {
                     .filter(|s| s.data().bytes > 0);
                 let Some(state) = largest else { break };
                 if let Err(e) = self.persist(&state).await {
-                    warn!(table = %state.def().name, error = %e, "persistence failed; will retry");
+                    failed = Some((state.def().name, e));
                     break;
                 }
             }
             // Age.
-            let age = self.inner.config.persist_age;
-            for state in self.states() {
-                let old = state
-                    .data()
-                    .oldest_chunk_at
-                    .is_some_and(|t| t.elapsed() >= age);
-                if old && let Err(e) = self.persist(&state).await {
-                    warn!(table = %state.def().name, error = %e, "persistence failed; will retry");
+            if failed.is_none() {
+                let age = self.inner.config.persist_age;
+                for state in self.states() {
+                    let old = state
+                        .data()
+                        .oldest_chunk_at
+                        .is_some_and(|t| t.elapsed() >= age);
+                    if old && let Err(e) = self.persist(&state).await {
+                        failed = Some((state.def().name, e));
+                        break;
+                    }
                 }
             }
+            backoff = match failed {
+                Some((table, e)) => {
+                    let wait = backoff
+                        .map_or(Duration::from_secs(1), |d| d * 2)
+                        .min(Duration::from_secs(30));
+                    warn!(%table, error = %e, retry_in = ?wait, "persistence failed; will retry");
+                    Some(wait)
+                }
+                None => {
+                    if backoff.is_some() {
+                        info!("persistence works again");
+                    }
+                    None
+                }
+            };
         }
     }
 

@@ -27,8 +27,9 @@ def sextant_bin() -> str:
 
 
 class Server:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, extra_args=()):
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)  # more `sextant serve` flags, e.g. ["--max-body-size", "64KiB"]
         self.proc = None
         self.addrs = {}
 
@@ -44,6 +45,7 @@ class Server:
                 "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
                 "--grpc-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0",
                 "--ready-file", str(ready),
+                *self.extra_args,
             ],
             stdout=log, stderr=log,
         )
