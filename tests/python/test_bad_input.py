@@ -6,9 +6,9 @@ acknowledged lost, nothing refused written).
 Endpoints: OTLP/HTTP (/v1/logs, /v1/traces, /v1/metrics; protobuf and JSON),
 OTLP/gRPC (the three Export services, called with raw bytes through a generic
 channel), Prometheus remote write (/api/v1/write; WriteRequest protobuf and
-snappy built by hand below), line protocol (/api/v2/write, /write) and JSON
-(/v1/ingest/{table}) for the cases tests/e2e/ingest.rs does not cover, and
-backpressure (a full write buffer) on all of them plus pgwire.
+snappy built by hand in remote_write.py), line protocol (/api/v2/write,
+/write) and JSON (/v1/ingest/{table}) for the cases tests/e2e/ingest.rs does
+not cover, and backpressure (a full write buffer) on all of them plus pgwire.
 
 Most servers here run with `--max-body-size 64KiB`, so that oversized bodies
 and decompression bombs stay small.
@@ -18,7 +18,6 @@ import gzip
 import json
 import os
 import shutil
-import struct
 import time
 import urllib.error
 import urllib.request
@@ -54,6 +53,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from remote_write import pb_series, snappy, snappy_bomb, varint, write_request
 
 LIMIT = 64 * 1024
 LIMIT_FLAG = ["--max-body-size", "64KiB"]
@@ -665,72 +665,7 @@ def test_otlp_grpc_partial_success(small):
 
 
 # ---------------------------------------------------------------------------
-# Prometheus remote write: a tiny protobuf encoder and snappy's block format
-
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field_bytes(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def pb_label(name: str, value: str) -> bytes:
-    """prometheus.Label: name = 1, value = 2."""
-    return field_bytes(1, name.encode()) + field_bytes(2, value.encode())
-
-
-def pb_sample(value: float, ts_ms: int) -> bytes:
-    """prometheus.Sample: value = 1 (double), timestamp = 2 (int64, ms)."""
-    return varint(1 << 3 | 1) + struct.pack("<d", value) + varint(2 << 3 | 0) + varint(ts_ms)
-
-
-def pb_series(labels, samples) -> bytes:
-    """prometheus.TimeSeries: labels = 1, samples = 2."""
-    return b"".join(field_bytes(1, pb_label(n, v)) for n, v in labels) + b"".join(
-        field_bytes(2, pb_sample(v, t)) for v, t in samples
-    )
-
-
-def write_request(*series) -> bytes:
-    """prometheus.WriteRequest: timeseries = 1."""
-    return b"".join(field_bytes(1, s) for s in series)
-
-
-def snappy(data: bytes) -> bytes:
-    """Snappy block format with literals only: the uncompressed length as a
-    varint, then literal elements of at most 64 KiB (valid snappy, just not
-    compressed)."""
-    out = bytearray(varint(len(data)))
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out.append(n << 2)
-        elif n < 256:
-            out += bytes([60 << 2, n])
-        else:
-            out += bytes([61 << 2]) + n.to_bytes(2, "little")
-        out += chunk
-    return bytes(out)
-
-
-def snappy_bomb(copies: int) -> bytes:
-    """A real snappy block of 1 + 64 * copies bytes: one literal byte, then
-    copies of 64 bytes at offset 1 (3 bytes each)."""
-    total = 1 + 64 * copies
-    return varint(total) + bytes([0 << 2, ord("a")]) + bytes([(63 << 2) | 2, 1, 0]) * copies
-
+# Prometheus remote write (bodies built by tests/python/remote_write.py)
 
 REMOTE_WRITE_HEADERS = {
     "Content-Encoding": "snappy",
@@ -931,6 +866,17 @@ def test_line_protocol_refuses_bad_request(small, path, case):
     assert query(small, "SELECT table_name FROM information_schema.tables WHERE table_name IN ('m', 'big', 'bomb')") == []
 
 
+def post_type_conflicts(server, path, acked, table, body, summary, conflicts, written):
+    """Posts line protocol `body` to `table`, expects a 400 naming `summary`
+    and each of `conflicts`, and acknowledges the `written` lines that fit."""
+    status, headers, resp = server.post(path, body, {})
+    msg = assert_json_error(status, headers, resp, 400, summary)
+    for conflict in conflicts:
+        assert conflict in msg, msg
+    acked.add(table, written)
+    acked.check("line protocol type conflicts")
+
+
 @pytest.mark.parametrize("path", LP_PATHS)
 def test_line_protocol_type_conflict_names_column_and_types(small, path):
     """Columns created by line protocol: a later line with another type is
@@ -939,21 +885,21 @@ def test_line_protocol_type_conflict_names_column_and_types(small, path):
     status, _, body = small.post(path, b"lpt,host=a n=1i,ok=t,x=1.5 1704067200000000000\n", {})
     assert status == 204, (status, body)
     acked.add("lpt", 1)
-    status, headers, body = small.post(
-        path,
+    post_type_conflicts(
+        small, path, acked, "lpt",
         b"lpt,host=b n=2i 1704067201000000000\n"
         b"lpt,host=c n=2.5 1704067202000000000\n"
         b"lpt,host=d ok=\"yes\" 1704067203000000000\n"
         b"lpt,host=e x=3i 1704067204000000000\n"
         b"lpt,host=f n=4i,ok=f,x=4 1704067205000000000\n",
-        {},
+        "3 lines rejected, 2 written",
+        [
+            'line 2: column "n" of table "lpt" is bigint, but this value is double',
+            'line 3: column "ok" of table "lpt" is boolean, but this value is text',
+            'line 4: column "x" of table "lpt" is double, but this value is bigint',
+        ],
+        written=2,
     )
-    msg = assert_json_error(status, headers, body, 400, "3 lines rejected, 2 written")
-    assert 'line 2: column "n" of table "lpt" is bigint, but this value is double' in msg, msg
-    assert 'line 3: column "ok" of table "lpt" is boolean, but this value is text' in msg, msg
-    assert 'line 4: column "x" of table "lpt" is double, but this value is bigint' in msg, msg
-    acked.add("lpt", 2)
-    acked.check("line protocol type conflicts")
     assert query(small, "SELECT host, n FROM lpt ORDER BY time") == [("a", 1), ("b", 2), ("f", 4)]
 
 
@@ -966,19 +912,19 @@ def test_line_protocol_type_conflict_with_sql_created_table(small, path):
         conn.execute("CREATE TABLE typed (time TIMESTAMP NOT NULL, host TEXT, n BIGINT, ok BOOLEAN)")
         conn.execute("INSERT INTO typed VALUES ('2024-01-01T00:00:00Z', 'sql', 1, true)")
     acked.add("typed", 1)
-    status, headers, body = small.post(
-        path,
+    post_type_conflicts(
+        small, path, acked, "typed",
         b"typed,host=a n=2i 1704067201000000000\n"
         b"typed,host=b n=2.5 1704067202000000000\n"
         b"typed,host=c ok=\"yes\" 1704067203000000000\n"
         b"typed,host=d n=3i,ok=f 1704067204000000000\n",
-        {},
+        "2 lines rejected, 2 written",
+        [
+            'line 2: column "n" of table "typed" is bigint, but this value is double',
+            'line 3: column "ok" of table "typed" is boolean, but this value is text',
+        ],
+        written=2,
     )
-    msg = assert_json_error(status, headers, body, 400, "2 lines rejected, 2 written")
-    assert 'line 2: column "n" of table "typed" is bigint, but this value is double' in msg, msg
-    assert 'line 3: column "ok" of table "typed" is boolean, but this value is text' in msg, msg
-    acked.add("typed", 2)
-    acked.check("line protocol type conflicts")
     assert query(small, "SELECT host, n FROM typed ORDER BY time") == [("sql", 1), ("a", 2), ("d", 3)]
 
 

@@ -6,8 +6,8 @@ crossing both services, with errors), logs linked to that trace, a
 cumulative counter with two series, a delta histogram with two points, and
 one gauge, exponential histogram and summary point so that every otel_*
 table exists. A Prometheus remote-write request (snappy and protobuf encoded
-by hand below) writes two metric tables for the PromQL examples of
-docs/ingest.md.
+by hand in remote_write.py) writes two metric tables for the PromQL examples
+of docs/ingest.md.
 
 Every ```sql block of the two documents that starts with a marker comment
 `-- example: NAME` is extracted from the markdown and run over pgwire with
@@ -21,13 +21,13 @@ tables.
 import datetime as dt
 import json
 import re
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
+from remote_write import STALE_NAN, pb_series, snappy, write_request
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "docs" / "otel-schema.md", ROOT / "docs" / "ingest.md"]
@@ -201,61 +201,13 @@ def dataset(base_ns=None) -> Dataset:
 
 
 # ---------------------------------------------------------------------------
-# Prometheus remote write, encoded by hand: protobuf WriteRequest, snappy
-# block format made of literals only (valid snappy, just not compressed).
-
-STALE_NAN = 0x7FF0000000000002  # Prometheus' staleness marker
+# Prometheus remote write (bodies built by tests/python/remote_write.py)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _sample(value_bits: int, ts_ms: int) -> bytes:
-    value = _varint(1 << 3 | 1) + value_bits.to_bytes(8, "little")
-    return value + _varint(2 << 3) + _varint(ts_ms & (2**64 - 1))
-
-
-def write_request(series) -> bytes:
-    """`series`: [(labels dict, [(float or ("bits", int), ts_ms), ...]), ...]."""
-    body = b""
-    for labels, samples in series:
-        ts = b""
-        for name, value in sorted(labels.items()):
-            ts += _field(1, _field(1, name.encode()) + _field(2, value.encode()))
-        for value, ts_ms in samples:
-            bits = value[1] if isinstance(value, tuple) else struct.unpack("<Q", struct.pack("<d", value))[0]
-            ts += _field(2, _sample(bits, ts_ms))
-        body += _field(1, ts)
-    return body
-
-
-def snappy_block(data: bytes) -> bytes:
-    out = bytearray(_varint(len(data)))
-    for start in range(0, len(data), 65536):
-        chunk = data[start:start + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out.append(n << 2)
-        elif n < 256:
-            out += bytes([60 << 2, n])
-        else:
-            out += bytes([61 << 2]) + n.to_bytes(2, "little")
-        out += chunk
-    return bytes(out)
+def remote_write_body(series) -> bytes:
+    """`series`: [(labels dict, [(value, ts_ms), ...]), ...], `value` a float
+    or ("bits", int); labels are encoded sorted by name."""
+    return snappy(write_request(*(pb_series(sorted(labels.items()), samples) for labels, samples in series)))
 
 
 def prometheus_series(now_ms: int):
@@ -395,7 +347,7 @@ def load(server) -> Dataset:
             path, json.dumps(body).encode(), {"Content-Type": "application/json"}
         )
         assert (status, json.loads(answer)) == (200, {}), (path, status, answer)
-    body = snappy_block(write_request(prometheus_series(time.time_ns() // MS)))
+    body = remote_write_body(prometheus_series(time.time_ns() // MS))
     status, _, answer = server.post(
         "/api/v1/write", body,
         {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",

@@ -17,7 +17,9 @@ import uuid
 
 import psycopg
 import pytest
+import grpc
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as grpc_logs
 from opentelemetry.exporter.otlp.proto.grpc import metric_exporter as grpc_metrics
 from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_traces
@@ -172,20 +174,28 @@ CUMULATIVE = {Counter: AggregationTemporality.CUMULATIVE}
 
 
 def make_exporters(server, transport):
-    if transport == "grpc":
+    """The SDK's exporters for `transport`: "grpc" or "http", optionally
+    "-gzip" (request bodies gzip-compressed by the exporter)."""
+    kind, _, compression = transport.partition("-")
+    if kind == "grpc":
         kw = dict(endpoint=server.grpc_endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S)
+        if compression == "gzip":
+            kw["compression"] = grpc.Compression.Gzip
         return (
             grpc_traces.OTLPSpanExporter(**kw),
             grpc_logs.OTLPLogExporter(**kw),
             grpc_metrics.OTLPMetricExporter(preferred_temporality=CUMULATIVE, **kw),
         )
-    assert transport == "http"
+    assert kind == "http"
     base = server.http_url
+    kw = dict(timeout=EXPORT_TIMEOUT_S)
+    if compression == "gzip":
+        kw["compression"] = HttpCompression.Gzip
     return (
-        http_traces.OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=EXPORT_TIMEOUT_S),
-        http_logs.OTLPLogExporter(endpoint=f"{base}/v1/logs", timeout=EXPORT_TIMEOUT_S),
+        http_traces.OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kw),
+        http_logs.OTLPLogExporter(endpoint=f"{base}/v1/logs", **kw),
         http_metrics.OTLPMetricExporter(
-            endpoint=f"{base}/v1/metrics", timeout=EXPORT_TIMEOUT_S, preferred_temporality=CUMULATIVE
+            endpoint=f"{base}/v1/metrics", preferred_temporality=CUMULATIVE, **kw
         ),
     )
 
@@ -193,7 +203,7 @@ def make_exporters(server, transport):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["grpc", "http"])
+@pytest.mark.parametrize("transport", ["grpc", "grpc-gzip", "http", "http-gzip"])
 def test_sdk_exports_traces_logs_metrics(server, transport):
     service = f"checkout-{transport}-{uuid.uuid4().hex[:8]}"
     resource = Resource.create({"service.name": service, "deployment.environment": "pytest"})
