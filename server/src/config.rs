@@ -64,7 +64,7 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_GRPC_ADDR", default_value = "127.0.0.1:4317")]
     pub grpc_addr: SocketAddr,
 
-    /// Address for Arrow Flight SQL (not served yet: accepted so scripts keep working).
+    /// Address for Arrow Flight SQL (queries, prepared statements, metadata, bulk ingest).
     #[arg(long, env = "SEXTANT_FLIGHT_ADDR", default_value = "127.0.0.1:8815")]
     pub flight_addr: SocketAddr,
 

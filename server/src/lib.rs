@@ -4,7 +4,7 @@
 //! DataFusion session whose `sextant.public` schema is the engine's tables
 //! and `sextant.system` its system tables → listeners bound → the ready file
 //! says where. Requests flow from the front ends ([`pg`], [`http`]) through
-//! the statement layer ([`statements`]) into DataFusion and the engine.
+//! the statement layer (`sextant-sql`) into DataFusion and the engine.
 //! Shutdown: listeners close, open statements get a grace period, queued WAL
 //! writes finish and are synced.
 
@@ -13,7 +13,6 @@ mod error;
 pub mod http;
 pub mod otlp;
 pub mod pg;
-mod statements;
 mod system;
 
 use std::net::SocketAddr;
@@ -36,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::ServeConfig;
-pub use error::SqlError;
+pub use sextant_sql::SqlError;
 
 /// A start-up failure, with a message for the person starting the server.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,12 +83,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
     let http = bind(config.http_addr, "HTTP (--http-addr)").await?;
     let grpc = bind(config.grpc_addr, "OTLP/gRPC (--grpc-addr)").await?;
-    let pg_addr = pg.local_addr()?;
-    let http_addr = http.local_addr()?;
-    let grpc_addr = grpc.local_addr()?;
+    let flight = bind(config.flight_addr, "Arrow Flight SQL (--flight-addr)").await?;
+    let addrs = Addrs {
+        pg: pg.local_addr()?,
+        http: http.local_addr()?,
+        grpc: grpc.local_addr()?,
+        flight: flight.local_addr()?,
+    };
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
-    let pg_task = tokio::spawn(pg::serve(pg, ctx, engine.clone(), shutdown.clone()));
+    let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(
         http,
         engine.clone(),
@@ -104,13 +107,24 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.clone(),
     ));
 
-    info!(%pg_addr, %http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "sextant is ready");
+    let flight_task = tokio::spawn(sextant_flight::serve(
+        flight,
+        ctx,
+        engine.clone(),
+        config.max_body_size as usize,
+        shutdown.clone(),
+    ));
+
     info!(
-        flight = %config.flight_addr,
-        "Arrow Flight SQL is not served by this version yet"
+        pg = %addrs.pg,
+        http = %addrs.http,
+        grpc = %addrs.grpc,
+        flight = %addrs.flight,
+        data_dir = %config.data_dir.display(),
+        "sextant is ready"
     );
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, pg_addr, http_addr, grpc_addr)?;
+        write_ready_file(path, &addrs)?;
     }
 
     shutdown.cancelled().await;
@@ -121,11 +135,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         Err(e) => warn!(error = %e, "HTTP server task failed"),
         Ok(Ok(())) => {}
     }
-    match tokio::time::timeout(Duration::from_secs(5), grpc_task).await {
-        Ok(Ok(Err(e))) => warn!(error = %e, "OTLP/gRPC server stopped with an error"),
-        Ok(Err(e)) => warn!(error = %e, "OTLP/gRPC server task failed"),
-        Err(_) => warn!("OTLP/gRPC connections still open after 5 s; closing them"),
-        Ok(Ok(Ok(()))) => {}
+    for (name, task) in [("OTLP/gRPC", grpc_task), ("Flight SQL", flight_task)] {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "{name} server stopped with an error"),
+            Ok(Err(e)) => warn!(error = %e, "{name} server task failed"),
+            Err(_) => warn!("{name} connections still open after 5 s; closing them"),
+            Ok(Ok(Ok(()))) => {}
+        }
     }
     let _ = background.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
@@ -199,16 +215,20 @@ fn session_context(
     Ok(ctx)
 }
 
-fn write_ready_file(
-    path: &Path,
+/// The addresses the listeners are bound to.
+struct Addrs {
     pg: SocketAddr,
     http: SocketAddr,
     grpc: SocketAddr,
-) -> Result<(), StartError> {
+    flight: SocketAddr,
+}
+
+fn write_ready_file(path: &Path, addrs: &Addrs) -> Result<(), StartError> {
     let body = serde_json::json!({
-        "pg": pg.to_string(),
-        "http": http.to_string(),
-        "grpc": grpc.to_string(),
+        "pg": addrs.pg.to_string(),
+        "http": addrs.http.to_string(),
+        "grpc": addrs.grpc.to_string(),
+        "flight": addrs.flight.to_string(),
     });
     let tmp = path.with_extension("tmp");
     context(std::fs::write(&tmp, body.to_string()), || {

@@ -4,7 +4,7 @@
 //! service (pg_catalog, type mapping, SET/SHOW, transactions). In front of it
 //! sits Sextant's statement layer: each statement of a simple query, and the
 //! text of each extended-protocol Parse, is first offered to
-//! [`statements::classify`]; Sextant's own statements run here, the rest go
+//! [`sextant_sql::classify`]; Sextant's own statements run here, the rest go
 //! on to DataFusion. Every error leaves with a SQLSTATE ([`assign_sqlstate`]).
 
 use std::net::SocketAddr;
@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::error::{SqlError, assign_sqlstate};
-use crate::statements::{self, Classified, Done};
+use sextant_sql::{self as statements, Classified, Done, SqlError};
+
+use crate::error::{assign_sqlstate, pg_error};
 
 type DfStatement = <DfParser as QueryParser>::Statement;
 
@@ -184,7 +185,9 @@ struct Service {
 
 impl Service {
     async fn run_sextant(&self, stmt: &statements::SextantStatement) -> PgWireResult<Response> {
-        let Done { tag, rows } = statements::execute(stmt, &self.engine, &self.ctx).await?;
+        let Done { tag, rows } = statements::execute(stmt, &self.engine, &self.ctx)
+            .await
+            .map_err(pg_error)?;
         let tag = Tag::new(tag);
         Ok(Response::Execution(match rows {
             Some(n) => tag.with_rows(n),
@@ -202,7 +205,7 @@ impl SimpleQueryHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stmts = statements::split(query)?;
+        let stmts = statements::split(query).map_err(pg_error)?;
         if stmts.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -269,12 +272,11 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = statements::split(sql)?;
+        let mut stmts = statements::split(sql).map_err(pg_error)?;
         if stmts.len() > 1 {
-            return Err(SqlError::syntax(
+            return Err(pg_error(SqlError::syntax(
                 "cannot insert multiple commands into a prepared statement",
-            )
-            .into());
+            )));
         }
         let Some(stmt) = stmts.pop() else {
             return Ok(None);

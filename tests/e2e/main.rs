@@ -5,9 +5,11 @@
 //!   restart, SQL errors.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
+//! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
 
 mod basic;
 mod crash;
 mod engine;
+mod flight;
 mod ingest;

@@ -26,7 +26,7 @@ use crate::error::SqlError;
 
 /// A statement as the statement layer classified it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Classified {
+pub enum Classified {
     /// Handled here.
     Sextant(SextantStatement),
     /// Handed to DataFusion as this text (possibly rewritten).
@@ -35,14 +35,14 @@ pub(crate) enum Classified {
 
 /// Statements Sextant executes itself.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SextantStatement {
+pub enum SextantStatement {
     CreateTable(String),
     DropTable(String),
     Flush(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
-pub(crate) fn split(sql: &str) -> Result<Vec<String>, SqlError> {
+pub fn split(sql: &str) -> Result<Vec<String>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -101,7 +101,7 @@ impl<'a> LineIndex<'a> {
 }
 
 /// Decides who runs one statement.
-pub(crate) fn classify(stmt: &str) -> Classified {
+pub fn classify(stmt: &str) -> Classified {
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, stmt).tokenize() else {
         return Classified::Sql(stmt.to_string());
@@ -133,13 +133,13 @@ pub(crate) fn classify(stmt: &str) -> Classified {
 
 /// What a Sextant statement reports back (the command tag).
 #[derive(Debug, PartialEq)]
-pub(crate) struct Done {
-    pub(crate) tag: &'static str,
-    pub(crate) rows: Option<usize>,
+pub struct Done {
+    pub tag: &'static str,
+    pub rows: Option<usize>,
 }
 
 /// Runs one of Sextant's statements.
-pub(crate) async fn execute(
+pub async fn execute(
     stmt: &SextantStatement,
     engine: &Engine,
     ctx: &SessionContext,

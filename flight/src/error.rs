@@ -1,0 +1,76 @@
+//! Errors on Flight SQL: every failure leaves as a gRPC status whose code
+//! follows the statement layer's SQLSTATE, with the SQLSTATE itself in the
+//! `x-sqlstate` metadata entry.
+
+use datafusion::error::DataFusionError;
+use sextant_sql::SqlError;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// The metadata key that carries the SQLSTATE of an error.
+pub const SQLSTATE_KEY: &str = "x-sqlstate";
+
+/// The gRPC code for a SQLSTATE.
+fn code(sqlstate: &str) -> Code {
+    match sqlstate {
+        "42P01" => Code::NotFound,
+        "42P07" => Code::AlreadyExists,
+        "53000" | "53200" => Code::ResourceExhausted,
+        "0A000" => Code::Unimplemented,
+        "57P01" => Code::Unavailable,
+        "57014" => Code::Cancelled,
+        c if c.starts_with("42")
+            || c.starts_with("22")
+            || c.starts_with("23")
+            || c.starts_with("3F")
+            || c.starts_with("26")
+            || c.starts_with("07") =>
+        {
+            Code::InvalidArgument
+        }
+        _ => Code::Internal,
+    }
+}
+
+/// `e` as a gRPC status.
+pub(crate) fn status(e: SqlError) -> Status {
+    let mut s = Status::new(code(e.code), e.message);
+    if let Ok(v) = MetadataValue::try_from(e.code) {
+        s.metadata_mut().insert(SQLSTATE_KEY, v);
+    }
+    s
+}
+
+/// A DataFusion error (planning or execution) as a gRPC status.
+pub(crate) fn df_status(e: DataFusionError) -> Status {
+    status(SqlError::from(e))
+}
+
+/// A client mistake that has no better SQLSTATE: INVALID_ARGUMENT.
+pub(crate) fn invalid(message: impl Into<String>) -> Status {
+    status(SqlError::new("22023", message))
+}
+
+/// Something Sextant does not do over Flight SQL: UNIMPLEMENTED.
+pub(crate) fn unsupported(message: impl Into<String>) -> Status {
+    status(SqlError::unsupported(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_codes() {
+        let s = status(SqlError::new("42P01", "table \"x\" not found"));
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.metadata().get(SQLSTATE_KEY).unwrap(), "42P01");
+        assert_eq!(code("42601"), Code::InvalidArgument);
+        assert_eq!(code("22P02"), Code::InvalidArgument);
+        assert_eq!(code("53200"), Code::ResourceExhausted);
+        assert_eq!(code("0A000"), Code::Unimplemented);
+        assert_eq!(code("XX000"), Code::Internal);
+        let s = df_status(DataFusionError::ResourcesExhausted("pool".into()));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+    }
+}

@@ -1,0 +1,712 @@
+//! The Arrow Flight SQL front end.
+//!
+//! A Flight SQL command arrives → its SQL goes through the statement layer
+//! (`sextant-sql`) as on pgwire: Sextant's own statements run against the
+//! engine, the rest is planned by DataFusion ([`statement`]). GetFlightInfo
+//! plans a query and answers its schema and a ticket that carries the
+//! statement (and its bound parameters); DoGet plans it again and streams
+//! the batches as execution produces them, so a result is never held whole.
+//! A statement that changes something runs once, at GetFlightInfo or in a
+//! DoPut update, and its small result travels in the ticket. Bulk ingest
+//! ([`ingest`]) writes DoPut batches through the engine's WAL. Metadata
+//! requests are answered from the same DataFusion catalog ([`metadata`]).
+//! Every error is a gRPC status that follows its SQLSTATE ([`error`]).
+
+mod error;
+mod ingest;
+mod metadata;
+mod statement;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use sextant_sql::SqlError;
+use sextant_storage::Engine;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+pub use error::SQLSTATE_KEY;
+use error::{df_status, invalid, status, unsupported};
+use metadata::Keys;
+use statement::{Planned, single};
+
+/// At most this many prepared statements stay open; past it the oldest is
+/// closed (a client that never closes its statements cannot exhaust memory).
+const MAX_PREPARED: usize = 10_000;
+
+/// Serves Flight SQL on `listener` until `shutdown` is cancelled.
+/// `max_message` bounds one incoming gRPC message (a DoPut batch).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<SessionContext>,
+    engine: Engine,
+    max_message: usize,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let service = FlightServiceServer::new(FlightSql::new(ctx, engine))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_message);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move { shutdown.cancelled().await },
+        )
+        .await
+}
+
+/// The Flight SQL service.
+struct FlightSql {
+    ctx: Arc<SessionContext>,
+    engine: Engine,
+    prepared: Mutex<PreparedStatements>,
+}
+
+#[derive(Default)]
+struct PreparedStatements {
+    next: u64,
+    open: BTreeMap<u64, PreparedStatement>,
+}
+
+struct PreparedStatement {
+    sql: String,
+    /// The parameters bound by the last DoPut, if any.
+    params: Option<RecordBatch>,
+}
+
+/// What a ticket carries: a query to plan again and stream, or the result
+/// of a statement that already ran.
+#[derive(Clone, PartialEq, Message)]
+struct TicketBody {
+    /// The statement.
+    #[prost(string, tag = "1")]
+    sql: String,
+    /// Its bound parameters: one row as an Arrow IPC stream; empty if none.
+    #[prost(bytes = "vec", tag = "2")]
+    params: Vec<u8>,
+    /// Set when the statement already ran: its result as an Arrow IPC stream.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    result: Option<Vec<u8>>,
+}
+
+type DoGetStream = <FlightSql as FlightService>::DoGetStream;
+
+impl FlightSql {
+    fn new(ctx: Arc<SessionContext>, engine: Engine) -> Self {
+        Self {
+            ctx,
+            engine,
+            prepared: Mutex::new(PreparedStatements::default()),
+        }
+    }
+
+    fn prepared(&self) -> std::sync::MutexGuard<'_, PreparedStatements> {
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The statement and bound parameters of a prepared statement handle.
+    fn lookup(&self, handle: &[u8]) -> Result<(String, Option<RecordBatch>), Status> {
+        let id = handle_id(handle)?;
+        let open = self.prepared();
+        let p = open.open.get(&id).ok_or_else(|| {
+            status(SqlError::new(
+                "26000",
+                "unknown prepared statement: it was closed, or the server restarted",
+            ))
+        })?;
+        Ok((p.sql.clone(), p.params.clone()))
+    }
+
+    /// Plans `sql` with `params` bound; a query becomes a ticket to stream
+    /// from, a statement that changes something runs now.
+    async fn flight_info(
+        &self,
+        sql: String,
+        params: Option<RecordBatch>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+        let (schema, body) = match planned {
+            Planned::Query(_) => {
+                let row = one_row(params.as_ref())?;
+                let planned = planned.bind(row.map(|b| (b, 0))).map_err(status)?;
+                let body = TicketBody {
+                    sql,
+                    params: match row {
+                        Some(b) => ipc_bytes(&b.schema(), std::slice::from_ref(b))?,
+                        None => vec![],
+                    },
+                    result: None,
+                };
+                (planned.schema(), body)
+            }
+            Planned::Change(_) => {
+                let (schema, batches, _) = self.run_change(planned, params.as_ref()).await?;
+                let result = ipc_bytes(&schema, &batches)?;
+                let body = TicketBody {
+                    sql,
+                    params: vec![],
+                    result: Some(result),
+                };
+                (schema, body)
+            }
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: body.encode_to_vec().into(),
+        };
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Runs a statement that changes something once per parameter row (or
+    /// once without parameters); returns the result of the last run and the
+    /// summed record count.
+    async fn run_change(
+        &self,
+        planned: Planned,
+        params: Option<&RecordBatch>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, i64), Status> {
+        let rows = params.map_or(0, |p| p.num_rows());
+        let mut runs: Vec<Option<(&RecordBatch, usize)>> = match params {
+            Some(p) if rows > 0 => (0..rows).map(|r| Some((p, r))).collect(),
+            _ => vec![None],
+        };
+        let mut total = 0;
+        let mut last = None;
+        for row in runs.drain(..) {
+            let Planned::Change(change) = planned.clone().bind(row).map_err(status)? else {
+                return Err(invalid("the statement returns rows: run it as a query"));
+            };
+            let outcome = statement::run(change, &self.ctx, &self.engine)
+                .await
+                .map_err(status)?;
+            total += outcome.count;
+            last = Some(outcome);
+        }
+        let last = last.expect("at least one run");
+        Ok((last.schema, last.batches, total))
+    }
+
+    /// Streams the rows of a query as execution produces them.
+    async fn stream_query(
+        &self,
+        sql: &str,
+        params: Option<RecordBatch>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let planned = statement::plan(&self.ctx, sql).await.map_err(status)?;
+        let Planned::Query(_) = planned else {
+            return Err(invalid("the ticket names a statement that is not a query"));
+        };
+        let Planned::Query(plan) = planned
+            .bind(params.as_ref().map(|b| (b, 0)))
+            .map_err(status)?
+        else {
+            unreachable!("binding keeps a query a query");
+        };
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(df_status)?;
+        let stream = df.execute_stream().await.map_err(df_status)?;
+        let schema = stream.schema();
+        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+}
+
+/// The single row of bound parameters a query takes.
+fn one_row(params: Option<&RecordBatch>) -> Result<Option<&RecordBatch>, Status> {
+    match params {
+        None => Ok(None),
+        Some(p) if p.num_rows() == 0 => Ok(None),
+        Some(p) if p.num_rows() == 1 => Ok(Some(p)),
+        Some(p) => Err(invalid(format!(
+            "a query takes one row of parameters, but {} rows were bound",
+            p.num_rows()
+        ))),
+    }
+}
+
+fn handle_id(handle: &[u8]) -> Result<u64, Status> {
+    let bytes: [u8; 8] = handle
+        .try_into()
+        .map_err(|_| invalid("malformed prepared statement handle"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn ipc_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Status> {
+    let mut out = vec![];
+    let internal = |e: arrow::error::ArrowError| Status::internal(e.to_string());
+    let mut w = StreamWriter::try_new(&mut out, schema).map_err(internal)?;
+    for b in batches {
+        w.write(b).map_err(internal)?;
+    }
+    w.finish().map_err(internal)?;
+    drop(w);
+    Ok(out)
+}
+
+fn from_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
+    let bad = |e: arrow::error::ArrowError| invalid(format!("malformed ticket: {e}"));
+    let reader = StreamReader::try_new(bytes, None).map_err(bad)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    Ok((schema, batches))
+}
+
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(b) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(b)
+}
+
+/// The Arrow messages of a DoPut stream. Clients may send the command in a
+/// message of its own, with no Arrow data; such messages are skipped.
+pub(crate) fn data_messages(
+    stream: PeekableFlightDataStream,
+) -> impl Stream<Item = Result<arrow_flight::FlightData, FlightError>> + Send + 'static {
+    stream
+        .try_filter(|m| futures::future::ready(!m.data_header.is_empty()))
+        .map_err(FlightError::from)
+}
+
+/// The batches of a DoPut stream (parameters), concatenated.
+async fn read_batches(stream: PeekableFlightDataStream) -> Result<Option<RecordBatch>, Status> {
+    let mut decoded = FlightRecordBatchStream::new_from_flight_data(data_messages(stream));
+    let mut batches = vec![];
+    while let Some(b) = decoded.next().await {
+        batches.push(b.map_err(|e| invalid(format!("cannot decode the parameters: {e}")))?);
+    }
+    let schema = match (batches.first(), decoded.schema()) {
+        (Some(b), _) => b.schema(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => return Ok(None),
+    };
+    let batch = concat_batches(&schema, &batches).map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(batch))
+}
+
+/// A FlightInfo whose ticket is the metadata command itself.
+fn command_info(
+    cmd: impl ProstMessageExt,
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(cmd.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(request.into_inner());
+    Ok(Response::new(info))
+}
+
+/// Streams batches that are already in memory (small answers).
+fn batches_response(schema: SchemaRef, batches: Vec<RecordBatch>) -> Response<DoGetStream> {
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter(batches.into_iter().map(Ok)))
+        .map_err(Status::from);
+    Response::new(Box::pin(flight))
+}
+
+fn batch_response(batch: RecordBatch) -> Response<DoGetStream> {
+    batches_response(batch.schema(), vec![batch])
+}
+
+fn no_transactions(id: &Option<bytes::Bytes>) -> Result<(), Status> {
+    match id {
+        Some(_) => Err(unsupported(
+            "transactions are not supported: every write is committed once acknowledged",
+        )),
+        None => Ok(()),
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    /// No authentication yet: any handshake is accepted.
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.unwrap_or_default();
+        let answer = HandshakeResponse {
+            protocol_version: first.protocol_version,
+            payload: Default::default(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(answer)]))))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        no_transactions(&query.transaction_id)?;
+        debug!(sql = %query.query, "Flight SQL query");
+        let sql = single(&query.query).map_err(status)?;
+        self.flight_info(sql, None, request.into_inner()).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (sql, params) = self.lookup(&cmd.prepared_statement_handle)?;
+        self.flight_info(sql, params, request.into_inner()).await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let body = TicketBody::decode(ticket.statement_handle.as_ref())
+            .map_err(|e| invalid(format!("malformed ticket: {e}")))?;
+        if let Some(result) = &body.result {
+            let (schema, batches) = from_ipc(result)?;
+            return Ok(batches_response(schema, batches));
+        }
+        let params = if body.params.is_empty() {
+            None
+        } else {
+            let (_, mut batches) = from_ipc(&body.params)?;
+            batches.pop()
+        };
+        self.stream_query(&body.sql, params).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        no_transactions(&cmd.transaction_id)?;
+        debug!(sql = %cmd.query, "Flight SQL update");
+        let stmts = sextant_sql::split(&cmd.query).map_err(status)?;
+        if stmts.is_empty() {
+            return Err(status(SqlError::syntax("the statement is empty")));
+        }
+        let mut total = 0;
+        for stmt in stmts {
+            let planned = statement::plan(&self.ctx, &stmt).await.map_err(status)?;
+            total += self.run_change(planned, None).await?.2;
+        }
+        Ok(total)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        ingest::ingest(&self.engine, cmd, request.into_inner()).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let id = handle_id(&cmd.prepared_statement_handle)?;
+        let params = read_batches(request.into_inner()).await?;
+        let mut open = self.prepared();
+        let p = open.open.get_mut(&id).ok_or_else(|| {
+            status(SqlError::new(
+                "26000",
+                "unknown prepared statement: it was closed, or the server restarted",
+            ))
+        })?;
+        p.params = params;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(cmd.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (sql, bound) = self.lookup(&cmd.prepared_statement_handle)?;
+        let sent = read_batches(request.into_inner()).await?;
+        let params = sent.filter(|b| b.num_rows() > 0).or(bound);
+        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+        Ok(self.run_change(planned, params.as_ref()).await?.2)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        no_transactions(&query.transaction_id)?;
+        let sql = single(&query.query).map_err(status)?;
+        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+        let parameters = planned.parameter_schema().map_err(status)?;
+        let dataset = planned.schema();
+        let id = {
+            let mut open = self.prepared();
+            open.next += 1;
+            let id = open.next;
+            open.open
+                .insert(id, PreparedStatement { sql, params: None });
+            while open.open.len() > MAX_PREPARED {
+                open.open.pop_first();
+            }
+            id
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: id.to_be_bytes().to_vec().into(),
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&parameters)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let id = handle_id(&query.prepared_statement_handle)?;
+        self.prepared().open.remove(&id);
+        Ok(())
+    }
+
+    // Metadata
+
+    async fn get_flight_info_catalogs(
+        &self,
+        cmd: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::catalogs_schema(), request)
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        cmd: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_response(metadata::catalogs(&self.ctx, cmd)?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        cmd: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::schemas_schema(), request)
+    }
+
+    async fn do_get_schemas(
+        &self,
+        cmd: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_response(metadata::schemas(&self.ctx, cmd)?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        cmd: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::tables_schema(cmd.include_schema);
+        command_info(cmd, &schema, request)
+    }
+
+    async fn do_get_tables(
+        &self,
+        cmd: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_response(metadata::tables(&self.ctx, cmd).await?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        cmd: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::table_types_schema(), request)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        cmd: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batch_response(metadata::table_types(cmd)?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        cmd: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = cmd.clone().into_builder(metadata::sql_info()).schema();
+        command_info(cmd, &schema, request)
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        cmd: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = cmd
+            .into_builder(metadata::sql_info())
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(batch_response(batch))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        cmd: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = cmd.into_builder(metadata::xdbc_info()).schema();
+        command_info(cmd, &schema, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        cmd: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = cmd
+            .into_builder(metadata::xdbc_info())
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(batch_response(batch))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        cmd: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::keys_schema(Keys::Primary), request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _cmd: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batches_response(
+            metadata::keys_schema(Keys::Primary),
+            vec![],
+        ))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        cmd: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::keys_schema(Keys::Foreign), request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _cmd: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batches_response(
+            metadata::keys_schema(Keys::Foreign),
+            vec![],
+        ))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        cmd: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::keys_schema(Keys::Foreign), request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _cmd: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batches_response(
+            metadata::keys_schema(Keys::Foreign),
+            vec![],
+        ))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        cmd: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(cmd, &metadata::keys_schema(Keys::Foreign), request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _cmd: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(batches_response(
+            metadata::keys_schema(Keys::Foreign),
+            vec![],
+        ))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,276 @@
+//! One SQL statement over Flight SQL: planned through the statement layer,
+//! its parameters bound, and then either streamed (a query) or run once (a
+//! statement that changes something).
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::compute::kernels::cast::can_cast_types;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::prelude::SessionContext;
+use sextant_sql::{Classified, Done, SextantStatement, SqlError};
+use sextant_storage::Engine;
+
+/// A planned statement.
+#[derive(Clone)]
+pub(crate) enum Planned {
+    /// Returns rows: streamed by DoGet.
+    Query(LogicalPlan),
+    /// Changes something (INSERT, DDL, `FLUSH TABLE`, ...): run once.
+    Change(Change),
+}
+
+#[derive(Clone)]
+pub(crate) enum Change {
+    Sextant(SextantStatement),
+    Plan(LogicalPlan),
+}
+
+/// What a statement that changes something reports: its result rows (the
+/// `count` of an INSERT; none for DDL) and its record count.
+pub(crate) struct Outcome {
+    pub(crate) schema: SchemaRef,
+    pub(crate) batches: Vec<RecordBatch>,
+    /// Rows written (INSERT), files persisted (`FLUSH TABLE`), 0 for DDL.
+    pub(crate) count: i64,
+}
+
+/// The one statement of `sql`; several are refused.
+pub(crate) fn single(sql: &str) -> Result<String, SqlError> {
+    let mut stmts = sextant_sql::split(sql)?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        0 => Err(SqlError::syntax("the query is empty")),
+        n => Err(SqlError::syntax(format!(
+            "one statement per request, got {n}: send them one at a time"
+        ))),
+    }
+}
+
+/// Plans one statement.
+pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, SqlError> {
+    let sql = match sextant_sql::classify(stmt) {
+        Classified::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
+        Classified::Sql(sql) => sql,
+    };
+    let plan = ctx.state().create_logical_plan(&sql).await?;
+    match &plan {
+        LogicalPlan::Statement(s) => match s {
+            Statement::TransactionStart(_) | Statement::TransactionEnd(_) => {}
+            Statement::SetVariable(_) | Statement::ResetVariable(_) => {
+                return Err(SqlError::unsupported(
+                    "SET and RESET are not supported over Flight SQL (settings would change for every client)",
+                ));
+            }
+            Statement::Prepare(_) | Statement::Execute(_) | Statement::Deallocate(_) => {
+                return Err(SqlError::unsupported(
+                    "PREPARE, EXECUTE and DEALLOCATE are not supported over Flight SQL: use its prepared statements (CreatePreparedStatement)",
+                ));
+            }
+        },
+        LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => {}
+        _ => return Ok(Planned::Query(plan)),
+    }
+    Ok(Planned::Change(Change::Plan(plan)))
+}
+
+impl Planned {
+    /// The schema of the rows the statement returns.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        match self {
+            Planned::Query(p) | Planned::Change(Change::Plan(p)) => {
+                if is_no_op(p) {
+                    Arc::new(Schema::empty())
+                } else {
+                    Arc::new(p.schema().as_arrow().clone())
+                }
+            }
+            Planned::Change(Change::Sextant(s)) => match s {
+                SextantStatement::Flush(_) => count_schema(),
+                SextantStatement::CreateTable(_) | SextantStatement::DropTable(_) => {
+                    Arc::new(Schema::empty())
+                }
+            },
+        }
+    }
+
+    /// The parameters (`$1`, `$2`, ...) the statement takes, in order; a
+    /// type is `Null` where DataFusion cannot infer it.
+    pub(crate) fn parameter_schema(&self) -> Result<Schema, SqlError> {
+        let (Planned::Query(p) | Planned::Change(Change::Plan(p))) = self else {
+            return Ok(Schema::empty());
+        };
+        let types = p.get_parameter_types()?;
+        let mut params: Vec<(usize, String, DataType)> = types
+            .into_iter()
+            .map(|(name, ty)| {
+                let pos = name
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        SqlError::syntax(format!(
+                            "parameter {name}: only positional parameters ($1, $2, ...) are supported"
+                        ))
+                    })?;
+                Ok((pos, name, ty.unwrap_or(DataType::Null)))
+            })
+            .collect::<Result<_, SqlError>>()?;
+        params.sort_by_key(|(pos, _, _)| *pos);
+        if let Some((i, (pos, _, _))) = params.iter().enumerate().find(|(i, (p, _, _))| *p != i + 1)
+        {
+            return Err(SqlError::syntax(format!(
+                "parameter ${} is missing (parameters are numbered from $1 without gaps; found ${pos})",
+                i + 1
+            )));
+        }
+        Ok(Schema::new(
+            params
+                .into_iter()
+                .map(|(_, name, ty)| Field::new(name, ty, true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// Binds `params` (row `row` of a batch whose columns are `$1`, `$2`,
+    /// ... in order). Without parameters, the statement must take none.
+    pub(crate) fn bind(self, params: Option<(&RecordBatch, usize)>) -> Result<Self, SqlError> {
+        let expected = self.parameter_schema()?;
+        let Some((batch, row)) = params else {
+            if expected.fields().is_empty() {
+                return Ok(self);
+            }
+            return Err(SqlError::new(
+                "07001",
+                format!(
+                    "the statement has {} parameter(s) but none were bound: bind them first (DoPut of one row)",
+                    expected.fields().len()
+                ),
+            ));
+        };
+        if batch.num_columns() != expected.fields().len() {
+            return Err(SqlError::new(
+                "07001",
+                format!(
+                    "the statement has {} parameter(s) but {} were bound",
+                    expected.fields().len(),
+                    batch.num_columns()
+                ),
+            ));
+        }
+        let mut values = Vec::with_capacity(batch.num_columns());
+        for (i, field) in expected.fields().iter().enumerate() {
+            let value = ScalarValue::try_from_array(batch.column(i), row)?;
+            values.push(coerce(value, field.data_type(), i + 1)?);
+        }
+        let bind = |p: LogicalPlan| -> Result<LogicalPlan, SqlError> {
+            Ok(p.with_param_values(ParamValues::from(values.clone()))?)
+        };
+        Ok(match self {
+            Planned::Query(p) => Planned::Query(bind(p)?),
+            Planned::Change(Change::Plan(p)) => Planned::Change(Change::Plan(bind(p)?)),
+            s @ Planned::Change(Change::Sextant(_)) => s,
+        })
+    }
+}
+
+/// Brings a parameter to the type the statement expects: integers widen,
+/// text parses as a timestamp, timestamps change unit and zone; a float
+/// never becomes an integer, and anything else that does not fit is an error
+/// that names the parameter.
+fn coerce(value: ScalarValue, expected: &DataType, pos: usize) -> Result<ScalarValue, SqlError> {
+    let actual = value.data_type();
+    if expected == &DataType::Null || &actual == expected {
+        return Ok(value);
+    }
+    if value.is_null() {
+        return Ok(ScalarValue::try_from(expected)?);
+    }
+    if actual.is_floating() && expected.is_integer() || !can_cast_types(&actual, expected) {
+        return Err(SqlError::new(
+            "42804",
+            format!("parameter ${pos} must be {expected}, but the value bound is {actual}"),
+        ));
+    }
+    value.cast_to(expected).map_err(|e| {
+        SqlError::new(
+            "22P02",
+            format!("parameter ${pos}: cannot use the {actual} value as {expected}: {e}"),
+        )
+    })
+}
+
+/// Transaction statements: accepted, and nothing happens (every write is
+/// committed when it is acknowledged).
+fn is_no_op(p: &LogicalPlan) -> bool {
+    matches!(
+        p,
+        LogicalPlan::Statement(Statement::TransactionStart(_) | Statement::TransactionEnd(_))
+    )
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+/// Runs a statement that changes something.
+pub(crate) async fn run(
+    change: Change,
+    ctx: &SessionContext,
+    engine: &Engine,
+) -> Result<Outcome, SqlError> {
+    match change {
+        Change::Sextant(stmt) => {
+            let Done { rows, .. } = sextant_sql::execute(&stmt, engine, ctx).await?;
+            let schema = Planned::Change(Change::Sextant(stmt)).schema();
+            let Some(n) = rows else {
+                return Ok(Outcome {
+                    schema,
+                    batches: vec![],
+                    count: 0,
+                });
+            };
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(UInt64Array::from(vec![n as u64]))],
+            )
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+            Ok(Outcome {
+                schema,
+                batches: vec![batch],
+                count: n as i64,
+            })
+        }
+        Change::Plan(plan) if is_no_op(&plan) => Ok(Outcome {
+            schema: Arc::new(Schema::empty()),
+            batches: vec![],
+            count: 0,
+        }),
+        Change::Plan(plan) => {
+            let is_dml = matches!(plan, LogicalPlan::Dml(_));
+            let df = ctx.execute_logical_plan(plan).await?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await?;
+            let count = if is_dml {
+                batches
+                    .iter()
+                    .filter_map(|b| b.column_by_name("count"))
+                    .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+                    .flat_map(|c| c.iter().flatten())
+                    .sum::<u64>() as i64
+            } else {
+                0
+            };
+            Ok(Outcome {
+                schema,
+                batches,
+                count,
+            })
+        }
+    }
+}

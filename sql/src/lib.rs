@@ -1,0 +1,14 @@
+//! Sextant's SQL statement layer, shared by every SQL front end (pgwire,
+//! Flight SQL).
+//!
+//! Text in → [`split`] into statements → [`classify`] each: Sextant's own
+//! statements (`CREATE TABLE`, `DROP TABLE`, `FLUSH TABLE`) run through
+//! [`execute`] against the engine; everything else (possibly rewritten, as
+//! `SHOW TABLES`) goes on to DataFusion. Every failure is a [`SqlError`] with
+//! a SQLSTATE, which each front end maps to its own protocol's errors.
+
+mod error;
+mod statements;
+
+pub use error::SqlError;
+pub use statements::{Classified, Done, SextantStatement, classify, execute, split};
