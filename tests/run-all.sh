@@ -42,7 +42,7 @@ export SEXTANT_BIN="$target_dir/debug/sextant"
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
 cargo test --workspace --quiet
 
-step "Python client tests (psycopg, OpenTelemetry SDK, influxdb-client, Prometheus)"
+step "Python client tests (psycopg, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL)"
 .venv/bin/python -m pytest -q tests/python
 
 step "all tests passed"
