@@ -48,11 +48,8 @@ async fn fetch(c: &mut Client, info: FlightInfo) -> Vec<RecordBatch> {
     out
 }
 
-async fn query(c: &mut Client, sql: &str) -> RecordBatch {
-    let info = c
-        .execute(sql.to_string(), None)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+/// The answer of `info` as one batch (with the schema of `info` when empty).
+async fn fetch_one(c: &mut Client, info: FlightInfo) -> RecordBatch {
     let schema = Arc::new(info.clone().try_decode_schema().unwrap());
     let batches = fetch(c, info).await;
     concat_batches(
@@ -60,6 +57,14 @@ async fn query(c: &mut Client, sql: &str) -> RecordBatch {
         &batches,
     )
     .unwrap()
+}
+
+async fn query(c: &mut Client, sql: &str) -> RecordBatch {
+    let info = c
+        .execute(sql.to_string(), None)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    fetch_one(c, info).await
 }
 
 async fn query_err(c: &mut Client, sql: &str) -> (Code, String) {
@@ -203,17 +208,12 @@ async fn queries_updates_and_prepared_statements() {
     };
     ps.set_parameters(bind(1.0, T0 / 1000)).unwrap();
     let info = ps.execute().await.unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(strings(&b, "host"), [Some("a".into()), Some("b".into())]);
     // Bound again: the new values apply.
     ps.set_parameters(bind(2.0, T0 / 1000)).unwrap();
     let info = ps.execute().await.unwrap();
-    let batches = fetch(&mut c, info).await;
-    let b = concat_batches(batches[0].schema_ref(), &batches).unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(strings(&b, "host"), [Some("b".into())]);
     // A float for an integer parameter is refused, naming the parameter.
     let mut ps2 = c
@@ -486,11 +486,7 @@ async fn metadata() {
     .unwrap();
 
     let info = c.get_catalogs().await.unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(strings(&b, "catalog_name"), [Some("sextant".into())]);
 
     let info = c
@@ -500,11 +496,7 @@ async fn metadata() {
         })
         .await
         .unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     let schemas = strings(&b, "db_schema_name");
     for s in ["public", "system", "information_schema", "pg_catalog"] {
         assert!(schemas.contains(&Some(s.into())), "{s} not in {schemas:?}");
@@ -521,11 +513,7 @@ async fn metadata() {
         })
         .await
         .unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(strings(&b, "table_name"), [Some("cpu".into())]);
     assert_eq!(strings(&b, "table_type"), [Some("TABLE".into())]);
     let ipc = col::<BinaryArray>(&b, "table_schema").value(0).to_vec();
@@ -543,20 +531,12 @@ async fn metadata() {
         })
         .await
         .unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     let names = strings(&b, "table_name");
     assert!(names.contains(&Some("files".into())), "{names:?}");
 
     let info = c.get_table_types().await.unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(
         strings(&b, "table_type"),
         [
@@ -573,22 +553,14 @@ async fn metadata() {
         ])
         .await
         .unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     assert_eq!(b.num_rows(), 2);
 
     let info = c
         .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
         .await
         .unwrap();
-    let b = concat_batches(
-        &Arc::new(info.clone().try_decode_schema().unwrap()),
-        &fetch(&mut c, info).await,
-    )
-    .unwrap();
+    let b = fetch_one(&mut c, info).await;
     let types = strings(&b, "type_name");
     for t in ["BIGINT", "DOUBLE", "TEXT", "TIMESTAMP", "BOOLEAN"] {
         assert!(types.contains(&Some(t.into())), "{t} not in {types:?}");
