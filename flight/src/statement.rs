@@ -55,7 +55,8 @@ pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, Sq
         Classified::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
         Classified::Sql(sql) => sql,
     };
-    let plan = ctx.state().create_logical_plan(&sql).await?;
+    let parsed = sextant_sql::pg::parse_statement(&sql)?;
+    let plan = sextant_sql::pg::plan_statement(ctx, parsed).await?;
     match &plan {
         LogicalPlan::Statement(s) => match s {
             Statement::TransactionStart(_) | Statement::TransactionEnd(_) => {}

@@ -13,6 +13,7 @@ mod error;
 pub mod http;
 pub mod otlp;
 pub mod pg;
+mod pg_catalog;
 mod system;
 
 use std::net::SocketAddr;
@@ -212,6 +213,9 @@ fn session_context(
     datafusion_functions_json::register_all(&mut ctx)?;
     setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| format!("setting up pg_catalog: {e}"))?;
+    if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
+        pg_catalog::extend(catalog.as_ref())?;
+    }
     Ok(ctx)
 }
 

@@ -12,7 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::prelude::SessionContext;
+use datafusion::arrow::array::UInt64Array;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
 use futures::Sink;
 use pgwire::api::auth::StartupHandler;
@@ -28,6 +33,8 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::types::format::FormatOptions;
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -104,6 +111,7 @@ impl Handlers {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
                     inner: inner.query_parser(),
+                    ctx: ctx.clone(),
                 }),
                 inner,
                 engine,
@@ -196,6 +204,91 @@ impl Service {
     }
 }
 
+/// Queries and INSERTs are parsed and planned by Sextant's statement layer
+/// (`sextant_sql::pg`), as on Flight SQL; every other statement (SET, SHOW,
+/// transactions, cursors, DDL) goes on to datafusion-postgres, whose hooks
+/// answer it. `None`: not ours.
+async fn own_plan(
+    ctx: &SessionContext,
+    sql: &str,
+) -> PgWireResult<Option<(Statement, LogicalPlan)>> {
+    let stmt = sextant_sql::pg::parse_statement(sql).map_err(pg_error)?;
+    if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
+        return Ok(None);
+    }
+    let plan = sextant_sql::pg::plan_statement(ctx, stmt.clone())
+        .await
+        .map_err(pg_error)?;
+    Ok(Some((stmt, plan)))
+}
+
+impl Service {
+    /// Runs a planned query or INSERT of the simple protocol: rows as text,
+    /// or the `INSERT 0 n` tag.
+    async fn run_plan<C: ClientInfo>(
+        &self,
+        client: &C,
+        stmt: &Statement,
+        plan: LogicalPlan,
+    ) -> PgWireResult<Response> {
+        if client.transaction_status() == TransactionStatus::Error {
+            return Err(pg_error(SqlError::new(
+                "25P01",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )));
+        }
+        let run = async {
+            let df = self.ctx.execute_logical_plan(plan).await?;
+            if matches!(stmt, Statement::Insert(_)) {
+                let batches = df.collect().await?;
+                let rows: u64 = batches
+                    .iter()
+                    .filter_map(|b| b.column_by_name("count"))
+                    .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+                    .flat_map(|c| c.iter().flatten())
+                    .sum();
+                return Ok(Ran::Inserted(rows));
+            }
+            Ok(Ran::Rows(df))
+        };
+        let ran: Result<Ran, DataFusionError> = match statement_timeout(client) {
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                pg_error(SqlError::new(
+                    "57014",
+                    "canceling statement due to statement timeout",
+                ))
+            })?,
+            None => run.await,
+        };
+        match ran.map_err(|e| pg_error(SqlError::from(e)))? {
+            Ran::Inserted(rows) => Ok(Response::Execution(
+                Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+            )),
+            Ran::Rows(df) => {
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                Ok(Response::Query(
+                    encode_dataframe(df, &Format::UnifiedText, Some(options)).await?,
+                ))
+            }
+        }
+    }
+}
+
+enum Ran {
+    Rows(DataFrame),
+    Inserted(u64),
+}
+
+/// The client's `statement_timeout`, as datafusion-postgres's SET hook
+/// keeps it in the connection's metadata.
+fn statement_timeout<C: ClientInfo>(client: &C) -> Option<Duration> {
+    client
+        .metadata()
+        .get("statement_timeout_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Service {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -213,9 +306,12 @@ impl SimpleQueryHandler for Service {
         for stmt in stmts {
             match statements::classify(&stmt) {
                 Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
-                Classified::Sql(sql) => {
-                    out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?)
-                }
+                Classified::Sql(sql) => match own_plan(&self.ctx, &sql).await? {
+                    Some((stmt, plan)) => out.push(self.run_plan(client, &stmt, plan).await?),
+                    None => {
+                        out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?)
+                    }
+                },
             }
         }
         Ok(out)
@@ -257,6 +353,7 @@ impl ExtendedQueryHandler for Service {
 /// `do_query`; rewritten and plain SQL is planned by datafusion-postgres.
 struct Parser {
     inner: Arc<DfParser>,
+    ctx: Arc<SessionContext>,
 }
 
 #[async_trait]
@@ -283,7 +380,10 @@ impl QueryParser for Parser {
         };
         match statements::classify(&stmt) {
             Classified::Sextant(_) => Ok(Some((stmt, None))),
-            Classified::Sql(sql) => self.inner.parse_sql(client, &sql, types).await,
+            Classified::Sql(sql) => match own_plan(&self.ctx, &sql).await? {
+                Some((parsed, plan)) => Ok(Some((parsed.to_string(), Some((parsed, plan))))),
+                None => self.inner.parse_sql(client, &sql, types).await,
+            },
         }
     }
 

@@ -8,6 +8,7 @@
 //! a SQLSTATE, which each front end maps to its own protocol's errors.
 
 mod error;
+pub mod pg;
 mod statements;
 
 pub use error::SqlError;
