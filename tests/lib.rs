@@ -100,8 +100,12 @@ fn locate_or_build() -> PathBuf {
 const BIN_NAME: &str = "sextant";
 
 /// The workspace root: the parent of this crate's manifest directory.
+/// `cargo test` says where the manifest is at run time; the path compiled in
+/// can name another checkout when a target directory is shared.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ has a parent directory")
         .to_path_buf()

@@ -55,7 +55,14 @@ pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, Sq
         Classified::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
         Classified::Sql(sql) => sql,
     };
-    let parsed = sextant_sql::pg::parse_statement(&sql)?;
+    // No authentication yet: every Flight SQL client is the user "sextant".
+    let setting =
+        |name: &str| sextant_sql::settings::default_setting(name).map(|(_, v)| v.to_string());
+    let session = sextant_sql::pg::Session {
+        user: "sextant",
+        setting: &setting,
+    };
+    let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
     let plan = sextant_sql::pg::plan_statement(ctx, parsed).await?;
     match &plan {
         LogicalPlan::Statement(s) => match s {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod otlp;
 pub mod pg;
 mod pg_catalog;
+mod pg_session;
 mod system;
 
 use std::net::SocketAddr;
@@ -216,6 +217,7 @@ fn session_context(
     if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
         pg_catalog::extend(catalog.as_ref())?;
     }
+    pg_catalog::register_functions(&ctx);
     Ok(ctx)
 }
 

@@ -19,7 +19,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
@@ -32,8 +32,9 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
@@ -125,12 +126,14 @@ impl Handlers {
     }
 }
 
-/// datafusion-postgres's own hooks: cursors, SET/SHOW, transactions.
+/// Sextant's session settings, then datafusion-postgres's own hooks:
+/// cursors, SET/SHOW, transactions.
 fn default_hooks() -> Vec<Arc<dyn QueryHook>> {
     use datafusion_postgres::hooks::cursor::CursorStatementHook;
     use datafusion_postgres::hooks::set_show::SetShowHook;
     use datafusion_postgres::hooks::transactions::TransactionStatementHook;
     vec![
+        Arc::new(crate::pg_session::SessionHook),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
@@ -169,6 +172,27 @@ struct Startup {
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+
+    /// pgwire has sent its default parameters; this one is Sextant's
+    /// (clients read the last value they get).
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client
+            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                "server_version".to_string(),
+                sextant_sql::settings::SERVER_VERSION.to_string(),
+            )))
+            .await?;
+        Ok(())
     }
 }
 
@@ -210,9 +234,18 @@ impl Service {
 /// answer it. `None`: not ours.
 async fn own_plan(
     ctx: &SessionContext,
+    client: &(dyn ClientInfo + Send + Sync),
     sql: &str,
 ) -> PgWireResult<Option<(Statement, LogicalPlan)>> {
-    let stmt = sextant_sql::pg::parse_statement(sql).map_err(pg_error)?;
+    let setting = |name: &str| crate::pg_session::value_of(client, name).map(|(_, v)| v);
+    let session = sextant_sql::pg::Session {
+        user: client
+            .metadata()
+            .get("user")
+            .map_or("sextant", String::as_str),
+        setting: &setting,
+    };
+    let stmt = sextant_sql::pg::parse_statement(sql, &session).map_err(pg_error)?;
     if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
         return Ok(None);
     }
@@ -306,7 +339,7 @@ impl SimpleQueryHandler for Service {
         for stmt in stmts {
             match statements::classify(&stmt) {
                 Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
-                Classified::Sql(sql) => match own_plan(&self.ctx, &sql).await? {
+                Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {
                     Some((stmt, plan)) => out.push(self.run_plan(client, &stmt, plan).await?),
                     None => {
                         out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?)
@@ -380,7 +413,7 @@ impl QueryParser for Parser {
         };
         match statements::classify(&stmt) {
             Classified::Sextant(_) => Ok(Some((stmt, None))),
-            Classified::Sql(sql) => match own_plan(&self.ctx, &sql).await? {
+            Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {
                 Some((parsed, plan)) => Ok(Some((parsed.to_string(), Some((parsed, plan))))),
                 None => self.inner.parse_sql(client, &sql, types).await,
             },

@@ -3,15 +3,22 @@
 //! such property), and the functions clients call that it does not define.
 //! The catalog itself (tables, types, attributes) stays datafusion-pg-catalog's.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::plan_err;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, TypeSignature, Volatility, lit,
+};
+use datafusion::prelude::SessionContext;
 
 /// A column a catalog table lacks: table, column, type.
 type ExtraColumn = (&'static str, &'static str, fn() -> DataType);
@@ -73,5 +80,183 @@ impl SchemaProvider for Extended {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Functions
+
+/// Registers the functions clients call that datafusion-pg-catalog lacks.
+pub(crate) fn register_functions(ctx: &SessionContext) {
+    use DataType::{Boolean, Int32, Int64, Utf8};
+    let text = |v: Option<&str>| ColumnarValue::Scalar(ScalarValue::Utf8(v.map(str::to_string)));
+    let functions: Vec<PgFunction> = vec![
+        PgFunction::new("version", &[0], Utf8, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version()))))
+        }),
+        PgFunction::new("current_setting", &[1, 2], Utf8, current_setting),
+        // The value is not kept: settings are per connection (SET keeps them).
+        PgFunction::new("set_config", &[3], Utf8, |args| Ok(args[1].clone())),
+        PgFunction::new("pg_is_in_recovery", &[0], Boolean, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))))
+        }),
+        // Sextant keeps no comments on tables or columns.
+        PgFunction::new("col_description", &[2], Utf8, move |_| Ok(text(None))),
+        PgFunction::new("obj_description", &[1, 2], Utf8, move |_| Ok(text(None))),
+        PgFunction::new("shobj_description", &[2], Utf8, move |_| Ok(text(None))),
+        // Every function Sextant has is visible; none is listed in pg_proc
+        // with arguments to describe.
+        PgFunction::new("pg_function_is_visible", &[1], Boolean, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+        }),
+        PgFunction::new("pg_get_function_result", &[1], Utf8, move |_| {
+            Ok(text(None))
+        }),
+        PgFunction::new("pg_get_function_arguments", &[1], Utf8, move |_| {
+            Ok(text(None))
+        }),
+        PgFunction::new(
+            "pg_get_function_identity_arguments",
+            &[1],
+            Utf8,
+            move |_| Ok(text(None)),
+        ),
+        PgFunction::new("pg_postmaster_start_time", &[0], Utf8, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                started().to_rfc3339(),
+            ))))
+        }),
+        PgFunction::new("inet_server_port", &[0], Int32, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)))
+        }),
+        PgFunction::new("txid_current", &[0], Int64, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(1))))
+        }),
+    ];
+    for f in functions {
+        ctx.register_udf(ScalarUDF::new_from_impl(f));
+    }
+}
+
+/// What `version()` answers: Postgres' layout, naming Sextant.
+pub(crate) fn version() -> String {
+    format!(
+        "PostgreSQL {} on {}-linux, compiled by rustc, 64-bit",
+        sextant_sql::settings::SERVER_VERSION,
+        std::env::consts::ARCH
+    )
+}
+
+fn started() -> &'static chrono::DateTime<chrono::Utc> {
+    static STARTED: OnceLock<chrono::DateTime<chrono::Utc>> = OnceLock::new();
+    STARTED.get_or_init(chrono::Utc::now)
+}
+
+/// `current_setting(name [, missing_ok])`: the server's default of a
+/// setting (a connection's own `SET` values answer `SHOW`).
+fn current_setting(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let missing_ok = match args.get(1) {
+        Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(b)))) => *b,
+        _ => false,
+    };
+    let lookup = |name: Option<&str>| -> Result<Option<String>> {
+        let Some(name) = name else { return Ok(None) };
+        match sextant_sql::settings::default_setting(name) {
+            Some((_, v)) => Ok(Some(v.to_string())),
+            None if missing_ok => Ok(None),
+            None => plan_err!("unrecognized configuration parameter \"{name}\""),
+        }
+    };
+    match &args[0] {
+        ColumnarValue::Scalar(s) => {
+            let name = s.cast_to(&DataType::Utf8)?;
+            let ScalarValue::Utf8(name) = name else {
+                return plan_err!("current_setting takes a setting name");
+            };
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(lookup(
+                name.as_deref(),
+            )?)))
+        }
+        ColumnarValue::Array(a) => {
+            let names = cast(a, &DataType::Utf8)?;
+            let names = names.as_string::<i32>();
+            let values = names.iter().map(lookup).collect::<Result<StringArray>>()?;
+            Ok(ColumnarValue::Array(Arc::new(values)))
+        }
+    }
+}
+
+/// A Postgres function with a fixed result type: its name, the argument
+/// counts it takes (any types), and what it computes.
+/// What a [`PgFunction`] computes from its arguments.
+type Eval = dyn Fn(&[ColumnarValue]) -> Result<ColumnarValue> + Send + Sync;
+
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    eval: Box<Eval>,
+}
+
+impl PgFunction {
+    fn new(
+        name: &'static str,
+        arities: &[usize],
+        returns: DataType,
+        eval: impl Fn(&[ColumnarValue]) -> Result<ColumnarValue> + Send + Sync + 'static,
+    ) -> Self {
+        let types = arities
+            .iter()
+            .map(|&n| match n {
+                0 => TypeSignature::Nullary,
+                n => TypeSignature::Any(n),
+            })
+            .collect();
+        Self {
+            name,
+            signature: Signature::one_of(types, Volatility::Stable),
+            returns,
+            eval: Box::new(eval),
+        }
+    }
+}
+
+impl std::fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgFunction")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PgFunction {}
+
+impl std::hash::Hash for PgFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        (self.eval)(&args.args)
     }
 }

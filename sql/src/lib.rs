@@ -9,6 +9,7 @@
 
 mod error;
 pub mod pg;
+pub mod settings;
 mod statements;
 
 pub use error::SqlError;

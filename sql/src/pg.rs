@@ -9,7 +9,8 @@
 //! a correlated subquery in a select list into NULL (right for catalog
 //! queries DataFusion cannot plan, a silently wrong answer for a user's
 //! query, which DataFusion plans well). Both then get Sextant's own rules:
-//! Postgres' names for output columns, `user`, and `ARRAY(subquery)`.
+//! Postgres' names for output columns, the session's user and settings
+//! (`current_user`, `current_setting('...')`), and `ARRAY(subquery)`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -34,8 +35,17 @@ use datafusion_pg_catalog::sql::rules::{
 
 use crate::SqlError;
 
+/// What a statement may ask of its session: `current_user` and
+/// `current_setting('name')` become these values.
+pub struct Session<'a> {
+    /// The user the connection logged in as.
+    pub user: &'a str,
+    /// A setting's value in this session, if it has one.
+    pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
+}
+
 /// Parses one statement (`sql` holds exactly one, as [`crate::split`] gives).
-pub fn parse_statement(sql: &str) -> Result<Statement, SqlError> {
+pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, SqlError> {
     let dialect = PostgreSqlDialect {};
     let plain = Parser::parse_sql(&dialect, sql);
     let mut stmt = match plain {
@@ -63,7 +73,7 @@ pub fn parse_statement(sql: &str) -> Result<Statement, SqlError> {
             stmt
         }
     };
-    let _ = VisitMut::visit(&mut stmt, &mut UserAndArraySubqueries);
+    let _ = VisitMut::visit(&mut stmt, &mut SessionFunctions { session });
     Ok(stmt)
 }
 
@@ -204,10 +214,6 @@ fn name_select(select: &mut Select) {
     }
 }
 
-fn is_user(id: &Ident) -> bool {
-    id.quote_style.is_none() && id.value.eq_ignore_ascii_case("user")
-}
-
 fn normalized(id: &Ident) -> String {
     if id.quote_style.is_some() {
         id.value.clone()
@@ -297,50 +303,68 @@ fn type_name(t: &datafusion::sql::sqlparser::ast::DataType) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// `user` and `ARRAY(subquery)`
+// The session's user and settings, and `ARRAY(subquery)`
 
-struct UserAndArraySubqueries;
+struct SessionFunctions<'a, 'b> {
+    session: &'a Session<'b>,
+}
 
-impl VisitorMut for UserAndArraySubqueries {
+/// `f` is a call of `name` (unqualified or in `pg_catalog`).
+fn is_call(f: &Function, name: &str) -> bool {
+    let parts: Vec<&Ident> = f.name.0.iter().filter_map(|p| p.as_ident()).collect();
+    match parts.as_slice() {
+        [n] => n.quote_style.is_none() && n.value.eq_ignore_ascii_case(name),
+        [s, n] => s.value.eq_ignore_ascii_case("pg_catalog") && n.value.eq_ignore_ascii_case(name),
+        _ => false,
+    }
+}
+
+fn no_args(f: &Function) -> bool {
+    match &f.args {
+        FunctionArguments::None => true,
+        FunctionArguments::List(l) => l.args.is_empty(),
+        FunctionArguments::Subquery(_) => false,
+    }
+}
+
+fn string_literal(s: String) -> Expr {
+    Expr::Value(datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s).with_empty_span())
+}
+
+impl VisitorMut for SessionFunctions<'_, '_> {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        match expr {
-            // `user` is a reserved word for the current user in Postgres (a
-            // column named user must be quoted there).
-            Expr::Function(Function {
-                name,
-                args: FunctionArguments::None,
-                ..
-            }) if name.0.len() == 1 && name.0[0].as_ident().is_some_and(is_user) => {
-                *expr = Expr::Function(Function {
-                    name: ObjectName::from(vec![Ident::new("session_user")]),
-                    uses_odbc_syntax: false,
-                    parameters: FunctionArguments::None,
-                    args: FunctionArguments::List(FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args: vec![],
-                        clauses: vec![],
-                    }),
-                    filter: None,
-                    null_treatment: None,
-                    over: None,
-                    within_group: vec![],
-                });
-            }
-            Expr::Function(f)
-                if f.name.0.len() == 1
-                    && f.name.0[0].as_ident().is_some_and(|i| {
-                        i.quote_style.is_none() && i.value.eq_ignore_ascii_case("array")
-                    }) =>
-            {
-                if let FunctionArguments::Subquery(q) = &f.args
-                    && let Some(e) = array_of_subquery(q)
-                {
-                    *expr = e;
-                }
-            }
-            _ => {}
+        let Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        // `user`, `current_user`, `session_user` (which datafusion-pg-catalog
+        // turns `current_user` into): the connection's user.
+        if ["user", "current_user", "session_user", "current_role"]
+            .iter()
+            .any(|n| is_call(f, n))
+            && no_args(f)
+        {
+            *expr = string_literal(self.session.user.to_string());
+        } else if is_call(f, "current_setting")
+            && let FunctionArguments::List(l) = &f.args
+            && let [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))),
+                rest @ ..,
+            ] = l.args.as_slice()
+            && rest.len() <= 1
+            && let datafusion::sql::sqlparser::ast::Value::SingleQuotedString(name) = &v.value
+            && let Some(value) = (self.session.setting)(name)
+        {
+            // A literal name: this session's value (a computed name gets
+            // the server's default from the function itself).
+            *expr = string_literal(value);
+        } else if is_call(f, "array")
+            && f.name.0.len() == 1
+            && let FunctionArguments::Subquery(q) = &f.args
+            && let Some(e) = array_of_subquery(q)
+        {
+            *expr = e;
         }
         ControlFlow::Continue(())
     }
@@ -503,7 +527,12 @@ mod tests {
     use super::*;
 
     fn sql(s: &str) -> String {
-        parse_statement(s).unwrap().to_string()
+        let setting = |name: &str| (name == "search_path").then(|| "public".to_string());
+        let session = Session {
+            user: "alice",
+            setting: &setting,
+        };
+        parse_statement(s, &session).unwrap().to_string()
     }
 
     #[test]
@@ -539,7 +568,15 @@ mod tests {
 
     #[test]
     fn user_and_array_subqueries() {
-        assert_eq!(sql("SELECT user"), "SELECT session_user() AS \"user\"");
+        assert_eq!(sql("SELECT user"), "SELECT 'alice' AS \"user\"");
+        assert_eq!(
+            sql("SELECT current_user, session_user"),
+            "SELECT 'alice' AS \"current_user\", 'alice' AS \"session_user\""
+        );
+        assert_eq!(
+            sql("SELECT current_setting('search_path'), current_setting('x', true)"),
+            "SELECT 'public' AS \"current_setting\", current_setting('x', true) AS \"current_setting_2\""
+        );
         assert_eq!(
             sql("SELECT array(SELECT 'toast.' || x FROM unnest(r) x)"),
             "SELECT array_transform(r, x -> 'toast.' || x) AS \"array\""

@@ -15,7 +15,7 @@
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
 //! `--complete` rewrites the expected output of the selected files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -189,14 +189,21 @@ fn args() -> Args {
     Args { complete, filters }
 }
 
+/// The `.slt` files of the checkout being tested. `cargo test` says where
+/// its manifest is at run time; the path compiled in can name another
+/// checkout when a target directory is shared (a CI cache).
 fn slt_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let dir = manifest_dir.join("slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "slt"))
         .collect();
     files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     files
 }
 
