@@ -9,6 +9,7 @@
 //! writes finish and are synced.
 
 pub mod config;
+mod copy;
 mod error;
 pub mod http;
 pub mod otlp;
@@ -218,6 +219,7 @@ fn session_context(
         pg_catalog::extend(catalog.as_ref())?;
     }
     pg_catalog::register_functions(&ctx);
+    pg_catalog::register_types(&ctx);
     Ok(ctx)
 }
 

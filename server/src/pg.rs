@@ -19,10 +19,11 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
-use futures::{Sink, SinkExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
@@ -32,6 +33,7 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -44,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use sextant_sql::{self as statements, Classified, Done, SqlError};
 
+use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
 
 type DfStatement = <DfParser as QueryParser>::Statement;
@@ -159,6 +162,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.cancel.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.service.clone()
     }
 }
 
@@ -307,6 +314,95 @@ impl Service {
     }
 }
 
+impl Service {
+    /// `COPY ... FROM STDIN` starts copy-in mode; `COPY ... TO STDOUT`
+    /// streams the query's rows as text or CSV.
+    async fn run_copy<C: ClientInfo + Send + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+    ) -> PgWireResult<Response> {
+        let parsed = copy::parse(sql, &self.engine).map_err(pg_error)?;
+        let copy::Copy::Out { query, .. } = &parsed else {
+            return Ok(copy::start_in(client, parsed));
+        };
+        let Some((_, plan)) = own_plan(&self.ctx, client, query).await? else {
+            return Err(pg_error(SqlError::syntax("COPY (...) TO takes a query")));
+        };
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| pg_error(SqlError::from(e)))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut encoded = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
+        let names: Vec<String> = encoded
+            .row_schema()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let rows = std::mem::replace(encoded.data_rows(), Box::pin(futures::stream::empty()));
+        let values = rows.map(|row| row.map(|r| data_row_values(&r)));
+        Ok(copy::out_response(
+            names.len(),
+            Some(names),
+            values,
+            &parsed,
+        ))
+    }
+}
+
+/// The values of a text-format DataRow (`None` for NULL).
+fn data_row_values(row: &pgwire::messages::data::DataRow) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(row.field_count.max(0) as usize);
+    let mut rest: &[u8] = &row.data;
+    for _ in 0..row.field_count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            break;
+        };
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            out.push(None);
+            rest = tail;
+        } else {
+            let (v, tail) = tail.split_at((len as usize).min(tail.len()));
+            out.push(Some(v.to_vec()));
+            rest = tail;
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl CopyHandler for Service {
+    async fn on_copy_data<C>(&self, client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        copy::data(client, data)
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        copy::done(client, &self.engine).await
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        copy::fail(client, &fail.message)
+    }
+}
+
 enum Ran {
     Rows(DataFrame),
     Inserted(u64),
@@ -337,6 +433,10 @@ impl SimpleQueryHandler for Service {
         }
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
+            if copy::is_copy(&stmt) {
+                out.push(self.run_copy(client, &stmt).await?);
+                continue;
+            }
             match statements::classify(&stmt) {
                 Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
                 Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {
@@ -372,11 +472,15 @@ impl ExtendedQueryHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // The parser leaves Sextant's statements unplanned (no plan, just text).
-        if let (text, None) = &portal.statement.statement
-            && let Classified::Sextant(s) = statements::classify(text)
-        {
-            return self.run_sextant(&s).await;
+        // The parser leaves Sextant's statements and COPY unplanned (no
+        // plan, just text).
+        if let (text, None) = &portal.statement.statement {
+            if copy::is_copy(text) {
+                return self.run_copy(client, text).await;
+            }
+            if let Classified::Sextant(s) = statements::classify(text) {
+                return self.run_sextant(&s).await;
+            }
         }
         ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
     }
@@ -411,6 +515,9 @@ impl QueryParser for Parser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
+        if copy::is_copy(&stmt) {
+            return Ok(Some((stmt, None)));
+        }
         match statements::classify(&stmt) {
             Classified::Sextant(_) => Ok(Some((stmt, None))),
             Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {

@@ -8,17 +8,20 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, TypeSignature, Volatility, lit,
 };
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::DataType as SqlDataType;
 
 /// A column a catalog table lacks: table, column, type.
 type ExtraColumn = (&'static str, &'static str, fn() -> DataType);
@@ -259,4 +262,40 @@ impl ScalarUDFImpl for PgFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         (self.eval)(&args.args)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Types
+
+/// SQL types DataFusion does not know that Postgres clients use: `uuid`,
+/// `json` and `jsonb` are stored as text (and reported as `text`). Every
+/// other type goes to the planner datafusion-pg-catalog installed.
+#[derive(Debug)]
+struct PgTypes {
+    inner: Option<Arc<dyn TypePlanner>>,
+}
+
+impl TypePlanner for PgTypes {
+    fn plan_type_field(&self, sql_type: &SqlDataType) -> Result<Option<FieldRef>> {
+        match sql_type {
+            SqlDataType::Uuid | SqlDataType::JSON | SqlDataType::JSONB => {
+                Ok(Some(Arc::new(Field::new("", DataType::Utf8, true))))
+            }
+            other => match &self.inner {
+                Some(inner) => inner.plan_type_field(other),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// Installs [`PgTypes`] in front of the session's type planner.
+pub(crate) fn register_types(ctx: &SessionContext) {
+    let state = ctx.state_ref();
+    let mut builder = SessionStateBuilder::new_from_existing(state.read().clone());
+    let inner = builder.type_planner().clone();
+    let new_state = builder
+        .with_type_planner(Arc::new(PgTypes { inner }))
+        .build();
+    *state.write() = new_state;
 }

@@ -13,4 +13,4 @@ pub mod settings;
 mod statements;
 
 pub use error::SqlError;
-pub use statements::{Classified, Done, SextantStatement, classify, execute, split};
+pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};

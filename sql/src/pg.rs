@@ -133,6 +133,17 @@ pub fn is_catalog_query(stmt: &Statement) -> bool {
     f.0
 }
 
+/// Parses one statement as written (for statements a front end runs itself,
+/// such as COPY).
+pub fn parse_plain(sql: &str) -> Result<Statement, SqlError> {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| SqlError::from(datafusion::error::DataFusionError::from(e)))?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        _ => Err(SqlError::syntax("expected exactly one statement")),
+    }
+}
+
 /// Plans a statement from [`parse_statement`].
 pub async fn plan_statement(
     ctx: &datafusion::prelude::SessionContext,

@@ -162,7 +162,7 @@ fn parse_one(sql: &str) -> Result<Statement, SqlError> {
 
 /// The table name of `name`, which may be qualified as `public.t` or
 /// `sextant.public.t`. Unquoted identifiers fold to lower case.
-fn table_name(name: &ObjectName) -> Result<String, SqlError> {
+pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
     let parts: Vec<String> = name
         .0
         .iter()
