@@ -206,7 +206,9 @@ fn session_context(
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true);
+        .with_information_schema(true)
+        // `timestamptz` and `now()` are in UTC, as Sextant stores time.
+        .set_str("datafusion.execution.time_zone", "UTC");
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(SextantSchema::new(engine.clone())))?;
