@@ -63,7 +63,7 @@ pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, Sq
         setting: &setting,
     };
     let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
-    let plan = sextant_sql::pg::plan_statement(ctx, parsed).await?;
+    let (_, plan) = sextant_sql::pg::plan_query(ctx, &sql, parsed, &session).await?;
     match &plan {
         LogicalPlan::Statement(s) => match s {
             Statement::TransactionStart(_) | Statement::TransactionEnd(_) => {}

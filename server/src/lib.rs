@@ -206,7 +206,8 @@ fn session_context(
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true)
+        // Sextant's own information_schema (pg_catalog::register_information_schema).
+        .with_information_schema(false)
         // `timestamptz` and `now()` are in UTC, as Sextant stores time.
         .set_str("datafusion.execution.time_zone", "UTC");
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
@@ -219,6 +220,7 @@ fn session_context(
         .map_err(|e| format!("setting up pg_catalog: {e}"))?;
     if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
         pg_catalog::extend(catalog.as_ref())?;
+        pg_catalog::register_information_schema(&ctx, catalog.as_ref())?;
     }
     pg_catalog::register_functions(&ctx);
     pg_catalog::register_types(&ctx);

@@ -256,10 +256,10 @@ async fn own_plan(
     if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
         return Ok(None);
     }
-    let plan = sextant_sql::pg::plan_statement(ctx, stmt.clone())
+    let planned = sextant_sql::pg::plan_query(ctx, sql, stmt, &session)
         .await
         .map_err(pg_error)?;
-    Ok(Some((stmt, plan)))
+    Ok(Some(planned))
 }
 
 impl Service {

@@ -1,16 +1,16 @@
 //! Postgres SQL as Sextant reads it: one statement's text in, a statement
 //! DataFusion can plan out, for every SQL front end alike.
 //!
-//! Catalog queries (a tool reading `pg_catalog` or `information_schema`) go
-//! through datafusion-pg-catalog's compatibility parser, which is made for
-//! them: it swaps a few whole client queries it knows for ones DataFusion
-//! can run, and rewrites catalog idioms. Every other statement is parsed as
-//! written and gets the same rewrite rules except one: the rule that turns
-//! a correlated subquery in a select list into NULL (right for catalog
-//! queries DataFusion cannot plan, a silently wrong answer for a user's
-//! query, which DataFusion plans well). Both then get Sextant's own rules:
-//! Postgres' names for output columns, the session's user and settings
-//! (`current_user`, `current_setting('...')`), and `ARRAY(subquery)`.
+//! A statement is parsed as written and gets datafusion-pg-catalog's rewrite
+//! rules (Postgres idioms DataFusion lacks) except one: the rule that turns
+//! a correlated subquery in a select list into NULL (a silently wrong answer
+//! for a query DataFusion plans well). Then Sextant's own rules: Postgres'
+//! names for output columns, the session's user and settings
+//! (`current_user`, `current_setting('...')`), and `ARRAY(subquery)`. Only a
+//! catalog query (a tool reading `pg_catalog` or `information_schema`) that
+//! DataFusion cannot plan as written goes through datafusion-pg-catalog's
+//! whole compatibility parser, which swaps the client queries it knows for
+//! ones DataFusion can run ([`plan_query`]).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -44,37 +44,220 @@ pub struct Session<'a> {
     pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
 }
 
-/// Parses one statement (`sql` holds exactly one, as [`crate::split`] gives).
+/// Parses one statement (`sql` holds exactly one, as [`crate::split`] gives),
+/// as written; text only the compatibility parser reads (e.g. `ABORT`) goes
+/// through it.
 pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, SqlError> {
-    let dialect = PostgreSqlDialect {};
-    let plain = Parser::parse_sql(&dialect, sql);
-    let mut stmt = match plain {
-        Ok(mut stmts) if stmts.len() == 1 && !is_catalog_query(&stmts[0]) => {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(mut stmts) if stmts.len() == 1 => {
             let mut stmt = stmts.remove(0);
             name_output_columns(&mut stmt);
             for rule in user_rules() {
                 stmt = rule.rewrite(stmt);
             }
-            stmt
+            sextant_rules(&mut stmt, session);
+            Ok(stmt)
         }
-        // Catalog queries, and text only the compatibility parser reads
-        // (e.g. `ABORT`): its whole pipeline.
-        plain => {
-            let mut stmts = compatibility_parser().parse(sql).map_err(|e| match plain {
-                // The plain parser's message reads better when both fail.
-                Err(plain) => SqlError::from(datafusion::error::DataFusionError::from(plain)),
-                Ok(_) => SqlError::from(datafusion::error::DataFusionError::from(e)),
-            })?;
-            if stmts.len() != 1 {
-                return Err(SqlError::syntax("expected exactly one statement"));
-            }
-            let mut stmt = stmts.remove(0);
-            name_output_columns(&mut stmt);
-            stmt
-        }
+        Ok(_) => Err(SqlError::syntax("expected exactly one statement")),
+        Err(plain) => compatibility_parse(sql, session).map_err(|_| {
+            // The plain parser's message reads better when both fail.
+            SqlError::from(datafusion::error::DataFusionError::from(plain))
+        }),
+    }
+}
+
+/// Plans a statement from [`parse_statement`]. A catalog query DataFusion
+/// cannot plan as written gets a second chance through datafusion-pg-catalog's
+/// compatibility parser (its whole-query substitutions and the rule that
+/// answers unplannable select-list subqueries with NULL); a user's query
+/// never does, so it fails rather than answer wrongly.
+pub async fn plan_query(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    stmt: Statement,
+    session: &Session<'_>,
+) -> Result<(Statement, datafusion::logical_expr::LogicalPlan), SqlError> {
+    let mut stmt = stmt;
+    functions_in_from(&mut stmt, ctx.state().table_functions());
+    let first = match plan_checked(ctx, stmt.clone()).await {
+        Ok(plan) => return Ok((stmt, plan)),
+        Err(e) if !is_catalog_query(&stmt) => return Err(e),
+        Err(e) => e,
     };
-    let _ = VisitMut::visit(&mut stmt, &mut SessionFunctions { session });
+    let Ok(compat) = compatibility_parse(sql, session) else {
+        return Err(first);
+    };
+    match plan_checked(ctx, compat.clone()).await {
+        Ok(plan) => Ok((compat, plan)),
+        Err(_) => Err(first),
+    }
+}
+
+/// Plans `stmt` and runs the optimizer over the plan once, so a plan
+/// DataFusion cannot execute (an undecorrelatable subquery) fails here;
+/// the plan returned is the unoptimized one, which parameters bind into.
+async fn plan_checked(
+    ctx: &datafusion::prelude::SessionContext,
+    stmt: Statement,
+) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
+    let plan = plan_statement(ctx, stmt).await?;
+    ctx.state().optimize(&plan)?;
+    Ok(plan)
+}
+
+/// Functions in FROM as Postgres reads them: a set-returning function of
+/// one column (`generate_series(1, 3) AS i`) names its column after the
+/// alias, and a scalar function (`string_to_array(x, ',') AS s`) is one row
+/// holding its value, as `(SELECT f(...) AS s) AS s`.
+fn functions_in_from(
+    stmt: &mut Statement,
+    table_functions: &HashMap<String, Arc<datafusion::catalog::TableFunction>>,
+) {
+    struct Rewriter<'a>(&'a HashMap<String, Arc<datafusion::catalog::TableFunction>>);
+    impl VisitorMut for Rewriter<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                alias: Some(alias),
+                args: Some(args),
+                with_ordinality: false,
+                ..
+            } = t
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Some(fname) = name.0.last().and_then(|p| p.as_ident()).map(normalized) else {
+                return ControlFlow::Continue(());
+            };
+            if self.0.contains_key(&fname) {
+                // DataFusion's one-column set-returning functions name their
+                // column `value`; keep it, and add the alias's name for it.
+                if alias.columns.is_empty() && matches!(fname.as_str(), "generate_series" | "range")
+                {
+                    let value = Ident::new("value");
+                    let projection = vec![
+                        SelectItem::UnnamedExpr(Expr::Identifier(value.clone())),
+                        SelectItem::ExprWithAlias {
+                            expr: Expr::Identifier(value),
+                            alias: alias.name.clone(),
+                        },
+                    ];
+                    let alias = alias.clone();
+                    let mut inner = t.clone();
+                    if let TableFactor::Table { alias, .. } = &mut inner {
+                        *alias = None;
+                    }
+                    *t = derived(projection, vec![inner], alias);
+                }
+                return ControlFlow::Continue(());
+            }
+            let column = alias
+                .columns
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| alias.name.clone());
+            let value = Expr::Function(Function {
+                name: name.clone(),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: args.args.clone(),
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+            let alias = TableAlias {
+                columns: vec![],
+                ..alias.clone()
+            };
+            let projection = vec![SelectItem::ExprWithAlias {
+                expr: value,
+                alias: column,
+            }];
+            *t = derived(projection, vec![], alias);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(stmt, &mut Rewriter(table_functions));
+}
+
+fn compatibility_parse(sql: &str, session: &Session<'_>) -> Result<Statement, SqlError> {
+    let mut stmts = compatibility_parser()
+        .parse(sql)
+        .map_err(|e| SqlError::from(datafusion::error::DataFusionError::from(e)))?;
+    if stmts.len() != 1 {
+        return Err(SqlError::syntax("expected exactly one statement"));
+    }
+    let mut stmt = stmts.remove(0);
+    name_output_columns(&mut stmt);
+    sextant_rules(&mut stmt, session);
     Ok(stmt)
+}
+
+fn sextant_rules(stmt: &mut Statement, session: &Session<'_>) {
+    let _ = VisitMut::visit(stmt, &mut SessionFunctions { session });
+    in_subqueries_outside_filters(stmt);
+}
+
+/// `x IN (subquery)` in a select list or ORDER BY, where DataFusion plans
+/// subqueries only in filters: `array_has((SELECT array_agg(v) FROM
+/// (subquery) AS s(v)), x)` (`NOT` for `NOT IN`). Only the NULL cases differ
+/// from Postgres (no match with a NULL in the subquery is false, not NULL).
+fn in_subqueries_outside_filters(stmt: &mut Statement) {
+    struct InToArray;
+    impl VisitorMut for InToArray {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } = e
+                && let Some(array) = array_of_subquery(subquery)
+            {
+                let has = call("array_has", vec![array, expr.as_ref().clone()]);
+                *e = if *negated {
+                    Expr::UnaryOp {
+                        op: datafusion::sql::sqlparser::ast::UnaryOperator::Not,
+                        expr: Box::new(has),
+                    }
+                } else {
+                    has
+                };
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Queries;
+    impl VisitorMut for Queries {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = q.body.as_mut() {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } =
+                        item
+                    {
+                        let _ = VisitMut::visit(e, &mut InToArray);
+                    }
+                }
+            }
+            if let Some(order_by) = &mut q.order_by
+                && let datafusion::sql::sqlparser::ast::OrderByKind::Expressions(exprs) =
+                    &mut order_by.kind
+            {
+                for o in exprs {
+                    let _ = VisitMut::visit(&mut o.expr, &mut InToArray);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(stmt, &mut Queries);
 }
 
 fn compatibility_parser() -> &'static PostgresCompatibilityParser {
@@ -490,6 +673,30 @@ fn array_over_unnest(q: &Query) -> Option<Expr> {
     Some(call("array_transform", vec![array, lambda(body.clone())]))
 }
 
+/// `(SELECT projection FROM from) AS alias`.
+fn derived(projection: Vec<SelectItem>, from: Vec<TableFactor>, alias: TableAlias) -> TableFactor {
+    let subquery = Query {
+        body: Box::new(SetExpr::Select(Box::new(Select {
+            projection,
+            from: from
+                .into_iter()
+                .map(|relation| TableWithJoins {
+                    relation,
+                    joins: vec![],
+                })
+                .collect(),
+            ..empty_select()
+        }))),
+        ..empty_query()
+    };
+    TableFactor::Derived {
+        lateral: false,
+        subquery: Box::new(subquery),
+        alias: Some(alias),
+        sample: None,
+    }
+}
+
 fn call(name: &str, args: Vec<Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName::from(vec![Ident::new(name)]),
@@ -570,11 +777,11 @@ mod tests {
     fn correlated_subqueries_of_user_queries_are_kept() {
         let s = sql("SELECT host, (SELECT max(v) FROM m m2 WHERE m2.host = m.host) AS top FROM m");
         assert!(s.contains("(SELECT max(v)"), "{s}");
-        // A catalog query goes through the compatibility parser.
+        // Catalog queries too, as long as DataFusion can plan them.
         let s = sql(
             "SELECT (SELECT relname FROM pg_catalog.pg_class c2 WHERE c2.oid = c.oid) FROM pg_catalog.pg_class c",
         );
-        assert!(s.contains("NULL"), "{s}");
+        assert!(s.contains("(SELECT relname"), "{s}");
     }
 
     #[test]

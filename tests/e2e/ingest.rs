@@ -60,7 +60,7 @@ async fn line_protocol_creates_tables_and_columns() {
     );
     assert_eq!(
         rows(&client, "SELECT data_type FROM information_schema.columns WHERE table_name = 'cpu' AND column_name = 'up'").await,
-        ["Boolean"]
+        ["boolean"]
     );
 }
 
