@@ -25,15 +25,19 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::send_describe_response;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::results::{DescribeResponse, DescribeStatementResponse, FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, ErrorHandler,
+    PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -403,6 +407,27 @@ impl CopyHandler for Service {
     }
 }
 
+/// A statement's description; NoData when it returns no rows.
+struct StatementDescription(DescribeStatementResponse);
+
+impl DescribeResponse for StatementDescription {
+    fn parameters(&self) -> Option<&[Type]> {
+        self.0.parameters()
+    }
+
+    fn fields(&self) -> &[FieldInfo] {
+        self.0.fields()
+    }
+
+    fn no_data() -> Self {
+        StatementDescription(DescribeStatementResponse::no_data())
+    }
+
+    fn is_no_data(&self) -> bool {
+        self.0.fields.is_empty()
+    }
+}
+
 enum Ran {
     Rows(DataFrame),
     Inserted(u64),
@@ -458,6 +483,30 @@ impl ExtendedQueryHandler for Service {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// pgwire's own, except that a statement with parameters and no result
+    /// rows (an INSERT) is described as NoData, as Postgres does: pgwire
+    /// sends an empty RowDescription, and pgjdbc then refuses the INSERT
+    /// ("A result was returned when none was expected").
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type != TARGET_TYPE_BYTE_STATEMENT {
+            return self._on_describe(client, message).await;
+        }
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(name) {
+            Some(Entry::Value(stmt)) => {
+                let described = self.do_describe_statement(client, &stmt).await?;
+                send_describe_response(client, &StatementDescription(described)).await
+            }
+            _ => self._on_describe(client, message).await,
+        }
     }
 
     async fn do_query<C>(

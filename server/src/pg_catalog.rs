@@ -134,12 +134,82 @@ pub(crate) fn register_functions(ctx: &SessionContext) {
         PgFunction::new("inet_server_port", &[0], Int32, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)))
         }),
+        // Sextant has no sequences (no serial columns).
+        PgFunction::new("pg_get_serial_sequence", &[2], Utf8, move |_| {
+            Ok(text(None))
+        }),
+        // The oid of a type name (NULL for a type Sextant does not have).
+        PgFunction::new("to_regtype", &[1], Int32, |args| map_names_to_oids(args)),
         PgFunction::new("txid_current", &[0], Int64, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(1))))
         }),
     ];
     for f in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(f));
+    }
+}
+
+/// Postgres' oids of the type names clients look up (`to_regtype`).
+const TYPE_OIDS: &[(&str, i32)] = &[
+    ("bool", 16),
+    ("boolean", 16),
+    ("bytea", 17),
+    ("char", 18),
+    ("name", 19),
+    ("int8", 20),
+    ("bigint", 20),
+    ("int2", 21),
+    ("smallint", 21),
+    ("int4", 23),
+    ("integer", 23),
+    ("int", 23),
+    ("text", 25),
+    ("oid", 26),
+    ("json", 114),
+    ("float4", 700),
+    ("real", 700),
+    ("float8", 701),
+    ("double precision", 701),
+    ("bpchar", 1042),
+    ("character", 1042),
+    ("varchar", 1043),
+    ("character varying", 1043),
+    ("date", 1082),
+    ("time", 1083),
+    ("time without time zone", 1083),
+    ("timestamp", 1114),
+    ("timestamp without time zone", 1114),
+    ("timestamptz", 1184),
+    ("timestamp with time zone", 1184),
+    ("interval", 1186),
+    ("numeric", 1700),
+    ("decimal", 1700),
+    ("uuid", 2950),
+    ("jsonb", 3802),
+];
+
+fn map_names_to_oids(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let oid = |name: Option<&str>| {
+        let name = name?.trim().trim_matches('"').to_lowercase();
+        let name = name
+            .strip_prefix("pg_catalog.")
+            .unwrap_or(&name)
+            .to_string();
+        TYPE_OIDS.iter().find(|(n, _)| *n == name).map(|(_, o)| *o)
+    };
+    match &args[0] {
+        ColumnarValue::Scalar(s) => {
+            let ScalarValue::Utf8(v) = s.cast_to(&DataType::Utf8)? else {
+                return plan_err!("to_regtype takes a type name");
+            };
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(oid(v.as_deref()))))
+        }
+        ColumnarValue::Array(a) => {
+            let a = cast(a, &DataType::Utf8)?;
+            let out: datafusion::arrow::array::Int32Array =
+                a.as_string::<i32>().iter().map(oid).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Postgres session settings as clients, pools and ORMs use them: `SHOW`
-//! (one setting or `ALL`), `SET` of a Postgres setting, `RESET`, `DISCARD`
-//! and `DEALLOCATE`, answered per connection. A datafusion-postgres query
+//! (one setting or `ALL`), `SET` of a Postgres setting, `RESET`, `DISCARD`,
+//! `DEALLOCATE` and savepoints, answered per connection. A datafusion-postgres query
 //! hook, placed before its own `SET`/`SHOW` hook; what is not a Postgres
 //! session setting (`statement_timeout`, `datafusion.*`) goes on to it.
 //!
@@ -64,10 +64,16 @@ pub(crate) struct SessionHook;
 enum Kind {
     Show(String),
     ShowAll,
-    Set { name: String, value: String },
+    Set {
+        name: String,
+        value: String,
+    },
     Reset(Option<String>),
     Discard(String),
     Deallocate(Option<String>),
+    /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: accepted with their tag
+    /// (every write is already committed; there is nothing to roll back).
+    Savepoint(&'static str),
 }
 
 fn kind(stmt: &Statement) -> Option<Kind> {
@@ -110,6 +116,11 @@ fn kind(stmt: &Statement) -> Option<Kind> {
             }
         },
         Statement::Discard { object_type } => Some(Kind::Discard(object_type.to_string())),
+        Statement::Savepoint { .. } => Some(Kind::Savepoint("SAVEPOINT")),
+        Statement::ReleaseSavepoint { .. } => Some(Kind::Savepoint("RELEASE")),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some(Kind::Savepoint("ROLLBACK")),
         Statement::Deallocate { name, .. } => Some(Kind::Deallocate(
             (!name.value.eq_ignore_ascii_case("all")).then(|| name.value.clone()),
         )),
@@ -234,6 +245,7 @@ async fn respond(kind: Kind, client: &mut dyn HookClient) -> PgWireResult<Respon
         // a statement prepared again under its name replaces the old one,
         // which is what pools that send this rely on.
         Kind::Deallocate(None) => Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))),
+        Kind::Savepoint(tag) => Ok(Response::Execution(Tag::new(tag))),
         Kind::Deallocate(Some(name)) => {
             if client.portal_store().get_statement(&name).is_none() {
                 return Err(pg_error(SqlError::new(
