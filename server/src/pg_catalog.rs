@@ -139,7 +139,7 @@ pub(crate) fn register_functions(ctx: &SessionContext) {
             Ok(text(None))
         }),
         // The oid of a type name (NULL for a type Sextant does not have).
-        PgFunction::new("to_regtype", &[1], Int32, |args| map_names_to_oids(args)),
+        PgFunction::new("to_regtype", &[1], Int32, map_names_to_oids),
         PgFunction::new("txid_current", &[0], Int64, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(1))))
         }),
