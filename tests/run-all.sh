@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of Sextant: formatting and lints, the Rust unit and
 # end-to-end tests (which start the real server), the sqllogictest suite, and
-# the Python client tests. Installs what the tests need first (a Python venv
-# with the client libraries under .venv, and the Prometheus Debian package).
+# the client tests (Python, Java, Node). Installs what the tests need first:
+# a Python venv with the client libraries under .venv, node-postgres under
+# tests/node/node_modules, and the Debian packages prometheus and
+# libpostgresql-jdbc-java.
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds; CI points it outside the
 # clone so dependencies stay built between runs), SEXTANT_CRASH_CYCLES.
@@ -12,21 +14,28 @@ root=$(pwd)
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
-step "installing test dependencies (.venv)"
+step "installing test dependencies (.venv, tests/node, Debian packages)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 command -v psql >/dev/null || echo "note: psql not found; the psql test will fail (apt-get install postgresql-client)"
-if ! command -v prometheus >/dev/null; then
-  # The remote-write test runs the real Prometheus (it starts its own process;
-  # the package's system service plays no part).
+# Debian packages the client tests use: the real Prometheus (the remote-write
+# test starts its own process; the package's system service plays no part)
+# and pgjdbc (the JDBC test compiles against it with the machine's JDK).
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null || missing+=(default-jdk-headless)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: prometheus not found and not root; the Prometheus test will fail (sudo apt-get install prometheus)"
+    echo "note: ${missing[*]} not installed and not root; their tests will fail (sudo apt-get install ${missing[*]})"
   fi
 fi
+# node-postgres for the Node client test, at the version package-lock.json pins.
+npm ci --prefix tests/node --silent --no-audit --no-fund
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -42,7 +51,7 @@ export SEXTANT_BIN="$target_dir/debug/sextant"
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
 cargo test --workspace --quiet
 
-step "Python client tests (psycopg, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL)"
+step "client tests (psql, psycopg, asyncpg, SQLAlchemy, pandas, pgjdbc, node-postgres, Grafana's queries, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL)"
 .venv/bin/python -m pytest -q tests/python
 
 step "all tests passed"
