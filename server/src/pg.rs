@@ -277,7 +277,7 @@ impl Service {
     ) -> PgWireResult<Response> {
         if client.transaction_status() == TransactionStatus::Error {
             return Err(pg_error(SqlError::new(
-                "25P01",
+                "25P02",
                 "current transaction is aborted, commands ignored until end of transaction block",
             )));
         }
