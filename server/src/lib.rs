@@ -223,6 +223,7 @@ fn session_context(
         pg_catalog::register_information_schema(&ctx, catalog.as_ref())?;
     }
     pg_catalog::register_functions(&ctx);
+    sextant_sql::pg::register_functions(&ctx);
     pg_catalog::register_types(&ctx);
     Ok(ctx)
 }

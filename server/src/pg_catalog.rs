@@ -8,11 +8,12 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSchemaProvider};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::Result;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -33,6 +34,53 @@ const EXTRA_COLUMNS: &[ExtraColumn] = &[
     // psql `\d+`: storage options of a table and of its TOAST table.
     ("pg_class", "reloptions", text_array),
 ];
+
+/// Catalog tables that describe what Sextant tables never have (keys,
+/// constraints): empty, with Postgres' column types. datafusion-pg-catalog
+/// fills `pg_constraint` with a Postgres installation's own rows, its
+/// array columns as text, which clients cannot `unnest`.
+fn empty_table_schema(name: &str) -> Option<SchemaRef> {
+    use DataType::{Boolean, Int16, Int32, Utf8};
+    let int2_array = || DataType::List(Arc::new(Field::new_list_field(Int16, true)));
+    let int4_array = || DataType::List(Arc::new(Field::new_list_field(Int32, true)));
+    let columns: Vec<(&str, DataType)> = match name {
+        "pg_constraint" => vec![
+            ("oid", Int32),
+            ("conname", Utf8),
+            ("connamespace", Int32),
+            ("contype", Utf8),
+            ("condeferrable", Boolean),
+            ("condeferred", Boolean),
+            ("convalidated", Boolean),
+            ("conrelid", Int32),
+            ("contypid", Int32),
+            ("conindid", Int32),
+            ("conparentid", Int32),
+            ("confrelid", Int32),
+            ("confupdtype", Utf8),
+            ("confdeltype", Utf8),
+            ("confmatchtype", Utf8),
+            ("conislocal", Boolean),
+            ("coninhcount", Int16),
+            ("connoinherit", Boolean),
+            ("conkey", int2_array()),
+            ("confkey", int2_array()),
+            ("conpfeqop", int4_array()),
+            ("conppeqop", int4_array()),
+            ("conffeqop", int4_array()),
+            ("confdelsetcols", int2_array()),
+            ("conexclop", int4_array()),
+            ("conbin", Utf8),
+        ],
+        _ => return None,
+    };
+    Some(Arc::new(Schema::new(
+        columns
+            .into_iter()
+            .map(|(n, t)| Field::new(n, t, true))
+            .collect::<Vec<_>>(),
+    )))
+}
 
 fn text_array() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
@@ -61,6 +109,9 @@ impl SchemaProvider for Extended {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
+        if let Some(schema) = empty_table_schema(name) {
+            return Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![]])?)));
+        }
         let extra: Vec<_> = EXTRA_COLUMNS
             .iter()
             .filter(|(t, c, _)| *t == name && table.schema().field_with_name(c).is_err())
@@ -134,6 +185,10 @@ pub(crate) fn register_functions(ctx: &SessionContext) {
         PgFunction::new("inet_server_port", &[0], Int32, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)))
         }),
+        PgFunction::new("pg_collation_is_visible", &[1], Boolean, |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+        }),
+        PgFunction::variadic("json_build_object", Utf8, json_build_object),
         // Sextant has no sequences (no serial columns).
         PgFunction::new("pg_get_serial_sequence", &[2], Utf8, move |_| {
             Ok(text(None))
@@ -293,6 +348,99 @@ impl PgFunction {
             returns,
             eval: Box::new(eval),
         }
+    }
+}
+
+impl PgFunction {
+    /// A function of any number of arguments of any types.
+    fn variadic(
+        name: &'static str,
+        returns: DataType,
+        eval: impl Fn(&[ColumnarValue]) -> Result<ColumnarValue> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            signature: Signature::one_of(
+                vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
+                Volatility::Stable,
+            ),
+            returns,
+            eval: Box::new(eval),
+        }
+    }
+}
+
+/// `json_build_object(k1, v1, k2, v2, ...)`: a JSON object, as text (keys
+/// as text, values as JSON numbers, booleans, strings or null).
+fn json_build_object(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    if !args.len().is_multiple_of(2) {
+        return plan_err!("json_build_object takes an even number of arguments (key, value, ...)");
+    }
+    let rows = args
+        .iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1);
+    let arrays = args
+        .iter()
+        .map(|a| a.clone().into_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = datafusion::arrow::array::StringBuilder::new();
+    for row in 0..rows {
+        let mut object = serde_json::Map::new();
+        for pair in arrays.chunks(2) {
+            let key = ScalarValue::try_from_array(&pair[0], row)?;
+            let key = match key {
+                ScalarValue::Utf8(Some(k))
+                | ScalarValue::Utf8View(Some(k))
+                | ScalarValue::LargeUtf8(Some(k)) => k,
+                k if k.is_null() => return plan_err!("json_build_object: a key is NULL"),
+                k => k.to_string(),
+            };
+            object.insert(
+                key,
+                json_value(&ScalarValue::try_from_array(&pair[1], row)?),
+            );
+        }
+        out.append_value(serde_json::Value::Object(object).to_string());
+    }
+    let array: datafusion::arrow::array::ArrayRef = Arc::new(out.finish());
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        },
+    )
+}
+
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    if v.is_null() {
+        return J::Null;
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => J::Bool(*b),
+        ScalarValue::Int8(Some(n)) => J::from(*n),
+        ScalarValue::Int16(Some(n)) => J::from(*n),
+        ScalarValue::Int32(Some(n)) => J::from(*n),
+        ScalarValue::Int64(Some(n)) => J::from(*n),
+        ScalarValue::UInt8(Some(n)) => J::from(*n),
+        ScalarValue::UInt16(Some(n)) => J::from(*n),
+        ScalarValue::UInt32(Some(n)) => J::from(*n),
+        ScalarValue::UInt64(Some(n)) => J::from(*n),
+        ScalarValue::Float32(Some(f)) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number)
+        }
+        ScalarValue::Float64(Some(f)) => {
+            serde_json::Number::from_f64(*f).map_or(J::Null, J::Number)
+        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => J::String(s.clone()),
+        other => J::String(other.to_string()),
     }
 }
 

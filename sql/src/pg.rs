@@ -84,13 +84,200 @@ pub async fn plan_query(
         Err(e) if !is_catalog_query(&stmt) => return Err(e),
         Err(e) => e,
     };
-    let Ok(compat) = compatibility_parse(sql, session) else {
+    // A catalog lookup by key returns at most one row per outer row, so its
+    // scalar subqueries can be made aggregates, which DataFusion decorrelates.
+    let mut aggregated = stmt;
+    if scalar_subqueries_as_aggregates(&mut aggregated)
+        && let Ok(plan) = plan_checked(ctx, aggregated.clone()).await
+    {
+        return Ok((aggregated, plan));
+    }
+    let Ok(mut compat) = compatibility_parse(sql, session) else {
         return Err(first);
     };
-    match plan_checked(ctx, compat.clone()).await {
-        Ok(plan) => Ok((compat, plan)),
-        Err(_) => Err(first),
+    functions_in_from(&mut compat, ctx.state().table_functions());
+    scalar_subqueries_as_aggregates(&mut compat);
+    if let Ok(plan) = plan_checked(ctx, compat.clone()).await {
+        return Ok((compat, plan));
     }
+    // Last: what datafusion-pg-catalog does for subqueries it cannot plan in
+    // a select list, also under CASE (SQLAlchemy's column reflection): NULL.
+    if subqueries_under_case_as_null(&mut compat)
+        && let Ok(plan) = plan_checked(ctx, compat.clone()).await
+    {
+        return Ok((compat, plan));
+    }
+    Err(first)
+}
+
+/// The function the rewrites use for a NULL that keeps its arguments'
+/// parameters in the statement ([`register_functions`]).
+const NULL_FUNCTION: &str = "sextant_null";
+
+/// Registers the functions the rewrites of this module call.
+pub fn register_functions(ctx: &datafusion::prelude::SessionContext) {
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        NullFunction::new(),
+    ));
+}
+
+/// `sextant_null(...)`: NULL, whatever its arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullFunction {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl NullFunction {
+    fn new() -> Self {
+        use datafusion::logical_expr::{Signature, TypeSignature, Volatility};
+        Self {
+            signature: Signature::one_of(
+                vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NullFunction {
+    fn name(&self) -> &str {
+        NULL_FUNCTION
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _args: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Null)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Null,
+        ))
+    }
+}
+
+/// Replaces scalar subqueries inside CASE expressions of select lists with
+/// NULL; true if there were any. Catalog queries only (see [`plan_query`]).
+fn subqueries_under_case_as_null(stmt: &mut Statement) -> bool {
+    struct Null(bool);
+    impl VisitorMut for Null {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if matches!(e, Expr::Subquery(_)) {
+                // Its parameters stay in the statement (as arguments of a
+                // function that is always NULL): clients bind `$1`..`$n`
+                // by position.
+                let mut params = vec![];
+                let _ = Visit::visit(&*e, &mut Placeholders(&mut params));
+                *e = call(NULL_FUNCTION, params);
+                self.0 = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Placeholders<'a>(&'a mut Vec<Expr>);
+    impl Visitor for Placeholders<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = e
+                && matches!(
+                    v.value,
+                    datafusion::sql::sqlparser::ast::Value::Placeholder(_)
+                )
+            {
+                self.0.push(e.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Cases(bool);
+    impl VisitorMut for Cases {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = q.body.as_mut() {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(e @ Expr::Case { .. })
+                    | SelectItem::ExprWithAlias {
+                        expr: e @ Expr::Case { .. },
+                        ..
+                    } = item
+                    {
+                        let mut n = Null(false);
+                        let _ = VisitMut::visit(e, &mut n);
+                        self.0 |= n.0;
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut c = Cases(false);
+    let _ = VisitMut::visit(stmt, &mut c);
+    c.0
+}
+
+/// Wraps the value of every scalar subquery that is not already an
+/// aggregate in `max(...)`; true if any was. Only for catalog queries:
+/// for a subquery returning several rows Postgres fails where this picks
+/// one.
+fn scalar_subqueries_as_aggregates(stmt: &mut Statement) -> bool {
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "first_value",
+        "last_value",
+        "json_agg",
+    ];
+    struct Wrap(bool);
+    impl VisitorMut for Wrap {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            let Expr::Subquery(q) = e else {
+                return ControlFlow::Continue(());
+            };
+            let SetExpr::Select(select) = q.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            let grouped = !matches!(
+                &select.group_by,
+                datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty()
+            );
+            if grouped || select.projection.len() != 1 {
+                return ControlFlow::Continue(());
+            }
+            let (SelectItem::UnnamedExpr(value) | SelectItem::ExprWithAlias { expr: value, .. }) =
+                &mut select.projection[0]
+            else {
+                return ControlFlow::Continue(());
+            };
+            let aggregated = matches!(value, Expr::Function(f)
+                if f.over.is_none() && AGGREGATES.iter().any(|a| is_call(f, a)));
+            if !aggregated {
+                *value = call("max", vec![value.clone()]);
+                self.0 = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut w = Wrap(false);
+    let _ = VisitMut::visit(stmt, &mut w);
+    w.0
 }
 
 /// Plans `stmt` and runs the optimizer over the plan once, so a plan
@@ -100,8 +287,33 @@ async fn plan_checked(
     ctx: &datafusion::prelude::SessionContext,
     stmt: Statement,
 ) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
+    let catalog = is_catalog_query(&stmt);
     let plan = plan_statement(ctx, stmt).await?;
-    ctx.state().optimize(&plan)?;
+    let state = ctx.state();
+    let optimized = state.optimize(&plan)?;
+    // A catalog query is small: build its physical plan too, so that a
+    // subquery DataFusion cannot execute fails here, while there is a
+    // fallback, rather than when it runs.
+    if catalog {
+        // Parameters are bound later; NULLs of their types stand in here.
+        let types = plan.get_parameter_types()?;
+        let checked = if types.is_empty() {
+            optimized
+        } else {
+            // By name: a rewrite may have dropped some of `$1`..`$n`.
+            let nulls = types
+                .into_iter()
+                .map(|(name, t)| {
+                    let null = t.map_or(Ok(datafusion::common::ScalarValue::Null), |t| {
+                        datafusion::common::ScalarValue::try_from(&t)
+                    })?;
+                    Ok((name.trim_start_matches('$').to_string(), null))
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            state.optimize(&plan.clone().with_param_values(nulls)?)?
+        };
+        state.create_physical_plan(&checked).await?;
+    }
     Ok(plan)
 }
 

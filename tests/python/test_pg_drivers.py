@@ -179,7 +179,13 @@ def test_sqlalchemy_core_and_pandas(server):
         )
         assert conn.execute(q).all() == [("web-0", 2, 3.0), ("web-1", 3, 3.0)]
         assert conn.execute(sa.text("SELECT max(usage) FROM cpu WHERE host = :h"), {"h": "web-1"}).scalar() == 5.0
-        assert sa.inspect(engine).get_table_names() == ["cpu"]
+        inspector = sa.inspect(engine)
+        assert inspector.get_table_names() == ["cpu"]
+        columns = {c["name"]: c for c in inspector.get_columns("cpu")}
+        assert list(columns) == ["time", "host", "usage"]
+        assert isinstance(columns["time"]["type"], sa.TIMESTAMP) and columns["time"]["type"].timezone
+        assert not columns["time"]["nullable"] and columns["host"]["nullable"]
+        assert isinstance(columns["usage"]["type"], sa.Float)
 
     frame = pd.read_sql("SELECT time, host, usage FROM cpu ORDER BY time", engine)
     assert list(frame.columns) == ["time", "host", "usage"]
