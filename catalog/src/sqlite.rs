@@ -4,6 +4,7 @@
 //! `synchronous=FULL` so a commit is durable when it returns. The file is
 //! recognized by its `application_id` and its layout by `user_version`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -57,6 +58,9 @@ struct StoredColumn {
     #[serde(rename = "type")]
     data_type: String,
     nullable: bool,
+    /// The field's metadata (e.g. the Postgres type of a text column).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +148,11 @@ fn encode_schema(schema: &Schema) -> Result<String> {
             name: f.name().clone(),
             data_type: f.data_type().to_string(),
             nullable: f.is_nullable(),
+            metadata: f
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
         .collect();
     serde_json::to_string(&cols).map_err(|e| CatalogError::Corrupt(e.to_string()))
@@ -158,7 +167,7 @@ fn decode_schema(text: &str) -> Result<SchemaRef> {
             let dt = DataType::from_str(&c.data_type).map_err(|e| {
                 CatalogError::Corrupt(format!("column {}: type {}: {e}", c.name, c.data_type))
             })?;
-            Ok(Field::new(c.name, dt, c.nullable))
+            Ok(Field::new(c.name, dt, c.nullable).with_metadata(c.metadata.into_iter().collect()))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(Schema::new(fields)))
@@ -418,6 +427,9 @@ mod tests {
             Field::new("ok", DataType::Boolean, true),
             Field::new("small", DataType::Int16, true),
             Field::new("raw", DataType::Binary, true),
+            // Field metadata survives too (a text column holding jsonb).
+            Field::new("attrs", DataType::Utf8, true)
+                .with_metadata([("pg.type".to_string(), "jsonb".to_string())].into()),
         ]))
     }
 

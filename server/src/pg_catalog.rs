@@ -24,6 +24,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::DataType as SqlDataType;
+use datafusion_postgres::arrow_pg::datatypes::PG_TYPE_KEY;
 use sextant_catalog::DATABASE_NAME;
 
 /// A column a catalog table lacks: table, column, type.
@@ -489,7 +490,8 @@ impl ScalarUDFImpl for PgFunction {
 // Types
 
 /// SQL types DataFusion does not know that Postgres clients use: `uuid`,
-/// `json` and `jsonb` are stored as text (and reported as `text`). Every
+/// `json` and `jsonb` are stored as text, marked with their Postgres type
+/// in the field's metadata (arrow-pg reports and encodes them as that type). Every
 /// other type goes to the planner datafusion-pg-catalog installed.
 #[derive(Debug)]
 struct PgTypes {
@@ -500,7 +502,15 @@ impl TypePlanner for PgTypes {
     fn plan_type_field(&self, sql_type: &SqlDataType) -> Result<Option<FieldRef>> {
         match sql_type {
             SqlDataType::Uuid | SqlDataType::JSON | SqlDataType::JSONB => {
-                Ok(Some(Arc::new(Field::new("", DataType::Utf8, true))))
+                let name = match sql_type {
+                    SqlDataType::Uuid => "uuid",
+                    SqlDataType::JSON => "json",
+                    _ => "jsonb",
+                };
+                let metadata = [(PG_TYPE_KEY.to_string(), name.to_string())].into();
+                Ok(Some(Arc::new(
+                    Field::new("", DataType::Utf8, true).with_metadata(metadata),
+                )))
             }
             other => match &self.inner {
                 Some(inner) => inner.plan_type_field(other),

@@ -27,11 +27,12 @@ TYPES_TABLE = (
 T0 = dt.datetime(2024, 1, 1, tzinfo=UTC)
 U = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
 
-# One row of every type, as Python values, and as psycopg reads it back
-# (uuid, json and jsonb columns are stored and read as text).
+# One row of every type, as Python values, and as psycopg reads it back.
 ROW = (T0, 1, 2, 3, 1.5, 2.25, decimal.Decimal("12.34"), "x", "y", True, dt.datetime(2024, 1, 2, 3, 4, 5),
        dt.date(2024, 1, 3), dt.timedelta(days=1, hours=2), b"\xde\xad\x00", U, Json({"a": 1}), Jsonb({"b": [1, 2]}))
-READ = ROW[:14] + (str(U), '{"a": 1}', '{"b": [1, 2]}')
+READ = ROW[:14] + (U, {"a": 1}, {"b": [1, 2]})
+# asyncpg reads json and jsonb as text (its default codec, as with Postgres).
+READ_ASYNCPG = ROW[:14] + (U, '{"a": 1}', '{"b": [1, 2]}')
 NULLS = (T0 + dt.timedelta(seconds=1),) + (None,) * 16
 
 
@@ -50,7 +51,10 @@ def test_psycopg_every_type_as_parameter_and_result(server, binary):
             cur.execute("SELECT * FROM ty ORDER BY time")
             rows = cur.fetchall()
             names = [d.name for d in cur.description]
+            types = [d.type_code for d in cur.description]
         assert names[:3] == ["time", "i2", "i4"]
+        # uuid, json and jsonb columns keep their Postgres types.
+        assert types[-3:] == [2950, 114, 3802], types
         assert rows[0] == READ, rows[0]
         # NULL is NULL for every type (an interval too).
         assert rows[1] == (NULLS[0],) + (None,) * 16, rows[1]
@@ -67,7 +71,7 @@ def test_psycopg_every_type_as_parameter_and_result(server, binary):
         assert got[5] == decimal.Decimal("1.25")
         assert got[6:13] == ("t", False, T0, dt.datetime(2024, 1, 1), dt.date(2024, 1, 1),
                              dt.timedelta(minutes=5), b"\x01")
-        assert got[13:] == (str(U), '{"x": 1}', True)
+        assert got[13:] == (U, {"x": 1}, True)
         # A filter on a parameter, and the same statement prepared server-side.
         with conn.cursor(binary=binary) as cur:
             for _ in range(3):
@@ -128,14 +132,14 @@ def test_asyncpg(server):
             assert (await conn.fetchval("SELECT version()")).startswith("PostgreSQL 16.6")
             await conn.execute(TYPES_TABLE)
             args = list(ROW)
-            args[14] = str(U)  # uuid columns are text: asyncpg sends them as str
+            args[14] = str(U)  # the server describes a uuid parameter as text
             args[15] = '{"a": 1}'
             args[16] = '{"b": [1, 2]}'
             placeholders = ", ".join(f"${i}" for i in range(1, len(ROW) + 1))
             await conn.execute(f"INSERT INTO ty VALUES ({placeholders})", *args)
             await conn.execute(f"INSERT INTO ty VALUES ({placeholders})", *NULLS)
             rows = await conn.fetch("SELECT * FROM ty WHERE time >= $1 ORDER BY time", T0)
-            assert tuple(rows[0].values()) == READ, rows[0]
+            assert tuple(rows[0].values()) == READ_ASYNCPG, rows[0]
             assert tuple(rows[1].values()) == (NULLS[0],) + (None,) * 16
             await conn.executemany(
                 "INSERT INTO ty (time, i8, t) VALUES ($1, $2, $3)",

@@ -36,8 +36,8 @@ def test_meta_commands(server):
     out = psql(server, "\\d m").stdout
     for col, ty in [
         ("time", "timestamp with time zone"), ("host", "text"), ("usage", "double precision"),
-        ("cores", "bigint"), ("up", "boolean"), ("load", "real"), ("n", "integer"), ("price", "numeric"),
-        ("day", "date"),
+        ("cores", "bigint"), ("up", "boolean"), ("load", "real"), ("n", "integer"), ("price", "numeric(10,2)"),
+        ("day", "date"), ("payload", "jsonb"),
     ]:
         assert any(line.split("|")[0].strip() == col and line.split("|")[1].strip() == ty
                    for line in out.splitlines() if "|" in line), (col, ty, out)
@@ -88,7 +88,7 @@ def test_copy_from_and_to_files(server, tmp_path):
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         rows = conn.execute("SELECT host, usage, cores, up, payload FROM m ORDER BY time").fetchall()
     assert rows == [
-        ("web-1", 1.5, 8, True, '{"a": 1}'),
+        ("web-1", 1.5, 8, True, {"a": 1}),
         ("web\t2", None, None, False, None),
         ("web,3", 2.5, None, True, None),
         ("multi\nline", None, None, False, None),

@@ -226,7 +226,27 @@ pub fn pg_vector_type() -> Type {
     )
 }
 
+/// Sextant patch: field metadata naming the Postgres type of a text column
+/// that holds `uuid`, `json` or `jsonb` values (the value is that name).
+pub const PG_TYPE_KEY: &str = "pg.type";
+
+/// The Postgres type a [`PG_TYPE_KEY`] names, for a text column.
+pub fn pg_text_type(field: &Field) -> Option<Type> {
+    if !matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+        return None;
+    }
+    match field.metadata().get(PG_TYPE_KEY)?.as_str() {
+        "uuid" => Some(Type::UUID),
+        "json" => Some(Type::JSON),
+        "jsonb" => Some(Type::JSONB),
+        _ => None,
+    }
+}
+
 pub fn field_into_pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
+    if let Some(t) = pg_text_type(field) {
+        return Ok(t);
+    }
     // A `pg.oid_alias`-tagged Int32 field is reported as its Postgres alias
     // type (regtype -> OID 2206, regclass -> OID 2205, ...) instead of the
     // physical INT4 (OID 23), so RowDescription matches what a

@@ -492,6 +492,39 @@ pub fn encode_value<T: Encoder>(
         return encode_pg_oid_binary(encoder, arr, idx, pg_field);
     }
 
+    // Sextant patch: uuid / json / jsonb values held as text. Text format
+    // sends the text; binary sends uuid's 16 bytes, jsonb's version byte and
+    // the text, json's text.
+    if let Some(t) = crate::datatypes::pg_text_type(arrow_field) {
+        let value = match arrow_type {
+            DataType::Utf8 => get_utf8_value(arr, idx),
+            DataType::Utf8View => get_utf8_view_value(arr, idx),
+            _ => get_large_utf8_value(arr, idx),
+        };
+        if pg_field.format() == FieldFormat::Text {
+            return encoder.encode_field(&value, pg_field);
+        }
+        let bytes: Option<Vec<u8>> = match value {
+            None => None,
+            Some(v) if t == postgres_types::Type::UUID => {
+                let hex: String = v.chars().filter(|c| *c != '-').collect();
+                if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(PgWireError::ApiError(
+                        format!("\"{v}\" is not a uuid").into(),
+                    ));
+                }
+                Some(
+                    (0..16)
+                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+                        .collect(),
+                )
+            }
+            Some(v) if t == postgres_types::Type::JSONB => Some([&[1u8][..], v.as_bytes()].concat()),
+            Some(v) => Some(v.as_bytes().to_vec()),
+        };
+        return encoder.encode_field(&bytes.as_deref(), pg_field);
+    }
+
     match arrow_type {
         DataType::Null => encoder.encode_field(&None::<i8>, pg_field)?,
         DataType::Boolean => encoder.encode_field(&get_bool_value(arr, idx), pg_field)?,
