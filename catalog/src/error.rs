@@ -12,6 +12,9 @@ pub enum CatalogError {
     /// A table that does not exist.
     #[error("table \"{0}\" does not exist")]
     TableNotFound(String),
+    /// A file that is not (or no longer) one of the table's.
+    #[error("file {0} is not one of the table's files (compacted or expired meanwhile)")]
+    FileNotFound(i64),
     /// The catalog file was written by a newer Sextant.
     #[error(
         "catalog {path} has schema version {found}, this sextant understands up to {supported}; upgrade sextant"

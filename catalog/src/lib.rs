@@ -128,6 +128,31 @@ pub struct ParquetFile {
     pub created_at_ns: i64,
 }
 
+/// One compaction of one time partition of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionRun {
+    /// Table name at the time of the run.
+    pub table: String,
+    /// Start of the partition compacted (ns since epoch).
+    pub partition_start_ns: i64,
+    /// Files merged.
+    pub files_in: u64,
+    /// Files written.
+    pub files_out: u64,
+    /// Rows rewritten.
+    pub rows: u64,
+    /// Bytes of the files merged.
+    pub bytes_in: u64,
+    /// Bytes of the files written.
+    pub bytes_out: u64,
+    /// Start of the run (ns since epoch).
+    pub started_at_ns: i64,
+    /// How long it took.
+    pub duration: Duration,
+    /// What started it: `background` or `COMPACT TABLE`.
+    pub trigger: String,
+}
+
 /// The catalog interface. Implementations are internally synchronized.
 ///
 /// A trait so that a shared PostgreSQL catalog can stand in for SQLite when
@@ -154,8 +179,21 @@ pub trait Catalog: Send + Sync + Debug {
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
     ) -> Result<Vec<ParquetFile>>;
+    /// Atomically removes files of a table and adds others (compaction,
+    /// retention). Nothing changes if any file to remove is not, or no
+    /// longer, the table's ([`CatalogError::FileNotFound`]).
+    fn replace_files(
+        &self,
+        table_id: i64,
+        remove: &[i64],
+        add: Vec<NewParquetFile>,
+    ) -> Result<Vec<ParquetFile>>;
     /// Files of one table, ordered by id.
     fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>>;
+    /// Records one compaction run.
+    fn record_compaction(&self, run: &CompactionRun) -> Result<()>;
+    /// The most recent compaction runs, newest first.
+    fn compactions(&self, limit: usize) -> Result<Vec<CompactionRun>>;
     /// The largest `persisted_seq` any table (live or dropped) ever reached; the
     /// WAL never hands out a sequence number at or below it again.
     fn max_persisted_seq(&self) -> Result<u64>;

@@ -15,13 +15,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, Result, TableDef, TableOptions,
+    Catalog, CatalogError, CompactionRun, NewParquetFile, NewTable, ParquetFile, Result, TableDef,
+    TableOptions,
 };
 
 /// `application_id` of a Sextant catalog: "SXTC".
 const APPLICATION_ID: i64 = 0x5358_5443;
-/// Layout version written by this build.
-const SCHEMA_VERSION: i64 = 1;
+/// Layout version written by this build. Version 1 catalogs are upgraded
+/// in place (see [`MIGRATIONS`]).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -49,6 +51,27 @@ CREATE INDEX files_by_table ON files (table_id, id);
 CREATE TABLE seq_floor (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL);
 INSERT INTO seq_floor VALUES (0, 0);
 ";
+
+/// What each layout version adds to the one before it.
+const SCHEMA_V2: &str = "
+CREATE TABLE compactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT NOT NULL,
+    partition_start_ns INTEGER NOT NULL,
+    files_in INTEGER NOT NULL,
+    files_out INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    started_at_ns INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    trigger TEXT NOT NULL
+);
+";
+
+/// `(version, statements)`: applied in order to bring an older catalog up
+/// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
+const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2)];
 
 /// A column as stored: Arrow's own type spelling round-trips through
 /// `Display`/`FromStr`, so the catalog needs no type table of its own.
@@ -102,8 +125,9 @@ impl SqliteCatalog {
                         "{path} is a SQLite database but not a Sextant catalog"
                     )));
                 }
+                let all: String = MIGRATIONS.iter().map(|(_, m)| *m).collect();
                 conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; \
+                    "BEGIN; {SCHEMA_V1} {all} PRAGMA application_id = {APPLICATION_ID}; \
                      PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 ))?;
             }
@@ -114,7 +138,14 @@ impl SqliteCatalog {
                     supported: SCHEMA_VERSION,
                 });
             }
-            (APPLICATION_ID, _) => {}
+            (APPLICATION_ID, v) => {
+                for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > v) {
+                    conn.execute_batch(&format!(
+                        "BEGIN; {statements} PRAGMA user_version = {to}; COMMIT;"
+                    ))?;
+                    tracing::info!(%path, from = v, to, "catalog layout upgraded");
+                }
+            }
             _ => {
                 return Err(CatalogError::Corrupt(format!(
                     "{path} is not a Sextant catalog (application_id {app_id:#x})"
@@ -138,6 +169,44 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or_default()
+}
+
+/// Inserts `files` of a table within `tx`.
+fn insert_files(
+    tx: &rusqlite::Transaction<'_>,
+    table_id: i64,
+    files: &[NewParquetFile],
+) -> Result<Vec<ParquetFile>> {
+    let now = now_ns();
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let stats = serde_json::to_string(&f.column_stats)
+            .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO files ({}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                FILE_COLUMNS
+            ),
+            params![
+                table_id,
+                f.path,
+                f.partition_start_ns,
+                f.min_time_ns,
+                f.max_time_ns,
+                f.rows as i64,
+                f.bytes as i64,
+                stats,
+                now
+            ],
+        )?;
+        out.push(ParquetFile {
+            id: tx.last_insert_rowid(),
+            table_id,
+            file: f.clone(),
+            created_at_ns: now,
+        });
+    }
+    Ok(out)
 }
 
 fn encode_schema(schema: &Schema) -> Result<String> {
@@ -352,41 +421,76 @@ impl Catalog for SqliteCatalog {
         if n == 0 {
             return Err(CatalogError::TableNotFound(format!("id {table_id}")));
         }
-        let now = now_ns();
-        let mut ids = Vec::with_capacity(files.len());
-        for f in &files {
-            let stats = serde_json::to_string(&f.column_stats)
-                .map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO files ({}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    FILE_COLUMNS
-                ),
-                params![
-                    table_id,
-                    f.path,
-                    f.partition_start_ns,
-                    f.min_time_ns,
-                    f.max_time_ns,
-                    f.rows as i64,
-                    f.bytes as i64,
-                    stats,
-                    now
-                ],
-            )?;
-            ids.push(tx.last_insert_rowid());
-        }
+        let committed = insert_files(&tx, table_id, &files)?;
         tx.commit()?;
-        Ok(files
-            .into_iter()
-            .zip(ids)
-            .map(|(file, id)| ParquetFile {
-                id,
-                table_id,
-                file,
-                created_at_ns: now,
+        Ok(committed)
+    }
+
+    fn replace_files(
+        &self,
+        table_id: i64,
+        remove: &[i64],
+        add: Vec<NewParquetFile>,
+    ) -> Result<Vec<ParquetFile>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in remove {
+            let n = tx.execute(
+                "DELETE FROM files WHERE id = ?1 AND table_id = ?2",
+                params![id, table_id],
+            )?;
+            if n == 0 {
+                return Err(CatalogError::FileNotFound(*id));
+            }
+        }
+        let added = insert_files(&tx, table_id, &add)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    fn record_compaction(&self, run: &CompactionRun) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO compactions (table_name, partition_start_ns, files_in, files_out, rows, \
+             bytes_in, bytes_out, started_at_ns, duration_us, trigger) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                run.table,
+                run.partition_start_ns,
+                run.files_in as i64,
+                run.files_out as i64,
+                run.rows as i64,
+                run.bytes_in as i64,
+                run.bytes_out as i64,
+                run.started_at_ns,
+                run.duration.as_micros() as i64,
+                run.trigger
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn compactions(&self, limit: usize) -> Result<Vec<CompactionRun>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT table_name, partition_start_ns, files_in, files_out, rows, bytes_in, \
+             bytes_out, started_at_ns, duration_us, trigger FROM compactions \
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(CompactionRun {
+                table: r.get(0)?,
+                partition_start_ns: r.get(1)?,
+                files_in: r.get::<_, i64>(2)? as u64,
+                files_out: r.get::<_, i64>(3)? as u64,
+                rows: r.get::<_, i64>(4)? as u64,
+                bytes_in: r.get::<_, i64>(5)? as u64,
+                bytes_out: r.get::<_, i64>(6)? as u64,
+                started_at_ns: r.get(7)?,
+                duration: Duration::from_micros(r.get::<_, i64>(8)? as u64),
+                trigger: r.get(9)?,
             })
-            .collect())
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>> {
@@ -487,6 +591,71 @@ mod tests {
         assert_eq!(t.options.retention, Some(Duration::from_secs(30 * 86400)));
         assert_eq!(c.files(id).unwrap(), committed);
         assert_eq!(c.max_persisted_seq().unwrap(), 42);
+    }
+
+    #[test]
+    fn replace_files_is_all_or_nothing() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        let t = c.create_table(new_table("cpu")).unwrap();
+        let old = c
+            .commit_files(t.id, vec![file("cpu/a.parquet"), file("cpu/b.parquet")], 1)
+            .unwrap();
+        // One of the files to remove is unknown: nothing changes.
+        let err = c
+            .replace_files(t.id, &[old[0].id, 999], vec![file("cpu/c.parquet")])
+            .unwrap_err();
+        assert!(matches!(err, CatalogError::FileNotFound(999)), "{err}");
+        assert_eq!(c.files(t.id).unwrap(), old);
+        // Both known: swapped in one transaction.
+        let added = c
+            .replace_files(t.id, &[old[0].id, old[1].id], vec![file("cpu/c.parquet")])
+            .unwrap();
+        assert_eq!(c.files(t.id).unwrap(), added);
+        assert_eq!(added[0].file.path, "cpu/c.parquet");
+        // A file of another table is not this table's.
+        let u = c.create_table(new_table("mem")).unwrap();
+        assert!(c.replace_files(u.id, &[added[0].id], vec![]).is_err());
+    }
+
+    #[test]
+    fn compactions_are_recorded_newest_first() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        let run = |n: u64| CompactionRun {
+            table: "cpu".into(),
+            partition_start_ns: 3_600_000_000_000,
+            files_in: n,
+            files_out: 1,
+            rows: 100,
+            bytes_in: 1000,
+            bytes_out: 800,
+            started_at_ns: n as i64,
+            duration: Duration::from_millis(12),
+            trigger: "background".into(),
+        };
+        c.record_compaction(&run(5)).unwrap();
+        c.record_compaction(&run(7)).unwrap();
+        assert_eq!(c.compactions(10).unwrap(), vec![run(7), run(5)]);
+        assert_eq!(c.compactions(1).unwrap(), vec![run(7)]);
+    }
+
+    #[test]
+    fn version_1_catalogs_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let c = SqliteCatalog::open(&path).unwrap();
+        assert!(c.compactions(10).unwrap().is_empty());
+        let version: i64 = c
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]
