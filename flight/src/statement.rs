@@ -96,10 +96,10 @@ impl Planned {
                 }
             }
             Planned::Change(Change::Sextant(s)) => match s {
-                SextantStatement::Flush(_) => count_schema(),
-                SextantStatement::CreateTable(_) | SextantStatement::DropTable(_) => {
-                    Arc::new(Schema::empty())
-                }
+                SextantStatement::Flush(_) | SextantStatement::Compact(_) => count_schema(),
+                SextantStatement::CreateTable(_)
+                | SextantStatement::AlterTable(_)
+                | SextantStatement::DropTable(_) => Arc::new(Schema::empty()),
             },
         }
     }

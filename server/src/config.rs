@@ -45,8 +45,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "./sextant-data")]
     pub data_dir: PathBuf,
 
-    /// Where Parquet files are stored: file:///path or memory://.
-    /// Default: file://<data-dir>/objects.
+    /// Where Parquet files are stored: file:///path, s3://bucket/prefix or
+    /// memory://. s3:// reads the standard AWS variables (AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP).
+    /// The WAL and the catalog stay in --data-dir. Default: file://<data-dir>/objects.
     #[arg(long, env = "SEXTANT_OBJECT_STORE")]
     pub object_store: Option<String>,
 
@@ -105,6 +107,26 @@ pub struct ServeConfig {
     /// decompression; larger requests get 413.
     #[arg(long, env = "SEXTANT_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_body_size: u64,
+
+    /// Compaction merges the small files of a time partition into files of
+    /// about this size.
+    #[arg(long, env = "SEXTANT_COMPACTION_TARGET_SIZE", default_value = "128MiB", value_parser = parse_bytes)]
+    pub compaction_target_size: u64,
+
+    /// A time partition is compacted in the background once it has this many
+    /// files smaller than half the target size (COMPACT TABLE: two).
+    #[arg(long, env = "SEXTANT_COMPACTION_MIN_FILES", default_value = "8", value_parser = clap::value_parser!(u64).range(2..))]
+    pub compaction_min_files: u64,
+
+    /// How often retention, background compaction and the clean-up of
+    /// replaced and unreferenced objects run (e.g. 1m, 10s).
+    #[arg(long, env = "SEXTANT_LIFECYCLE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub lifecycle_interval: Duration,
+
+    /// An object in the store that no table refers to (written, then the
+    /// server crashed before committing it) is deleted once it is this old.
+    #[arg(long, env = "SEXTANT_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub orphan_grace: Duration,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. info, sextant=debug).
     #[arg(long, env = "SEXTANT_LOG", default_value = "info")]

@@ -32,7 +32,9 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use sextant_catalog::{DATABASE_NAME, SCHEMA_NAME, SqliteCatalog};
-use sextant_storage::{Engine, EngineConfig, SextantSchema, SyncMode, object_store_url};
+use sextant_storage::{
+    Engine, EngineConfig, LifecycleConfig, SextantSchema, SyncMode, object_store_url,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -72,6 +74,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         persist_age: config.persist_interval,
         backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,
+        lifecycle: LifecycleConfig {
+            compaction_target_bytes: config.compaction_target_size,
+            compaction_min_files: config.compaction_min_files as usize,
+            interval: config.lifecycle_interval,
+            orphan_grace: config.orphan_grace,
+        },
     };
     let store_for_engine = store.clone();
     let engine = tokio::task::spawn_blocking(move || {
@@ -95,6 +103,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     };
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
+    let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));
     let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(
         http,
@@ -147,6 +156,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         }
     }
     let _ = background.await;
+    let _ = lifecycle.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");
     Ok(())

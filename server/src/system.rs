@@ -1,5 +1,5 @@
 //! System tables: the server described to itself in SQL (`system.tables`,
-//! `system.files`, `system.wal`). Each is computed from the engine's state
+//! `system.files`, `system.wal`, `system.compactions`). Each is computed from the engine's state
 //! when a query scans it.
 
 use std::fmt;
@@ -73,7 +73,12 @@ fn interval_text(d: std::time::Duration) -> String {
 /// The `system` schema.
 pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
     let schema = MemorySchemaProvider::new();
-    for (name, table_schema, build) in [tables_table(), files_table(), wal_table()] {
+    for (name, table_schema, build) in [
+        tables_table(),
+        files_table(),
+        wal_table(),
+        compactions_table(),
+    ] {
         schema.register_table(
             name.to_string(),
             Arc::new(SystemTable {
@@ -218,4 +223,55 @@ fn wal_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("wal", schema, build)
+}
+
+/// The latest compaction runs, newest first (the catalog keeps them).
+fn compactions_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition_start", ts(), false),
+        Field::new("started_at", ts(), false),
+        Field::new("duration_ms", DataType::UInt64, false),
+        Field::new("files_in", DataType::UInt64, false),
+        Field::new("files_out", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes_in", DataType::UInt64, false),
+        Field::new("bytes_out", DataType::UInt64, false),
+        Field::new("trigger", DataType::Utf8, false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let runs = e
+                .catalog()
+                .compactions(10_000)
+                .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
+            let t = |f: &dyn Fn(&sextant_catalog::CompactionRun) -> i64| -> ArrayRef {
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(runs.iter().map(f))
+                        .with_timezone("UTC"),
+                )
+            };
+            let u = |f: &dyn Fn(&sextant_catalog::CompactionRun) -> u64| -> ArrayRef {
+                Arc::new(UInt64Array::from_iter_values(runs.iter().map(f)))
+            };
+            Ok(vec![
+                Arc::new(StringArray::from_iter_values(
+                    runs.iter().map(|r| r.table.clone()),
+                )) as ArrayRef,
+                t(&|r| r.partition_start_ns),
+                t(&|r| r.started_at_ns),
+                u(&|r| r.duration.as_millis() as u64),
+                u(&|r| r.files_in),
+                u(&|r| r.files_out),
+                u(&|r| r.rows),
+                u(&|r| r.bytes_in),
+                u(&|r| r.bytes_out),
+                Arc::new(StringArray::from_iter_values(
+                    runs.iter().map(|r| r.trigger.clone()),
+                )),
+            ])
+        }),
+    );
+    ("compactions", schema, build)
 }

@@ -2,7 +2,8 @@
 //!
 //! A query string is split into statements with the SQL tokenizer (so `;`
 //! inside strings and comments is no separator). Each statement is either one
-//! of ours (`CREATE TABLE`, `DROP TABLE`, `FLUSH TABLE`), rewritten
+//! of ours (`CREATE TABLE`, `ALTER TABLE ... SET/RESET (...)`, `DROP TABLE`,
+//! `FLUSH TABLE`, `COMPACT TABLE`), rewritten
 //! (`SHOW TABLES`), or passed on unchanged to DataFusion.
 
 use std::sync::Arc;
@@ -37,8 +38,10 @@ pub enum Classified {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SextantStatement {
     CreateTable(String),
+    AlterTable(String),
     DropTable(String),
     Flush(String),
+    Compact(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -118,6 +121,12 @@ pub fn classify(stmt: &str) -> Classified {
         (Keyword::CREATE, Keyword::TABLE) => {
             Classified::Sextant(SextantStatement::CreateTable(stmt.to_string()))
         }
+        (Keyword::ALTER, Keyword::TABLE) => {
+            Classified::Sextant(SextantStatement::AlterTable(stmt.to_string()))
+        }
+        (Keyword::NoKeyword, Keyword::TABLE | Keyword::TABLES) if matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("compact")) => {
+            Classified::Sextant(SextantStatement::Compact(stmt.to_string()))
+        }
         (Keyword::DROP, Keyword::TABLE) => {
             Classified::Sextant(SextantStatement::DropTable(stmt.to_string()))
         }
@@ -146,8 +155,10 @@ pub async fn execute(
 ) -> Result<Done, SqlError> {
     match stmt {
         SextantStatement::CreateTable(sql) => create_table(sql, engine, ctx).await,
+        SextantStatement::AlterTable(sql) => alter_table(sql, engine).await,
         SextantStatement::DropTable(sql) => drop_table(sql, engine).await,
         SextantStatement::Flush(sql) => flush(sql, engine).await,
+        SextantStatement::Compact(sql) => compact(sql, engine).await,
     }
 }
 
@@ -303,32 +314,131 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
         let SqlOption::KeyValue { key, value } = opt else {
             return Err(SqlError::syntax(format!("unsupported table option {opt}")));
         };
-        let key = key.value.to_lowercase();
-        let text = option_text(value)?;
-        match key.as_str() {
-            "retention" => out.retention = parse_retention(&text)?,
-            "partition" | "partition_duration" => {
-                let d = parse_interval(&text)?;
-                if d < Duration::from_secs(60) || d > Duration::from_secs(7 * 86400) {
-                    return Err(SqlError::invalid_parameter(format!(
-                        "partition must be between 1 minute and 7 days, got '{text}'"
-                    )));
-                }
-                if 86400 % d.as_secs() != 0 && d.as_secs() % 86400 != 0 {
-                    return Err(SqlError::invalid_parameter(format!(
-                        "partition '{text}' must divide a day evenly (e.g. 15 minutes, 1 hour, 1 day)"
-                    )));
-                }
-                out.partition_duration = d;
+        set_option(&mut out, &key.value.to_lowercase(), &option_text(value)?)?;
+    }
+    Ok(out)
+}
+
+/// Sets one table option from its text.
+fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Result<(), SqlError> {
+    match key {
+        "retention" => out.retention = parse_retention(text)?,
+        "partition" | "partition_duration" => {
+            let d = parse_interval(text)?;
+            if d < Duration::from_secs(60) || d > Duration::from_secs(7 * 86400) {
+                return Err(SqlError::invalid_parameter(format!(
+                    "partition must be between 1 minute and 7 days, got '{text}'"
+                )));
             }
-            _ => {
+            if 86400 % d.as_secs() != 0 && d.as_secs() % 86400 != 0 {
+                return Err(SqlError::invalid_parameter(format!(
+                    "partition '{text}' must divide a day evenly (e.g. 15 minutes, 1 hour, 1 day)"
+                )));
+            }
+            out.partition_duration = d;
+        }
+        _ => {
+            return Err(SqlError::invalid_parameter(format!(
+                "unknown table option \"{key}\" (known: retention, partition)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Table, IF EXISTS, and the options set (`Some`) or reset (`None`).
+type AlterTable = (String, bool, Vec<(String, Option<String>)>);
+
+fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
+    let usage = "ALTER TABLE supports SET (retention = '7 days') and RESET (retention); \
+                 new columns are added by writing rows that have them";
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| SqlError::syntax(e.to_string()))?;
+    let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
+        SqlError::syntax(format!("{e}; {usage}"))
+    };
+    p.expect_keywords(&[Keyword::ALTER, Keyword::TABLE])
+        .map_err(syntax)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = table_name(&p.parse_object_name(false).map_err(syntax)?)?;
+    // (key, Some(value)) for SET, (key, None) for RESET.
+    let changes: Vec<(String, Option<String>)> = if p.parse_keyword(Keyword::SET) {
+        p.expect_token(&Token::LParen).map_err(syntax)?;
+        let pairs = p
+            .parse_comma_separated(|p| {
+                let key = p.parse_identifier()?;
+                p.expect_token(&Token::Eq)?;
+                Ok((key, p.parse_expr()?))
+            })
+            .map_err(syntax)?;
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+        pairs
+            .into_iter()
+            .map(|(k, v)| Ok((k.value.to_lowercase(), Some(option_text(&v)?))))
+            .collect::<Result<_, SqlError>>()?
+    } else if p.parse_keyword(Keyword::RESET) {
+        p.expect_token(&Token::LParen).map_err(syntax)?;
+        let keys = p
+            .parse_comma_separated(|p| p.parse_identifier())
+            .map_err(syntax)?;
+        p.expect_token(&Token::RParen).map_err(syntax)?;
+        keys.into_iter()
+            .map(|k| (k.value.to_lowercase(), None))
+            .collect()
+    } else {
+        return Err(SqlError::unsupported(usage));
+    };
+    if p.peek_token().token != Token::EOF {
+        return Err(SqlError::syntax(format!(
+            "unexpected {} after the option list",
+            p.peek_token().token
+        )));
+    }
+    Ok((name, if_exists, changes))
+}
+
+/// `ALTER TABLE t SET (retention = '7 days')`, `ALTER TABLE t RESET
+/// (retention)`. Columns are added by writing them, so these are the only
+/// changes a table takes.
+async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+    let (name, if_exists, changes) = parse_alter(sql)?;
+    let Some(def) = engine.table(&name) else {
+        if if_exists {
+            return Ok(Done {
+                tag: "ALTER TABLE",
+                rows: None,
+            });
+        }
+        return Err(sextant_storage::StorageError::from(
+            sextant_catalog::CatalogError::TableNotFound(name),
+        )
+        .into());
+    };
+    let mut options = def.options.clone();
+    for (key, value) in changes {
+        match (key.as_str(), value) {
+            ("partition" | "partition_duration", _) => {
+                return Err(SqlError::unsupported(format!(
+                    "the partition of table \"{name}\" cannot change: its files are laid out by it; \
+                     create a new table and INSERT INTO ... SELECT"
+                )));
+            }
+            (key, Some(text)) => set_option(&mut options, key, &text)?,
+            ("retention", None) => options.retention = TableOptions::default().retention,
+            (key, None) => {
                 return Err(SqlError::invalid_parameter(format!(
                     "unknown table option \"{key}\" (known: retention, partition)"
                 )));
             }
         }
     }
-    Ok(out)
+    engine.set_options(&name, options).await?;
+    Ok(Done {
+        tag: "ALTER TABLE",
+        rows: None,
+    })
 }
 
 fn option_text(value: &Expr) -> Result<String, SqlError> {
@@ -349,7 +459,15 @@ fn option_text(value: &Expr) -> Result<String, SqlError> {
 fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
     match text.trim().to_lowercase().as_str() {
         "none" | "infinite" | "forever" => Ok(None),
-        _ => parse_interval(text).map(Some),
+        _ => {
+            let d = parse_interval(text)?;
+            if d < Duration::from_secs(1) {
+                return Err(SqlError::invalid_parameter(format!(
+                    "retention must be at least 1 second, got '{text}'"
+                )));
+            }
+            Ok(Some(d))
+        }
     }
 }
 
@@ -409,16 +527,36 @@ async fn flush(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     })
 }
 
+/// `COMPACT TABLE a, b`: merges each table's small files now; the count is
+/// the number of files merged away.
+async fn compact(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+    let mut files = 0;
+    for name in table_list(sql, "COMPACT")? {
+        files += engine.compact_table(&name).await?.files_in;
+    }
+    Ok(Done {
+        tag: "COMPACT",
+        rows: Some(files),
+    })
+}
+
 /// The tables of `FLUSH TABLE a, b`.
 fn flush_targets(sql: &str) -> Result<Vec<String>, SqlError> {
+    table_list(sql, "FLUSH")
+}
+
+/// The tables of `<VERB> TABLE a, b`.
+fn table_list(sql: &str, verb: &str) -> Result<Vec<String>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect)
         .try_with_sql(sql)
         .map_err(|e| SqlError::syntax(e.to_string()))?;
-    let usage = "usage: FLUSH TABLE name [, name ...]";
-    parser
-        .expect_keyword(Keyword::FLUSH)
-        .map_err(|_| SqlError::syntax(usage))?;
+    let usage = format!("usage: {verb} TABLE name [, name ...]");
+    let usage = usage.as_str();
+    match parser.next_token().token {
+        Token::Word(w) if w.value.eq_ignore_ascii_case(verb) => {}
+        _ => return Err(SqlError::syntax(usage)),
+    }
     if !parser.parse_keyword(Keyword::TABLE) && !parser.parse_keyword(Keyword::TABLES) {
         return Err(SqlError::syntax(usage));
     }

@@ -54,6 +54,8 @@ pub struct EngineConfig {
     /// When objects live on the local file system, their root directory, so
     /// persisted files can be fsynced before the WAL that covers them is deleted.
     pub local_object_root: Option<PathBuf>,
+    /// Retention, compaction and clean-up of unreferenced objects.
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
 
 /// One write as it sits in the buffer.
@@ -77,8 +79,9 @@ pub struct Snapshot {
     pub def: TableDef,
     /// Buffered writes, conformed to `def.schema`.
     pub chunks: Vec<Chunk>,
-    /// Persisted files.
-    pub files: Vec<ParquetFile>,
+    /// Persisted files. A query holds these for as long as it runs: a file
+    /// replaced meanwhile (compaction, retention) is deleted only after.
+    pub files: Vec<Arc<ParquetFile>>,
 }
 
 /// Size figures of one table, for `system.tables`.
@@ -102,19 +105,21 @@ pub struct TableStats {
 pub use crate::wal::WalStats;
 
 #[derive(Debug, Default)]
-struct TableData {
-    chunks: Vec<Chunk>,
-    files: Vec<ParquetFile>,
+pub(crate) struct TableData {
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) files: Vec<Arc<ParquetFile>>,
     bytes: usize,
     oldest_chunk_at: Option<Instant>,
 }
 
 #[derive(Debug)]
-struct TableState {
-    def: RwLock<TableDef>,
+pub(crate) struct TableState {
+    pub(crate) def: RwLock<TableDef>,
     data: Mutex<TableData>,
     /// One persistence of a table at a time.
     persisting: tokio::sync::Mutex<()>,
+    /// One compaction or retention pass over a table at a time.
+    pub(crate) compacting: tokio::sync::Mutex<()>,
 }
 
 impl TableState {
@@ -122,26 +127,27 @@ impl TableState {
         Self {
             def: RwLock::new(def),
             data: Mutex::new(TableData {
-                files,
+                files: files.into_iter().map(Arc::new).collect(),
                 ..Default::default()
             }),
             persisting: tokio::sync::Mutex::new(()),
+            compacting: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn def(&self) -> TableDef {
+    pub(crate) fn def(&self) -> TableDef {
         self.def.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn data(&self) -> std::sync::MutexGuard<'_, TableData> {
+    pub(crate) fn data(&self) -> std::sync::MutexGuard<'_, TableData> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-struct Inner {
-    config: EngineConfig,
-    catalog: Arc<dyn Catalog>,
-    store: Arc<dyn ObjectStore>,
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     wal: Wal,
     tables: RwLock<BTreeMap<String, Arc<TableState>>>,
     buffered: AtomicUsize,
@@ -150,12 +156,14 @@ struct Inner {
     persist_wake: Notify,
     /// DDL statements run one at a time.
     ddl: tokio::sync::Mutex<()>,
+    /// Files no longer in the catalog, deleted once no query holds them.
+    pub(crate) retired: Mutex<Vec<Arc<ParquetFile>>>,
 }
 
 /// The storage engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -236,6 +244,7 @@ impl Engine {
                 applied_seq: AtomicU64::new(last_seq),
                 persist_wake: Notify::new(),
                 ddl: tokio::sync::Mutex::new(()),
+                retired: Mutex::new(vec![]),
             }),
         })
     }
@@ -250,7 +259,7 @@ impl Engine {
         &self.inner.store
     }
 
-    fn state(&self, name: &str) -> Option<Arc<TableState>> {
+    pub(crate) fn state(&self, name: &str) -> Option<Arc<TableState>> {
         self.inner
             .tables
             .read()
@@ -259,7 +268,7 @@ impl Engine {
             .cloned()
     }
 
-    fn states(&self) -> Vec<Arc<TableState>> {
+    pub(crate) fn states(&self) -> Vec<Arc<TableState>> {
         self.inner
             .tables
             .read()
@@ -377,7 +386,7 @@ impl Engine {
     /// Drops a table: its buffered rows are discarded and its files deleted.
     pub async fn drop_table(&self, name: &str) -> Result<TableDef> {
         let _ddl = self.inner.ddl.lock().await;
-        let (def, files) = self.inner.catalog.drop_table(name)?;
+        let (def, _files) = self.inner.catalog.drop_table(name)?;
         let state = self
             .inner
             .tables
@@ -385,18 +394,10 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         if let Some(state) = state {
-            let freed = std::mem::take(&mut *state.data()).bytes;
-            self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
-        }
-        for f in files {
-            if let Err(e) = self
-                .inner
-                .store
-                .delete(&ObjectPath::from(f.file.path.as_str()))
-                .await
-            {
-                warn!(path = %f.file.path, error = %e, "could not delete a dropped table's file");
-            }
+            let data = std::mem::take(&mut *state.data());
+            self.inner.buffered.fetch_sub(data.bytes, Ordering::SeqCst);
+            // Deleted once no running query reads them.
+            self.retire(data.files);
         }
         self.truncate_wal();
         info!(table = %name, "table dropped");
@@ -510,7 +511,7 @@ impl Engine {
     }
 
     /// Every persisted file with its table's name.
-    pub fn files(&self) -> Vec<(String, ParquetFile)> {
+    pub fn files(&self) -> Vec<(String, Arc<ParquetFile>)> {
         self.states()
             .into_iter()
             .flat_map(|s| {
@@ -610,7 +611,7 @@ impl Engine {
                 .sum();
             data.chunks.drain(..keep);
             data.bytes -= freed;
-            data.files.extend(committed);
+            data.files.extend(committed.into_iter().map(Arc::new));
             data.oldest_chunk_at = (!data.chunks.is_empty()).then(Instant::now);
             freed
         };
@@ -631,7 +632,7 @@ impl Engine {
         Ok(n)
     }
 
-    async fn sync_local_object(&self, path: &str) -> Result<()> {
+    pub(crate) async fn sync_local_object(&self, path: &str) -> Result<()> {
         let Some(root) = self.inner.config.local_object_root.clone() else {
             return Ok(());
         };
@@ -771,7 +772,7 @@ fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
 }
 
 /// `YYYYMMDDTHHMM` of a partition start, the folder of its files.
-fn partition_label(start_ns: i64) -> String {
+pub(crate) fn partition_label(start_ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(start_ns)
         .format("%Y%m%dT%H%M")
         .to_string()

@@ -12,11 +12,13 @@
 mod codec;
 mod engine;
 mod error;
+mod lifecycle;
 mod persist;
 mod provider;
 pub mod wal;
 
 pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
 pub use error::{Result, StorageError};
+pub use lifecycle::{CompactionSummary, LifecycleConfig};
 pub use provider::{OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, object_store_url};
 pub use wal::SyncMode;

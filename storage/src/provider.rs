@@ -29,13 +29,20 @@ use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, col as physical_col, lit as physical_lit,
+};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -139,7 +146,27 @@ impl TableProvider for SextantTable {
         // The snapshot is the truth for this query, even if the table
         // gained columns since planning started.
         let schema = self.schema.clone();
-        let predicate = match conjunction(filters.iter().cloned()) {
+        // Rows past the table's retention are invisible from the moment
+        // they pass it, whether or not their files are gone yet: the
+        // cutoff prunes like a filter and is applied to the rows below.
+        let retention = self
+            .engine
+            .retention_cutoff(&self.name, crate::lifecycle::now_ns())
+            .map(|ns| {
+                let ts = time_scalar(ns, &schema, &snap.def.time_column);
+                (
+                    ns,
+                    datafusion::logical_expr::col(snap.def.time_column.as_str())
+                        .gt_eq(datafusion::logical_expr::lit(ts.clone())),
+                    ts,
+                )
+            });
+        let predicate = match conjunction(
+            filters
+                .iter()
+                .cloned()
+                .chain(retention.iter().map(|(_, e, _)| e.clone())),
+        ) {
             Some(expr) => {
                 let df_schema = DFSchema::try_from(schema.clone())?;
                 state.create_physical_expr(expr, &df_schema).ok()
@@ -163,20 +190,36 @@ impl TableProvider for SextantTable {
             &schema,
             snap.files.iter().map(|f| file_stats(f, &snap, &schema)),
         );
+        let cutoff = retention.as_ref().map(|(ns, _, _)| *ns).unwrap_or(i64::MIN);
         let chunks: Vec<&Chunk> = snap
             .chunks
             .iter()
             .zip(&chunk_keep)
-            .filter(|(_, k)| **k)
+            .filter(|(c, k)| **k && c.max_time_ns >= cutoff)
             .map(|(c, _)| c)
             .collect();
-        let files: Vec<&ParquetFile> = snap
+        let files: Vec<Arc<ParquetFile>> = snap
             .files
             .iter()
             .zip(&file_keep)
-            .filter(|(_, k)| **k)
-            .map(|(f, _)| f)
+            .filter(|(f, k)| **k && f.file.max_time_ns >= cutoff)
+            .map(|(f, _)| f.clone())
             .collect();
+        // Containers that straddle the cutoff need their rows filtered,
+        // which needs the time column even if the query does not.
+        let straddle = chunks.iter().any(|c| c.min_time_ns < cutoff)
+            || files.iter().any(|f| f.file.min_time_ns < cutoff);
+        let time_idx = schema.index_of(&snap.def.time_column)?;
+        let (scan_projection, added_time) = match projection {
+            Some(p) if straddle && !p.contains(&time_idx) => {
+                let mut p = p.clone();
+                p.push(time_idx);
+                (Some(p), true)
+            }
+            p => (p.cloned(), false),
+        };
+        // A limit is only safe to push when no rows are filtered out here.
+        let scan_limit = if straddle { None } else { limit };
 
         let target = state.config().target_partitions().max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
@@ -189,11 +232,12 @@ impl TableProvider for SextantTable {
             children.push(MemorySourceConfig::try_new_exec(
                 &parts,
                 schema.clone(),
-                projection.cloned(),
+                scan_projection.clone(),
             )?);
         }
         if !files.is_empty() {
-            let mut source = ParquetSource::new(schema.clone());
+            let mut source = ParquetSource::new(schema.clone())
+                .with_table_parquet_options(state.table_options().parquet.clone());
             if let Some(p) = &predicate {
                 source = source.with_predicate(p.clone());
             }
@@ -204,12 +248,12 @@ impl TableProvider for SextantTable {
             }
             let config = FileScanConfigBuilder::new(object_store_url(), Arc::new(source))
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
+                .with_projection_indices(scan_projection.clone())?
+                .with_limit(scan_limit)
                 .build();
             children.push(DataSourceExec::from_data_source(config));
         }
-        let input = if children.is_empty() {
+        let mut input = if children.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(schema.project(p)?),
                 None => schema.clone(),
@@ -218,6 +262,25 @@ impl TableProvider for SextantTable {
         } else {
             UnionExec::try_new(children)?
         };
+        if let (true, Some((_, _, ts))) = (straddle, &retention) {
+            let scanned = input.schema();
+            let time = physical_col(&snap.def.time_column, &scanned)?;
+            let keep: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+                time,
+                Operator::GtEq,
+                physical_lit(ts.clone()),
+            ));
+            input = Arc::new(FilterExec::try_new(keep, input)?);
+            if added_time {
+                let exprs = scanned
+                    .fields()
+                    .iter()
+                    .take(scanned.fields().len() - 1)
+                    .map(|f| Ok((physical_col(f.name(), &scanned)?, f.name().clone())))
+                    .collect::<DfResult<Vec<_>>>()?;
+                input = Arc::new(ProjectionExec::try_new(exprs, input)?);
+            }
+        }
         Ok(Arc::new(SextantScanExec::new(
             ScanSummary {
                 table: self.name.clone(),
@@ -226,6 +289,7 @@ impl TableProvider for SextantTable {
                 files_scanned: files.len(),
                 files_total: snap.files.len(),
             },
+            Arc::new(files),
             input,
         )))
     }
@@ -314,7 +378,7 @@ fn chunk_stats(c: &Chunk, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
     )
 }
 
-fn file_stats(f: &ParquetFile, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
+fn file_stats(f: &Arc<ParquetFile>, snap: &Snapshot, schema: &SchemaRef) -> Statistics {
     let mut s = time_only_stats(
         f.file.rows as usize,
         f.file.min_time_ns,
@@ -361,16 +425,23 @@ struct ScanSummary {
 }
 
 /// The root of a table scan: passes its input through and shows in EXPLAIN
-/// how many buffer chunks and Parquet files were scanned and skipped.
+/// how many buffer chunks and Parquet files were scanned and skipped. It
+/// holds the files it scans (and its streams do) so that compaction or
+/// retention cannot delete them while the query runs.
 #[derive(Debug)]
 struct SextantScanExec {
     summary: ScanSummary,
+    leases: Arc<Vec<Arc<ParquetFile>>>,
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl SextantScanExec {
-    fn new(summary: ScanSummary, input: Arc<dyn ExecutionPlan>) -> Self {
+    fn new(
+        summary: ScanSummary,
+        leases: Arc<Vec<Arc<ParquetFile>>>,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             input.equivalence_properties().clone(),
             input.output_partitioning().clone(),
@@ -379,6 +450,7 @@ impl SextantScanExec {
         ));
         Self {
             summary,
+            leases,
             input,
             properties,
         }
@@ -441,6 +513,7 @@ impl ExecutionPlan for SextantScanExec {
         }
         Ok(Arc::new(Self::new(
             self.summary.clone(),
+            self.leases.clone(),
             children.swap_remove(0),
         )))
     }
@@ -460,7 +533,16 @@ impl ExecutionPlan for SextantScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let stream = self.input.execute(partition, context)?;
+        let schema = stream.schema();
+        let leases = self.leases.clone();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |batch| {
+                let _held = &leases;
+                batch
+            }),
+        )))
     }
 }
 

@@ -1,0 +1,451 @@
+//! What happens to persisted files after they are written: retention drops
+//! files whose rows are all past a table's retention, compaction merges the
+//! small files of a time partition into large sorted ones, and objects no
+//! longer in the catalog are deleted.
+//!
+//! Every change to a table's file list is one catalog transaction
+//! (`replace_files`) applied to the in-memory list under the same lock that
+//! snapshots take, so a query sees the files before or after, never both
+//! or neither. A file leaving the list is *retired*: queries hold their files
+//! (`Arc`s in their snapshot) for as long as they run, and a retired file's
+//! object is deleted only once nothing holds it. Objects that no catalog
+//! entry names (a crash between writing a file and committing it) are
+//! deleted after a grace period. One background loop runs all of it;
+//! compaction pauses as long as it worked between partitions, so it uses at
+//! most about half of one core.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sextant_catalog::{CatalogError, CompactionRun, NewParquetFile, ParquetFile};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::engine::{Engine, TableState, conform, partition_label};
+use crate::error::{Result, StorageError};
+use crate::persist::encode_partitions;
+
+/// How files are kept in shape.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// Compaction writes files of about this size.
+    pub compaction_target_bytes: u64,
+    /// The background compacts a partition once it has this many files
+    /// smaller than half the target (`COMPACT TABLE` at two).
+    pub compaction_min_files: usize,
+    /// How often retention, compaction and clean-up run in the background.
+    pub interval: Duration,
+    /// An object no catalog entry names is deleted when it is older than this.
+    pub orphan_grace: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            compaction_target_bytes: 128 << 20,
+            compaction_min_files: 8,
+            interval: Duration::from_secs(60),
+            orphan_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a compaction did to one table.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CompactionSummary {
+    /// Partitions compacted.
+    pub partitions: usize,
+    /// Files merged away.
+    pub files_in: usize,
+    /// Files written.
+    pub files_out: usize,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// The earliest time a table's rows are still visible at `now_ns`
+    /// (`None`: kept forever).
+    pub fn retention_cutoff(&self, table: &str, now_ns: i64) -> Option<i64> {
+        let retention = self.table(table)?.options.retention?;
+        Some(now_ns.saturating_sub(retention.as_nanos() as i64))
+    }
+
+    /// Moves files out of the live set; their objects are deleted by
+    /// [`Engine::sweep_retired`] once no query holds them.
+    pub(crate) fn retire(&self, files: Vec<Arc<ParquetFile>>) {
+        if files.is_empty() {
+            return;
+        }
+        self.inner
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(files);
+    }
+
+    /// Deletes the objects of retired files no query holds any more.
+    /// Returns how many were deleted.
+    pub async fn sweep_retired(&self) -> usize {
+        let free: Vec<Arc<ParquetFile>> = {
+            let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+            let (free, held): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|f| Arc::strong_count(f) == 1);
+            *retired = held;
+            free
+        };
+        let mut deleted = 0;
+        for f in free {
+            match self
+                .inner
+                .store
+                .delete(&ObjectPath::from(f.file.path.as_str()))
+                .await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => {
+                    warn!(path = %f.file.path, error = %e, "could not delete a replaced file; will retry");
+                    self.retire(vec![f]);
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Files held by running queries that are waiting to be deleted.
+    pub fn retired_files(&self) -> usize {
+        self.inner
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Replaces `remove` by `add` in a table's files: one catalog commit,
+    /// then the in-memory list, under the lock snapshots take.
+    async fn swap_files(
+        &self,
+        state: &TableState,
+        remove: &[Arc<ParquetFile>],
+        add: Vec<NewParquetFile>,
+    ) -> Result<Vec<Arc<ParquetFile>>> {
+        let table_id = state.def().id;
+        let ids: Vec<i64> = remove.iter().map(|f| f.id).collect();
+        let catalog = self.inner.catalog.clone();
+        let added = tokio::task::spawn_blocking(move || catalog.replace_files(table_id, &ids, add))
+            .await
+            .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+        let added: Vec<Arc<ParquetFile>> = added.into_iter().map(Arc::new).collect();
+        let gone: HashSet<i64> = remove.iter().map(|f| f.id).collect();
+        let retired = {
+            let mut data = state.data();
+            let (out, keep): (Vec<_>, Vec<_>) =
+                data.files.drain(..).partition(|f| gone.contains(&f.id));
+            data.files = keep;
+            data.files.extend(added.iter().cloned());
+            out
+        };
+        self.retire(retired);
+        Ok(added)
+    }
+
+    /// Drops every file whose rows are all past its table's retention.
+    /// Returns the number of files dropped.
+    pub async fn expire(&self, now_ns: i64) -> Result<usize> {
+        let mut dropped = 0;
+        for state in self.states() {
+            let def = state.def();
+            let Some(cutoff) = self.retention_cutoff(&def.name, now_ns) else {
+                continue;
+            };
+            let _one = state.compacting.lock().await;
+            let expired: Vec<Arc<ParquetFile>> = state
+                .data()
+                .files
+                .iter()
+                .filter(|f| f.file.max_time_ns < cutoff)
+                .cloned()
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            let rows: u64 = expired.iter().map(|f| f.file.rows).sum();
+            self.swap_files(&state, &expired, vec![]).await?;
+            dropped += expired.len();
+            info!(table = %def.name, files = expired.len(), rows, "expired by retention");
+        }
+        Ok(dropped)
+    }
+
+    /// Compacts a table now (`COMPACT TABLE`): every partition with two or
+    /// more small files.
+    pub async fn compact_table(&self, name: &str) -> Result<CompactionSummary> {
+        let state = self
+            .state(name)
+            .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        self.compact(&state, 2, "COMPACT TABLE", false).await
+    }
+
+    /// Merges the small files of each partition of a table that has at
+    /// least `min_files` of them. `throttle`: pause between partitions.
+    async fn compact(
+        &self,
+        state: &Arc<TableState>,
+        min_files: usize,
+        trigger: &str,
+        throttle: bool,
+    ) -> Result<CompactionSummary> {
+        let _one = state.compacting.lock().await;
+        let target = self.inner.config.lifecycle.compaction_target_bytes.max(1);
+        let small = target / 2;
+        let mut by_partition: BTreeMap<i64, Vec<Arc<ParquetFile>>> = BTreeMap::new();
+        for f in state.data().files.iter() {
+            if f.file.bytes < small {
+                by_partition
+                    .entry(f.file.partition_start_ns)
+                    .or_default()
+                    .push(f.clone());
+            }
+        }
+        let mut summary = CompactionSummary::default();
+        for (partition, mut files) in by_partition {
+            if files.len() < min_files.max(2) {
+                continue;
+            }
+            files.sort_by_key(|f| (f.file.min_time_ns, f.id));
+            // Bins of about the target size; each becomes one file.
+            let mut bins: Vec<Vec<Arc<ParquetFile>>> = vec![vec![]];
+            let mut bin_bytes = 0;
+            for f in files {
+                if bin_bytes + f.file.bytes > target && !bins.last().is_some_and(|b| b.is_empty()) {
+                    bins.push(vec![]);
+                    bin_bytes = 0;
+                }
+                bin_bytes += f.file.bytes;
+                bins.last_mut().expect("one bin at least").push(f);
+            }
+            let mut compacted = false;
+            for bin in bins.into_iter().filter(|b| b.len() >= 2) {
+                let started = Instant::now();
+                let started_at_ns = now_ns();
+                let (files_in, bytes_in, rows) = (
+                    bin.len(),
+                    bin.iter().map(|f| f.file.bytes).sum::<u64>(),
+                    bin.iter().map(|f| f.file.rows).sum::<u64>(),
+                );
+                let written = match self.merge(state, partition, &bin).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        warn!(table = %state.def().name, error = %e, "compaction of a partition failed");
+                        continue;
+                    }
+                };
+                let bytes_out: u64 = written.iter().map(|f| f.bytes).sum();
+                let files_out = written.len();
+                match self.swap_files(state, &bin, written.clone()).await {
+                    Ok(_) => {}
+                    // A file went meanwhile (retention): the partition
+                    // waits for the next run; the new objects go now.
+                    Err(e) => {
+                        for f in &written {
+                            let _ = self
+                                .inner
+                                .store
+                                .delete(&ObjectPath::from(f.path.as_str()))
+                                .await;
+                        }
+                        warn!(table = %state.def().name, error = %e, "compaction not committed");
+                        continue;
+                    }
+                }
+                compacted = true;
+                summary.files_in += files_in;
+                summary.files_out += files_out;
+                let run = CompactionRun {
+                    table: state.def().name,
+                    partition_start_ns: partition,
+                    files_in: files_in as u64,
+                    files_out: files_out as u64,
+                    rows,
+                    bytes_in,
+                    bytes_out,
+                    started_at_ns,
+                    duration: started.elapsed(),
+                    trigger: trigger.to_string(),
+                };
+                info!(
+                    table = %run.table,
+                    partition = %partition_label(partition),
+                    files_in,
+                    files_out,
+                    rows,
+                    bytes_in,
+                    bytes_out,
+                    elapsed_ms = run.duration.as_millis() as u64,
+                    trigger,
+                    "compacted"
+                );
+                let catalog = self.inner.catalog.clone();
+                let recorded =
+                    tokio::task::spawn_blocking(move || catalog.record_compaction(&run)).await;
+                if let Ok(Err(e)) = recorded {
+                    warn!(error = %e, "could not record a compaction run");
+                }
+                if throttle {
+                    tokio::time::sleep(started.elapsed()).await;
+                }
+            }
+            if compacted {
+                summary.partitions += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Reads the rows of `files`, sorts them by time and writes them as new
+    /// objects (not yet committed).
+    async fn merge(
+        &self,
+        state: &TableState,
+        partition: i64,
+        files: &[Arc<ParquetFile>],
+    ) -> Result<Vec<NewParquetFile>> {
+        let def = state.def();
+        // Files to compact are small (under half the target): read whole.
+        let mut objects = Vec::with_capacity(files.len());
+        for f in files {
+            let path = ObjectPath::from(f.file.path.as_str());
+            objects.push(self.inner.store.get(&path).await?.bytes().await?);
+        }
+        let schema = def.schema.clone();
+        let time_col = def.time_column.clone();
+        let partition_ns = def.options.partition_duration.as_nanos() as i64;
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut batches: Vec<RecordBatch> = vec![];
+            for bytes in objects {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .with_batch_size(64 * 1024)
+                    .build()?;
+                for b in reader {
+                    batches.push(conform(&b?, &schema)?);
+                }
+            }
+            encode_partitions(&schema, &batches, &time_col, partition_ns)
+        })
+        .await
+        .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;
+        let newest = files.iter().map(|f| f.id).max().unwrap_or_default();
+        let mut out = vec![];
+        for (i, f) in encoded.into_iter().enumerate() {
+            let path = format!(
+                "{}/{}/c{newest:019}-{i:04}.parquet",
+                def.name,
+                partition_label(partition)
+            );
+            let size = f.bytes.len() as u64;
+            self.inner
+                .store
+                .put(&ObjectPath::from(path.as_str()), f.bytes.into())
+                .await?;
+            self.sync_local_object(&path).await?;
+            out.push(NewParquetFile {
+                path,
+                partition_start_ns: f.partition_start_ns,
+                min_time_ns: f.min_time_ns,
+                max_time_ns: f.max_time_ns,
+                rows: f.rows,
+                bytes: size,
+                column_stats: f.column_stats,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes objects no table's files name (live or retired) that are
+    /// older than the grace period. Returns how many were deleted.
+    pub async fn remove_orphans(&self, grace: Duration) -> Result<usize> {
+        let mut known: HashSet<String> = HashSet::new();
+        for state in self.states() {
+            known.extend(state.data().files.iter().map(|f| f.file.path.clone()));
+        }
+        known.extend(
+            self.inner
+                .retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|f| f.file.path.clone()),
+        );
+        // A file is committed after its object is written; list first, then
+        // read the catalog, so an object committed meanwhile is known.
+        let listed: Vec<object_store::ObjectMeta> =
+            self.inner.store.list(None).try_collect().await?;
+        for state in self.states() {
+            known.extend(state.data().files.iter().map(|f| f.file.path.clone()));
+        }
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut deleted = 0;
+        for meta in listed {
+            let path = meta.location.to_string();
+            if !path.ends_with(".parquet") || known.contains(&path) || meta.last_modified > cutoff {
+                continue;
+            }
+            match self.inner.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    deleted += 1;
+                    info!(%path, "deleted an object no table refers to");
+                }
+                Err(e) => warn!(%path, error = %e, "could not delete an unreferenced object"),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The background lifecycle loop: every `interval`, retention, then
+    /// compaction (throttled), then deletion of retired and orphaned files.
+    pub async fn run_lifecycle(self, shutdown: CancellationToken) {
+        let config = self.inner.config.lifecycle.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(config.interval) => {}
+            }
+            if let Err(e) = self.expire(now_ns()).await {
+                warn!(error = %e, "retention failed; will retry");
+            }
+            for state in self.states() {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                // Cancelled mid-way, a compaction leaves only uncommitted
+                // objects, which the orphan clean-up removes.
+                let run = self.compact(&state, config.compaction_min_files, "background", true);
+                let result = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = run => r,
+                };
+                if let Err(e) = result {
+                    warn!(table = %state.def().name, error = %e, "compaction failed; will retry");
+                }
+            }
+            self.sweep_retired().await;
+            if let Err(e) = self.remove_orphans(config.orphan_grace).await {
+                warn!(error = %e, "could not list objects for clean-up");
+            }
+        }
+        // What is free at shutdown goes now.
+        self.sweep_retired().await;
+    }
+}
