@@ -194,7 +194,10 @@ impl Engine {
         let state = self
             .state(name)
             .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
-        self.compact(&state, 2, "COMPACT TABLE", false).await
+        let summary = self.compact(&state, 2, "COMPACT TABLE", false).await?;
+        // What no query holds goes now; the rest at the next sweep.
+        self.sweep_retired().await;
+        Ok(summary)
     }
 
     /// Merges the small files of each partition of a table that has at
@@ -246,6 +249,8 @@ impl Engine {
                 );
                 let written = match self.merge(state, partition, &bin).await {
                     Ok(w) => w,
+                    // COMPACT TABLE reports it; the background retries later.
+                    Err(e) if !throttle => return Err(e),
                     Err(e) => {
                         warn!(table = %state.def().name, error = %e, "compaction of a partition failed");
                         continue;
@@ -264,6 +269,9 @@ impl Engine {
                                 .store
                                 .delete(&ObjectPath::from(f.path.as_str()))
                                 .await;
+                        }
+                        if !throttle {
+                            return Err(e);
                         }
                         warn!(table = %state.def().name, error = %e, "compaction not committed");
                         continue;

@@ -7,9 +7,11 @@
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
+//! - `lifecycle`: compaction under concurrent queries, retention, orphans.
 
 mod basic;
 mod crash;
 mod engine;
 mod flight;
 mod ingest;
+mod lifecycle;
