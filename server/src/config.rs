@@ -108,6 +108,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_body_size: u64,
 
+    /// Rows per Parquet row group, the unit that statistics and bloom
+    /// filters let a query skip.
+    #[arg(long, env = "SEXTANT_ROW_GROUP_ROWS", default_value = "262144", value_parser = clap::value_parser!(u64).range(1000..))]
+    pub row_group_rows: u64,
+
     /// Compaction merges the small files of a time partition into files of
     /// about this size.
     #[arg(long, env = "SEXTANT_COMPACTION_TARGET_SIZE", default_value = "128MiB", value_parser = parse_bytes)]

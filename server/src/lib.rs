@@ -28,9 +28,11 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
-use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use sextant_catalog::{DATABASE_NAME, SCHEMA_NAME, SqliteCatalog};
 use sextant_storage::{
     Engine, EngineConfig, LifecycleConfig, SextantSchema, SyncMode, object_store_url,
@@ -74,6 +76,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         persist_age: config.persist_interval,
         backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,
+        row_group_rows: config.row_group_rows as usize,
         lifecycle: LifecycleConfig {
             compaction_target_bytes: config.compaction_target_size,
             compaction_min_files: config.compaction_min_files as usize,
@@ -191,11 +194,61 @@ fn object_store(
     } else if url == "memory://" || url.starts_with("memory://") {
         warn!("object store is memory://: Parquet files are lost when the process exits");
         Ok((Arc::new(InMemory::new()), None))
+    } else if url.starts_with("s3://") {
+        Ok((s3_store(&url)?, None))
     } else {
         Err(format!(
-            "object store '{url}' is not supported by this version: use file:///path or memory://"
+            "object store '{url}' is not supported: use file:///path, s3://bucket/prefix or memory://"
         )
         .into())
+    }
+}
+
+/// An S3 (or S3-compatible) bucket, configured by the standard AWS variables
+/// (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ALLOW_HTTP`, ...). Requests are retried with backoff for
+/// up to 30 seconds; past that, persistence retries on its own schedule while
+/// ingest goes on into the WAL (up to `--buffer-limit`).
+fn s3_store(url: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
+    let rest = &url["s3://".len()..];
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(format!("object store '{url}' names no bucket: use s3://bucket/prefix").into());
+    }
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(30),
+    };
+    let options = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(60));
+    // Our defaults first, then every AWS_* variable on top (as
+    // `AmazonS3Builder::from_env` reads them), so AWS_TIMEOUT and the like
+    // still override.
+    let mut builder = AmazonS3Builder::new()
+        .with_retry(retry)
+        .with_client_options(options);
+    for (key, value) in std::env::vars() {
+        if key.starts_with("AWS_")
+            && let Ok(key) = key.to_ascii_lowercase().parse()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    let s3 = context(builder.with_bucket_name(bucket).build(), || {
+        format!("cannot use {url} for objects")
+    })?;
+    let prefix = prefix.trim_matches('/');
+    info!(bucket, prefix, "objects are stored in S3");
+    if prefix.is_empty() {
+        Ok(Arc::new(s3))
+    } else {
+        Ok(Arc::new(PrefixStore::new(s3, prefix)))
     }
 }
 

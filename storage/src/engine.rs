@@ -54,6 +54,8 @@ pub struct EngineConfig {
     /// When objects live on the local file system, their root directory, so
     /// persisted files can be fsynced before the WAL that covers them is deleted.
     pub local_object_root: Option<PathBuf>,
+    /// Rows per Parquet row group (the unit row-group pruning skips).
+    pub row_group_rows: usize,
     /// Retention, compaction and clean-up of unreferenced objects.
     pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
@@ -158,6 +160,9 @@ pub(crate) struct Inner {
     ddl: tokio::sync::Mutex<()>,
     /// Files no longer in the catalog, deleted once no query holds them.
     pub(crate) retired: Mutex<Vec<Arc<ParquetFile>>>,
+    /// Why background persistence last failed, until it works again: a
+    /// writer refused for lack of buffer space is told.
+    persist_failure: Mutex<Option<String>>,
 }
 
 /// The storage engine. Cheap to clone.
@@ -245,6 +250,7 @@ impl Engine {
                 persist_wake: Notify::new(),
                 ddl: tokio::sync::Mutex::new(()),
                 retired: Mutex::new(vec![]),
+                persist_failure: Mutex::new(None),
             }),
         })
     }
@@ -466,7 +472,10 @@ impl Engine {
             }
             self.inner.persist_wake.notify_one();
             if Instant::now() >= deadline {
-                return Err(StorageError::BufferFull { used, limit });
+                let failure = self.inner.persist_failure.lock().unwrap().clone();
+                let cause =
+                    failure.map_or_else(String::new, |e| format!(" (persistence is failing: {e})"));
+                return Err(StorageError::BufferFull { used, limit, cause });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -551,8 +560,9 @@ impl Engine {
             .iter()
             .map(|c| conform(&c.batch, &schema))
             .collect::<Result<Vec<_>>>()?;
+        let row_group_rows = self.inner.config.row_group_rows;
         let encoded = tokio::task::spawn_blocking(move || {
-            encode_partitions(&schema, &batches, &time_col, partition_ns)
+            encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
@@ -716,11 +726,13 @@ impl Engine {
                         .map_or(Duration::from_secs(1), |d| d * 2)
                         .min(Duration::from_secs(30));
                     warn!(%table, error = %e, retry_in = ?wait, "persistence failed; will retry");
+                    *self.inner.persist_failure.lock().unwrap() = Some(e.to_string());
                     Some(wait)
                 }
                 None => {
                     if backoff.is_some() {
                         info!("persistence works again");
+                        *self.inner.persist_failure.lock().unwrap() = None;
                     }
                     None
                 }

@@ -34,13 +34,15 @@ pub enum StorageError {
     /// The write buffer is full and persistence has not caught up in time;
     /// the write was not applied and may be retried.
     #[error(
-        "write buffer is full ({used} of {limit} bytes) and persistence has not caught up; the write was not applied, retry it"
+        "write buffer is full ({used} of {limit} bytes) and persistence has not caught up{cause}; the write was not applied, retry it"
     )]
     BufferFull {
         /// Bytes buffered.
         used: usize,
         /// The configured limit.
         limit: usize,
+        /// Empty, or why persistence is failing (` (persistence is failing: ...)`).
+        cause: String,
     },
     /// Object storage failed.
     #[error("object storage: {0}")]

@@ -339,6 +339,7 @@ impl Engine {
         let schema = def.schema.clone();
         let time_col = def.time_column.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
+        let row_group_rows = self.inner.config.row_group_rows;
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
             for bytes in objects {
@@ -349,7 +350,7 @@ impl Engine {
                     batches.push(conform(&b?, &schema)?);
                 }
             }
-            encode_partitions(&schema, &batches, &time_col, partition_ns)
+            encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;

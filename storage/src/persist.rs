@@ -1,8 +1,9 @@
 //! Buffer chunks → sorted Parquet files, one or more per time partition.
 //!
 //! Rows are sorted by time, split at partition boundaries, and each piece is
-//! encoded as Parquet (zstd, page statistics) with per-column min/max kept
-//! for the catalog so queries can prune files before any I/O.
+//! encoded as Parquet (zstd, page statistics and page index, bloom filters
+//! on id columns) with per-column min/max kept for the catalog so queries
+//! can prune files before any I/O, then row groups, then pages.
 
 use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
@@ -11,14 +12,15 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use sextant_catalog::ColumnStats;
 use std::collections::BTreeMap;
 
 use crate::error::{Result, StorageError};
 
-/// Rows per Parquet row group: large enough for efficient scans, small
-/// enough that row-group statistics still prune.
-const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per Parquet row group by default: large enough for efficient
+/// scans, small enough that row-group statistics still prune.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// One encoded file for one time partition.
 pub(crate) struct EncodedFile {
@@ -31,12 +33,14 @@ pub(crate) struct EncodedFile {
 }
 
 /// Sorts `batches` by `time_col` and encodes one Parquet file per partition
-/// of width `partition_ns`. CPU-bound: call from a blocking thread.
+/// of width `partition_ns`, in row groups of `row_group_rows`. CPU-bound:
+/// call from a blocking thread.
 pub(crate) fn encode_partitions(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     time_col: &str,
     partition_ns: i64,
+    row_group_rows: usize,
 ) -> Result<Vec<EncodedFile>> {
     let all = concat_batches(schema, batches)?;
     if all.num_rows() == 0 {
@@ -68,7 +72,7 @@ pub(crate) fn encode_partitions(
             max_time_ns: times.value(end - 1),
             rows: piece.num_rows() as u64,
             column_stats: column_stats(&piece)?,
-            bytes: write_parquet(&piece)?,
+            bytes: write_parquet(&piece, row_group_rows)?,
         });
         start = end;
     }
@@ -86,13 +90,40 @@ fn time_values(col: &ArrayRef) -> Result<&TimestampNanosecondArray> {
         .ok_or_else(|| StorageError::Encoding(format!("time column is {}", col.data_type())))
 }
 
-fn write_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let props = WriterProperties::builder()
+/// Whether a column gets a bloom filter: text or binary ids (`trace_id`,
+/// `span_id`, `request_id`, `id`), looked up by equality, whose random
+/// values min/max statistics cannot prune.
+pub(crate) fn is_id_column(name: &str, dt: &DataType) -> bool {
+    let name = name.to_ascii_lowercase();
+    (name == "id" || name.ends_with("_id"))
+        && matches!(
+            dt,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Binary
+                | DataType::FixedSizeBinary(_)
+        )
+}
+
+fn write_parquet(batch: &RecordBatch, row_group_rows: usize) -> Result<Vec<u8>> {
+    let row_group_rows = row_group_rows.max(1);
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("sextant {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_created_by(format!("sextant {}", env!("CARGO_PKG_VERSION")));
+    let ndv = batch.num_rows().clamp(1, row_group_rows) as u64;
+    for field in batch.schema().fields() {
+        if is_id_column(field.name(), field.data_type()) {
+            let col = ColumnPath::from(field.name().as_str());
+            props = props
+                .set_column_bloom_filter_enabled(col.clone(), true)
+                .set_column_bloom_filter_fpp(col.clone(), 0.01)
+                .set_column_bloom_filter_max_ndv(col, ndv);
+        }
+    }
+    let props = props.build();
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
     w.write(batch)?;

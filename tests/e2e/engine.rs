@@ -92,6 +92,8 @@ async fn flushed_rows_are_served_from_parquet_and_pruned_by_time() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(text.contains("files=1 scanned, 23 skipped"), "{text}");
+    // The Parquet reader's own count: one file opened of the day's 24.
+    assert!(text.contains("files_opened=1,"), "{text}");
 }
 
 #[tokio::test]

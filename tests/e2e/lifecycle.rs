@@ -390,3 +390,75 @@ async fn objects_no_table_refers_to_are_removed_after_the_grace_period() {
             .contains("deleted an object no table refers to")
     );
 }
+
+/// The `DataSourceExec` metrics of `EXPLAIN ANALYZE sql`.
+async fn scan_metrics(client: &Client, sql: &str) -> String {
+    let rows = text_rows(client, &format!("EXPLAIN ANALYZE {sql}")).await;
+    let text = rows
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.lines()
+        .filter(|l| l.contains("DataSourceExec") || l.contains("SextantScanExec"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `total → matched` pair of a pruning metric such as
+/// `row_groups_pruned_bloom_filter=20 total → 1 matched`.
+fn pruned(metrics: &str, name: &str) -> (u64, u64) {
+    let at = metrics
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"));
+    let rest = &metrics[at + name.len() + 1..];
+    let nums: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[tokio::test]
+async fn a_trace_id_lookup_skips_row_groups_by_bloom_filter() {
+    let server = Server::start(&["--row-group-rows", "1000"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE spans (time TIMESTAMP NOT NULL, trace_id TEXT, service_name TEXT, v BIGINT); \
+             INSERT INTO spans SELECT to_timestamp(1704067200 + value * 0.1), md5(CAST(value AS TEXT)), \
+             'svc' || CAST(value / 5000 AS TEXT), value FROM generate_series(0, 19999); \
+             FLUSH TABLE spans",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM system.files WHERE table_name = 'spans'"
+        )
+        .await,
+        1
+    );
+    let lookup = "SELECT v FROM spans WHERE trace_id = md5('12345')";
+    assert_eq!(one_i64(&client, lookup).await, 12345);
+    let metrics = scan_metrics(&client, lookup).await;
+    eprintln!("{metrics}");
+    // Random ids: min/max of every row group spans nearly all ids, so
+    // statistics keep them; the bloom filters skip all but the one.
+    let (total, matched) = pruned(&metrics, "row_groups_pruned_bloom_filter");
+    assert_eq!(total, 20, "{metrics}");
+    assert!(
+        matched <= 2,
+        "bloom filters kept {matched} of 20 row groups:\n{metrics}"
+    );
+
+    // A service name is sorted with time here: row-group statistics skip.
+    let by_service = "SELECT count(*) FROM spans WHERE service_name = 'svc2'";
+    assert_eq!(one_i64(&client, by_service).await, 5000);
+    let metrics = scan_metrics(&client, by_service).await;
+    let (total, matched) = pruned(&metrics, "row_groups_pruned_statistics");
+    assert_eq!((total, matched), (20, 5), "{metrics}");
+}

@@ -27,9 +27,10 @@ def sextant_bin() -> str:
 
 
 class Server:
-    def __init__(self, data_dir: Path, extra_args=()):
+    def __init__(self, data_dir: Path, extra_args=(), env=None):
         self.data_dir = data_dir
         self.extra_args = list(extra_args)  # more `sextant serve` flags, e.g. ["--max-body-size", "64KiB"]
+        self.env = env  # the whole environment of the process; None inherits ours
         self.proc = None
         self.addrs = {}
 
@@ -47,7 +48,7 @@ class Server:
                 "--ready-file", str(ready),
                 *self.extra_args,
             ],
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, env=self.env,
         )
         deadline = time.time() + 60
         while time.time() < deadline:
