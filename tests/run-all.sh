@@ -51,7 +51,7 @@ export SEXTANT_BIN="$target_dir/debug/sextant"
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
 cargo test --workspace --quiet
 
-step "client tests (psql, psycopg, asyncpg, SQLAlchemy, pandas, pgjdbc, node-postgres, Grafana's queries, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL)"
+step "client tests (psql, psycopg, asyncpg, SQLAlchemy, pandas, pgjdbc, node-postgres, Grafana's queries, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL, S3 on moto)"
 .venv/bin/python -m pytest -q tests/python
 
 step "all tests passed"
