@@ -1,0 +1,115 @@
+//! The query suite: about ten questions an on-call engineer asks, each in
+//! the SQL of Sextant, DuckDB and PostgreSQL (the same text where the
+//! dialects agree).
+
+use crate::generate::{hex, trace_id};
+
+pub(crate) struct Query {
+    pub(crate) name: &'static str,
+    pub(crate) sextant: String,
+    pub(crate) duckdb: String,
+    pub(crate) postgres: String,
+    /// The engines' answers must agree (false for approximate aggregates).
+    pub(crate) exact: bool,
+}
+
+fn same(name: &'static str, sql: String) -> Query {
+    Query {
+        name,
+        sextant: sql.clone(),
+        duckdb: sql.clone(),
+        postgres: sql,
+        exact: true,
+    }
+}
+
+/// `day` is the data's first day, `YYYY-MM-DD` (UTC); `trace` a trace
+/// number that has both logs and spans.
+pub(crate) fn suite(seed: u64, day: &str, trace: u64) -> Vec<Query> {
+    let trace = hex(&trace_id(seed, trace));
+    let hosts = (0..8)
+        .map(|h| format!("'host_{h}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let max_all = crate::generate::CPU_FIELDS
+        .iter()
+        .map(|f| format!("max({f}) AS max_{f}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        same(
+            "errors per service, last hour",
+            format!(
+                "SELECT service_name, count(*) AS errors FROM otel_logs \
+                 WHERE severity_number >= 17 AND time >= '{day}T23:00:00Z' \
+                 GROUP BY service_name ORDER BY service_name"
+            ),
+        ),
+        same(
+            "top services by errors, whole day",
+            "SELECT service_name, count(*) AS errors FROM otel_logs WHERE severity_number >= 17 \
+             GROUP BY service_name ORDER BY errors DESC, service_name LIMIT 5"
+                .into(),
+        ),
+        Query {
+            name: "p99 span duration per service",
+            sextant: "SELECT service_name, approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99 \
+                      FROM otel_traces GROUP BY service_name ORDER BY service_name"
+                .into(),
+            duckdb: "SELECT service_name, approx_quantile(duration_ns, 0.99) AS p99 \
+                     FROM otel_traces GROUP BY service_name ORDER BY service_name"
+                .into(),
+            postgres: "SELECT service_name, percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ns) AS p99 \
+                       FROM otel_traces GROUP BY service_name ORDER BY service_name"
+                .into(),
+            exact: false,
+        },
+        same(
+            "logs whose body has a word",
+            "SELECT count(*) FROM otel_logs WHERE body LIKE '%exhausted%'".into(),
+        ),
+        same(
+            "logs and spans of one trace",
+            format!(
+                "SELECT time, 'log' AS kind, service_name, body AS what FROM otel_logs WHERE trace_id = '{trace}' \
+                 UNION ALL SELECT time, 'span' AS kind, service_name, name AS what FROM otel_traces WHERE trace_id = '{trace}' \
+                 ORDER BY time, kind"
+            ),
+        ),
+        same(
+            "slowest traces",
+            "SELECT trace_id, max(duration_ns) AS longest FROM otel_traces \
+             GROUP BY trace_id ORDER BY longest DESC, trace_id LIMIT 10"
+                .into(),
+        ),
+        same(
+            "hourly log histogram over the day",
+            "SELECT date_trunc('hour', time) AS hour, count(*) AS n FROM otel_logs GROUP BY 1 ORDER BY 1"
+                .into(),
+        ),
+        same(
+            "TSBS cpu-max-all-8",
+            format!(
+                "SELECT date_trunc('hour', time) AS hour, hostname, {max_all} FROM cpu \
+                 WHERE hostname IN ({hosts}) AND time >= '{day}T08:00:00Z' AND time < '{day}T16:00:00Z' \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+        ),
+        same(
+            "TSBS lastpoint",
+            "SELECT DISTINCT ON (hostname) hostname, time, usage_user FROM cpu ORDER BY hostname, time DESC"
+                .into(),
+        ),
+        same(
+            "TSBS double-groupby-1",
+            format!(
+                "SELECT date_trunc('hour', time) AS hour, hostname, avg(usage_user) AS mean_usage_user FROM cpu \
+                 WHERE time >= '{day}T00:00:00Z' AND time < '{day}T12:00:00Z' GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+        ),
+        same(
+            "TSBS high-cpu-all",
+            "SELECT count(*) FROM cpu WHERE usage_user > 90.0".into(),
+        ),
+    ]
+}
