@@ -218,7 +218,9 @@ pub(crate) async fn run(
     bodies: Vec<Body>,
     concurrency: usize,
     pid: u32,
+    profile: Option<&std::path::Path>,
 ) -> Result<Outcome, String> {
+    let perf = crate::servers::Profile::start(profile, &format!("ingest {label}"), pid);
     let bodies = Arc::new(bodies);
     let total_rows: u64 = bodies.iter().map(|b| b.rows).sum();
     let next = Arc::new(AtomicUsize::new(0));
@@ -280,6 +282,7 @@ pub(crate) async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = proc_stats(pid);
+    perf.stop();
     eprintln!();
     let mut latencies = vec![];
     for t in tasks {

@@ -80,6 +80,11 @@ struct Args {
     /// removed at the end.
     #[arg(long, env = "SEXTANT_LOAD_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// Record a `perf` profile of the server during each Sextant ingest run
+    /// and each query's hot runs, into this directory (`<run>.txt` holds
+    /// the hottest symbols).
+    #[arg(long, env = "SEXTANT_LOAD_PERF_DIR")]
+    perf_dir: Option<PathBuf>,
     /// Write the summary (Markdown) here as well.
     #[arg(long, env = "SEXTANT_LOAD_REPORT")]
     report: Option<PathBuf>,
@@ -242,10 +247,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The suite on one pgwire server; with `profile` (a directory and the
+/// server's pid), each query's hot runs are recorded by perf.
 async fn suite_on(
     config: &str,
     queries: &[(&'static str, String)],
     runs: usize,
+    profile: Option<(&Path, u32)>,
 ) -> Result<Vec<Timing>, String> {
     let client = pg(config).await?;
     let mut out = vec![];
@@ -253,10 +261,16 @@ async fn suite_on(
         let (cold_ms, rows) = timed(&client, sql)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
+        let perf = servers::Profile::start(
+            profile.map(|p| p.0),
+            &format!("query {name}"),
+            profile.map_or(0, |p| p.1),
+        );
         let mut hot = vec![];
         for _ in 0..runs {
             hot.push(timed(&client, sql).await?.0);
         }
+        perf.stop();
         out.push(Timing {
             cold_ms,
             hot_ms: median(hot),
@@ -336,6 +350,7 @@ async fn run(a: Args) -> Result<(), String> {
         logs_otlp.iter().map(clone_body).collect(),
         a.concurrency,
         sx.pid(),
+        a.perf_dir.as_deref(),
     )
     .await?;
     ingest_rows.push(("Sextant: logs, OTLP/HTTP protobuf".into(), o));
@@ -345,6 +360,7 @@ async fn run(a: Args) -> Result<(), String> {
         spans_otlp,
         a.concurrency,
         sx.pid(),
+        a.perf_dir.as_deref(),
     )
     .await?;
     ingest_rows.push(("Sextant: spans, OTLP/HTTP protobuf".into(), o));
@@ -354,6 +370,7 @@ async fn run(a: Args) -> Result<(), String> {
         cpu_line,
         a.concurrency,
         sx.pid(),
+        a.perf_dir.as_deref(),
     )
     .await?;
     ingest_rows.push(("Sextant: cpu-only, line protocol".into(), o));
@@ -388,6 +405,7 @@ async fn run(a: Args) -> Result<(), String> {
             logs_otlp.iter().map(clone_body).collect(),
             a.concurrency,
             side.pid(),
+            a.perf_dir.as_deref(),
         )
         .await?;
         ingest_rows.push(("Sextant: logs, OTLP/gRPC".into(), o));
@@ -401,6 +419,7 @@ async fn run(a: Args) -> Result<(), String> {
             logs_arrow,
             a.concurrency,
             side.pid(),
+            a.perf_dir.as_deref(),
         )
         .await?;
         ingest_rows.push(("Sextant: logs, Flight SQL bulk ingest".into(), o));
@@ -414,6 +433,7 @@ async fn run(a: Args) -> Result<(), String> {
             logs_copy.iter().map(clone_body).collect(),
             a.concurrency,
             side.pid(),
+            a.perf_dir.as_deref(),
         )
         .await?;
         ingest_rows.push(("Sextant: logs, pgwire COPY".into(), o));
@@ -426,6 +446,7 @@ async fn run(a: Args) -> Result<(), String> {
             insert_sample,
             a.concurrency,
             side.pid(),
+            a.perf_dir.as_deref(),
         )
         .await?;
         ingest_rows.push(("Sextant: cpu-only, pgwire INSERT".into(), o));
@@ -483,6 +504,7 @@ async fn run(a: Args) -> Result<(), String> {
             logs_copy,
             a.concurrency,
             pid,
+            None,
         )
         .await?;
         ingest_rows.push(("PostgreSQL: logs, COPY".into(), o));
@@ -492,6 +514,7 @@ async fn run(a: Args) -> Result<(), String> {
             spans_copy,
             a.concurrency,
             pid,
+            None,
         )
         .await?;
         ingest_rows.push(("PostgreSQL: spans, COPY".into(), o));
@@ -501,6 +524,7 @@ async fn run(a: Args) -> Result<(), String> {
             cpu_copy,
             a.concurrency,
             pid,
+            None,
         )
         .await?;
         ingest_rows.push(("PostgreSQL: cpu-only, COPY".into(), o));
@@ -529,13 +553,19 @@ async fn run(a: Args) -> Result<(), String> {
     eprintln!("queries: Sextant (restarted, so the first run is cold)");
     sx = sx.restart()?;
     let sx_q: Vec<_> = suite.iter().map(|q| (q.name, q.sextant.clone())).collect();
-    let sextant_t = suite_on(&sx.pg_config(), &sx_q, a.runs).await?;
+    let sextant_t = suite_on(
+        &sx.pg_config(),
+        &sx_q,
+        a.runs,
+        a.perf_dir.as_deref().map(|d| (d, sx.pid())),
+    )
+    .await?;
     let mut pg_t = None;
     if let Some(p) = &postgres {
         eprintln!("queries: PostgreSQL (restarted)");
         p.restart()?;
         let q: Vec<_> = suite.iter().map(|q| (q.name, q.postgres.clone())).collect();
-        pg_t = Some(suite_on(&p.config(), &q, a.runs).await?);
+        pg_t = Some(suite_on(&p.config(), &q, a.runs, None).await?);
     }
     let mut duck = None;
     if !a.no_duckdb {

@@ -305,3 +305,79 @@ pub(crate) fn dir_bytes(dir: &Path, ext: &str) -> u64 {
     }
     total
 }
+
+/// `perf record -g` of one process while a part of the run happens; on
+/// stop, the hottest symbols go to `<dir>/<name>.txt` next to the data.
+pub(crate) struct Profile {
+    child: Option<Child>,
+    data: PathBuf,
+    text: PathBuf,
+}
+
+impl Profile {
+    pub(crate) fn start(dir: Option<&Path>, name: &str, pid: u32) -> Profile {
+        let slug: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let Some(dir) = dir else {
+            return Profile {
+                child: None,
+                data: PathBuf::new(),
+                text: PathBuf::new(),
+            };
+        };
+        let _ = std::fs::create_dir_all(dir);
+        let data = dir.join(format!("{slug}.perf.data"));
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-o"])
+            .arg(&data)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("  perf record failed to start: {e}"))
+            .ok();
+        // perf needs a moment to attach.
+        std::thread::sleep(Duration::from_millis(300));
+        Profile {
+            child,
+            data,
+            text: dir.join(format!("{slug}.txt")),
+        }
+    }
+
+    pub(crate) fn stop(mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let report = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,symbol",
+                "--percent-limit",
+                "1",
+                "-g",
+                "none",
+                "-i",
+            ])
+            .arg(&self.data)
+            .output();
+        if let Ok(out) = report {
+            let _ = std::fs::write(&self.text, out.stdout);
+        }
+    }
+}

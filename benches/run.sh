@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every benchmark of Sextant in one go, on this machine:
+#   1. builds sextant and sextant-load in release (CARGO_TARGET_DIR, default
+#      $HOME/.cache/sextant/release-target: keep it warm, a cold release build
+#      takes about 30 minutes on 2 cores);
+#   2. installs DuckDB (benches/requirements.txt) into .venv;
+#   3. runs the load tool: ingest into Sextant and PostgreSQL 15, the query
+#      suite on Sextant, DuckDB and PostgreSQL, storage per row; the summary
+#      goes to stdout and to benches/results/latest.md;
+#   4. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
+#      path and decoders).
+# Extra arguments go to sextant-load (e.g. --logs 200000 for a quick run);
+# `target/release/sextant-load --help` lists them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sextant/release-target}"
+
+echo "==> building sextant and sextant-load (release)"
+cargo build --release --quiet -p sextant-server -p sextant-benches --bin sextant --bin sextant-load
+
+echo "==> installing DuckDB into .venv"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
+
+echo "==> load tool"
+mkdir -p benches/results
+"$CARGO_TARGET_DIR/release/sextant-load" --python .venv/bin/python --report benches/results/latest.md "$@"
+
+if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
+  echo "==> criterion: storage path"
+  cargo bench --quiet -p sextant-benches --bench storage
+  echo "==> criterion: decoders"
+  cargo bench --quiet -p sextant-benches --bench decoders
+fi
