@@ -220,3 +220,56 @@ pub(crate) fn cpu_tags(host: u32) -> [(&'static str, String); 10] {
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Window = Window {
+        start_ns: 1_795_305_600_000_000_000,
+        span_ns: 86_400_000_000_000,
+    };
+
+    #[test]
+    fn the_same_seed_gives_the_same_rows_and_another_seed_others() {
+        let a: Vec<String> = (0..50).map(|i| log(7, &W, i, 50).body).collect();
+        let b: Vec<String> = (0..50).map(|i| log(7, &W, i, 50).body).collect();
+        let c: Vec<String> = (0..50).map(|i| log(8, &W, i, 50).body).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            span(7, &W, 9, 100).duration_ns,
+            span(7, &W, 9, 100).duration_ns
+        );
+        assert_eq!(cpu(7, 0, 10, 33).fields, cpu(7, 0, 10, 33).fields);
+        assert_ne!(cpu(7, 0, 10, 33).fields, cpu(8, 0, 10, 33).fields);
+    }
+
+    #[test]
+    fn logs_have_the_promised_shape() {
+        let n = 10_000;
+        let logs: Vec<Log> = (0..n).map(|i| log(42, &W, i, n)).collect();
+        assert!(logs.iter().all(|l| (200..=400).contains(&l.body.len())));
+        let errors = logs.iter().filter(|l| l.severity_number == 17).count();
+        assert!((100..=300).contains(&errors), "{errors} errors of {n}");
+        // Four consecutive records share a trace, and spans of that trace
+        // carry the same id, so the trace lookup finds both.
+        assert_eq!(logs[4].trace_id, logs[7].trace_id);
+        assert_ne!(logs[3].trace_id, logs[4].trace_id);
+        assert_eq!(span(42, &W, 4, 100).trace_id, logs[4].trace_id);
+        // Times cover the window in order.
+        assert_eq!(logs[0].time_ns, W.start_ns);
+        assert!(logs.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+        assert!(logs[n as usize - 1].time_ns < W.start_ns + W.span_ns);
+    }
+
+    #[test]
+    fn traces_have_one_root_and_three_children() {
+        let spans: Vec<SpanRec> = (0..8).map(|i| span(1, &W, i, 8)).collect();
+        assert!(spans[0].parent_span_id.is_none());
+        assert_eq!(spans[1].parent_span_id, Some(spans[0].span_id));
+        assert_eq!(spans[3].parent_span_id, Some(spans[0].span_id));
+        assert!(spans[4].parent_span_id.is_none());
+        assert!(spans.iter().all(|s| s.duration_ns >= 50_000));
+    }
+}
