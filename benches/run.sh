@@ -31,4 +31,12 @@ if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
   cargo bench --quiet -p sextant-benches --bench storage
   echo "==> criterion: decoders"
   cargo bench --quiet -p sextant-benches --bench decoders
+  # The WAL's peer: what the disk itself does per fsync.
+  pg_test_fsync=/usr/lib/postgresql/15/bin/pg_test_fsync
+  if [ -x "$pg_test_fsync" ]; then
+    echo "==> peer: pg_test_fsync on the same file system"
+    tmp=$(mktemp -d)
+    "$pg_test_fsync" -s 1 -f "$tmp/fsync.test" | sed -n '1,10p'
+    rm -rf "$tmp"
+  fi
 fi
