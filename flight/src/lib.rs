@@ -79,7 +79,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Without TCP_NODELAY a small reply can wait for the client's
+            // delayed ACK (about 40 ms) under Nagle's algorithm.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move { shutdown.cancelled().await },
         )
         .await
