@@ -49,7 +49,7 @@ fn id(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
+pub fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(v) }),
@@ -57,7 +57,7 @@ fn kv(key: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+pub fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
@@ -73,7 +73,7 @@ fn resource(service: &str) -> Option<Resource> {
     })
 }
 
-fn scope() -> Option<InstrumentationScope> {
+pub fn scope() -> Option<InstrumentationScope> {
     Some(InstrumentationScope {
         name: "sextant-bench".into(),
         version: "1.0".into(),

@@ -575,21 +575,7 @@ impl Engine {
                 partition_label(f.partition_start_ns),
                 max_seq
             );
-            let size = f.bytes.len() as u64;
-            self.inner
-                .store
-                .put(&ObjectPath::from(path.as_str()), f.bytes.into())
-                .await?;
-            self.sync_local_object(&path).await?;
-            new_files.push(NewParquetFile {
-                path,
-                partition_start_ns: f.partition_start_ns,
-                min_time_ns: f.min_time_ns,
-                max_time_ns: f.max_time_ns,
-                rows: f.rows,
-                bytes: size,
-                column_stats: f.column_stats,
-            });
+            new_files.push(self.put_file(path, f).await?);
         }
 
         let committed = match self
@@ -640,6 +626,30 @@ impl Engine {
             "persisted"
         );
         Ok(n)
+    }
+
+    /// Writes an encoded file to the object store (fsynced when local) and
+    /// returns its catalog entry, not yet committed.
+    pub(crate) async fn put_file(
+        &self,
+        path: String,
+        f: crate::persist::EncodedFile,
+    ) -> Result<NewParquetFile> {
+        let size = f.bytes.len() as u64;
+        self.inner
+            .store
+            .put(&ObjectPath::from(path.as_str()), f.bytes.into())
+            .await?;
+        self.sync_local_object(&path).await?;
+        Ok(NewParquetFile {
+            path,
+            partition_start_ns: f.partition_start_ns,
+            min_time_ns: f.min_time_ns,
+            max_time_ns: f.max_time_ns,
+            rows: f.rows,
+            bytes: size,
+            column_stats: f.column_stats,
+        })
     }
 
     pub(crate) async fn sync_local_object(&self, path: &str) -> Result<()> {

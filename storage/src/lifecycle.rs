@@ -362,21 +362,7 @@ impl Engine {
                 def.name,
                 partition_label(partition)
             );
-            let size = f.bytes.len() as u64;
-            self.inner
-                .store
-                .put(&ObjectPath::from(path.as_str()), f.bytes.into())
-                .await?;
-            self.sync_local_object(&path).await?;
-            out.push(NewParquetFile {
-                path,
-                partition_start_ns: f.partition_start_ns,
-                min_time_ns: f.min_time_ns,
-                max_time_ns: f.max_time_ns,
-                rows: f.rows,
-                bytes: size,
-                column_stats: f.column_stats,
-            });
+            out.push(self.put_file(path, f).await?);
         }
         Ok(out)
     }

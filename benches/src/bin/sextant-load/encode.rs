@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
@@ -19,17 +19,7 @@ use prost::Message;
 
 use crate::generate::{CPU_FIELDS, Cpu, Log, SERVICES, SpanRec, cpu_tags, hex};
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
+use sextant_benches::{kv, s, scope};
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
@@ -38,14 +28,6 @@ fn resource(service: &str) -> Option<Resource> {
             kv("service.version", s("1.4.2")),
             kv("deployment.environment", s("production")),
         ],
-        ..Default::default()
-    })
-}
-
-fn scope() -> Option<InstrumentationScope> {
-    Some(InstrumentationScope {
-        name: "sextant-load".into(),
-        version: "1.0".into(),
         ..Default::default()
     })
 }
@@ -273,7 +255,7 @@ pub(crate) fn copy_logs(rows: &[Log]) -> Vec<u8> {
     for l in rows {
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t1\t{}\t{}\tsextant-load\t1.0",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t1\t{}\t{}\tsextant-bench\t1.0",
             rfc3339(l.time_ns),
             rfc3339(l.time_ns + 1_000),
             l.service,
@@ -410,7 +392,7 @@ pub(crate) fn arrow_logs(rows: &[Log]) -> RecordBatch {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 1))),
         text(&log_attributes_json),
         text(&|l| resource_json(l.service)),
-        text(&|_| "sextant-load".into()),
+        text(&|_| "sextant-bench".into()),
         text(&|_| "1.0".into()),
     ];
     RecordBatch::try_new(schema, columns).expect("columns match the schema")
