@@ -12,6 +12,16 @@ pub enum CatalogError {
     /// A table that does not exist.
     #[error("table \"{0}\" does not exist")]
     TableNotFound(String),
+    /// Dropping a table a materialized view reads.
+    #[error(
+        "cannot drop table \"{table}\" because materialized view \"{view}\" depends on it: drop the view first"
+    )]
+    HasDependents {
+        /// The table to drop.
+        table: String,
+        /// A view over it.
+        view: String,
+    },
     /// A file that is not (or no longer) one of the table's.
     #[error("file {0} is not one of the table's files (compacted or expired meanwhile)")]
     FileNotFound(i64),

@@ -8,6 +8,10 @@
 //! was committed. Each commit of files also records the WAL sequence number up
 //! to which the table's rows are now in Parquet, in the same transaction, so
 //! WAL replay after a crash never applies a record twice.
+//!
+//! A materialized view is a table of its own plus a [`ViewDef`]; the time
+//! buckets of aggregating views that still need re-aggregating are
+//! [`Invalidation`]s, committed with the base rows that caused them.
 
 mod error;
 mod sqlite;
@@ -128,6 +132,122 @@ pub struct ParquetFile {
     pub created_at_ns: i64,
 }
 
+/// How a materialized view is kept up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    /// `GROUP BY date_bin(width, time), ...`: each write to the base table
+    /// invalidates the time buckets it touches, and the refresher
+    /// re-aggregates exactly those.
+    Aggregate,
+    /// Projection and filter: applied to every write of the base table as
+    /// it is ingested (an ingest pipeline).
+    Transform,
+    /// Any other query: recomputed in full every `refresh_interval`.
+    Full,
+}
+
+impl ViewKind {
+    /// The name shown in `system.materialized_views`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewKind::Aggregate => "aggregate",
+            ViewKind::Transform => "transform",
+            ViewKind::Full => "full",
+        }
+    }
+}
+
+/// What a view is, as created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewSpec {
+    /// How it is maintained.
+    pub kind: ViewKind,
+    /// Aggregate: the bucket width of `date_bin` (ns).
+    #[serde(default)]
+    pub bucket_ns: i64,
+    /// Aggregate: the origin of `date_bin` (ns since the epoch).
+    #[serde(default)]
+    pub origin_ns: i64,
+    /// Full: how often it is recomputed (seconds).
+    #[serde(default)]
+    pub refresh_interval_secs: u64,
+}
+
+/// How far a view's backfill of the base table's existing rows has got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewProgress {
+    /// The time range to backfill, `[from, to)` (ns); `None` once done.
+    #[serde(default)]
+    pub backfill: Option<(i64, i64)>,
+    /// Backfilled up to here (ns), within `backfill`.
+    #[serde(default)]
+    pub backfilled_to_ns: i64,
+}
+
+/// A materialized view: a table of its own (`table_id`) whose rows are the
+/// query `query` over the base table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewDef {
+    /// The id of the view's own table (also the view's id).
+    pub table_id: i64,
+    /// The view's name (its table's name).
+    pub name: String,
+    /// The table the query reads.
+    pub base_table_id: i64,
+    /// The base table's name.
+    pub base_table: String,
+    /// The `SELECT` text, as written.
+    pub query: String,
+    /// How it is maintained.
+    pub spec: ViewSpec,
+    /// Backfill progress.
+    pub progress: ViewProgress,
+}
+
+/// A view to create together with its table.
+#[derive(Debug, Clone)]
+pub struct NewView {
+    /// The table the query reads.
+    pub base_table_id: i64,
+    /// The `SELECT` text.
+    pub query: String,
+    /// How it is maintained.
+    pub spec: ViewSpec,
+    /// Backfill to do.
+    pub progress: ViewProgress,
+}
+
+/// One time bucket of an aggregating view that must be re-aggregated.
+/// `generation` orders invalidations of the same bucket: a refresh that
+/// read generation `g` clears only invalidations up to `g`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Invalidation {
+    /// The view (its table id).
+    pub view_id: i64,
+    /// Start of the bucket (ns since the epoch).
+    pub bucket_ns: i64,
+    /// Generation of the invalidation.
+    pub generation: u64,
+}
+
+/// What [`Catalog::commit_refresh`] commits.
+#[derive(Debug)]
+pub struct Refresh<'a> {
+    /// The view (its table id).
+    pub view_id: i64,
+    /// Files of the view replaced...
+    pub remove: &'a [i64],
+    /// ...by these.
+    pub add: Vec<NewParquetFile>,
+    /// Invalidations of this view the refresh covered.
+    pub done: &'a [Invalidation],
+    /// Invalidations of views over this view.
+    pub invalidate: &'a [Invalidation],
+    /// New backfill progress, if it moved.
+    pub progress: Option<&'a ViewProgress>,
+}
+
 /// One compaction of one time partition of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactionRun {
@@ -178,7 +298,33 @@ pub trait Catalog: Send + Sync + Debug {
         table_id: i64,
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
+    ) -> Result<Vec<ParquetFile>> {
+        self.commit_files_invalidating(table_id, files, persisted_seq, &[])
+    }
+    /// [`Catalog::commit_files`], recording in the same transaction the
+    /// view buckets the persisted rows invalidate (so they outlive the WAL
+    /// records that caused them).
+    fn commit_files_invalidating(
+        &self,
+        table_id: i64,
+        files: Vec<NewParquetFile>,
+        persisted_seq: u64,
+        invalidate: &[Invalidation],
     ) -> Result<Vec<ParquetFile>>;
+    /// Creates a materialized view and its table in one transaction.
+    fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)>;
+    /// Every view, ordered by name.
+    fn views(&self) -> Result<Vec<ViewDef>>;
+    /// Every recorded invalidation.
+    fn invalidations(&self) -> Result<Vec<Invalidation>>;
+    /// Records a view's backfill progress.
+    fn set_view_progress(&self, view_id: i64, progress: &ViewProgress) -> Result<()>;
+    /// One refresh of an aggregating view, atomically: its files `remove`
+    /// are replaced by `add`, the invalidations it covered (`done`: bucket
+    /// and generation read) are cleared where no newer one came meanwhile,
+    /// the buckets of views over this view that it changes are invalidated,
+    /// and the backfill progress is recorded.
+    fn commit_refresh(&self, refresh: Refresh<'_>) -> Result<Vec<ParquetFile>>;
     /// Atomically removes files of a table and adds others (compaction,
     /// retention). Nothing changes if any file to remove is not, or no
     /// longer, the table's ([`CatalogError::FileNotFound`]).

@@ -15,15 +15,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Catalog, CatalogError, CompactionRun, NewParquetFile, NewTable, ParquetFile, Result, TableDef,
-    TableOptions,
+    Catalog, CatalogError, CompactionRun, Invalidation, NewParquetFile, NewTable, NewView,
+    ParquetFile, Refresh, Result, TableDef, TableOptions, ViewDef, ViewProgress, ViewSpec,
 };
 
 /// `application_id` of a Sextant catalog: "SXTC".
 const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -69,9 +69,28 @@ CREATE TABLE compactions (
 );
 ";
 
+/// Materialized views: a view is a row of `tables` (its storage) and a row
+/// of `views` (its query); `invalidations` holds the buckets of aggregating
+/// views whose base rows changed and are already out of the WAL.
+const SCHEMA_V3: &str = "
+CREATE TABLE views (
+    table_id INTEGER PRIMARY KEY,
+    base_table_id INTEGER NOT NULL,
+    query TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    progress TEXT NOT NULL
+);
+CREATE TABLE invalidations (
+    view_id INTEGER NOT NULL,
+    bucket_ns INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (view_id, bucket_ns)
+) WITHOUT ROWID;
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3)];
 
 /// A column as stored: Arrow's own type spelling round-trips through
 /// `Display`/`FromStr`, so the catalog needs no type table of its own.
@@ -314,6 +333,52 @@ fn read_file(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ParquetFile>> {
         }))
 }
 
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CatalogError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Records invalidations; a bucket already invalid keeps the newer generation.
+fn insert_invalidations(tx: &rusqlite::Transaction<'_>, inv: &[Invalidation]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO invalidations (view_id, bucket_ns, generation) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (view_id, bucket_ns) DO UPDATE SET \
+         generation = max(generation, excluded.generation)",
+    )?;
+    for i in inv {
+        stmt.execute(params![i.view_id, i.bucket_ns, i.generation as i64])?;
+    }
+    Ok(())
+}
+
+const VIEW_QUERY: &str = "SELECT v.table_id, t.name, v.base_table_id, coalesce(b.name, ''), \
+     v.query, v.spec, v.progress FROM views v JOIN tables t ON t.id = v.table_id \
+     LEFT JOIN tables b ON b.id = v.base_table_id";
+
+fn read_view(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ViewDef>> {
+    let name: String = row.get(1)?;
+    let spec: String = row.get(5)?;
+    let progress: String = row.get(6)?;
+    let table_id = row.get(0)?;
+    let base_table_id = row.get(2)?;
+    let base_table = row.get(3)?;
+    let query = row.get(4)?;
+    Ok((|| {
+        Ok(ViewDef {
+            spec: from_json::<ViewSpec>(&spec, &format!("view {name}"))?,
+            progress: from_json::<ViewProgress>(&progress, &format!("view {name}"))?,
+            table_id,
+            name,
+            base_table_id,
+            base_table,
+            query,
+        })
+    })())
+}
+
 fn table_by_name(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
     conn.query_row(
         &format!("SELECT {TABLE_COLUMNS} FROM tables WHERE name = ?1"),
@@ -357,6 +422,22 @@ impl Catalog for SqliteCatalog {
         let tx = conn.transaction()?;
         let def =
             table_by_name(&tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        let dependent: Option<String> = tx
+            .query_row(
+                "SELECT t.name FROM views v JOIN tables t ON t.id = v.table_id \
+                 WHERE v.base_table_id = ?1 ORDER BY t.name LIMIT 1",
+                [def.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(view) = dependent {
+            return Err(CatalogError::HasDependents {
+                table: name.to_string(),
+                view,
+            });
+        }
+        tx.execute("DELETE FROM views WHERE table_id = ?1", [def.id])?;
+        tx.execute("DELETE FROM invalidations WHERE view_id = ?1", [def.id])?;
         let files = files_of(&tx, def.id)?;
         // Keep the WAL floor: the dropped table's persisted_seq still bounds
         // which sequence numbers were handed out.
@@ -406,11 +487,12 @@ impl Catalog for SqliteCatalog {
         table_by_name(&conn, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
     }
 
-    fn commit_files(
+    fn commit_files_invalidating(
         &self,
         table_id: i64,
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
+        invalidate: &[Invalidation],
     ) -> Result<Vec<ParquetFile>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -422,8 +504,115 @@ impl Catalog for SqliteCatalog {
             return Err(CatalogError::TableNotFound(format!("id {table_id}")));
         }
         let committed = insert_files(&tx, table_id, &files)?;
+        insert_invalidations(&tx, invalidate)?;
         tx.commit()?;
         Ok(committed)
+    }
+
+    fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if table_by_name(&tx, &table.name)?.is_some() {
+            return Err(CatalogError::TableExists(table.name));
+        }
+        tx.execute(
+            "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            params![
+                table.name,
+                encode_schema(&table.schema)?,
+                table.time_column,
+                encode_options(&table.options)?,
+                now_ns()
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO views (table_id, base_table_id, query, spec, progress) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                id,
+                view.base_table_id,
+                view.query,
+                to_json(&view.spec)?,
+                to_json(&view.progress)?
+            ],
+        )?;
+        let def = table_by_name(&tx, &table.name)?
+            .ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))?;
+        let vdef = tx.query_row(
+            &format!("{VIEW_QUERY} WHERE v.table_id = ?1"),
+            [id],
+            read_view,
+        )??;
+        tx.commit()?;
+        Ok((def, vdef))
+    }
+
+    fn views(&self) -> Result<Vec<ViewDef>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{VIEW_QUERY} ORDER BY t.name"))?;
+        let rows = stmt.query_map([], read_view)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn invalidations(&self) -> Result<Vec<Invalidation>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT view_id, bucket_ns, generation FROM invalidations ORDER BY view_id, bucket_ns",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Invalidation {
+                view_id: r.get(0)?,
+                bucket_ns: r.get(1)?,
+                generation: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn set_view_progress(&self, view_id: i64, progress: &ViewProgress) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE views SET progress = ?1 WHERE table_id = ?2",
+            params![to_json(progress)?, view_id],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::TableNotFound(format!("view id {view_id}")));
+        }
+        Ok(())
+    }
+
+    fn commit_refresh(&self, r: Refresh<'_>) -> Result<Vec<ParquetFile>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in r.remove {
+            let n = tx.execute(
+                "DELETE FROM files WHERE id = ?1 AND table_id = ?2",
+                params![id, r.view_id],
+            )?;
+            if n == 0 {
+                return Err(CatalogError::FileNotFound(*id));
+            }
+        }
+        let added = insert_files(&tx, r.view_id, &r.add)?;
+        {
+            let mut clear = tx.prepare_cached(
+                "DELETE FROM invalidations WHERE view_id = ?1 AND bucket_ns = ?2 \
+                 AND generation <= ?3",
+            )?;
+            for d in r.done {
+                clear.execute(params![r.view_id, d.bucket_ns, d.generation as i64])?;
+            }
+        }
+        insert_invalidations(&tx, r.invalidate)?;
+        if let Some(p) = r.progress {
+            tx.execute(
+                "UPDATE views SET progress = ?1 WHERE table_id = ?2",
+                params![to_json(p)?, r.view_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(added)
     }
 
     fn replace_files(
@@ -656,6 +845,68 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn views_and_their_invalidations() {
+        let c = SqliteCatalog::in_memory().unwrap();
+        let base = c.create_table(new_table("cpu")).unwrap();
+        let spec = ViewSpec {
+            kind: crate::ViewKind::Aggregate,
+            bucket_ns: 60_000_000_000,
+            origin_ns: 0,
+            refresh_interval_secs: 0,
+        };
+        let (t, v) = c
+            .create_view(
+                new_table("cpu_1m"),
+                NewView {
+                    base_table_id: base.id,
+                    query: "SELECT ...".into(),
+                    spec: spec.clone(),
+                    progress: ViewProgress {
+                        backfill: Some((0, 10)),
+                        backfilled_to_ns: 0,
+                    },
+                },
+            )
+            .unwrap();
+        assert_eq!((v.table_id, v.base_table.as_str()), (t.id, "cpu"));
+        assert_eq!(c.views().unwrap(), vec![v.clone()]);
+        let inv = |bucket_ns, generation| Invalidation {
+            view_id: t.id,
+            bucket_ns,
+            generation,
+        };
+        // Persisting base rows records their buckets; a later generation wins.
+        c.commit_files_invalidating(base.id, vec![], 5, &[inv(60, 1), inv(120, 2)])
+            .unwrap();
+        c.commit_files_invalidating(base.id, vec![], 6, &[inv(60, 3), inv(60, 1)])
+            .unwrap();
+        assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3), inv(120, 2)]);
+        // A refresh that read generation 2 of bucket 60 leaves generation 3.
+        let progress = ViewProgress::default();
+        c.commit_refresh(Refresh {
+            view_id: t.id,
+            remove: &[],
+            add: vec![file("cpu_1m/a.parquet")],
+            done: &[inv(60, 2), inv(120, 2)],
+            invalidate: &[],
+            progress: Some(&progress),
+        })
+        .unwrap();
+        assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3)]);
+        assert_eq!(c.views().unwrap()[0].progress, progress);
+        assert_eq!(c.files(t.id).unwrap().len(), 1);
+        // The base cannot go while the view reads it; the view can.
+        assert!(matches!(
+            c.drop_table("cpu"),
+            Err(CatalogError::HasDependents { .. })
+        ));
+        c.drop_table("cpu_1m").unwrap();
+        assert!(c.views().unwrap().is_empty());
+        assert!(c.invalidations().unwrap().is_empty());
+        c.drop_table("cpu").unwrap();
     }
 
     #[test]

@@ -99,7 +99,10 @@ impl Planned {
                 SextantStatement::Flush(_) | SextantStatement::Compact(_) => count_schema(),
                 SextantStatement::CreateTable(_)
                 | SextantStatement::AlterTable(_)
-                | SextantStatement::DropTable(_) => Arc::new(Schema::empty()),
+                | SextantStatement::DropTable(_)
+                | SextantStatement::CreateView(_)
+                | SextantStatement::DropView(_)
+                | SextantStatement::RefreshView(_) => Arc::new(Schema::empty()),
             },
         }
     }

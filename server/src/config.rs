@@ -128,6 +128,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_LIFECYCLE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub lifecycle_interval: Duration,
 
+    /// How often materialized views re-aggregate the buckets writes
+    /// invalidated (a view with more waiting catches up without pause).
+    #[arg(long, env = "SEXTANT_VIEW_REFRESH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub view_refresh_interval: Duration,
+
     /// An object in the store that no table refers to (written, then the
     /// server crashed before committing it) is deleted once it is this old.
     #[arg(long, env = "SEXTANT_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]

@@ -117,6 +117,7 @@ impl From<StorageError> for HttpError {
             StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
                 StatusCode::BAD_REQUEST
             }
+            StorageError::ReadOnly(_) => StatusCode::CONFLICT,
             StorageError::BufferFull { .. } | StorageError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -93,6 +93,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         format!("cannot open data in {}", data_dir.display())
     })?;
     let ctx = Arc::new(session_context(&engine, store, config.query_memory_limit)?);
+    // Transform views attach before any write is accepted.
+    sextant_sql::start_views(&engine, &ctx).await;
 
     let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
     let http = bind(config.http_addr, "HTTP (--http-addr)").await?;
@@ -107,6 +109,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));
+    let refresher = tokio::spawn(sextant_sql::run_refresher(
+        engine.clone(),
+        ctx.clone(),
+        config.view_refresh_interval,
+        shutdown.clone(),
+    ));
     let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(
         http,
@@ -160,6 +168,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     }
     let _ = background.await;
     let _ = lifecycle.await;
+    let _ = refresher.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");
     Ok(())

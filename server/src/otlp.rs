@@ -199,6 +199,7 @@ fn grpc_status(e: StorageError) -> Status {
         StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
             (Code::InvalidArgument, false)
         }
+        StorageError::ReadOnly(_) => (Code::FailedPrecondition, false),
         _ => (Code::Internal, false),
     };
     let message = e.to_string();

@@ -1,13 +1,14 @@
 //! System tables: the server described to itself in SQL (`system.tables`,
-//! `system.files`, `system.wal`, `system.compactions`). Each is computed from the engine's state
+//! `system.files`, `system.wal`, `system.compactions`,
+//! `system.materialized_views`). Each is computed from the engine's state
 //! when a query scans it.
 
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -78,6 +79,7 @@ pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
         files_table(),
         wal_table(),
         compactions_table(),
+        views_table(),
     ] {
         schema.register_table(
             name.to_string(),
@@ -274,4 +276,99 @@ fn compactions_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("compactions", schema, build)
+}
+
+/// Each materialized view: its definition and how its maintenance is going.
+fn views_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("view_name", DataType::Utf8, false),
+        Field::new("base_table", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("definition", DataType::Utf8, false),
+        Field::new("bucket", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("backfill_progress", DataType::Float64, true),
+        Field::new("pending_buckets", DataType::UInt64, false),
+        Field::new("oldest_pending", ts(), true),
+        Field::new("newest_base_time", ts(), true),
+        Field::new("newest_view_time", ts(), true),
+        Field::new("materialized_until", ts(), true),
+        Field::new("lag_seconds", DataType::Float64, true),
+        Field::new("last_refresh", ts(), true),
+        Field::new("last_refresh_ms", DataType::UInt64, false),
+        Field::new("refreshes", DataType::UInt64, false),
+        Field::new("last_error", DataType::Utf8, true),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let v = e.view_stats();
+            let t = |f: &dyn Fn(&sextant_storage::ViewStats) -> Option<i64>| -> ArrayRef {
+                Arc::new(TimestampNanosecondArray::from_iter(v.iter().map(f)).with_timezone("UTC"))
+            };
+            let text = |f: &dyn Fn(&sextant_storage::ViewStats) -> Option<String>| -> ArrayRef {
+                Arc::new(StringArray::from_iter(v.iter().map(f)))
+            };
+            let progress = |s: &sextant_storage::ViewStats| -> Option<f64> {
+                if let Some((done, total)) = s.status.backfill_rows {
+                    return Some(if total == 0 {
+                        0.0
+                    } else {
+                        done as f64 / total as f64
+                    });
+                }
+                let (from, to) = s.def.progress.backfill?;
+                if from == i64::MIN || to <= from {
+                    return Some(0.0);
+                }
+                Some((s.def.progress.backfilled_to_ns.max(from) - from) as f64 / (to - from) as f64)
+            };
+            let state = |s: &sextant_storage::ViewStats| -> String {
+                if s.status.last_error.is_some() {
+                    "error"
+                } else if s.def.progress.backfill.is_some() {
+                    "backfilling"
+                } else if s.pending_buckets > 0 {
+                    "refreshing"
+                } else {
+                    "current"
+                }
+                .to_string()
+            };
+            Ok(vec![
+                text(&|s| Some(s.def.name.clone())),
+                text(&|s| Some(s.def.base_table.clone())),
+                text(&|s| Some(s.def.spec.kind.as_str().to_string())),
+                text(&|s| Some(s.def.query.clone())),
+                text(&|s| {
+                    (s.def.spec.bucket_ns > 0).then(|| {
+                        interval_text(std::time::Duration::from_nanos(s.def.spec.bucket_ns as u64))
+                    })
+                }),
+                text(&|s| Some(state(s))),
+                Arc::new(Float64Array::from_iter(v.iter().map(progress))),
+                Arc::new(UInt64Array::from_iter_values(
+                    v.iter().map(|s| s.pending_buckets),
+                )),
+                t(&|s| s.oldest_pending_ns),
+                t(&|s| s.base_newest_ns),
+                t(&|s| s.view_newest_ns),
+                t(&|s| s.status.materialized_ns),
+                Arc::new(Float64Array::from_iter(v.iter().map(|s| {
+                    let base = s.base_newest_ns?;
+                    let done = s.status.materialized_ns?;
+                    Some((base - done).max(0) as f64 / 1e9)
+                }))),
+                t(&|s| s.status.last_refresh_ns),
+                Arc::new(UInt64Array::from_iter_values(
+                    v.iter().map(|s| s.status.last_duration_ms),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    v.iter().map(|s| s.status.refreshes),
+                )),
+                text(&|s| s.status.last_error.clone()),
+            ])
+        }),
+    );
+    ("materialized_views", schema, build)
 }

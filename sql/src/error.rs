@@ -155,6 +155,8 @@ impl SqlError {
         match e {
             StorageError::Catalog(CatalogError::TableNotFound(_)) => "42P01",
             StorageError::Catalog(CatalogError::TableExists(_)) => "42P07",
+            StorageError::Catalog(CatalogError::HasDependents { .. }) => "2BP01",
+            StorageError::ReadOnly(_) => "42809",
             StorageError::InvalidData(m) if m.contains("null value") => "22004",
             StorageError::InvalidData(_) => "22000",
             StorageError::TypeConflict { .. } => "42804",

@@ -11,6 +11,8 @@ mod error;
 pub mod pg;
 pub mod settings;
 mod statements;
+mod views;
 
 pub use error::SqlError;
 pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};
+pub use views::{run_refresher, start_views};

@@ -42,6 +42,9 @@ pub enum SextantStatement {
     DropTable(String),
     Flush(String),
     Compact(String),
+    CreateView(String),
+    DropView(String),
+    RefreshView(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -117,7 +120,18 @@ pub fn classify(stmt: &str) -> Classified {
         Some(Token::Word(w)) => w.keyword,
         _ => Keyword::NoKeyword,
     };
+    let refresh =
+        matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("refresh"));
     match (kw(0), kw(1)) {
+        (Keyword::CREATE, Keyword::MATERIALIZED) => {
+            Classified::Sextant(SextantStatement::CreateView(stmt.to_string()))
+        }
+        (Keyword::DROP, Keyword::MATERIALIZED) => {
+            Classified::Sextant(SextantStatement::DropView(stmt.to_string()))
+        }
+        (_, Keyword::MATERIALIZED) if refresh => {
+            Classified::Sextant(SextantStatement::RefreshView(stmt.to_string()))
+        }
         (Keyword::CREATE, Keyword::TABLE) => {
             Classified::Sextant(SextantStatement::CreateTable(stmt.to_string()))
         }
@@ -159,6 +173,9 @@ pub async fn execute(
         SextantStatement::DropTable(sql) => drop_table(sql, engine).await,
         SextantStatement::Flush(sql) => flush(sql, engine).await,
         SextantStatement::Compact(sql) => compact(sql, engine).await,
+        SextantStatement::CreateView(sql) => crate::views::create(sql, engine, ctx).await,
+        SextantStatement::DropView(sql) => crate::views::drop(sql, engine).await,
+        SextantStatement::RefreshView(sql) => crate::views::refresh(sql, engine, ctx).await,
     }
 }
 
@@ -320,7 +337,7 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
 }
 
 /// Sets one table option from its text.
-fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Result<(), SqlError> {
+pub(crate) fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Result<(), SqlError> {
     match key {
         "retention" => out.retention = parse_retention(text)?,
         "partition" | "partition_duration" => {
@@ -441,7 +458,7 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     })
 }
 
-fn option_text(value: &Expr) -> Result<String, SqlError> {
+pub(crate) fn option_text(value: &Expr) -> Result<String, SqlError> {
     match value {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => Ok(s.clone()),
@@ -456,7 +473,7 @@ fn option_text(value: &Expr) -> Result<String, SqlError> {
     }
 }
 
-fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
+pub(crate) fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
     match text.trim().to_lowercase().as_str() {
         "none" | "infinite" | "forever" => Ok(None),
         _ => {
@@ -473,7 +490,7 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
 
 /// `'30 days'`, `'7d'`, `'1 hour'`, `'90m'`: humantime's grammar, which also
 /// accepts a space between number and unit.
-fn parse_interval(text: &str) -> Result<Duration, SqlError> {
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, SqlError> {
     humantime::parse_duration(text.trim())
         .ok()
         .filter(|d| !d.is_zero())
@@ -499,6 +516,12 @@ async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
         .map(table_name)
         .collect::<Result<Vec<_>, _>>()?;
     for name in &names {
+        if engine.view(name).is_some() {
+            return Err(SqlError::new(
+                "42809",
+                format!("\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW {name}"),
+            ));
+        }
         if engine.table(name).is_none() {
             if if_exists {
                 continue;

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::codec;
 use crate::error::{Result, StorageError};
 use crate::persist::encode_partitions;
+use crate::views::{Dependents, Derived, ViewState, invalidate_chunk};
 use crate::wal::{SyncMode, Wal, WalConfig};
 
 /// Largest single WAL record an INSERT is packed into; bigger inserts are
@@ -114,6 +115,22 @@ pub(crate) struct TableData {
     oldest_chunk_at: Option<Instant>,
 }
 
+impl TableData {
+    /// Adds a chunk; the caller counts its bytes in `Inner::buffered`.
+    pub(crate) fn push(&mut self, chunk: Chunk) {
+        self.bytes += chunk.batch.get_array_memory_size();
+        self.oldest_chunk_at.get_or_insert_with(Instant::now);
+        self.chunks.push(chunk);
+    }
+
+    /// Removes every chunk; returns their bytes.
+    pub(crate) fn take_chunks(&mut self) -> usize {
+        self.chunks.clear();
+        self.oldest_chunk_at = None;
+        std::mem::take(&mut self.bytes)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct TableState {
     pub(crate) def: RwLock<TableDef>,
@@ -122,6 +139,8 @@ pub(crate) struct TableState {
     persisting: tokio::sync::Mutex<()>,
     /// One compaction or retention pass over a table at a time.
     pub(crate) compacting: tokio::sync::Mutex<()>,
+    /// Materialized views that follow this table.
+    pub(crate) dependents: RwLock<Dependents>,
 }
 
 impl TableState {
@@ -134,6 +153,7 @@ impl TableState {
             }),
             persisting: tokio::sync::Mutex::new(()),
             compacting: tokio::sync::Mutex::new(()),
+            dependents: RwLock::new(Dependents::default()),
         }
     }
 
@@ -151,13 +171,17 @@ pub(crate) struct Inner {
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) store: Arc<dyn ObjectStore>,
     wal: Wal,
+    /// Materialized views by their table's id.
+    pub(crate) views: RwLock<BTreeMap<i64, Arc<ViewState>>>,
+    /// Orders invalidations of view buckets (and names refresh files).
+    pub(crate) generation: AtomicU64,
     tables: RwLock<BTreeMap<String, Arc<TableState>>>,
-    buffered: AtomicUsize,
+    pub(crate) buffered: AtomicUsize,
     /// Highest seq whose chunk is in the buffer (or was skipped as persisted).
-    applied_seq: AtomicU64,
+    pub(crate) applied_seq: AtomicU64,
     persist_wake: Notify,
     /// DDL statements run one at a time.
-    ddl: tokio::sync::Mutex<()>,
+    pub(crate) ddl: tokio::sync::Mutex<()>,
     /// Files no longer in the catalog, deleted once no query holds them.
     pub(crate) retired: Mutex<Vec<Arc<ParquetFile>>>,
     /// Why background persistence last failed, until it works again: a
@@ -238,12 +262,14 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "WAL replayed"
         );
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 config,
                 catalog,
                 store,
                 wal,
+                views: RwLock::new(BTreeMap::new()),
+                generation: AtomicU64::new(1),
                 tables: RwLock::new(tables),
                 buffered: AtomicUsize::new(bytes),
                 applied_seq: AtomicU64::new(last_seq),
@@ -252,7 +278,17 @@ impl Engine {
                 retired: Mutex::new(vec![]),
                 persist_failure: Mutex::new(None),
             }),
-        })
+        };
+        crate::views::load_views(&engine)?;
+        // Replayed writes invalidate the view buckets they touch, as they
+        // did when they were first applied.
+        for state in engine.states() {
+            let chunks = state.data().chunks.clone();
+            for c in &chunks {
+                invalidate_chunk(&engine.inner, &state, c);
+            }
+        }
+        Ok(engine)
     }
 
     /// The catalog the engine commits to.
@@ -301,7 +337,7 @@ impl Engine {
     }
 
     /// Makes a newly created table visible to writers and queries.
-    fn register(&self, def: &TableDef) {
+    pub(crate) fn register(&self, def: &TableDef) {
         self.inner
             .tables
             .write()
@@ -332,10 +368,13 @@ impl Engine {
         schema: &Schema,
         options: TableOptions,
     ) -> Result<TableDef> {
-        if let Some(def) = self.table(table)
-            && missing_columns(&def, schema)?.is_empty()
-        {
-            return Ok(def);
+        if let Some(def) = self.table(table) {
+            if self.is_view(def.id) {
+                return Err(read_only(&def.name));
+            }
+            if missing_columns(&def, schema)?.is_empty() {
+                return Ok(def);
+            }
         }
         let _ddl = self.inner.ddl.lock().await;
         let Some(state) = self.state(table) else {
@@ -393,6 +432,7 @@ impl Engine {
     pub async fn drop_table(&self, name: &str) -> Result<TableDef> {
         let _ddl = self.inner.ddl.lock().await;
         let (def, _files) = self.inner.catalog.drop_table(name)?;
+        self.detach_view(def.id);
         let state = self
             .inner
             .tables
@@ -414,10 +454,22 @@ impl Engine {
     /// WAL sync mode) and visible to queries. The batch must have the table's
     /// schema (column names and types, in order).
     pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
+        self.write_inner(table, batch, false).await
+    }
+
+    pub(crate) async fn write_inner(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+        to_view: bool,
+    ) -> Result<u64> {
         let state = self
             .state(table)
             .ok_or_else(|| CatalogError::TableNotFound(table.into()))?;
         let def = state.def();
+        if !to_view && self.is_view(def.id) {
+            return Err(read_only(&def.name));
+        }
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -430,6 +482,7 @@ impl Engine {
         for piece in split_for_wal(&batch) {
             let piece_rows = piece.num_rows() as u64;
             let payload = codec::encode(def.id, &piece)?;
+            let derived = Self::derive(&state, &piece)?;
             let chunk_template = make_chunk(0, piece, &def)?;
             let state = state.clone();
             let inner = self.inner.clone();
@@ -437,20 +490,7 @@ impl Engine {
                 .wal
                 .append(
                     payload,
-                    Box::new(move |seq| {
-                        let chunk = Chunk {
-                            seq,
-                            ..chunk_template
-                        };
-                        let size = chunk.batch.get_array_memory_size();
-                        let mut data = state.data();
-                        data.bytes += size;
-                        data.oldest_chunk_at.get_or_insert_with(Instant::now);
-                        data.chunks.push(chunk);
-                        drop(data);
-                        inner.buffered.fetch_add(size, Ordering::SeqCst);
-                        inner.applied_seq.store(seq, Ordering::SeqCst);
-                    }),
+                    Box::new(move |seq| apply(&inner, &state, seq, chunk_template, derived)),
                 )
                 .await?;
             written += piece_rows;
@@ -546,6 +586,11 @@ impl Engine {
     }
 
     async fn persist(&self, state: &Arc<TableState>) -> Result<usize> {
+        // Rows derived for transform views go first: a base write leaves
+        // the WAL only once its derived rows are in Parquet too.
+        for view in self.transform_tables(state) {
+            Box::pin(self.persist(&view)).await?;
+        }
         let _one_at_a_time = state.persisting.lock().await;
         let def = state.def();
         let chunks = state.data().chunks.clone();
@@ -578,11 +623,13 @@ impl Engine {
             new_files.push(self.put_file(path, f).await?);
         }
 
-        let committed = match self
-            .inner
-            .catalog
-            .commit_files(def.id, new_files.clone(), max_seq)
-        {
+        let invalidations = self.invalidations_of(state);
+        let committed = match self.inner.catalog.commit_files_invalidating(
+            def.id,
+            new_files.clone(),
+            max_seq,
+            &invalidations,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 // Not committed: the objects are unreferenced; remove them.
@@ -826,7 +873,65 @@ fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {
     Ok(())
 }
 
-fn make_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
+/// Applies one write on the WAL thread, in sequence order: its chunk and
+/// the rows derived for transform views become visible, then the view
+/// buckets they touch are invalidated.
+fn apply(inner: &Inner, state: &TableState, seq: u64, template: Chunk, derived: Derived) {
+    let chunk = Chunk { seq, ..template };
+    let mut size = chunk.batch.get_array_memory_size();
+    let mut views = vec![];
+    {
+        let mut data = state.data();
+        let deps = state.dependents.read().unwrap_or_else(|e| e.into_inner());
+        // A transform view was attached or dropped since the rows were
+        // derived: derive again with what is attached now.
+        let batches = if deps.version == derived.version {
+            derived.batches
+        } else {
+            deps.transforms
+                .iter()
+                .filter_map(|t| match (t.f)(&chunk.batch) {
+                    Ok(b) => Some((t.view.clone(), b)),
+                    Err(e) => {
+                        warn!(view = %t.view.def().name, error = %e, "a write could not be transformed");
+                        None
+                    }
+                })
+                .collect()
+        };
+        drop(deps);
+        for (view, batch) in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            match make_chunk(seq, batch, &view.table.def()) {
+                Ok(c) => {
+                    size += c.batch.get_array_memory_size();
+                    view.table.data().push(c.clone());
+                    views.push((view, c));
+                }
+                Err(e) => {
+                    warn!(view = %view.def().name, error = %e, "transformed rows do not fit the view")
+                }
+            }
+        }
+        data.push(chunk.clone());
+    }
+    inner.buffered.fetch_add(size, Ordering::SeqCst);
+    inner.applied_seq.store(seq, Ordering::SeqCst);
+    invalidate_chunk(inner, state, &chunk);
+    for (view, c) in &views {
+        invalidate_chunk(inner, &view.table, c);
+    }
+}
+
+fn read_only(name: &str) -> StorageError {
+    StorageError::ReadOnly(format!(
+        "cannot change materialized view \"{name}\": its rows come from its query"
+    ))
+}
+
+pub(crate) fn make_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
     let batch = conform(&batch, &def.schema)?;
     let times = time_array(&batch, def)?;
     let min = arrow::compute::min(times).unwrap_or(i64::MIN);

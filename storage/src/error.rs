@@ -50,6 +50,9 @@ pub enum StorageError {
     /// Arrow or Parquet encoding failed.
     #[error("encoding: {0}")]
     Encoding(String),
+    /// A write to a table only Sextant itself writes (a materialized view).
+    #[error("{0}")]
+    ReadOnly(String),
     /// The engine is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,

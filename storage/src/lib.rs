@@ -15,6 +15,7 @@ mod error;
 mod lifecycle;
 mod persist;
 mod provider;
+mod views;
 pub mod wal;
 
 pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
@@ -22,4 +23,5 @@ pub use error::{Result, StorageError};
 pub use lifecycle::{CompactionSummary, LifecycleConfig};
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, object_store_url};
+pub use views::{BucketRefresh, RefreshOutcome, TransformFn, ViewStats, ViewStatus, bucket_start};
 pub use wal::SyncMode;

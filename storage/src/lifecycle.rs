@@ -134,7 +134,7 @@ impl Engine {
 
     /// Replaces `remove` by `add` in a table's files: one catalog commit,
     /// then the in-memory list, under the lock snapshots take.
-    async fn swap_files(
+    pub(crate) async fn swap_files(
         &self,
         state: &TableState,
         remove: &[Arc<ParquetFile>],

@@ -82,10 +82,19 @@ impl SchemaProvider for SextantSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Ok(self.engine.table(name).map(|def| {
+            let definition = self.engine.view(name).map(|v| {
+                format!(
+                    "CREATE MATERIALIZED VIEW {} AS {}",
+                    v.name,
+                    v.query.trim_end_matches(';')
+                )
+            });
             Arc::new(SextantTable {
                 engine: self.engine.clone(),
                 name: def.name,
                 schema: def.schema,
+                definition,
+                fixed: None,
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -111,6 +120,24 @@ pub struct SextantTable {
     engine: Engine,
     name: String,
     schema: SchemaRef,
+    /// A materialized view's `CREATE MATERIALIZED VIEW` text.
+    definition: Option<String>,
+    /// Scan this snapshot rather than the table as it is at scan time.
+    fixed: Option<Snapshot>,
+}
+
+impl SextantTable {
+    /// A table that always reads `snapshot` (a view's backfill reads its
+    /// base as it was when the view started following it).
+    pub fn from_snapshot(engine: Engine, snapshot: Snapshot) -> Self {
+        Self {
+            engine,
+            name: snapshot.def.name.clone(),
+            schema: snapshot.def.schema.clone(),
+            definition: None,
+            fixed: Some(snapshot),
+        }
+    }
 }
 
 #[async_trait]
@@ -120,7 +147,15 @@ impl TableProvider for SextantTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        if self.definition.is_some() {
+            TableType::View
+        } else {
+            TableType::Base
+        }
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition.as_deref()
     }
 
     fn supports_filters_pushdown(
@@ -139,10 +174,13 @@ impl TableProvider for SextantTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let snap = self
-            .engine
-            .snapshot(&self.name)
-            .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?;
+        let snap = match &self.fixed {
+            Some(s) => s.clone(),
+            None => self
+                .engine
+                .snapshot(&self.name)
+                .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?,
+        };
         // The snapshot is the truth for this query, even if the table
         // gained columns since planning started.
         let schema = self.schema.clone();

@@ -8,6 +8,8 @@
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
 //! - `lifecycle`: compaction under concurrent queries, retention, orphans.
+//! - `views`: materialized views equal their query through late data and
+//!   `kill -9`; they refuse writes and show as views to catalogs.
 
 mod basic;
 mod crash;
@@ -15,3 +17,4 @@ mod engine;
 mod flight;
 mod ingest;
 mod lifecycle;
+mod views;

@@ -36,6 +36,20 @@ pub trait CatalogInfo: Clone + Send + Sync + Debug + 'static {
         schema_name: &str,
         table_name: &str,
     ) -> Result<Option<TableType>, DataFusionError>;
+
+    /// `pg_class.relkind` of a table: from its type, except that a view
+    /// whose definition is `CREATE MATERIALIZED VIEW ...` is `m` (Sextant).
+    async fn table_relkind(
+        &self,
+        catalog_name: &str,
+        schema_name: &str,
+        table_name: &str,
+    ) -> Result<Option<String>, DataFusionError> {
+        Ok(self
+            .table_type(catalog_name, schema_name, table_name)
+            .await?
+            .map(|t| table_type_to_string(&t)))
+    }
 }
 
 #[async_trait]
@@ -94,6 +108,32 @@ impl CatalogInfo for Arc<dyn CatalogProviderList> {
         } else {
             Ok(None)
         }
+    }
+
+    async fn table_relkind(
+        &self,
+        catalog_name: &str,
+        schema_name: &str,
+        table_name: &str,
+    ) -> Result<Option<String>, DataFusionError> {
+        let schema = self
+            .catalog(catalog_name)
+            .and_then(|c| c.schema(schema_name));
+        match schema {
+            Some(schema) => Ok(schema
+                .table(table_name)
+                .await?
+                .map(|t| relkind_of(t.as_ref()))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `m` for a provider whose definition is a materialized view's (Sextant).
+pub fn relkind_of(table: &dyn datafusion::catalog::TableProvider) -> String {
+    match table.get_table_definition() {
+        Some(d) if d.starts_with("CREATE MATERIALIZED VIEW") => "m".to_string(),
+        _ => table_type_to_string(&table.table_type()),
     }
 }
 

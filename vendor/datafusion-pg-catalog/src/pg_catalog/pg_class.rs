@@ -154,11 +154,11 @@ impl<C: CatalogInfo> PgClassTable<C> {
                                 .await?
                             {
                                 // Determine the correct table type based on the table provider and context
-                                let table_type = this
+                                let relkind = this
                                     .catalog_list
-                                    .table_type(&catalog_name, &schema_name, &table_name)
+                                    .table_relkind(&catalog_name, &schema_name, &table_name)
                                     .await?
-                                    .unwrap_or(TableType::Temporary);
+                                    .unwrap_or_else(|| table_type_to_string(&TableType::Temporary));
 
                                 // Get column count from schema
                                 let column_count = table_schema.fields().len() as i16;
@@ -180,7 +180,7 @@ impl<C: CatalogInfo> PgClassTable<C> {
                                 relhasindexes.push(false);
                                 relisshareds.push(false);
                                 relpersistences.push("p".to_string()); // Permanent
-                                relkinds.push(table_type_to_string(&table_type));
+                                relkinds.push(relkind);
                                 relnattses.push(column_count);
                                 relcheckses.push(0);
                                 relhasruleses.push(false);

@@ -1,0 +1,852 @@
+//! Materialized views as storage keeps them. A view is a table of its own,
+//! read like any other; what storage adds is how its rows follow the base
+//! table's.
+//!
+//! - Aggregating views: every write applied to a base table (live, or on WAL
+//!   replay) marks the time buckets it touches invalid, in memory, after its
+//!   rows are visible. Persisting the base table commits the invalid buckets
+//!   with its files, so they outlive the WAL records that caused them. A
+//!   refresh (the rows are computed above storage) swaps the view's rows of
+//!   whole buckets in one catalog transaction ([`Engine::commit_refresh`]),
+//!   clears the invalidations it covered unless a newer one came meanwhile,
+//!   and invalidates the buckets of views over this view.
+//! - Transform views: a function applied to each write of the base table
+//!   before the WAL append; its result becomes a chunk of the view with the
+//!   write's WAL sequence number, so the view's rows are exactly as durable
+//!   as the write. Persisting the base persists its transform views first,
+//!   so replay can always re-derive whatever is not in Parquet yet.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::filter_record_batch;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sextant_catalog::{
+    CatalogError, Invalidation, NewTable, NewView, ParquetFile, Refresh, TableDef, ViewDef,
+    ViewKind, ViewProgress,
+};
+use tracing::{info, warn};
+
+use crate::engine::{Chunk, Engine, Inner, Snapshot, TableState, conform, partition_label};
+use crate::error::{Result, StorageError};
+use crate::persist::encode_partitions;
+
+/// A transform view's function: base rows in, view rows out (the view's
+/// schema). Errors are messages for the writer.
+pub type TransformFn =
+    Arc<dyn Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync>;
+
+/// One view, in memory.
+pub(crate) struct ViewState {
+    pub(crate) def: RwLock<ViewDef>,
+    /// Invalid buckets of an aggregating view, each with the generation of
+    /// its latest invalidation.
+    pub(crate) pending: Mutex<BTreeMap<i64, u64>>,
+    /// The view's own table.
+    pub(crate) table: Arc<TableState>,
+    /// How its maintenance is going.
+    status: Mutex<ViewStatus>,
+    /// One refresh of the view at a time.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How a view's maintenance is going, as its refresher reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ViewStatus {
+    /// When the last refresh finished (ns).
+    pub last_refresh_ns: Option<i64>,
+    /// How long it took.
+    pub last_duration_ms: u64,
+    /// Refreshes so far (since start).
+    pub refreshes: u64,
+    /// Why the last refresh failed, until one works.
+    pub last_error: Option<String>,
+    /// Every base row up to this time (ns) is reflected in the view.
+    pub materialized_ns: Option<i64>,
+    /// A transform view's backfill: rows done and rows in all.
+    pub backfill_rows: Option<(u64, u64)>,
+}
+
+impl std::fmt::Debug for ViewState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewState").finish_non_exhaustive()
+    }
+}
+
+impl ViewState {
+    pub(crate) fn def(&self) -> ViewDef {
+        self.def.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, u64>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A transform view attached to its base table.
+#[derive(Clone)]
+pub(crate) struct Transform {
+    pub(crate) view: Arc<ViewState>,
+    pub(crate) f: TransformFn,
+}
+
+/// The views that follow one table.
+#[derive(Default)]
+pub(crate) struct Dependents {
+    /// Aggregating views over the table.
+    pub(crate) aggregates: Vec<Arc<ViewState>>,
+    /// Transform views over the table (once their function is installed).
+    pub(crate) transforms: Vec<Transform>,
+    /// Changes whenever `transforms` does, so a write can tell whether the
+    /// rows it derived before its WAL append are still the right ones.
+    pub(crate) version: u64,
+}
+
+impl std::fmt::Debug for Dependents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependents")
+            .field("aggregates", &self.aggregates.len())
+            .field("transforms", &self.transforms.len())
+            .finish()
+    }
+}
+
+/// Rows of transform views derived from one write, before its WAL append.
+pub(crate) struct Derived {
+    pub(crate) version: u64,
+    pub(crate) batches: Vec<(Arc<ViewState>, RecordBatch)>,
+}
+
+/// The start of the bucket `t` falls in.
+pub fn bucket_start(t: i64, width: i64, origin: i64) -> i64 {
+    origin + (t - origin).div_euclid(width) * width
+}
+
+/// The distinct buckets of `times` (whose bounds are `min`, `max`), sorted.
+fn buckets_of(times: &TimestampNanosecondArray, min: i64, max: i64, w: i64, o: i64) -> Vec<i64> {
+    let (lo, hi) = (bucket_start(min, w, o), bucket_start(max, w, o));
+    if lo == hi {
+        return vec![lo];
+    }
+    let mut out: Vec<i64> = times
+        .values()
+        .iter()
+        .map(|t| bucket_start(*t, w, o))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Marks the buckets `chunk` touches invalid in every aggregating view over
+/// `table`. Called after the chunk is visible, so a refresh that sees the
+/// invalidation also sees the rows.
+pub(crate) fn invalidate_chunk(inner: &Inner, table: &TableState, chunk: &Chunk) {
+    let views = table
+        .dependents
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .aggregates
+        .clone();
+    if views.is_empty() {
+        return;
+    }
+    let Some(times) = chunk
+        .batch
+        .column_by_name(sextant_catalog::TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+    else {
+        return;
+    };
+    for view in views {
+        let spec = view.def().spec;
+        let buckets = buckets_of(
+            times,
+            chunk.min_time_ns,
+            chunk.max_time_ns,
+            spec.bucket_ns,
+            spec.origin_ns,
+        );
+        let generation = inner.generation.fetch_add(1, Ordering::SeqCst);
+        let mut pending = view.pending();
+        for b in buckets {
+            pending.insert(b, generation);
+        }
+    }
+}
+
+/// What one view looks like to `system.materialized_views`.
+#[derive(Debug, Clone)]
+pub struct ViewStats {
+    /// The definition.
+    pub def: ViewDef,
+    /// Buckets waiting to be re-aggregated.
+    pub pending_buckets: u64,
+    /// The oldest of them (ns).
+    pub oldest_pending_ns: Option<i64>,
+    /// The newest time in the base table (ns).
+    pub base_newest_ns: Option<i64>,
+    /// The newest time in the view (ns).
+    pub view_newest_ns: Option<i64>,
+    /// How its maintenance is going.
+    pub status: ViewStatus,
+}
+
+/// One refresh of an aggregating (or fully refreshed) view: the view's rows
+/// in `ranges` are replaced by `rows`.
+#[derive(Debug)]
+pub struct BucketRefresh {
+    /// The invalidations (bucket, generation) this refresh read and covers.
+    pub done: Vec<(i64, u64)>,
+    /// Time ranges `[from, to)` of whole buckets whose rows are replaced.
+    pub ranges: Vec<(i64, i64)>,
+    /// The new rows of those ranges, in the view's schema.
+    pub rows: Vec<RecordBatch>,
+    /// New backfill progress, if it moved.
+    pub progress: Option<ViewProgress>,
+}
+
+/// What a refresh did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RefreshOutcome {
+    /// View files rewritten (rows of other buckets kept).
+    pub files_replaced: usize,
+    /// Files written.
+    pub files_written: usize,
+    /// Rows written for the refreshed ranges.
+    pub rows: u64,
+}
+
+impl Engine {
+    pub(crate) fn view_state(&self, name: &str) -> Option<Arc<ViewState>> {
+        let id = self.table(name)?.id;
+        self.inner
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    pub(crate) fn state_by_id(&self, id: i64) -> Option<Arc<TableState>> {
+        self.states().into_iter().find(|s| s.def().id == id)
+    }
+
+    /// Whether `table_id` is a materialized view (which only its
+    /// maintenance writes).
+    pub(crate) fn is_view(&self, table_id: i64) -> bool {
+        self.inner
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&table_id)
+    }
+
+    /// Every view's definition, by name.
+    pub fn views(&self) -> Vec<ViewDef> {
+        let mut out: Vec<ViewDef> = self
+            .inner
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|v| v.def())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// One view's definition.
+    pub fn view(&self, name: &str) -> Option<ViewDef> {
+        self.view_state(name).map(|v| v.def())
+    }
+
+    /// Registers views loaded from the catalog (at open) or just created.
+    pub(crate) fn attach_view(&self, def: ViewDef, pending: BTreeMap<i64, u64>) -> Result<()> {
+        let table = self
+            .state_by_id(def.table_id)
+            .ok_or_else(|| CatalogError::TableNotFound(def.name.clone()))?;
+        let base = self
+            .state_by_id(def.base_table_id)
+            .ok_or_else(|| CatalogError::TableNotFound(def.base_table.clone()))?;
+        let kind = def.spec.kind;
+        let view = Arc::new(ViewState {
+            def: RwLock::new(def.clone()),
+            pending: Mutex::new(pending),
+            table,
+            status: Mutex::new(ViewStatus::default()),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        self.inner
+            .views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(def.table_id, view.clone());
+        if kind == ViewKind::Aggregate {
+            base.dependents
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .aggregates
+                .push(view);
+        }
+        Ok(())
+    }
+
+    /// Forgets a dropped view.
+    pub(crate) fn detach_view(&self, table_id: i64) {
+        let removed = self
+            .inner
+            .views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&table_id);
+        let Some(view) = removed else { return };
+        if let Some(base) = self.state_by_id(view.def().base_table_id) {
+            let mut d = base.dependents.write().unwrap_or_else(|e| e.into_inner());
+            d.aggregates.retain(|v| !Arc::ptr_eq(v, &view));
+            let before = d.transforms.len();
+            d.transforms.retain(|t| !Arc::ptr_eq(&t.view, &view));
+            if d.transforms.len() != before {
+                d.version += 1;
+            }
+        }
+    }
+
+    /// Creates a materialized view: its table and its definition in one
+    /// catalog transaction. An aggregating view follows its base from this
+    /// moment; a transform view once [`Engine::install_transform`] runs.
+    pub async fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
+        let _ddl = self.inner.ddl.lock().await;
+        let (def, vdef) = self.inner.catalog.create_view(table, view)?;
+        self.register(&def);
+        self.attach_view(vdef.clone(), BTreeMap::new())?;
+        info!(view = %vdef.name, base = %vdef.base_table, kind = vdef.spec.kind.as_str(), "materialized view created");
+        Ok((def, vdef))
+    }
+
+    /// Attaches a transform view's function to its base table. A view whose
+    /// backfill is not done (just created, or interrupted by a restart) is
+    /// emptied and the base table's snapshot taken at the instant the
+    /// function starts applying is returned: its rows are the backfill.
+    /// Otherwise (a restart) the function re-derives the view's rows of
+    /// replayed base writes not yet persisted for the view.
+    pub async fn install_transform(&self, name: &str, f: TransformFn) -> Result<Option<Snapshot>> {
+        let view = self
+            .view_state(name)
+            .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        let vdef = view.def();
+        let base = self
+            .state_by_id(vdef.base_table_id)
+            .ok_or_else(|| CatalogError::TableNotFound(vdef.base_table.clone()))?;
+        let backfill = vdef.progress.backfill.is_some();
+        if backfill {
+            self.truncate(&view.table).await?;
+        }
+        let floor = view.table.def().persisted_seq;
+        let mut derived = vec![];
+        // Every base write up to `boundary` is in the backfill's snapshot;
+        // every later one goes through the function.
+        let mut boundary = 0;
+        let snapshot = {
+            let data = base.data();
+            let mut deps = base.dependents.write().unwrap_or_else(|e| e.into_inner());
+            deps.transforms.push(Transform {
+                view: view.clone(),
+                f: f.clone(),
+            });
+            deps.version += 1;
+            if backfill {
+                boundary = data
+                    .chunks
+                    .iter()
+                    .map(|c| c.seq)
+                    .max()
+                    .unwrap_or(0)
+                    .max(self.inner.applied_seq.load(Ordering::SeqCst));
+                let def = base.def();
+                let chunks = data
+                    .chunks
+                    .iter()
+                    .map(|c| {
+                        Ok(Chunk {
+                            batch: conform(&c.batch, &def.schema)?,
+                            ..c.clone()
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(Snapshot {
+                    def,
+                    chunks,
+                    files: data.files.clone(),
+                })
+            } else {
+                for c in data.chunks.iter().filter(|c| c.seq > floor) {
+                    let batch = conform(&c.batch, &base.def().schema)?;
+                    let out = f(&batch).map_err(StorageError::InvalidData)?;
+                    if out.num_rows() > 0 {
+                        derived.push(make_view_chunk(c.seq, out, &view.table.def())?);
+                    }
+                }
+                let mut vdata = view.table.data();
+                for c in &derived {
+                    vdata.push(c.clone());
+                }
+                None
+            }
+        };
+        if backfill {
+            // The view's rows up to the boundary are the backfill's (written
+            // from here on): neither its own older WAL records (an
+            // interrupted backfill) nor base writes up to it are replayed
+            // into it again.
+            let id = view.table.def().id;
+            let catalog = self.inner.catalog.clone();
+            tokio::task::spawn_blocking(move || catalog.commit_files(id, vec![], boundary))
+                .await
+                .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+            let mut d = view.table.def.write().unwrap_or_else(|e| e.into_inner());
+            d.persisted_seq = d.persisted_seq.max(boundary);
+        }
+        let bytes: usize = derived
+            .iter()
+            .map(|c| c.batch.get_array_memory_size())
+            .sum();
+        self.inner.buffered.fetch_add(bytes, Ordering::SeqCst);
+        for c in &derived {
+            invalidate_chunk(&self.inner, &view.table, c);
+        }
+        if !derived.is_empty() {
+            info!(view = %name, chunks = derived.len(), "transform view rows re-derived from the WAL");
+        }
+        Ok(snapshot)
+    }
+
+    /// Removes every row of a table (a view being rebuilt).
+    async fn truncate(&self, state: &Arc<TableState>) -> Result<()> {
+        let _one = state.compacting.lock().await;
+        let files = state.data().files.clone();
+        if !files.is_empty() {
+            self.swap_files(state, &files, vec![]).await?;
+        }
+        let freed = state.data().take_chunks();
+        self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Appends rows to a view's table (a transform view's backfill):
+    /// through the WAL like any write, but allowed on a view.
+    pub async fn write_view_rows(&self, view: &str, batch: RecordBatch) -> Result<u64> {
+        self.write_inner(view, batch, true).await
+    }
+
+    /// Derives the rows of the transform views of a write, before its WAL
+    /// append.
+    pub(crate) fn derive(state: &TableState, batch: &RecordBatch) -> Result<Derived> {
+        let deps = state.dependents.read().unwrap_or_else(|e| e.into_inner());
+        let mut batches = Vec::with_capacity(deps.transforms.len());
+        for t in &deps.transforms {
+            let out = (t.f)(batch).map_err(|e| {
+                StorageError::InvalidData(format!(
+                    "materialized view \"{}\" cannot transform this write: {e}",
+                    t.view.def().name
+                ))
+            })?;
+            batches.push((t.view.clone(), out));
+        }
+        Ok(Derived {
+            version: deps.version,
+            batches,
+        })
+    }
+
+    /// The invalid buckets of a view, oldest first, at most `limit`.
+    pub fn pending_buckets(&self, view: &str, limit: usize) -> Vec<(i64, u64)> {
+        self.view_state(view)
+            .map(|v| {
+                v.pending()
+                    .iter()
+                    .take(limit)
+                    .map(|(b, g)| (*b, *g))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records a view's backfill progress.
+    pub async fn set_view_progress(&self, view: &str, progress: ViewProgress) -> Result<()> {
+        let v = self
+            .view_state(view)
+            .ok_or_else(|| CatalogError::TableNotFound(view.into()))?;
+        let id = v.def().table_id;
+        let catalog = self.inner.catalog.clone();
+        let p = progress.clone();
+        tokio::task::spawn_blocking(move || catalog.set_view_progress(id, &p))
+            .await
+            .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+        v.def.write().unwrap_or_else(|e| e.into_inner()).progress = progress;
+        Ok(())
+    }
+
+    /// Invalidations of the aggregating views over `state`, to commit with
+    /// its persisted rows.
+    pub(crate) fn invalidations_of(&self, state: &TableState) -> Vec<Invalidation> {
+        let views = state
+            .dependents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .aggregates
+            .clone();
+        let mut out = vec![];
+        for v in views {
+            let id = v.def().table_id;
+            out.extend(v.pending().iter().map(|(b, g)| Invalidation {
+                view_id: id,
+                bucket_ns: *b,
+                generation: *g,
+            }));
+        }
+        out
+    }
+
+    /// The transform views of a table, persisted before it.
+    pub(crate) fn transform_tables(&self, state: &TableState) -> Vec<Arc<TableState>> {
+        state
+            .dependents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .transforms
+            .iter()
+            .map(|t| t.view.table.clone())
+            .collect()
+    }
+
+    /// Swaps the rows of whole buckets of a view: the view's files holding
+    /// rows in `ranges` are rewritten without them, the new rows are added,
+    /// and it all becomes visible at once (one catalog transaction, then
+    /// the in-memory file list under the lock queries snapshot with).
+    pub async fn commit_refresh(&self, view: &str, r: BucketRefresh) -> Result<RefreshOutcome> {
+        let v = self
+            .view_state(view)
+            .ok_or_else(|| CatalogError::TableNotFound(view.into()))?;
+        let state = v.table.clone();
+        let _one = state.compacting.lock().await;
+        let def = state.def();
+        let in_ranges = |lo: i64, hi: i64| r.ranges.iter().any(|(a, b)| lo < *b && hi >= *a);
+        let affected: Vec<Arc<ParquetFile>> = state
+            .data()
+            .files
+            .iter()
+            .filter(|f| in_ranges(f.file.min_time_ns, f.file.max_time_ns))
+            .cloned()
+            .collect();
+        let mut objects = Vec::with_capacity(affected.len());
+        for f in &affected {
+            let path = ObjectPath::from(f.file.path.as_str());
+            objects.push(self.inner.store.get(&path).await?.bytes().await?);
+        }
+        let schema = def.schema.clone();
+        let partition_ns = def.options.partition_duration.as_nanos() as i64;
+        let row_group_rows = self.inner.config.row_group_rows;
+        let ranges = r.ranges.clone();
+        let new_rows = r
+            .rows
+            .iter()
+            .map(|b| conform(b, &schema))
+            .collect::<Result<Vec<_>>>()?;
+        let rows: u64 = new_rows.iter().map(|b| b.num_rows() as u64).sum();
+        // Where rows are or will be, to bound an open-ended range.
+        let bounds = new_rows
+            .iter()
+            .filter_map(batch_time_range)
+            .chain(time_range(&state))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut batches = new_rows;
+            for bytes in objects {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .with_batch_size(64 * 1024)
+                    .build()?;
+                for b in reader {
+                    let b = conform(&b?, &schema)?;
+                    batches.push(outside(&b, &ranges)?);
+                }
+            }
+            encode_partitions(
+                &schema,
+                &batches,
+                sextant_catalog::TIME_COLUMN,
+                partition_ns,
+                row_group_rows,
+            )
+        })
+        .await
+        .map_err(|e| StorageError::Encoding(format!("refresh task failed: {e}")))??;
+        let tag = self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        let mut add = Vec::with_capacity(encoded.len());
+        for (i, f) in encoded.into_iter().enumerate() {
+            let path = format!(
+                "{}/{}/r{tag:019}-{i:04}.parquet",
+                def.name,
+                partition_label(f.partition_start_ns)
+            );
+            add.push(self.put_file(path, f).await?);
+        }
+        // The buckets of views over this view that the swap changes.
+        let downstream = state
+            .dependents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .aggregates
+            .clone();
+        let mut invalidate = vec![];
+        for d in &downstream {
+            let spec = d.def().spec;
+            let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst);
+            let mut buckets = HashSet::new();
+            for (lo, hi) in &r.ranges {
+                let (lo, hi) = clamp_range(*lo, *hi, bounds);
+                if lo >= hi {
+                    continue;
+                }
+                let mut b = bucket_start(lo, spec.bucket_ns, spec.origin_ns);
+                while b < hi {
+                    buckets.insert(b);
+                    b += spec.bucket_ns;
+                }
+            }
+            let id = d.def().table_id;
+            invalidate.extend(buckets.into_iter().map(|b| Invalidation {
+                view_id: id,
+                bucket_ns: b,
+                generation,
+            }));
+        }
+        let done: Vec<Invalidation> = r
+            .done
+            .iter()
+            .map(|(b, g)| Invalidation {
+                view_id: def.id,
+                bucket_ns: *b,
+                generation: *g,
+            })
+            .collect();
+        let remove: Vec<i64> = affected.iter().map(|f| f.id).collect();
+        let catalog = self.inner.catalog.clone();
+        let (view_id, progress) = (def.id, r.progress.clone());
+        let inv = invalidate.clone();
+        let add_files = add.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            catalog.commit_refresh(Refresh {
+                view_id,
+                remove: &remove,
+                add: add_files,
+                done: &done,
+                invalidate: &inv,
+                progress: progress.as_ref(),
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))?;
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                for f in &add {
+                    let _ = self
+                        .inner
+                        .store
+                        .delete(&ObjectPath::from(f.path.as_str()))
+                        .await;
+                }
+                return Err(e.into());
+            }
+        };
+        let files_written = committed.len();
+        let gone: HashSet<i64> = affected.iter().map(|f| f.id).collect();
+        let retired = {
+            let mut data = state.data();
+            let (out, keep): (Vec<_>, Vec<_>) =
+                data.files.drain(..).partition(|f| gone.contains(&f.id));
+            data.files = keep;
+            data.files.extend(committed.into_iter().map(Arc::new));
+            out
+        };
+        self.retire(retired);
+        // Now that the new rows are visible: views over this one, then the
+        // invalidations this refresh covered, unless a newer one came.
+        for d in &downstream {
+            let id = d.def().table_id;
+            let mut p = d.pending();
+            for i in invalidate.iter().filter(|i| i.view_id == id) {
+                p.insert(i.bucket_ns, i.generation);
+            }
+        }
+        {
+            let mut p = v.pending();
+            for (b, g) in &r.done {
+                if p.get(b) == Some(g) {
+                    p.remove(b);
+                }
+            }
+        }
+        if let Some(progress) = r.progress {
+            v.def.write().unwrap_or_else(|e| e.into_inner()).progress = progress;
+        }
+        Ok(RefreshOutcome {
+            files_replaced: affected.len(),
+            files_written,
+            rows,
+        })
+    }
+
+    /// The figures of every view.
+    pub fn view_stats(&self) -> Vec<ViewStats> {
+        let views: Vec<Arc<ViewState>> = self
+            .inner
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<ViewStats> = views
+            .into_iter()
+            .map(|v| {
+                let def = v.def();
+                let (pending_buckets, oldest_pending_ns) = {
+                    let p = v.pending();
+                    (p.len() as u64, p.keys().next().copied())
+                };
+                let base_newest_ns = self
+                    .state_by_id(def.base_table_id)
+                    .and_then(|b| newest_time(&b));
+                let view_newest_ns = newest_time(&v.table);
+                let status = v.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                ViewStats {
+                    def,
+                    pending_buckets,
+                    oldest_pending_ns,
+                    base_newest_ns,
+                    view_newest_ns,
+                    status,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        out
+    }
+
+    /// Updates a view's maintenance status.
+    pub fn update_view_status(&self, view: &str, f: impl FnOnce(&mut ViewStatus)) {
+        if let Some(v) = self.view_state(view) {
+            f(&mut v.status.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// Waits until no other refresh of `view` runs, and keeps others out
+    /// while the guard lives.
+    pub async fn lock_view(&self, view: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self.view_state(view)?.refreshing.clone();
+        Some(lock.lock_owned().await)
+    }
+
+    /// The time range of a table's rows (ns), if it has any.
+    pub fn time_range(&self, table: &str) -> Option<(i64, i64)> {
+        let state = self.state(table)?;
+        time_range(&state)
+    }
+}
+
+fn time_range(state: &TableState) -> Option<(i64, i64)> {
+    let data = state.data();
+    let mins = data
+        .chunks
+        .iter()
+        .map(|c| c.min_time_ns)
+        .chain(data.files.iter().map(|f| f.file.min_time_ns));
+    let maxs = data
+        .chunks
+        .iter()
+        .map(|c| c.max_time_ns)
+        .chain(data.files.iter().map(|f| f.file.max_time_ns));
+    Some((mins.min()?, maxs.max()?))
+}
+
+fn newest_time(state: &TableState) -> Option<i64> {
+    time_range(state).map(|(_, max)| max)
+}
+
+/// A refresh range clamped to where the view has rows (before or after),
+/// so `[MIN, MAX)` (a full refresh) invalidates only real buckets
+/// downstream.
+fn clamp_range(lo: i64, hi: i64, bounds: Option<(i64, i64)>) -> (i64, i64) {
+    match bounds {
+        Some((min, max)) => (lo.max(min), hi.min(max.saturating_add(1))),
+        None => (0, 0),
+    }
+}
+
+fn batch_time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let times = batch
+        .column_by_name(sextant_catalog::TIME_COLUMN)?
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()?;
+    Some((arrow::compute::min(times)?, arrow::compute::max(times)?))
+}
+
+/// The rows of `batch` whose time is in none of `ranges`.
+fn outside(batch: &RecordBatch, ranges: &[(i64, i64)]) -> Result<RecordBatch> {
+    let times = batch
+        .column_by_name(sextant_catalog::TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| StorageError::InvalidData("view rows need a time column".into()))?;
+    let keep: BooleanArray = times
+        .values()
+        .iter()
+        .map(|t| Some(!ranges.iter().any(|(lo, hi)| t >= lo && t < hi)))
+        .collect();
+    Ok(filter_record_batch(batch, &keep)?)
+}
+
+pub(crate) fn make_view_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
+    crate::engine::make_chunk(seq, batch, def)
+}
+
+/// Loads the views of the catalog into an engine being opened.
+pub(crate) fn load_views(engine: &Engine) -> Result<()> {
+    let started = Instant::now();
+    let catalog = engine.inner.catalog.clone();
+    let mut pending: BTreeMap<i64, BTreeMap<i64, u64>> = BTreeMap::new();
+    let mut max_gen = 0;
+    for i in catalog.invalidations()? {
+        max_gen = max_gen.max(i.generation);
+        pending
+            .entry(i.view_id)
+            .or_default()
+            .insert(i.bucket_ns, i.generation);
+    }
+    engine
+        .inner
+        .generation
+        .fetch_max(max_gen + 1, Ordering::SeqCst);
+    let views = catalog.views()?;
+    let n = views.len();
+    for def in views {
+        let p = pending.remove(&def.table_id).unwrap_or_default();
+        if let Err(e) = engine.attach_view(def.clone(), p) {
+            warn!(view = %def.name, error = %e, "materialized view not loaded");
+        }
+    }
+    if n > 0 {
+        info!(
+            views = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "materialized views loaded"
+        );
+    }
+    Ok(())
+}
