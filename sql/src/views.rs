@@ -93,9 +93,7 @@ pub(crate) async fn create(
     let base = engine
         .table(&a.base)
         .ok_or_else(|| SqlError::new("42P01", format!("table \"{}\" does not exist", a.base)))?;
-    // It must run, not only plan (an aggregate may not support a type):
-    // run it over no rows.
-    compute(ctx, &query, Some(&[(0, 0)])).await?;
+    dry_run(ctx, &query, &base).await?;
     let transform = match a.spec.kind {
         ViewKind::Transform => Some(compile_transform(ctx, &plan, &a.schema)?),
         _ => None,
@@ -107,7 +105,8 @@ pub(crate) async fn create(
             .unwrap_or_else(|| default_partition(&a.spec, &base.options)),
     };
     let progress = ViewProgress {
-        backfill: (a.spec.kind != ViewKind::Full).then_some((i64::MIN, i64::MAX)),
+        // A full view's first refresh counts as its backfill.
+        backfill: Some((i64::MIN, i64::MAX)),
         backfilled_to_ns: i64::MIN,
     };
     let result = engine
@@ -169,6 +168,15 @@ pub(crate) async fn drop(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
             return Err(SqlError::new(
                 "42P01",
                 format!("materialized view \"{name}\" does not exist"),
+            ));
+        }
+        if let Some(over) = engine.views().into_iter().find(|v| v.base_table == name) {
+            return Err(SqlError::new(
+                "2BP01",
+                format!(
+                    "cannot drop materialized view \"{name}\" because materialized view \"{}\" depends on it: drop that first",
+                    over.name
+                ),
             ));
         }
         // A refresh in flight finishes first.
@@ -695,6 +703,64 @@ fn compile_transform(
         }
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
     }))
+}
+
+/// Runs the query once over a base table of one row (all NULL but `time`),
+/// so what plans but cannot run (an aggregate that does not take a type)
+/// fails at CREATE rather than at every refresh.
+async fn dry_run(
+    ctx: &SessionContext,
+    query: &str,
+    base: &sextant_catalog::TableDef,
+) -> Result<(), SqlError> {
+    use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    let columns = base
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == TIME_COLUMN {
+                cast(
+                    &arrow::array::TimestampNanosecondArray::from(vec![0i64]),
+                    f.data_type(),
+                )
+            } else {
+                Ok(arrow::array::new_null_array(f.data_type(), 1))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    let schema = Arc::new(Schema::new(
+        base.schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let row = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+    let public = MemorySchemaProvider::new();
+    datafusion::catalog::SchemaProvider::register_table(
+        &public,
+        base.name.clone(),
+        Arc::new(MemTable::try_new(schema, vec![vec![row]])?),
+    )?;
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(sextant_catalog::SCHEMA_NAME, Arc::new(public))?;
+    let list = datafusion::catalog::MemoryCatalogProviderList::new();
+    datafusion::catalog::CatalogProviderList::register_catalog(
+        &list,
+        sextant_catalog::DATABASE_NAME.to_string(),
+        Arc::new(catalog),
+    );
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_catalog_list(Arc::new(list))
+        .build();
+    let probe = SessionContext::new_with_state(state);
+    compute(&probe, query, None).await?;
+    Ok(())
 }
 
 /// Attaches a transform view's function and, if the view still needs its

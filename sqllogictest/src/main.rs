@@ -10,7 +10,10 @@
 //!
 //! Harness statements (not SQL, handled here):
 //! - `restart server`: clean shutdown (SIGTERM), start again, reconnect;
-//! - `kill server`: SIGKILL, start again, reconnect (crash recovery).
+//! - `kill server`: SIGKILL, start again, reconnect (crash recovery);
+//! - `wait for views`: until every materialized view has refreshed what
+//!   was written (`system.materialized_views` says `current`); servers
+//!   refresh views every 50 ms here.
 //!
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
 //! `--complete` rewrites the expected output of the selected files.
@@ -114,6 +117,41 @@ impl sqllogictest::AsyncDB for Sextant {
                 self.reconnect().await?;
                 return Ok(DBOutput::StatementComplete(0));
             }
+            "wait for views" => {
+                let deadline = Instant::now() + std::time::Duration::from_secs(60);
+                loop {
+                    let rows = self
+                        .client
+                        .simple_query(
+                            "SELECT view_name, state, last_error FROM system.materialized_views \
+                             WHERE state <> 'current'",
+                        )
+                        .await
+                        .map_err(|e| SqlError(e.to_string()))?;
+                    let waiting: Vec<String> = rows
+                        .iter()
+                        .filter_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(r) => Some(format!(
+                                "{} ({}{})",
+                                r.get(0).unwrap_or(""),
+                                r.get(1).unwrap_or(""),
+                                r.get(2).map(|e| format!(": {e}")).unwrap_or_default()
+                            )),
+                            _ => None,
+                        })
+                        .collect();
+                    if waiting.is_empty() {
+                        return Ok(DBOutput::StatementComplete(0));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(SqlError(format!(
+                            "views not current after 60 s: {}",
+                            waiting.join(", ")
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+            }
             "kill server" => {
                 {
                     let mut server = self.server.lock().await;
@@ -208,9 +246,10 @@ fn slt_files() -> Vec<PathBuf> {
 }
 
 async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
-    let server = tokio::task::spawn_blocking(|| Server::start(&[]))
-        .await
-        .map_err(|e| format!("starting sextant: {e}"))?;
+    let server =
+        tokio::task::spawn_blocking(|| Server::start(&["--view-refresh-interval", "50ms"]))
+            .await
+            .map_err(|e| format!("starting sextant: {e}"))?;
     let server = Arc::new(Mutex::new(server));
     let make = {
         let server = server.clone();
