@@ -7,7 +7,10 @@
 #   3. runs the load tool: ingest into Sextant and PostgreSQL 15, the query
 #      suite on Sextant, DuckDB and PostgreSQL, storage per row; the summary
 #      goes to stdout and to benches/results/latest.md;
-#   4. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
+#   4. unless BENCH_SKIP_VIEWS=1, the materialized-view benchmark (ingest
+#      with 0, 1 and 5 views, a 30-day dashboard panel on views and on the
+#      base table), to benches/results/views.md;
+#   5. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
 #      path and decoders).
 # Extra arguments go to sextant-load (e.g. --logs 200000 for a quick run);
 # `target/release/sextant-load --help` lists them.
@@ -25,6 +28,11 @@ echo "==> installing DuckDB into .venv"
 echo "==> load tool"
 mkdir -p benches/results
 "$CARGO_TARGET_DIR/release/sextant-load" --python .venv/bin/python --report benches/results/latest.md "$@"
+
+if [ "${BENCH_SKIP_VIEWS:-0}" != 1 ]; then
+  echo "==> load tool: materialized views"
+  "$CARGO_TARGET_DIR/release/sextant-load" --scenario views --report benches/results/views.md
+fi
 
 if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then
   echo "==> criterion: storage path"

@@ -12,12 +12,17 @@
 //!    `benches/duckdb_peer.py`), and on PostgreSQL;
 //! 4. prints the summary tables (Markdown) with ratios to the peers, and
 //!    writes them to `--report`.
+//!
+//! `--scenario views` runs the materialized-view benchmark instead
+//! ([`views`]): ingest with 0, 1 and 5 views, and a 30-day dashboard panel
+//! on views and on the base table.
 
 mod encode;
 mod generate;
 mod ingest;
 mod queries;
 mod servers;
+mod views;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -88,6 +93,27 @@ struct Args {
     /// Write the summary (Markdown) here as well.
     #[arg(long, env = "SEXTANT_LOAD_REPORT")]
     report: Option<PathBuf>,
+    /// What to run: the ingest and query suite against the peers, or the
+    /// materialized-view benchmark.
+    #[arg(
+        long,
+        env = "SEXTANT_LOAD_SCENARIO",
+        value_enum,
+        default_value = "suite"
+    )]
+    scenario: Scenario,
+    /// Hosts of the 30-day data set of `--scenario views` (each reports
+    /// every 10 seconds).
+    #[arg(long, env = "SEXTANT_LOAD_VIEWS_DASHBOARD_HOSTS", default_value_t = 10)]
+    views_dashboard_hosts: u32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// Ingest and queries, side by side with PostgreSQL and DuckDB.
+    Suite,
+    /// Materialized views: ingest cost and dashboard speed-up.
+    Views,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -308,6 +334,16 @@ async fn run(a: Args) -> Result<(), String> {
     let mut report = String::new();
     let machine = machine();
     eprintln!("sextant-load: {machine}");
+    if a.scenario == Scenario::Views {
+        let _ = writeln!(report, "Machine: {machine}. Seed {}.\n", a.seed);
+        report.push_str(&views::run(&a, &sextant_bin, &work).await?);
+        println!("{report}");
+        if let Some(path) = &a.report {
+            std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        return Ok(());
+    }
     let _ = writeln!(
         report,
         "Machine: {machine}. Seed {}, {} logs, {} spans, {} hosts × 8640 cpu rows, batches of {}, {} concurrent clients.\n",
