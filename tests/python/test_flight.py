@@ -147,6 +147,16 @@ def test_adbc_get_objects_and_info(server):
         assert system["files"] == "SYSTEM TABLE"
 
         assert set(conn.adbc_get_table_types()) == {"TABLE", "VIEW", "SYSTEM TABLE"}
+        # A materialized view is listed as a view, with its columns.
+        cur.execute(
+            "CREATE MATERIALIZED VIEW cpu_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, "
+            "host, max(usage) AS peak FROM cpu GROUP BY 1, 2"
+        )
+        objects = conn.adbc_get_objects(depth="all", catalog_filter="sextant").read_all().to_pylist()
+        schemas = {s["db_schema_name"]: s for s in objects[0]["catalog_db_schemas"]}
+        public = {t["table_name"]: t for t in schemas["public"]["db_schema_tables"]}
+        assert public["cpu_1m"]["table_type"] == "VIEW"
+        assert [c["column_name"] for c in public["cpu_1m"]["table_columns"]] == ["time", "host", "peak"]
         assert conn.adbc_get_table_schema("cpu", db_schema_filter="public").names == ["time", "host", "usage"]
         info = conn.adbc_get_info()
         assert info["vendor_name"] == "Sextant"

@@ -171,6 +171,14 @@ def test_table_pickers(grafana):
     assert simple(grafana, SHOW_TABLES_V4_PUBLIC)[2] == [["cpu"]]
     assert [r[0] for r in simple(grafana, SHOW_SCHEMAS_V4)[2]] == ["public", "system"]
     assert ["sextant"] in simple(grafana, SHOW_DATABASES)[2]
+    # A materialized view is offered like a table.
+    r = grafana.exec_(
+        b"CREATE MATERIALIZED VIEW cpu_5m AS SELECT date_bin(INTERVAL '5 minutes', time) AS time, "
+        b"host, avg(usage) AS avg FROM cpu GROUP BY 1, 2"
+    )
+    assert r.error_message == b"", r.error_message
+    tables = [r[0] for r in simple(grafana, SHOW_TABLES_V3)[2]]
+    assert tables[:2] == ["cpu", "cpu_5m"], tables
 
 
 def test_column_pickers_see_postgres_types(grafana):

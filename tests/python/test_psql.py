@@ -59,6 +59,26 @@ def test_meta_commands(server):
     assert "List of functions" in functions, functions
 
 
+def test_materialized_views_in_psql(server):
+    psql(
+        server,
+        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
+        "INSERT INTO cpu VALUES ('2024-01-01T00:00:10Z', 'a', 10), ('2024-01-01T00:00:20Z', 'a', 30)",
+        "CREATE MATERIALIZED VIEW cpu_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, host, "
+        "avg(usage) AS avg FROM cpu GROUP BY 1, 2",
+    )
+    listing = psql(server, "\\dm").stdout
+    assert " public | cpu_1m | materialized view " in listing, listing
+    assert "cpu " not in listing.replace("cpu_1m", ""), listing
+    described = psql(server, "\\d cpu_1m").stdout
+    assert 'Materialized view "public.cpu_1m"' in described, described
+    assert "double precision" in described, described
+    # REFRESH through psql, and the view's rows.
+    out = psql(server, "REFRESH MATERIALIZED VIEW cpu_1m", "SELECT host, avg FROM cpu_1m").stdout
+    assert "REFRESH MATERIALIZED VIEW" in out, out
+    assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(" a ")] == ["20.0"], out
+
+
 def test_expanded_output_and_timing(server):
     psql(server, TABLE, "INSERT INTO m (time, host, usage) VALUES ('2024-01-01T00:00:00Z', 'web-1', 42.5)")
     out = psql(server, "\\x on", "SELECT host, usage FROM m").stdout
