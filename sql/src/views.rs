@@ -181,7 +181,7 @@ pub(crate) async fn drop(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
         }
         // A refresh in flight finishes first.
         let _lock = engine.lock_view(&name).await;
-        engine.drop_table(&name).await?;
+        engine.drop_view(&name).await?;
     }
     Ok(Done {
         tag: "DROP MATERIALIZED VIEW",
@@ -310,14 +310,20 @@ fn view_options(opts: &CreateTableOptions) -> Result<ViewOptions, SqlError> {
     Ok(out)
 }
 
-/// A view's partition unless it says: an hour for buckets under an hour
-/// (late data rewrites a small file), a day for coarser ones.
+/// A view's partition unless it says: about a thousand buckets each (at
+/// least an hour, at most a week), so a 1-minute view of a month is 120
+/// files rather than 720, while late data still rewrites a bounded file.
+/// A transform view keeps its base's.
 fn default_partition(spec: &ViewSpec, base: &TableOptions) -> Duration {
-    match spec.kind {
-        ViewKind::Transform => base.partition_duration,
-        _ if spec.bucket_ns >= 3_600_000_000_000 => Duration::from_secs(86400),
-        _ => Duration::from_secs(3600),
+    if spec.kind == ViewKind::Transform {
+        return base.partition_duration;
     }
+    let target = Duration::from_nanos(spec.bucket_ns.max(1) as u64).saturating_mul(1000);
+    [6 * 3600, 86400, 7 * 86400]
+        .into_iter()
+        .map(Duration::from_secs)
+        .rfind(|p| *p <= target)
+        .unwrap_or(Duration::from_secs(3600))
 }
 
 /// What CREATE found out about a query.
@@ -406,6 +412,15 @@ fn analyze(
         Ok(TreeNodeRecursion::Continue)
     })?;
     let base = match scans.as_slice() {
+        [one]
+            if one
+                .schema()
+                .is_some_and(|s| s != sextant_catalog::SCHEMA_NAME) =>
+        {
+            return Err(SqlError::invalid_definition(format!(
+                "a materialized view reads a table of schema public, not {one}"
+            )));
+        }
         [one] => one.table().to_string(),
         [] => {
             return Err(SqlError::invalid_definition(
@@ -1010,12 +1025,14 @@ async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool,
                     },
                 )
                 .await?;
-            let caught_up = engine.pending_buckets(name, 1).is_empty();
+            // Every write applied before the base's newest time was read
+            // had invalidated its buckets, and this step took them all.
+            let took_all = n < MAX_BUCKETS_PER_STEP;
             record(
                 engine,
                 name,
                 started,
-                caught_up.then_some(base_newest).flatten(),
+                took_all.then_some(base_newest).flatten(),
             );
             tracing::debug!(view = %name, buckets = n, "refreshed");
             // More than one step's worth was waiting: go on at once.

@@ -429,7 +429,27 @@ impl Engine {
     }
 
     /// Drops a table: its buffered rows are discarded and its files deleted.
+    /// A materialized view goes only by [`Engine::drop_view`].
     pub async fn drop_table(&self, name: &str) -> Result<TableDef> {
+        if let Some(def) = self.table(name)
+            && self.is_view(def.id)
+        {
+            return Err(StorageError::ReadOnly(format!(
+                "\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW {name}"
+            )));
+        }
+        self.drop_any(name).await
+    }
+
+    /// Drops a materialized view (its table and its definition).
+    pub async fn drop_view(&self, name: &str) -> Result<TableDef> {
+        if self.view(name).is_none() {
+            return Err(CatalogError::TableNotFound(name.into()).into());
+        }
+        self.drop_any(name).await
+    }
+
+    async fn drop_any(&self, name: &str) -> Result<TableDef> {
         let _ddl = self.inner.ddl.lock().await;
         let (def, _files) = self.inner.catalog.drop_table(name)?;
         self.detach_view(def.id);
