@@ -397,24 +397,28 @@ fn files_of(conn: &Connection, table_id: i64) -> Result<Vec<ParquetFile>> {
     rows.map(|r| r?).collect()
 }
 
+/// Inserts a table row (its name must be free); returns its definition.
+fn insert_table(conn: &Connection, table: &NewTable) -> Result<TableDef> {
+    if table_by_name(conn, &table.name)?.is_some() {
+        return Err(CatalogError::TableExists(table.name.clone()));
+    }
+    conn.execute(
+        "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+        params![
+            table.name,
+            encode_schema(&table.schema)?,
+            table.time_column,
+            encode_options(&table.options)?,
+            now_ns()
+        ],
+    )?;
+    table_by_name(conn, &table.name)?.ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))
+}
+
 impl Catalog for SqliteCatalog {
     fn create_table(&self, table: NewTable) -> Result<TableDef> {
-        let conn = self.conn();
-        if table_by_name(&conn, &table.name)?.is_some() {
-            return Err(CatalogError::TableExists(table.name));
-        }
-        conn.execute(
-            "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            params![
-                table.name,
-                encode_schema(&table.schema)?,
-                table.time_column,
-                encode_options(&table.options)?,
-                now_ns()
-            ],
-        )?;
-        table_by_name(&conn, &table.name)?.ok_or(CatalogError::TableNotFound(table.name))
+        insert_table(&self.conn(), &table)
     }
 
     fn drop_table(&self, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
@@ -512,21 +516,8 @@ impl Catalog for SqliteCatalog {
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        if table_by_name(&tx, &table.name)?.is_some() {
-            return Err(CatalogError::TableExists(table.name));
-        }
-        tx.execute(
-            "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            params![
-                table.name,
-                encode_schema(&table.schema)?,
-                table.time_column,
-                encode_options(&table.options)?,
-                now_ns()
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let def = insert_table(&tx, &table)?;
+        let id = def.id;
         tx.execute(
             "INSERT INTO views (table_id, base_table_id, query, spec, progress) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -538,8 +529,6 @@ impl Catalog for SqliteCatalog {
                 to_json(&view.progress)?
             ],
         )?;
-        let def = table_by_name(&tx, &table.name)?
-            .ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))?;
         let vdef = tx.query_row(
             &format!("{VIEW_QUERY} WHERE v.table_id = ?1"),
             [id],

@@ -39,7 +39,7 @@ use futures::StreamExt;
 use sextant_catalog::{
     NewTable, NewView, TIME_COLUMN, TableOptions, ViewDef, ViewKind, ViewProgress, ViewSpec,
 };
-use sextant_storage::{BucketRefresh, Engine, SextantTable, TransformFn, bucket_start};
+use sextant_storage::{BucketRefresh, Engine, SextantTable, TransformFn, bucket_start, now_ns};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -945,13 +945,6 @@ fn record(engine: &Engine, view: &str, started: Instant, materialized: Option<i6
     });
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 /// One unit of work on one view. Returns whether there was any.
 async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool, SqlError> {
     let Some(_lock) = engine.lock_view(name).await else {
@@ -972,10 +965,8 @@ async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool,
         ViewKind::Full => {
             let interval = Duration::from_secs(view.spec.refresh_interval_secs.max(1));
             let due = engine
-                .view_stats()
-                .into_iter()
-                .find(|s| s.def.name == name)
-                .and_then(|s| s.status.last_refresh_ns)
+                .view_status(name)
+                .and_then(|s| s.last_refresh_ns)
                 .is_none_or(|t| now_ns() - t >= interval.as_nanos() as i64);
             if due {
                 full_refresh(engine, ctx, &view).await?;

@@ -283,6 +283,15 @@ impl Engine {
         // Replayed writes invalidate the view buckets they touch, as they
         // did when they were first applied.
         for state in engine.states() {
+            let followed = !state
+                .dependents
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .aggregates
+                .is_empty();
+            if !followed {
+                continue;
+            }
             let chunks = state.data().chunks.clone();
             for c in &chunks {
                 invalidate_chunk(&engine.inner, &state, c);
@@ -653,13 +662,7 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 // Not committed: the objects are unreferenced; remove them.
-                for f in &new_files {
-                    let _ = self
-                        .inner
-                        .store
-                        .delete(&ObjectPath::from(f.path.as_str()))
-                        .await;
-                }
+                self.discard(&new_files).await;
                 return Err(e.into());
             }
         };

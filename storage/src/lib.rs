@@ -20,7 +20,7 @@ pub mod wal;
 
 pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
 pub use error::{Result, StorageError};
-pub use lifecycle::{CompactionSummary, LifecycleConfig};
+pub use lifecycle::{CompactionSummary, LifecycleConfig, now_ns};
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, object_store_url};
 pub use views::{BucketRefresh, RefreshOutcome, TransformFn, ViewStats, ViewStatus, bucket_start};

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sextant_catalog::{CatalogError, CompactionRun, NewParquetFile, ParquetFile};
+use sextant_catalog::{Catalog, CatalogError, CompactionRun, NewParquetFile, ParquetFile};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -67,7 +68,16 @@ pub struct CompactionSummary {
     pub files_out: usize,
 }
 
-pub(crate) fn now_ns() -> i64 {
+/// The rows of one Parquet object, conformed to `schema`. CPU-bound.
+pub(crate) fn decode(bytes: bytes::Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    reader.map(|b| conform(&b?, schema)).collect()
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -142,10 +152,21 @@ impl Engine {
     ) -> Result<Vec<Arc<ParquetFile>>> {
         let table_id = state.def().id;
         let ids: Vec<i64> = remove.iter().map(|f| f.id).collect();
-        let catalog = self.inner.catalog.clone();
-        let added = tokio::task::spawn_blocking(move || catalog.replace_files(table_id, &ids, add))
-            .await
-            .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+        let added = self
+            .in_catalog(move |c| c.replace_files(table_id, &ids, add))
+            .await?;
+        Ok(self.apply_swap(state, remove, added))
+    }
+
+    /// The in-memory half of a file swap already committed: under the lock
+    /// snapshots take, `remove` leaves the table's files and `added` joins
+    /// them; the removed files are retired.
+    pub(crate) fn apply_swap(
+        &self,
+        state: &TableState,
+        remove: &[Arc<ParquetFile>],
+        added: Vec<ParquetFile>,
+    ) -> Vec<Arc<ParquetFile>> {
         let added: Vec<Arc<ParquetFile>> = added.into_iter().map(Arc::new).collect();
         let gone: HashSet<i64> = remove.iter().map(|f| f.id).collect();
         let retired = {
@@ -157,7 +178,40 @@ impl Engine {
             out
         };
         self.retire(retired);
-        Ok(added)
+        added
+    }
+
+    /// Runs a catalog call on a blocking thread (SQLite commits fsync).
+    pub(crate) async fn in_catalog<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Catalog) -> sextant_catalog::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let catalog = self.inner.catalog.clone();
+        Ok(tokio::task::spawn_blocking(move || f(catalog.as_ref()))
+            .await
+            .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??)
+    }
+
+    /// Deletes objects written for files that were never committed.
+    pub(crate) async fn discard(&self, files: &[NewParquetFile]) {
+        for f in files {
+            let _ = self
+                .inner
+                .store
+                .delete(&ObjectPath::from(f.path.as_str()))
+                .await;
+        }
+    }
+
+    /// The whole objects of `files` (small ones: compaction inputs, view
+    /// files being rewritten).
+    pub(crate) async fn fetch(&self, files: &[Arc<ParquetFile>]) -> Result<Vec<bytes::Bytes>> {
+        let mut objects = Vec::with_capacity(files.len());
+        for f in files {
+            let path = ObjectPath::from(f.file.path.as_str());
+            objects.push(self.inner.store.get(&path).await?.bytes().await?);
+        }
+        Ok(objects)
     }
 
     /// Drops every file whose rows are all past its table's retention.
@@ -263,13 +317,7 @@ impl Engine {
                     // A file went meanwhile (retention): the partition
                     // waits for the next run; the new objects go now.
                     Err(e) => {
-                        for f in &written {
-                            let _ = self
-                                .inner
-                                .store
-                                .delete(&ObjectPath::from(f.path.as_str()))
-                                .await;
-                        }
+                        self.discard(&written).await;
                         if !throttle {
                             return Err(e);
                         }
@@ -331,11 +379,7 @@ impl Engine {
     ) -> Result<Vec<NewParquetFile>> {
         let def = state.def();
         // Files to compact are small (under half the target): read whole.
-        let mut objects = Vec::with_capacity(files.len());
-        for f in files {
-            let path = ObjectPath::from(f.file.path.as_str());
-            objects.push(self.inner.store.get(&path).await?.bytes().await?);
-        }
+        let objects = self.fetch(files).await?;
         let schema = def.schema.clone();
         let time_col = def.time_column.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
@@ -343,12 +387,7 @@ impl Engine {
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
             for bytes in objects {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                    .with_batch_size(64 * 1024)
-                    .build()?;
-                for b in reader {
-                    batches.push(conform(&b?, &schema)?);
-                }
+                batches.extend(decode(bytes, &schema)?);
             }
             encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
         })

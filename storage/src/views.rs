@@ -23,17 +23,17 @@ use std::time::Instant;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::filter_record_batch;
-use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sextant_catalog::{
     CatalogError, Invalidation, NewTable, NewView, ParquetFile, Refresh, TableDef, ViewDef,
     ViewKind, ViewProgress,
 };
 use tracing::{info, warn};
 
-use crate::engine::{Chunk, Engine, Inner, Snapshot, TableState, conform, partition_label};
+use crate::engine::{
+    Chunk, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
+};
 use crate::error::{Result, StorageError};
+use crate::lifecycle::decode;
 use crate::persist::encode_partitions;
 
 /// A transform view's function: base rows in, view rows out (the view's
@@ -389,7 +389,7 @@ impl Engine {
                     let batch = conform(&c.batch, &base.def().schema)?;
                     let out = f(&batch).map_err(StorageError::InvalidData)?;
                     if out.num_rows() > 0 {
-                        derived.push(make_view_chunk(c.seq, out, &view.table.def())?);
+                        derived.push(make_chunk(c.seq, out, &view.table.def())?);
                     }
                 }
                 let mut vdata = view.table.data();
@@ -405,10 +405,8 @@ impl Engine {
             // interrupted backfill) nor base writes up to it are replayed
             // into it again.
             let id = view.table.def().id;
-            let catalog = self.inner.catalog.clone();
-            tokio::task::spawn_blocking(move || catalog.commit_files(id, vec![], boundary))
-                .await
-                .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+            self.in_catalog(move |c| c.commit_files(id, vec![], boundary))
+                .await?;
             let mut d = view.table.def.write().unwrap_or_else(|e| e.into_inner());
             d.persisted_seq = d.persisted_seq.max(boundary);
         }
@@ -483,11 +481,9 @@ impl Engine {
             .view_state(view)
             .ok_or_else(|| CatalogError::TableNotFound(view.into()))?;
         let id = v.def().table_id;
-        let catalog = self.inner.catalog.clone();
         let p = progress.clone();
-        tokio::task::spawn_blocking(move || catalog.set_view_progress(id, &p))
-            .await
-            .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??;
+        self.in_catalog(move |c| c.set_view_progress(id, &p))
+            .await?;
         v.def.write().unwrap_or_else(|e| e.into_inner()).progress = progress;
         Ok(())
     }
@@ -544,11 +540,7 @@ impl Engine {
             .filter(|f| in_ranges(f.file.min_time_ns, f.file.max_time_ns))
             .cloned()
             .collect();
-        let mut objects = Vec::with_capacity(affected.len());
-        for f in &affected {
-            let path = ObjectPath::from(f.file.path.as_str());
-            objects.push(self.inner.store.get(&path).await?.bytes().await?);
-        }
+        let objects = self.fetch(&affected).await?;
         let schema = def.schema.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let row_group_rows = self.inner.config.row_group_rows;
@@ -568,11 +560,7 @@ impl Engine {
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches = new_rows;
             for bytes in objects {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                    .with_batch_size(64 * 1024)
-                    .build()?;
-                for b in reader {
-                    let b = conform(&b?, &schema)?;
+                for b in decode(bytes, &schema)? {
                     batches.push(outside(&b, &ranges)?);
                 }
             }
@@ -636,46 +624,30 @@ impl Engine {
             })
             .collect();
         let remove: Vec<i64> = affected.iter().map(|f| f.id).collect();
-        let catalog = self.inner.catalog.clone();
         let (view_id, progress) = (def.id, r.progress.clone());
         let inv = invalidate.clone();
         let add_files = add.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            catalog.commit_refresh(Refresh {
-                view_id,
-                remove: &remove,
-                add: add_files,
-                done: &done,
-                invalidate: &inv,
-                progress: progress.as_ref(),
+        let committed = self
+            .in_catalog(move |c| {
+                c.commit_refresh(Refresh {
+                    view_id,
+                    remove: &remove,
+                    add: add_files,
+                    done: &done,
+                    invalidate: &inv,
+                    progress: progress.as_ref(),
+                })
             })
-        })
-        .await
-        .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))?;
+            .await;
         let committed = match committed {
             Ok(c) => c,
             Err(e) => {
-                for f in &add {
-                    let _ = self
-                        .inner
-                        .store
-                        .delete(&ObjectPath::from(f.path.as_str()))
-                        .await;
-                }
-                return Err(e.into());
+                self.discard(&add).await;
+                return Err(e);
             }
         };
         let files_written = committed.len();
-        let gone: HashSet<i64> = affected.iter().map(|f| f.id).collect();
-        let retired = {
-            let mut data = state.data();
-            let (out, keep): (Vec<_>, Vec<_>) =
-                data.files.drain(..).partition(|f| gone.contains(&f.id));
-            data.files = keep;
-            data.files.extend(committed.into_iter().map(Arc::new));
-            out
-        };
-        self.retire(retired);
+        self.apply_swap(&state, &affected, committed);
         // Now that the new rows are visible: views over this one, then the
         // invalidations this refresh covered, unless a newer one came.
         for d in &downstream {
@@ -738,6 +710,13 @@ impl Engine {
             .collect();
         out.sort_by(|a, b| a.def.name.cmp(&b.def.name));
         out
+    }
+
+    /// A view's maintenance status.
+    pub fn view_status(&self, view: &str) -> Option<ViewStatus> {
+        let v = self.view_state(view)?;
+        let s = v.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Some(s)
     }
 
     /// Updates a view's maintenance status.
@@ -810,10 +789,6 @@ fn outside(batch: &RecordBatch, ranges: &[(i64, i64)]) -> Result<RecordBatch> {
         .map(|t| Some(!ranges.iter().any(|(lo, hi)| t >= lo && t < hi)))
         .collect();
     Ok(filter_record_batch(batch, &keep)?)
-}
-
-pub(crate) fn make_view_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
-    crate::engine::make_chunk(seq, batch, def)
 }
 
 /// Loads the views of the catalog into an engine being opened.

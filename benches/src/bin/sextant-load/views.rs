@@ -49,6 +49,17 @@ const VIEWS: [(&str, &str); 5] = [
     ),
 ];
 
+/// Line protocol writes to `sx`.
+fn line_protocol(sx: &Sextant) -> Target {
+    Target::Http {
+        url: format!(
+            "http://{}/api/v2/write?bucket=b&org=o&precision=ns",
+            sx.http
+        ),
+        content_type: "text/plain",
+    }
+}
+
 async fn create(config: &str, views: &[(&str, &str)]) -> Result<(), String> {
     let c = pg(config).await?;
     c.batch_execute(&format!(
@@ -137,13 +148,7 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
             let dir = work.join(format!("views-{n}-{round}"));
             let sx = Sextant::start(bin, &dir, &[])?;
             create(&sx.pg_config(), &VIEWS[..n]).await?;
-            let target = Target::Http {
-                url: format!(
-                    "http://{}/api/v2/write?bucket=b&org=o&precision=ns",
-                    sx.http
-                ),
-                content_type: "text/plain",
-            };
+            let target = line_protocol(&sx);
             let label = format!("cpu, line protocol, {n} views, round {round}");
             eprintln!("views: ingest {label}");
             let o = ingest::run(
@@ -229,13 +234,7 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
         ],
     )
     .await?;
-    let target = Target::Http {
-        url: format!(
-            "http://{}/api/v2/write?bucket=b&org=o&precision=ns",
-            sx.http
-        ),
-        content_type: "text/plain",
-    };
+    let target = line_protocol(&sx);
     let o = ingest::run("cpu, 30 days", target, month, a.concurrency, sx.pid(), None).await?;
     let lag = catch_up(&config).await?;
     let c = pg(&config).await?;
