@@ -22,6 +22,12 @@ pub enum CatalogError {
         /// A view over it.
         view: String,
     },
+    /// `CREATE ALERT` of a name that is taken.
+    #[error("alert \"{0}\" already exists")]
+    AlertExists(String),
+    /// An alert rule that does not exist.
+    #[error("alert \"{0}\" does not exist")]
+    AlertNotFound(String),
     /// A file that is not (or no longer) one of the table's.
     #[error("file {0} is not one of the table's files (compacted or expired meanwhile)")]
     FileNotFound(i64),

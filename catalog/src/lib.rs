@@ -12,6 +12,10 @@
 //! A materialized view is a table of its own plus a [`ViewDef`]; the time
 //! buckets of aggregating views that still need re-aggregating are
 //! [`Invalidation`]s, committed with the base rows that caused them.
+//!
+//! Alert rules ([`StoredAlert`]) keep their state here too, committed with
+//! the history ([`AlertEvent`]) and notifications ([`Delivery`]) each
+//! evaluation produces, so a restart resumes exactly where the rules were.
 
 mod error;
 mod sqlite;
@@ -277,6 +281,33 @@ pub struct CompactionRun {
 ///
 /// A trait so that a shared PostgreSQL catalog can stand in for SQLite when
 /// several nodes serve one data set.
+/// An alert rule as stored: its definition and evaluation state are JSON
+/// owned by the alert scheduler (`sextant-alerts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    pub name: String,
+    pub definition: String,
+    pub state: String,
+    pub created_at_ns: i64,
+}
+
+/// One entry of an alert's history (a transition or a notification
+/// attempt), its details as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    pub alert: String,
+    pub time_ns: i64,
+    pub body: String,
+}
+
+/// A notification waiting to be delivered (or retried), as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub alert: String,
+    pub body: String,
+}
+
 pub trait Catalog: Send + Sync + Debug {
     /// Creates a table; [`CatalogError::TableExists`] if the name is taken.
     fn create_table(&self, table: NewTable) -> Result<TableDef>;
@@ -343,4 +374,25 @@ pub trait Catalog: Send + Sync + Debug {
     /// The largest `persisted_seq` any table (live or dropped) ever reached; the
     /// WAL never hands out a sequence number at or below it again.
     fn max_persisted_seq(&self) -> Result<u64>;
+    /// Adds an alert rule; [`CatalogError::AlertExists`] if the name is taken.
+    fn create_alert(&self, alert: &StoredAlert) -> Result<()>;
+    /// Removes a rule and its undelivered notifications (its history stays).
+    fn drop_alert(&self, name: &str) -> Result<()>;
+    fn alerts(&self) -> Result<Vec<StoredAlert>>;
+    /// In one transaction: the rule's new state, the events that led to it,
+    /// and the notifications it owes; returns the notifications' ids.
+    fn commit_alert(
+        &self,
+        name: &str,
+        state: &str,
+        events: &[AlertEvent],
+        deliveries: &[String],
+    ) -> Result<Vec<i64>>;
+    /// Records a delivery attempt; the notification stays queued with the
+    /// body `retry` if it is to be tried again, or leaves the queue.
+    fn finish_delivery(&self, id: i64, event: &AlertEvent, retry: Option<&str>) -> Result<()>;
+    /// Undelivered notifications, oldest first.
+    fn deliveries(&self) -> Result<Vec<Delivery>>;
+    /// The latest `limit` alert events, oldest first.
+    fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>>;
 }

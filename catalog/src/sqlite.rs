@@ -15,15 +15,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Catalog, CatalogError, CompactionRun, Invalidation, NewParquetFile, NewTable, NewView,
-    ParquetFile, Refresh, Result, TableDef, TableOptions, ViewDef, ViewProgress, ViewSpec,
+    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
+    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, TableDef, TableOptions, ViewDef,
+    ViewProgress, ViewSpec,
 };
 
 /// `application_id` of a Sextant catalog: "SXTC".
 const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -88,9 +89,36 @@ CREATE TABLE invalidations (
 ) WITHOUT ROWID;
 ";
 
+/// Alert rules: the definition and the evaluation state (instances, next
+/// run) of each rule as JSON the alert scheduler owns; the history of its
+/// transitions and notification attempts; and the notifications not yet
+/// delivered (an outbox, written with the state change that caused them).
+const SCHEMA_V4: &str = "
+CREATE TABLE alerts (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE alert_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+";
+
+/// How many alert events the catalog keeps (the oldest go first).
+const ALERT_EVENTS_KEPT: i64 = 100_000;
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)];
 
 /// A column as stored: Arrow's own type spelling round-trips through
 /// `Display`/`FromStr`, so the catalog needs no type table of its own.
@@ -350,6 +378,22 @@ fn insert_invalidations(tx: &rusqlite::Transaction<'_>, inv: &[Invalidation]) ->
     )?;
     for i in inv {
         stmt.execute(params![i.view_id, i.bucket_ns, i.generation as i64])?;
+    }
+    Ok(())
+}
+
+/// Appends alert events, dropping the oldest beyond [`ALERT_EVENTS_KEPT`].
+fn insert_alert_events(tx: &rusqlite::Transaction<'_>, events: &[AlertEvent]) -> Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO alert_events (alert, time_ns, body) VALUES (?1, ?2, ?3)")?;
+    for e in events {
+        stmt.execute(params![e.alert, e.time_ns, e.body])?;
+    }
+    if !events.is_empty() {
+        tx.execute(
+            "DELETE FROM alert_events WHERE id <= (SELECT max(id) FROM alert_events) - ?1",
+            [ALERT_EVENTS_KEPT],
+        )?;
     }
     Ok(())
 }
@@ -675,6 +719,127 @@ impl Catalog for SqliteCatalog {
         files_of(&self.conn(), table_id)
     }
 
+    fn create_alert(&self, alert: &StoredAlert) -> Result<()> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT INTO alerts (name, definition, state, created_at_ns) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO NOTHING",
+            params![
+                alert.name,
+                alert.definition,
+                alert.state,
+                alert.created_at_ns
+            ],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::AlertExists(alert.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn drop_alert(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM alerts WHERE name = ?1", [name])? == 0 {
+            return Err(CatalogError::AlertNotFound(name.to_string()));
+        }
+        tx.execute("DELETE FROM alert_outbox WHERE alert = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn alerts(&self) -> Result<Vec<StoredAlert>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, definition, state, created_at_ns FROM alerts ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredAlert {
+                name: r.get(0)?,
+                definition: r.get(1)?,
+                state: r.get(2)?,
+                created_at_ns: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn commit_alert(
+        &self,
+        name: &str,
+        state: &str,
+        events: &[AlertEvent],
+        deliveries: &[String],
+    ) -> Result<Vec<i64>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx.execute(
+            "UPDATE alerts SET state = ?2 WHERE name = ?1",
+            [name, state],
+        )? == 0
+        {
+            return Err(CatalogError::AlertNotFound(name.to_string()));
+        }
+        insert_alert_events(&tx, events)?;
+        let mut ids = Vec::with_capacity(deliveries.len());
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO alert_outbox (alert, body) VALUES (?1, ?2)")?;
+            for body in deliveries {
+                stmt.execute([name, body])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn finish_delivery(&self, id: i64, event: &AlertEvent, retry: Option<&str>) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_alert_events(&tx, std::slice::from_ref(event))?;
+        match retry {
+            Some(body) => tx.execute(
+                "UPDATE alert_outbox SET body = ?2 WHERE id = ?1",
+                params![id, body],
+            )?,
+            None => tx.execute("DELETE FROM alert_outbox WHERE id = ?1", [id])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn deliveries(&self) -> Result<Vec<Delivery>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, alert, body FROM alert_outbox ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Delivery {
+                id: r.get(0)?,
+                alert: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT alert, time_ns, body FROM \
+             (SELECT id, alert, time_ns, body FROM alert_events ORDER BY id DESC LIMIT ?1) \
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(AlertEvent {
+                alert: r.get(0)?,
+                time_ns: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     fn max_persisted_seq(&self) -> Result<u64> {
         let conn = self.conn();
         let seq: i64 = conn.query_row(
@@ -896,6 +1061,76 @@ mod tests {
         assert!(c.views().unwrap().is_empty());
         assert!(c.invalidations().unwrap().is_empty());
         c.drop_table("cpu").unwrap();
+    }
+
+    #[test]
+    fn alerts_their_events_and_outbox_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let alert = StoredAlert {
+            name: "a".into(),
+            definition: "{}".into(),
+            state: "s0".into(),
+            created_at_ns: 7,
+        };
+        let event = |body: &str| AlertEvent {
+            alert: "a".into(),
+            time_ns: 1,
+            body: body.into(),
+        };
+        {
+            let c = SqliteCatalog::open(&path).unwrap();
+            c.create_alert(&alert).unwrap();
+            assert!(matches!(
+                c.create_alert(&alert),
+                Err(CatalogError::AlertExists(_))
+            ));
+            let ids = c
+                .commit_alert("a", "s1", &[event("e1")], &["d1".into(), "d2".into()])
+                .unwrap();
+            assert_eq!(ids.len(), 2);
+            c.finish_delivery(ids[0], &event("e2"), None).unwrap();
+            c.finish_delivery(ids[1], &event("e3"), Some("d2'"))
+                .unwrap();
+            assert!(matches!(
+                c.commit_alert("nope", "s", &[], &[]),
+                Err(CatalogError::AlertNotFound(_))
+            ));
+        }
+        let c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(
+            c.alerts().unwrap(),
+            vec![StoredAlert {
+                state: "s1".into(),
+                ..alert.clone()
+            }]
+        );
+        let d = c.deliveries().unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].body, "d2'");
+        let bodies: Vec<String> = c
+            .alert_events(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(bodies, vec!["e1", "e2", "e3"]);
+        let last: Vec<String> = c
+            .alert_events(1)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(last, vec!["e3"]);
+        // Dropping a rule drops what it still owes, not its history.
+        c.drop_alert("a").unwrap();
+        assert!(c.alerts().unwrap().is_empty());
+        assert!(c.deliveries().unwrap().is_empty());
+        assert_eq!(c.alert_events(10).unwrap().len(), 3);
+        assert!(matches!(
+            c.drop_alert("a"),
+            Err(CatalogError::AlertNotFound(_))
+        ));
     }
 
     #[test]

@@ -102,7 +102,10 @@ impl Planned {
                 | SextantStatement::DropTable(_)
                 | SextantStatement::CreateView(_)
                 | SextantStatement::DropView(_)
-                | SextantStatement::RefreshView(_) => Arc::new(Schema::empty()),
+                | SextantStatement::RefreshView(_)
+                | SextantStatement::CreateAlert(_)
+                | SextantStatement::AlterAlert(_)
+                | SextantStatement::DropAlert(_) => Arc::new(Schema::empty()),
             },
         }
     }

@@ -133,6 +133,23 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_VIEW_REFRESH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub view_refresh_interval: Duration,
 
+    /// Longest an alert rule's query may run (a rule's `WITH (query_timeout
+    /// = ...)` overrides it); a rule that overruns is reported in
+    /// system.alerts and its instances keep their state.
+    #[arg(long, env = "SEXTANT_ALERT_QUERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub alert_query_timeout: Duration,
+
+    /// Memory the queries of alert rules may use together, apart from
+    /// --query-memory-limit; a rule that needs more fails with the error in
+    /// system.alerts.
+    #[arg(long, env = "SEXTANT_ALERT_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
+    pub alert_memory_limit: u64,
+
+    /// For tests: alert rules run on a clock that starts at this time
+    /// (RFC 3339) and moves only by `POST /debug/clock`.
+    #[arg(long, env = "SEXTANT_MANUAL_CLOCK", hide = true, value_parser = parse_time)]
+    pub manual_clock: Option<i64>,
+
     /// An object in the store that no table refers to (written, then the
     /// server crashed before committing it) is deleted once it is this old.
     #[arg(long, env = "SEXTANT_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
@@ -141,6 +158,14 @@ pub struct ServeConfig {
     /// Log filter, in tracing's EnvFilter syntax (e.g. info, sextant=debug).
     #[arg(long, env = "SEXTANT_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Parses an RFC 3339 time to nanoseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| format!("'{s}' is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
 }
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `4GiB`, `1GB`, `100MB`.

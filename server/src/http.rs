@@ -1,7 +1,8 @@
 //! The HTTP endpoints: `GET /health`, line protocol (`POST /api/v2/write`,
 //! `POST /write`), JSON (`POST /v1/ingest/{table}`), OTLP/HTTP (`POST
 //! /v1/logs`, `/v1/traces`, `/v1/metrics`, in [`crate::otlp`]) and Prometheus
-//! remote write (`POST /api/v1/write`).
+//! remote write (`POST /api/v1/write`); for tests, `POST /debug/clock`
+//! moves the manual alert clock.
 //!
 //! A request body is read up to `--max-body-size` (413 past it), gunzipped if
 //! `Content-Encoding: gzip` (again bounded, so a small bomb cannot expand
@@ -22,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use sextant_alerts::Alerts;
 use sextant_catalog::TableOptions;
 use sextant_ingest::rows::TableRows;
 use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol, prometheus};
@@ -38,17 +40,20 @@ const MAX_LISTED_REJECTIONS: usize = 100;
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) max_body: usize,
+    alerts: Alerts,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    alerts: Alerts,
     max_body: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/debug/clock", post(move_clock))
         .route("/api/v2/write", post(write_line_protocol))
         .route("/write", post(write_line_protocol))
         .route("/v1/ingest/{table}", post(ingest_json))
@@ -73,7 +78,11 @@ pub async fn serve(
         .route("/api/v1/write", post(remote_write))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { engine, max_body });
+        .with_state(AppState {
+            engine,
+            max_body,
+            alerts,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -134,6 +143,49 @@ impl From<StorageError> for HttpError {
 
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// `POST /debug/clock {"advance": "90s"}` or `{"set": "<RFC 3339>"}`: moves
+/// the manual alert clock (`--manual-clock`) and answers once every alert
+/// evaluation and notification due by then has run, with the clock's time.
+async fn move_clock(
+    State(s): State<AppState>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let clock = s.alerts.clock();
+    if !clock.is_manual() {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "no endpoint at /debug/clock (the server runs without --manual-clock)",
+        ));
+    }
+    let to = match (body.get("advance"), body.get("set")) {
+        (Some(serde_json::Value::String(d)), None) => {
+            let d = humantime::parse_duration(d)
+                .map_err(|e| HttpError::bad_request(format!("advance: '{d}': {e}")))?;
+            clock.now_ns().saturating_add(d.as_nanos() as i64)
+        }
+        (None, Some(serde_json::Value::String(t))) => {
+            crate::config::parse_time(t).map_err(HttpError::bad_request)?
+        }
+        _ => {
+            return Err(HttpError::bad_request(
+                "expected {\"advance\": \"90s\"} or {\"set\": \"2026-01-01T00:00:00Z\"}",
+            ));
+        }
+    };
+    clock.set(to);
+    if tokio::time::timeout(std::time::Duration::from_secs(120), s.alerts.settle())
+        .await
+        .is_err()
+    {
+        return Err(HttpError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "alert work due at the new time did not finish within 120 s",
+        ));
+    }
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(clock.now_ns());
+    Ok(Json(json!({"now": now.to_rfc3339()})))
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {

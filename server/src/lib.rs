@@ -92,7 +92,14 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let engine = context(engine, || {
         format!("cannot open data in {}", data_dir.display())
     })?;
-    let ctx = Arc::new(session_context(&engine, store, config.query_memory_limit)?);
+    let ctx = session_context(&engine, store, config.query_memory_limit)?;
+    let alerts = open_alerts(&engine, &ctx, &config)?;
+    system::register_alerts(&ctx, &alerts)?;
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(alerts.clone()));
+    let ctx = Arc::new(ctx);
     // Transform views attach before any write is accepted.
     sextant_sql::start_views(&engine, &ctx).await;
 
@@ -115,10 +122,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         config.view_refresh_interval,
         shutdown.clone(),
     ));
+    let scheduler = tokio::spawn(alerts.clone().run(shutdown.clone()));
     let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(
         http,
         engine.clone(),
+        alerts,
         config.max_body_size as usize,
         shutdown.clone(),
     ));
@@ -169,6 +178,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let _ = background.await;
     let _ = lifecycle.await;
     let _ = refresher.await;
+    let _ = scheduler.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");
     Ok(())
@@ -298,6 +308,37 @@ fn session_context(
     sextant_sql::pg::register_functions(&ctx);
     pg_catalog::register_types(&ctx);
     Ok(ctx)
+}
+
+/// The alert rules, evaluated in a session of their own: the same tables
+/// and functions, its own memory pool (--alert-memory-limit).
+fn open_alerts(
+    engine: &Engine,
+    ctx: &SessionContext,
+    config: &ServeConfig,
+) -> Result<sextant_alerts::Alerts, StartError> {
+    let base = ctx.runtime_env();
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(config.alert_memory_limit as usize, 1.0)
+        .with_object_store_registry(base.object_store_registry.clone())
+        .build_arc()?;
+    let session = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+        .with_runtime_env(runtime)
+        .build();
+    let clock = match config.manual_clock {
+        Some(start) => {
+            warn!("alert rules run on a manual clock (--manual-clock): for tests only");
+            sextant_alerts::Clock::manual(start)
+        }
+        None => sextant_alerts::Clock::System,
+    };
+    let alerts = sextant_alerts::Alerts::open(
+        engine.catalog().clone(),
+        session,
+        clock,
+        config.alert_query_timeout,
+    );
+    context(alerts, || "cannot load alert rules".to_string())
 }
 
 /// The addresses the listeners are bound to.

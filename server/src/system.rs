@@ -1,6 +1,7 @@
 //! System tables: the server described to itself in SQL (`system.tables`,
 //! `system.files`, `system.wal`, `system.compactions`,
-//! `system.materialized_views`). Each is computed from the engine's state
+//! `system.materialized_views`, `system.alerts`, `system.alert_events`).
+//! Each is computed from the engine's (or the alert rules') state
 //! when a query scans it.
 
 use std::fmt;
@@ -18,27 +19,29 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+use sextant_alerts::{AlertInfo, Alerts, EventRow, Phase};
 use sextant_storage::{Engine, SyncMode};
 
-type Build = Arc<dyn Fn(&Engine) -> Result<RecordBatch> + Send + Sync>;
-type Columns = Arc<dyn Fn(&Engine) -> Result<Vec<ArrayRef>> + Send + Sync>;
+type Build<S = Engine> = Arc<dyn Fn(&S) -> Result<RecordBatch> + Send + Sync>;
+type Columns<S = Engine> = Arc<dyn Fn(&S) -> Result<Vec<ArrayRef>> + Send + Sync>;
 
-/// A table whose rows are computed from the engine at scan time.
-struct SystemTable {
+/// A table whose rows are computed at scan time from its source (the
+/// engine, or the alert rules).
+struct SystemTable<S = Engine> {
     name: &'static str,
     schema: SchemaRef,
-    engine: Engine,
-    build: Build,
+    source: S,
+    build: Build<S>,
 }
 
-impl fmt::Debug for SystemTable {
+impl<S> fmt::Debug for SystemTable<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "system.{}", self.name)
     }
 }
 
 #[async_trait]
-impl TableProvider for SystemTable {
+impl<S: Send + Sync + 'static> TableProvider for SystemTable<S> {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -54,7 +57,7 @@ impl TableProvider for SystemTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = (self.build)(&self.engine)?;
+        let batch = (self.build)(&self.source)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema.clone(),
@@ -86,7 +89,7 @@ pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
             Arc::new(SystemTable {
                 name,
                 schema: table_schema,
-                engine: engine.clone(),
+                source: engine.clone(),
                 build,
             }),
         )?;
@@ -153,7 +156,7 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
     ("tables", schema, build)
 }
 
-fn with_schema(schema: SchemaRef, columns: Columns) -> Build {
+fn with_schema<S: 'static>(schema: SchemaRef, columns: Columns<S>) -> Build<S> {
     Arc::new(move |e| Ok(RecordBatch::try_new(schema.clone(), columns(e)?)?))
 }
 
@@ -371,4 +374,166 @@ fn views_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("materialized_views", schema, build)
+}
+
+/// Adds `system.alerts` and `system.alert_events` to the session's system
+/// schema.
+pub(crate) fn register_alerts(
+    ctx: &datafusion::prelude::SessionContext,
+    alerts: &Alerts,
+) -> Result<()> {
+    let schema = ctx
+        .catalog(sextant_catalog::DATABASE_NAME)
+        .and_then(|c| c.schema("system"))
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
+    for (name, table_schema, build) in [alerts_table(), alert_events_table()] {
+        schema.register_table(
+            name.to_string(),
+            Arc::new(SystemTable {
+                name,
+                schema: table_schema,
+                source: alerts.clone(),
+                build,
+            }),
+        )?;
+    }
+    Ok(())
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn nanos_text(ns: i64) -> Option<String> {
+    (ns > 0).then(|| interval_text(std::time::Duration::from_nanos(ns as u64)))
+}
+
+/// Each alert rule: its definition, where its instances are, and how its
+/// evaluations go.
+fn alerts_table() -> (&'static str, SchemaRef, Build<Alerts>) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("alert_name", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("health", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("every", DataType::Utf8, false),
+        Field::new("for", DataType::Utf8, true),
+        Field::new("keep_firing_for", DataType::Utf8, true),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("annotations", DataType::Utf8, false),
+        Field::new("webhook", DataType::Utf8, false),
+        Field::new("pending", DataType::UInt64, false),
+        Field::new("firing", DataType::UInt64, false),
+        Field::new("evaluations", DataType::UInt64, false),
+        Field::new("last_evaluation", ts(), true),
+        Field::new("last_duration_ms", DataType::Float64, true),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("next_run", ts(), true),
+        Field::new("undelivered", DataType::UInt64, false),
+        Field::new("created_at", ts(), false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|a: &Alerts| {
+            let rules = a.list();
+            let text = |f: &dyn Fn(&AlertInfo) -> Option<String>| -> ArrayRef {
+                Arc::new(StringArray::from_iter(rules.iter().map(f)))
+            };
+            let u = |f: &dyn Fn(&AlertInfo) -> u64| -> ArrayRef {
+                Arc::new(UInt64Array::from_iter_values(rules.iter().map(f)))
+            };
+            let t = |f: &dyn Fn(&AlertInfo) -> Option<i64>| -> ArrayRef {
+                Arc::new(
+                    TimestampNanosecondArray::from_iter(rules.iter().map(f)).with_timezone("UTC"),
+                )
+            };
+            Ok(vec![
+                text(&|r| Some(r.def.name.clone())),
+                text(&|r| Some(r.state.summary().to_string())),
+                text(&|r| {
+                    Some(
+                        match (&r.state.last_eval_ns, &r.state.last_error) {
+                            (_, Some(_)) => "error",
+                            (None, None) => "unknown",
+                            (Some(_), None) => "ok",
+                        }
+                        .to_string(),
+                    )
+                }),
+                text(&|r| Some(r.def.query.clone())),
+                text(&|r| nanos_text(r.def.every_ns)),
+                text(&|r| nanos_text(r.def.for_ns)),
+                text(&|r| nanos_text(r.def.keep_firing_for_ns)),
+                text(&|r| Some(json_text(&r.def.labels))),
+                text(&|r| Some(json_text(&r.def.annotations))),
+                text(&|r| Some(r.def.webhook.clone())),
+                u(&|r| r.state.count(Phase::Pending)),
+                u(&|r| r.state.count(Phase::Firing)),
+                u(&|r| r.state.evaluations),
+                t(&|r| r.state.last_eval_ns),
+                Arc::new(Float64Array::from_iter(rules.iter().map(|r| {
+                    r.state
+                        .last_eval_ns
+                        .map(|_| r.state.last_duration_us as f64 / 1000.0)
+                }))),
+                text(&|r| r.state.last_error.clone()),
+                t(&|r| (!r.state.paused).then_some(r.state.next_run_ns)),
+                u(&|r| r.queued),
+                t(&|r| Some(r.created_at_ns)),
+            ])
+        }),
+    );
+    ("alerts", schema, build)
+}
+
+/// Every transition of an alert instance and every notification attempt,
+/// oldest first (the catalog keeps the latest 100 000).
+fn alert_events_table() -> (&'static str, SchemaRef, Build<Alerts>) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("time", ts(), false),
+        Field::new("alert_name", DataType::Utf8, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, true),
+        Field::new("from_state", DataType::Utf8, true),
+        Field::new("to_state", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("attempt", DataType::UInt64, true),
+        Field::new("outcome", DataType::Utf8, true),
+        Field::new("http_status", DataType::Int64, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("values", DataType::Utf8, true),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|a: &Alerts| {
+            let events = a
+                .events(100_000)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            let text = |f: &dyn Fn(&EventRow) -> Option<String>| -> ArrayRef {
+                Arc::new(StringArray::from_iter(events.iter().map(f)))
+            };
+            Ok(vec![
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(events.iter().map(|e| e.time_ns))
+                        .with_timezone("UTC"),
+                ) as ArrayRef,
+                text(&|e| Some(e.alert.clone())),
+                text(&|e| Some(e.event.event.clone())),
+                text(&|e| e.event.labels.as_ref().map(json_text)),
+                text(&|e| e.event.from.clone()),
+                text(&|e| e.event.to.clone()),
+                text(&|e| e.event.status.clone()),
+                Arc::new(UInt64Array::from_iter(
+                    events.iter().map(|e| e.event.attempt.map(u64::from)),
+                )),
+                text(&|e| e.event.outcome.clone()),
+                Arc::new(Int64Array::from_iter(
+                    events.iter().map(|e| e.event.http_status.map(i64::from)),
+                )),
+                text(&|e| e.event.error.clone()),
+                text(&|e| e.event.values.as_ref().map(json_text)),
+            ])
+        }),
+    );
+    ("alert_events", schema, build)
 }

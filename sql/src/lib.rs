@@ -7,12 +7,14 @@
 //! `SHOW TABLES`) goes on to DataFusion. Every failure is a [`SqlError`] with
 //! a SQLSTATE, which each front end maps to its own protocol's errors.
 
+mod alerts;
 mod error;
 pub mod pg;
 pub mod settings;
 mod statements;
 mod views;
 
+pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
 pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};
 pub use views::{run_refresher, start_views};

@@ -3,8 +3,8 @@
 //! A query string is split into statements with the SQL tokenizer (so `;`
 //! inside strings and comments is no separator). Each statement is either one
 //! of ours (`CREATE TABLE`, `ALTER TABLE ... SET/RESET (...)`, `DROP TABLE`,
-//! `FLUSH TABLE`, `COMPACT TABLE`), rewritten
-//! (`SHOW TABLES`), or passed on unchanged to DataFusion.
+//! `FLUSH TABLE`, `COMPACT TABLE`, materialized views, alerts), rewritten
+//! (`SHOW TABLES`, `SHOW ALERTS`), or passed on unchanged to DataFusion.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub enum SextantStatement {
     CreateView(String),
     DropView(String),
     RefreshView(String),
+    CreateAlert(String),
+    AlterAlert(String),
+    DropAlert(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -82,19 +85,19 @@ pub fn split(sql: &str) -> Result<Vec<String>, SqlError> {
 }
 
 /// Byte offsets of line/column locations (1-based, columns in chars).
-struct LineIndex<'a> {
+pub(crate) struct LineIndex<'a> {
     sql: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(sql: &'a str) -> Self {
+    pub(crate) fn new(sql: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
         Self { sql, line_starts }
     }
 
-    fn offset(&self, loc: Location) -> usize {
+    pub(crate) fn offset(&self, loc: Location) -> usize {
         let Some(&line_start) = self.line_starts.get(loc.line.saturating_sub(1) as usize) else {
             return self.sql.len();
         };
@@ -122,6 +125,24 @@ pub fn classify(stmt: &str) -> Classified {
     };
     let refresh =
         matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("refresh"));
+    let second = |s: &str| matches!(words.get(1), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s));
+    if second("alert") {
+        match kw(0) {
+            Keyword::CREATE => {
+                return Classified::Sextant(SextantStatement::CreateAlert(stmt.to_string()));
+            }
+            Keyword::ALTER => {
+                return Classified::Sextant(SextantStatement::AlterAlert(stmt.to_string()));
+            }
+            Keyword::DROP => {
+                return Classified::Sextant(SextantStatement::DropAlert(stmt.to_string()));
+            }
+            _ => {}
+        }
+    }
+    if kw(0) == Keyword::SHOW && second("alerts") && words.len() == 2 {
+        return Classified::Sql(SHOW_ALERTS.to_string());
+    }
     match (kw(0), kw(1)) {
         (Keyword::CREATE, Keyword::MATERIALIZED) => {
             Classified::Sextant(SextantStatement::CreateView(stmt.to_string()))
@@ -154,6 +175,10 @@ pub fn classify(stmt: &str) -> Classified {
     }
 }
 
+/// `SHOW ALERTS`: each rule's state at a glance.
+const SHOW_ALERTS: &str = "SELECT alert_name, state, health, every, \"for\", firing, pending, \
+     last_evaluation, next_run, last_error FROM system.alerts ORDER BY alert_name";
+
 /// What a Sextant statement reports back (the command tag).
 #[derive(Debug, PartialEq)]
 pub struct Done {
@@ -176,6 +201,9 @@ pub async fn execute(
         SextantStatement::CreateView(sql) => crate::views::create(sql, engine, ctx).await,
         SextantStatement::DropView(sql) => crate::views::drop(sql, engine).await,
         SextantStatement::RefreshView(sql) => crate::views::refresh(sql, engine, ctx).await,
+        SextantStatement::CreateAlert(sql) => crate::alerts::create(sql, ctx).await,
+        SextantStatement::AlterAlert(sql) => crate::alerts::alter(sql, ctx),
+        SextantStatement::DropAlert(sql) => crate::alerts::drop(sql, ctx),
     }
 }
 

@@ -1,6 +1,8 @@
 //! End-to-end tests: every test starts the real `sextant` binary (see
 //! `sextant_tests::Server`) and talks to it with real clients.
 //!
+//! - `alerts`: alert rules fire and resolve once, through restarts, with a
+//!   real webhook receiver, on the manual alert clock.
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
 //!   restart, SQL errors.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
@@ -11,6 +13,7 @@
 //! - `views`: materialized views equal their query through late data and
 //!   `kill -9`; they refuse writes and show as views to catalogs.
 
+mod alerts;
 mod basic;
 mod crash;
 mod engine;

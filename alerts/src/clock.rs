@@ -1,0 +1,106 @@
+//! The clock alert rules run on: the system's, or a manual one that only
+//! moves when told to (`--manual-clock`), so tests step through minutes of
+//! alert time without waiting for them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Nanoseconds since the Unix epoch, from the system clock.
+pub fn system_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub enum Clock {
+    System,
+    Manual(Arc<ManualClock>),
+}
+
+#[derive(Debug)]
+pub struct ManualClock {
+    now_ns: AtomicI64,
+    moved: Notify,
+}
+
+impl Clock {
+    /// A manual clock that reads `start_ns` until it is moved.
+    pub fn manual(start_ns: i64) -> Self {
+        Clock::Manual(Arc::new(ManualClock {
+            now_ns: AtomicI64::new(start_ns),
+            moved: Notify::new(),
+        }))
+    }
+
+    pub fn is_manual(&self) -> bool {
+        matches!(self, Clock::Manual(_))
+    }
+
+    pub fn now_ns(&self) -> i64 {
+        match self {
+            Clock::System => system_now_ns(),
+            Clock::Manual(m) => m.now_ns.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock to `to_ns` (never backwards); returns the time
+    /// it reads. A system clock cannot be moved.
+    pub fn set(&self, to_ns: i64) -> Option<i64> {
+        let Clock::Manual(m) = self else {
+            return None;
+        };
+        let now = m.now_ns.fetch_max(to_ns, Ordering::SeqCst).max(to_ns);
+        m.moved.notify_waiters();
+        Some(now)
+    }
+
+    /// Returns once the clock reads `at_ns` or later.
+    pub async fn sleep_until(&self, at_ns: i64) {
+        match self {
+            Clock::System => {
+                let wait = at_ns.saturating_sub(system_now_ns());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
+                }
+            }
+            Clock::Manual(m) => loop {
+                let moved = m.moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if m.now_ns.load(Ordering::SeqCst) >= at_ns {
+                    return;
+                }
+                moved.await;
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_when_moved() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.now_ns(), 1_000);
+        let c = clock.clone();
+        let sleeper = tokio::spawn(async move { c.sleep_until(5_000).await });
+        tokio::task::yield_now().await;
+        clock.set(4_000);
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        assert_eq!(clock.set(3_000), Some(4_000), "never backwards");
+        clock.set(5_000);
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Clock::System.set(1), None);
+    }
+}
