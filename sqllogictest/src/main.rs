@@ -14,6 +14,10 @@
 //! - `wait for views`: until every materialized view has refreshed what
 //!   was written (`system.materialized_views` says `current`); servers
 //!   refresh views every 50 ms here.
+//! - `advance clock <duration>` (e.g. `advance clock 1m`): moves the alert
+//!   clock, which starts at 2026-01-01T00:00:00Z here (`--manual-clock`),
+//!   and returns once every alert evaluation and notification due by then
+//!   has run (`advance clock 0s` just waits for those due now).
 //!
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
 //! `--complete` rewrites the expected output of the selected files.
@@ -28,6 +32,9 @@ use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Where the alert clock of every server here starts.
+const ALERT_CLOCK_START: &str = "2026-01-01T00:00:00Z";
 
 /// An error as a test file sees it: `SQLSTATE: message`.
 #[derive(Debug)]
@@ -152,6 +159,26 @@ impl sqllogictest::AsyncDB for Sextant {
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                 }
             }
+            cmd if cmd.starts_with("advance clock ") => {
+                let by = cmd["advance clock ".len()..].trim().to_string();
+                let addr = self.server.lock().await.http_addr();
+                let body = serde_json::json!({ "advance": by }).to_string();
+                let r = tokio::task::spawn_blocking(move || {
+                    sextant_tests::http_post(
+                        addr,
+                        "/debug/clock",
+                        &[("Content-Type", "application/json")],
+                        body.as_bytes(),
+                    )
+                })
+                .await
+                .map_err(|e| SqlError(e.to_string()))?
+                .map_err(|e| SqlError(format!("advance clock: {e}")))?;
+                if r.status != 200 {
+                    return Err(SqlError(format!("advance clock: {} {}", r.status, r.body)));
+                }
+                return Ok(DBOutput::StatementComplete(0));
+            }
             "kill server" => {
                 {
                     let mut server = self.server.lock().await;
@@ -246,10 +273,16 @@ fn slt_files() -> Vec<PathBuf> {
 }
 
 async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
-    let server =
-        tokio::task::spawn_blocking(|| Server::start(&["--view-refresh-interval", "50ms"]))
-            .await
-            .map_err(|e| format!("starting sextant: {e}"))?;
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start(&[
+            "--view-refresh-interval",
+            "50ms",
+            "--manual-clock",
+            ALERT_CLOCK_START,
+        ])
+    })
+    .await
+    .map_err(|e| format!("starting sextant: {e}"))?;
     let server = Arc::new(Mutex::new(server));
     let make = {
         let server = server.clone();
