@@ -343,7 +343,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
 
 #[tokio::test]
 async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() {
-    let server = Server::start(&["--manual-clock", START]);
+    let server = Server::start(&["--manual-clock", START, "--alert-memory-limit", "16MiB"]);
     let client = server.connect().await;
     // A port nobody listens on (yet).
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -412,8 +412,9 @@ async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() 
     .await;
     assert_eq!(gave_up, vec![vec!["1".to_string(), "gave_up".to_string()]]);
 
-    // A failing rule (its table is gone) and a slow one (over its
-    // query_timeout) are reported, and the others are evaluated on time.
+    // A failing rule (its table is gone), a slow one (over its
+    // query_timeout) and a greedy one (over the alert memory limit) are
+    // reported, and the others are evaluated on time.
     client
         .batch_execute(
             "CREATE TABLE doomed (time TIMESTAMP NOT NULL, v DOUBLE);
@@ -428,6 +429,15 @@ async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() 
             "CREATE ALERT slow AS SELECT count(*) AS n FROM generate_series(1, 100000000000) \
              EVERY '1 minute' NOTIFY WEBHOOK 'http://127.0.0.1:9/hook' \
              WITH (query_timeout = '300ms')",
+        )
+        .await
+        .unwrap();
+    // One that needs more than --alert-memory-limit (a 4M-row hash join).
+    client
+        .batch_execute(
+            "CREATE ALERT greedy AS SELECT count(*) AS n FROM generate_series(1, 4000000) a \
+             JOIN generate_series(1, 4000000) b ON a.value = b.value HAVING count(*) < 0 \
+             EVERY '1 minute' NOTIFY WEBHOOK 'http://127.0.0.1:9/hook'",
         )
         .await
         .unwrap();
@@ -447,6 +457,9 @@ async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() 
     let slow = by_name("slow");
     assert_eq!(slow[1], "error");
     assert!(slow[4].contains("did not finish within 300ms"), "{slow:?}");
+    let greedy = by_name("greedy");
+    assert_eq!(greedy[1], "error");
+    assert!(greedy[4].contains("Resources exhausted"), "{greedy:?}");
     let always = by_name("always");
     assert_eq!(always[1], "ok");
     assert_eq!(always[2], "2");

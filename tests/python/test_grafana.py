@@ -214,3 +214,37 @@ def test_panel_queries_after_macro_expansion(grafana):
 
     names, oids, rows = simple(grafana, TO_TIMESTAMP)
     assert oids[0] == OID["timestamptz"] and rows[0][0] == "2024-01-01 00:01:00.000000+00"
+
+
+def test_alert_history_panel(grafana):
+    """docs/alerts.md's alert history panel, as Grafana sends it after
+    expanding $__timeGroupAlias(time, '1h') and $__timeFilter(time)."""
+    import datetime
+    import time
+
+    before = int(time.time()) // 3600 * 3600
+    r = grafana.exec_(
+        b"CREATE ALERT web_up AS SELECT host, max(usage) AS peak FROM cpu GROUP BY host "
+        b"EVERY '1 hour' NOTIFY WEBHOOK 'http://127.0.0.1:9/hook' WITH (retries = 0)"
+    )
+    assert r.error_message == b"", r.error_message.decode()
+    deadline = time.monotonic() + 30
+    while simple(grafana, "SELECT evaluations FROM system.alerts")[2] != [["1"]]:
+        assert time.monotonic() < deadline, "the first evaluation did not run"
+        time.sleep(0.02)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = (now - datetime.timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = (now + datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names, oids, rows = simple(
+        grafana,
+        'SELECT floor(extract(epoch from time)/3600)*3600 AS "time", alert_name AS metric, '
+        "count(*) AS value FROM system.alert_events "
+        f"WHERE event = 'transition' AND to_state = 'firing' AND time BETWEEN '{start}' AND '{end}' "
+        "GROUP BY 1, 2 ORDER BY 1",
+    )
+    assert names == ["time", "metric", "value"]
+    assert oids == [OID["float8"], OID["text"], OID["int8"]]
+    after = int(now.timestamp()) // 3600 * 3600
+    # Both hosts fired at once (no FOR), in the hour of the evaluation.
+    assert len(rows) == 1 and rows[0][1:] == ["web_up", "2"], rows
+    assert rows[0][0] in (f"{before}.0", f"{after}.0"), rows
