@@ -59,11 +59,14 @@ impl Clock {
         Some(now)
     }
 
-    /// Returns once the clock reads `at_ns` or later.
+    /// Returns once the clock reads `at_ns` or later (a system clock may
+    /// return early; callers check the time again).
     pub async fn sleep_until(&self, at_ns: i64) {
         match self {
             Clock::System => {
-                let wait = at_ns.saturating_sub(system_now_ns());
+                // At most an hour at a time, so a jump of the system clock
+                // is noticed within the hour.
+                let wait = at_ns.saturating_sub(system_now_ns()).min(3_600_000_000_000);
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_nanos(wait as u64)).await;
                 }

@@ -73,19 +73,15 @@ impl Receiver {
 /// Moves the alert clock to `00:mm:ss` of the start day and waits for what
 /// fell due.
 fn clock(server: &Server, hms: &str) {
-    let body = format!("{{\"set\": \"2026-01-01T{hms}Z\"}}");
-    let r = http_post(
-        server.http_addr(),
-        "/debug/clock",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    move_clock(server, &format!("{{\"set\": \"2026-01-01T{hms}Z\"}}"));
 }
 
+/// Moves the alert clock on by `by` and waits for what fell due.
 fn advance(server: &Server, by: &str) {
-    let body = format!("{{\"advance\": \"{by}\"}}");
+    move_clock(server, &format!("{{\"advance\": \"{by}\"}}"));
+}
+
+fn move_clock(server: &Server, body: &str) {
     let r = http_post(
         server.http_addr(),
         "/debug/clock",
