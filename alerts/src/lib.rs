@@ -192,10 +192,14 @@ impl Alerts {
                 },
             );
         }
-        // A manual clock never goes back behind what the rules have seen,
-        // restarts included.
-        if let Some(seen) = rules.values().filter_map(|r| r.state.last_eval_ns).max() {
-            clock.set(seen);
+        // A manual clock never goes back behind what the rules have seen
+        // (their evaluations and events), restarts included.
+        if clock.is_manual() {
+            let last_event = catalog.alert_events(1)?.pop().map(|e| e.time_ns);
+            let last_eval = rules.values().filter_map(|r| r.state.last_eval_ns).max();
+            if let Some(seen) = last_event.max(last_eval) {
+                clock.set(seen);
+            }
         }
         if !rules.is_empty() {
             info!(

@@ -339,8 +339,8 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
 
 #[tokio::test]
 async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() {
-    let server = Server::start(&["--manual-clock", START, "--alert-memory-limit", "16MiB"]);
-    let client = server.connect().await;
+    let mut server = Server::start(&["--manual-clock", START, "--alert-memory-limit", "16MiB"]);
+    let mut client = server.connect().await;
     // A port nobody listens on (yet).
     let dead = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
@@ -375,6 +375,17 @@ async fn a_down_receiver_gets_retries_and_failing_rules_do_not_hold_up_others() 
     )
     .await;
     assert_eq!(undelivered[0], "1");
+    // The undelivered notification survives kill -9 (the alert clock
+    // resumes at the last attempt, 00:00:03).
+    server.kill9();
+    server.restart();
+    client = server.connect().await;
+    let undelivered = one(
+        &client,
+        "SELECT undelivered, state FROM system.alerts WHERE alert_name = 'always'",
+    )
+    .await;
+    assert_eq!(undelivered, vec!["1", "firing"]);
     // The receiver comes up: the fourth attempt (after 4 s) is delivered.
     let receiver = Receiver::on(TcpListener::bind(dead_addr).unwrap());
     advance(&server, "4s");
