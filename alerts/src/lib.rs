@@ -664,9 +664,11 @@ impl Inner {
         {
             warn!(%alert, error = %e, "cannot record an alert notification attempt");
         }
+        // A rule dropped meanwhile owes nothing more.
+        let dropped = !lock(&self.rules).contains_key(&alert);
         {
             let mut outbox = lock(&self.outbox);
-            if done {
+            if done || dropped {
                 outbox.remove(&id);
             } else if let Some(q) = outbox.get_mut(&id) {
                 q.n = n;
