@@ -516,6 +516,10 @@ impl Inner {
         state.next_run_ns = rule::next_slot(state.next_run_ns, def.every_ns, now);
         let mut events = vec![];
         let mut owed = vec![];
+        sextant_metrics::metrics()
+            .alert_evaluations
+            .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+            .inc();
         match result {
             Ok(rows) => {
                 state.last_error = None;
@@ -657,6 +661,12 @@ impl Inner {
                 gave_up
             }
         };
+        if let Some(outcome) = &event.outcome {
+            sextant_metrics::metrics()
+                .alert_notifications
+                .with_label_values(&[outcome.as_str()])
+                .inc();
+        }
         let retry = (!done).then(|| to_json(&n));
         if let Err(e) =
             self.catalog

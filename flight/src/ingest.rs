@@ -280,7 +280,12 @@ impl Target {
         };
         let batch =
             concat_batches(&first.schema(), &batches).map_err(|e| invalid(e.to_string()))?;
-        engine.write(&self.table, batch).await.map_err(storage)
+        let n = engine.write(&self.table, batch).await.map_err(storage)?;
+        sextant_metrics::metrics()
+            .ingest_rows
+            .with_label_values(&["flight", &self.table])
+            .inc_by(n);
+        Ok(n)
     }
 }
 

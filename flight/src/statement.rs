@@ -60,6 +60,7 @@ pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, Sq
         |name: &str| sextant_sql::settings::default_setting(name).map(|(_, v)| v.to_string());
     let session = sextant_sql::pg::Session {
         user: "sextant",
+        pid: None,
         setting: &setting,
     };
     let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
@@ -105,7 +106,8 @@ impl Planned {
                 | SextantStatement::RefreshView(_)
                 | SextantStatement::CreateAlert(_)
                 | SextantStatement::AlterAlert(_)
-                | SextantStatement::DropAlert(_) => Arc::new(Schema::empty()),
+                | SextantStatement::DropAlert(_)
+                | SextantStatement::Kill(_) => Arc::new(Schema::empty()),
             },
         }
     }

@@ -346,6 +346,10 @@ where
             .write(&p.table, batch)
             .await
             .map_err(|e| pg_error(SqlError::from(e)))?;
+        sextant_metrics::metrics()
+            .ingest_rows
+            .with_label_values(&["copy", &p.table])
+            .inc_by(rows as u64);
     }
     use futures::SinkExt;
     client

@@ -1,8 +1,8 @@
 //! The HTTP endpoints: `GET /health`, line protocol (`POST /api/v2/write`,
 //! `POST /write`), JSON (`POST /v1/ingest/{table}`), OTLP/HTTP (`POST
 //! /v1/logs`, `/v1/traces`, `/v1/metrics`, in [`crate::otlp`]) and Prometheus
-//! remote write (`POST /api/v1/write`); for tests, `POST /debug/clock`
-//! moves the manual alert clock.
+//! remote write (`POST /api/v1/write`), and `GET /metrics` (Prometheus text
+//! format); for tests, `POST /debug/clock` moves the manual alert clock.
 //!
 //! A request body is read up to `--max-body-size` (413 past it), gunzipped if
 //! `Content-Encoding: gzip` (again bounded, so a small bomb cannot expand
@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::RecordBatch;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::otlp::{self, Signal};
+use crate::system::Gauges;
 
 /// At most this many rejected lines are listed in an error body.
 const MAX_LISTED_REJECTIONS: usize = 100;
@@ -41,6 +43,7 @@ pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) max_body: usize,
     alerts: Alerts,
+    gauges: Arc<Gauges>,
 }
 
 /// Serves HTTP on `listener` until `shutdown` is cancelled.
@@ -48,6 +51,7 @@ pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     alerts: Alerts,
+    gauges: Arc<Gauges>,
     max_body: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -76,12 +80,15 @@ pub async fn serve(
             }),
         )
         .route("/api/v1/write", post(remote_write))
+        .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn(track_ingest))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState {
             engine,
             max_body,
             alerts,
+            gauges,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -143,6 +150,48 @@ impl From<StorageError> for HttpError {
 
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// The ingest protocol an endpoint speaks, as metrics label it.
+fn protocol_of(path: &str) -> Option<&'static str> {
+    match path {
+        "/api/v2/write" | "/write" => Some("line_protocol"),
+        "/api/v1/write" => Some("prometheus_remote_write"),
+        "/v1/logs" | "/v1/traces" | "/v1/metrics" => Some("otlp_http"),
+        p if p.starts_with("/v1/ingest/") => Some("json"),
+        _ => None,
+    }
+}
+
+/// Counts each ingest request by status, and its bytes (as its
+/// Content-Length declares them).
+async fn track_ingest(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(protocol) = protocol_of(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let bytes = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let response = next.run(req).await;
+    let m = sextant_metrics::metrics();
+    m.ingest_bytes.with_label_values(&[protocol]).inc_by(bytes);
+    m.ingest_requests
+        .with_label_values(&[protocol, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format.
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    s.gauges.refresh();
+    (
+        [(header::CONTENT_TYPE, sextant_metrics::CONTENT_TYPE)],
+        sextant_metrics::text(),
+    )
+        .into_response()
 }
 
 /// `POST /debug/clock {"advance": "90s"}` or `{"set": "<RFC 3339>"}`: moves
@@ -262,7 +311,11 @@ pub(crate) async fn read_body(
 
 /// Writes every table's rows: creates tables and columns as needed, then
 /// appends through the WAL. Returns the number of rows written.
-async fn write_tables(engine: &Engine, tables: Vec<TableRows>) -> Result<usize, HttpError> {
+async fn write_tables(
+    engine: &Engine,
+    tables: Vec<TableRows>,
+    protocol: &'static str,
+) -> Result<usize, HttpError> {
     let mut batches = Vec::with_capacity(tables.len());
     for rows in tables {
         let table = rows.table().to_string();
@@ -273,7 +326,7 @@ async fn write_tables(engine: &Engine, tables: Vec<TableRows>) -> Result<usize, 
             batches.push((table, batch));
         }
     }
-    Ok(write_batches(engine, batches).await?)
+    Ok(write_batches(engine, batches, protocol).await?)
 }
 
 /// Creates missing tables and columns, then writes every batch. The writes
@@ -282,6 +335,7 @@ async fn write_tables(engine: &Engine, tables: Vec<TableRows>) -> Result<usize, 
 pub(crate) async fn write_batches(
     engine: &Engine,
     batches: Vec<(String, RecordBatch)>,
+    protocol: &'static str,
 ) -> Result<usize, StorageError> {
     for (table, batch) in &batches {
         engine
@@ -290,19 +344,26 @@ pub(crate) async fn write_batches(
     }
     let writes = batches
         .into_iter()
-        .map(|(table, batch)| async move { engine.write(&table, batch).await });
+        .map(|(table, batch)| async move { (engine.write(&table, batch).await, table) });
     let mut written = 0;
-    for r in futures::future::join_all(writes).await {
-        written += r? as usize;
+    let rows = &sextant_metrics::metrics().ingest_rows;
+    for (r, table) in futures::future::join_all(writes).await {
+        let n = r?;
+        rows.with_label_values(&[protocol, &table]).inc_by(n);
+        written += n as usize;
     }
     Ok(written)
 }
 
 /// 400 with the rejected lines when some were rejected (the others are written).
-fn partial(written: usize, rejected: &[Rejected]) -> Result<(), HttpError> {
+fn partial(written: usize, rejected: &[Rejected], protocol: &str) -> Result<(), HttpError> {
     if rejected.is_empty() {
         return Ok(());
     }
+    sextant_metrics::metrics()
+        .rejected_points
+        .with_label_values(&[protocol, "invalid"])
+        .inc_by(rejected.len() as u64);
     let listed: Vec<String> = rejected
         .iter()
         .take(MAX_LISTED_REJECTIONS)
@@ -345,8 +406,8 @@ async fn write_line_protocol(
     let decoded = line_protocol::decode(&text, precision, now_ns(), &|t| {
         engine.table(t).map(|d| d.schema)
     });
-    let written = write_tables(engine, decoded.tables).await?;
-    partial(written, &decoded.rejected)?;
+    let written = write_tables(engine, decoded.tables, "line_protocol").await?;
+    partial(written, &decoded.rejected, "line_protocol")?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -368,8 +429,8 @@ async fn ingest_json(
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
     let rejected =
         ndjson::decode(&body, &mut rows, precision, now_ns()).map_err(HttpError::bad_request)?;
-    let written = write_tables(&state.engine, vec![rows]).await?;
-    partial(written, &rejected)?;
+    let written = write_tables(&state.engine, vec![rows], "json").await?;
+    partial(written, &rejected, "json")?;
     Ok(Json(json!({"table": table, "rows": written})))
 }
 
@@ -426,8 +487,12 @@ async fn remote_write(
             }
             prometheus::DecodeError::Invalid(m) => HttpError::bad_request(m),
         })?;
-    let written = write_tables(engine, decoded.tables).await?;
+    let written = write_tables(engine, decoded.tables, "prometheus_remote_write").await?;
     if !decoded.rejected.is_empty() {
+        sextant_metrics::metrics()
+            .rejected_points
+            .with_label_values(&["prometheus_remote_write", "invalid"])
+            .inc_by(decoded.rejected.len() as u64);
         let listed: Vec<String> = decoded
             .rejected
             .iter()

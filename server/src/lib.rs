@@ -61,6 +61,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         format!("cannot create data directory {}", data_dir.display())
     })?;
     let (store, local_root) = object_store(&config)?;
+    let store = sextant_storage::instrument(store);
     let catalog_path = data_dir.join("catalog.sqlite");
     let catalog = context(SqliteCatalog::open(&catalog_path), || {
         format!("cannot open catalog {}", catalog_path.display())
@@ -95,6 +96,19 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let ctx = session_context(&engine, store, config.query_memory_limit)?;
     let alerts = open_alerts(&engine, &ctx, &config)?;
     system::register_alerts(&ctx, &alerts)?;
+    let queries = sextant_sql::Queries::default();
+    sextant_sql::register_cancel_backend(&ctx, &queries);
+    system::register_queries(&ctx, &queries)?;
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(queries));
+    let gauges = Arc::new(system::Gauges {
+        engine: engine.clone(),
+        alerts: alerts.clone(),
+        pool: ctx.runtime_env().memory_pool.clone(),
+    });
+    system::register_metrics(&ctx, gauges.clone())?;
     ctx.state_ref()
         .write()
         .config_mut()
@@ -128,6 +142,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         http,
         engine.clone(),
         alerts,
+        gauges,
         config.max_body_size as usize,
         shutdown.clone(),
     ));

@@ -125,12 +125,22 @@ fn partial(d: Decoded) -> Option<(i64, String)> {
 }
 
 /// Creates the tables a request needs and writes its rows.
-async fn write(engine: &Engine, decoded: &mut Decoded) -> Result<(), StorageError> {
+async fn write(
+    engine: &Engine,
+    decoded: &mut Decoded,
+    protocol: &'static str,
+) -> Result<(), StorageError> {
+    if decoded.rejected > 0 {
+        sextant_metrics::metrics()
+            .rejected_points
+            .with_label_values(&[protocol, "invalid"])
+            .inc_by(decoded.rejected as u64);
+    }
     let batches = std::mem::take(&mut decoded.tables)
         .into_iter()
         .map(|(t, b)| (t.to_string(), b))
         .collect();
-    write_batches(engine, batches).await?;
+    write_batches(engine, batches, protocol).await?;
     Ok(())
 }
 
@@ -221,16 +231,33 @@ struct Collector {
 }
 
 impl Collector {
-    async fn export(&self, signal: Signal, mut decoded: Decoded) -> Result<Decoded, Status> {
+    async fn export(
+        &self,
+        signal: Signal,
+        mut decoded: Decoded,
+        bytes: usize,
+    ) -> Result<Decoded, Status> {
         debug!(
             ?signal,
             accepted = decoded.accepted,
             rejected = decoded.rejected,
             "OTLP/gRPC export"
         );
-        write(&self.engine, &mut decoded)
+        let written = write(&self.engine, &mut decoded, "otlp_grpc")
             .await
-            .map_err(grpc_status)?;
+            .map_err(grpc_status);
+        let m = sextant_metrics::metrics();
+        m.ingest_bytes
+            .with_label_values(&["otlp_grpc"])
+            .inc_by(bytes as u64);
+        let status = match &written {
+            Ok(()) => "ok".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        m.ingest_requests
+            .with_label_values(&["otlp_grpc", &status])
+            .inc();
+        written?;
         Ok(decoded)
     }
 }
@@ -242,7 +269,8 @@ impl LogsService for Collector {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
         let d = otlp::decode_logs(request.get_ref(), now_ns());
-        let d = Collector::export(self, Signal::Logs, d).await?;
+        let bytes = prost::Message::encoded_len(request.get_ref());
+        let d = Collector::export(self, Signal::Logs, d, bytes).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
@@ -259,7 +287,8 @@ impl TraceService for Collector {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
         let d = otlp::decode_traces(request.get_ref());
-        let d = Collector::export(self, Signal::Traces, d).await?;
+        let bytes = prost::Message::encoded_len(request.get_ref());
+        let d = Collector::export(self, Signal::Traces, d, bytes).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
                 ExportTracePartialSuccess {
@@ -278,7 +307,8 @@ impl MetricsService for Collector {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
         let d = otlp::decode_metrics(request.get_ref());
-        let d = Collector::export(self, Signal::Metrics, d).await?;
+        let bytes = prost::Message::encoded_len(request.get_ref());
+        let d = Collector::export(self, Signal::Metrics, d, bytes).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
                 ExportMetricsPartialSuccess {
@@ -441,7 +471,7 @@ pub(crate) async fn export_http(
         rejected = decoded.rejected,
         "OTLP/HTTP export"
     );
-    write(&state.engine, &mut decoded)
+    write(&state.engine, &mut decoded, "otlp_http")
         .await
         .map_err(|e| fail(HttpError::from(e)))?;
     Ok(match encoding {

@@ -22,7 +22,7 @@ use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::send_describe_response;
@@ -36,6 +36,7 @@ use pgwire::api::{
     PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
@@ -48,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use sextant_sql::{self as statements, Classified, Done, SqlError};
+use sextant_sql::{self as statements, Classified, Done, Queries, QueryGuard, SqlError};
 
 use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
@@ -105,7 +106,7 @@ pub async fn serve(
 struct Handlers {
     service: Arc<Service>,
     startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancel>,
 }
 
 impl Handlers {
@@ -115,6 +116,13 @@ impl Handlers {
             default_hooks(),
         ));
         let connections = Arc::new(ConnectionManager::new());
+        let queries = ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<Queries>()
+            .map(|q| q.as_ref().clone())
+            .unwrap_or_default();
         Self {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
@@ -124,11 +132,15 @@ impl Handlers {
                 inner,
                 engine,
                 ctx,
+                queries: queries.clone(),
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: Arc::new(Cancel {
+                connections,
+                queries,
+            }),
         }
     }
 }
@@ -207,6 +219,73 @@ impl NoopStartupHandler for Startup {
     }
 }
 
+/// A pgwire CancelRequest (psql's Ctrl-C): pgwire checks the backend's pid
+/// and secret key and interrupts a statement still being planned; every
+/// statement of that backend is cancelled in the registry too, which stops
+/// one whose rows are streaming.
+struct Cancel {
+    connections: Arc<ConnectionManager>,
+    queries: Queries,
+}
+
+#[async_trait]
+impl CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let pid = request.pid;
+        let known = self.connections.cancel(pid, &request.secret_key).await;
+        if known {
+            let n = self.queries.cancel_pid(pid);
+            info!(pid, statements = n, "cancel request");
+        } else {
+            debug!(
+                pid,
+                "cancel request for an unknown backend or with a wrong key"
+            );
+        }
+    }
+}
+
+const CANCELED: &str = "canceling statement due to user request";
+
+fn canceled() -> PgWireError {
+    pg_error(SqlError::new("57014", CANCELED))
+}
+
+/// The row stream of a statement, ended with 57014 as soon as the statement
+/// is cancelled (the DataFusion stream is dropped then, freeing its memory);
+/// the guard goes when the stream does.
+fn guarded(
+    rows: pgwire::api::results::SendableRowStream,
+    guard: QueryGuard,
+) -> pgwire::api::results::SendableRowStream {
+    let token = guard.token();
+    Box::pin(futures::stream::unfold(
+        (Some(rows), guard, token),
+        |(rows, guard, token)| async move {
+            let mut rows = rows?;
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    drop(rows);
+                    guard.fail(CANCELED);
+                    Some((Err(canceled()), (None, guard, token)))
+                }
+                next = rows.next() => match next {
+                    Some(Ok(row)) => {
+                        guard.add_rows(1);
+                        Some((Ok(row), (Some(rows), guard, token)))
+                    }
+                    Some(Err(e)) => {
+                        guard.fail(&e.to_string());
+                        Some((Err(e), (None, guard, token)))
+                    }
+                    None => None,
+                },
+            }
+        },
+    ))
+}
+
 struct SqlStateErrors;
 
 impl ErrorHandler for SqlStateErrors {
@@ -224,6 +303,74 @@ struct Service {
     parser: Arc<Parser>,
     engine: Engine,
     ctx: Arc<SessionContext>,
+    queries: Queries,
+}
+
+impl Service {
+    /// Runs one statement as an entry of `system.queries`: cancellable while
+    /// it plans and runs, its scans counted, its rows streamed under its
+    /// guard.
+    fn begin<C: ClientInfo>(&self, client: &C, text: &str) -> QueryGuard {
+        let user = client
+            .metadata()
+            .get("user")
+            .map_or("sextant", String::as_str);
+        self.queries
+            .start("pgwire", Some(client.pid_and_secret_key().0), user, text)
+    }
+}
+
+/// Runs one statement (`run`) under `guard`.
+async fn tracked<F>(guard: QueryGuard, run: F) -> PgWireResult<Vec<Response>>
+where
+    F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
+{
+    {
+        let token = guard.token();
+        let counted = sextant_storage::counting_scans(guard.bytes_counter(), run);
+        let result = tokio::select! {
+            r = counted => r,
+            _ = token.cancelled() => Err(canceled()),
+        };
+        let mut responses = match result {
+            Ok(r) => r,
+            Err(e) => {
+                guard.fail(&e.to_string());
+                return Err(e);
+            }
+        };
+        let mut guard = Some(guard);
+        for r in &mut responses {
+            match r {
+                Response::Query(q) => {
+                    if let Some(g) = guard.take() {
+                        let rows =
+                            std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+                        q.data_rows = guarded(rows, g);
+                    }
+                }
+                Response::Error(e) => {
+                    if let Some(g) = &guard {
+                        g.fail(&e.message);
+                    }
+                }
+                Response::Execution(tag) => {
+                    if let (Some(g), Some(n)) = (&guard, tag_rows(tag)) {
+                        g.add_rows(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// The row count of a command tag such as `INSERT 0 5`.
+fn tag_rows(tag: &Tag) -> Option<u64> {
+    let complete: pgwire::messages::response::CommandComplete = tag.clone().into();
+    let (_, rows) = complete.tag.rsplit_once(' ')?;
+    rows.parse().ok()
 }
 
 impl Service {
@@ -254,6 +401,7 @@ async fn own_plan(
             .metadata()
             .get("user")
             .map_or("sextant", String::as_str),
+        pid: Some(client.pid_and_secret_key().0),
         setting: &setting,
     };
     let stmt = sextant_sql::pg::parse_statement(sql, &session).map_err(pg_error)?;
@@ -462,15 +610,24 @@ impl SimpleQueryHandler for Service {
                 out.push(self.run_copy(client, &stmt).await?);
                 continue;
             }
-            match statements::classify(&stmt) {
-                Classified::Sextant(s) => out.push(self.run_sextant(&s).await?),
-                Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {
-                    Some((stmt, plan)) => out.push(self.run_plan(client, &stmt, plan).await?),
-                    None => {
-                        out.extend(SimpleQueryHandler::do_query(&*self.inner, client, &sql).await?)
-                    }
-                },
-            }
+            let guard = self.begin(client, &stmt);
+            let ran = match statements::classify(&stmt) {
+                Classified::Sextant(s) => {
+                    tracked(guard, async { Ok(vec![self.run_sextant(&s).await?]) }).await?
+                }
+                Classified::Sql(sql) => {
+                    tracked(guard, async {
+                        match own_plan(&self.ctx, client, &sql).await? {
+                            Some((parsed, plan)) => {
+                                Ok(vec![self.run_plan(client, &parsed, plan).await?])
+                            }
+                            None => SimpleQueryHandler::do_query(&*self.inner, client, &sql).await,
+                        }
+                    })
+                    .await?
+                }
+            };
+            out.extend(ran);
         }
         Ok(out)
     }
@@ -523,15 +680,24 @@ impl ExtendedQueryHandler for Service {
     {
         // The parser leaves Sextant's statements and COPY unplanned (no
         // plan, just text).
-        if let (text, None) = &portal.statement.statement {
-            if copy::is_copy(text) {
-                return self.run_copy(client, text).await;
-            }
-            if let Classified::Sextant(s) = statements::classify(text) {
-                return self.run_sextant(&s).await;
-            }
+        if let (text, None) = &portal.statement.statement
+            && copy::is_copy(text)
+        {
+            return self.run_copy(client, text).await;
         }
-        ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await
+        let guard = self.begin(client, &portal.statement.statement.0);
+        let mut ran = tracked(guard, async {
+            if let (text, None) = &portal.statement.statement
+                && let Classified::Sextant(s) = statements::classify(text)
+            {
+                return Ok(vec![self.run_sextant(&s).await?]);
+            }
+            Ok(vec![
+                ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await?,
+            ])
+        })
+        .await?;
+        Ok(ran.remove(0))
     }
 }
 

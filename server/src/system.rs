@@ -537,3 +537,151 @@ fn alert_events_table() -> (&'static str, SchemaRef, Build<Alerts>) {
     );
     ("alert_events", schema, build)
 }
+
+/// What the gauges of the metrics are read from, just before each read of
+/// `/metrics` or `system.metrics`.
+pub struct Gauges {
+    pub(crate) engine: Engine,
+    pub(crate) alerts: Alerts,
+    pub(crate) pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+}
+
+impl Gauges {
+    /// Sets the state-like metrics: write buffer, query memory, view lag,
+    /// firing alerts.
+    pub(crate) fn refresh(&self) {
+        let m = sextant_metrics::metrics();
+        let tables = self.engine.table_stats();
+        m.buffer_bytes
+            .set(tables.iter().map(|t| t.buffered_bytes as i64).sum());
+        m.buffer_rows
+            .set(tables.iter().map(|t| t.buffered_rows as i64).sum());
+        m.query_memory_bytes.set(self.pool.reserved() as i64);
+        for v in self.engine.view_stats() {
+            if let (Some(base), Some(done)) = (v.base_newest_ns, v.status.materialized_ns) {
+                m.view_lag_seconds
+                    .with_label_values(&[v.def.name.as_str()])
+                    .set((base - done).max(0) as f64 / 1e9);
+            }
+        }
+        m.alerts_firing.reset();
+        for a in self.alerts.list() {
+            m.alerts_firing
+                .with_label_values(&[a.def.name.as_str()])
+                .set(a.state.count(Phase::Firing) as i64);
+        }
+    }
+}
+
+/// Adds `system.metrics`: the samples of `GET /metrics`, one row each.
+pub(crate) fn register_metrics(
+    ctx: &datafusion::prelude::SessionContext,
+    gauges: Arc<Gauges>,
+) -> Result<()> {
+    let schema = ctx
+        .catalog(sextant_catalog::DATABASE_NAME)
+        .and_then(|c| c.schema("system"))
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
+    let table_schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("help", DataType::Utf8, false),
+    ]));
+    let build = with_schema(
+        table_schema.clone(),
+        Arc::new(|g: &Arc<Gauges>| {
+            g.refresh();
+            let s = sextant_metrics::samples();
+            let text = |f: &dyn Fn(&sextant_metrics::Sample) -> String| -> ArrayRef {
+                Arc::new(StringArray::from_iter_values(s.iter().map(f)))
+            };
+            Ok(vec![
+                text(&|x| x.name.clone()),
+                text(&|x| x.labels.clone()),
+                Arc::new(Float64Array::from_iter_values(s.iter().map(|x| x.value))) as ArrayRef,
+                text(&|x| x.kind.clone()),
+                text(&|x| x.help.clone()),
+            ])
+        }),
+    );
+    schema.register_table(
+        "metrics".to_string(),
+        Arc::new(SystemTable {
+            name: "metrics",
+            schema: table_schema,
+            source: gauges,
+            build,
+        }),
+    )?;
+    Ok(())
+}
+
+/// Adds `system.queries`: running statements, then the latest 1000 that
+/// finished, newest first.
+pub(crate) fn register_queries(
+    ctx: &datafusion::prelude::SessionContext,
+    queries: &sextant_sql::Queries,
+) -> Result<()> {
+    let schema = ctx
+        .catalog(sextant_catalog::DATABASE_NAME)
+        .and_then(|c| c.schema("system"))
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
+    let table_schema = Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Int64, false),
+        Field::new("pid", DataType::Int32, true),
+        Field::new("user_name", DataType::Utf8, false),
+        Field::new("protocol", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("started_at", ts(), false),
+        Field::new("duration_ms", DataType::Float64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes_scanned", DataType::UInt64, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+    ]));
+    let build = with_schema(
+        table_schema.clone(),
+        Arc::new(|q: &sextant_sql::Queries| {
+            let list = q.list();
+            let text = |f: &dyn Fn(&sextant_sql::QueryInfo) -> Option<String>| -> ArrayRef {
+                Arc::new(StringArray::from_iter(list.iter().map(f)))
+            };
+            Ok(vec![
+                Arc::new(Int64Array::from_iter_values(
+                    list.iter().map(|i| i.id as i64),
+                )) as ArrayRef,
+                Arc::new(arrow::array::Int32Array::from_iter(
+                    list.iter().map(|i| i.pid),
+                )),
+                text(&|i| Some(i.user.clone())),
+                text(&|i| Some(i.protocol.to_string())),
+                text(&|i| Some(i.text.clone())),
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(list.iter().map(|i| i.started_ns))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from_iter_values(
+                    list.iter().map(|i| i.duration.as_secs_f64() * 1000.0),
+                )),
+                Arc::new(UInt64Array::from_iter_values(list.iter().map(|i| i.rows))),
+                Arc::new(UInt64Array::from_iter_values(
+                    list.iter().map(|i| i.bytes_scanned),
+                )),
+                text(&|i| Some(i.state.to_string())),
+                text(&|i| i.error.clone()),
+            ])
+        }),
+    );
+    schema.register_table(
+        "queries".to_string(),
+        Arc::new(SystemTable {
+            name: "queries",
+            schema: table_schema,
+            source: queries.clone(),
+            build,
+        }),
+    )?;
+    Ok(())
+}

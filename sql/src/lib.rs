@@ -10,11 +10,13 @@
 mod alerts;
 mod error;
 pub mod pg;
+mod queries;
 pub mod settings;
 mod statements;
 mod views;
 
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
+pub use queries::{Queries, QueryGuard, QueryInfo, register_cancel_backend};
 pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};
 pub use views::{run_refresher, start_views};

@@ -40,6 +40,8 @@ use crate::SqlError;
 pub struct Session<'a> {
     /// The user the connection logged in as.
     pub user: &'a str,
+    /// The pgwire backend pid (`pg_backend_pid()`), if on pgwire.
+    pub pid: Option<i32>,
     /// A setting's value in this session, if it has one.
     pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
 }
@@ -752,6 +754,14 @@ impl VisitorMut for SessionFunctions<'_, '_> {
             && no_args(f)
         {
             *expr = string_literal(self.session.user.to_string());
+        } else if is_call(f, "pg_backend_pid")
+            && no_args(f)
+            && let Some(pid) = self.session.pid
+        {
+            *expr = Expr::Value(
+                datafusion::sql::sqlparser::ast::Value::Number(pid.to_string(), false)
+                    .with_empty_span(),
+            );
         } else if is_call(f, "current_setting")
             && let FunctionArguments::List(l) = &f.args
             && let [
@@ -960,6 +970,7 @@ mod tests {
         let setting = |name: &str| (name == "search_path").then(|| "public".to_string());
         let session = Session {
             user: "alice",
+            pid: Some(4242),
             setting: &setting,
         };
         parse_statement(s, &session).unwrap().to_string()
@@ -999,6 +1010,10 @@ mod tests {
     #[test]
     fn user_and_array_subqueries() {
         assert_eq!(sql("SELECT user"), "SELECT 'alice' AS \"user\"");
+        assert_eq!(
+            sql("SELECT pg_backend_pid()"),
+            "SELECT 4242 AS \"pg_backend_pid\""
+        );
         assert_eq!(
             sql("SELECT current_user, session_user"),
             "SELECT 'alice' AS \"current_user\", 'alice' AS \"session_user\""

@@ -48,6 +48,7 @@ pub enum SextantStatement {
     CreateAlert(String),
     AlterAlert(String),
     DropAlert(String),
+    Kill(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -140,6 +141,10 @@ pub fn classify(stmt: &str) -> Classified {
             _ => {}
         }
     }
+    if matches!(words.first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("kill"))
+    {
+        return Classified::Sextant(SextantStatement::Kill(stmt.to_string()));
+    }
     if kw(0) == Keyword::SHOW && second("alerts") && words.len() == 2 {
         return Classified::Sql(SHOW_ALERTS.to_string());
     }
@@ -204,6 +209,15 @@ pub async fn execute(
         SextantStatement::CreateAlert(sql) => crate::alerts::create(sql, ctx).await,
         SextantStatement::AlterAlert(sql) => crate::alerts::alter(sql, ctx),
         SextantStatement::DropAlert(sql) => crate::alerts::drop(sql, ctx),
+        SextantStatement::Kill(sql) => {
+            let queries = ctx
+                .state_ref()
+                .read()
+                .config()
+                .get_extension::<crate::Queries>()
+                .ok_or_else(|| SqlError::unsupported("KILL is not available in this session"))?;
+            crate::queries::kill(sql, &queries)
+        }
     }
 }
 

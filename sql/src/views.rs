@@ -338,6 +338,7 @@ struct Analysis {
 async fn plan_query(ctx: &SessionContext, query: &str) -> Result<LogicalPlan, SqlError> {
     let session = crate::pg::Session {
         user: "sextant",
+        pid: None,
         setting: &|_| None,
     };
     let stmt = crate::pg::parse_statement(query, &session)?;

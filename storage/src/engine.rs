@@ -687,6 +687,9 @@ impl Engine {
             d.persisted_seq = d.persisted_seq.max(max_seq);
         }
         self.truncate_wal();
+        let m = sextant_metrics::metrics();
+        m.persist_seconds.observe(started.elapsed().as_secs_f64());
+        m.persisted_files.inc_by(n as u64);
         info!(
             table = %def.name,
             files = n,

@@ -12,6 +12,7 @@
 mod codec;
 mod engine;
 mod error;
+mod instrumented;
 mod lifecycle;
 mod persist;
 mod provider;
@@ -20,8 +21,11 @@ pub mod wal;
 
 pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
 pub use error::{Result, StorageError};
+pub use instrumented::instrument;
 pub use lifecycle::{CompactionSummary, LifecycleConfig, now_ns};
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
-pub use provider::{OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, object_store_url};
+pub use provider::{
+    OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, counting_scans, object_store_url,
+};
 pub use views::{BucketRefresh, RefreshOutcome, TransformFn, ViewStats, ViewStatus, bucket_start};
 pub use wal::SyncMode;

@@ -352,6 +352,10 @@ impl Engine {
                     trigger,
                     "compacted"
                 );
+                sextant_metrics::metrics()
+                    .compactions
+                    .with_label_values(&[trigger])
+                    .inc();
                 let catalog = self.inner.catalog.clone();
                 let recorded =
                     tokio::task::spawn_blocking(move || catalog.record_compaction(&run)).await;

@@ -319,6 +319,21 @@ impl TableProvider for SextantTable {
                 input = Arc::new(ProjectionExec::try_new(exprs, input)?);
             }
         }
+        let m = sextant_metrics::metrics();
+        let parts = [
+            ("file", "scanned", files.len()),
+            ("file", "pruned", snap.files.len() - files.len()),
+            ("chunk", "scanned", chunks.len()),
+            ("chunk", "pruned", snap.chunks.len() - chunks.len()),
+        ];
+        for (kind, result, n) in parts {
+            m.scan_parts
+                .with_label_values(&[kind, result])
+                .inc_by(n as u64);
+        }
+        let bytes = files.iter().map(|f| f.file.bytes).sum::<u64>();
+        m.scan_file_bytes.inc_by(bytes);
+        let _ = SCAN_BYTES.try_with(|c| c.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed));
         Ok(Arc::new(SextantScanExec::new(
             ScanSummary {
                 table: self.name.clone(),
@@ -637,11 +652,30 @@ impl SextantSink {
     async fn write(&self, batches: &[RecordBatch]) -> DfResult<u64> {
         let schema = batches[0].schema();
         let batch = concat_batches(&schema, batches)?;
-        self.engine
+        let written = self
+            .engine
             .write(&self.table, batch)
             .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        sextant_metrics::metrics()
+            .ingest_rows
+            .with_label_values(&["sql", &self.table])
+            .inc_by(written);
+        Ok(written)
     }
+}
+
+tokio::task_local! {
+    static SCAN_BYTES: Arc<std::sync::atomic::AtomicU64>;
+}
+
+/// Runs `f` (a statement being planned and run) so that the bytes of the
+/// Parquet files its table scans read are added to `counter`.
+pub async fn counting_scans<F: std::future::Future>(
+    counter: Arc<std::sync::atomic::AtomicU64>,
+    f: F,
+) -> F::Output {
+    SCAN_BYTES.scope(counter, f).await
 }
 
 impl From<StorageError> for DataFusionError {

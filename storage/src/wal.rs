@@ -466,7 +466,12 @@ impl Shared {
     /// "fsyncgate"), so a retry could report success for lost data.
     fn sync_segment(&self, file: &File, path: &Path) -> Result<(), WalError> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        file.sync_data()
+        let started = std::time::Instant::now();
+        let synced = file.sync_data();
+        sextant_metrics::metrics()
+            .wal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        synced
             .map_err(|source| io_err(path, source))
             .inspect_err(|e| self.poison(e))
     }
@@ -665,6 +670,9 @@ fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
         }
         return false;
     }
+    sextant_metrics::metrics()
+        .wal_group_records
+        .observe(batch.len() as f64);
     let written = {
         let mut st = lock(&shared.state);
         shared.write_group(&mut st, batch.iter().map(|r| r.payload.as_slice()))

@@ -49,10 +49,13 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, binary, tmp_path, write_url):
+    def __init__(self, binary, tmp_path, write_url, scrape=None):
+        """Scrapes itself, or `scrape` (host:port whose /metrics to scrape),
+        every second, and remote-writes what it scrapes to `write_url`."""
         self.binary = binary
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        scrape = scrape or self.target
         self.config = tmp_path / "prometheus.yml"
         self.log_path = tmp_path / "prometheus.log"
         self.config.write_text(
@@ -63,7 +66,7 @@ global:
 scrape_configs:
   - job_name: {JOB}
     static_configs:
-      - targets: ["{self.target}"]
+      - targets: ["{scrape}"]
 remote_write:
   - url: "{write_url}"
     queue_config:

@@ -1,0 +1,251 @@
+"""Sextant observed from outside: `GET /metrics` parsed by the Prometheus
+client library's own text parser, its counters moving with ingest and
+queries, `system.metrics` agreeing with it, and the real Prometheus
+scraping it (and remote-writing the samples back into sextant)."""
+
+import json
+import time
+import urllib.request
+
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from test_prometheus import JOB, Prometheus, logs, prometheus_bin, wait_for_rows
+
+
+def scrape(server) -> dict:
+    """{(sample name, frozenset of labels): value} of one scrape."""
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_parse_and_move_with_ingest_and_queries(server):
+    before = scrape(server)
+    assert value(before, "sextant_buffer_bytes") == 0
+    lp = b"cpu,host=a usage=1 1704067200000000000\ncpu,host=b usage=2 1704067201000000000\ncpu,host=c usage=3 1704067202000000000\n"
+    status, _, _ = server.post("/api/v2/write", lp, {})
+    assert status == 204
+    status, _, _ = server.post("/api/v2/write", b"cpu,host=d usage=oops\n", {})
+    assert status == 400
+    rows = b'{"time": "2024-01-01T00:00:00Z", "v": 1}\n{"time": "2024-01-01T00:00:01Z", "v": 2}\n'
+    assert server.post("/v1/ingest/events", rows, {})[0] == 200
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("INSERT INTO events (time, v) VALUES ('2024-01-01T00:00:02Z', 3)")
+        during = scrape(server)
+        conn.execute("FLUSH TABLE cpu, events")
+        assert conn.execute("SELECT count(*) FROM cpu").fetchone()[0] == 3
+        try:
+            conn.execute("SELECT * FROM nope")
+        except psycopg.errors.UndefinedTable:
+            pass
+    after = scrape(server)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("sextant_ingest_rows_total", protocol="line_protocol", table="cpu") == 3
+    assert moved("sextant_ingest_rows_total", protocol="json", table="events") == 2
+    assert moved("sextant_ingest_rows_total", protocol="sql", table="events") == 1
+    assert moved("sextant_ingest_rejected_points_total", protocol="line_protocol", reason="invalid") == 1
+    assert moved("sextant_ingest_requests_total", protocol="line_protocol", status="204") == 1
+    assert moved("sextant_ingest_requests_total", protocol="line_protocol", status="400") == 1
+    assert moved("sextant_ingest_bytes_total", protocol="line_protocol") == len(lp) + len(b"cpu,host=d usage=oops\n")
+    # Every acknowledged write was fsynced; groups hold at least one record.
+    assert moved("sextant_wal_fsync_seconds_count") >= 3
+    assert moved("sextant_wal_group_records_sum") >= 3
+    # Buffered before FLUSH, persisted after.
+    assert value(during, "sextant_buffer_rows") == 6
+    assert value(during, "sextant_buffer_bytes") > 0
+    assert value(after, "sextant_buffer_rows") == 0
+    assert moved("sextant_persisted_files_total") == 2
+    assert moved("sextant_persist_seconds_count") == 2
+    assert moved("sextant_object_store_request_seconds_count", op="put") >= 2
+    # The count(*) scanned the one file of cpu.
+    assert moved("sextant_scan_parts_total", kind="file", result="scanned") >= 1
+    assert moved("sextant_scan_file_bytes_total") > 0
+    assert moved("sextant_queries_total", protocol="pgwire", outcome="ok") >= 3
+    assert moved("sextant_queries_total", protocol="pgwire", outcome="error") == 1
+    assert moved("sextant_query_seconds_count", protocol="pgwire") >= 4
+    # Histograms are cumulative: +Inf holds every observation.
+    assert value(after, "sextant_wal_fsync_seconds_bucket", le="+Inf") == value(after, "sextant_wal_fsync_seconds_count")
+
+
+def test_system_metrics_has_the_same_figures(server):
+    status, _, _ = server.post("/api/v2/write", b"m v=1 1\nm v=2 2\n", {})
+    assert status == 204
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, labels, value, type, help FROM system.metrics "
+            "WHERE name = 'sextant_ingest_rows_total'"
+        ).fetchall()
+        assert rows == [
+            (
+                "sextant_ingest_rows_total",
+                '{protocol="line_protocol",table="m"}',
+                2.0,
+                "counter",
+                "Rows written, by protocol and table",
+            )
+        ], rows
+        kinds = dict(conn.execute("SELECT DISTINCT name, type FROM system.metrics WHERE name LIKE 'sextant_wal_fsync%'").fetchall())
+        assert kinds == {
+            "sextant_wal_fsync_seconds_bucket": "histogram",
+            "sextant_wal_fsync_seconds_sum": "histogram",
+            "sextant_wal_fsync_seconds_count": "histogram",
+        }
+    endpoint = scrape(server)
+    assert value(endpoint, "sextant_ingest_rows_total", protocol="line_protocol", table="m") == 2.0
+
+
+def test_prometheus_scrapes_sextant(server, tmp_path):
+    """The real Prometheus scrapes sextant's /metrics and remote-writes the
+    samples back: sextant's own counters end up as tables in sextant."""
+    status, _, _ = server.post("/api/v2/write", b"cpu usage=1 1\n", {})
+    assert status == 204
+    prom = Prometheus(
+        prometheus_bin(), tmp_path, f"{server.http_url}/api/v1/write", scrape=server.addrs["http"]
+    )
+    prom.start()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            wait_for_rows(
+                conn,
+                "SELECT count(*) FROM sextant_ingest_rows_total "
+                "WHERE protocol = 'line_protocol' AND \"table\" = 'cpu' AND value >= 1",
+                server,
+                prom,
+            )
+            up = conn.execute(f"SELECT max(value) FROM up WHERE job = '{JOB}'").fetchone()[0]
+            assert up == 1.0, logs(server, prom)
+        # Prometheus itself says the target is healthy.
+        url = f"http://{prom.target}/api/v1/targets"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            targets = json.load(resp)["data"]["activeTargets"]
+        assert [t["health"] for t in targets] == ["up"], targets
+    finally:
+        prom.stop()
+
+
+# A statement that runs for minutes and holds more memory the longer it runs
+# (a growing hash set), in well under a second of rows per batch.
+LONG = "SELECT count(DISTINCT v) AS n FROM generate_series(1, 100000000000) AS t(v)"
+
+
+def wait_running(conn, text, timeout=30):
+    """The system.queries row of the running statement `text`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        row = conn.execute(
+            "SELECT query_id, pid, state FROM system.queries WHERE query = %s AND state = 'running'",
+            (text,),
+        ).fetchone()
+        if row:
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never showed up as running")
+
+
+def wait_memory(server, predicate, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        held = value(scrape(server), "sextant_query_memory_bytes")
+        if predicate(held):
+            return held
+        time.sleep(0.05)
+    raise AssertionError(f"query memory never {what} (last {held})")
+
+
+def finished(conn, query_id):
+    return conn.execute(
+        "SELECT state, error, duration_ms > 0 FROM system.queries WHERE query_id = %s", (query_id,)
+    ).fetchone()
+
+
+def test_psql_ctrl_c_cancels_a_running_query_and_frees_its_memory(server):
+    import signal
+    import subprocess
+
+    host, port = server.pg
+    psql = subprocess.Popen(
+        ["psql", "-X", "-h", host, "-p", str(port), "-U", "sextant", "-d", "sextant", "-c", LONG],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            query_id, pid, _ = wait_running(conn, LONG)
+            assert pid is not None
+            held = wait_memory(server, lambda b: b > 1 << 20, "grew past 1 MiB")
+            psql.send_signal(signal.SIGINT)  # psql sends a CancelRequest
+            out, err = psql.communicate(timeout=30)
+            assert psql.returncode != 0
+            assert "canceling statement due to user request" in err, (out, err)
+            state, error, _ = finished(conn, query_id)
+            assert (state, error) == ("cancelled", "canceling statement due to user request")
+            released = wait_memory(server, lambda b: b == 0, "went back to 0")
+            assert released == 0 and held > 0
+            # The connection that watched is fine, and so is the server.
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        if psql.poll() is None:
+            psql.kill()
+
+
+def run_in_thread(dsn, sql):
+    """Runs `sql` on its own connection in a thread; returns (thread, result dict)."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                result["pid"] = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+                c.execute(sql).fetchall()
+                result["ok"] = True
+        except psycopg.Error as e:
+            result["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+def test_pg_cancel_backend_and_kill_query(server):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for how in ("pg_cancel_backend", "kill"):
+            t, result = run_in_thread(server.dsn(), LONG)
+            query_id, pid, _ = wait_running(conn, LONG)
+            if how == "kill":
+                conn.execute(f"KILL QUERY {query_id}")
+            else:
+                assert conn.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone() == (True,)
+                assert result.get("pid") == pid
+            t.join(timeout=30)
+            assert not t.is_alive()
+            e = result.get("error")
+            assert isinstance(e, psycopg.errors.QueryCanceled), result
+            assert finished(conn, query_id)[0] == "cancelled"
+        # Nothing to cancel.
+        assert conn.execute("SELECT pg_cancel_backend(12345)").fetchone() == (False,)
+        try:
+            conn.execute("KILL QUERY 999999")
+            raise AssertionError("KILL of an unknown query succeeded")
+        except psycopg.errors.UndefinedObject as e:
+            assert "query 999999 is not running" in str(e)
+        # The statements themselves are in system.queries, finished.
+        rows = conn.execute(
+            "SELECT state, rows FROM system.queries WHERE query = 'SELECT pg_backend_pid()' ORDER BY query_id"
+        ).fetchall()
+        assert rows == [("done", 1), ("done", 1)], rows
+        wait_memory(server, lambda b: b == 0, "went back to 0")
