@@ -20,6 +20,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sextant")
+        // DataFusion plans by recursion; deep queries need more than 2 MiB.
+        .thread_stack_size(8 << 20)
         .build()
         .unwrap_or_else(|e| {
             eprintln!("sextant: cannot start the async runtime: {e}");

@@ -327,7 +327,9 @@ where
 {
     {
         let token = guard.token();
-        let counted = sextant_storage::counting_scans(guard.bytes_counter(), run);
+        // On the heap: planning recurses deeply, and this future would
+        // otherwise sit on the worker's stack.
+        let counted = Box::pin(sextant_storage::counting_scans(guard.bytes_counter(), run));
         let result = tokio::select! {
             r = counted => r,
             _ = token.cancelled() => Err(canceled()),
