@@ -461,7 +461,11 @@ impl Inner {
                 if rule.state.next_run_ns <= now {
                     rule.running = true;
                     self.busy.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(self.clone().evaluate(name.clone()));
+                    let span = tracing::info_span!("alert_evaluation", alert = %name);
+                    tokio::spawn(tracing::Instrument::instrument(
+                        self.clone().evaluate(name.clone()),
+                        span,
+                    ));
                 } else {
                     next = next.min(rule.state.next_run_ns);
                 }

@@ -155,9 +155,28 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub orphan_grace: Duration,
 
-    /// Log filter, in tracing's EnvFilter syntax (e.g. info, sextant=debug).
-    #[arg(long, env = "SEXTANT_LOG", default_value = "info")]
-    pub log: String,
+    /// Which log lines to write, in tracing's EnvFilter syntax: a level
+    /// (error, warn, info, debug, trace, off) and per-crate levels, e.g.
+    /// `info,sextant_storage=debug`.
+    #[arg(
+        long = "log-filter",
+        visible_alias = "log",
+        env = "SEXTANT_LOG_FILTER",
+        default_value = "info"
+    )]
+    pub log_filter: String,
+
+    /// How log lines look: `text` for people, `json` (one object per line,
+    /// with the span's fields) for log shippers.
+    #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Parses an RFC 3339 time to nanoseconds since the epoch.

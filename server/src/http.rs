@@ -166,6 +166,21 @@ fn protocol_of(path: &str) -> Option<&'static str> {
 /// Counts each ingest request by status, and its bytes (as its
 /// Content-Length declares them).
 async fn track_ingest(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!(
+        "http_request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let response = tracing::Instrument::instrument(track(req, next), span.clone()).await;
+    span.record("status", response.status().as_u16());
+    span.record("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+    response
+}
+
+async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let Some(protocol) = protocol_of(req.uri().path()) else {
         return next.run(req).await;
     };
@@ -337,22 +352,34 @@ pub(crate) async fn write_batches(
     batches: Vec<(String, RecordBatch)>,
     protocol: &'static str,
 ) -> Result<usize, StorageError> {
-    for (table, batch) in &batches {
-        engine
-            .ensure_columns(table, batch.schema_ref(), TableOptions::default())
-            .await?;
-    }
-    let writes = batches
-        .into_iter()
-        .map(|(table, batch)| async move { (engine.write(&table, batch).await, table) });
-    let mut written = 0;
-    let rows = &sextant_metrics::metrics().ingest_rows;
-    for (r, table) in futures::future::join_all(writes).await {
-        let n = r?;
-        rows.with_label_values(&[protocol, &table]).inc_by(n);
-        written += n as usize;
-    }
-    Ok(written)
+    let span = tracing::info_span!(
+        "ingest",
+        protocol,
+        tables = batches.len(),
+        rows = batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
+    );
+    tracing::Instrument::instrument(
+        async move {
+            for (table, batch) in &batches {
+                engine
+                    .ensure_columns(table, batch.schema_ref(), TableOptions::default())
+                    .await?;
+            }
+            let writes = batches
+                .into_iter()
+                .map(|(table, batch)| async move { (engine.write(&table, batch).await, table) });
+            let mut written = 0;
+            let rows = &sextant_metrics::metrics().ingest_rows;
+            for (r, table) in futures::future::join_all(writes).await {
+                let n = r?;
+                rows.with_label_values(&[protocol, &table]).inc_by(n);
+                written += n as usize;
+            }
+            Ok(written)
+        },
+        span,
+    )
+    .await
 }
 
 /// 400 with the rejected lines when some were rejected (the others are written).

@@ -1,22 +1,30 @@
 //! `sextant`: parse flags, set up logging and signals, run the server.
 
 use clap::Parser;
-use sextant_server::config::{Cli, Command};
+use sextant_server::config::{Cli, Command, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 fn main() {
     let cli = Cli::parse();
     let Command::Serve(config) = cli.command;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!("sextant: bad --log filter '{}': {e}", config.log);
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter).unwrap_or_else(|e| {
+        eprintln!("sextant: bad --log-filter '{}': {e}", config.log_filter);
         std::process::exit(2)
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sextant")

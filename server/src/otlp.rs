@@ -243,9 +243,11 @@ impl Collector {
             rejected = decoded.rejected,
             "OTLP/gRPC export"
         );
-        let written = write(&self.engine, &mut decoded, "otlp_grpc")
-            .await
-            .map_err(grpc_status);
+        let span = tracing::info_span!("otlp_grpc_export", signal = ?signal);
+        let written =
+            tracing::Instrument::instrument(write(&self.engine, &mut decoded, "otlp_grpc"), span)
+                .await
+                .map_err(grpc_status);
         let m = sextant_metrics::metrics();
         m.ingest_bytes
             .with_label_values(&["otlp_grpc"])

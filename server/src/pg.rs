@@ -267,7 +267,7 @@ fn guarded(
                 biased;
                 _ = token.cancelled() => {
                     drop(rows);
-                    guard.fail(CANCELED);
+                    guard.fail_with("57014", CANCELED);
                     Some((Err(canceled()), (None, guard, token)))
                 }
                 next = rows.next() => match next {
@@ -275,8 +275,8 @@ fn guarded(
                         guard.add_rows(1);
                         Some((Ok(row), (Some(rows), guard, token)))
                     }
-                    Some(Err(e)) => {
-                        guard.fail(&e.to_string());
+                    Some(Err(mut e)) => {
+                        fail(&guard, &mut e);
                         Some((Err(e), (None, guard, token)))
                     }
                     None => None,
@@ -327,17 +327,21 @@ where
 {
     {
         let token = guard.token();
+        let span = guard.span();
         // On the heap: planning recurses deeply, and this future would
         // otherwise sit on the worker's stack.
-        let counted = Box::pin(sextant_storage::counting_scans(guard.bytes_counter(), run));
+        let counted = Box::pin(tracing::Instrument::instrument(
+            sextant_storage::counting_scans(guard.bytes_counter(), run),
+            span,
+        ));
         let result = tokio::select! {
             r = counted => r,
             _ = token.cancelled() => Err(canceled()),
         };
         let mut responses = match result {
             Ok(r) => r,
-            Err(e) => {
-                guard.fail(&e.to_string());
+            Err(mut e) => {
+                fail(&guard, &mut e);
                 return Err(e);
             }
         };
@@ -353,7 +357,7 @@ where
                 }
                 Response::Error(e) => {
                     if let Some(g) = &guard {
-                        g.fail(&e.message);
+                        g.fail_with(&e.code, &e.message);
                     }
                 }
                 Response::Execution(tag) => {
@@ -365,6 +369,15 @@ where
             }
         }
         Ok(responses)
+    }
+}
+
+/// Records a statement's error, with the SQLSTATE it will leave with.
+fn fail(guard: &QueryGuard, e: &mut PgWireError) {
+    assign_sqlstate(e);
+    match e {
+        PgWireError::UserError(info) => guard.fail_with(&info.code, &info.message),
+        other => guard.fail(&other.to_string()),
     }
 }
 

@@ -42,6 +42,7 @@ pub struct QueryInfo {
 
 struct Running {
     info: Mutex<QueryInfo>,
+    span: tracing::Span,
     started: Instant,
     rows: AtomicU64,
     bytes: Arc<AtomicU64>,
@@ -83,7 +84,22 @@ impl Queries {
         let mut inner = lock(&self.inner);
         inner.next_id += 1;
         let id = inner.next_id;
+        let shown: String = text.chars().take(1000).collect();
+        let span = tracing::info_span!(
+            "query",
+            query_id = id,
+            protocol,
+            user,
+            pid = pid.map(i64::from),
+            sql = %shown,
+            rows = tracing::field::Empty,
+            bytes_scanned = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            state = tracing::field::Empty,
+            sqlstate = tracing::field::Empty,
+        );
         let running = Arc::new(Running {
+            span,
             info: Mutex::new(QueryInfo {
                 id,
                 pid,
@@ -173,8 +189,19 @@ impl QueryGuard {
         self.running.bytes.clone()
     }
 
+    /// The statement's span (`query`), for the front end to run it in.
+    pub fn span(&self) -> tracing::Span {
+        self.running.span.clone()
+    }
+
     pub fn add_rows(&self, n: u64) {
         self.running.rows.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The statement failed with SQLSTATE `code` and `error`.
+    pub fn fail_with(&self, code: &str, error: &str) {
+        self.running.span.record("sqlstate", code);
+        self.fail(error);
     }
 
     /// The statement failed with `error` (or was cancelled, if its token
@@ -203,6 +230,17 @@ impl Drop for QueryGuard {
             } else {
                 "done"
             };
+        }
+        let span = &self.running.span;
+        span.record("rows", info.rows);
+        span.record("bytes_scanned", info.bytes_scanned);
+        span.record("duration_ms", info.duration.as_secs_f64() * 1000.0);
+        span.record("state", info.state);
+        match &info.error {
+            Some(e) if info.state == "failed" => {
+                tracing::info!(parent: span, error = %e, "statement failed")
+            }
+            _ => tracing::debug!(parent: span, "statement finished"),
         }
         let m = sextant_metrics::metrics();
         let outcome = match info.state {

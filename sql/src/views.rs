@@ -947,6 +947,7 @@ fn record(engine: &Engine, view: &str, started: Instant, materialized: Option<i6
 }
 
 /// One unit of work on one view. Returns whether there was any.
+#[tracing::instrument(name = "view_refresh", level = "debug", skip_all, fields(view = %name))]
 async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool, SqlError> {
     let Some(_lock) = engine.lock_view(name).await else {
         return Ok(false);

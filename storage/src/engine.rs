@@ -614,6 +614,7 @@ impl Engine {
         self.persist(&state).await
     }
 
+    #[tracing::instrument(name = "persist", skip_all, fields(table = %state.def().name))]
     async fn persist(&self, state: &Arc<TableState>) -> Result<usize> {
         // Rows derived for transform views go first: a base write leaves
         // the WAL only once its derived rows are in Parquet too.

@@ -256,6 +256,7 @@ impl Engine {
 
     /// Merges the small files of each partition of a table that has at
     /// least `min_files` of them. `throttle`: pause between partitions.
+    #[tracing::instrument(name = "compaction", skip_all, fields(table = %state.def().name, trigger))]
     async fn compact(
         &self,
         state: &Arc<TableState>,

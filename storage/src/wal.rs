@@ -673,6 +673,12 @@ fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
     sextant_metrics::metrics()
         .wal_group_records
         .observe(batch.len() as f64);
+    let _span = tracing::debug_span!(
+        "wal_sync",
+        records = batch.len(),
+        bytes = batch.iter().map(|r| r.payload.len()).sum::<usize>()
+    )
+    .entered();
     let written = {
         let mut st = lock(&shared.state);
         shared.write_group(&mut st, batch.iter().map(|r| r.payload.as_slice()))

@@ -181,7 +181,7 @@ fn start_expecting_failure(data: &Path) -> (std::process::ExitStatus, String) {
         ])
         .arg("--data-dir")
         .arg(data)
-        .env("SEXTANT_LOG", "warn")
+        .env("SEXTANT_LOG_FILTER", "warn")
         .output()
         .expect("run sextant");
     (

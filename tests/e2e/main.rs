@@ -10,6 +10,7 @@
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
 //! - `lifecycle`: compaction under concurrent queries, retention, orphans.
+//! - `observe`: JSON logs with the query span.
 //! - `views`: materialized views equal their query through late data and
 //!   `kill -9`; they refuse writes and show as views to catalogs.
 
@@ -20,4 +21,5 @@ mod engine;
 mod flight;
 mod ingest;
 mod lifecycle;
+mod observe;
 mod views;
