@@ -376,26 +376,38 @@ fn views_table() -> (&'static str, SchemaRef, Build) {
     ("materialized_views", schema, build)
 }
 
+/// Adds one more table to the session's `system` schema.
+fn add_table<S: Send + Sync + 'static>(
+    ctx: &datafusion::prelude::SessionContext,
+    name: &'static str,
+    schema: SchemaRef,
+    source: S,
+    build: Build<S>,
+) -> Result<()> {
+    let system = ctx
+        .catalog(sextant_catalog::DATABASE_NAME)
+        .and_then(|c| c.schema("system"))
+        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
+    system.register_table(
+        name.to_string(),
+        Arc::new(SystemTable {
+            name,
+            schema,
+            source,
+            build,
+        }),
+    )?;
+    Ok(())
+}
+
 /// Adds `system.alerts` and `system.alert_events` to the session's system
 /// schema.
 pub(crate) fn register_alerts(
     ctx: &datafusion::prelude::SessionContext,
     alerts: &Alerts,
 ) -> Result<()> {
-    let schema = ctx
-        .catalog(sextant_catalog::DATABASE_NAME)
-        .and_then(|c| c.schema("system"))
-        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
     for (name, table_schema, build) in [alerts_table(), alert_events_table()] {
-        schema.register_table(
-            name.to_string(),
-            Arc::new(SystemTable {
-                name,
-                schema: table_schema,
-                source: alerts.clone(),
-                build,
-            }),
-        )?;
+        add_table(ctx, name, table_schema, alerts.clone(), build)?;
     }
     Ok(())
 }
@@ -578,10 +590,6 @@ pub(crate) fn register_metrics(
     ctx: &datafusion::prelude::SessionContext,
     gauges: Arc<Gauges>,
 ) -> Result<()> {
-    let schema = ctx
-        .catalog(sextant_catalog::DATABASE_NAME)
-        .and_then(|c| c.schema("system"))
-        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
     let table_schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("labels", DataType::Utf8, false),
@@ -606,16 +614,7 @@ pub(crate) fn register_metrics(
             ])
         }),
     );
-    schema.register_table(
-        "metrics".to_string(),
-        Arc::new(SystemTable {
-            name: "metrics",
-            schema: table_schema,
-            source: gauges,
-            build,
-        }),
-    )?;
-    Ok(())
+    add_table(ctx, "metrics", table_schema, gauges, build)
 }
 
 /// Adds `system.queries`: running statements, then the latest 1000 that
@@ -624,10 +623,6 @@ pub(crate) fn register_queries(
     ctx: &datafusion::prelude::SessionContext,
     queries: &sextant_sql::Queries,
 ) -> Result<()> {
-    let schema = ctx
-        .catalog(sextant_catalog::DATABASE_NAME)
-        .and_then(|c| c.schema("system"))
-        .ok_or_else(|| datafusion::error::DataFusionError::Plan("no system schema".into()))?;
     let table_schema = Arc::new(Schema::new(vec![
         Field::new("query_id", DataType::Int64, false),
         Field::new("pid", DataType::Int32, true),
@@ -674,14 +669,5 @@ pub(crate) fn register_queries(
             ])
         }),
     );
-    schema.register_table(
-        "queries".to_string(),
-        Arc::new(SystemTable {
-            name: "queries",
-            schema: table_schema,
-            source: queries.clone(),
-            build,
-        }),
-    )?;
-    Ok(())
+    add_table(ctx, "queries", table_schema, queries.clone(), build)
 }
