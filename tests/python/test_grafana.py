@@ -248,3 +248,95 @@ def test_alert_history_panel(grafana):
     # Both hosts fired at once (no FOR), in the hour of the evaluation.
     assert len(rows) == 1 and rows[0][1:] == ["web_up", "2"], rows
     assert rows[0][0] in (f"{before}.0", f"{after}.0"), rows
+
+
+def expand_macros(sql, start, end):
+    """Grafana's macros.go expansions of the macros the dashboard uses."""
+    import re
+
+    units = {"s": 1, "m": 60, "h": 3600}
+
+    def group_alias(m):
+        col, interval = m.group(1).strip(), m.group(2).strip().strip("'")
+        seconds = int(interval[:-1]) * units[interval[-1]]
+        return f'floor(extract(epoch from {col})/{seconds})*{seconds} AS "time"'
+
+    sql = re.sub(r"\$__timeGroupAlias\(([^,]+),([^)]+)\)", group_alias, sql)
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)", lambda m: f"{m.group(1).strip()} BETWEEN '{start}' AND '{end}'", sql)
+    assert "$__" not in sql, sql
+    return sql
+
+
+def test_dashboard_panels_answer(tmp_path):
+    """docs/grafana/sextant.json: every panel's query, after macro expansion,
+    runs on a server with --self-telemetry, in the shape its format needs,
+    and the panels that should show something do."""
+    import datetime
+    import json
+    import time
+    from pathlib import Path
+
+    from conftest import Server
+
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "sextant.json").read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data, ["--self-telemetry", "--self-telemetry-metrics-interval", "200ms"])
+    server.start()
+    try:
+        start_time = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+        for i in range(3):
+            lp = "".join(f"cpu,host=h{j} usage={j} {1704067200 + i * 10 + j}000000000\n" for j in range(5))
+            assert server.post("/api/v2/write", lp.encode(), {})[0] == 204
+            assert server.post("/api/v2/write", b"cpu,host=x usage=bad\n", {})[0] == 400
+            time.sleep(0.5)
+        with psycopg.connect(server.dsn().replace("user=sextant", "user=grafana"), autocommit=True) as conn:
+            conn.execute("FLUSH TABLE cpu")
+            assert conn.execute("SELECT count(*) FROM cpu").fetchone() == (15,)
+            samples = "SELECT count(DISTINCT time) FROM sextant_metrics"
+            wanted = conn.execute(samples).fetchone()[0] + 3
+            deadline = time.monotonic() + 30
+            while conn.execute(samples).fetchone()[0] < wanted:
+                assert time.monotonic() < deadline, "sextant_metrics has too few samples"
+                time.sleep(0.1)
+            end_time = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+            start = start_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            end = end_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            results = {}
+            panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+            assert len(panels) >= 25
+            for p in panels:
+                [t] = p["targets"]
+                assert t["datasource"]["type"] == "grafana-postgresql-datasource"
+                names, oids, rows = simple(conn.pgconn, expand_macros(t["rawSql"], start, end))
+                if t["format"] == "time_series":
+                    assert names[0] == "time" and oids[0] in (OID["timestamptz"], OID["float8"]), (p["title"], names, oids)
+                    assert names[1:] == ["metric", "value"], (p["title"], names)
+                    assert oids[1] == OID["text"] and oids[2] in (OID["float8"], OID["int8"], OID["numeric"]), (p["title"], oids)
+                results[p["title"]] = rows
+
+        def series(title):
+            out = {}
+            for _, metric, value in results[title]:
+                if value is not None:
+                    out.setdefault(metric, []).append(float(value))
+            return out
+
+        assert float(results["Rows ingested since start"][0][0]) >= 15
+        assert [r[0] for r in results["Tables"]].count("cpu") == 1
+        # The panel's own statement is the one running.
+        assert results["WAL"] and results["Statements running"][0][0] == "1"
+        assert max(series("Ingest rows/s by protocol")["line_protocol"]) > 0
+        assert max(series("Ingest rows/s by table")["cpu"]) > 0
+        assert max(series("Rejected points/s by protocol")["line_protocol"]) > 0
+        assert set(series("Ingest requests/s by status")) >= {"204", "400"}
+        assert max(series("Write buffer bytes")["sextant_buffer_bytes"]) > 0
+        assert max(series("Statements/s by outcome")["ok"]) > 0
+        assert max(series("Mean statement latency by protocol")["pgwire"]) > 0
+        assert max(series("WAL fsyncs/s")["sextant_wal_fsync_seconds_count"]) > 0
+        assert max(series("WAL fsync latency (mean)")["all"]) > 0
+        assert "pgwire" in series("Statement latency (latest 1000 statements)")
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
