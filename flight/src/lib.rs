@@ -47,7 +47,7 @@ use arrow_flight::{
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use sextant_sql::SqlError;
+use sextant_sql::{Queries, QueryGuard, SqlError};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +136,17 @@ impl FlightSql {
         self.prepared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Registers `sql` in `system.queries` (if the session has the registry).
+    fn begin(&self, sql: &str) -> Option<QueryGuard> {
+        let queries = self
+            .ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<Queries>()?;
+        Some(queries.start("flight_sql", None, "sextant", sql))
+    }
+
     /// The statement and bound parameters of a prepared statement handle.
     fn lookup(&self, handle: &[u8]) -> Result<(String, Option<RecordBatch>), Status> {
         let id = handle_id(handle)?;
@@ -173,7 +184,8 @@ impl FlightSql {
                 (planned.schema(), body)
             }
             Planned::Change(_) => {
-                let (schema, batches, _) = self.run_change(planned, params.as_ref()).await?;
+                let (schema, batches, _) =
+                    tracked(self.begin(&sql), self.run_change(planned, params.as_ref())).await?;
                 let result = ipc_bytes(&schema, &batches)?;
                 let body = TicketBody {
                     sql,
@@ -225,36 +237,142 @@ impl FlightSql {
         Ok((last.schema, last.batches, total))
     }
 
-    /// Streams the rows of a query as execution produces them.
+    /// Streams the rows of a query as execution produces them, as an entry
+    /// of `system.queries` until the last batch (or a cancel) is sent.
     async fn stream_query(
         &self,
         sql: &str,
         params: Option<RecordBatch>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let planned = statement::plan(&self.ctx, sql).await.map_err(status)?;
-        let Planned::Query(_) = planned else {
-            return Err(invalid("the ticket names a statement that is not a query"));
+        let guard = self.begin(sql);
+        let start = async {
+            let planned = statement::plan(&self.ctx, sql).await.map_err(status)?;
+            let Planned::Query(_) = planned else {
+                return Err(invalid("the ticket names a statement that is not a query"));
+            };
+            let Planned::Query(plan) = planned
+                .bind(params.as_ref().map(|b| (b, 0)))
+                .map_err(status)?
+            else {
+                unreachable!("binding keeps a query a query");
+            };
+            let df = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(df_status)?;
+            df.execute_stream().await.map_err(df_status)
         };
-        let Planned::Query(plan) = planned
-            .bind(params.as_ref().map(|b| (b, 0)))
-            .map_err(status)?
-        else {
-            unreachable!("binding keeps a query a query");
-        };
-        let df = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(df_status)?;
-        let stream = df.execute_stream().await.map_err(df_status)?;
+        let (stream, guard) = tracked_keep(guard, start).await?;
         let schema = stream.schema();
         let batches = stream.map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
+        let batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>> =
+            match guard {
+                Some(g) => guarded(Box::pin(batches), g),
+                None => Box::pin(batches),
+            };
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
+}
+
+const CANCELED: &str = "canceling statement due to user request";
+
+fn canceled() -> Status {
+    status(SqlError::new("57014", CANCELED))
+}
+
+/// Records a failed statement's SQLSTATE and message on its guard.
+fn fail(guard: &QueryGuard, e: &Status) {
+    let code = e
+        .metadata()
+        .get(SQLSTATE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("XX000");
+    guard.fail_with(code, e.message());
+}
+
+/// Runs `run` as the statement of `guard`: under its span, its scans
+/// counted, ended with 57014 when it is cancelled; keeps the guard for what
+/// follows (a query's rows).
+async fn tracked_keep<T>(
+    guard: Option<QueryGuard>,
+    run: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<(T, Option<QueryGuard>), Status> {
+    let Some(guard) = guard else {
+        return Ok((run.await?, None));
+    };
+    let token = guard.token();
+    let plan = tracing::info_span!(parent: &guard.span(), "plan");
+    let run = Box::pin(tracing::Instrument::instrument(
+        sextant_storage::counting_scans(
+            guard.bytes_counter(),
+            tracing::Instrument::instrument(run, plan),
+        ),
+        guard.span(),
+    ));
+    let result = tokio::select! {
+        r = run => r,
+        _ = token.cancelled() => Err(canceled()),
+    };
+    match result {
+        Ok(v) => Ok((v, Some(guard))),
+        Err(e) => {
+            fail(&guard, &e);
+            Err(e)
+        }
+    }
+}
+
+/// [`tracked_keep`] for a statement that is done when `run` is.
+async fn tracked<T>(
+    guard: Option<QueryGuard>,
+    run: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    Ok(tracked_keep(guard, run).await?.0)
+}
+
+type Batches = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
+
+/// A query's batches under its guard: rows counted, fetched under an
+/// `execute` span, ended with CANCELLED as soon as it is cancelled (the
+/// DataFusion stream is dropped then, freeing its memory).
+fn guarded(batches: Batches, guard: QueryGuard) -> Batches {
+    let token = guard.token();
+    let execute = tracing::info_span!(parent: &guard.span(), "execute");
+    Box::pin(futures::stream::unfold(
+        (Some(batches), guard, token, execute),
+        |(batches, guard, token, execute)| async move {
+            let mut batches = batches?;
+            let next = tracing::Instrument::instrument(batches.next(), execute.clone());
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    drop(batches);
+                    guard.fail_with("57014", CANCELED);
+                    Some((Err(FlightError::Tonic(Box::new(canceled()))), (None, guard, token, execute)))
+                }
+                next = next => match next {
+                    Some(Ok(b)) => {
+                        guard.add_rows(b.num_rows() as u64);
+                        Some((Ok(b), (Some(batches), guard, token, execute)))
+                    }
+                    Some(Err(e)) => {
+                        let message = e.to_string();
+                        match &e {
+                            FlightError::Tonic(s) => fail(&guard, s),
+                            _ => guard.fail(&message),
+                        }
+                        Some((Err(e), (None, guard, token, execute)))
+                    }
+                    None => None,
+                },
+            }
+        },
+    ))
 }
 
 /// The single row of bound parameters a query takes.
@@ -441,8 +559,11 @@ impl FlightSqlService for FlightSql {
         }
         let mut total = 0;
         for stmt in stmts {
-            let planned = statement::plan(&self.ctx, &stmt).await.map_err(status)?;
-            total += self.run_change(planned, None).await?.2;
+            total += tracked(self.begin(&stmt), async {
+                let planned = statement::plan(&self.ctx, &stmt).await.map_err(status)?;
+                Ok(self.run_change(planned, None).await?.2)
+            })
+            .await?;
         }
         Ok(total)
     }
@@ -483,8 +604,11 @@ impl FlightSqlService for FlightSql {
         let (sql, bound) = self.lookup(&cmd.prepared_statement_handle)?;
         let sent = read_batches(request.into_inner()).await?;
         let params = sent.filter(|b| b.num_rows() > 0).or(bound);
-        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
-        Ok(self.run_change(planned, params.as_ref()).await?.2)
+        tracked(self.begin(&sql), async {
+            let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+            Ok(self.run_change(planned, params.as_ref()).await?.2)
+        })
+        .await
     }
 
     async fn do_action_create_prepared_statement(

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub alert_notifications: IntCounterVec,
     /// Alert instances firing, by rule.
     pub alerts_firing: IntGaugeVec,
+    /// Sextant's own spans and log records (`--self-telemetry`), by signal
+    /// (traces, logs) and outcome (written, dropped).
+    pub self_telemetry_records: IntCounterVec,
 }
 
 /// Latency buckets in seconds: 100 µs to 30 s.
@@ -251,6 +254,12 @@ impl Metrics {
                 &["outcome"],
             ),
             alerts_firing: firing,
+            self_telemetry_records: counter(
+                &r,
+                "sextant_self_telemetry_records_total",
+                "Sextant's own spans and log records (--self-telemetry), by signal and outcome (written, dropped)",
+                &["signal", "outcome"],
+            ),
             registry: r,
         }
     }
@@ -286,6 +295,36 @@ pub struct Sample {
     /// `counter`, `gauge` or `histogram`.
     pub kind: String,
     pub help: String,
+}
+
+impl Sample {
+    /// The labels as (name, value) pairs, unescaped.
+    pub fn label_pairs(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        let mut rest = self.labels.trim_start_matches('{').trim_end_matches('}');
+        while let Some((name, after)) = rest.split_once("=\"") {
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => {}
+                    },
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            out.push((name.trim_start_matches(',').to_string(), value));
+            rest = &after[end..];
+        }
+        out
+    }
 }
 
 /// The samples of [`text`], parsed back so the two always agree.
@@ -352,6 +391,25 @@ mod tests {
             .find(|s| s.name == "sextant_ingest_rows_total")
             .unwrap();
         assert_eq!(rows.labels, "{protocol=\"http\",table=\"cpu\"}");
+        assert_eq!(
+            rows.label_pairs(),
+            [
+                ("protocol".to_string(), "http".to_string()),
+                ("table".to_string(), "cpu".to_string())
+            ]
+        );
+        let escaped = Sample {
+            labels: r#"{a="x\"y,z=\\",b="",c="l1\nl2"}"#.to_string(),
+            ..rows.clone()
+        };
+        assert_eq!(
+            escaped.label_pairs(),
+            [
+                ("a".to_string(), "x\"y,z=\\".to_string()),
+                ("b".to_string(), String::new()),
+                ("c".to_string(), "l1\nl2".to_string())
+            ]
+        );
         assert_eq!(rows.value, 3.0);
         assert_eq!(rows.kind, "counter");
         let count = s

@@ -170,6 +170,29 @@ pub struct ServeConfig {
     /// with the span's fields) for log shippers.
     #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Write Sextant's own spans (statements, HTTP requests, ingest batches,
+    /// persistence, compaction, alert evaluations) into otel_traces, its log
+    /// lines into otel_logs (service_name 'sextant') and samples of its
+    /// metrics into sextant_metrics.
+    #[arg(long, env = "SEXTANT_SELF_TELEMETRY")]
+    pub self_telemetry: bool,
+
+    /// Which spans and log lines --self-telemetry writes, in the syntax of
+    /// --log-filter (independent of it).
+    #[arg(long, env = "SEXTANT_SELF_TELEMETRY_FILTER", default_value = "info")]
+    pub self_telemetry_filter: String,
+
+    /// How often --self-telemetry writes what it collected.
+    #[arg(long, env = "SEXTANT_SELF_TELEMETRY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub self_telemetry_interval: Duration,
+
+    /// How often --self-telemetry writes a sample of every series of
+    /// GET /metrics into the table sextant_metrics (time, name, labels as
+    /// JSON, value; kept 7 days): the history the Grafana dashboard in
+    /// docs/grafana/ draws.
+    #[arg(long, env = "SEXTANT_SELF_TELEMETRY_METRICS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub self_telemetry_metrics_interval: Duration,
 }
 
 /// The format of log lines.

@@ -326,7 +326,7 @@ pub(crate) async fn read_body(
 
 /// Writes every table's rows: creates tables and columns as needed, then
 /// appends through the WAL. Returns the number of rows written.
-async fn write_tables(
+pub(crate) async fn write_tables(
     engine: &Engine,
     tables: Vec<TableRows>,
     protocol: &'static str,

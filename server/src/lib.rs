@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod pg;
 mod pg_catalog;
 mod pg_session;
+mod self_telemetry;
 mod system;
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::ServeConfig;
+pub use self_telemetry::{SelfTelemetry, TelemetryLayer, channel as self_telemetry_channel};
 pub use sextant_sql::SqlError;
 
 /// A start-up failure, with a message for the person starting the server.
@@ -54,8 +56,13 @@ fn context<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()).into())
 }
 
-/// Runs the server until `shutdown` is cancelled.
-pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+/// Runs the server until `shutdown` is cancelled; `telemetry`, if given,
+/// writes the server's own spans and logs into its tables.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+    telemetry: Option<SelfTelemetry>,
+) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
     context(std::fs::create_dir_all(&data_dir), || {
         format!("cannot create data directory {}", data_dir.display())
@@ -137,6 +144,17 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.clone(),
     ));
     let scheduler = tokio::spawn(alerts.clone().run(shutdown.clone()));
+    // Stopped after the front ends, so their last spans are written too.
+    let telemetry_stop = CancellationToken::new();
+    let telemetry = telemetry.map(|t| {
+        info!("self-telemetry: own spans go to otel_traces, own logs to otel_logs");
+        tokio::spawn(t.run(
+            engine.clone(),
+            config.self_telemetry_interval,
+            config.self_telemetry_metrics_interval,
+            telemetry_stop.clone(),
+        ))
+    });
     let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
     let http_task = tokio::spawn(http::serve(
         http,
@@ -189,6 +207,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             Err(_) => warn!("{name} connections still open after 5 s; closing them"),
             Ok(Ok(Ok(()))) => {}
         }
+    }
+    telemetry_stop.cancel();
+    if let Some(t) = telemetry {
+        let _ = t.await;
     }
     let _ = background.await;
     let _ = lifecycle.await;

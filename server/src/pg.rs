@@ -259,25 +259,27 @@ fn guarded(
     guard: QueryGuard,
 ) -> pgwire::api::results::SendableRowStream {
     let token = guard.token();
+    let execute = tracing::info_span!(parent: &guard.span(), "execute");
     Box::pin(futures::stream::unfold(
-        (Some(rows), guard, token),
-        |(rows, guard, token)| async move {
+        (Some(rows), guard, token, execute),
+        |(rows, guard, token, execute)| async move {
             let mut rows = rows?;
+            let next = tracing::Instrument::instrument(rows.next(), execute.clone());
             tokio::select! {
                 biased;
                 _ = token.cancelled() => {
                     drop(rows);
                     guard.fail_with("57014", CANCELED);
-                    Some((Err(canceled()), (None, guard, token)))
+                    Some((Err(canceled()), (None, guard, token, execute)))
                 }
-                next = rows.next() => match next {
+                next = next => match next {
                     Some(Ok(row)) => {
                         guard.add_rows(1);
-                        Some((Ok(row), (Some(rows), guard, token)))
+                        Some((Ok(row), (Some(rows), guard, token, execute)))
                     }
                     Some(Err(mut e)) => {
                         fail(&guard, &mut e);
-                        Some((Err(e), (None, guard, token)))
+                        Some((Err(e), (None, guard, token, execute)))
                     }
                     None => None,
                 },
@@ -330,8 +332,14 @@ where
         let span = guard.span();
         // On the heap: planning recurses deeply, and this future would
         // otherwise sit on the worker's stack.
+        // `plan`: parsing and planning, and running a statement without
+        // rows; a query's rows are fetched under `execute` (`guarded`).
+        let plan = tracing::info_span!(parent: &span, "plan");
         let counted = Box::pin(tracing::Instrument::instrument(
-            sextant_storage::counting_scans(guard.bytes_counter(), run),
+            sextant_storage::counting_scans(
+                guard.bytes_counter(),
+                tracing::Instrument::instrument(run, plan),
+            ),
             span,
         ));
         let result = tokio::select! {

@@ -97,6 +97,7 @@ impl Queries {
             duration_ms = tracing::field::Empty,
             state = tracing::field::Empty,
             sqlstate = tracing::field::Empty,
+            error = tracing::field::Empty,
         );
         let running = Arc::new(Running {
             span,
@@ -207,6 +208,7 @@ impl QueryGuard {
     /// The statement failed with `error` (or was cancelled, if its token
     /// fired).
     pub fn fail(&self, error: &str) {
+        self.running.span.record("error", error);
         let mut info = lock(&self.running.info);
         info.state = if self.running.cancel.is_cancelled() {
             "cancelled"

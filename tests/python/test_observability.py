@@ -249,3 +249,179 @@ def test_pg_cancel_backend_and_kill_query(server):
         ).fetchall()
         assert rows == [("done", 1), ("done", 1)], rows
         wait_memory(server, lambda b: b == 0, "went back to 0")
+
+
+def wait_rows(conn, sql, params=(), what="rows", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            rows = conn.execute(sql, params).fetchall()
+        except psycopg.errors.UndefinedTable:  # nothing written yet
+            rows = []
+        if rows:
+            return rows
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {timeout}s: {sql}")
+
+
+def test_self_telemetry_writes_own_spans_and_logs(tmp_path):
+    from conftest import Server
+
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(
+        data,
+        ["--self-telemetry", "--self-telemetry-interval", "100ms", "--self-telemetry-metrics-interval", "200ms"],
+    )
+    server.start()
+    try:
+        status, _, _ = server.post("/api/v2/write", b"cpu,host=a usage=1 1\ncpu,host=b usage=2 2\n", {})
+        assert status == 204
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) AS marker_4242 FROM cpu").fetchone() == (2,)
+            try:
+                conn.execute("SELECT * FROM missing_marker_4243")
+                raise AssertionError("query of a missing table succeeded")
+            except psycopg.errors.UndefinedTable:
+                pass
+            spans = "SELECT trace_id, span_id, parent_span_id, service_name, kind, status_code, " \
+                "status_message, duration_ns, json_get_str(attributes, 'state'), " \
+                "json_get_int(attributes, 'rows'), json_get_str(attributes, 'protocol'), " \
+                "json_get_str(attributes, 'sqlstate') FROM otel_traces " \
+                "WHERE name = 'query' AND json_get_str(attributes, 'sql') = %s"
+            # The statement's span, as a trace of its own.
+            [ok] = wait_rows(conn, spans, ("SELECT count(*) AS marker_4242 FROM cpu",), "query span")
+            trace_id, span_id, parent, service, kind, code, _, duration, state, rows, protocol, sqlstate = ok
+            assert (parent, service, kind, code, state, rows, protocol, sqlstate) == (
+                None, "sextant", "server", "unset", "done", 1, "pgwire", None
+            ), ok
+            assert len(trace_id) == 32 and len(span_id) == 16 and duration > 0, ok
+            # Inside it: planning, then fetching the rows.
+            children = conn.execute(
+                "SELECT name, parent_span_id, duration_ns <= %s FROM otel_traces "
+                "WHERE trace_id = %s AND name <> 'query' ORDER BY time",
+                (duration, trace_id),
+            ).fetchall()
+            assert children == [("plan", span_id, True), ("execute", span_id, True)], children
+            # A failed statement is an error span, and its log line carries
+            # the same trace.
+            [bad] = wait_rows(conn, spans, ("SELECT * FROM missing_marker_4243",), "failed query span")
+            assert (bad[5], bad[8], bad[11]) == ("error", "failed", "42P01"), bad
+            assert "missing_marker_4243" in bad[6], bad  # the error message
+            logs_sql = "SELECT severity_text, severity_number, service_name, span_id, " \
+                "json_get_str(attributes, 'error') FROM otel_logs " \
+                "WHERE body = 'statement failed' AND trace_id = %s"
+            [log] = wait_rows(conn, logs_sql, (bad[0],), "log line of the failed query")
+            assert log[:4] == ("INFO", 9, "sextant", bad[1]), log
+            assert "missing_marker_4243" in log[4], log
+            # An ingest request: the HTTP span with the ingest batch inside.
+            [http] = wait_rows(
+                conn,
+                "SELECT trace_id, span_id, json_get_int(attributes, 'status') FROM otel_traces "
+                "WHERE name = 'http_request' AND json_get_str(attributes, 'path') = '/api/v2/write'",
+                what="HTTP span",
+            )
+            assert http[2] == 204, http
+            [child] = wait_rows(
+                conn,
+                "SELECT parent_span_id, json_get_int(attributes, 'rows'), json_get_str(attributes, 'protocol') "
+                "FROM otel_traces WHERE name = 'ingest' AND trace_id = %s",
+                (http[0],),
+                "ingest span",
+            )
+            assert child == (http[1], 2, "line_protocol"), child
+            # No feedback: writing the records makes no spans, and an idle
+            # server writes nothing new while the writer keeps running.
+            own = "SELECT count(*) FROM otel_traces WHERE name = 'ingest' " \
+                "AND json_get_str(attributes, 'protocol') = 'self_telemetry'"
+            assert conn.execute(own).fetchone() == (0,)
+            others = "SELECT count(*) FROM otel_traces WHERE name NOT IN ('query', 'plan', 'execute')"
+            before = conn.execute(others).fetchone()[0]
+            time.sleep(1.5)
+            assert conn.execute(others).fetchone()[0] == before
+            assert conn.execute(own).fetchone() == (0,)
+            # The examples of docs/observability.md, as written there.
+            from pathlib import Path
+
+            doc = (Path(__file__).parents[2] / "docs" / "observability.md").read_text()
+            block = doc.split("## Dogfooding", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+            slowest, failed = [q.strip() for q in block.split(";") if q.strip()]
+            phases = conn.execute(slowest).fetchall()
+            assert {p[2] for p in phases} == {"plan", "execute"}, phases
+            assert all(p[3] <= p[0] for p in phases), phases
+            failures = conn.execute(failed).fetchall()
+            assert [f[1] for f in failures] == ["statement failed"], failures
+            assert "missing_marker_4243" in failures[0][2], failures
+            # The metrics' history: a sample of every series per interval.
+            [(rows,)] = wait_rows(
+                conn,
+                "SELECT max(value) FROM sextant_metrics WHERE name = 'sextant_ingest_rows_total' "
+                "AND json_get_str(labels, 'protocol') = 'line_protocol' "
+                "AND json_get_str(labels, 'table') = 'cpu' HAVING max(value) IS NOT NULL",
+                what="metric samples",
+            )
+            assert rows == 2.0
+            times = conn.execute(
+                "SELECT count(DISTINCT time) FROM sextant_metrics WHERE name = 'sextant_buffer_bytes'"
+            ).fetchone()[0]
+            assert times >= 2, times
+            assert conn.execute(
+                "SELECT retention FROM system.tables WHERE table_name = 'sextant_metrics'"
+            ).fetchone()[0] == "7days"
+        samples = scrape(server)
+        assert value(samples, "sextant_self_telemetry_records_total", signal="traces", outcome="written") >= 4
+        assert value(samples, "sextant_self_telemetry_records_total", signal="logs", outcome="written") >= 1
+        assert value(samples, "sextant_ingest_rows_total", protocol="self_telemetry", table="otel_traces") >= 4
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_flight_sql_statements_are_listed_and_killed(server):
+    """An ADBC Flight SQL query shows in system.queries as flight_sql, with
+    its rows once done; a long one is cancelled by KILL QUERY, the client
+    gets CANCELLED, and its memory goes back to the pool."""
+    import threading
+
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import adbc_driver_manager
+
+    def connect():
+        return flight_sql.connect(f"grpc://{server.addrs['flight']}", autocommit=True)
+
+    with connect() as fconn, fconn.cursor() as cur:
+        cur.execute("SELECT v FROM generate_series(1, 1234) AS t(v)")
+        assert cur.fetch_arrow_table().num_rows == 1234
+    result = {}
+
+    def run():
+        try:
+            with connect() as c, c.cursor() as cur:
+                cur.execute(LONG)
+                cur.fetch_arrow_table()
+                result["ok"] = True
+        except adbc_driver_manager.Error as e:
+            result["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        done = conn.execute(
+            "SELECT protocol, pid, state, rows FROM system.queries "
+            "WHERE query = 'SELECT v FROM generate_series(1, 1234) AS t(v)'"
+        ).fetchall()
+        assert done == [("flight_sql", None, "done", 1234)], done
+        query_id, pid, _ = wait_running(conn, LONG)
+        assert pid is None
+        wait_memory(server, lambda b: b > 1 << 20, "grew past 1 MiB")
+        conn.execute(f"KILL QUERY {query_id}")
+        t.join(timeout=30)
+        assert not t.is_alive()
+        e = result.get("error")
+        assert e is not None and "canceling statement due to user request" in str(e), result
+        assert finished(conn, query_id)[:2] == ("cancelled", "canceling statement due to user request")
+        assert conn.execute(
+            "SELECT protocol FROM system.queries WHERE query_id = %s", (query_id,)
+        ).fetchone() == ("flight_sql",)
+        wait_memory(server, lambda b: b == 0, "went back to 0")
