@@ -167,7 +167,7 @@ pub struct ServeConfig {
     pub log_filter: String,
 
     /// How log lines look: `text` for people, `json` (one object per line,
-    /// with the span's fields) for log shippers.
+    /// with the fields of its span and the spans around it) for log shippers.
     #[arg(long, env = "SEXTANT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 

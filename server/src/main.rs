@@ -51,7 +51,7 @@ fn init_logging(config: &ServeConfig) -> Option<SelfTelemetry> {
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .boxed(),
     };
     let mut layers = vec![

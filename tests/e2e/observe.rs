@@ -49,8 +49,16 @@ async fn json_logs_carry_the_query_span() {
         .iter()
         .find(|l| l["fields"]["message"] == "table created")
         .expect("a `table created` line");
+    // Inside the statement's `plan` span; `spans` lists the enclosing ones.
+    assert_eq!(created["span"]["name"], "plan");
+    let query = created["spans"]
+        .as_array()
+        .expect("a `spans` list")
+        .iter()
+        .find(|s| s["name"] == "query")
+        .expect("the query span among the enclosing spans");
     assert_eq!(
-        created["span"]["sql"],
+        query["sql"],
         "CREATE TABLE t (time TIMESTAMP NOT NULL, v DOUBLE)"
     );
 }

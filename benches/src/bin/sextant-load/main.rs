@@ -20,6 +20,7 @@
 mod encode;
 mod generate;
 mod ingest;
+mod overhead;
 mod queries;
 mod servers;
 mod views;
@@ -106,6 +107,10 @@ struct Args {
     /// every 10 seconds).
     #[arg(long, env = "SEXTANT_LOAD_VIEWS_DASHBOARD_HOSTS", default_value_t = 10)]
     views_dashboard_hosts: u32,
+    /// The sextant binary `--scenario overhead` compares with (a release
+    /// build without the instrumentation, e.g. of the commit before it).
+    #[arg(long, env = "SEXTANT_LOAD_BASELINE_BIN")]
+    baseline_bin: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +119,9 @@ enum Scenario {
     Suite,
     /// Materialized views: ingest cost and dashboard speed-up.
     Views,
+    /// The cost of self-observability on ingest: --baseline-bin vs this
+    /// build, with and without --self-telemetry.
+    Overhead,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -334,9 +342,17 @@ async fn run(a: Args) -> Result<(), String> {
     let mut report = String::new();
     let machine = machine();
     eprintln!("sextant-load: {machine}");
-    if a.scenario == Scenario::Views {
+    if a.scenario != Scenario::Suite {
         let _ = writeln!(report, "Machine: {machine}. Seed {}.\n", a.seed);
-        report.push_str(&views::run(&a, &sextant_bin, &work).await?);
+        if a.scenario == Scenario::Views {
+            report.push_str(&views::run(&a, &sextant_bin, &work).await?);
+        } else {
+            let baseline = a
+                .baseline_bin
+                .clone()
+                .ok_or("--scenario overhead needs --baseline-bin")?;
+            report.push_str(&overhead::run(&a, &sextant_bin, &baseline, &work).await?);
+        }
         println!("{report}");
         if let Some(path) = &a.report {
             std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
