@@ -47,7 +47,7 @@ use arrow_flight::{
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use sextant_sql::{Queries, QueryGuard, SqlError};
+use sextant_sql::{CANCELED, Queries, QueryGuard, SqlError};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -279,8 +279,6 @@ impl FlightSql {
     }
 }
 
-const CANCELED: &str = "canceling statement due to user request";
-
 fn canceled() -> Status {
     status(SqlError::new("57014", CANCELED))
 }
@@ -337,42 +335,29 @@ async fn tracked<T>(
 
 type Batches = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
 
-/// A query's batches under its guard: rows counted, fetched under an
-/// `execute` span, ended with CANCELLED as soon as it is cancelled (the
-/// DataFusion stream is dropped then, freeing its memory).
+/// Flight batches for [`sextant_sql::guarded`].
+struct FlightBatches;
+
+impl sextant_sql::RowStream for FlightBatches {
+    type Item = RecordBatch;
+    type Error = FlightError;
+    fn rows(b: &RecordBatch) -> u64 {
+        b.num_rows() as u64
+    }
+    fn fail(guard: &QueryGuard, e: &mut FlightError) {
+        match e {
+            FlightError::Tonic(s) => fail(guard, s),
+            other => guard.fail(&other.to_string()),
+        }
+    }
+    fn cancelled() -> FlightError {
+        FlightError::Tonic(Box::new(canceled()))
+    }
+}
+
+/// A query's batches under its guard ([`sextant_sql::guarded`]).
 fn guarded(batches: Batches, guard: QueryGuard) -> Batches {
-    let token = guard.token();
-    let execute = tracing::info_span!(parent: &guard.span(), "execute");
-    Box::pin(futures::stream::unfold(
-        (Some(batches), guard, token, execute),
-        |(batches, guard, token, execute)| async move {
-            let mut batches = batches?;
-            let next = tracing::Instrument::instrument(batches.next(), execute.clone());
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => {
-                    drop(batches);
-                    guard.fail_with("57014", CANCELED);
-                    Some((Err(FlightError::Tonic(Box::new(canceled()))), (None, guard, token, execute)))
-                }
-                next = next => match next {
-                    Some(Ok(b)) => {
-                        guard.add_rows(b.num_rows() as u64);
-                        Some((Ok(b), (Some(batches), guard, token, execute)))
-                    }
-                    Some(Err(e)) => {
-                        let message = e.to_string();
-                        match &e {
-                            FlightError::Tonic(s) => fail(&guard, s),
-                            _ => guard.fail(&message),
-                        }
-                        Some((Err(e), (None, guard, token, execute)))
-                    }
-                    None => None,
-                },
-            }
-        },
-    ))
+    Box::pin(sextant_sql::guarded::<FlightBatches, _>(batches, guard))
 }
 
 /// The single row of bound parameters a query takes.

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use sextant_sql::{self as statements, Classified, Done, Queries, QueryGuard, SqlError};
+use sextant_sql::{self as statements, CANCELED, Classified, Done, Queries, QueryGuard, SqlError};
 
 use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
@@ -245,47 +245,33 @@ impl CancelHandler for Cancel {
     }
 }
 
-const CANCELED: &str = "canceling statement due to user request";
-
 fn canceled() -> PgWireError {
     pg_error(SqlError::new("57014", CANCELED))
 }
 
-/// The row stream of a statement, ended with 57014 as soon as the statement
-/// is cancelled (the DataFusion stream is dropped then, freeing its memory);
-/// the guard goes when the stream does.
+/// pgwire rows for [`sextant_sql::guarded`].
+struct PgRows;
+
+impl sextant_sql::RowStream for PgRows {
+    type Item = pgwire::messages::data::DataRow;
+    type Error = PgWireError;
+    fn rows(_: &Self::Item) -> u64 {
+        1
+    }
+    fn fail(guard: &QueryGuard, e: &mut PgWireError) {
+        fail(guard, e);
+    }
+    fn cancelled() -> PgWireError {
+        canceled()
+    }
+}
+
+/// The row stream of a statement under its guard ([`sextant_sql::guarded`]).
 fn guarded(
     rows: pgwire::api::results::SendableRowStream,
     guard: QueryGuard,
 ) -> pgwire::api::results::SendableRowStream {
-    let token = guard.token();
-    let execute = tracing::info_span!(parent: &guard.span(), "execute");
-    Box::pin(futures::stream::unfold(
-        (Some(rows), guard, token, execute),
-        |(rows, guard, token, execute)| async move {
-            let mut rows = rows?;
-            let next = tracing::Instrument::instrument(rows.next(), execute.clone());
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => {
-                    drop(rows);
-                    guard.fail_with("57014", CANCELED);
-                    Some((Err(canceled()), (None, guard, token, execute)))
-                }
-                next = next => match next {
-                    Some(Ok(row)) => {
-                        guard.add_rows(1);
-                        Some((Ok(row), (Some(rows), guard, token, execute)))
-                    }
-                    Some(Err(mut e)) => {
-                        fail(&guard, &mut e);
-                        Some((Err(e), (None, guard, token, execute)))
-                    }
-                    None => None,
-                },
-            }
-        },
-    ))
+    Box::pin(sextant_sql::guarded::<PgRows, _>(rows, guard))
 }
 
 struct SqlStateErrors;

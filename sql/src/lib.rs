@@ -17,6 +17,8 @@ mod views;
 
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
-pub use queries::{Queries, QueryGuard, QueryInfo, register_cancel_backend};
+pub use queries::{
+    CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
+};
 pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};
 pub use views::{run_refresher, start_views};

@@ -263,6 +263,68 @@ impl Drop for QueryGuard {
     }
 }
 
+/// What a front end tells [`guarded`] about its stream's items.
+pub trait RowStream {
+    type Item;
+    type Error;
+    /// Rows in one item (1 for a pgwire row, a batch's row count).
+    fn rows(item: &Self::Item) -> u64;
+    /// Records a failed item on the guard (and may complete the error, e.g.
+    /// with its SQLSTATE, before it goes to the client).
+    fn fail(guard: &QueryGuard, error: &mut Self::Error);
+    /// The error a cancelled statement ends with (SQLSTATE 57014).
+    fn cancelled() -> Self::Error;
+}
+
+/// The result stream of a statement under its guard: rows counted, fetched
+/// under an `execute` span (a child of the statement's), ended with
+/// [`RowStream::cancelled`] as soon as the statement is cancelled (the
+/// inner stream, and the memory it holds, is dropped then); the guard goes
+/// when the stream does.
+pub fn guarded<F, S>(
+    stream: S,
+    guard: QueryGuard,
+) -> impl futures::Stream<Item = Result<F::Item, F::Error>> + Send
+where
+    F: RowStream,
+    S: futures::Stream<Item = Result<F::Item, F::Error>> + Send + Unpin,
+    F::Item: Send,
+    F::Error: Send,
+{
+    use futures::StreamExt;
+    let token = guard.token();
+    let execute = tracing::info_span!(parent: &guard.span(), "execute");
+    futures::stream::unfold(
+        (Some(stream), guard, token, execute),
+        |(stream, guard, token, execute)| async move {
+            let mut stream = stream?;
+            let next = tracing::Instrument::instrument(stream.next(), execute.clone());
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    drop(stream);
+                    guard.fail_with("57014", CANCELED);
+                    Some((Err(F::cancelled()), (None, guard, token, execute)))
+                }
+                next = next => match next {
+                    Some(Ok(item)) => {
+                        guard.add_rows(F::rows(&item));
+                        Some((Ok(item), (Some(stream), guard, token, execute)))
+                    }
+                    Some(Err(mut e)) => {
+                        F::fail(&guard, &mut e);
+                        Some((Err(e), (None, guard, token, execute)))
+                    }
+                    None => None,
+                },
+            }
+        },
+    )
+}
+
+/// The message of SQLSTATE 57014, as PostgreSQL words it.
+pub const CANCELED: &str = "canceling statement due to user request";
+
 #[cfg(test)]
 mod tests {
     use super::*;
