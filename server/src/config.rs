@@ -52,6 +52,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_OBJECT_STORE")]
     pub object_store: Option<String>,
 
+    /// Listen on addresses other than loopback although no client has to
+    /// authenticate: anyone who reaches them can read and write everything.
+    /// Only for a network that something else guards.
+    #[arg(long, env = "SEXTANT_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
     /// Address of the PostgreSQL wire protocol (psql, Grafana, drivers). Port 0 picks a free port.
     #[arg(long, env = "SEXTANT_PG_ADDR", default_value = "127.0.0.1:5433")]
     pub pg_addr: SocketAddr,

@@ -56,6 +56,33 @@ fn context<T, E: std::fmt::Display>(
     r.map_err(|e| format!("{}: {e}", what()).into())
 }
 
+/// Safe by default: with no authentication, only loopback addresses, unless
+/// `--allow-unauthenticated` says otherwise (then a warning per address).
+fn check_exposure(config: &ServeConfig) -> Result<(), StartError> {
+    let listeners = [
+        (config.pg_addr, "--pg-addr"),
+        (config.http_addr, "--http-addr"),
+        (config.grpc_addr, "--grpc-addr"),
+        (config.flight_addr, "--flight-addr"),
+    ];
+    for (addr, flag) in listeners {
+        if addr.ip().is_loopback() {
+            continue;
+        }
+        if !config.allow_unauthenticated {
+            return Err(format!(
+                "refusing to listen on {addr} ({flag}): Sextant has no users yet, so no client \
+                 authenticates and anyone who can reach that address could read and write \
+                 everything; listen on 127.0.0.1, or pass --allow-unauthenticated \
+                 (SEXTANT_ALLOW_UNAUTHENTICATED=true) if something else guards the network"
+            )
+            .into());
+        }
+        warn!(%addr, flag, "listening beyond loopback without authentication (--allow-unauthenticated): anyone who reaches this address can read and write everything");
+    }
+    Ok(())
+}
+
 /// Runs the server until `shutdown` is cancelled; `telemetry`, if given,
 /// writes the server's own spans and logs into its tables.
 pub async fn run(
@@ -63,6 +90,7 @@ pub async fn run(
     shutdown: CancellationToken,
     telemetry: Option<SelfTelemetry>,
 ) -> Result<(), StartError> {
+    check_exposure(&config)?;
     let data_dir = config.data_dir.clone();
     context(std::fs::create_dir_all(&data_dir), || {
         format!("cannot create data directory {}", data_dir.display())

@@ -1,6 +1,7 @@
 //! Basic behaviour of a fresh server: it answers `/health`, stores and returns
 //! rows over pgwire, shuts down cleanly on SIGTERM keeping its data, and
-//! reports SQL errors with the right SQLSTATE without losing the connection.
+//! reports SQL errors with the right SQLSTATE without losing the connection,
+//! and refuses to listen beyond loopback unauthenticated unless told to.
 
 use std::time::Duration;
 
@@ -179,4 +180,61 @@ async fn sql_error_has_sqlstate_and_connection_survives() {
     client.batch_execute(CREATE_T).await.expect(CREATE_T);
     client.execute(INSERT_3, &[]).await.expect("INSERT 3 rows");
     assert_eq!(rows_in_time_order(&client).await, EXPECTED);
+}
+
+/// Safe by default: with nobody authenticating, a listener beyond loopback
+/// is refused at start (before the data directory is touched) unless
+/// `--allow-unauthenticated` is given, which starts with a warning.
+#[test]
+fn listening_beyond_loopback_needs_allow_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ready = dir.path().join("ready.json");
+    let command = |extra: &[&str]| {
+        let mut c = std::process::Command::new(sextant_tests::sextant_bin());
+        c.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--pg-addr", "127.0.0.1:0", "--http-addr", "0.0.0.0:0"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .env_remove("SEXTANT_ALLOW_UNAUTHENTICATED");
+        c
+    };
+    let out = command(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 (--http-addr)")
+            && stderr.contains("--allow-unauthenticated"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing is created before the check");
+
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut child = command(&["--allow-unauthenticated"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "sextant exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addrs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert!(
+        addrs["http"].as_str().unwrap().starts_with("0.0.0.0:"),
+        "{addrs}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("listening beyond loopback without authentication"),
+        "{log}"
+    );
 }

@@ -4,7 +4,8 @@
 //! - `alerts`: alert rules fire and resolve once, through restarts, with a
 //!   real webhook receiver, on the manual alert clock.
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
-//!   restart, SQL errors.
+//!   restart, SQL errors, no listener beyond loopback without
+//!   `--allow-unauthenticated`.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
 //! - `flight`: Arrow Flight SQL with the Rust client.
