@@ -303,19 +303,7 @@ async fn tracked_keep<T>(
     let Some(guard) = guard else {
         return Ok((run.await?, None));
     };
-    let token = guard.token();
-    let plan = tracing::info_span!(parent: &guard.span(), "plan");
-    let run = Box::pin(tracing::Instrument::instrument(
-        sextant_storage::counting_scans(
-            guard.bytes_counter(),
-            tracing::Instrument::instrument(run, plan),
-        ),
-        guard.span(),
-    ));
-    let result = tokio::select! {
-        r = run => r,
-        _ = token.cancelled() => Err(canceled()),
-    };
+    let result = guard.plan(run).await.unwrap_or_else(|| Err(canceled()));
     match result {
         Ok(v) => Ok((v, Some(guard))),
         Err(e) => {

@@ -314,24 +314,7 @@ where
     F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
 {
     {
-        let token = guard.token();
-        let span = guard.span();
-        // On the heap: planning recurses deeply, and this future would
-        // otherwise sit on the worker's stack.
-        // `plan`: parsing and planning, and running a statement without
-        // rows; a query's rows are fetched under `execute` (`guarded`).
-        let plan = tracing::info_span!(parent: &span, "plan");
-        let counted = Box::pin(tracing::Instrument::instrument(
-            sextant_storage::counting_scans(
-                guard.bytes_counter(),
-                tracing::Instrument::instrument(run, plan),
-            ),
-            span,
-        ));
-        let result = tokio::select! {
-            r = counted => r,
-            _ = token.cancelled() => Err(canceled()),
-        };
+        let result = guard.plan(run).await.unwrap_or_else(|| Err(canceled()));
         let mut responses = match result {
             Ok(r) => r,
             Err(mut e) => {

@@ -195,6 +195,28 @@ impl QueryGuard {
         self.running.span.clone()
     }
 
+    /// Runs `run` as the statement's first part (parsing, planning, and all
+    /// of a statement without rows): under a `plan` span inside the
+    /// statement's, with its scans' bytes counted. `None` if the statement
+    /// was cancelled first (`run` is dropped then).
+    pub async fn plan<F: std::future::Future>(&self, run: F) -> Option<F::Output> {
+        let plan = tracing::info_span!(parent: &self.running.span, "plan");
+        // On the heap: planning recurses deeply, and this future would
+        // otherwise sit on the worker's stack.
+        let counted = Box::pin(tracing::Instrument::instrument(
+            sextant_storage::counting_scans(
+                self.bytes_counter(),
+                tracing::Instrument::instrument(run, plan),
+            ),
+            self.span(),
+        ));
+        let token = self.token();
+        tokio::select! {
+            r = counted => Some(r),
+            _ = token.cancelled() => None,
+        }
+    }
+
     pub fn add_rows(&self, n: u64) {
         self.running.rows.fetch_add(n, Ordering::Relaxed);
     }
