@@ -28,6 +28,18 @@ pub enum CatalogError {
     /// An alert rule that does not exist.
     #[error("alert \"{0}\" does not exist")]
     AlertNotFound(String),
+    /// `CREATE USER` of a name that is taken.
+    #[error("user \"{0}\" already exists")]
+    UserExists(String),
+    /// A user that does not exist.
+    #[error("user \"{0}\" does not exist")]
+    UserNotFound(String),
+    /// `CREATE TOKEN` of a name that is taken.
+    #[error("token \"{0}\" already exists")]
+    TokenExists(String),
+    /// A token that does not exist.
+    #[error("token \"{0}\" does not exist")]
+    TokenNotFound(String),
     /// A file that is not (or no longer) one of the table's.
     #[error("file {0} is not one of the table's files (compacted or expired meanwhile)")]
     FileNotFound(i64),

@@ -16,6 +16,10 @@
 //! Alert rules ([`StoredAlert`]) keep their state here too, committed with
 //! the history ([`AlertEvent`]) and notifications ([`Delivery`]) each
 //! evaluation produces, so a restart resumes exactly where the rules were.
+//!
+//! Users ([`StoredUser`]: a SCRAM verifier and grants) and access tokens
+//! ([`StoredToken`]: a hash, never the secret) are kept as JSON the auth
+//! crate owns; dropping a user drops its tokens in the same transaction.
 
 mod error;
 mod sqlite;
@@ -308,6 +312,23 @@ pub struct Delivery {
     pub body: String,
 }
 
+/// A user as stored: its verifier and grants as JSON (the auth crate's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredUser {
+    pub name: String,
+    pub body: String,
+    pub created_at_ns: i64,
+}
+
+/// An access token as stored: its hash, limits and expiry as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredToken {
+    pub name: String,
+    pub user: String,
+    pub body: String,
+    pub created_at_ns: i64,
+}
+
 pub trait Catalog: Send + Sync + Debug {
     /// Creates a table; [`CatalogError::TableExists`] if the name is taken.
     fn create_table(&self, table: NewTable) -> Result<TableDef>;
@@ -395,4 +416,19 @@ pub trait Catalog: Send + Sync + Debug {
     fn deliveries(&self) -> Result<Vec<Delivery>>;
     /// The latest `limit` alert events, oldest first.
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>>;
+
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<StoredUser>>;
+    /// Adds a user; [`CatalogError::UserExists`] if the name is taken.
+    fn create_user(&self, user: &StoredUser) -> Result<()>;
+    /// Replaces a user's body; [`CatalogError::UserNotFound`] if there is none.
+    fn update_user(&self, name: &str, body: &str) -> Result<()>;
+    /// Removes a user and its tokens.
+    fn drop_user(&self, name: &str) -> Result<()>;
+    /// Every token, by name.
+    fn tokens(&self) -> Result<Vec<StoredToken>>;
+    /// Adds a token of an existing user.
+    fn create_token(&self, token: &StoredToken) -> Result<()>;
+    /// Removes a token.
+    fn drop_token(&self, name: &str) -> Result<()>;
 }

@@ -16,15 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
-    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, TableDef, TableOptions, ViewDef,
-    ViewProgress, ViewSpec,
+    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, StoredToken, StoredUser, TableDef,
+    TableOptions, ViewDef, ViewProgress, ViewSpec,
 };
 
 /// `application_id` of a Sextant catalog: "SXTC".
 const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -113,12 +113,28 @@ CREATE TABLE alert_outbox (
 );
 ";
 
+/// Users and their access tokens: credentials and grants as JSON the auth
+/// crate owns (a SCRAM verifier, a token's SHA-256; never a secret).
+const SCHEMA_V5: &str = "
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL REFERENCES users (name),
+    body TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+";
+
 /// How many alert events the catalog keeps (the oldest go first).
 const ALERT_EVENTS_KEPT: i64 = 100_000;
 
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4), (5, SCHEMA_V5)];
 
 /// A column as stored: Arrow's own type spelling round-trips through
 /// `Display`/`FromStr`, so the catalog needs no type table of its own.
@@ -840,6 +856,104 @@ impl Catalog for SqliteCatalog {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn users(&self) -> Result<Vec<StoredUser>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, body, created_at_ns FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredUser {
+                name: r.get(0)?,
+                body: r.get(1)?,
+                created_at_ns: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn create_user(&self, user: &StoredUser) -> Result<()> {
+        let n = self.conn().execute(
+            "INSERT INTO users (name, body, created_at_ns) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO NOTHING",
+            params![user.name, user.body, user.created_at_ns],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::UserExists(user.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn update_user(&self, name: &str, body: &str) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE users SET body = ?2 WHERE name = ?1",
+            params![name, body],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::UserNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn drop_user(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM tokens WHERE user_name = ?1", [name])?;
+        if tx.execute("DELETE FROM users WHERE name = ?1", [name])? == 0 {
+            return Err(CatalogError::UserNotFound(name.to_string()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn tokens(&self) -> Result<Vec<StoredToken>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, user_name, body, created_at_ns FROM tokens ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredToken {
+                name: r.get(0)?,
+                user: r.get(1)?,
+                body: r.get(2)?,
+                created_at_ns: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn create_token(&self, token: &StoredToken) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let user: Option<String> = tx
+            .query_row("SELECT name FROM users WHERE name = ?1", [&token.user], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if user.is_none() {
+            return Err(CatalogError::UserNotFound(token.user.clone()));
+        }
+        let n = tx.execute(
+            "INSERT INTO tokens (name, user_name, body, created_at_ns) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO NOTHING",
+            params![token.name, token.user, token.body, token.created_at_ns],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::TokenExists(token.name.clone()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn drop_token(&self, name: &str) -> Result<()> {
+        if self
+            .conn()
+            .execute("DELETE FROM tokens WHERE name = ?1", [name])?
+            == 0
+        {
+            return Err(CatalogError::TokenNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
     fn max_persisted_seq(&self) -> Result<u64> {
         let conn = self.conn();
         let seq: i64 = conn.query_row(
@@ -1061,6 +1175,64 @@ mod tests {
         assert!(c.views().unwrap().is_empty());
         assert!(c.invalidations().unwrap().is_empty());
         c.drop_table("cpu").unwrap();
+    }
+
+    #[test]
+    fn users_and_tokens_survive_reopen_and_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let user = |name: &str| StoredUser {
+            name: name.into(),
+            body: "{}".into(),
+            created_at_ns: 1,
+        };
+        let token = |name: &str, user: &str| StoredToken {
+            name: name.into(),
+            user: user.into(),
+            body: "{\"hash\":\"h\"}".into(),
+            created_at_ns: 2,
+        };
+        {
+            let c = SqliteCatalog::open(&path).unwrap();
+            c.create_user(&user("alice")).unwrap();
+            c.create_user(&user("bob")).unwrap();
+            assert!(matches!(
+                c.create_user(&user("alice")),
+                Err(CatalogError::UserExists(_))
+            ));
+            c.update_user("alice", "{\"admin\":true}").unwrap();
+            assert!(matches!(
+                c.update_user("carol", "{}"),
+                Err(CatalogError::UserNotFound(_))
+            ));
+            c.create_token(&token("t1", "alice")).unwrap();
+            c.create_token(&token("t2", "bob")).unwrap();
+            assert!(matches!(
+                c.create_token(&token("t1", "bob")),
+                Err(CatalogError::TokenExists(_))
+            ));
+            assert!(matches!(
+                c.create_token(&token("t3", "carol")),
+                Err(CatalogError::UserNotFound(_))
+            ));
+        }
+        let c = SqliteCatalog::open(&path).unwrap();
+        let users = c.users().unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].body, "{\"admin\":true}");
+        assert_eq!(c.tokens().unwrap().len(), 2);
+        c.drop_user("bob").unwrap();
+        let tokens = c.tokens().unwrap();
+        assert_eq!(tokens, vec![token("t1", "alice")]);
+        c.drop_token("t1").unwrap();
+        assert!(matches!(
+            c.drop_token("t1"),
+            Err(CatalogError::TokenNotFound(_))
+        ));
+        assert!(matches!(
+            c.drop_user("bob"),
+            Err(CatalogError::UserNotFound(_))
+        ));
     }
 
     #[test]

@@ -19,6 +19,11 @@ fn code(sqlstate: &str) -> Code {
         "0A000" => Code::Unimplemented,
         "57P01" => Code::Unavailable,
         "57014" => Code::Cancelled,
+        "42501" => Code::PermissionDenied,
+        "28000" | "28P01" => Code::Unauthenticated,
+        "42710" => Code::AlreadyExists,
+        "42704" => Code::NotFound,
+        "55006" => Code::FailedPrecondition,
         c if c.starts_with("42")
             || c.starts_with("22")
             || c.starts_with("23")
@@ -70,6 +75,8 @@ mod tests {
         assert_eq!(code("53200"), Code::ResourceExhausted);
         assert_eq!(code("0A000"), Code::Unimplemented);
         assert_eq!(code("XX000"), Code::Internal);
+        assert_eq!(code("42501"), Code::PermissionDenied);
+        assert_eq!(code("28P01"), Code::Unauthenticated);
         let s = df_status(DataFusionError::ResourcesExhausted("pool".into()));
         assert_eq!(s.code(), Code::ResourceExhausted);
     }

@@ -77,12 +77,19 @@ impl Mode {
 /// Runs one bulk ingest and returns the number of rows written.
 pub(crate) async fn ingest(
     engine: &Engine,
+    directory: &sextant_auth::Directory,
+    who: &sextant_auth::Principal,
     cmd: CommandStatementIngest,
     stream: PeekableFlightDataStream,
 ) -> Result<i64, Status> {
     let mode = Mode::of(&cmd)?;
     check_target(&cmd)?;
     let table = cmd.table.clone();
+    let action = match mode.exists {
+        TableExistsOption::Replace => sextant_auth::Action::Manage(&table),
+        _ => sextant_auth::Action::Insert(&table),
+    };
+    directory.check(who, action).map_err(crate::auth_status)?;
     let mut batches = FlightRecordBatchStream::new_from_flight_data(crate::data_messages(stream));
     let mut prepared: Option<Target> = None;
     let mut pending: Vec<RecordBatch> = vec![];

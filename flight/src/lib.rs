@@ -11,6 +11,11 @@
 //! ([`ingest`]) writes DoPut batches through the engine's WAL. Metadata
 //! requests are answered from the same DataFusion catalog ([`metadata`]).
 //! Every error is a gRPC status that follows its SQLSTATE ([`error`]).
+//!
+//! Every call is authenticated before it reaches the service
+//! ([`authenticator`]: an `authorization` header with Basic credentials or
+//! a Bearer token; none while no user exists, from loopback). The principal
+//! travels in the request's extensions, and each statement runs as it.
 
 mod error;
 mod ingest;
@@ -18,6 +23,7 @@ mod metadata;
 mod statement;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -47,6 +53,7 @@ use arrow_flight::{
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use sextant_auth::{Directory, Principal};
 use sextant_sql::{CANCELED, Queries, QueryGuard, SqlError};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
@@ -73,9 +80,19 @@ pub async fn serve(
     max_message: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let service = FlightServiceServer::new(FlightSql::new(ctx, engine))
+    let directory = ctx
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<Directory>()
+        .expect("the session has the user directory");
+    let service = FlightServiceServer::new(FlightSql::new(ctx, engine, directory.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        authenticator(directory, "flight_sql"),
+    );
     tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(
@@ -87,10 +104,61 @@ pub async fn serve(
         .await
 }
 
+/// A gRPC interceptor that authenticates every call from its
+/// `authorization` header (and its peer's address) and leaves the
+/// [`Principal`] in the request's extensions; a refusal is UNAUTHENTICATED
+/// (or RESOURCE_EXHAUSTED after too many failures) with the SQLSTATE.
+pub fn authenticator(
+    directory: Arc<Directory>,
+    protocol: &'static str,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
+    move |mut request: Request<()>| {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let who = directory
+            .authenticate(header, peer, protocol)
+            .map_err(auth_status)?;
+        request.extensions_mut().insert(who);
+        Ok(request)
+    }
+}
+
+/// An authentication or permission error as a gRPC status.
+pub fn auth_status(e: sextant_auth::AuthError) -> Status {
+    let code = match e {
+        sextant_auth::AuthError::TooManyFailures(_) => tonic::Code::ResourceExhausted,
+        ref e if e.is_unauthenticated() => tonic::Code::Unauthenticated,
+        sextant_auth::AuthError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+        _ => tonic::Code::InvalidArgument,
+    };
+    let mut s = Status::new(code, e.to_string());
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(e.sqlstate()) {
+        s.metadata_mut().insert(SQLSTATE_KEY, v);
+    }
+    s
+}
+
+/// The principal the interceptor left on `request` (nobody if none, whom
+/// every check refuses).
+fn who<T>(request: &Request<T>) -> Principal {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .unwrap_or_else(|| Principal::password(""))
+}
+
 /// The Flight SQL service.
 struct FlightSql {
     ctx: Arc<SessionContext>,
     engine: Engine,
+    directory: Arc<Directory>,
     prepared: Mutex<PreparedStatements>,
 }
 
@@ -124,10 +192,11 @@ struct TicketBody {
 type DoGetStream = <FlightSql as FlightService>::DoGetStream;
 
 impl FlightSql {
-    fn new(ctx: Arc<SessionContext>, engine: Engine) -> Self {
+    fn new(ctx: Arc<SessionContext>, engine: Engine, directory: Arc<Directory>) -> Self {
         Self {
             ctx,
             engine,
+            directory,
             prepared: Mutex::new(PreparedStatements::default()),
         }
     }
@@ -137,14 +206,14 @@ impl FlightSql {
     }
 
     /// Registers `sql` in `system.queries` (if the session has the registry).
-    fn begin(&self, sql: &str) -> Option<QueryGuard> {
+    fn begin(&self, sql: &str, who: &Principal) -> Option<QueryGuard> {
         let queries = self
             .ctx
             .state_ref()
             .read()
             .config()
             .get_extension::<Queries>()?;
-        Some(queries.start("flight_sql", None, "sextant", sql))
+        Some(queries.start("flight_sql", None, who.user(), sql))
     }
 
     /// The statement and bound parameters of a prepared statement handle.
@@ -167,8 +236,9 @@ impl FlightSql {
         sql: String,
         params: Option<RecordBatch>,
         descriptor: FlightDescriptor,
+        who: &Principal,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+        let planned = statement::plan(&self.ctx, &sql, who).await.map_err(status)?;
         let (schema, body) = match planned {
             Planned::Query(_) => {
                 let row = one_row(params.as_ref())?;
@@ -185,7 +255,8 @@ impl FlightSql {
             }
             Planned::Change(_) => {
                 let (schema, batches, _) =
-                    tracked(self.begin(&sql), self.run_change(planned, params.as_ref())).await?;
+                    tracked(self.begin(&sql, who), self.run_change(planned, params.as_ref(), who))
+                        .await?;
                 let result = ipc_bytes(&schema, &batches)?;
                 let body = TicketBody {
                     sql,
@@ -215,6 +286,7 @@ impl FlightSql {
         &self,
         planned: Planned,
         params: Option<&RecordBatch>,
+        who: &Principal,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, i64), Status> {
         let rows = params.map_or(0, |p| p.num_rows());
         let mut runs: Vec<Option<(&RecordBatch, usize)>> = match params {
@@ -227,7 +299,7 @@ impl FlightSql {
             let Planned::Change(change) = planned.clone().bind(row).map_err(status)? else {
                 return Err(invalid("the statement returns rows: run it as a query"));
             };
-            let outcome = statement::run(change, &self.ctx, &self.engine)
+            let outcome = statement::run(change, &self.ctx, &self.engine, who)
                 .await
                 .map_err(status)?;
             total += outcome.count;
@@ -243,10 +315,11 @@ impl FlightSql {
         &self,
         sql: &str,
         params: Option<RecordBatch>,
+        who: &Principal,
     ) -> Result<Response<DoGetStream>, Status> {
-        let guard = self.begin(sql);
+        let guard = self.begin(sql, who);
         let start = async {
-            let planned = statement::plan(&self.ctx, sql).await.map_err(status)?;
+            let planned = statement::plan(&self.ctx, sql, who).await.map_err(status)?;
             let Planned::Query(_) = planned else {
                 return Err(invalid("the ticket names a statement that is not a query"));
             };
@@ -462,7 +535,9 @@ fn no_transactions(id: &Option<bytes::Bytes>) -> Result<(), Status> {
 impl FlightSqlService for FlightSql {
     type FlightService = FlightSql;
 
-    /// No authentication yet: any handshake is accepted.
+    /// The interceptor checked the handshake's credentials (Basic, as ADBC
+    /// sends a user's name and password); the answer hands the same
+    /// `authorization` back for the client to send with every call.
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
@@ -470,13 +545,21 @@ impl FlightSqlService for FlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let authorization = request.metadata().get("authorization").cloned();
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.unwrap_or_default();
         let answer = HandshakeResponse {
             protocol_version: first.protocol_version,
             payload: Default::default(),
         };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(answer)]))))
+        let mut response = Response::new(
+            Box::pin(futures::stream::iter([Ok(answer)]))
+                as Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        );
+        if let Some(a) = authorization {
+            response.metadata_mut().insert("authorization", a);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(
@@ -487,7 +570,12 @@ impl FlightSqlService for FlightSql {
         no_transactions(&query.transaction_id)?;
         debug!(sql = %query.query, "Flight SQL query");
         let sql = single(&query.query).map_err(status)?;
-        self.flight_info(sql, None, request.into_inner()).await
+        let who = who(&request);
+        sextant_sql::run_as(
+            who.clone(),
+            self.flight_info(sql, None, request.into_inner(), &who),
+        )
+        .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -496,14 +584,20 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.lookup(&cmd.prepared_statement_handle)?;
-        self.flight_info(sql, params, request.into_inner()).await
+        let who = who(&request);
+        sextant_sql::run_as(
+            who.clone(),
+            self.flight_info(sql, params, request.into_inner(), &who),
+        )
+        .await
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let who = who(&request);
         let body = TicketBody::decode(ticket.statement_handle.as_ref())
             .map_err(|e| invalid(format!("malformed ticket: {e}")))?;
         if let Some(result) = &body.result {
@@ -516,29 +610,35 @@ impl FlightSqlService for FlightSql {
             let (_, mut batches) = from_ipc(&body.params)?;
             batches.pop()
         };
-        self.stream_query(&body.sql, params).await
+        sextant_sql::run_as(who.clone(), self.stream_query(&body.sql, params, &who)).await
     }
 
     async fn do_put_statement_update(
         &self,
         cmd: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let who = who(&request);
         no_transactions(&cmd.transaction_id)?;
         debug!(sql = %cmd.query, "Flight SQL update");
         let stmts = sextant_sql::split(&cmd.query).map_err(status)?;
         if stmts.is_empty() {
             return Err(status(SqlError::syntax("the statement is empty")));
         }
-        let mut total = 0;
-        for stmt in stmts {
-            total += tracked(self.begin(&stmt), async {
-                let planned = statement::plan(&self.ctx, &stmt).await.map_err(status)?;
-                Ok(self.run_change(planned, None).await?.2)
-            })
-            .await?;
-        }
-        Ok(total)
+        let run = async {
+            let mut total = 0;
+            for stmt in stmts {
+                total += tracked(self.begin(&stmt, &who), async {
+                    let planned = statement::plan(&self.ctx, &stmt, &who)
+                        .await
+                        .map_err(status)?;
+                    Ok(self.run_change(planned, None, &who).await?.2)
+                })
+                .await?;
+            }
+            Ok(total)
+        };
+        sextant_sql::run_as(who.clone(), run).await
     }
 
     async fn do_put_statement_ingest(
@@ -546,7 +646,8 @@ impl FlightSqlService for FlightSql {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        ingest::ingest(&self.engine, cmd, request.into_inner()).await
+        let who = who(&request);
+        ingest::ingest(&self.engine, &self.directory, &who, cmd, request.into_inner()).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -575,23 +676,29 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (sql, bound) = self.lookup(&cmd.prepared_statement_handle)?;
+        let who = who(&request);
         let sent = read_batches(request.into_inner()).await?;
         let params = sent.filter(|b| b.num_rows() > 0).or(bound);
-        tracked(self.begin(&sql), async {
-            let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
-            Ok(self.run_change(planned, params.as_ref()).await?.2)
-        })
-        .await
+        let run = tracked(self.begin(&sql, &who), async {
+            let planned = statement::plan(&self.ctx, &sql, &who)
+                .await
+                .map_err(status)?;
+            Ok(self.run_change(planned, params.as_ref(), &who).await?.2)
+        });
+        sextant_sql::run_as(who.clone(), run).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         no_transactions(&query.transaction_id)?;
         let sql = single(&query.query).map_err(status)?;
-        let planned = statement::plan(&self.ctx, &sql).await.map_err(status)?;
+        let who = who(&request);
+        let planned = sextant_sql::run_as(who.clone(), statement::plan(&self.ctx, &sql, &who))
+            .await
+            .map_err(status)?;
         let parameters = planned.parameter_schema().map_err(status)?;
         let dataset = planned.schema();
         let id = {

@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
+use sextant_auth::Principal;
 use sextant_sql::{Classified, Done, SextantStatement, SqlError};
 use sextant_storage::Engine;
 
@@ -49,22 +50,35 @@ pub(crate) fn single(sql: &str) -> Result<String, SqlError> {
     }
 }
 
-/// Plans one statement.
-pub(crate) async fn plan(ctx: &SessionContext, stmt: &str) -> Result<Planned, SqlError> {
+/// Plans one statement for `who`.
+pub(crate) async fn plan(
+    ctx: &SessionContext,
+    stmt: &str,
+    who: &Principal,
+) -> Result<Planned, SqlError> {
     let sql = match sextant_sql::classify(stmt) {
         Classified::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
         Classified::Sql(sql) => sql,
     };
-    // No authentication yet: every Flight SQL client is the user "sextant".
     let setting =
         |name: &str| sextant_sql::settings::default_setting(name).map(|(_, v)| v.to_string());
     let session = sextant_sql::pg::Session {
-        user: "sextant",
+        user: who.user(),
         pid: None,
         setting: &setting,
     };
     let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
     let (_, plan) = sextant_sql::pg::plan_query(ctx, &sql, parsed, &session).await?;
+    // DDL runs in the session itself, without a physical plan to check.
+    if let LogicalPlan::Ddl(_) = &plan {
+        let directory = ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<sextant_auth::Directory>()
+            .ok_or_else(|| SqlError::internal("no user directory"))?;
+        directory.check(who, sextant_auth::Action::Admin("run DDL through DataFusion"))?;
+    }
     match &plan {
         LogicalPlan::Statement(s) => match s {
             Statement::TransactionStart(_) | Statement::TransactionEnd(_) => {}
@@ -107,7 +121,8 @@ impl Planned {
                 | SextantStatement::CreateAlert(_)
                 | SextantStatement::AlterAlert(_)
                 | SextantStatement::DropAlert(_)
-                | SextantStatement::Kill(_) => Arc::new(Schema::empty()),
+                | SextantStatement::Kill(_)
+                | SextantStatement::Access(_) => Arc::new(Schema::empty()),
             },
         }
     }
@@ -239,10 +254,18 @@ pub(crate) async fn run(
     change: Change,
     ctx: &SessionContext,
     engine: &Engine,
+    who: &Principal,
 ) -> Result<Outcome, SqlError> {
     match change {
         Change::Sextant(stmt) => {
-            let Done { rows, .. } = sextant_sql::execute(&stmt, engine, ctx).await?;
+            let Done { rows, batch, .. } = sextant_sql::execute(&stmt, engine, ctx, who).await?;
+            if let Some(batch) = batch {
+                return Ok(Outcome {
+                    schema: batch.schema(),
+                    batches: vec![batch],
+                    count: 0,
+                });
+            }
             let schema = Planned::Change(Change::Sextant(stmt)).schema();
             let Some(n) = rows else {
                 return Ok(Outcome {

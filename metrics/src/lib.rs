@@ -68,6 +68,8 @@ pub struct Metrics {
     /// Sextant's own spans and log records (`--self-telemetry`), by signal
     /// (traces, logs) and outcome (written, dropped).
     pub self_telemetry_records: IntCounterVec,
+    /// Logins, by protocol and outcome (ok, failed, limited).
+    pub logins: IntCounterVec,
 }
 
 /// Latency buckets in seconds: 100 µs to 30 s.
@@ -259,6 +261,12 @@ impl Metrics {
                 "sextant_self_telemetry_records_total",
                 "Sextant's own spans and log records (--self-telemetry), by signal and outcome (written, dropped)",
                 &["signal", "outcome"],
+            ),
+            logins: counter(
+                &r,
+                "sextant_logins_total",
+                "Logins (passwords and tokens), by protocol and outcome (ok, failed, limited)",
+                &["protocol", "outcome"],
             ),
             registry: r,
         }

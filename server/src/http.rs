@@ -10,21 +10,29 @@
 //! written through the engine: tables and columns are created on first
 //! sight, and the answer comes only once the rows are in the WAL. Errors are
 //! JSON bodies `{"error": "..."}` with a 4xx/5xx status.
+//!
+//! Every endpoint but `/health` authenticates first ([`authenticate`]):
+//! `Authorization: Basic` (a user's name and password) or `Bearer` (a
+//! token), or nothing while no user exists and the client is on loopback;
+//! 401 with `WWW-Authenticate` otherwise. Ingest then needs INSERT on every
+//! table a request writes, checked before any row is written.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::RecordBatch;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use sextant_alerts::Alerts;
+use sextant_auth::{Action, AuthError, Directory, Principal};
 use sextant_catalog::TableOptions;
 use sextant_ingest::rows::TableRows;
 use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol, prometheus};
@@ -42,6 +50,7 @@ const MAX_LISTED_REJECTIONS: usize = 100;
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) max_body: usize,
+    pub(crate) directory: Arc<Directory>,
     alerts: Alerts,
     gauges: Arc<Gauges>,
 }
@@ -52,9 +61,17 @@ pub async fn serve(
     engine: Engine,
     alerts: Alerts,
     gauges: Arc<Gauges>,
+    directory: Arc<Directory>,
     max_body: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let state = AppState {
+        engine,
+        max_body,
+        directory,
+        alerts,
+        gauges,
+    };
     let app = Router::new()
         .route("/health", get(health))
         .route("/debug/clock", post(move_clock))
@@ -63,36 +80,81 @@ pub async fn serve(
         .route("/v1/ingest/{table}", post(ingest_json))
         .route(
             "/v1/logs",
-            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
-                otlp::export_http(Signal::Logs, s, h, b)
-            }),
+            post(
+                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
+                    otlp::export_http(Signal::Logs, s, w, h, b)
+                },
+            ),
         )
         .route(
             "/v1/traces",
-            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
-                otlp::export_http(Signal::Traces, s, h, b)
-            }),
+            post(
+                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
+                    otlp::export_http(Signal::Traces, s, w, h, b)
+                },
+            ),
         )
         .route(
             "/v1/metrics",
-            post(|State(s): State<AppState>, h: HeaderMap, b: Body| {
-                otlp::export_http(Signal::Metrics, s, h, b)
-            }),
+            post(
+                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
+                    otlp::export_http(Signal::Metrics, s, w, h, b)
+                },
+            ),
         )
         .route("/api/v1/write", post(remote_write))
         .route("/metrics", get(metrics_text))
-        .layer(axum::middleware::from_fn(track_ingest))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState {
-            engine,
-            max_body,
-            alerts,
-            gauges,
-        });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn(track_ingest))
+        .with_state(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// Who is calling: the principal of the `Authorization` header, left in
+/// the request's extensions for the handler. `/health` needs none.
+async fn authenticate(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let protocol = protocol_of(req.uri().path()).unwrap_or("http");
+    match s.directory.authenticate(header, peer.ip(), protocol) {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+/// Refuses the whole request unless `who` may write every one of `tables`.
+pub(crate) fn may_write<'a>(
+    directory: &Directory,
+    who: &Principal,
+    tables: impl IntoIterator<Item = &'a str>,
+) -> Result<(), AuthError> {
+    for t in tables {
+        directory.check(who, Action::Insert(t))?;
+    }
+    Ok(())
 }
 
 /// An HTTP error with a JSON body.
@@ -119,11 +181,33 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sextant\", Bearer realm=\"sextant\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl From<AuthError> for HttpError {
+    fn from(e: AuthError) -> Self {
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = match e {
+            AuthError::TooManyFailures(secs) => Some(secs),
+            _ => None,
+        };
+        Self {
+            status,
+            message: e.to_string(),
+            retry_after,
+        }
     }
 }
 
@@ -214,8 +298,11 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 /// evaluation and notification due by then has run, with the clock's time.
 async fn move_clock(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
+    s.directory
+        .check(&who, Action::Admin("move the alert clock"))?;
     let clock = s.alerts.clock();
     if !clock.is_manual() {
         return Err(HttpError::new(
@@ -327,10 +414,13 @@ pub(crate) async fn read_body(
 /// Writes every table's rows: creates tables and columns as needed, then
 /// appends through the WAL. Returns the number of rows written.
 pub(crate) async fn write_tables(
-    engine: &Engine,
+    state: &AppState,
+    who: &Principal,
     tables: Vec<TableRows>,
     protocol: &'static str,
 ) -> Result<usize, HttpError> {
+    may_write(&state.directory, who, tables.iter().map(|t| t.table()))?;
+    let engine = &state.engine;
     let mut batches = Vec::with_capacity(tables.len());
     for rows in tables {
         let table = rows.table().to_string();
@@ -421,6 +511,7 @@ fn precision(params: &HashMap<String, String>) -> Result<Precision, HttpError> {
 /// for compatibility; every table lives in the one database.
 async fn write_line_protocol(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -433,7 +524,7 @@ async fn write_line_protocol(
     let decoded = line_protocol::decode(&text, precision, now_ns(), &|t| {
         engine.table(t).map(|d| d.schema)
     });
-    let written = write_tables(engine, decoded.tables, "line_protocol").await?;
+    let written = write_tables(&state, &who, decoded.tables, "line_protocol").await?;
     partial(written, &decoded.rejected, "line_protocol")?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -441,6 +532,7 @@ async fn write_line_protocol(
 /// `POST /v1/ingest/{table}`: NDJSON or a JSON array of objects.
 async fn ingest_json(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(table): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -456,7 +548,7 @@ async fn ingest_json(
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
     let rejected =
         ndjson::decode(&body, &mut rows, precision, now_ns()).map_err(HttpError::bad_request)?;
-    let written = write_tables(&state.engine, vec![rows], "json").await?;
+    let written = write_tables(&state, &who, vec![rows], "json").await?;
     partial(written, &rejected, "json")?;
     Ok(Json(json!({"table": table, "rows": written})))
 }
@@ -466,6 +558,7 @@ async fn ingest_json(
 /// written; 400 naming the rejected series otherwise (the others are kept).
 async fn remote_write(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, HttpError> {
@@ -514,7 +607,7 @@ async fn remote_write(
             }
             prometheus::DecodeError::Invalid(m) => HttpError::bad_request(m),
         })?;
-    let written = write_tables(engine, decoded.tables, "prometheus_remote_write").await?;
+    let written = write_tables(&state, &who, decoded.tables, "prometheus_remote_write").await?;
     if !decoded.rejected.is_empty() {
         sextant_metrics::metrics()
             .rejected_points

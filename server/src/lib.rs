@@ -58,7 +58,10 @@ fn context<T, E: std::fmt::Display>(
 
 /// Safe by default: with no authentication, only loopback addresses, unless
 /// `--allow-unauthenticated` says otherwise (then a warning per address).
-fn check_exposure(config: &ServeConfig) -> Result<(), StartError> {
+fn check_exposure(config: &ServeConfig, users_exist: bool) -> Result<(), StartError> {
+    if users_exist {
+        return Ok(());
+    }
     let listeners = [
         (config.pg_addr, "--pg-addr"),
         (config.http_addr, "--http-addr"),
@@ -90,7 +93,6 @@ pub async fn run(
     shutdown: CancellationToken,
     telemetry: Option<SelfTelemetry>,
 ) -> Result<(), StartError> {
-    check_exposure(&config)?;
     let data_dir = config.data_dir.clone();
     context(std::fs::create_dir_all(&data_dir), || {
         format!("cannot create data directory {}", data_dir.display())
@@ -128,12 +130,19 @@ pub async fn run(
     let engine = context(engine, || {
         format!("cannot open data in {}", data_dir.display())
     })?;
-    let ctx = session_context(&engine, store, config.query_memory_limit)?;
+    let directory = context(sextant_auth::Directory::open(engine.catalog().clone()), || {
+        "cannot load users".to_string()
+    })?
+    .allow_unauthenticated(config.allow_unauthenticated);
+    let directory = Arc::new(directory);
+    check_exposure(&config, directory.required())?;
+    let ctx = session_context(&engine, store, config.query_memory_limit, &directory)?;
     let alerts = open_alerts(&engine, &ctx, &config)?;
     system::register_alerts(&ctx, &alerts)?;
     let queries = sextant_sql::Queries::default();
     sextant_sql::register_cancel_backend(&ctx, &queries);
     system::register_queries(&ctx, &queries)?;
+    system::register_access(&ctx, &directory)?;
     ctx.state_ref()
         .write()
         .config_mut()
@@ -189,6 +198,7 @@ pub async fn run(
         engine.clone(),
         alerts,
         gauges,
+        directory.clone(),
         config.max_body_size as usize,
         shutdown.clone(),
     ));
@@ -196,6 +206,7 @@ pub async fn run(
     let grpc_task = tokio::spawn(otlp::serve_grpc(
         grpc,
         engine.clone(),
+        directory.clone(),
         config.max_body_size as usize,
         shutdown.clone(),
     ));
@@ -345,6 +356,7 @@ fn session_context(
     engine: &Engine,
     store: Arc<dyn ObjectStore>,
     memory_limit: u64,
+    directory: &Arc<sextant_auth::Directory>,
 ) -> Result<SessionContext, StartError> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_limit as usize, 1.0)
@@ -357,7 +369,18 @@ fn session_context(
         .with_information_schema(false)
         // `timestamptz` and `now()` are in UTC, as Sextant stores time.
         .set_str("datafusion.execution.time_zone", "UTC");
-    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    // Every plan is checked for the principal running it (sextant_sql::run_as).
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_query_planner(Arc::new(sextant_sql::GuardedPlanner::new(directory.clone())))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(directory.clone());
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(SCHEMA_NAME, Arc::new(SextantSchema::new(engine.clone())))?;
     catalog.register_schema("system", system::schema(engine)?)?;

@@ -12,6 +12,7 @@
 //! or over HTTP a 4xx/5xx whose body is a `google.rpc.Status` in the
 //! request's encoding (`Retry-After` on 503).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -228,6 +229,16 @@ fn grpc_status(e: StorageError) -> Status {
 #[derive(Clone)]
 struct Collector {
     engine: Engine,
+    directory: Arc<sextant_auth::Directory>,
+}
+
+/// The principal the authenticating interceptor left on the request.
+fn caller<T>(request: &Request<T>) -> sextant_auth::Principal {
+    request
+        .extensions()
+        .get::<sextant_auth::Principal>()
+        .cloned()
+        .unwrap_or_else(|| sextant_auth::Principal::password(""))
 }
 
 impl Collector {
@@ -236,7 +247,10 @@ impl Collector {
         signal: Signal,
         mut decoded: Decoded,
         bytes: usize,
+        who: &sextant_auth::Principal,
     ) -> Result<Decoded, Status> {
+        crate::http::may_write(&self.directory, who, decoded.tables.iter().map(|(t, _)| &**t))
+            .map_err(sextant_flight::auth_status)?;
         debug!(
             ?signal,
             accepted = decoded.accepted,
@@ -272,7 +286,7 @@ impl LogsService for Collector {
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
         let d = otlp::decode_logs(request.get_ref(), now_ns());
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let d = Collector::export(self, Signal::Logs, d, bytes).await?;
+        let d = Collector::export(self, Signal::Logs, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
@@ -290,7 +304,7 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
         let d = otlp::decode_traces(request.get_ref());
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let d = Collector::export(self, Signal::Traces, d, bytes).await?;
+        let d = Collector::export(self, Signal::Traces, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
                 ExportTracePartialSuccess {
@@ -310,7 +324,7 @@ impl MetricsService for Collector {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
         let d = otlp::decode_metrics(request.get_ref());
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let d = Collector::export(self, Signal::Metrics, d, bytes).await?;
+        let d = Collector::export(self, Signal::Metrics, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
                 ExportMetricsPartialSuccess {
@@ -326,27 +340,33 @@ impl MetricsService for Collector {
 pub async fn serve_grpc(
     listener: TcpListener,
     engine: Engine,
+    directory: Arc<sextant_auth::Directory>,
     max_message: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let c = Collector { engine };
+    use tonic::service::interceptor::InterceptedService;
+    let auth = sextant_flight::authenticator(directory.clone(), "otlp_grpc");
+    let c = Collector { engine, directory };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(client_error_codes))
-        .add_service(
+        .add_service(InterceptedService::new(
             LogsServiceServer::new(c.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message),
-        )
-        .add_service(
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
             TraceServiceServer::new(c.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message),
-        )
-        .add_service(
+            auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
             MetricsServiceServer::new(c)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message),
-        )
+            auth,
+        ))
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY a small reply can wait for the client's
             // delayed ACK (about 40 ms) under Nagle's algorithm.
@@ -458,6 +478,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
 pub(crate) async fn export_http(
     signal: Signal,
     state: AppState,
+    who: sextant_auth::Principal,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OtlpHttpErrorResponse> {
@@ -473,6 +494,8 @@ pub(crate) async fn export_http(
         rejected = decoded.rejected,
         "OTLP/HTTP export"
     );
+    crate::http::may_write(&state.directory, &who, decoded.tables.iter().map(|(t, _)| &**t))
+        .map_err(|e| fail(HttpError::from(e)))?;
     write(&state.engine, &mut decoded, "otlp_http")
         .await
         .map_err(|e| fail(HttpError::from(e)))?;

@@ -6,6 +6,11 @@
 //! text of each extended-protocol Parse, is first offered to
 //! [`sextant_sql::classify`]; Sextant's own statements run here, the rest go
 //! on to DataFusion. Every error leaves with a SQLSTATE ([`assign_sqlstate`]).
+//!
+//! A connection logs in with SCRAM-SHA-256 once a user exists ([`Startup`]);
+//! before that, only from loopback and without a password. Its principal is
+//! kept with the connection, and every statement runs as it
+//! ([`sextant_sql::run_as`]), so every plan is checked for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +25,10 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::{DfSessionService, Parser as DfParser, QueryHook};
 use futures::{Sink, SinkExt, StreamExt};
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -32,15 +39,17 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, ErrorHandler,
-    PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME,
+    ErrorHandler, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use sextant_auth::{AuthError, Directory, Principal, Via};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
-use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use sextant_storage::Engine;
@@ -123,6 +132,12 @@ impl Handlers {
             .get_extension::<Queries>()
             .map(|q| q.as_ref().clone())
             .unwrap_or_default();
+        let directory = ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<Directory>()
+            .expect("the session has the user directory");
         Self {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
@@ -133,9 +148,12 @@ impl Handlers {
                 engine,
                 ctx,
                 queries: queries.clone(),
+                directory: directory.clone(),
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
+                directory: directory.clone(),
+                keys: RandomPidSecretKeyGenerator::default(),
             }),
             cancel: Arc::new(Cancel {
                 connections,
@@ -185,36 +203,166 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// No authentication yet: any user name, database `sextant` (or any other
-/// name, which clients default to their user name).
+/// Logs a connection in. Once a user exists: SCRAM-SHA-256 (RFC 7677, as
+/// PostgreSQL does it), with the same answer for a wrong password and an
+/// unknown user, and failed logins counted per address. With no user yet:
+/// no password, from loopback only (unless `--allow-unauthenticated`). The
+/// exchange's state lives with the connection (its session extensions).
 struct Startup {
     connections: Arc<ConnectionManager>,
+    directory: Arc<Directory>,
+    keys: RandomPidSecretKeyGenerator,
 }
 
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
+/// A connection's principal, once it logged in.
+struct SessionPrincipal(std::sync::RwLock<Principal>);
+
+/// A SCRAM exchange under way.
+struct Scram(std::sync::Mutex<Option<sextant_auth::ScramWaiting>>);
+
+/// The principal of a connection; one that never logged in (which pgwire
+/// does not allow) is nobody, whom every check refuses.
+pub(crate) fn principal<C: ClientInfo + ?Sized>(client: &C) -> Principal {
+    client
+        .session_extensions()
+        .get::<SessionPrincipal>()
+        .map(|p| p.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_else(|| Principal::password(""))
+}
+
+fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
+
+fn auth_fatal(e: &AuthError) -> PgWireError {
+    fatal(e.sqlstate(), e.to_string())
+}
+
+impl Startup {
+    fn user<C: ClientInfo>(client: &C) -> String {
+        client
+            .metadata()
+            .get("user")
+            .cloned()
+            .unwrap_or_else(|| "sextant".to_string())
     }
 
-    /// pgwire has sent its default parameters; this one is Sextant's
-    /// (clients read the last value they get).
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
+    /// AuthenticationOk, the server's parameters, the backend key, and
+    /// ReadyForQuery: the connection is open as `who`.
+    async fn finish<C>(&self, client: &mut C, who: Principal) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let (pid, secret_key) = self.keys.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        let (handle, guard) = self.connections.register(pid, secret_key);
         client
-            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                "server_version".to_string(),
-                sextant_sql::settings::SERVER_VERSION.to_string(),
-            )))
-            .await?;
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert(guard);
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = sextant_sql::settings::SERVER_VERSION.to_string();
+        parameters.is_superuser = self.directory.is_admin(&who);
+        client
+            .session_extensions()
+            .insert(SessionPrincipal(std::sync::RwLock::new(who)));
+        finish_authentication(client, &parameters).await
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let peer = client.socket_addr().ip();
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                let user = Self::user(client);
+                if !self.directory.required() {
+                    let who = self
+                        .directory
+                        .anonymous(peer, &user)
+                        .map_err(|e| auth_fatal(&e))?;
+                    return self.finish(client, who).await;
+                }
+                self.directory
+                    .allow_attempt(peer, "pgwire")
+                    .map_err(|e| auth_fatal(&e))?;
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                        vec!["SCRAM-SHA-256".to_string()],
+                    )))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(msg) => {
+                let user = Self::user(client);
+                let scram = client
+                    .session_extensions()
+                    .get_or_insert_with(|| Scram(std::sync::Mutex::new(None)));
+                let waiting = scram.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let failed = |e: AuthError| {
+                    self.directory.failed(peer, "pgwire", &user, &e);
+                    auth_fatal(&e)
+                };
+                match waiting {
+                    None => {
+                        let initial = msg.into_sasl_initial_response()?;
+                        if initial.auth_method != "SCRAM-SHA-256" {
+                            return Err(failed(AuthError::Malformed(format!(
+                                "SASL mechanism {} is not offered: use SCRAM-SHA-256",
+                                initial.auth_method
+                            ))));
+                        }
+                        let first = initial.data.unwrap_or_default();
+                        let first = std::str::from_utf8(&first).map_err(|_| {
+                            failed(AuthError::Malformed("client-first is not UTF-8".into()))
+                        })?;
+                        let (server_first, next) = sextant_auth::server_first(
+                            &user,
+                            self.directory.scram_verifier(&user),
+                            first,
+                            &sextant_auth::random_nonce(),
+                        )
+                        .map_err(failed)?;
+                        *scram.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLContinue(server_first.into_bytes().into()),
+                            ))
+                            .await?;
+                    }
+                    Some(waiting) => {
+                        let response = msg.into_sasl_response()?;
+                        let last = std::str::from_utf8(&response.data).map_err(|_| {
+                            failed(AuthError::Malformed("client-final is not UTF-8".into()))
+                        })?;
+                        let server_final = waiting.finish(last).map_err(failed)?;
+                        client
+                            .feed(PgWireBackendMessage::Authentication(
+                                Authentication::SASLFinal(server_final.into_bytes().into()),
+                            ))
+                            .await?;
+                        let who = Principal::password(user);
+                        self.directory.succeeded("pgwire", &who);
+                        self.finish(client, who).await?;
+                    }
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -292,6 +440,7 @@ struct Service {
     engine: Engine,
     ctx: Arc<SessionContext>,
     queries: Queries,
+    directory: Arc<Directory>,
 }
 
 impl Service {
@@ -366,10 +515,36 @@ fn tag_rows(tag: &Tag) -> Option<u64> {
 }
 
 impl Service {
-    async fn run_sextant(&self, stmt: &statements::SextantStatement) -> PgWireResult<Response> {
-        let Done { tag, rows } = statements::execute(stmt, &self.engine, &self.ctx)
+    async fn run_sextant<C: ClientInfo>(
+        &self,
+        client: &C,
+        stmt: &statements::SextantStatement,
+    ) -> PgWireResult<Response> {
+        let who = principal(client);
+        let was_open = !self.directory.required();
+        let Done { tag, rows, batch } = statements::execute(stmt, &self.engine, &self.ctx, &who)
             .await
             .map_err(pg_error)?;
+        // The connection that made the first user (an admin) goes on as it:
+        // logins are required from now on, and it set the password.
+        if was_open
+            && *who.via() == Via::Trusted
+            && let [only] = self.directory.users().as_slice()
+            && let Some(p) = client.session_extensions().get::<SessionPrincipal>()
+        {
+            info!(user = %only.name, "the first user exists: logins are required from now on");
+            *p.0.write().unwrap_or_else(|e| e.into_inner()) = Principal::password(&only.name);
+        }
+        if let Some(batch) = batch {
+            let df = self
+                .ctx
+                .read_batch(batch)
+                .map_err(|e| pg_error(SqlError::from(e)))?;
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            return Ok(Response::Query(
+                encode_dataframe(df, &Format::UnifiedText, Some(options)).await?,
+            ));
+        }
         let tag = Tag::new(tag);
         Ok(Response::Execution(match rows {
             Some(n) => tag.with_rows(n),
@@ -398,6 +573,13 @@ async fn own_plan(
     };
     let stmt = sextant_sql::pg::parse_statement(sql, &session).map_err(pg_error)?;
     if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
+        let directory = ctx
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<Directory>()
+            .ok_or_else(|| pg_error(SqlError::internal("no user directory")))?;
+        sextant_sql::authorize_other(&stmt, &directory, &principal(client)).map_err(pg_error)?;
         return Ok(None);
     }
     let planned = sextant_sql::pg::plan_query(ctx, sql, stmt, &session)
@@ -467,6 +649,11 @@ impl Service {
         sql: &str,
     ) -> PgWireResult<Response> {
         let parsed = copy::parse(sql, &self.engine).map_err(pg_error)?;
+        if let copy::Copy::In { table, .. } = &parsed {
+            self.directory
+                .check(&principal(client), sextant_auth::Action::Insert(table))
+                .map_err(|e| pg_error(e.into()))?;
+        }
         let copy::Copy::Out { query, .. } = &parsed else {
             return Ok(copy::start_in(client, parsed));
         };
@@ -596,6 +783,18 @@ impl SimpleQueryHandler for Service {
         if stmts.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
+        sextant_sql::run_as(principal(client), self.run_simple(client, stmts)).await
+    }
+}
+
+impl Service {
+    async fn run_simple<C>(&self, client: &mut C, stmts: Vec<String>) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
             if copy::is_copy(&stmt) {
@@ -605,7 +804,7 @@ impl SimpleQueryHandler for Service {
             let guard = self.begin(client, &stmt);
             let ran = match statements::classify(&stmt) {
                 Classified::Sextant(s) => {
-                    tracked(guard, async { Ok(vec![self.run_sextant(&s).await?]) }).await?
+                    tracked(guard, async { Ok(vec![self.run_sextant(client, &s).await?]) }).await?
                 }
                 Classified::Sql(sql) => {
                     tracked(guard, async {
@@ -670,6 +869,23 @@ impl ExtendedQueryHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        sextant_sql::run_as(principal(client), self.run_portal(client, portal, max_rows)).await
+    }
+}
+
+impl Service {
+    async fn run_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<DfStatement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         // The parser leaves Sextant's statements and COPY unplanned (no
         // plan, just text).
         if let (text, None) = &portal.statement.statement
@@ -682,7 +898,7 @@ impl ExtendedQueryHandler for Service {
             if let (text, None) = &portal.statement.statement
                 && let Classified::Sextant(s) = statements::classify(text)
             {
-                return Ok(vec![self.run_sextant(&s).await?]);
+                return Ok(vec![self.run_sextant(client, &s).await?]);
             }
             Ok(vec![
                 ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await?,

@@ -1,6 +1,8 @@
 //! System tables: the server described to itself in SQL (`system.tables`,
 //! `system.files`, `system.wal`, `system.compactions`,
-//! `system.materialized_views`, `system.alerts`, `system.alert_events`).
+//! `system.materialized_views`, `system.alerts`, `system.alert_events`,
+//! `system.metrics`, `system.queries`, `system.users`, `system.grants`,
+//! `system.tokens`).
 //! Each is computed from the engine's (or the alert rules') state
 //! when a query scans it.
 
@@ -670,4 +672,92 @@ pub(crate) fn register_queries(
         }),
     );
     add_table(ctx, "queries", table_schema, queries.clone(), build)
+}
+
+/// Adds `system.users`, `system.grants` and `system.tokens` (never a
+/// password or a token's secret). A non-admin sees its own rows only
+/// (`sextant_sql::authorize_plan`).
+pub(crate) fn register_access(
+    ctx: &datafusion::prelude::SessionContext,
+    directory: &Arc<sextant_auth::Directory>,
+) -> Result<()> {
+    type Dir = Arc<sextant_auth::Directory>;
+    let text = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+    let time = |v: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
+    };
+
+    let users = Arc::new(Schema::new(vec![
+        Field::new("user_name", DataType::Utf8, false),
+        Field::new("admin", DataType::Boolean, false),
+        Field::new("created_at", ts(), false),
+    ]));
+    let build = with_schema(
+        users.clone(),
+        Arc::new(move |d: &Dir| {
+            let rows = d.users();
+            Ok(vec![
+                text(rows.iter().map(|u| Some(u.name.clone())).collect()),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|u| Some(u.admin)))) as ArrayRef,
+                time(rows.iter().map(|u| Some(u.created_at_ns)).collect()),
+            ])
+        }),
+    );
+    add_table(ctx, "users", users, directory.clone(), build)?;
+
+    let grants = Arc::new(Schema::new(vec![
+        Field::new("user_name", DataType::Utf8, false),
+        Field::new("privilege", DataType::Utf8, false),
+        Field::new("object", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, true),
+    ]));
+    let build = with_schema(
+        grants.clone(),
+        Arc::new(move |d: &Dir| {
+            let rows = d.grants();
+            Ok(vec![
+                text(rows.iter().map(|g| Some(g.user.clone())).collect()),
+                text(
+                    rows.iter()
+                        .map(|g| Some(g.privilege.as_str().to_string()))
+                        .collect(),
+                ),
+                text(
+                    rows.iter()
+                        .map(|g| Some(if g.table.is_some() { "table" } else { "database" }.into()))
+                        .collect(),
+                ),
+                text(rows.iter().map(|g| g.table.clone()).collect()),
+            ])
+        }),
+    );
+    add_table(ctx, "grants", grants, directory.clone(), build)?;
+
+    let tokens = Arc::new(Schema::new(vec![
+        Field::new("token_name", DataType::Utf8, false),
+        Field::new("user_name", DataType::Utf8, false),
+        Field::new("insert_only_table", DataType::Utf8, true),
+        Field::new("expires_at", ts(), true),
+        Field::new("expired", DataType::Boolean, false),
+        Field::new("created_at", ts(), false),
+    ]));
+    let build = with_schema(
+        tokens.clone(),
+        Arc::new(move |d: &Dir| {
+            let rows = d.tokens();
+            let now = crate::http::now_ns();
+            Ok(vec![
+                text(rows.iter().map(|t| Some(t.name.clone())).collect()),
+                text(rows.iter().map(|t| Some(t.user.clone())).collect()),
+                text(rows.iter().map(|t| t.table.clone()).collect()),
+                time(rows.iter().map(|t| t.expires_at_ns).collect()),
+                Arc::new(BooleanArray::from_iter(
+                    rows.iter()
+                        .map(|t| Some(t.expires_at_ns.is_some_and(|e| e <= now))),
+                )) as ArrayRef,
+                time(rows.iter().map(|t| Some(t.created_at_ns)).collect()),
+            ])
+        }),
+    );
+    add_table(ctx, "tokens", tokens, directory.clone(), build)
 }

@@ -304,6 +304,7 @@ pub(crate) async fn create(sql: &str, ctx: &SessionContext) -> Result<Done, SqlE
     Ok(Done {
         tag: "CREATE ALERT",
         rows: None,
+        batch: None,
     })
 }
 
@@ -335,6 +336,7 @@ pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "ALTER ALERT",
         rows: None,
+        batch: None,
     })
 }
 
@@ -356,6 +358,7 @@ pub(crate) fn drop(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "DROP ALERT",
         rows: None,
+        batch: None,
     })
 }
 

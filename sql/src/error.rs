@@ -66,6 +66,9 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
             return classify_datafusion(&list[0]);
         }
         DataFusionError::External(inner) => {
+            if let Some(s) = inner.downcast_ref::<SqlError>() {
+                return s.clone();
+            }
             if let Some(s) = inner.downcast_ref::<StorageError>() {
                 return SqlError::new(SqlError::from_storage_code(s), s.to_string());
             }

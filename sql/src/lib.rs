@@ -6,7 +6,9 @@
 //! [`execute`] against the engine; everything else (possibly rewritten, as
 //! `SHOW TABLES`) goes on to DataFusion. Every failure is a [`SqlError`] with
 //! a SQLSTATE, which each front end maps to its own protocol's errors.
+//! Who may run what is checked here too ([`run_as`], [`GuardedPlanner`]).
 
+mod access;
 mod alerts;
 mod error;
 pub mod pg;
@@ -15,6 +17,7 @@ pub mod settings;
 mod statements;
 mod views;
 
+pub use access::{GuardedPlanner, authorize_other, authorize_plan, run_as};
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
 pub use queries::{

@@ -454,7 +454,12 @@ impl datafusion::logical_expr::ScalarUDFImpl for CancelBackend {
 }
 
 /// `KILL [QUERY] id`: cancels statement `id` of `system.queries`.
-pub(crate) fn kill(sql: &str, queries: &Queries) -> Result<crate::Done, crate::SqlError> {
+/// `own`: the user whose statements the caller may cancel (`None`: any).
+pub(crate) fn kill(
+    sql: &str,
+    queries: &Queries,
+    own: Option<&str>,
+) -> Result<crate::Done, crate::SqlError> {
     let usage = "usage: KILL QUERY <query_id> (the query_id of system.queries)";
     let mut words = sql.split_whitespace().skip(1);
     let mut next = words.next();
@@ -465,6 +470,14 @@ pub(crate) fn kill(sql: &str, queries: &Queries) -> Result<crate::Done, crate::S
         (Some(Ok(id)), None) => id,
         _ => return Err(crate::SqlError::syntax(format!("syntax error: {usage}"))),
     };
+    if let Some(user) = own
+        && queries.list().iter().any(|q| q.id == id && q.user != user)
+    {
+        return Err(crate::SqlError::new(
+            "42501",
+            format!("permission denied to cancel query {id}: it is another user's, and only an admin may cancel those"),
+        ));
+    }
     if !queries.cancel(id) {
         return Err(crate::SqlError::new(
             "42704",
@@ -474,5 +487,6 @@ pub(crate) fn kill(sql: &str, queries: &Queries) -> Result<crate::Done, crate::S
     Ok(crate::Done {
         tag: "KILL",
         rows: None,
+        batch: None,
     })
 }

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use sextant_auth::Principal;
 use sextant_catalog::{NewTable, TIME_COLUMN, TableOptions};
 use sextant_storage::Engine;
 
@@ -49,6 +50,9 @@ pub enum SextantStatement {
     AlterAlert(String),
     DropAlert(String),
     Kill(String),
+    /// `CREATE USER`, `ALTER USER`, `DROP USER`, `GRANT`, `REVOKE`,
+    /// `CREATE TOKEN`, `DROP TOKEN` (see [`crate::access`]).
+    Access(String),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -141,6 +145,9 @@ pub fn classify(stmt: &str) -> Classified {
             _ => {}
         }
     }
+    if crate::access::is_access_statement(&words) {
+        return Classified::Sextant(SextantStatement::Access(stmt.to_string()));
+    }
     if matches!(words.first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("kill"))
     {
         return Classified::Sextant(SextantStatement::Kill(stmt.to_string()));
@@ -189,15 +196,22 @@ const SHOW_ALERTS: &str = "SELECT alert_name, state, health, every, \"for\", fir
 pub struct Done {
     pub tag: &'static str,
     pub rows: Option<usize>,
+    /// Rows to show, for a statement that answers with some (`CREATE TOKEN`
+    /// shows the token's secret, once).
+    pub batch: Option<arrow::array::RecordBatch>,
 }
 
-/// Runs one of Sextant's statements.
+/// Runs one of Sextant's statements for `who`, once it may.
 pub async fn execute(
     stmt: &SextantStatement,
     engine: &Engine,
     ctx: &SessionContext,
+    who: &Principal,
 ) -> Result<Done, SqlError> {
+    let directory = crate::access::directory(ctx)?;
+    crate::access::authorize_statement(stmt, engine, &directory, who)?;
     match stmt {
+        SextantStatement::Access(sql) => crate::access::execute(sql, &directory, who),
         SextantStatement::CreateTable(sql) => create_table(sql, engine, ctx).await,
         SextantStatement::AlterTable(sql) => alter_table(sql, engine).await,
         SextantStatement::DropTable(sql) => drop_table(sql, engine).await,
@@ -216,12 +230,13 @@ pub async fn execute(
                 .config()
                 .get_extension::<crate::Queries>()
                 .ok_or_else(|| SqlError::unsupported("KILL is not available in this session"))?;
-            crate::queries::kill(sql, &queries)
+            let own = (!directory.is_admin(who)).then(|| who.user());
+            crate::queries::kill(sql, &queries, own)
         }
     }
 }
 
-fn parse_one(sql: &str) -> Result<Statement, SqlError> {
+pub(crate) fn parse_one(sql: &str) -> Result<Statement, SqlError> {
     let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::syntax(e.to_string()))?;
     match stmts.len() {
@@ -278,6 +293,7 @@ async fn create_table(sql: &str, engine: &Engine, ctx: &SessionContext) -> Resul
         return Ok(Done {
             tag: "CREATE TABLE",
             rows: None,
+            batch: None,
         });
     }
     let schema = column_schema(&mut ct, ctx).await?;
@@ -300,6 +316,7 @@ async fn create_table(sql: &str, engine: &Engine, ctx: &SessionContext) -> Resul
     Ok(Done {
         tag: "CREATE TABLE",
         rows: None,
+        batch: None,
     })
 }
 
@@ -408,7 +425,7 @@ pub(crate) fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Resul
 /// Table, IF EXISTS, and the options set (`Some`) or reset (`None`).
 type AlterTable = (String, bool, Vec<(String, Option<String>)>);
 
-fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
+pub(crate) fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
     let usage = "ALTER TABLE supports SET (retention = '7 days') and RESET (retention); \
                  new columns are added by writing rows that have them";
     let dialect = PostgreSqlDialect {};
@@ -468,6 +485,7 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
             return Ok(Done {
                 tag: "ALTER TABLE",
                 rows: None,
+                batch: None,
             });
         }
         return Err(sextant_storage::StorageError::from(
@@ -497,6 +515,7 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "ALTER TABLE",
         rows: None,
+        batch: None,
     })
 }
 
@@ -578,6 +597,7 @@ async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "DROP TABLE",
         rows: None,
+        batch: None,
     })
 }
 
@@ -589,6 +609,7 @@ async fn flush(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "FLUSH",
         rows: Some(files),
+        batch: None,
     })
 }
 
@@ -602,6 +623,7 @@ async fn compact(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "COMPACT",
         rows: Some(files),
+        batch: None,
     })
 }
 
@@ -611,7 +633,7 @@ fn flush_targets(sql: &str) -> Result<Vec<String>, SqlError> {
 }
 
 /// The tables of `<VERB> TABLE a, b`.
-fn table_list(sql: &str, verb: &str) -> Result<Vec<String>, SqlError> {
+pub(crate) fn table_list(sql: &str, verb: &str) -> Result<Vec<String>, SqlError> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect)
         .try_with_sql(sql)

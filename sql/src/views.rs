@@ -58,6 +58,7 @@ pub(crate) async fn create(
     let done = Done {
         tag: "CREATE MATERIALIZED VIEW",
         rows: None,
+        batch: None,
     };
     let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| SqlError::syntax(e.to_string()))?;
@@ -186,6 +187,7 @@ pub(crate) async fn drop(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     Ok(Done {
         tag: "DROP MATERIALIZED VIEW",
         rows: None,
+        batch: None,
     })
 }
 
@@ -214,12 +216,13 @@ pub(crate) async fn refresh(
     Ok(Done {
         tag: "REFRESH MATERIALIZED VIEW",
         rows: None,
+        batch: None,
     })
 }
 
 /// The view of `REFRESH MATERIALIZED VIEW [CONCURRENTLY] v` (every
 /// refresh is concurrent with readers here).
-fn refresh_target(sql: &str) -> Result<String, SqlError> {
+pub(crate) fn refresh_target(sql: &str) -> Result<String, SqlError> {
     let usage = "usage: REFRESH MATERIALIZED VIEW name";
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect)

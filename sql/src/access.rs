@@ -1,0 +1,680 @@
+//! Who may do what, in SQL.
+//!
+//! The statements that manage users (`CREATE USER`, `ALTER USER`, `DROP
+//! USER`), privileges (`GRANT`, `REVOKE`) and tokens (`CREATE TOKEN`, `DROP
+//! TOKEN`) are parsed here and carried out by the server's [`Directory`]
+//! (a session-config extension).
+//!
+//! Checks happen in two places. Sextant's own statements are checked before
+//! they run ([`authorize_statement`]). Every plan DataFusion executes goes
+//! through [`GuardedPlanner`], which walks the whole logical plan, subqueries
+//! included, for the principal of the current task ([`run_as`]): a table scan
+//! needs SELECT, an INSERT (however it is reached: `INSERT ... SELECT`, a
+//! prepared statement, `EXPLAIN ANALYZE`) needs INSERT, `COPY ... TO` a file
+//! needs admin; for a non-admin the system tables are filtered down to the
+//! rows that are theirs. Work with no principal (materialized views, alert
+//! rules, the server's own telemetry) is the server's own and is not checked.
+//!
+//! ```sql
+//! CREATE USER [IF NOT EXISTS] name [WITH] PASSWORD '...' [SUPERUSER]
+//! ALTER USER name [WITH] [PASSWORD '...'] [SUPERUSER | NOSUPERUSER]
+//! DROP USER [IF EXISTS] name [, ...]
+//! GRANT {SELECT | INSERT | ALL | read | write | admin} [, ...]
+//!   ON {DATABASE sextant | ALL TABLES | [TABLE] t [, ...]} TO user [, ...]
+//! REVOKE ... ON ... FROM user [, ...]
+//! CREATE TOKEN name FOR [USER] user [INSERT ON table] [EXPIRES IN '30 days' | EXPIRES '2027-01-01T00:00:00Z']
+//! DROP TOKEN [IF EXISTS] name
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Column, TableReference};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{
+    Expr, Filter, LogicalPlan, Projection, TableScan, TableScanBuilder, WriteOp, lit,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+use sextant_auth::{Action, AuthError, Directory, Principal, Privilege, Via};
+use sextant_storage::Engine;
+
+use crate::SqlError;
+use crate::statements::{Done, SextantStatement, parse_interval, table_name};
+
+impl From<AuthError> for SqlError {
+    fn from(e: AuthError) -> Self {
+        SqlError::new(e.sqlstate(), e.to_string())
+    }
+}
+
+tokio::task_local! {
+    static PRINCIPAL: Principal;
+}
+
+/// Runs `fut` as `who`: every plan it executes is checked for `who`.
+pub async fn run_as<F: std::future::Future>(who: Principal, fut: F) -> F::Output {
+    PRINCIPAL.scope(who, fut).await
+}
+
+/// The principal of the current task, if a front end set one.
+fn current() -> Option<Principal> {
+    PRINCIPAL.try_with(Principal::clone).ok()
+}
+
+/// The server's directory of users, from the session.
+pub(crate) fn directory(ctx: &SessionContext) -> Result<Arc<Directory>, SqlError> {
+    ctx.state_ref()
+        .read()
+        .config()
+        .get_extension::<Directory>()
+        .ok_or_else(|| SqlError::internal("the session has no user directory"))
+}
+
+// ---------------------------------------------------------------------------
+// The physical planner every front end's plans go through
+
+/// DataFusion's physical planner, after [`authorize_plan`] for the current
+/// task's principal.
+#[derive(Debug)]
+pub struct GuardedPlanner {
+    directory: Arc<Directory>,
+}
+
+impl GuardedPlanner {
+    pub fn new(directory: Arc<Directory>) -> Self {
+        Self { directory }
+    }
+}
+
+#[async_trait]
+impl QueryPlanner for GuardedPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        state: &dyn Session,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let planner = DefaultPhysicalPlanner::default();
+        match current() {
+            None => planner.create_physical_plan(plan, state).await,
+            Some(who) => {
+                let plan = authorize_plan(plan.clone(), &self.directory, &who)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                planner.create_physical_plan(&plan, state).await
+            }
+        }
+    }
+}
+
+/// Checks every node of `plan` for `who`, and for a non-admin filters the
+/// system tables down to what is theirs.
+pub fn authorize_plan(
+    plan: LogicalPlan,
+    directory: &Directory,
+    who: &Principal,
+) -> Result<LogicalPlan, SqlError> {
+    let mut denied = None;
+    plan.apply_with_subqueries(|node| {
+        if let Err(e) = check_node(node, directory, who) {
+            denied = Some(e);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(e) = denied {
+        return Err(e.into());
+    }
+    if directory.is_admin(who) {
+        return Ok(plan);
+    }
+    let filtered = plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::TableScan(scan) if is_system(&scan.table_name) => {
+            Ok(Transformed::yes(filter_system(scan, directory, who)?))
+        }
+        other => Ok(Transformed::no(other)),
+    })?;
+    Ok(filtered.data)
+}
+
+/// Rows a front end put in memory itself (`CREATE TOKEN`'s answer, read
+/// as a batch): no table of anyone's.
+fn is_in_memory(scan: &TableScan) -> bool {
+    scan.table_name.table() == datafusion::logical_expr::UNNAMED_TABLE
+        && datafusion::datasource::source_as_provider(&scan.source)
+            .is_ok_and(|p| p.downcast_ref::<datafusion::datasource::MemTable>().is_some())
+}
+
+fn is_system(t: &TableReference) -> bool {
+    t.schema() == Some("system")
+}
+
+fn check_node(node: &LogicalPlan, directory: &Directory, who: &Principal) -> Result<(), AuthError> {
+    match node {
+        LogicalPlan::TableScan(scan) => match scan.table_name.schema() {
+            Some("system" | "pg_catalog" | "information_schema") => Ok(()),
+            _ if is_in_memory(scan) => Ok(()),
+            _ => directory.check(who, Action::Select(scan.table_name.table())),
+        },
+        LogicalPlan::Dml(dml) => match dml.op {
+            WriteOp::Insert(_) => directory.check(who, Action::Insert(dml.table_name.table())),
+            _ => directory.check(who, Action::Manage(dml.table_name.table())),
+        },
+        LogicalPlan::Copy(_) => directory.check(who, Action::Admin("write files on the server")),
+        LogicalPlan::Ddl(_) => directory.check(who, Action::Admin("run DDL through DataFusion")),
+        _ => Ok(()),
+    }
+}
+
+/// What of a system table a non-admin sees: its own statements, user,
+/// grants and tokens; the tables, files and views it may read; nothing of
+/// the rest (WAL, metrics, alert rules).
+fn filter_system(
+    scan: TableScan,
+    directory: &Directory,
+    who: &Principal,
+) -> datafusion::error::Result<LogicalPlan> {
+    let own = |column: &'static str| Some((column, vec![who.user().to_string()]));
+    let readable = |column: &'static str| {
+        directory
+            .readable_tables(who)
+            .map(|tables| (column, tables))
+    };
+    let rule: Option<Option<(&'static str, Vec<String>)>> = match scan.table_name.table() {
+        "queries" | "users" | "grants" | "tokens" => Some(own("user_name")),
+        "tables" | "files" | "compactions" => Some(readable("table_name")),
+        "materialized_views" => Some(readable("view_name")),
+        _ => None,
+    };
+    let predicate = match rule {
+        // Everything it may read: no filter.
+        Some(None) => return Ok(LogicalPlan::TableScan(scan)),
+        Some(Some((column, values))) => {
+            let c = Expr::Column(Column::new(Some(scan.table_name.clone()), column));
+            if values.is_empty() {
+                lit(false)
+            } else {
+                c.in_list(values.into_iter().map(lit).collect(), false)
+            }
+        }
+        None => lit(false),
+    };
+    // The filter's column may have been projected out of the scan by the
+    // optimizer: scan all columns, filter, then project what was asked.
+    let wanted: Vec<Expr> = scan
+        .projected_schema
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let full = TableScanBuilder::from(scan)
+        .with_projection(None)
+        .with_fetch(None)
+        .build()?;
+    let filter = Filter::try_new(predicate, Arc::new(LogicalPlan::TableScan(full)))?;
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        wanted,
+        Arc::new(LogicalPlan::Filter(filter)),
+    )?))
+}
+
+/// A statement datafusion-postgres answers itself (not a query or an
+/// INSERT, which Sextant plans): settings, transactions and cursors are for
+/// anyone (the queries a cursor or EXPLAIN runs are checked when they are
+/// planned); anything else that changes the database is for an admin.
+pub fn authorize_other(
+    stmt: &Statement,
+    directory: &Directory,
+    who: &Principal,
+) -> Result<(), SqlError> {
+    use Statement as S;
+    match stmt {
+        S::Set(_)
+        | S::ShowVariable { .. }
+        | S::ShowVariables { .. }
+        | S::ShowStatus { .. }
+        | S::ShowColumns { .. }
+        | S::StartTransaction { .. }
+        | S::Commit { .. }
+        | S::Rollback { .. }
+        | S::Savepoint { .. }
+        | S::ReleaseSavepoint { .. }
+        | S::Declare { .. }
+        | S::Fetch { .. }
+        | S::Close { .. }
+        | S::Discard { .. }
+        | S::Deallocate { .. }
+        | S::Prepare { .. }
+        | S::Execute { .. }
+        | S::Explain { .. }
+        | S::ExplainTable { .. }
+        | S::Query(_)
+        | S::Insert(_) => Ok(()),
+        _ => Ok(directory.check(who, Action::Admin("run this statement"))?),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sextant's own statements
+
+/// Checks one of Sextant's statements before it runs.
+pub(crate) fn authorize_statement(
+    stmt: &SextantStatement,
+    engine: &Engine,
+    directory: &Directory,
+    who: &Principal,
+) -> Result<(), SqlError> {
+    use SextantStatement as S;
+    let each = |tables: Vec<String>| -> Result<(), SqlError> {
+        for t in &tables {
+            directory.check(who, Action::Manage(t))?;
+        }
+        Ok(())
+    };
+    match stmt {
+        S::CreateTable(sql) => {
+            let Statement::CreateTable(ct) = crate::statements::parse_one(sql)? else {
+                return Err(SqlError::syntax("expected CREATE TABLE"));
+            };
+            each(vec![table_name(&ct.name)?])
+        }
+        S::AlterTable(sql) => each(vec![crate::statements::parse_alter(sql)?.0]),
+        S::DropTable(sql) => match crate::statements::parse_one(sql)? {
+            Statement::Drop { names, .. } => each(
+                names
+                    .iter()
+                    .map(table_name)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            _ => Err(SqlError::syntax("expected DROP TABLE")),
+        },
+        S::Flush(sql) => each(crate::statements::table_list(sql, "FLUSH")?),
+        S::Compact(sql) => each(crate::statements::table_list(sql, "COMPACT")?),
+        S::RefreshView(sql) => each(vec![crate::views::refresh_target(sql)?]),
+        S::CreateView(_) | S::DropView(_) => Ok(directory.check(
+            who,
+            Action::Admin("create or drop materialized views"),
+        )?),
+        S::CreateAlert(_) | S::AlterAlert(_) | S::DropAlert(_) => {
+            Ok(directory.check(who, Action::Admin("manage alert rules"))?)
+        }
+        // Checked as they run: KILL of one's own statement, ALTER USER of
+        // one's own password, tokens of one's own.
+        S::Kill(_) | S::Access(_) => {
+            let _ = engine;
+            Ok(())
+        }
+    }
+}
+
+const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [SUPERUSER] | ALTER USER name WITH PASSWORD '...' | \
+     DROP USER name | GRANT SELECT|INSERT|ALL ON {DATABASE sextant | ALL TABLES | TABLE t} TO user | \
+     REVOKE ... FROM user | CREATE TOKEN name FOR USER user [INSERT ON table] [EXPIRES IN '30 days'] | \
+     DROP TOKEN name";
+
+/// Whether the statement's first words make it one of this module's.
+pub(crate) fn is_access_statement(words: &[&Token]) -> bool {
+    let w = |i: usize| match words.get(i) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    match (w(0).as_str(), w(1).as_str()) {
+        ("grant" | "revoke", _) => true,
+        ("create" | "alter" | "drop", "user" | "role") => true,
+        ("create" | "drop", "token") => true,
+        _ => false,
+    }
+}
+
+fn syntax(e: ParserError) -> SqlError {
+    let m = match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        other => other.to_string(),
+    };
+    SqlError::syntax(format!("syntax error: {m}; usage: {USAGE}"))
+}
+
+fn word(p: &mut Parser<'_>, w: &str) -> bool {
+    match &p.peek_token().token {
+        Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w) => {
+            p.next_token();
+            true
+        }
+        _ => false,
+    }
+}
+
+fn expect(p: &mut Parser<'_>, w: &str) -> Result<(), SqlError> {
+    if word(p, w) {
+        Ok(())
+    } else {
+        Err(SqlError::syntax(format!(
+            "syntax error: expected {}, found {}; usage: {USAGE}",
+            w.to_uppercase(),
+            p.peek_token().token
+        )))
+    }
+}
+
+fn name(p: &mut Parser<'_>) -> Result<String, SqlError> {
+    let id = p.parse_identifier().map_err(syntax)?;
+    Ok(if id.quote_style.is_some() {
+        id.value
+    } else {
+        id.value.to_lowercase()
+    })
+}
+
+fn names(p: &mut Parser<'_>) -> Result<Vec<String>, SqlError> {
+    let mut out = vec![name(p)?];
+    while p.consume_token(&Token::Comma) {
+        out.push(name(p)?);
+    }
+    Ok(out)
+}
+
+fn string(p: &mut Parser<'_>, what: &str) -> Result<String, SqlError> {
+    match p.next_token().token {
+        Token::SingleQuotedString(s) => Ok(s),
+        other => Err(SqlError::syntax(format!(
+            "syntax error: expected {what} as a quoted string, found {other}"
+        ))),
+    }
+}
+
+fn end(p: &mut Parser<'_>) -> Result<(), SqlError> {
+    match p.peek_token().token {
+        Token::EOF => Ok(()),
+        other => Err(SqlError::syntax(format!(
+            "syntax error: unexpected {other}; usage: {USAGE}"
+        ))),
+    }
+}
+
+fn done(tag: &'static str) -> Done {
+    Done {
+        tag,
+        rows: None,
+        batch: None,
+    }
+}
+
+/// Runs one of this module's statements for `who`.
+pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Result<Done, SqlError> {
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let admin = |what: &str| directory.check(who, Action::Admin(what));
+    if p.parse_keyword(Keyword::GRANT) {
+        admin("grant privileges")?;
+        let (privileges, tables) = privileges_on(&mut p)?;
+        expect(&mut p, "to")?;
+        let users = names(&mut p)?;
+        if p.parse_keywords(&[Keyword::WITH, Keyword::GRANT, Keyword::OPTION]) {
+            return Err(SqlError::unsupported(
+                "WITH GRANT OPTION is not supported: only admins grant privileges",
+            ));
+        }
+        end(&mut p)?;
+        directory.grant(&privileges, tables.as_deref(), &users)?;
+        return Ok(done("GRANT"));
+    }
+    if p.parse_keyword(Keyword::REVOKE) {
+        admin("revoke privileges")?;
+        let (privileges, tables) = privileges_on(&mut p)?;
+        expect(&mut p, "from")?;
+        let users = names(&mut p)?;
+        end(&mut p)?;
+        directory.revoke(&privileges, tables.as_deref(), &users)?;
+        return Ok(done("REVOKE"));
+    }
+    let verb = if p.parse_keyword(Keyword::CREATE) {
+        "create"
+    } else if p.parse_keyword(Keyword::ALTER) {
+        "alter"
+    } else if p.parse_keyword(Keyword::DROP) {
+        "drop"
+    } else {
+        return Err(SqlError::syntax(format!("syntax error; usage: {USAGE}")));
+    };
+    let token = word(&mut p, "token");
+    if !token && !word(&mut p, "user") && !word(&mut p, "role") {
+        return Err(SqlError::syntax(format!("syntax error; usage: {USAGE}")));
+    }
+    match (verb, token) {
+        ("create", false) => {
+            admin("create users")?;
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let user = name(&mut p)?;
+            let (password, superuser) = user_options(&mut p)?;
+            let password = password.ok_or_else(|| {
+                SqlError::syntax(format!(
+                    "CREATE USER {user} needs a password: CREATE USER {user} WITH PASSWORD '...'"
+                ))
+            })?;
+            directory.create_user(&user, &password, superuser == Some(true), if_not_exists)?;
+            Ok(done("CREATE ROLE"))
+        }
+        ("alter", false) => {
+            let user = name(&mut p)?;
+            if word(&mut p, "rename") {
+                return Err(SqlError::unsupported(
+                    "ALTER USER ... RENAME is not supported: create the new user and drop the old one",
+                ));
+            }
+            let (password, superuser) = user_options(&mut p)?;
+            if password.is_none() && superuser.is_none() {
+                return Err(SqlError::syntax(format!(
+                    "syntax error: ALTER USER {user} takes PASSWORD '...', SUPERUSER or NOSUPERUSER"
+                )));
+            }
+            // Anyone may change their own password (not with a token).
+            let own = user == who.user() && superuser.is_none() && *who.via() == Via::Password;
+            if !own {
+                admin("alter other users")?;
+            }
+            directory.alter_user(&user, password.as_deref(), superuser)?;
+            Ok(done("ALTER ROLE"))
+        }
+        ("drop", false) => {
+            admin("drop users")?;
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let users = names(&mut p)?;
+            end(&mut p)?;
+            for u in &users {
+                directory.drop_user(u, if_exists)?;
+            }
+            Ok(done("DROP ROLE"))
+        }
+        ("create", true) => create_token(&mut p, directory, who),
+        ("drop", true) => {
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let token = name(&mut p)?;
+            end(&mut p)?;
+            let owner = directory.token_owner(&token);
+            if owner.as_deref() != Some(who.user()) || matches!(who.via(), Via::Token(_)) {
+                admin("drop other users' tokens")?;
+            }
+            directory.drop_token(&token, if_exists)?;
+            Ok(done("DROP TOKEN"))
+        }
+        _ => Err(SqlError::syntax(format!(
+            "syntax error: there is no ALTER TOKEN; usage: {USAGE}"
+        ))),
+    }
+}
+
+/// `[WITH] [ENCRYPTED] PASSWORD '...' | SUPERUSER | NOSUPERUSER | ADMIN | LOGIN`.
+fn user_options(p: &mut Parser<'_>) -> Result<(Option<String>, Option<bool>), SqlError> {
+    let _ = p.parse_keyword(Keyword::WITH);
+    let (mut password, mut superuser) = (None, None);
+    loop {
+        if word(p, "encrypted") {
+            expect(p, "password")?;
+            password = Some(string(p, "the password")?);
+        } else if word(p, "password") {
+            if p.parse_keyword(Keyword::NULL) {
+                return Err(SqlError::unsupported(
+                    "PASSWORD NULL is not supported: every user logs in with a password",
+                ));
+            }
+            password = Some(string(p, "the password")?);
+        } else if word(p, "superuser") || word(p, "admin") {
+            superuser = Some(true);
+        } else if word(p, "nosuperuser") {
+            superuser = Some(false);
+        } else if word(p, "login") {
+        } else if p.peek_token().token == Token::EOF {
+            return Ok((password, superuser));
+        } else {
+            return Err(SqlError::syntax(format!(
+                "syntax error: unexpected {}: a user takes PASSWORD '...', SUPERUSER or NOSUPERUSER",
+                p.peek_token().token
+            )));
+        }
+    }
+}
+
+/// `privileges ON objects`: `None` for the whole database.
+fn privileges_on(p: &mut Parser<'_>) -> Result<(Vec<Privilege>, Option<Vec<String>>), SqlError> {
+    let mut privileges = vec![];
+    loop {
+        let privilege = if word(p, "select") || word(p, "read") {
+            Privilege::Select
+        } else if word(p, "insert") || word(p, "write") {
+            Privilege::Insert
+        } else if word(p, "all") {
+            let _ = word(p, "privileges");
+            Privilege::All
+        } else if word(p, "admin") {
+            Privilege::All
+        } else {
+            return Err(SqlError::syntax(format!(
+                "syntax error: expected SELECT, INSERT or ALL (or the roles read, write, admin), found {}",
+                p.peek_token().token
+            )));
+        };
+        privileges.push(privilege);
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    expect(p, "on")?;
+    if word(p, "database") {
+        let db = name(p)?;
+        if db != sextant_catalog::DATABASE_NAME {
+            return Err(SqlError::new(
+                "3D000",
+                format!(
+                    "database \"{db}\" does not exist (there is one: {})",
+                    sextant_catalog::DATABASE_NAME
+                ),
+            ));
+        }
+        return Ok((privileges, None));
+    }
+    if word(p, "all") {
+        expect(p, "tables")?;
+        if word(p, "in") {
+            expect(p, "schema")?;
+            let _ = name(p)?;
+        }
+        return Ok((privileges, None));
+    }
+    let _ = p.parse_keyword(Keyword::TABLE);
+    let tables = p
+        .parse_comma_separated(|p| p.parse_object_name(false))
+        .map_err(syntax)?
+        .iter()
+        .map(table_name)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((privileges, Some(tables)))
+}
+
+/// `CREATE TOKEN name FOR [USER] user [INSERT ON table] [EXPIRES ...]`:
+/// one row with the secret.
+fn create_token(
+    p: &mut Parser<'_>,
+    directory: &Directory,
+    who: &Principal,
+) -> Result<Done, SqlError> {
+    let token = name(p)?;
+    expect(p, "for")?;
+    let _ = word(p, "user");
+    let user = name(p)?;
+    let mut table = None;
+    let mut expires_at_ns = None;
+    loop {
+        if word(p, "insert") {
+            expect(p, "on")?;
+            let _ = p.parse_keyword(Keyword::TABLE);
+            let t = p.parse_object_name(false).map_err(syntax)?;
+            table = Some(table_name(&t)?);
+        } else if word(p, "expires") {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            if word(p, "in") {
+                let _ = p.parse_keyword(Keyword::INTERVAL);
+                let d = parse_interval(&string(p, "the interval")?)?;
+                expires_at_ns = Some(now.saturating_add(d.as_nanos() as i64));
+            } else {
+                let _ = p.parse_keyword(Keyword::TIMESTAMP);
+                let text = string(p, "the expiry time")?;
+                let at = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(&text)
+                    .map_err(|_| {
+                        SqlError::new(
+                            "22007",
+                            format!(
+                                "'{text}' is not a time: use e.g. EXPIRES '2027-01-01T00:00:00Z' or EXPIRES IN '30 days'"
+                            ),
+                        )
+                    })?;
+                expires_at_ns = Some(at);
+            }
+        } else {
+            end(p)?;
+            break;
+        }
+    }
+    // A user may make tokens of their own (never more than they may do);
+    // a token cannot make tokens.
+    if user != who.user() || matches!(who.via(), Via::Token(_)) {
+        directory.check(who, Action::Admin("create tokens for other users"))?;
+    }
+    let secret = directory.create_token(&token, &user, table.as_deref(), expires_at_ns)?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("token_name", DataType::Utf8, false),
+        Field::new("user_name", DataType::Utf8, false),
+        Field::new("token", DataType::Utf8, false),
+        Field::new(
+            "expires_at",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            true,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec![token])) as ArrayRef,
+            Arc::new(StringArray::from(vec![user])),
+            Arc::new(StringArray::from(vec![secret])),
+            Arc::new(TimestampNanosecondArray::from(vec![expires_at_ns]).with_timezone("UTC")),
+        ],
+    )
+    .map_err(|e| SqlError::internal(e.to_string()))?;
+    Ok(Done {
+        tag: "CREATE TOKEN",
+        rows: None,
+        batch: Some(batch),
+    })
+}
