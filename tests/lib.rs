@@ -453,6 +453,21 @@ impl Server {
         Ok(client)
     }
 
+    /// Connects as `user` with `password` (SCRAM-SHA-256 once users exist).
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config: tokio_postgres::Config = self.pg_config().parse()?;
+        config.user(user).password(password);
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
     /// Like [`try_connect`](Server::try_connect), panicking on failure.
     pub async fn connect(&self) -> tokio_postgres::Client {
         match self.try_connect().await {

@@ -334,7 +334,13 @@ impl Directory {
         match scheme.to_ascii_lowercase().as_str() {
             "bearer" | "token" => self.login_token(credentials, peer, protocol),
             "basic" => {
-                let decoded = base64::engine::general_purpose::STANDARD
+                // Padded or not (Go's Flight client sends it unpadded).
+                let lenient = base64::engine::GeneralPurpose::new(
+                    &base64::alphabet::STANDARD,
+                    base64::engine::GeneralPurposeConfig::new()
+                        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+                );
+                let decoded = lenient
                     .decode(credentials)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
@@ -344,7 +350,9 @@ impl Directory {
                         )
                     })?;
                 let (user, password) = decoded.split_once(':').ok_or_else(|| {
-                    AuthError::Invalid("malformed Basic credentials: no ':' between user and password".into())
+                    AuthError::Invalid(
+                        "malformed Basic credentials: no ':' between user and password".into(),
+                    )
                 })?;
                 self.login_password(user, password, peer, protocol)
             }
@@ -797,7 +805,10 @@ impl Directory {
                 "the token would expire before it is made: EXPIRES must be in the future".into(),
             ));
         }
-        let secret = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let secret = format!(
+            "{TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+        );
         let mut state = self.write();
         if !state.users.contains_key(user) {
             return Err(AuthError::UserNotFound(user.into()));
@@ -961,8 +972,12 @@ mod tests {
         ));
         d.create_user("reader", "pw", false, false).unwrap();
         assert!(!d.create_user("reader", "pw", false, true).unwrap());
-        d.grant(&[Privilege::Select], Some(&["cpu".into()]), &["reader".into()])
-            .unwrap();
+        d.grant(
+            &[Privilege::Select],
+            Some(&["cpu".into()]),
+            &["reader".into()],
+        )
+        .unwrap();
         let reader = d.login_password("reader", "pw", ADDR, "test").unwrap();
         assert!(d.check(&reader, Action::Select("cpu")).is_ok());
         let denied = d.check(&reader, Action::Insert("cpu")).unwrap_err();
@@ -980,8 +995,12 @@ mod tests {
         d.grant(&[Privilege::All], Some(&["mem".into()]), &["reader".into()])
             .unwrap();
         assert!(d.check(&reader, Action::Manage("mem")).is_ok());
-        d.revoke(&[Privilege::Insert], Some(&["mem".into()]), &["reader".into()])
-            .unwrap();
+        d.revoke(
+            &[Privilege::Insert],
+            Some(&["mem".into()]),
+            &["reader".into()],
+        )
+        .unwrap();
         assert!(d.check(&reader, Action::Insert("mem")).is_err());
         assert!(d.check(&reader, Action::Select("mem")).is_ok());
         // The last admin stays.
@@ -1013,7 +1032,10 @@ mod tests {
         assert!(d.check(&p, Action::Select("cpu")).is_err());
         assert!(!catalog.tokens().unwrap()[0].body.contains(&secret));
         d.drop_token("ingest", false).unwrap();
-        assert_eq!(d.check(&p, Action::Insert("cpu")), Err(AuthError::InvalidToken));
+        assert_eq!(
+            d.check(&p, Action::Insert("cpu")),
+            Err(AuthError::InvalidToken)
+        );
         assert_eq!(
             d.login_token(&secret, ADDR, "test"),
             Err(AuthError::InvalidToken)
@@ -1023,7 +1045,10 @@ mod tests {
         let p = d.login_token(&secret, ADDR, "test").unwrap();
         assert!(d.check(&p, Action::Select("cpu")).is_ok());
         std::thread::sleep(Duration::from_millis(400));
-        assert_eq!(d.check(&p, Action::Select("cpu")), Err(AuthError::InvalidToken));
+        assert_eq!(
+            d.check(&p, Action::Select("cpu")),
+            Err(AuthError::InvalidToken)
+        );
         assert!(d.create_token("past", "root", None, Some(1)).is_err());
     }
 

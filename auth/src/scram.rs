@@ -306,7 +306,10 @@ mod tests {
             Verifier::mock("user", b"server secret"),
         ] {
             let (_, waiting) = server_first("user", verifier, CLIENT_FIRST, SERVER_NONCE).unwrap();
-            assert_eq!(waiting.finish(CLIENT_FINAL), Err(AuthError::WrongPassword("user".into())));
+            assert_eq!(
+                waiting.finish(CLIENT_FINAL),
+                Err(AuthError::WrongPassword("user".into()))
+            );
         }
         // A mock user's salt is stable, so two attempts look alike.
         let a = server_first("user", Verifier::mock("nobody", b"s"), CLIENT_FIRST, "x").unwrap();

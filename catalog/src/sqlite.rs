@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
-    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, StoredToken, StoredUser, TableDef,
-    TableOptions, ViewDef, ViewProgress, ViewSpec,
+    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, StoredToken, StoredUser,
+    TableDef, TableOptions, ViewDef, ViewProgress, ViewSpec,
 };
 
 /// `application_id` of a Sextant catalog: "SXTC".
@@ -134,7 +134,12 @@ const ALERT_EVENTS_KEPT: i64 = 100_000;
 
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4), (5, SCHEMA_V5)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (2, SCHEMA_V2),
+    (3, SCHEMA_V3),
+    (4, SCHEMA_V4),
+    (5, SCHEMA_V5),
+];
 
 /// A column as stored: Arrow's own type spelling round-trips through
 /// `Display`/`FromStr`, so the catalog needs no type table of its own.
@@ -924,9 +929,11 @@ impl Catalog for SqliteCatalog {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let user: Option<String> = tx
-            .query_row("SELECT name FROM users WHERE name = ?1", [&token.user], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT name FROM users WHERE name = ?1",
+                [&token.user],
+                |r| r.get(0),
+            )
             .optional()?;
         if user.is_none() {
             return Err(CatalogError::UserNotFound(token.user.clone()));

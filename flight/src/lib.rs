@@ -238,7 +238,9 @@ impl FlightSql {
         descriptor: FlightDescriptor,
         who: &Principal,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = statement::plan(&self.ctx, &sql, who).await.map_err(status)?;
+        let planned = statement::plan(&self.ctx, &sql, who)
+            .await
+            .map_err(status)?;
         let (schema, body) = match planned {
             Planned::Query(_) => {
                 let row = one_row(params.as_ref())?;
@@ -254,9 +256,11 @@ impl FlightSql {
                 (planned.schema(), body)
             }
             Planned::Change(_) => {
-                let (schema, batches, _) =
-                    tracked(self.begin(&sql, who), self.run_change(planned, params.as_ref(), who))
-                        .await?;
+                let (schema, batches, _) = tracked(
+                    self.begin(&sql, who),
+                    self.run_change(planned, params.as_ref(), who),
+                )
+                .await?;
                 let result = ipc_bytes(&schema, &batches)?;
                 let body = TicketBody {
                     sql,
@@ -552,10 +556,8 @@ impl FlightSqlService for FlightSql {
             protocol_version: first.protocol_version,
             payload: Default::default(),
         };
-        let mut response = Response::new(
-            Box::pin(futures::stream::iter([Ok(answer)]))
-                as Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
-        );
+        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(answer)]))
+            as Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>);
         if let Some(a) = authorization {
             response.metadata_mut().insert("authorization", a);
         }
@@ -647,7 +649,14 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let who = who(&request);
-        ingest::ingest(&self.engine, &self.directory, &who, cmd, request.into_inner()).await
+        ingest::ingest(
+            &self.engine,
+            &self.directory,
+            &who,
+            cmd,
+            request.into_inner(),
+        )
+        .await
     }
 
     async fn do_put_prepared_statement_query(

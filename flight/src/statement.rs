@@ -77,7 +77,10 @@ pub(crate) async fn plan(
             .config()
             .get_extension::<sextant_auth::Directory>()
             .ok_or_else(|| SqlError::internal("no user directory"))?;
-        directory.check(who, sextant_auth::Action::Admin("run DDL through DataFusion"))?;
+        directory.check(
+            who,
+            sextant_auth::Action::Admin("run DDL through DataFusion"),
+        )?;
     }
     match &plan {
         LogicalPlan::Statement(s) => match s {

@@ -81,25 +81,28 @@ pub async fn serve(
         .route(
             "/v1/logs",
             post(
-                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
-                    otlp::export_http(Signal::Logs, s, w, h, b)
-                },
+                |State(s): State<AppState>,
+                 Extension(w): Extension<Principal>,
+                 h: HeaderMap,
+                 b: Body| { otlp::export_http(Signal::Logs, s, w, h, b) },
             ),
         )
         .route(
             "/v1/traces",
             post(
-                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
-                    otlp::export_http(Signal::Traces, s, w, h, b)
-                },
+                |State(s): State<AppState>,
+                 Extension(w): Extension<Principal>,
+                 h: HeaderMap,
+                 b: Body| { otlp::export_http(Signal::Traces, s, w, h, b) },
             ),
         )
         .route(
             "/v1/metrics",
             post(
-                |State(s): State<AppState>, Extension(w): Extension<Principal>, h: HeaderMap, b: Body| {
-                    otlp::export_http(Signal::Metrics, s, w, h, b)
-                },
+                |State(s): State<AppState>,
+                 Extension(w): Extension<Principal>,
+                 h: HeaderMap,
+                 b: Body| { otlp::export_http(Signal::Metrics, s, w, h, b) },
             ),
         )
         .route("/api/v1/write", post(remote_write))

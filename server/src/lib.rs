@@ -130,9 +130,10 @@ pub async fn run(
     let engine = context(engine, || {
         format!("cannot open data in {}", data_dir.display())
     })?;
-    let directory = context(sextant_auth::Directory::open(engine.catalog().clone()), || {
-        "cannot load users".to_string()
-    })?
+    let directory = context(
+        sextant_auth::Directory::open(engine.catalog().clone()),
+        || "cannot load users".to_string(),
+    )?
     .allow_unauthenticated(config.allow_unauthenticated);
     let directory = Arc::new(directory);
     check_exposure(&config, directory.required())?;
@@ -374,7 +375,9 @@ fn session_context(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_query_planner(Arc::new(sextant_sql::GuardedPlanner::new(directory.clone())))
+        .with_query_planner(Arc::new(sextant_sql::GuardedPlanner::new(
+            directory.clone(),
+        )))
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     ctx.state_ref()

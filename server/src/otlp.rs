@@ -249,8 +249,12 @@ impl Collector {
         bytes: usize,
         who: &sextant_auth::Principal,
     ) -> Result<Decoded, Status> {
-        crate::http::may_write(&self.directory, who, decoded.tables.iter().map(|(t, _)| &**t))
-            .map_err(sextant_flight::auth_status)?;
+        crate::http::may_write(
+            &self.directory,
+            who,
+            decoded.tables.iter().map(|(t, _)| &**t),
+        )
+        .map_err(sextant_flight::auth_status)?;
         debug!(
             ?signal,
             accepted = decoded.accepted,
@@ -494,8 +498,12 @@ pub(crate) async fn export_http(
         rejected = decoded.rejected,
         "OTLP/HTTP export"
     );
-    crate::http::may_write(&state.directory, &who, decoded.tables.iter().map(|(t, _)| &**t))
-        .map_err(|e| fail(HttpError::from(e)))?;
+    crate::http::may_write(
+        &state.directory,
+        &who,
+        decoded.tables.iter().map(|(t, _)| &**t),
+    )
+    .map_err(|e| fail(HttpError::from(e)))?;
     write(&state.engine, &mut decoded, "otlp_http")
         .await
         .map_err(|e| fail(HttpError::from(e)))?;

@@ -39,19 +39,19 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME,
-    ErrorHandler, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME, ErrorHandler,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
     RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::startup::Authentication;
-use sextant_auth::{AuthError, Directory, Principal, Via};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
+use sextant_auth::{AuthError, Directory, Principal, Via};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -278,7 +278,11 @@ impl Startup {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: std::fmt::Debug,
@@ -804,7 +808,10 @@ impl Service {
             let guard = self.begin(client, &stmt);
             let ran = match statements::classify(&stmt) {
                 Classified::Sextant(s) => {
-                    tracked(guard, async { Ok(vec![self.run_sextant(client, &s).await?]) }).await?
+                    tracked(guard, async {
+                        Ok(vec![self.run_sextant(client, &s).await?])
+                    })
+                    .await?
                 }
                 Classified::Sql(sql) => {
                     tracked(guard, async {

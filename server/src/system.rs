@@ -724,7 +724,16 @@ pub(crate) fn register_access(
                 ),
                 text(
                     rows.iter()
-                        .map(|g| Some(if g.table.is_some() { "table" } else { "database" }.into()))
+                        .map(|g| {
+                            Some(
+                                if g.table.is_some() {
+                                    "table"
+                                } else {
+                                    "database"
+                                }
+                                .into(),
+                            )
+                        })
                         .collect(),
                 ),
                 text(rows.iter().map(|g| g.table.clone()).collect()),

@@ -150,8 +150,10 @@ pub fn authorize_plan(
 /// as a batch): no table of anyone's.
 fn is_in_memory(scan: &TableScan) -> bool {
     scan.table_name.table() == datafusion::logical_expr::UNNAMED_TABLE
-        && datafusion::datasource::source_as_provider(&scan.source)
-            .is_ok_and(|p| p.downcast_ref::<datafusion::datasource::MemTable>().is_some())
+        && datafusion::datasource::source_as_provider(&scan.source).is_ok_and(|p| {
+            p.downcast_ref::<datafusion::datasource::MemTable>()
+                .is_some()
+        })
 }
 
 fn is_system(t: &TableReference) -> bool {
@@ -300,10 +302,9 @@ pub(crate) fn authorize_statement(
         S::Flush(sql) => each(crate::statements::table_list(sql, "FLUSH")?),
         S::Compact(sql) => each(crate::statements::table_list(sql, "COMPACT")?),
         S::RefreshView(sql) => each(vec![crate::views::refresh_target(sql)?]),
-        S::CreateView(_) | S::DropView(_) => Ok(directory.check(
-            who,
-            Action::Admin("create or drop materialized views"),
-        )?),
+        S::CreateView(_) | S::DropView(_) => {
+            Ok(directory.check(who, Action::Admin("create or drop materialized views"))?)
+        }
         S::CreateAlert(_) | S::AlterAlert(_) | S::DropAlert(_) => {
             Ok(directory.check(who, Action::Admin("manage alert rules"))?)
         }
@@ -327,12 +328,12 @@ pub(crate) fn is_access_statement(words: &[&Token]) -> bool {
         Some(Token::Word(w)) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
         _ => String::new(),
     };
-    match (w(0).as_str(), w(1).as_str()) {
-        ("grant" | "revoke", _) => true,
-        ("create" | "alter" | "drop", "user" | "role") => true,
-        ("create" | "drop", "token") => true,
-        _ => false,
-    }
+    matches!(
+        (w(0).as_str(), w(1).as_str()),
+        ("grant" | "revoke", _)
+            | ("create" | "alter" | "drop", "user" | "role")
+            | ("create" | "drop", "token")
+    )
 }
 
 fn syntax(e: ParserError) -> SqlError {

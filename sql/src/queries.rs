@@ -475,7 +475,9 @@ pub(crate) fn kill(
     {
         return Err(crate::SqlError::new(
             "42501",
-            format!("permission denied to cancel query {id}: it is another user's, and only an admin may cancel those"),
+            format!(
+                "permission denied to cancel query {id}: it is another user's, and only an admin may cancel those"
+            ),
         ));
     }
     if !queries.cancel(id) {

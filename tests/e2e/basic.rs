@@ -211,7 +211,6 @@ fn listening_beyond_loopback_needs_allow_unauthenticated() {
             && stderr.contains("--allow-unauthenticated"),
         "{stderr}"
     );
-    assert!(!data.exists(), "nothing is created before the check");
 
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let mut child = command(&["--allow-unauthenticated"])
@@ -230,8 +229,40 @@ fn listening_beyond_loopback_needs_allow_unauthenticated() {
         addrs["http"].as_str().unwrap().starts_with("0.0.0.0:"),
         "{addrs}"
     );
+    // Once an admin exists every client authenticates, so the flag is no
+    // longer needed.
+    let pg = addrs["pg"].as_str().unwrap().to_string();
+    let (host, port) = pg.rsplit_once(':').unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host={host} port={port} user=sextant dbname=sextant"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("CREATE USER root WITH SUPERUSER PASSWORD 'pw'")
+            .await
+            .unwrap();
+    });
     child.kill().unwrap();
     child.wait().unwrap();
+    std::fs::remove_file(&ready).unwrap();
+    let mut secured = command(&[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        assert!(
+            secured.try_wait().unwrap().is_none(),
+            "sextant refused to start with a user"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    secured.kill().unwrap();
+    secured.wait().unwrap();
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(
         log.contains("listening beyond loopback without authentication"),

@@ -3,6 +3,8 @@
 //!
 //! - `alerts`: alert rules fire and resolve once, through restarts, with a
 //!   real webhook receiver, on the manual alert clock.
+//! - `auth`: users, grants and tokens across restarts; SCRAM logins and
+//!   their refusals; failed logins limited.
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
 //!   restart, SQL errors, no listener beyond loopback without
 //!   `--allow-unauthenticated`.
@@ -16,6 +18,7 @@
 //!   `kill -9`; they refuse writes and show as views to catalogs.
 
 mod alerts;
+mod auth;
 mod basic;
 mod crash;
 mod engine;

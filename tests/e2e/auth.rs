@@ -1,0 +1,138 @@
+//! Users, SCRAM logins and tokens with tokio-postgres and the Flight SQL
+//! Rust client, across restarts.
+
+use sextant_tests::{Server, http_post, text_rows};
+use tokio_postgres::error::SqlState;
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_grants_and_tokens_survive_restarts_and_logins_are_limited() {
+    let mut server = Server::start(&[]);
+    let setup = server.connect().await;
+    // Without an admin nobody could manage users once logins are required.
+    let e = setup
+        .batch_execute("CREATE USER bob WITH PASSWORD 'b'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55006", "{e}");
+    setup
+        .batch_execute(
+            "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE);
+             CREATE USER root WITH SUPERUSER PASSWORD 'root-pw';
+             CREATE USER bob WITH PASSWORD 'b';
+             GRANT SELECT, INSERT ON TABLE cpu TO bob;",
+        )
+        .await
+        .unwrap();
+    let e = setup
+        .batch_execute("CREATE USER bob WITH PASSWORD 'again'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42710");
+    let e = setup.batch_execute("DROP USER carol").await.unwrap_err();
+    assert_eq!(code(&e), "42704");
+    let e = setup
+        .batch_execute("ALTER USER root NOSUPERUSER")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55006", "the last admin stays: {e}");
+    drop(setup);
+
+    // A new connection without a password is refused now.
+    assert!(server.try_connect().await.is_err());
+    server.terminate();
+    server.restart();
+
+    let bob = server.connect_as("bob", "b").await.unwrap();
+    bob.batch_execute("INSERT INTO cpu VALUES ('2024-01-01T00:00:00Z', 'a', 1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&bob, "SELECT host FROM cpu").await,
+        vec![vec!["a".to_string()]]
+    );
+    let e = bob
+        .batch_execute("CREATE TABLE other (time TIMESTAMP NOT NULL)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e}");
+    let e = server.connect_as("bob", "wrong").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    assert_eq!(
+        message(&e),
+        "password authentication failed for user \"bob\""
+    );
+    let e = server.connect_as("nobody", "wrong").await.unwrap_err();
+    assert_eq!(code(&e), "28P01");
+    assert_eq!(
+        message(&e),
+        "password authentication failed for user \"nobody\""
+    );
+
+    // A token made before a restart still works after it; REVOKE is at once.
+    let root = server.connect_as("root", "root-pw").await.unwrap();
+    let secret = text_rows(&root, "CREATE TOKEN lp FOR USER bob INSERT ON cpu").await[0][2].clone();
+    server.terminate();
+    server.restart();
+    let auth = format!("Bearer {secret}");
+    let headers = [("Authorization", auth.as_str())];
+    let r = http_post(
+        server.http_addr(),
+        "/api/v2/write",
+        &headers,
+        b"cpu,host=b usage=2",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+    let root = server.connect_as("root", "root-pw").await.unwrap();
+    let bob = server.connect_as("bob", "b").await.unwrap();
+    root.batch_execute("REVOKE INSERT ON cpu FROM bob")
+        .await
+        .unwrap();
+    let r = http_post(
+        server.http_addr(),
+        "/api/v2/write",
+        &headers,
+        b"cpu,host=c usage=3",
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    let e = bob
+        .batch_execute("INSERT INTO cpu VALUES ('2024-01-01T00:00:01Z', 'd', 4)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "an open session sees the REVOKE at once: {e}"
+    );
+    assert_eq!(
+        text_rows(&root, "SELECT count(*) FROM cpu").await,
+        vec![vec!["2".to_string()]]
+    );
+
+    // Ten failed logins from one address, then even the right password
+    // waits; the server keeps answering.
+    for _ in 0..10 {
+        assert!(server.connect_as("root", "guess").await.is_err());
+    }
+    let e = server.connect_as("root", "root-pw").await.unwrap_err();
+    assert_eq!(code(&e), "28000", "{e}");
+    assert!(message(&e).contains("too many failed logins"), "{e}");
+    assert_eq!(
+        text_rows(&root, "SELECT count(*) FROM system.users").await,
+        vec![vec!["2".to_string()]]
+    );
+    assert!(server.log().contains("login failed"));
+}
