@@ -570,7 +570,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         no_transactions(&query.transaction_id)?;
-        debug!(sql = %query.query, "Flight SQL query");
+        debug!(sql = %sextant_sql::redact(&query.query), "Flight SQL query");
         let sql = single(&query.query).map_err(status)?;
         let who = who(&request);
         sextant_sql::run_as(
@@ -622,7 +622,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<i64, Status> {
         let who = who(&request);
         no_transactions(&cmd.transaction_id)?;
-        debug!(sql = %cmd.query, "Flight SQL update");
+        debug!(sql = %sextant_sql::redact(&cmd.query), "Flight SQL update");
         let stmts = sextant_sql::split(&cmd.query).map_err(status)?;
         if stmts.is_empty() {
             return Err(status(SqlError::syntax("the statement is empty")));

@@ -336,6 +336,41 @@ pub(crate) fn is_access_statement(words: &[&Token]) -> bool {
     )
 }
 
+/// `text` with the password of a `CREATE USER` or `ALTER USER` replaced by
+/// `'***'`, for logs and `system.queries`.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.to_ascii_lowercase().contains("password") {
+        return text.into();
+    }
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) =
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, text).tokenize()
+    else {
+        // Not even tokens: show none of it.
+        return "<a statement with a password that does not parse>".into();
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut after_password = false;
+    for t in &tokens {
+        match t {
+            Token::SingleQuotedString(_) if after_password => {
+                out.push_str("'***'");
+                after_password = false;
+            }
+            Token::Whitespace(_) => out.push_str(&t.to_string()),
+            Token::Word(w) if w.value.eq_ignore_ascii_case("password") => {
+                after_password = true;
+                out.push_str(&t.to_string());
+            }
+            other => {
+                after_password = false;
+                out.push_str(&other.to_string());
+            }
+        }
+    }
+    out.into()
+}
+
 fn syntax(e: ParserError) -> SqlError {
     let m = match e {
         ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
@@ -678,4 +713,23 @@ fn create_token(
         rows: None,
         batch: Some(batch),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("CREATE USER bob WITH  PASSWORD 'hunter2' SUPERUSER"),
+            "CREATE USER bob WITH  PASSWORD '***' SUPERUSER"
+        );
+        assert_eq!(
+            redact("alter user bob encrypted password 'x''y'"),
+            "alter user bob encrypted password '***'"
+        );
+        assert_eq!(redact("SELECT 'password'"), "SELECT 'password'");
+        assert_eq!(redact("SELECT 1"), "SELECT 1");
+    }
 }

@@ -81,6 +81,7 @@ impl Queries {
         user: &str,
         text: &str,
     ) -> QueryGuard {
+        let text = &*crate::access::redact(text);
         let mut inner = lock(&self.inner);
         inner.next_id += 1;
         let id = inner.next_id;

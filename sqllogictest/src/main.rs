@@ -18,6 +18,9 @@
 //!   clock, which starts at 2026-01-01T00:00:00Z here (`--manual-clock`),
 //!   and returns once every alert evaluation and notification due by then
 //!   has run (`advance clock 0s` just waits for those due now).
+//! - `connect as <user> <password>`: a new connection, logged in as that
+//!   user (SCRAM); later restarts reconnect as it too. Until a file makes
+//!   users, its connection needs no password (loopback).
 //!
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
 //! `--complete` rewrites the expected output of the selected files.
@@ -60,12 +63,17 @@ impl From<tokio_postgres::Error> for SqlError {
 struct Sextant {
     server: Arc<Mutex<Server>>,
     client: Client,
+    /// The user and password of `connect as`, if any.
+    login: Option<(String, String)>,
 }
 
 impl Sextant {
     async fn reconnect(&mut self) -> Result<(), SqlError> {
         let server = self.server.lock().await;
-        self.client = server.try_connect().await?;
+        self.client = match &self.login {
+            Some((user, password)) => server.connect_as(user, password).await?,
+            None => server.try_connect().await?,
+        };
         Ok(())
     }
 
@@ -106,6 +114,12 @@ impl sqllogictest::AsyncDB for Sextant {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let words: Vec<&str> = sql.split_whitespace().collect();
+        if let ["connect", "as", user, password] = words.as_slice() {
+            self.login = Some((user.to_string(), password.to_string()));
+            self.reconnect().await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         match sql
             .trim()
             .trim_end_matches(';')
@@ -290,7 +304,11 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
             let server = server.clone();
             async move {
                 let client = server.lock().await.try_connect().await?;
-                Ok::<_, SqlError>(Sextant { server, client })
+                Ok::<_, SqlError>(Sextant {
+                    server,
+                    client,
+                    login: None,
+                })
             }
         }
     };

@@ -125,6 +125,12 @@ def test_psql_logs_in_with_scram_and_wrong_credentials_look_alike(secured):
         ).fetchall()
         assert failed and failed[0][0] >= 3, failed
     assert 'login failed' in secured.log() and 'user=mallory' in secured.log().replace('"', '')
+    # Passwords stay out of system.queries and the log.
+    with admin(secured) as c:
+        texts = [r[0] for r in c.execute("SELECT query FROM system.queries").fetchall()]
+    assert any(t.startswith("CREATE USER root WITH SUPERUSER PASSWORD '***'") for t in texts), texts
+    assert not any(ROOT_PW in t or READER_PW in t for t in texts)
+    assert ROOT_PW not in secured.log() and READER_PW not in secured.log()
 
 
 def test_a_read_only_user_cannot_write_by_any_path(secured):
