@@ -77,6 +77,7 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     engine: Engine,
+    tls: Option<sextant_tls::TlsAcceptor>,
     max_message: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -93,13 +94,12 @@ pub async fn serve(
         service,
         authenticator(directory, "flight_sql"),
     );
-    tonic::transport::Server::builder()
-        .add_service(service)
+    let router = tonic::transport::Server::builder().add_service(service);
+    let stop = shutdown.clone();
+    router
         .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY a small reply can wait for the client's
-            // delayed ACK (about 40 ms) under Nagle's algorithm.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move { shutdown.cancelled().await },
+            sextant_tls::Incoming::new(listener, tls, shutdown).into_stream(),
+            async move { stop.cancelled().await },
         )
         .await
 }

@@ -58,6 +58,16 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
 
+    /// PEM certificate chain for TLS on every listener (pgwire SSLRequest,
+    /// HTTPS, gRPC and Flight SQL over TLS); with --tls-key. Read again on
+    /// SIGHUP. With it, every client must use TLS.
+    #[arg(long, env = "SEXTANT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SEXTANT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Address of the PostgreSQL wire protocol (psql, Grafana, drivers). Port 0 picks a free port.
     #[arg(long, env = "SEXTANT_PG_ADDR", default_value = "127.0.0.1:5433")]
     pub pg_addr: SocketAddr,

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,23 +54,32 @@ pub(crate) struct AppState {
     gauges: Arc<Gauges>,
 }
 
-/// Serves HTTP on `listener` until `shutdown` is cancelled.
-pub async fn serve(
+impl AppState {
+    pub(crate) fn new(
+        engine: Engine,
+        alerts: Alerts,
+        gauges: Arc<Gauges>,
+        directory: Arc<Directory>,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            engine,
+            max_body,
+            directory,
+            alerts,
+            gauges,
+        }
+    }
+}
+
+/// Serves HTTP on `listener` (over TLS with `tls`) until `shutdown` is
+/// cancelled.
+pub(crate) async fn serve(
     listener: TcpListener,
-    engine: Engine,
-    alerts: Alerts,
-    gauges: Arc<Gauges>,
-    directory: Arc<Directory>,
-    max_body: usize,
+    state: AppState,
+    tls: Option<sextant_tls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = AppState {
-        engine,
-        max_body,
-        directory,
-        alerts,
-        gauges,
-    };
     let app = Router::new()
         .route("/health", get(health))
         .route("/debug/clock", post(move_clock))
@@ -115,19 +123,18 @@ pub async fn serve(
         ))
         .layer(axum::middleware::from_fn(track_ingest))
         .with_state(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let stop = shutdown.clone();
+    let service = app.into_make_service_with_connect_info::<sextant_tls::Peer>();
+    axum::serve(sextant_tls::Incoming::new(listener, tls, shutdown), service)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 /// Who is calling: the principal of the `Authorization` header, left in
 /// the request's extensions for the handler. `/health` needs none.
 async fn authenticate(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(sextant_tls::Peer(peer)): ConnectInfo<sextant_tls::Peer>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

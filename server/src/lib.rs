@@ -137,6 +137,10 @@ pub async fn run(
     .allow_unauthenticated(config.allow_unauthenticated);
     let directory = Arc::new(directory);
     check_exposure(&config, directory.required())?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(sextant_tls::Tls::load(cert, key)?),
+        _ => None,
+    };
     let ctx = session_context(&engine, store, config.query_memory_limit, &directory)?;
     let alerts = open_alerts(&engine, &ctx, &config)?;
     system::register_alerts(&ctx, &alerts)?;
@@ -193,14 +197,27 @@ pub async fn run(
             telemetry_stop.clone(),
         ))
     });
-    let pg_task = tokio::spawn(pg::serve(pg, ctx.clone(), engine.clone(), shutdown.clone()));
+    if let Some(tls) = &tls {
+        info!(cert = %config.tls_cert.as_deref().unwrap_or_else(|| Path::new("")).display(), "TLS on every listener; SIGHUP reloads the certificate");
+        tokio::spawn(sextant_tls::reload_on_sighup(tls.clone(), shutdown.clone()));
+    }
+    let pg_task = tokio::spawn(pg::serve(
+        pg,
+        ctx.clone(),
+        engine.clone(),
+        tls.as_ref().map(|t| t.acceptor(&[])),
+        shutdown.clone(),
+    ));
     let http_task = tokio::spawn(http::serve(
         http,
-        engine.clone(),
-        alerts,
-        gauges,
-        directory.clone(),
-        config.max_body_size as usize,
+        http::AppState::new(
+            engine.clone(),
+            alerts,
+            gauges,
+            directory.clone(),
+            config.max_body_size as usize,
+        ),
+        tls.as_ref().map(|t| t.acceptor(&[b"http/1.1"])),
         shutdown.clone(),
     ));
 
@@ -208,6 +225,7 @@ pub async fn run(
         grpc,
         engine.clone(),
         directory.clone(),
+        tls.as_ref().map(|t| t.acceptor(&[b"h2"])),
         config.max_body_size as usize,
         shutdown.clone(),
     ));
@@ -216,6 +234,7 @@ pub async fn run(
         flight,
         ctx,
         engine.clone(),
+        tls.as_ref().map(|t| t.acceptor(&[b"h2"])),
         config.max_body_size as usize,
         shutdown.clone(),
     ));

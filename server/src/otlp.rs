@@ -345,13 +345,14 @@ pub async fn serve_grpc(
     listener: TcpListener,
     engine: Engine,
     directory: Arc<sextant_auth::Directory>,
+    tls: Option<sextant_tls::TlsAcceptor>,
     max_message: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     use tonic::service::interceptor::InterceptedService;
     let auth = sextant_flight::authenticator(directory.clone(), "otlp_grpc");
     let c = Collector { engine, directory };
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(client_error_codes))
         .add_service(InterceptedService::new(
             LogsServiceServer::new(c.clone())
@@ -370,12 +371,12 @@ pub async fn serve_grpc(
                 .accept_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message),
             auth,
-        ))
+        ));
+    let stop = shutdown.clone();
+    router
         .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY a small reply can wait for the client's
-            // delayed ACK (about 40 ms) under Nagle's algorithm.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move { shutdown.cancelled().await },
+            sextant_tls::Incoming::new(listener, tls, shutdown).into_stream(),
+            async move { stop.cancelled().await },
         )
         .await
 }

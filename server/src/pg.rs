@@ -74,9 +74,10 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     engine: Engine,
+    tls: Option<sextant_tls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
-    let handlers = Arc::new(Handlers::new(ctx, engine));
+    let handlers = Arc::new(Handlers::new(ctx, engine, tls.is_some()));
     let tracker = TaskTracker::new();
     loop {
         let (socket, addr): (_, SocketAddr) = tokio::select! {
@@ -92,9 +93,10 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let handlers = handlers.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             debug!(%addr, "pgwire connection");
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 debug!(%addr, error = %e, "pgwire connection ended with an error");
             }
         });
@@ -119,7 +121,7 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(ctx: Arc<SessionContext>, engine: Engine) -> Self {
+    fn new(ctx: Arc<SessionContext>, engine: Engine, tls_required: bool) -> Self {
         let inner = Arc::new(DfSessionService::new_with_hooks(
             ctx.clone(),
             default_hooks(),
@@ -154,6 +156,7 @@ impl Handlers {
                 connections: connections.clone(),
                 directory: directory.clone(),
                 keys: RandomPidSecretKeyGenerator::default(),
+                tls_required,
             }),
             cancel: Arc::new(Cancel {
                 connections,
@@ -212,6 +215,8 @@ struct Startup {
     connections: Arc<ConnectionManager>,
     directory: Arc<Directory>,
     keys: RandomPidSecretKeyGenerator,
+    /// `--tls-cert`: a connection that did not ask for TLS is refused.
+    tls_required: bool,
 }
 
 /// A connection's principal, once it logged in.
@@ -291,6 +296,12 @@ impl StartupHandler for Startup {
         let peer = client.socket_addr().ip();
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.tls_required && !client.is_secure() {
+                    return Err(fatal(
+                        "28000",
+                        "this server requires TLS: connect with sslmode=require (or verify-full)",
+                    ));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 let user = Self::user(client);

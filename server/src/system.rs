@@ -554,7 +554,7 @@ fn alert_events_table() -> (&'static str, SchemaRef, Build<Alerts>) {
 
 /// What the gauges of the metrics are read from, just before each read of
 /// `/metrics` or `system.metrics`.
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub(crate) engine: Engine,
     pub(crate) alerts: Alerts,
     pub(crate) pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
