@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of Sextant: formatting and lints, the Rust unit and
-# end-to-end tests (which start the real server), the sqllogictest suite, and
-# the client tests (Python, Java, Node). Installs what the tests need first:
+# end-to-end tests (which start the real server), the sqllogictest suite,
+# the fuzz targets for a bounded time (tests/fuzz.sh), and the client tests
+# (Python, Java, Node). Installs what the tests need first:
 # a Python venv with the client libraries under .venv, node-postgres under
 # tests/node/node_modules, and the Debian packages prometheus and
 # libpostgresql-jdbc-java.
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds; CI points it outside the
-# clone so dependencies stay built between runs), SEXTANT_CRASH_CYCLES.
+# clone so dependencies stay built between runs), SEXTANT_CRASH_CYCLES,
+# FUZZ_SECONDS and FUZZ_TARGET_DIR (tests/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -50,6 +52,9 @@ export SEXTANT_BIN="$target_dir/debug/sextant"
 
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
 cargo test --workspace --quiet
+
+step "fuzz targets, ${FUZZ_SECONDS:-20}s each (fuzz/, corpus in fuzz/corpus)"
+tests/fuzz.sh
 
 step "client tests (psql, psycopg, asyncpg, SQLAlchemy, pandas, pgjdbc, node-postgres, Grafana's queries, OpenTelemetry SDK, influxdb-client, Prometheus, ADBC and pyarrow Flight SQL, S3 on moto)"
 .venv/bin/python -m pytest -q tests/python

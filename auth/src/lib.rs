@@ -16,7 +16,9 @@ pub mod scram;
 pub use directory::{
     Action, Directory, GrantRow, Principal, Privilege, TokenRow, UserRow, Via, hash_token,
 };
-pub use scram::{DEFAULT_ITERATIONS, ScramWaiting, Verifier, random_nonce, server_first};
+pub use scram::{
+    DEFAULT_ITERATIONS, ScramWaiting, Verifier, parse_initial_response, random_nonce, server_first,
+};
 
 /// What can go wrong with a login, a check or a change of users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -158,6 +158,32 @@ fn same(a: &[u8; KEY_LEN], b: &[u8; KEY_LEN]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The body of a pgwire SASLInitialResponse: the mechanism's name (a C
+/// string), then the length of the client's first message (-1 for none)
+/// and the message. Unlike a plain decoder it never reads past `body`.
+pub fn parse_initial_response(body: &[u8]) -> Result<(String, Option<Vec<u8>>), AuthError> {
+    let bad = |why: &str| AuthError::Malformed(format!("SASLInitialResponse: {why}"));
+    let nul = body
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| bad("no mechanism name"))?;
+    let mechanism =
+        String::from_utf8(body[..nul].to_vec()).map_err(|_| bad("mechanism is not UTF-8"))?;
+    let rest = &body[nul + 1..];
+    let (len, data) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("no length"))?;
+    let len = i32::from_be_bytes(*len);
+    if len == -1 {
+        return Ok((mechanism, None));
+    }
+    let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
+    if len != data.len() {
+        return Err(bad("the length does not match the message"));
+    }
+    Ok((mechanism, Some(data.to_vec())))
+}
+
 /// A fresh server nonce (printable, no commas).
 pub fn random_nonce() -> String {
     B64.encode(random_bytes::<18>())
@@ -278,6 +304,23 @@ impl ScramWaiting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initial_responses_are_read_within_bounds() {
+        let mut ok = b"SCRAM-SHA-256\0".to_vec();
+        ok.extend_from_slice(&3i32.to_be_bytes());
+        ok.extend_from_slice(b"n,,");
+        assert_eq!(
+            parse_initial_response(&ok).unwrap(),
+            ("SCRAM-SHA-256".to_string(), Some(b"n,,".to_vec()))
+        );
+        // What pgwire's own decoder panics on: a length past the end.
+        let mut long = b"SCRAM-SHA-256\0".to_vec();
+        long.extend_from_slice(&1_664_967_273i32.to_be_bytes());
+        assert!(parse_initial_response(&long).is_err());
+        assert!(parse_initial_response(b"SCRAM-SHA-256\0\0").is_err());
+        assert!(parse_initial_response(b"no nul").is_err());
+    }
 
     // RFC 7677, section 3: user "user", password "pencil".
     const CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";

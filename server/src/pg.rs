@@ -48,7 +48,7 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::TransactionStatus;
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use sextant_auth::{AuthError, Directory, Principal, Via};
@@ -334,14 +334,23 @@ impl StartupHandler for Startup {
                 };
                 match waiting {
                     None => {
-                        let initial = msg.into_sasl_initial_response()?;
-                        if initial.auth_method != "SCRAM-SHA-256" {
+                        // Read here, not by pgwire's decoder, which panics
+                        // on a length past the end of the message.
+                        let (mechanism, first) = match msg {
+                            PasswordMessageFamily::Raw(body) => {
+                                sextant_auth::parse_initial_response(&body).map_err(failed)?
+                            }
+                            other => {
+                                let m = other.into_sasl_initial_response()?;
+                                (m.auth_method, m.data.map(|d| d.to_vec()))
+                            }
+                        };
+                        if mechanism != "SCRAM-SHA-256" {
                             return Err(failed(AuthError::Malformed(format!(
-                                "SASL mechanism {} is not offered: use SCRAM-SHA-256",
-                                initial.auth_method
+                                "SASL mechanism {mechanism} is not offered: use SCRAM-SHA-256"
                             ))));
                         }
-                        let first = initial.data.unwrap_or_default();
+                        let first = first.unwrap_or_default();
                         let first = std::str::from_utf8(&first).map_err(|_| {
                             failed(AuthError::Malformed("client-first is not UTF-8".into()))
                         })?;
