@@ -66,14 +66,17 @@ struct User {
     created_at_ns: i64,
 }
 
+impl Grant {
+    /// ALL on the database: an admin.
+    const ADMIN: Grant = Grant {
+        privilege: Privilege::All,
+        table: None,
+    };
+}
+
 impl User {
     fn is_admin(&self) -> bool {
-        self.grants.iter().any(|g| {
-            g == &Grant {
-                privilege: Privilege::All,
-                table: None,
-            }
-        })
+        self.grants.contains(&Grant::ADMIN)
     }
 }
 
@@ -610,14 +613,7 @@ impl Directory {
         }
         let user = User {
             verifier: verifier.to_string(),
-            grants: if admin {
-                vec![Grant {
-                    privilege: Privilege::All,
-                    table: None,
-                }]
-            } else {
-                vec![]
-            },
+            grants: if admin { vec![Grant::ADMIN] } else { vec![] },
             created_at_ns: now_ns(),
         };
         self.catalog
@@ -649,16 +645,12 @@ impl Directory {
             user.verifier = v.to_string();
         }
         match admin {
-            Some(true) if !user.is_admin() => user.grants.push(Grant {
-                privilege: Privilege::All,
-                table: None,
-            }),
+            Some(true) if !user.is_admin() => user.grants.push(Grant::ADMIN),
             Some(false) if user.is_admin() => {
                 if state.admins() == 1 {
                     return Err(last_admin(name));
                 }
-                user.grants
-                    .retain(|g| !(g.privilege == Privilege::All && g.table.is_none()));
+                user.grants.retain(|g| g != &Grant::ADMIN);
             }
             _ => {}
         }

@@ -81,12 +81,7 @@ pub async fn serve(
     max_message: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let directory = ctx
-        .state_ref()
-        .read()
-        .config()
-        .get_extension::<Directory>()
-        .expect("the session has the user directory");
+    let directory = sextant_sql::directory(&ctx).expect("the session has the user directory");
     let service = FlightServiceServer::new(FlightSql::new(ctx, engine, directory.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);

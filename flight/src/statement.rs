@@ -71,13 +71,7 @@ pub(crate) async fn plan(
     let (_, plan) = sextant_sql::pg::plan_query(ctx, &sql, parsed, &session).await?;
     // DDL runs in the session itself, without a physical plan to check.
     if let LogicalPlan::Ddl(_) = &plan {
-        let directory = ctx
-            .state_ref()
-            .read()
-            .config()
-            .get_extension::<sextant_auth::Directory>()
-            .ok_or_else(|| SqlError::internal("no user directory"))?;
-        directory.check(
+        sextant_sql::directory(ctx)?.check(
             who,
             sextant_auth::Action::Admin("run DDL through DataFusion"),
         )?;

@@ -134,12 +134,7 @@ impl Handlers {
             .get_extension::<Queries>()
             .map(|q| q.as_ref().clone())
             .unwrap_or_default();
-        let directory = ctx
-            .state_ref()
-            .read()
-            .config()
-            .get_extension::<Directory>()
-            .expect("the session has the user directory");
+        let directory = sextant_sql::directory(&ctx).expect("the session has the user directory");
         Self {
             service: Arc::new(Service {
                 parser: Arc::new(Parser {
@@ -597,12 +592,7 @@ async fn own_plan(
     };
     let stmt = sextant_sql::pg::parse_statement(sql, &session).map_err(pg_error)?;
     if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
-        let directory = ctx
-            .state_ref()
-            .read()
-            .config()
-            .get_extension::<Directory>()
-            .ok_or_else(|| pg_error(SqlError::internal("no user directory")))?;
+        let directory = sextant_sql::directory(ctx).map_err(pg_error)?;
         sextant_sql::authorize_other(&stmt, &directory, &principal(client)).map_err(pg_error)?;
         return Ok(None);
     }

@@ -73,7 +73,7 @@ fn current() -> Option<Principal> {
 }
 
 /// The server's directory of users, from the session.
-pub(crate) fn directory(ctx: &SessionContext) -> Result<Arc<Directory>, SqlError> {
+pub fn directory(ctx: &SessionContext) -> Result<Arc<Directory>, SqlError> {
     ctx.state_ref()
         .read()
         .config()

@@ -17,7 +17,7 @@ pub mod settings;
 mod statements;
 mod views;
 
-pub use access::{GuardedPlanner, authorize_other, authorize_plan, redact, run_as};
+pub use access::{GuardedPlanner, authorize_other, authorize_plan, directory, redact, run_as};
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
 pub use queries::{
