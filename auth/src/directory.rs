@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sextant_catalog::{Catalog, CatalogError, StoredToken, StoredUser};
 
 use crate::AuthError;
+use crate::md5::Md5Waiting;
 use crate::scram::{Verifier, random_bytes, sha256};
 
 /// Failed logins one address may make within [`FAILURE_WINDOW`].
@@ -59,7 +60,12 @@ struct Grant {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
+    /// The SCRAM-SHA-256 verifier; empty for a user given as an MD5 hash.
+    #[serde(default)]
     verifier: String,
+    /// `md5` + hex: set for a user who logs in to pgwire with MD5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    md5: Option<String>,
     #[serde(default)]
     grants: Vec<Grant>,
     #[serde(skip)]
@@ -169,11 +175,22 @@ pub enum Action<'a> {
     Admin(&'a str),
 }
 
+/// How a new user logs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewUser {
+    /// `SUPERUSER`: ALL on the database.
+    pub admin: bool,
+    /// `MD5`: pgwire logs the user in with MD5 instead of SCRAM-SHA-256.
+    pub md5: bool,
+}
+
 /// A user as `system.users` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRow {
     pub name: String,
     pub admin: bool,
+    /// How pgwire logs the user in: `scram-sha-256` or `md5`.
+    pub auth_method: &'static str,
     pub created_at_ns: i64,
 }
 
@@ -242,16 +259,31 @@ pub fn hash_token(secret: &str) -> String {
         .collect()
 }
 
-/// A password given in a statement: a SCRAM verifier as PostgreSQL prints
-/// them (pg_dumpall output) is kept as is; anything else is the password.
-fn verifier_of(password: &str) -> Result<Verifier, AuthError> {
+/// What is stored for a password given in a statement: a SCRAM verifier
+/// or an MD5 hash as PostgreSQL prints them (pg_dumpall output) is kept as
+/// is; anything else is the password, kept as a SCRAM verifier and, if
+/// `md5` (the user logs in with MD5), as an MD5 hash too.
+fn secrets_of(
+    user: &str,
+    password: &str,
+    md5: bool,
+) -> Result<(String, Option<String>), AuthError> {
     if password.starts_with("SCRAM-SHA-256$") {
-        return Verifier::parse(password);
+        if md5 {
+            return Err(AuthError::Invalid(
+                "MD5 needs the password itself or its MD5 hash, not a SCRAM verifier".into(),
+            ));
+        }
+        return Ok((Verifier::parse(password)?.to_string(), None));
+    }
+    if crate::md5::is_stored(password) {
+        return Ok((String::new(), Some(password.to_string())));
     }
     if password.is_empty() {
         return Err(AuthError::Invalid("a password must not be empty".into()));
     }
-    Ok(Verifier::new(password))
+    let stored = md5.then(|| crate::md5::stored(user, password));
+    Ok((Verifier::new(password).to_string(), stored))
 }
 
 impl Directory {
@@ -414,6 +446,13 @@ impl Directory {
             .unwrap_or_else(|| Verifier::mock(user, &self.secret))
     }
 
+    /// The MD5 login pgwire runs for `user`, if the user logs in with MD5
+    /// (`None`: SCRAM, also for a name nobody has).
+    pub fn md5_login(&self, user: &str) -> Option<Md5Waiting> {
+        let stored = self.read().users.get(user)?.md5.clone()?;
+        Some(Md5Waiting::new(user, Some(stored)))
+    }
+
     /// Checks a user's name and password (HTTP Basic, Flight handshake).
     pub fn login_password(
         &self,
@@ -423,18 +462,23 @@ impl Directory {
         protocol: &str,
     ) -> Result<Principal, AuthError> {
         self.allow_attempt(addr, protocol)?;
-        let stored = self.read().users.get(user).map(|u| u.verifier.clone());
+        let stored = self.read().users.get(user).cloned();
         let digest = sha256(password.as_bytes());
-        let ok = match &stored {
-            Some(v) => {
+        let ok = match stored.map(|u| (u.verifier, u.md5)) {
+            // Given as an MD5 hash only: that is all there is to check.
+            Some((v, Some(md5))) if v.is_empty() => crate::md5::constant_time_eq(
+                crate::md5::stored(user, password).as_bytes(),
+                md5.as_bytes(),
+            ),
+            Some((v, _)) => {
                 let cached = self
                     .checked
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(user)
-                    .is_some_and(|(d, cv)| d == &digest && cv == v);
+                    .is_some_and(|(d, cv)| d == &digest && *cv == v);
                 cached
-                    || Verifier::parse(v).is_ok_and(|v| v.matches(password)) && {
+                    || Verifier::parse(&v).is_ok_and(|v| v.matches(password)) && {
                         self.checked
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -593,11 +637,12 @@ impl Directory {
         &self,
         name: &str,
         password: &str,
-        admin: bool,
+        options: NewUser,
         if_not_exists: bool,
     ) -> Result<bool, AuthError> {
         check_name(name, "user")?;
-        let verifier = verifier_of(password)?;
+        let (verifier, md5) = secrets_of(name, password, options.md5)?;
+        let admin = options.admin;
         let mut state = self.write();
         if state.users.contains_key(name) {
             return if if_not_exists {
@@ -612,7 +657,8 @@ impl Directory {
             )));
         }
         let user = User {
-            verifier: verifier.to_string(),
+            verifier,
+            md5,
             grants: if admin { vec![Grant::ADMIN] } else { vec![] },
             created_at_ns: now_ns(),
         };
@@ -627,22 +673,29 @@ impl Directory {
         Ok(true)
     }
 
-    /// `ALTER USER`: a new password and/or admin or not.
+    /// `ALTER USER`: a new password (with MD5 or not) and/or admin or not.
     pub fn alter_user(
         &self,
         name: &str,
         password: Option<&str>,
+        md5: bool,
         admin: Option<bool>,
     ) -> Result<(), AuthError> {
-        let verifier = password.map(verifier_of).transpose()?;
+        if md5 && password.is_none() {
+            return Err(AuthError::Invalid(format!(
+                "MD5 needs the password: ALTER USER {name} PASSWORD '...' MD5"
+            )));
+        }
+        let secrets = password.map(|p| secrets_of(name, p, md5)).transpose()?;
         let mut state = self.write();
         let mut user = state
             .users
             .get(name)
             .cloned()
             .ok_or_else(|| AuthError::UserNotFound(name.into()))?;
-        if let Some(v) = verifier {
-            user.verifier = v.to_string();
+        if let Some((verifier, md5)) = secrets {
+            user.verifier = verifier;
+            user.md5 = md5;
         }
         match admin {
             Some(true) if !user.is_admin() => user.grants.push(Grant::ADMIN),
@@ -864,6 +917,11 @@ impl Directory {
             .map(|(name, u)| UserRow {
                 name: name.clone(),
                 admin: u.is_admin(),
+                auth_method: if u.md5.is_some() {
+                    "md5"
+                } else {
+                    "scram-sha-256"
+                },
                 created_at_ns: u.created_at_ns,
             })
             .collect()
@@ -950,6 +1008,68 @@ mod tests {
     }
 
     const ADDR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const ADMIN: NewUser = NewUser {
+        admin: true,
+        md5: false,
+    };
+    const MD5: NewUser = NewUser {
+        admin: false,
+        md5: true,
+    };
+
+    /// The answer a client sends to an MD5 challenge.
+    fn md5_answer(user: &str, password: &str, salt: [u8; 4]) -> String {
+        crate::md5::salted(&crate::md5::stored(user, password), &salt)
+    }
+
+    #[test]
+    fn md5_users_are_asked_for_md5_and_keep_it_until_a_new_password() {
+        let (catalog, d) = directory();
+        d.create_user("root", "rootpw", ADMIN, false).unwrap();
+        assert!(d.md5_login("root").is_none());
+        assert!(d.md5_login("nobody").is_none());
+        d.create_user("old", "oldpw", MD5, false).unwrap();
+        let login = d.md5_login("old").unwrap();
+        let salt = login.salt();
+        login.finish(&md5_answer("old", "oldpw", salt)).unwrap();
+        let login = d.md5_login("old").unwrap();
+        let salt = login.salt();
+        assert!(login.finish(&md5_answer("old", "wrong", salt)).is_err());
+        // Basic auth and SCRAM still work with the password.
+        d.login_password("old", "oldpw", ADDR, "test").unwrap();
+        assert!(d.scram_verifier("old").matches("oldpw"));
+        let row = |d: &Directory| d.users().into_iter().find(|u| u.name == "old").unwrap();
+        assert_eq!(row(&d).auth_method, "md5");
+        // It survives a restart.
+        let d = Directory::open(catalog).unwrap();
+        assert!(d.md5_login("old").is_some());
+        // A new password without MD5 is SCRAM only.
+        d.alter_user("old", Some("newpw"), false, None).unwrap();
+        assert!(d.md5_login("old").is_none());
+        assert_eq!(row(&d).auth_method, "scram-sha-256");
+        assert!(matches!(
+            d.alter_user("old", None, true, None),
+            Err(AuthError::Invalid(_))
+        ));
+        // An MD5 hash from pg_dumpall is kept as is, and implies MD5.
+        let hash = crate::md5::stored("dumped", "dumpedpw");
+        d.create_user("dumped", &hash, NewUser::default(), false)
+            .unwrap();
+        let login = d.md5_login("dumped").unwrap();
+        let salt = login.salt();
+        login
+            .finish(&md5_answer("dumped", "dumpedpw", salt))
+            .unwrap();
+        d.login_password("dumped", "dumpedpw", ADDR, "test")
+            .unwrap();
+        assert!(d.login_password("dumped", &hash, ADDR, "test").is_err());
+        // A SCRAM verifier cannot become an MD5 hash.
+        let verifier = Verifier::new("x").to_string();
+        assert!(matches!(
+            d.create_user("v", &verifier, MD5, false),
+            Err(AuthError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn grants_decide_what_a_user_may_do() {
@@ -957,16 +1077,20 @@ mod tests {
         let trusted = Principal::trusted("anyone");
         assert!(d.check(&trusted, Action::Admin("x")).is_ok());
         assert!(matches!(
-            d.create_user("reader", "pw", false, false),
+            d.create_user("reader", "pw", NewUser::default(), false),
             Err(AuthError::LastAdmin(_))
         ));
-        d.create_user("root", "rootpw", true, false).unwrap();
+        d.create_user("root", "rootpw", ADMIN, false).unwrap();
         assert!(matches!(
             d.check(&trusted, Action::Select("t")),
             Err(AuthError::Required(_))
         ));
-        d.create_user("reader", "pw", false, false).unwrap();
-        assert!(!d.create_user("reader", "pw", false, true).unwrap());
+        d.create_user("reader", "pw", NewUser::default(), false)
+            .unwrap();
+        assert!(
+            !d.create_user("reader", "pw", NewUser::default(), true)
+                .unwrap()
+        );
         d.grant(
             &[Privilege::Select],
             Some(&["cpu".into()]),
@@ -1000,7 +1124,7 @@ mod tests {
         assert!(d.check(&reader, Action::Select("mem")).is_ok());
         // The last admin stays.
         assert!(matches!(
-            d.alter_user("root", None, Some(false)),
+            d.alter_user("root", None, false, Some(false)),
             Err(AuthError::LastAdmin(_))
         ));
         assert!(matches!(
@@ -1017,7 +1141,7 @@ mod tests {
     #[test]
     fn tokens_are_limited_expire_and_are_revoked_at_once() {
         let (catalog, d) = directory();
-        d.create_user("root", "pw", true, false).unwrap();
+        d.create_user("root", "pw", ADMIN, false).unwrap();
         let secret = d.create_token("ingest", "root", Some("cpu"), None).unwrap();
         assert!(secret.starts_with("sxt_"));
         let p = d.login_token(&secret, ADDR, "test").unwrap();
@@ -1050,7 +1174,7 @@ mod tests {
     #[test]
     fn failed_logins_look_alike_and_are_limited() {
         let (_, d) = directory();
-        d.create_user("root", "pw", true, false).unwrap();
+        d.create_user("root", "pw", ADMIN, false).unwrap();
         let addr: IpAddr = "10.0.0.9".parse().unwrap();
         let unknown = d.login_password("nobody", "x", addr, "test").unwrap_err();
         let wrong = d.login_password("root", "x", addr, "test").unwrap_err();

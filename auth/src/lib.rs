@@ -1,6 +1,7 @@
 //! Sextant's users, their credentials, and what each may do.
 //!
-//! Credentials arrive as a pgwire SCRAM exchange ([`scram`]), an HTTP or
+//! Credentials arrive as a pgwire SCRAM exchange ([`scram`]; [`md5`] for
+//! users who ask for it), an HTTP or
 //! gRPC `Authorization` header (Basic: a user's name and password; Bearer:
 //! a token) or a Flight SQL handshake. [`Directory`] turns them into a
 //! [`Principal`], and answers for each statement or request whether that
@@ -11,11 +12,13 @@
 //! address and refused for a while once there are too many.
 
 mod directory;
+pub mod md5;
 pub mod scram;
 
 pub use directory::{
-    Action, Directory, GrantRow, Principal, Privilege, TokenRow, UserRow, Via, hash_token,
+    Action, Directory, GrantRow, NewUser, Principal, Privilege, TokenRow, UserRow, Via, hash_token,
 };
+pub use md5::Md5Waiting;
 pub use scram::{
     DEFAULT_ITERATIONS, ScramWaiting, Verifier, parse_initial_response, random_nonce, server_first,
 };

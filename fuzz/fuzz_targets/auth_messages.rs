@@ -1,8 +1,9 @@
-//! The messages a client sends before it is logged in: pgwire's SSLRequest,
-//! startup packet and password-family messages (pgwire's decoder), the
-//! SCRAM client-first and client-final messages (Sextant's), a stored
-//! verifier's text, and an HTTP/gRPC `Authorization` header. Input: parts
-//! separated by 0xFF bytes. Nothing may panic.
+//! The messages a client sends to log in: pgwire's SSLRequest, startup
+//! packet, password-family messages and every other frontend message
+//! (pgwire's decoder: a client may send any of them before it is logged
+//! in), the SCRAM client-first and client-final messages (Sextant's), a
+//! stored verifier's text, and an HTTP/gRPC `Authorization` header. Input:
+//! parts separated by 0xFF bytes. Nothing may panic.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -19,7 +20,16 @@ fn directory() -> &'static Directory {
     D.get_or_init(|| {
         let catalog = Arc::new(sextant_catalog::SqliteCatalog::in_memory().unwrap());
         let d = Directory::open(catalog).unwrap();
-        d.create_user("root", "pencil", true, false).unwrap();
+        let admin = sextant_auth::NewUser {
+            admin: true,
+            md5: false,
+        };
+        d.create_user("root", "pencil", admin, false).unwrap();
+        let md5 = sextant_auth::NewUser {
+            admin: false,
+            md5: true,
+        };
+        d.create_user("old", "pencil", md5, false).unwrap();
         d
     })
 }
@@ -44,12 +54,6 @@ fuzz_target!(|data: &[u8]| {
         let mut buf = BytesMut::from(wire);
         // A message that consumes nothing would loop forever: a few at most.
         for _ in 0..8 {
-            // Before login only the password family ('p') is expected; the
-            // decoders of the other messages (Parse, Bind, ...) are not
-            // covered here yet: some panic on a truncated body.
-            if !startup && buf.first() != Some(&b'p') {
-                break;
-            }
             let before = buf.len();
             let Ok(Some(msg)) = PgWireFrontendMessage::decode(&mut buf, &ctx) else {
                 break;
@@ -64,9 +68,12 @@ fuzz_target!(|data: &[u8]| {
                     PasswordMessageFamily::Raw(body) if initial => {
                         let _ = sextant_auth::parse_initial_response(&body);
                     }
-                    m => {
-                        let _ = m.into_sasl_response();
+                    PasswordMessageFamily::Raw(body) => {
+                        let raw = PasswordMessageFamily::Raw(body.clone());
+                        let _ = raw.into_password();
+                        let _ = PasswordMessageFamily::Raw(body).into_sasl_response();
                     }
+                    _ => {}
                 }
             }
         }

@@ -202,8 +202,9 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Logs a connection in. Once a user exists: SCRAM-SHA-256 (RFC 7677, as
-/// PostgreSQL does it), with the same answer for a wrong password and an
-/// unknown user, and failed logins counted per address. With no user yet:
+/// PostgreSQL does it), or MD5 for a user created with `MD5`, with the same
+/// answer for a wrong password and an unknown user, and failed logins
+/// counted per address. With no user yet:
 /// no password, from loopback only (unless `--allow-unauthenticated`). The
 /// exchange's state lives with the connection (its session extensions).
 struct Startup {
@@ -217,8 +218,18 @@ struct Startup {
 /// A connection's principal, once it logged in.
 struct SessionPrincipal(std::sync::RwLock<Principal>);
 
-/// A SCRAM exchange under way.
-struct Scram(std::sync::Mutex<Option<sextant_auth::ScramWaiting>>);
+/// A login under way: what the next password message answers.
+enum Waiting {
+    /// AuthenticationSASL was sent: a SASLInitialResponse comes next.
+    ScramInitial,
+    /// AuthenticationSASLContinue was sent: a SASLResponse comes next.
+    ScramFinal(sextant_auth::ScramWaiting),
+    /// AuthenticationMD5Password was sent: a PasswordMessage comes next.
+    Md5(sextant_auth::Md5Waiting),
+}
+
+/// The connection's login under way (in its session extensions).
+struct Login(std::sync::Mutex<Option<Waiting>>);
 
 /// The principal of a connection; one that never logged in (which pgwire
 /// does not allow) is nobody, whom every check refuses.
@@ -311,24 +322,49 @@ impl StartupHandler for Startup {
                     .allow_attempt(peer, "pgwire")
                     .map_err(|e| auth_fatal(&e))?;
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                // MD5 for the users who asked for it, else SCRAM (also for
+                // a name nobody has).
+                let (waiting, request) = match self.directory.md5_login(&user) {
+                    Some(md5) => {
+                        let salt = md5.salt().to_vec();
+                        (Waiting::Md5(md5), Authentication::MD5Password(salt))
+                    }
+                    None => (
+                        Waiting::ScramInitial,
+                        Authentication::SASL(vec!["SCRAM-SHA-256".to_string()]),
+                    ),
+                };
                 client
-                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-                        vec!["SCRAM-SHA-256".to_string()],
-                    )))
+                    .session_extensions()
+                    .insert(Login(std::sync::Mutex::new(Some(waiting))));
+                client
+                    .send(PgWireBackendMessage::Authentication(request))
                     .await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(msg) => {
                 let user = Self::user(client);
-                let scram = client
+                let login = client
                     .session_extensions()
-                    .get_or_insert_with(|| Scram(std::sync::Mutex::new(None)));
-                let waiting = scram.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    .get_or_insert_with(|| Login(std::sync::Mutex::new(None)));
+                let waiting = login.0.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let failed = |e: AuthError| {
                     self.directory.failed(peer, "pgwire", &user, &e);
                     auth_fatal(&e)
                 };
                 match waiting {
                     None => {
+                        return Err(failed(AuthError::Malformed(
+                            "a password message before the server asked for one".into(),
+                        )));
+                    }
+                    Some(Waiting::Md5(md5)) => {
+                        let password = msg.into_password()?;
+                        md5.finish(&password.password).map_err(failed)?;
+                        let who = Principal::password(user);
+                        self.directory.succeeded("pgwire", &who);
+                        self.finish(client, who).await?;
+                    }
+                    Some(Waiting::ScramInitial) => {
                         // Read here, not by pgwire's decoder, which panics
                         // on a length past the end of the message.
                         let (mechanism, first) = match msg {
@@ -356,14 +392,15 @@ impl StartupHandler for Startup {
                             &sextant_auth::random_nonce(),
                         )
                         .map_err(failed)?;
-                        *scram.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(next);
+                        *login.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Waiting::ScramFinal(next));
                         client
                             .send(PgWireBackendMessage::Authentication(
                                 Authentication::SASLContinue(server_first.into_bytes().into()),
                             ))
                             .await?;
                     }
-                    Some(waiting) => {
+                    Some(Waiting::ScramFinal(waiting)) => {
                         let response = msg.into_sasl_response()?;
                         let last = std::str::from_utf8(&response.data).map_err(|_| {
                             failed(AuthError::Malformed("client-final is not UTF-8".into()))

@@ -690,6 +690,7 @@ pub(crate) fn register_access(
     let users = Arc::new(Schema::new(vec![
         Field::new("user_name", DataType::Utf8, false),
         Field::new("admin", DataType::Boolean, false),
+        Field::new("auth_method", DataType::Utf8, false),
         Field::new("created_at", ts(), false),
     ]));
     let build = with_schema(
@@ -699,6 +700,11 @@ pub(crate) fn register_access(
             Ok(vec![
                 text(rows.iter().map(|u| Some(u.name.clone())).collect()),
                 Arc::new(BooleanArray::from_iter(rows.iter().map(|u| Some(u.admin)))) as ArrayRef,
+                text(
+                    rows.iter()
+                        .map(|u| Some(u.auth_method.to_string()))
+                        .collect(),
+                ),
                 time(rows.iter().map(|u| Some(u.created_at_ns)).collect()),
             ])
         }),

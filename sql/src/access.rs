@@ -16,8 +16,8 @@
 //! rules, the server's own telemetry) is the server's own and is not checked.
 //!
 //! ```sql
-//! CREATE USER [IF NOT EXISTS] name [WITH] PASSWORD '...' [SUPERUSER]
-//! ALTER USER name [WITH] [PASSWORD '...'] [SUPERUSER | NOSUPERUSER]
+//! CREATE USER [IF NOT EXISTS] name [WITH] PASSWORD '...' [MD5] [SUPERUSER]
+//! ALTER USER name [WITH] [PASSWORD '...' [MD5]] [SUPERUSER | NOSUPERUSER]
 //! DROP USER [IF EXISTS] name [, ...]
 //! GRANT {SELECT | INSERT | ALL | read | write | admin} [, ...]
 //!   ON {DATABASE sextant | ALL TABLES | [TABLE] t [, ...]} TO user [, ...]
@@ -46,7 +46,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use sextant_auth::{Action, AuthError, Directory, Principal, Privilege, Via};
+use sextant_auth::{Action, AuthError, Directory, NewUser, Principal, Privilege, Via};
 use sextant_storage::Engine;
 
 use crate::SqlError;
@@ -317,7 +317,7 @@ pub(crate) fn authorize_statement(
     }
 }
 
-const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [SUPERUSER] | ALTER USER name WITH PASSWORD '...' | \
+const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [MD5] [SUPERUSER] | ALTER USER name WITH PASSWORD '...' | \
      DROP USER name | GRANT SELECT|INSERT|ALL ON {DATABASE sextant | ALL TABLES | TABLE t} TO user | \
      REVOKE ... FROM user | CREATE TOKEN name FOR USER user [INSERT ON table] [EXPIRES IN '30 days'] | \
      DROP TOKEN name";
@@ -490,13 +490,17 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
             admin("create users")?;
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
             let user = name(&mut p)?;
-            let (password, superuser) = user_options(&mut p)?;
+            let (password, md5, superuser) = user_options(&mut p)?;
             let password = password.ok_or_else(|| {
                 SqlError::syntax(format!(
                     "CREATE USER {user} needs a password: CREATE USER {user} WITH PASSWORD '...'"
                 ))
             })?;
-            directory.create_user(&user, &password, superuser == Some(true), if_not_exists)?;
+            let options = NewUser {
+                admin: superuser == Some(true),
+                md5,
+            };
+            directory.create_user(&user, &password, options, if_not_exists)?;
             Ok(done("CREATE ROLE"))
         }
         ("alter", false) => {
@@ -506,10 +510,10 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
                     "ALTER USER ... RENAME is not supported: create the new user and drop the old one",
                 ));
             }
-            let (password, superuser) = user_options(&mut p)?;
-            if password.is_none() && superuser.is_none() {
+            let (password, md5, superuser) = user_options(&mut p)?;
+            if password.is_none() && superuser.is_none() && !md5 {
                 return Err(SqlError::syntax(format!(
-                    "syntax error: ALTER USER {user} takes PASSWORD '...', SUPERUSER or NOSUPERUSER"
+                    "syntax error: ALTER USER {user} takes PASSWORD '...' [MD5], SUPERUSER or NOSUPERUSER"
                 )));
             }
             // Anyone may change their own password (not with a token).
@@ -517,7 +521,7 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
             if !own {
                 admin("alter other users")?;
             }
-            directory.alter_user(&user, password.as_deref(), superuser)?;
+            directory.alter_user(&user, password.as_deref(), md5, superuser)?;
             Ok(done("ALTER ROLE"))
         }
         ("drop", false) => {
@@ -548,10 +552,14 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
     }
 }
 
-/// `[WITH] [ENCRYPTED] PASSWORD '...' | SUPERUSER | NOSUPERUSER | ADMIN | LOGIN`.
-fn user_options(p: &mut Parser<'_>) -> Result<(Option<String>, Option<bool>), SqlError> {
+/// `[WITH] [ENCRYPTED] PASSWORD '...' | MD5 | SUPERUSER | NOSUPERUSER | ADMIN
+/// | LOGIN`: the password, whether pgwire logs the user in with MD5, and
+/// admin or not.
+type UserOptions = (Option<String>, bool, Option<bool>);
+
+fn user_options(p: &mut Parser<'_>) -> Result<UserOptions, SqlError> {
     let _ = p.parse_keyword(Keyword::WITH);
-    let (mut password, mut superuser) = (None, None);
+    let (mut password, mut md5, mut superuser) = (None, false, None);
     loop {
         if word(p, "encrypted") {
             expect(p, "password")?;
@@ -567,12 +575,14 @@ fn user_options(p: &mut Parser<'_>) -> Result<(Option<String>, Option<bool>), Sq
             superuser = Some(true);
         } else if word(p, "nosuperuser") {
             superuser = Some(false);
+        } else if word(p, "md5") {
+            md5 = true;
         } else if word(p, "login") {
         } else if p.peek_token().token == Token::EOF {
-            return Ok((password, superuser));
+            return Ok((password, md5, superuser));
         } else {
             return Err(SqlError::syntax(format!(
-                "syntax error: unexpected {}: a user takes PASSWORD '...', SUPERUSER or NOSUPERUSER",
+                "syntax error: unexpected {}: a user takes PASSWORD '...', MD5, SUPERUSER or NOSUPERUSER",
                 p.peek_token().token
             )));
         }

@@ -19,7 +19,8 @@
 //!   and returns once every alert evaluation and notification due by then
 //!   has run (`advance clock 0s` just waits for those due now).
 //! - `connect as <user> <password>`: a new connection, logged in as that
-//!   user (SCRAM); later restarts reconnect as it too. Until a file makes
+//!   user (SCRAM, or MD5 for a user made with MD5); later restarts
+//!   reconnect as it too. Until a file makes
 //!   users, its connection needs no password (loopback).
 //!
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.

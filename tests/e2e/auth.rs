@@ -136,3 +136,82 @@ async fn users_grants_and_tokens_survive_restarts_and_logins_are_limited() {
     );
     assert!(server.log().contains("login failed"));
 }
+
+/// Reads backend messages until an ErrorResponse, returning its fields.
+async fn read_error(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let kind = stream
+            .read_u8()
+            .await
+            .expect("a message, not a closed socket");
+        let len = stream.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        stream.read_exact(&mut body).await.unwrap();
+        if kind == b'E' {
+            return String::from_utf8_lossy(&body).replace('\0', " ");
+        }
+    }
+}
+
+fn startup(user: &str) -> Vec<u8> {
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{user}\0database\0sextant\0\0").as_bytes());
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn truncated_frontend_messages_before_login_get_08p01_and_the_server_goes_on() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[]);
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE USER root WITH SUPERUSER PASSWORD 'root-pw'")
+        .await
+        .unwrap();
+    // Messages a client may send before it has logged in, with bodies
+    // shorter than their fields say (pgwire's decoders used to panic on
+    // them, killing the connection's task without an answer).
+    let cases: [(&[u8], &str); 4] = [
+        // Parse with a 4-byte body and no terminating NULs.
+        (
+            b"P\0\0\0\x08\x04\xd2\x16/",
+            "Invalid message: 4 bytes required, 2 remaining",
+        ),
+        // Parse whose parameter-type count says 5, with no types.
+        (
+            b"P\0\0\0\x08\0\0\0\x05",
+            "Invalid message: 4 bytes required, 0 remaining",
+        ),
+        // Bind with one parameter of 100 bytes, and 2 of them.
+        (
+            b"B\0\0\0\x12\0\0\0\0\0\x01\0\0\0\x64ab\0\0",
+            "Invalid message: 100 bytes required, 4 remaining",
+        ),
+        // A length below the length field's own 4 bytes.
+        (b"Q\0\0\0\x02", "Invalid message length"),
+    ];
+    for (case, expected) in cases {
+        let mut stream = tokio::net::TcpStream::connect(server.pg_addr())
+            .await
+            .unwrap();
+        stream.write_all(&startup("root")).await.unwrap();
+        // AuthenticationSASL, then the malformed message instead of an answer.
+        stream.write_all(case).await.unwrap();
+        let error = read_error(&mut stream).await;
+        assert!(error.contains("SFATAL C08P01"), "{error}");
+        assert!(error.contains(expected), "{error}");
+    }
+    let root = server.connect_as("root", "root-pw").await.unwrap();
+    assert_eq!(
+        text_rows(&root, "SELECT 1").await,
+        vec![vec!["1".to_string()]]
+    );
+    assert!(
+        !server.log().contains("panicked"),
+        "{}",
+        server.log_tail(40)
+    );
+}

@@ -10,6 +10,7 @@ revoked or expired token stops working at once.
 """
 
 import base64
+import hashlib
 import os
 import subprocess
 import time
@@ -131,6 +132,67 @@ def test_psql_logs_in_with_scram_and_wrong_credentials_look_alike(secured):
     assert any(t.startswith("CREATE USER root WITH SUPERUSER PASSWORD '***'") for t in texts), texts
     assert not any(ROOT_PW in t or READER_PW in t for t in texts)
     assert ROOT_PW not in secured.log() and READER_PW not in secured.log()
+
+
+def test_md5_for_old_clients_when_the_user_asks_for_it(secured):
+    """A user created with MD5 is asked for an MD5 password by pgwire (libpq's
+    require_auth shows which method the server asked for); every other user
+    keeps SCRAM. A new password without MD5 goes back to SCRAM."""
+    host, port = secured.pg
+    with admin(secured) as c:
+        c.execute("CREATE USER legacy WITH PASSWORD 'old-client pw' MD5")
+        c.execute("GRANT SELECT ON DATABASE sextant TO legacy")
+        # A hash as pg_dumpall prints it is kept as is.
+        digest = hashlib.md5(b"dumped pw" + b"dumped").hexdigest()
+        c.execute(f"CREATE USER dumped WITH PASSWORD 'md5{digest}'")
+        c.execute("GRANT SELECT ON DATABASE sextant TO dumped")
+        methods = dict(c.execute("SELECT user_name, auth_method FROM system.users").fetchall())
+    assert methods == {
+        "root": "scram-sha-256", "reader": "scram-sha-256", "writer": "scram-sha-256",
+        "ingester": "scram-sha-256", "legacy": "md5", "dumped": "md5",
+    }, methods
+
+    def connect(user, password, method):
+        return psycopg.connect(dsn(secured, user, password) + f" require_auth={method}")
+
+    for user, password in [("legacy", "old-client pw"), ("dumped", "dumped pw")]:
+        with connect(user, password, "md5") as c:
+            assert c.execute("SELECT current_user, count(*) FROM cpu").fetchone() == (user, 1)
+        # The server asks this user for MD5, not SCRAM.
+        with pytest.raises(psycopg.OperationalError) as e:
+            connect(user, password, "scram-sha-256")
+        assert "server requested a hashed password" in str(e.value), e.value
+        with pytest.raises(psycopg.OperationalError) as e:
+            connect(user, "wrong", "md5")
+        assert f'FATAL:  password authentication failed for user "{user}"' in str(e.value)
+        # psql (libpq 15) logs in too, and a wrong password looks the same.
+        ok = psql(secured, user, password, "SELECT current_user")
+        assert ok.returncode == 0 and ok.stdout.strip() == user, ok.stderr
+        wrong = psql(secured, user, "wrong", "SELECT 1")
+        assert f'FATAL:  password authentication failed for user "{user}"' in wrong.stderr
+        # HTTP Basic checks the same password.
+        code, _ = curl("-u", f"{user}:{password}", f"{secured.http_url}/metrics")
+        assert code == 200, code
+        code, _ = curl("-u", f"{user}:wrong", f"{secured.http_url}/metrics")
+        assert code == 401, code
+
+    # The others stay on SCRAM: an MD5-only client cannot log them in.
+    with pytest.raises(psycopg.OperationalError) as e:
+        connect("reader", READER_PW, "md5")
+    assert "server requested SASL authentication" in str(e.value), e.value
+    # An unknown user is asked for SCRAM, like one who exists.
+    with pytest.raises(psycopg.OperationalError) as e:
+        connect("nobody", "x", "md5")
+    assert "server requested SASL authentication" in str(e.value), e.value
+
+    # A new password without MD5: SCRAM from now on.
+    with admin(secured) as c:
+        c.execute("ALTER USER legacy PASSWORD 'new pw'")
+    with connect("legacy", "new pw", "scram-sha-256") as c:
+        assert c.execute("SELECT current_user").fetchone() == ("legacy",)
+    with pytest.raises(psycopg.OperationalError):
+        connect("legacy", "new pw", "md5")
+    assert "old-client pw" not in secured.log() and "dumped pw" not in secured.log()
 
 
 def test_a_read_only_user_cannot_write_by_any_path(secured):

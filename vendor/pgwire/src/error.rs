@@ -19,6 +19,10 @@ pub enum PgWireError {
     MessageTooLarge(usize, usize),
     #[error("Invalid element count {0}: {1} bytes required, {2} remaining")]
     InvalidElementCount(usize, usize, usize),
+    // Sextant patch: a message body shorter than its fields (the decoders
+    // panicked reading past its end).
+    #[error("Invalid message: {0} bytes required, {1} remaining in the message")]
+    TruncatedMessage(usize, usize),
     #[error("Invalid target type, received {0}")]
     InvalidTargetType(u8),
     #[error("Invalid transaction status, received {0}")]
@@ -78,6 +82,13 @@ pub enum PgWireError {
 
     #[error("User provided error: {0}")]
     UserError(Box<ErrorInfo>),
+}
+
+// Sextant patch: the decoders read with `try_get_*` and `?`.
+impl From<bytes::TryGetError> for PgWireError {
+    fn from(e: bytes::TryGetError) -> Self {
+        PgWireError::TruncatedMessage(e.requested, e.available)
+    }
 }
 
 impl From<PgWireError> for IOError {
@@ -330,6 +341,9 @@ impl From<PgWireError> for ErrorInfo {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::InvalidElementCount(..) => {
+                ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
+            }
+            PgWireError::TruncatedMessage(..) => {
                 ErrorInfo::new("FATAL".to_owned(), "08P01".to_owned(), error.to_string())
             }
             PgWireError::InvalidTransactionStatus(_) => {

@@ -1,3 +1,6 @@
+// Sextant patch: the decoders below read fields with `try_get_*()?` and
+// `codec::take` (an error for a short message body, where `get_*` and
+// `split_to` panicked).
 use bytes::{Buf, BufMut};
 
 use super::startup::{self, SecretKey};
@@ -76,7 +79,7 @@ impl Message for CancelRequest {
 
         // skip cancel code
         buf.advance(4);
-        let pid = buf.get_i32();
+        let pid = buf.try_get_i32()?;
         let secret_key = SecretKey::decode(buf, msg_len - 12, ctx)?;
 
         Ok(CancelRequest { pid, secret_key })

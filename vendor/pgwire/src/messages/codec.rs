@@ -33,6 +33,16 @@ pub(crate) fn get_cstring(buf: &mut BytesMut) -> Option<String> {
     }
 }
 
+/// Sextant patch: `split_to` that fails instead of panicking when the
+/// message holds fewer than `len` bytes.
+pub(crate) fn take(buf: &mut BytesMut, len: usize) -> PgWireResult<BytesMut> {
+    if len > buf.remaining() {
+        Err(PgWireError::TruncatedMessage(len, buf.remaining()))
+    } else {
+        Ok(buf.split_to(len))
+    }
+}
+
 /// Put null-termianted string
 ///
 /// You can put empty string by giving `""` as input.
@@ -91,7 +101,11 @@ where
 
         if buf.remaining() >= msg_len + offset {
             buf.advance(offset + 4);
-            return decode_fn(buf, msg_len).map(|r| Some(r));
+            // Sextant patch: the decoder sees this message's body only, so a
+            // field read past its end is an error (`take`, `try_get_*`), not
+            // a read into the next message or a panic.
+            let mut body = buf.split_to(msg_len - 4);
+            return decode_fn(&mut body, msg_len).map(|r| Some(r));
         }
     }
 

@@ -1,3 +1,6 @@
+// Sextant patch: the decoders below read fields with `try_get_*()?` and
+// `codec::take` (an error for a short message body, where `get_*` and
+// `split_to` panicked).
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{DecodeContext, Message, codec};
@@ -134,12 +137,12 @@ impl Message for CopyInResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        let format = buf.try_get_i8()?;
+        let columns = buf.try_get_i16()?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(buf.try_get_i16()?);
         }
 
         Ok(Self::new(format, columns, column_formats))
@@ -183,12 +186,12 @@ impl Message for CopyOutResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        let format = buf.try_get_i8()?;
+        let columns = buf.try_get_i16()?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(buf.try_get_i16()?);
         }
 
         Ok(Self::new(format, columns, column_formats))
@@ -232,12 +235,12 @@ impl Message for CopyBothResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _len: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let format = buf.get_i8();
-        let columns = buf.get_i16();
+        let format = buf.try_get_i8()?;
+        let columns = buf.try_get_i16()?;
         codec::ensure_count(columns as usize, 2, buf)?;
         let mut column_formats = Vec::with_capacity(columns as usize);
         for _ in 0..columns {
-            column_formats.push(buf.get_i16());
+            column_formats.push(buf.try_get_i16()?);
         }
 
         Ok(Self::new(format, columns, column_formats))

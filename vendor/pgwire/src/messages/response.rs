@@ -1,3 +1,6 @@
+// Sextant patch: the decoders below read fields with `try_get_*()?` and
+// `codec::take` (an error for a short message body, where `get_*` and
+// `split_to` panicked).
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::{DecodeContext, Message, codec};
@@ -125,7 +128,7 @@ impl Message for ReadyForQuery {
     }
 
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let status = TransactionStatus::try_from(buf.get_u8())?;
+        let status = TransactionStatus::try_from(buf.try_get_u8()?)?;
         Ok(ReadyForQuery::new(status))
     }
 }
@@ -181,7 +184,7 @@ impl Message for ErrorResponse {
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
         let mut fields = Vec::new();
         loop {
-            let code = buf.get_u8();
+            let code = buf.try_get_u8()?;
 
             if code == b'\0' {
                 return Ok(ErrorResponse { fields });
@@ -232,7 +235,7 @@ impl Message for NoticeResponse {
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
         let mut fields = Vec::new();
         loop {
-            let code = buf.get_u8();
+            let code = buf.try_get_u8()?;
 
             if code == b'\0' {
                 return Ok(NoticeResponse { fields });
@@ -401,7 +404,7 @@ impl Message for NotificationResponse {
     }
 
     fn decode_body(buf: &mut BytesMut, _: usize, _ctx: &DecodeContext) -> PgWireResult<Self> {
-        let pid = buf.get_i32();
+        let pid = buf.try_get_i32()?;
         let channel = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
         let payload = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
 

@@ -617,6 +617,18 @@ macro_rules! process_socket_messages {
                     process_error(socket, e, is_extended_query).await?;
                 }
             } else {
+                // Sextant patch: a message that does not decode (a bad
+                // length, a truncated body) is answered with its error
+                // (FATAL 08P01), as PostgreSQL does, before the connection
+                // closes; it used to close without a word.
+                if let Some(Err(e)) = msg {
+                    if !matches!(e, PgWireError::IoError(_)) {
+                        let info: ErrorInfo = e.into();
+                        let _ = socket
+                            .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                            .await;
+                    }
+                }
                 break;
             }
         }
