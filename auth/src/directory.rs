@@ -605,27 +605,37 @@ impl Directory {
     /// The tables `who` may read by name, or `None` if it may read every
     /// table (a SELECT or ALL on the database).
     pub fn readable_tables(&self, who: &Principal) -> Option<Vec<String>> {
-        if self.check(who, Action::Select("\u{0}any")).is_ok() {
-            return None;
-        }
         let state = self.read();
+        if let Via::Trusted = who.via {
+            // Before the first user everyone may read everything; after,
+            // a trusted session may read nothing.
+            return if state.users.is_empty() {
+                None
+            } else {
+                Some(vec![])
+            };
+        }
         let Some(user) = state.users.get(&who.user) else {
             return Some(vec![]);
         };
-        let token_table = match &who.via {
-            Via::Token(name) => state.tokens.get(name).and_then(|t| t.table.clone()),
-            _ => None,
-        };
-        if token_table.is_some() {
-            return Some(vec![]);
+        if let Via::Token(name) = &who.via {
+            let usable = state.tokens.get(name).is_some_and(|t| {
+                // An ingest token only writes; an expired one does nothing.
+                t.table.is_none() && t.expires_at_ns.is_none_or(|e| e > now_ns())
+            });
+            if !usable {
+                return Some(vec![]);
+            }
         }
-        Some(
+        let reads = || {
             user.grants
                 .iter()
                 .filter(|g| g.privilege != Privilege::Insert)
-                .filter_map(|g| g.table.clone())
-                .collect(),
-        )
+        };
+        if reads().any(|g| g.table.is_none()) {
+            return None;
+        }
+        Some(reads().filter_map(|g| g.table.clone()).collect())
     }
 
     // ---- changes ----
@@ -1076,6 +1086,7 @@ mod tests {
         let (catalog, d) = directory();
         let trusted = Principal::trusted("anyone");
         assert!(d.check(&trusted, Action::Admin("x")).is_ok());
+        assert_eq!(d.readable_tables(&trusted), None);
         assert!(matches!(
             d.create_user("reader", "pw", NewUser::default(), false),
             Err(AuthError::LastAdmin(_))
@@ -1085,6 +1096,7 @@ mod tests {
             d.check(&trusted, Action::Select("t")),
             Err(AuthError::Required(_))
         ));
+        assert_eq!(d.readable_tables(&trusted), Some(vec![]));
         d.create_user("reader", "pw", NewUser::default(), false)
             .unwrap();
         assert!(
@@ -1149,6 +1161,8 @@ mod tests {
         assert!(d.check(&p, Action::Insert("cpu")).is_ok());
         assert!(d.check(&p, Action::Insert("mem")).is_err());
         assert!(d.check(&p, Action::Select("cpu")).is_err());
+        // An ingest token of an admin reads nothing, not even system tables.
+        assert_eq!(d.readable_tables(&p), Some(vec![]));
         assert!(!catalog.tokens().unwrap()[0].body.contains(&secret));
         d.drop_token("ingest", false).unwrap();
         assert_eq!(
@@ -1163,7 +1177,9 @@ mod tests {
         let secret = d.create_token("brief", "root", None, Some(soon)).unwrap();
         let p = d.login_token(&secret, ADDR, "test").unwrap();
         assert!(d.check(&p, Action::Select("cpu")).is_ok());
+        assert_eq!(d.readable_tables(&p), None);
         std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(d.readable_tables(&p), Some(vec![]));
         assert_eq!(
             d.check(&p, Action::Select("cpu")),
             Err(AuthError::InvalidToken)

@@ -44,13 +44,14 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_auth::{Action, AuthError, Directory, NewUser, Principal, Privilege, Via};
 use sextant_storage::Engine;
 
 use crate::SqlError;
 use crate::statements::{Done, SextantStatement, parse_interval, table_name};
+use crate::words::{Usage, quoted, word};
 
 impl From<AuthError> for SqlError {
     fn from(e: AuthError) -> Self {
@@ -317,6 +318,8 @@ pub(crate) fn authorize_statement(
     }
 }
 
+const U: Usage = Usage(USAGE);
+
 const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [MD5] [SUPERUSER] | ALTER USER name WITH PASSWORD '...' | \
      DROP USER name | GRANT SELECT|INSERT|ALL ON {DATABASE sextant | ALL TABLES | TABLE t} TO user | \
      REVOKE ... FROM user | CREATE TOKEN name FOR USER user [INSERT ON table] [EXPIRES IN '30 days'] | \
@@ -371,69 +374,12 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-fn syntax(e: ParserError) -> SqlError {
-    let m = match e {
-        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
-        other => other.to_string(),
-    };
-    SqlError::syntax(format!("syntax error: {m}; usage: {USAGE}"))
-}
-
-fn word(p: &mut Parser<'_>, w: &str) -> bool {
-    match &p.peek_token().token {
-        Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w) => {
-            p.next_token();
-            true
-        }
-        _ => false,
-    }
-}
-
-fn expect(p: &mut Parser<'_>, w: &str) -> Result<(), SqlError> {
-    if word(p, w) {
-        Ok(())
-    } else {
-        Err(SqlError::syntax(format!(
-            "syntax error: expected {}, found {}; usage: {USAGE}",
-            w.to_uppercase(),
-            p.peek_token().token
-        )))
-    }
-}
-
-fn name(p: &mut Parser<'_>) -> Result<String, SqlError> {
-    let id = p.parse_identifier().map_err(syntax)?;
-    Ok(if id.quote_style.is_some() {
-        id.value
-    } else {
-        id.value.to_lowercase()
-    })
-}
-
 fn names(p: &mut Parser<'_>) -> Result<Vec<String>, SqlError> {
-    let mut out = vec![name(p)?];
+    let mut out = vec![U.name(p)?];
     while p.consume_token(&Token::Comma) {
-        out.push(name(p)?);
+        out.push(U.name(p)?);
     }
     Ok(out)
-}
-
-fn string(p: &mut Parser<'_>, what: &str) -> Result<String, SqlError> {
-    match p.next_token().token {
-        Token::SingleQuotedString(s) => Ok(s),
-        other => Err(SqlError::syntax(format!(
-            "syntax error: expected {what} as a quoted string, found {other}"
-        ))),
-    }
-}
-
-fn end(p: &mut Parser<'_>) -> Result<(), SqlError> {
-    match p.peek_token().token {
-        Token::EOF => Ok(()),
-        other => Err(SqlError::syntax(format!(
-            "syntax error: unexpected {other}; usage: {USAGE}"
-        ))),
-    }
 }
 
 fn done(tag: &'static str) -> Done {
@@ -447,28 +393,30 @@ fn done(tag: &'static str) -> Done {
 /// Runs one of this module's statements for `who`.
 pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Result<Done, SqlError> {
     let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| U.syntax(e))?;
     let admin = |what: &str| directory.check(who, Action::Admin(what));
     if p.parse_keyword(Keyword::GRANT) {
         admin("grant privileges")?;
         let (privileges, tables) = privileges_on(&mut p)?;
-        expect(&mut p, "to")?;
+        U.expect(&mut p, "to")?;
         let users = names(&mut p)?;
         if p.parse_keywords(&[Keyword::WITH, Keyword::GRANT, Keyword::OPTION]) {
             return Err(SqlError::unsupported(
                 "WITH GRANT OPTION is not supported: only admins grant privileges",
             ));
         }
-        end(&mut p)?;
+        U.end(&mut p)?;
         directory.grant(&privileges, tables.as_deref(), &users)?;
         return Ok(done("GRANT"));
     }
     if p.parse_keyword(Keyword::REVOKE) {
         admin("revoke privileges")?;
         let (privileges, tables) = privileges_on(&mut p)?;
-        expect(&mut p, "from")?;
+        U.expect(&mut p, "from")?;
         let users = names(&mut p)?;
-        end(&mut p)?;
+        U.end(&mut p)?;
         directory.revoke(&privileges, tables.as_deref(), &users)?;
         return Ok(done("REVOKE"));
     }
@@ -489,7 +437,7 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
         ("create", false) => {
             admin("create users")?;
             let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            let user = name(&mut p)?;
+            let user = U.name(&mut p)?;
             let (password, md5, superuser) = user_options(&mut p)?;
             let password = password.ok_or_else(|| {
                 SqlError::syntax(format!(
@@ -504,7 +452,7 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
             Ok(done("CREATE ROLE"))
         }
         ("alter", false) => {
-            let user = name(&mut p)?;
+            let user = U.name(&mut p)?;
             if word(&mut p, "rename") {
                 return Err(SqlError::unsupported(
                     "ALTER USER ... RENAME is not supported: create the new user and drop the old one",
@@ -528,7 +476,7 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
             admin("drop users")?;
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let users = names(&mut p)?;
-            end(&mut p)?;
+            U.end(&mut p)?;
             for u in &users {
                 directory.drop_user(u, if_exists)?;
             }
@@ -537,8 +485,8 @@ pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Resu
         ("create", true) => create_token(&mut p, directory, who),
         ("drop", true) => {
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            let token = name(&mut p)?;
-            end(&mut p)?;
+            let token = U.name(&mut p)?;
+            U.end(&mut p)?;
             let owner = directory.token_owner(&token);
             if owner.as_deref() != Some(who.user()) || matches!(who.via(), Via::Token(_)) {
                 admin("drop other users' tokens")?;
@@ -562,15 +510,15 @@ fn user_options(p: &mut Parser<'_>) -> Result<UserOptions, SqlError> {
     let (mut password, mut md5, mut superuser) = (None, false, None);
     loop {
         if word(p, "encrypted") {
-            expect(p, "password")?;
-            password = Some(string(p, "the password")?);
+            U.expect(p, "password")?;
+            password = Some(quoted(p, "the password")?);
         } else if word(p, "password") {
             if p.parse_keyword(Keyword::NULL) {
                 return Err(SqlError::unsupported(
                     "PASSWORD NULL is not supported: every user logs in with a password",
                 ));
             }
-            password = Some(string(p, "the password")?);
+            password = Some(quoted(p, "the password")?);
         } else if word(p, "superuser") || word(p, "admin") {
             superuser = Some(true);
         } else if word(p, "nosuperuser") {
@@ -613,9 +561,9 @@ fn privileges_on(p: &mut Parser<'_>) -> Result<(Vec<Privilege>, Option<Vec<Strin
             break;
         }
     }
-    expect(p, "on")?;
+    U.expect(p, "on")?;
     if word(p, "database") {
-        let db = name(p)?;
+        let db = U.name(p)?;
         if db != sextant_catalog::DATABASE_NAME {
             return Err(SqlError::new(
                 "3D000",
@@ -628,17 +576,17 @@ fn privileges_on(p: &mut Parser<'_>) -> Result<(Vec<Privilege>, Option<Vec<Strin
         return Ok((privileges, None));
     }
     if word(p, "all") {
-        expect(p, "tables")?;
+        U.expect(p, "tables")?;
         if word(p, "in") {
-            expect(p, "schema")?;
-            let _ = name(p)?;
+            U.expect(p, "schema")?;
+            let _ = U.name(p)?;
         }
         return Ok((privileges, None));
     }
     let _ = p.parse_keyword(Keyword::TABLE);
     let tables = p
         .parse_comma_separated(|p| p.parse_object_name(false))
-        .map_err(syntax)?
+        .map_err(|e| U.syntax(e))?
         .iter()
         .map(table_name)
         .collect::<Result<Vec<_>, _>>()?;
@@ -652,17 +600,17 @@ fn create_token(
     directory: &Directory,
     who: &Principal,
 ) -> Result<Done, SqlError> {
-    let token = name(p)?;
-    expect(p, "for")?;
+    let token = U.name(p)?;
+    U.expect(p, "for")?;
     let _ = word(p, "user");
-    let user = name(p)?;
+    let user = U.name(p)?;
     let mut table = None;
     let mut expires_at_ns = None;
     loop {
         if word(p, "insert") {
-            expect(p, "on")?;
+            U.expect(p, "on")?;
             let _ = p.parse_keyword(Keyword::TABLE);
-            let t = p.parse_object_name(false).map_err(syntax)?;
+            let t = p.parse_object_name(false).map_err(|e| U.syntax(e))?;
             table = Some(table_name(&t)?);
         } else if word(p, "expires") {
             let now = std::time::SystemTime::now()
@@ -671,11 +619,11 @@ fn create_token(
                 .unwrap_or(0);
             if word(p, "in") {
                 let _ = p.parse_keyword(Keyword::INTERVAL);
-                let d = parse_interval(&string(p, "the interval")?)?;
+                let d = parse_interval(&quoted(p, "the interval")?)?;
                 expires_at_ns = Some(now.saturating_add(d.as_nanos() as i64));
             } else {
                 let _ = p.parse_keyword(Keyword::TIMESTAMP);
-                let text = string(p, "the expiry time")?;
+                let text = quoted(p, "the expiry time")?;
                 let at = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(&text)
                     .map_err(|_| {
                         SqlError::new(
@@ -688,7 +636,7 @@ fn create_token(
                 expires_at_ns = Some(at);
             }
         } else {
-            end(p)?;
+            U.end(p)?;
             break;
         }
     }

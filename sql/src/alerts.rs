@@ -19,13 +19,16 @@ use std::time::Duration;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_alerts::{AlertDef, AlertError, Alerts};
 use sextant_catalog::CatalogError;
 
 use crate::SqlError;
 use crate::statements::{Done, LineIndex, parse_interval};
+use crate::words::{Usage, quoted, word};
+
+const U: Usage = Usage(USAGE);
 
 const USAGE: &str = "CREATE ALERT name AS SELECT ... EVERY '1 minute' [FOR '5 minutes'] \
      [KEEP FIRING FOR '10 minutes'] [LABELS (severity = 'page')] [ANNOTATIONS (summary = '...')] \
@@ -66,53 +69,14 @@ fn alerts(ctx: &SessionContext) -> Result<Arc<Alerts>, SqlError> {
         .ok_or_else(|| SqlError::unsupported("alert rules are not available in this session"))
 }
 
-fn syntax(e: ParserError) -> SqlError {
-    let m = match e {
-        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
-        other => other.to_string(),
-    };
-    SqlError::syntax(format!("syntax error: {m}; usage: {USAGE}"))
-}
-
-fn word(p: &mut Parser<'_>, w: &str) -> bool {
-    match &p.peek_token().token {
-        Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w) => {
-            p.next_token();
-            true
-        }
-        _ => false,
-    }
-}
-
-fn expect_word(p: &mut Parser<'_>, w: &str) -> Result<(), SqlError> {
-    if word(p, w) {
-        Ok(())
-    } else {
-        Err(SqlError::syntax(format!(
-            "syntax error: expected {}, found {}; usage: {USAGE}",
-            w.to_uppercase(),
-            p.peek_token().token
-        )))
-    }
-}
-
-fn alert_name(p: &mut Parser<'_>) -> Result<String, SqlError> {
-    let id = p.parse_identifier().map_err(syntax)?;
-    Ok(if id.quote_style.is_some() {
-        id.value
-    } else {
-        id.value.to_lowercase()
-    })
-}
-
+/// A quoted string, or a bare number (`EVERY 60`).
 fn string(p: &mut Parser<'_>, what: &str) -> Result<String, SqlError> {
-    match p.next_token().token {
-        Token::SingleQuotedString(s) => Ok(s),
-        Token::Number(n, _) => Ok(n),
-        other => Err(SqlError::syntax(format!(
-            "syntax error: expected {what} as a quoted string, found {other}"
-        ))),
+    if let Token::Number(n, _) = &p.peek_token().token {
+        let n = n.clone();
+        p.next_token();
+        return Ok(n);
     }
+    quoted(p, what)
 }
 
 /// `INTERVAL '5 minutes'`, `INTERVAL '5' MINUTE` or `'5 minutes'`.
@@ -136,10 +100,10 @@ fn interval(p: &mut Parser<'_>, clause: &str) -> Result<Duration, SqlError> {
 
 /// `(k = 'v', ...)`; keys follow Prometheus' label name rules.
 fn pairs(p: &mut Parser<'_>, clause: &str) -> Result<BTreeMap<String, String>, SqlError> {
-    p.expect_token(&Token::LParen).map_err(syntax)?;
+    p.expect_token(&Token::LParen).map_err(|e| U.syntax(e))?;
     let mut out = BTreeMap::new();
     loop {
-        let key = p.parse_identifier().map_err(syntax)?.value;
+        let key = p.parse_identifier().map_err(|e| U.syntax(e))?.value;
         let valid = key
             .chars()
             .enumerate()
@@ -149,7 +113,7 @@ fn pairs(p: &mut Parser<'_>, clause: &str) -> Result<BTreeMap<String, String>, S
                 "{clause} name \"{key}\" is not valid: use letters, digits and _, not starting with a digit"
             )));
         }
-        p.expect_token(&Token::Eq).map_err(syntax)?;
+        p.expect_token(&Token::Eq).map_err(|e| U.syntax(e))?;
         let value = string(p, &format!("the value of {clause} {key}"))?;
         if out.insert(key.clone(), value).is_some() {
             return Err(SqlError::invalid_parameter(format!(
@@ -160,7 +124,7 @@ fn pairs(p: &mut Parser<'_>, clause: &str) -> Result<BTreeMap<String, String>, S
             break;
         }
     }
-    p.expect_token(&Token::RParen).map_err(syntax)?;
+    p.expect_token(&Token::RParen).map_err(|e| U.syntax(e))?;
     Ok(out)
 }
 
@@ -176,12 +140,14 @@ fn once<T>(slot: &mut Option<T>, value: T, clause: &str) -> Result<(), SqlError>
 /// Parses `CREATE ALERT`; the query is checked later, by planning it.
 pub(crate) fn parse_create(sql: &str) -> Result<(AlertDef, bool), SqlError> {
     let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    p.expect_keyword(Keyword::CREATE).map_err(syntax)?;
-    expect_word(&mut p, "alert")?;
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| U.syntax(e))?;
+    p.expect_keyword(Keyword::CREATE).map_err(|e| U.syntax(e))?;
+    U.expect(&mut p, "alert")?;
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = alert_name(&mut p)?;
-    p.expect_keyword(Keyword::AS).map_err(syntax)?;
+    let name = U.name(&mut p)?;
+    p.expect_keyword(Keyword::AS).map_err(|e| U.syntax(e))?;
     // The query: every token up to EVERY at depth 0.
     let index = LineIndex::new(sql);
     let start = index.offset(p.peek_token().span.start);
@@ -227,8 +193,8 @@ pub(crate) fn parse_create(sql: &str) -> Result<(AlertDef, bool), SqlError> {
             let d = interval(&mut p, "FOR")?;
             once(&mut for_, d, "FOR")?;
         } else if word(&mut p, "keep") {
-            expect_word(&mut p, "firing")?;
-            p.expect_keyword(Keyword::FOR).map_err(syntax)?;
+            U.expect(&mut p, "firing")?;
+            p.expect_keyword(Keyword::FOR).map_err(|e| U.syntax(e))?;
             let d = interval(&mut p, "KEEP FIRING FOR")?;
             once(&mut keep, d, "KEEP FIRING FOR")?;
         } else if word(&mut p, "labels") {
@@ -238,7 +204,7 @@ pub(crate) fn parse_create(sql: &str) -> Result<(AlertDef, bool), SqlError> {
             let a = pairs(&mut p, "annotation")?;
             once(&mut annotations, a, "ANNOTATIONS")?;
         } else if word(&mut p, "notify") {
-            expect_word(&mut p, "webhook")?;
+            U.expect(&mut p, "webhook")?;
             let url = string(&mut p, "the webhook URL")?;
             sextant_alerts::notify::check_url(&url).map_err(SqlError::invalid_parameter)?;
             once(&mut webhook, url, "NOTIFY")?;
@@ -311,10 +277,12 @@ pub(crate) async fn create(sql: &str, ctx: &SessionContext) -> Result<Done, SqlE
 /// `ALTER ALERT name PAUSE | RESUME`.
 pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
     let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    p.expect_keyword(Keyword::ALTER).map_err(syntax)?;
-    expect_word(&mut p, "alert")?;
-    let name = alert_name(&mut p)?;
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| U.syntax(e))?;
+    p.expect_keyword(Keyword::ALTER).map_err(|e| U.syntax(e))?;
+    U.expect(&mut p, "alert")?;
+    let name = U.name(&mut p)?;
     let paused = if word(&mut p, "pause") {
         true
     } else if word(&mut p, "resume") {
@@ -343,11 +311,13 @@ pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
 /// `DROP ALERT [IF EXISTS] name`.
 pub(crate) fn drop(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
     let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
-    p.expect_keyword(Keyword::DROP).map_err(syntax)?;
-    expect_word(&mut p, "alert")?;
+    let mut p = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| U.syntax(e))?;
+    p.expect_keyword(Keyword::DROP).map_err(|e| U.syntax(e))?;
+    U.expect(&mut p, "alert")?;
     let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = alert_name(&mut p)?;
+    let name = U.name(&mut p)?;
     if p.peek_token().token != Token::EOF {
         return Err(SqlError::syntax(format!(
             "syntax error: unexpected {} after DROP ALERT {name}",

@@ -16,6 +16,7 @@ mod queries;
 pub mod settings;
 mod statements;
 mod views;
+mod words;
 
 pub use access::{GuardedPlanner, authorize_other, authorize_plan, directory, redact, run_as};
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
