@@ -779,9 +779,12 @@ impl FlightSqlService for FlightSql {
     async fn do_get_tables(
         &self,
         cmd: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        Ok(batch_response(metadata::tables(&self.ctx, cmd).await?))
+        let readable = self.directory.readable_tables(&who(&request));
+        Ok(batch_response(
+            metadata::tables(&self.ctx, cmd, readable.as_deref()).await?,
+        ))
     }
 
     async fn get_flight_info_table_types(

@@ -97,9 +97,12 @@ pub(crate) fn schemas_schema() -> SchemaRef {
     CommandGetDbSchemas::default().into_builder().schema()
 }
 
+/// The tables `cmd` asks for; of Sextant's own, only the `readable` ones
+/// (all if `None`).
 pub(crate) async fn tables(
     ctx: &SessionContext,
     cmd: CommandGetTables,
+    readable: Option<&[String]>,
 ) -> Result<RecordBatch, Status> {
     let include_schema = cmd.include_schema;
     let mut b = cmd.into_builder();
@@ -108,6 +111,9 @@ pub(crate) async fn tables(
         let mut names = schema.table_names();
         names.sort();
         for name in names {
+            if !system && readable.is_some_and(|r| !r.contains(&name)) {
+                continue;
+            }
             let Some(table) = schema.table(&name).await.map_err(df_status)? else {
                 continue;
             };

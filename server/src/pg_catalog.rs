@@ -120,16 +120,19 @@ impl SchemaProvider for Extended {
         if extra.is_empty() {
             return Ok(Some(table));
         }
+        // Scanned by its full name, so the plan checks (sextant_sql's
+        // GuardedPlanner) know it for a catalog table, not a user's table.
+        let rel = datafusion::common::TableReference::partial("pg_catalog", name);
         let mut columns: Vec<_> = table
             .schema()
             .fields()
             .iter()
-            .map(|f| Expr::Column(Column::new(Some(name), f.name())))
+            .map(|f| Expr::Column(Column::new(Some(rel.clone()), f.name())))
             .collect();
         for (_, column, ty) in extra {
             columns.push(lit(ScalarValue::try_from(&ty())?).alias(*column));
         }
-        let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)?
+        let plan = LogicalPlanBuilder::scan(rel, provider_as_source(table), None)?
             .project(columns)?
             .build()?;
         Ok(Some(Arc::new(ViewTable::new(plan, None))))
@@ -567,6 +570,9 @@ impl SchemaProvider for PgInformationSchema {
         if !name.eq_ignore_ascii_case("columns") {
             return Ok(Some(table));
         }
+        // Scanned by its full name, so the plan checks (sextant_sql's
+        // GuardedPlanner) know it for a catalog table, not a user's table.
+        let rel = datafusion::common::TableReference::partial(INFORMATION_SCHEMA, "columns");
         let pg = |kind: &str| {
             Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                 Arc::new(ScalarUDF::new_from_impl(if kind == "data_type" {
@@ -579,7 +585,7 @@ impl SchemaProvider for PgInformationSchema {
                 } else {
                     PgFunction::new("pg_udt_name_of_arrow", &[1], DataType::Utf8, udt_names)
                 })),
-                vec![Expr::Column(Column::new(Some("columns"), "data_type"))],
+                vec![Expr::Column(Column::new(Some(rel.clone()), "data_type"))],
             ))
         };
         let mut columns: Vec<Expr> = table
@@ -588,13 +594,13 @@ impl SchemaProvider for PgInformationSchema {
             .iter()
             .map(|f| match f.name().as_str() {
                 "data_type" => pg("data_type").alias("data_type"),
-                other => Expr::Column(Column::new(Some("columns"), other)),
+                other => Expr::Column(Column::new(Some(rel.clone()), other)),
             })
             .collect();
         columns.push(lit(DATABASE_NAME).alias("udt_catalog"));
         columns.push(lit("pg_catalog").alias("udt_schema"));
         columns.push(pg("udt_name").alias("udt_name"));
-        let plan = LogicalPlanBuilder::scan("columns", provider_as_source(table), None)?
+        let plan = LogicalPlanBuilder::scan(rel.clone(), provider_as_source(table), None)?
             .project(columns)?
             .build()?;
         Ok(Some(Arc::new(ViewTable::new(plan, None))))

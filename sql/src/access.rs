@@ -109,7 +109,8 @@ impl QueryPlanner for GuardedPlanner {
         match current() {
             None => planner.create_physical_plan(plan, state).await,
             Some(who) => {
-                let plan = authorize_plan(plan.clone(), &self.directory, &who)
+                let tables = || user_tables(state);
+                let plan = authorize_plan(plan.clone(), &self.directory, &who, &tables)
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
                 planner.create_physical_plan(&plan, state).await
             }
@@ -117,12 +118,33 @@ impl QueryPlanner for GuardedPlanner {
     }
 }
 
+/// The names of the tables in the session's default schema (Sextant's
+/// tables).
+fn user_tables(state: &dyn Session) -> Vec<String> {
+    let Some(state) = state
+        .as_any()
+        .downcast_ref::<datafusion::execution::SessionState>()
+    else {
+        return vec![];
+    };
+    let defaults = &state.config().options().catalog;
+    state
+        .catalog_list()
+        .catalog(&defaults.default_catalog)
+        .and_then(|c| c.schema(&defaults.default_schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default()
+}
+
 /// Checks every node of `plan` for `who`, and for a non-admin filters the
-/// system tables down to what is theirs.
+/// system tables down to what is theirs, and the catalog tables
+/// (`information_schema`, `pg_catalog`) down to the tables it may read
+/// (`user_tables` lists them all).
 pub fn authorize_plan(
     plan: LogicalPlan,
     directory: &Directory,
     who: &Principal,
+    user_tables: &dyn Fn() -> Vec<String>,
 ) -> Result<LogicalPlan, SqlError> {
     let mut denied = None;
     plan.apply_with_subqueries(|node| {
@@ -138,9 +160,30 @@ pub fn authorize_plan(
     if directory.is_admin(who) {
         return Ok(plan);
     }
+    // The tables it may not read, once a catalog table asks for them.
+    let mut hidden: Option<Vec<String>> = None;
+    let mut hidden = || {
+        hidden
+            .get_or_insert_with(|| match directory.readable_tables(who) {
+                None => vec![],
+                Some(readable) => user_tables()
+                    .into_iter()
+                    .filter(|t| !readable.contains(t))
+                    .collect(),
+            })
+            .clone()
+    };
     let filtered = plan.transform_up_with_subqueries(|node| match node {
         LogicalPlan::TableScan(scan) if is_system(&scan.table_name) => {
             Ok(Transformed::yes(filter_system(scan, directory, who)?))
+        }
+        LogicalPlan::TableScan(scan) if catalog_names(&scan.table_name).is_some() => {
+            let hidden = hidden();
+            if hidden.is_empty() {
+                Ok(Transformed::no(LogicalPlan::TableScan(scan)))
+            } else {
+                Ok(Transformed::yes(filter_catalog(scan, hidden)?))
+            }
         }
         other => Ok(Transformed::no(other)),
     })?;
@@ -159,6 +202,34 @@ fn is_in_memory(scan: &TableScan) -> bool {
 
 fn is_system(t: &TableReference) -> bool {
     t.schema() == Some("system")
+}
+
+/// For a catalog table that lists tables by name: the column of the name,
+/// and of its schema if it has one.
+fn catalog_names(t: &TableReference) -> Option<(&'static str, Option<&'static str>)> {
+    match (t.schema()?, t.table()) {
+        ("information_schema", "tables" | "columns" | "views") => {
+            Some(("table_name", Some("table_schema")))
+        }
+        ("pg_catalog", "pg_tables") => Some(("tablename", Some("schemaname"))),
+        ("pg_catalog", "pg_views") => Some(("viewname", Some("schemaname"))),
+        ("pg_catalog", "pg_class") => Some(("relname", None)),
+        _ => None,
+    }
+}
+
+/// A catalog table without the rows of `hidden` tables (of the default
+/// schema, where the table says its schema).
+fn filter_catalog(scan: TableScan, hidden: Vec<String>) -> datafusion::error::Result<LogicalPlan> {
+    let Some((name, schema)) = catalog_names(&scan.table_name) else {
+        return Ok(LogicalPlan::TableScan(scan));
+    };
+    let column = |c: &str| Expr::Column(Column::new(Some(scan.table_name.clone()), c));
+    let mut is_hidden = column(name).in_list(hidden.into_iter().map(lit).collect(), false);
+    if let Some(schema) = schema {
+        is_hidden = is_hidden.and(column(schema).eq(lit("public")));
+    }
+    with_filter(scan, !is_hidden)
 }
 
 fn check_node(node: &LogicalPlan, directory: &Directory, who: &Principal) -> Result<(), AuthError> {
@@ -211,8 +282,13 @@ fn filter_system(
         }
         None => lit(false),
     };
-    // The filter's column may have been projected out of the scan by the
-    // optimizer: scan all columns, filter, then project what was asked.
+    with_filter(scan, predicate)
+}
+
+/// `scan` with only the rows `predicate` keeps. The filter's column may
+/// have been projected out of the scan by the optimizer: scan all columns,
+/// filter, then project what was asked.
+fn with_filter(scan: TableScan, predicate: Expr) -> datafusion::error::Result<LogicalPlan> {
     let wanted: Vec<Expr> = scan
         .projected_schema
         .columns()

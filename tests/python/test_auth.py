@@ -404,3 +404,47 @@ def test_adbc_with_a_token_and_with_a_password(secured):
         with flight_sql.connect(uri, db_kwargs={"username": "root", "password": "x"}, autocommit=True) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
+
+
+def test_catalogs_list_only_the_tables_a_user_may_read(secured):
+    """psql's \\dt and \\d, information_schema and Flight SQL GetTables
+    (ADBC get_objects) show a user only the tables it may read."""
+    with admin(secured) as c:
+        c.execute("CREATE TABLE mem (time TIMESTAMP NOT NULL, host TEXT, used BIGINT)")
+        c.execute("GRANT SELECT ON mem TO writer")
+
+    def listed(user, password):
+        out = psql(secured, user, password, r"\dt")
+        assert out.returncode == 0, out.stderr
+        return sorted(line.split("|")[1] for line in out.stdout.split())
+
+    assert listed("root", ROOT_PW) == ["cpu", "mem"]
+    assert listed("reader", READER_PW) == ["cpu", "mem"]
+    # The writer may write cpu but read only mem.
+    assert listed("writer", WRITER_PW) == ["mem"]
+    hidden = psql(secured, "writer", WRITER_PW, r"\d cpu")
+    assert 'Did not find any relation named "cpu"' in hidden.stderr, hidden
+    shown = psql(secured, "writer", WRITER_PW, r"\d mem")
+    assert shown.returncode == 0 and "used" in shown.stdout, shown
+    with psycopg.connect(dsn(secured, "writer", WRITER_PW)) as c:
+        names = c.execute(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' GROUP BY 1"
+        ).fetchall()
+    assert names == [("mem",)], names
+
+    uri = f"grpc://{secured.addrs['flight']}"
+
+    def flight_tables(user, password):
+        with flight_sql.connect(uri, db_kwargs={"username": user, "password": password},
+                                autocommit=True) as conn:
+            objects = conn.adbc_get_objects(depth="tables", db_schema_filter="public").read_all()
+        return sorted(
+            t["table_name"]
+            for catalog in objects.to_pylist()
+            for schema in catalog["catalog_db_schemas"] or []
+            for t in schema["db_schema_tables"] or []
+        )
+
+    assert flight_tables("root", ROOT_PW) == ["cpu", "mem"]
+    assert flight_tables("writer", WRITER_PW) == ["mem"]
