@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use sextant_auth::Principal;
 use sextant_sql::{Classified, Done, SextantStatement, SqlError};
 use sextant_storage::Engine;
@@ -68,6 +69,9 @@ pub(crate) async fn plan(
         setting: &setting,
     };
     let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
+    if !matches!(parsed, SqlStatement::Query(_) | SqlStatement::Insert(_)) {
+        sextant_sql::authorize_other(&parsed, &*sextant_sql::directory(ctx)?, who)?;
+    }
     let (_, plan) = sextant_sql::pg::plan_query(ctx, &sql, parsed, &session).await?;
     // DDL runs in the session itself, without a physical plan to check.
     if let LogicalPlan::Ddl(_) = &plan {

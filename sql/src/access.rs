@@ -34,9 +34,11 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, TableReference};
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::{
-    Expr, Filter, LogicalPlan, Projection, TableScan, TableScanBuilder, WriteOp, lit,
+    Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, TableScan,
+    TableScanBuilder, TableSource, WriteOp, lit,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
@@ -109,13 +111,62 @@ impl QueryPlanner for GuardedPlanner {
         match current() {
             None => planner.create_physical_plan(plan, state).await,
             Some(who) => {
-                let tables = || user_tables(state);
-                let plan = authorize_plan(plan.clone(), &self.directory, &who, &tables)
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let pg_class = pg_class(plan, state).await?;
+                let plan = {
+                    let session = SessionTables {
+                        user_tables: &|| user_tables(state),
+                        pg_class,
+                    };
+                    authorize_plan(plan.clone(), &self.directory, &who, &session)
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                };
                 planner.create_physical_plan(&plan, state).await
             }
         }
     }
+}
+
+/// What the catalog filters of [`authorize_plan`] read of the session.
+pub struct SessionTables<'a> {
+    /// The names of Sextant's tables, all of them.
+    pub user_tables: &'a dyn Fn() -> Vec<String>,
+    /// `pg_catalog.pg_class`, which tells whose `pg_attribute` rows are
+    /// (there by oid only); given when the plan reads `pg_attribute`.
+    pub pg_class: Option<Arc<dyn TableSource>>,
+}
+
+/// `pg_catalog.pg_class` of the session, if `plan` reads `pg_attribute`.
+async fn pg_class(
+    plan: &LogicalPlan,
+    state: &dyn Session,
+) -> datafusion::error::Result<Option<Arc<dyn TableSource>>> {
+    let mut reads = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            reads |= is_pg_attribute(&scan.table_name);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(state) = state
+        .as_any()
+        .downcast_ref::<datafusion::execution::SessionState>()
+        .filter(|_| reads)
+    else {
+        return Ok(None);
+    };
+    let defaults = &state.config().options().catalog;
+    let Some(schema) = state
+        .catalog_list()
+        .catalog(&defaults.default_catalog)
+        .and_then(|c| c.schema("pg_catalog"))
+    else {
+        return Ok(None);
+    };
+    Ok(schema.table("pg_class").await?.map(provider_as_source))
+}
+
+fn is_pg_attribute(t: &TableReference) -> bool {
+    t.schema() == Some("pg_catalog") && t.table() == "pg_attribute"
 }
 
 /// The names of the tables in the session's default schema (Sextant's
@@ -139,12 +190,12 @@ fn user_tables(state: &dyn Session) -> Vec<String> {
 /// Checks every node of `plan` for `who`, and for a non-admin filters the
 /// system tables down to what is theirs, and the catalog tables
 /// (`information_schema`, `pg_catalog`) down to the tables it may read
-/// (`user_tables` lists them all).
+/// (`session` lists them all).
 pub fn authorize_plan(
     plan: LogicalPlan,
     directory: &Directory,
     who: &Principal,
-    user_tables: &dyn Fn() -> Vec<String>,
+    session: &SessionTables<'_>,
 ) -> Result<LogicalPlan, SqlError> {
     let mut denied = None;
     plan.apply_with_subqueries(|node| {
@@ -166,7 +217,7 @@ pub fn authorize_plan(
         hidden
             .get_or_insert_with(|| match directory.readable_tables(who) {
                 None => vec![],
-                Some(readable) => user_tables()
+                Some(readable) => (session.user_tables)()
                     .into_iter()
                     .filter(|t| !readable.contains(t))
                     .collect(),
@@ -176,6 +227,19 @@ pub fn authorize_plan(
     let filtered = plan.transform_up_with_subqueries(|node| match node {
         LogicalPlan::TableScan(scan) if is_system(&scan.table_name) => {
             Ok(Transformed::yes(filter_system(scan, directory, who)?))
+        }
+        LogicalPlan::TableScan(scan) if is_pg_attribute(&scan.table_name) => {
+            let hidden = hidden();
+            match &session.pg_class {
+                Some(pg_class) if !hidden.is_empty() => Ok(Transformed::yes(filter_attributes(
+                    scan,
+                    hidden,
+                    Arc::clone(pg_class),
+                )?)),
+                // No pg_class to tell the rows apart: none of them.
+                None if !hidden.is_empty() => Ok(Transformed::yes(with_filter(scan, lit(false))?)),
+                _ => Ok(Transformed::no(LogicalPlan::TableScan(scan))),
+            }
         }
         LogicalPlan::TableScan(scan) if catalog_names(&scan.table_name).is_some() => {
             let hidden = hidden();
@@ -230,6 +294,38 @@ fn filter_catalog(scan: TableScan, hidden: Vec<String>) -> datafusion::error::Re
         is_hidden = is_hidden.and(column(schema).eq(lit("public")));
     }
     with_filter(scan, !is_hidden)
+}
+
+/// `pg_attribute` without the columns of `hidden` tables: the rows whose
+/// `attrelid` is not the oid `pg_class` gives one of them.
+fn filter_attributes(
+    scan: TableScan,
+    hidden: Vec<String>,
+    pg_class: Arc<dyn TableSource>,
+) -> datafusion::error::Result<LogicalPlan> {
+    let attrelid = Column::new(Some(scan.table_name.clone()), "attrelid");
+    let (wanted, attributes) = all_columns(scan)?;
+    // Sextant's pg_class is a view over datafusion-pg-catalog's: its plan,
+    // not the view, or planning the view would filter it for this user too.
+    let rel = TableReference::partial("pg_catalog", "pg_class");
+    let classes = match pg_class.get_logical_plan() {
+        Some(plan) => LogicalPlanBuilder::from(plan.into_owned()),
+        None => LogicalPlanBuilder::scan(rel, pg_class, None)?,
+    };
+    let names = hidden.into_iter().map(lit).collect();
+    let hidden_oids = classes
+        .filter(Expr::Column(Column::from_name("relname")).in_list(names, false))?
+        .project([Expr::Column(Column::from_name("oid")).alias("hidden_oid")])?
+        .build()?;
+    LogicalPlanBuilder::from(LogicalPlan::TableScan(attributes))
+        .join(
+            hidden_oids,
+            JoinType::LeftAnti,
+            (vec![attrelid], vec![Column::from_name("hidden_oid")]),
+            None,
+        )?
+        .project(wanted)?
+        .build()
 }
 
 fn check_node(node: &LogicalPlan, directory: &Directory, who: &Principal) -> Result<(), AuthError> {
@@ -289,7 +385,18 @@ fn filter_system(
 /// have been projected out of the scan by the optimizer: scan all columns,
 /// filter, then project what was asked.
 fn with_filter(scan: TableScan, predicate: Expr) -> datafusion::error::Result<LogicalPlan> {
-    let wanted: Vec<Expr> = scan
+    let (wanted, full) = all_columns(scan)?;
+    let filter = Filter::try_new(predicate, Arc::new(LogicalPlan::TableScan(full)))?;
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        wanted,
+        Arc::new(LogicalPlan::Filter(filter)),
+    )?))
+}
+
+/// The columns `scan` gives, and `scan` with all the table's columns and
+/// no limit, to filter before those columns are projected.
+fn all_columns(scan: TableScan) -> datafusion::error::Result<(Vec<Expr>, TableScan)> {
+    let wanted = scan
         .projected_schema
         .columns()
         .into_iter()
@@ -299,17 +406,14 @@ fn with_filter(scan: TableScan, predicate: Expr) -> datafusion::error::Result<Lo
         .with_projection(None)
         .with_fetch(None)
         .build()?;
-    let filter = Filter::try_new(predicate, Arc::new(LogicalPlan::TableScan(full)))?;
-    Ok(LogicalPlan::Projection(Projection::try_new(
-        wanted,
-        Arc::new(LogicalPlan::Filter(filter)),
-    )?))
+    Ok((wanted, full))
 }
 
-/// A statement datafusion-postgres answers itself (not a query or an
-/// INSERT, which Sextant plans): settings, transactions and cursors are for
-/// anyone (the queries a cursor or EXPLAIN runs are checked when they are
-/// planned); anything else that changes the database is for an admin.
+/// A statement DataFusion answers without a plan to check (not a query or
+/// an INSERT): settings, transactions and cursors are for anyone (the
+/// queries a cursor, EXPLAIN, SHOW TABLES or SHOW COLUMNS runs are checked
+/// when they are planned), `DESCRIBE t` needs SELECT on t; anything else that changes the database
+/// is for an admin.
 pub fn authorize_other(
     stmt: &Statement,
     directory: &Directory,
@@ -322,6 +426,7 @@ pub fn authorize_other(
         | S::ShowVariables { .. }
         | S::ShowStatus { .. }
         | S::ShowColumns { .. }
+        | S::ShowTables { .. }
         | S::StartTransaction { .. }
         | S::Commit { .. }
         | S::Rollback { .. }
@@ -335,9 +440,14 @@ pub fn authorize_other(
         | S::Prepare { .. }
         | S::Execute { .. }
         | S::Explain { .. }
-        | S::ExplainTable { .. }
         | S::Query(_)
         | S::Insert(_) => Ok(()),
+        // DESCRIBE t shows t's columns: as much as a SELECT would.
+        S::ExplainTable { table_name, .. } => match crate::statements::table_name(table_name) {
+            Ok(t) => Ok(directory.check(who, Action::Select(&t))?),
+            // Not a Sextant table: a catalog or system table, for anyone.
+            Err(_) => Ok(()),
+        },
         _ => Ok(directory.check(who, Action::Admin("run this statement"))?),
     }
 }

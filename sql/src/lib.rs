@@ -18,7 +18,9 @@ mod statements;
 mod views;
 mod words;
 
-pub use access::{GuardedPlanner, authorize_other, authorize_plan, directory, redact, run_as};
+pub use access::{
+    GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
+};
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
 pub use error::SqlError;
 pub use queries::{

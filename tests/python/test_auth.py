@@ -448,3 +448,15 @@ def test_catalogs_list_only_the_tables_a_user_may_read(secured):
 
     assert flight_tables("root", ROOT_PW) == ["cpu", "mem"]
     assert flight_tables("writer", WRITER_PW) == ["mem"]
+
+    # DESCRIBE shows columns as a SELECT would: over Flight SQL as on pgwire.
+    with flight_sql.connect(uri, db_kwargs={"username": "writer", "password": WRITER_PW},
+                            autocommit=True) as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.execute("DESCRIBE cpu")
+        assert 'permission denied for table "cpu"' in str(e.value), str(e.value)
+        cur.execute("DESCRIBE mem")
+        assert [r[0] for r in cur.fetchall()] == ["time", "host", "used"]
+    with psycopg.connect(dsn(secured, "writer", WRITER_PW)) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("DESCRIBE cpu")
