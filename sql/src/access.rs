@@ -112,12 +112,15 @@ impl QueryPlanner for GuardedPlanner {
             None => planner.create_physical_plan(plan, state).await,
             Some(who) => {
                 let pg_class = pg_class(plan, state).await?;
+                let plan = crate::privileges::bind(plan.clone(), &self.directory, &who, || {
+                    crate::privileges::Names::of(state)
+                })?;
                 let plan = {
                     let session = SessionTables {
                         user_tables: &|| user_tables(state),
                         pg_class,
                     };
-                    authorize_plan(plan.clone(), &self.directory, &who, &session)
+                    authorize_plan(plan, &self.directory, &who, &session)
                         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
                 };
                 planner.create_physical_plan(&plan, state).await
@@ -172,19 +175,7 @@ fn is_pg_attribute(t: &TableReference) -> bool {
 /// The names of the tables in the session's default schema (Sextant's
 /// tables).
 fn user_tables(state: &dyn Session) -> Vec<String> {
-    let Some(state) = state
-        .as_any()
-        .downcast_ref::<datafusion::execution::SessionState>()
-    else {
-        return vec![];
-    };
-    let defaults = &state.config().options().catalog;
-    state
-        .catalog_list()
-        .catalog(&defaults.default_catalog)
-        .and_then(|c| c.schema(&defaults.default_schema))
-        .map(|s| s.table_names())
-        .unwrap_or_default()
+    crate::privileges::Names::of(state).tables
 }
 
 /// Checks every node of `plan` for `who`, and for a non-admin filters the

@@ -12,6 +12,7 @@ mod access;
 mod alerts;
 mod error;
 pub mod pg;
+mod privileges;
 mod queries;
 pub mod settings;
 mod statements;

@@ -460,3 +460,15 @@ def test_catalogs_list_only_the_tables_a_user_may_read(secured):
     with psycopg.connect(dsn(secured, "writer", WRITER_PW)) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("DESCRIBE cpu")
+
+    # The privilege functions and regclass answer from the grants, with
+    # parameters bound on the server too.
+    with psycopg.connect(dsn(secured, "writer", WRITER_PW), autocommit=True) as c:
+        ask = "SELECT has_table_privilege(%s, %s)"
+        assert c.execute(ask, ["cpu", "INSERT"]).fetchone() == (True,)
+        assert c.execute(ask, ["cpu", "SELECT"]).fetchone() == (False,)
+        assert c.execute(ask, ["mem", "SELECT"]).fetchone() == (True,)
+        with pytest.raises(psycopg.errors.UndefinedTable, match='relation "cpu" does not exist'):
+            c.execute("SELECT %s::regclass", ["cpu"])
+        same = "SELECT %s::regclass::oid = (SELECT oid FROM pg_class WHERE relname = 'mem')"
+        assert c.execute(same, ["mem"]).fetchone() == (True,)
