@@ -294,13 +294,24 @@ async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Res
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format.
-async fn metrics_text(State(s): State<AppState>) -> Response {
+async fn metrics_text(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, HttpError> {
+    // The figures name every table: for those who may read every table.
+    if s.directory.readable_tables(&who).is_some() {
+        return Err(AuthError::PermissionDenied(format!(
+            "permission denied for /metrics: user \"{}\" needs SELECT on the database (GRANT SELECT ON DATABASE sextant TO {0}), as the figures name every table",
+            who.user()
+        ))
+        .into());
+    }
     s.gauges.refresh();
-    (
+    Ok((
         [(header::CONTENT_TYPE, sextant_metrics::CONTENT_TYPE)],
         sextant_metrics::text(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// `POST /debug/clock {"advance": "90s"}` or `{"set": "<RFC 3339>"}`: moves

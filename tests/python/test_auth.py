@@ -11,6 +11,7 @@ revoked or expired token stops working at once.
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -472,3 +473,17 @@ def test_catalogs_list_only_the_tables_a_user_may_read(secured):
             c.execute("SELECT %s::regclass", ["cpu"])
         same = "SELECT %s::regclass::oid = (SELECT oid FROM pg_class WHERE relname = 'mem')"
         assert c.execute(same, ["mem"]).fetchone() == (True,)
+
+
+def test_metrics_are_for_users_who_may_read_every_table(secured):
+    """/metrics names every table: a Prometheus scrape user needs SELECT on
+    the database (a reader's password or token); anyone else gets 403 with
+    a JSON body that says what to grant, and the server goes on."""
+    code, body = curl("-u", f"reader:{READER_PW}", f"{secured.http_url}/metrics")
+    assert code == 200 and "sextant_" in body, (code, body[:200])
+    code, body = curl("-u", f"writer:{WRITER_PW}", f"{secured.http_url}/metrics")
+    assert code == 403, (code, body)
+    assert "needs SELECT on the database" in json.loads(body)["error"], body
+    secret = token(secured, "scrape", "reader")
+    code, body = curl("-H", f"Authorization: Bearer {secret}", f"{secured.http_url}/metrics")
+    assert code == 200, (code, body[:200])
