@@ -301,7 +301,7 @@ async fn metrics_text(
     // The figures name every table: for those who may read every table.
     if s.directory.readable_tables(&who).is_some() {
         return Err(AuthError::PermissionDenied(format!(
-            "permission denied for /metrics: user \"{}\" needs SELECT on the database (GRANT SELECT ON DATABASE sextant TO {0}), as the figures name every table",
+            "for /metrics: user \"{}\" needs SELECT on the database (GRANT SELECT ON DATABASE sextant TO {0}), as the figures name every table",
             who.user()
         ))
         .into());

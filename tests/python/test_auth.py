@@ -483,7 +483,10 @@ def test_metrics_are_for_users_who_may_read_every_table(secured):
     assert code == 200 and "sextant_" in body, (code, body[:200])
     code, body = curl("-u", f"writer:{WRITER_PW}", f"{secured.http_url}/metrics")
     assert code == 403, (code, body)
-    assert "needs SELECT on the database" in json.loads(body)["error"], body
+    assert json.loads(body) == {"error": (
+        'permission denied for /metrics: user "writer" needs SELECT on the database '
+        "(GRANT SELECT ON DATABASE sextant TO writer), as the figures name every table"
+    )}, body
     secret = token(secured, "scrape", "reader")
     code, body = curl("-H", f"Authorization: Bearer {secret}", f"{secured.http_url}/metrics")
     assert code == 200, (code, body[:200])
