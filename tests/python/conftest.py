@@ -26,6 +26,21 @@ def sextant_bin() -> str:
     return str(Path(target) / "debug" / "sextant")
 
 
+# Every Server started, so that none outlives its test (a test that ends
+# with a restarted server, or fails half way, leaves no process behind).
+_started: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test():
+    yield
+    while _started:
+        s = _started.pop()
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
 class Server:
     def __init__(self, data_dir: Path, extra_args=(), env=None):
         self.data_dir = data_dir
@@ -39,6 +54,7 @@ class Server:
         if ready.exists():
             ready.unlink()
         log = open(self.data_dir.parent / "server.log", "ab")
+        _started.append(self)
         self.proc = subprocess.Popen(
             [
                 sextant_bin(), "serve",
