@@ -28,8 +28,7 @@ use chrono::DateTime;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::SessionState;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 use sextant_catalog::{AlertEvent, Catalog, CatalogError, StoredAlert};
 use tokio::sync::Notify;
@@ -49,9 +48,23 @@ pub enum AlertError {
     /// The rule's query does not plan.
     #[error(transparent)]
     Query(#[from] DataFusionError),
-    /// The rule's text is not a single SELECT.
-    #[error("{0}")]
-    NotAQuery(String),
+    /// The statement layer refused the rule's query (not one SELECT, or
+    /// it does not plan); its own error is inside.
+    #[error(transparent)]
+    Refused(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Plans a rule's query, one SELECT, in the session of one evaluation. The
+/// server hands in the statement layer's pipeline, so a rule reads SQL
+/// exactly as a client's query does (`sextant_sql::plan_select`).
+pub trait RulePlanner: Send + Sync {
+    fn plan<'a>(
+        &'a self,
+        session: SessionState,
+        query: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<LogicalPlan, AlertError>> + Send + 'a>,
+    >;
 }
 
 /// One entry of `system.alert_events`, as stored in the catalog.
@@ -130,6 +143,7 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     /// The session every evaluation starts from (its own memory pool).
     session: SessionState,
+    planner: Arc<dyn RulePlanner>,
     clock: Clock,
     client: reqwest::Client,
     query_timeout: Duration,
@@ -156,10 +170,12 @@ fn to_json<T: Serialize>(v: &T) -> String {
 impl Alerts {
     /// Loads the rules and undelivered notifications from `catalog`.
     /// Evaluations run in `session` (with `now()` set to the alert clock's
-    /// time), each bounded by `query_timeout` unless its rule says otherwise.
+    /// time), their queries planned by `planner`, each bounded by
+    /// `query_timeout` unless its rule says otherwise.
     pub fn open(
         catalog: Arc<dyn Catalog>,
         session: SessionState,
+        planner: Arc<dyn RulePlanner>,
         clock: Clock,
         query_timeout: Duration,
     ) -> Result<Self, AlertError> {
@@ -212,6 +228,7 @@ impl Alerts {
             inner: Arc::new(Inner {
                 catalog,
                 session,
+                planner,
                 clock,
                 client: reqwest::Client::new(),
                 query_timeout,
@@ -407,24 +424,8 @@ impl Inner {
 
     /// The query must be one SELECT that plans (logically and physically).
     async fn check(&self, query: &str) -> Result<(), AlertError> {
-        let mut stmts = DFParser::parse_sql(query)?;
-        let stmt = match (stmts.pop_front(), stmts.is_empty()) {
-            (Some(s), true) => s,
-            _ => {
-                return Err(AlertError::NotAQuery(
-                    "an alert rule is one SELECT statement".into(),
-                ));
-            }
-        };
-        if !matches!(&stmt, DFStatement::Statement(s) if matches!(s.as_ref(), Statement::Query(_)))
-        {
-            return Err(AlertError::NotAQuery(format!(
-                "an alert rule is a SELECT whose rows are the alerts, not {}",
-                stmt.to_string().split_whitespace().next().unwrap_or("")
-            )));
-        }
         let state = self.session_at(self.clock.now_ns());
-        let plan = state.statement_to_plan(stmt).await?;
+        let plan = self.planner.plan(state.clone(), query).await?;
         state.create_physical_plan(&plan).await?;
         Ok(())
     }
@@ -616,9 +617,9 @@ impl Inner {
     }
 
     /// The rows of `query` at `now_ns`, as labels and values.
-    async fn rows(&self, query: &str, now_ns: i64) -> Result<Vec<Row>, DataFusionError> {
+    async fn rows(&self, query: &str, now_ns: i64) -> Result<Vec<Row>, AlertError> {
         let state = self.session_at(now_ns);
-        let plan = state.create_logical_plan(query).await?;
+        let plan = self.planner.plan(state.clone(), query).await?;
         let batches = DataFrame::new(state, plan).collect().await?;
         let mut rows = vec![];
         for batch in &batches {

@@ -10,9 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use sextant_auth::Principal;
-use sextant_sql::{Classified, Done, SextantStatement, SqlError};
+use sextant_sql::{Done, SextantStatement, SqlError};
 use sextant_storage::Engine;
 
 /// A planned statement.
@@ -51,35 +50,26 @@ pub(crate) fn single(sql: &str) -> Result<String, SqlError> {
     }
 }
 
-/// Plans one statement for `who`.
+/// Plans one statement for `who`, through the statement layer's one
+/// pipeline ([`sextant_sql::plan`]), which checks it for `who`.
 pub(crate) async fn plan(
     ctx: &SessionContext,
     stmt: &str,
     who: &Principal,
 ) -> Result<Planned, SqlError> {
-    let sql = match sextant_sql::classify(stmt) {
-        Classified::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
-        Classified::Sql(sql) => sql,
-    };
     let setting =
         |name: &str| sextant_sql::settings::default_setting(name).map(|(_, v)| v.to_string());
-    let session = sextant_sql::pg::Session {
+    let session = sextant_sql::Session {
         user: who.user(),
         pid: None,
         setting: &setting,
+        principal: Some(who),
     };
-    let parsed = sextant_sql::pg::parse_statement(&sql, &session)?;
-    if !matches!(parsed, SqlStatement::Query(_) | SqlStatement::Insert(_)) {
-        sextant_sql::authorize_other(&parsed, &*sextant_sql::directory(ctx)?, who)?;
-    }
-    let (_, plan) = sextant_sql::pg::plan_query(ctx, &sql, parsed, &session).await?;
-    // DDL runs in the session itself, without a physical plan to check.
-    if let LogicalPlan::Ddl(_) = &plan {
-        sextant_sql::directory(ctx)?.check(
-            who,
-            sextant_auth::Action::Admin("run DDL through DataFusion"),
-        )?;
-    }
+    let plan = match sextant_sql::plan(ctx, stmt, &session).await? {
+        sextant_sql::Planned::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
+        sextant_sql::Planned::Query { plan, .. } => plan,
+        sextant_sql::Planned::Other(stmt) => sextant_sql::plan_other(ctx, stmt, &session).await?,
+    };
     match &plan {
         LogicalPlan::Statement(s) => match s {
             Statement::TransactionStart(_) | Statement::TransactionEnd(_) => {}

@@ -445,6 +445,7 @@ fn open_alerts(
     let alerts = sextant_alerts::Alerts::open(
         engine.catalog().clone(),
         session,
+        Arc::new(sextant_sql::RulePlanner),
         clock,
         config.alert_query_timeout,
     );

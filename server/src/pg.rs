@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use sextant_sql::{self as statements, CANCELED, Classified, Done, Queries, QueryGuard, SqlError};
+use sextant_sql::{self as statements, CANCELED, Done, Planned, Queries, QueryGuard, SqlError};
 
 use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
@@ -609,34 +609,30 @@ impl Service {
     }
 }
 
-/// Queries and INSERTs are parsed and planned by Sextant's statement layer
-/// (`sextant_sql::pg`), as on Flight SQL; every other statement (SET, SHOW,
-/// transactions, cursors, DDL) goes on to datafusion-postgres, whose hooks
-/// answer it. `None`: not ours.
+/// Plans one statement for the connection's principal through the
+/// statement layer's one pipeline ([`sextant_sql::plan`]), as on Flight SQL:
+/// Sextant's statements run here, queries and INSERTs from their checked
+/// plan; every other statement (SET, SHOW, transactions, cursors, DDL) goes
+/// on to datafusion-postgres, whose hooks answer it.
 async fn own_plan(
     ctx: &SessionContext,
     client: &(dyn ClientInfo + Send + Sync),
     sql: &str,
-) -> PgWireResult<Option<(Statement, LogicalPlan)>> {
+) -> PgWireResult<Planned> {
     let setting = |name: &str| crate::pg_session::value_of(client, name).map(|(_, v)| v);
-    let session = sextant_sql::pg::Session {
+    let who = principal(client);
+    let session = sextant_sql::Session {
         user: client
             .metadata()
             .get("user")
             .map_or("sextant", String::as_str),
         pid: Some(client.pid_and_secret_key().0),
         setting: &setting,
+        principal: Some(&who),
     };
-    let stmt = sextant_sql::pg::parse_statement(sql, &session).map_err(pg_error)?;
-    if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
-        let directory = sextant_sql::directory(ctx).map_err(pg_error)?;
-        sextant_sql::authorize_other(&stmt, &directory, &principal(client)).map_err(pg_error)?;
-        return Ok(None);
-    }
-    let planned = sextant_sql::pg::plan_query(ctx, sql, stmt, &session)
+    sextant_sql::plan(ctx, sql, &session)
         .await
-        .map_err(pg_error)?;
-    Ok(Some(planned))
+        .map_err(pg_error)
 }
 
 impl Service {
@@ -708,7 +704,7 @@ impl Service {
         let copy::Copy::Out { query, .. } = &parsed else {
             return Ok(copy::start_in(client, parsed));
         };
-        let Some((_, plan)) = own_plan(&self.ctx, client, query).await? else {
+        let Planned::Query { plan, .. } = own_plan(&self.ctx, client, query).await? else {
             return Err(pg_error(SqlError::syntax("COPY (...) TO takes a query")));
         };
         let df = self
@@ -853,25 +849,18 @@ impl Service {
                 continue;
             }
             let guard = self.begin(client, &stmt);
-            let ran = match statements::classify(&stmt) {
-                Classified::Sextant(s) => {
-                    tracked(guard, async {
-                        Ok(vec![self.run_sextant(client, &s).await?])
-                    })
-                    .await?
+            let ran = tracked(guard, async {
+                match own_plan(&self.ctx, client, &stmt).await? {
+                    Planned::Sextant(s) => Ok(vec![self.run_sextant(client, &s).await?]),
+                    Planned::Query { statement, plan } => {
+                        Ok(vec![self.run_plan(client, &statement, plan).await?])
+                    }
+                    Planned::Other(_) => {
+                        SimpleQueryHandler::do_query(&*self.inner, client, &stmt).await
+                    }
                 }
-                Classified::Sql(sql) => {
-                    tracked(guard, async {
-                        match own_plan(&self.ctx, client, &sql).await? {
-                            Some((parsed, plan)) => {
-                                Ok(vec![self.run_plan(client, &parsed, plan).await?])
-                            }
-                            None => SimpleQueryHandler::do_query(&*self.inner, client, &sql).await,
-                        }
-                    })
-                    .await?
-                }
-            };
+            })
+            .await?;
             out.extend(ran);
         }
         Ok(out)
@@ -949,8 +938,9 @@ impl Service {
         }
         let guard = self.begin(client, &portal.statement.statement.0);
         let mut ran = tracked(guard, async {
+            // Planned again as it runs, so the check sees the grants of now.
             if let (text, None) = &portal.statement.statement
-                && let Classified::Sextant(s) = statements::classify(text)
+                && let Planned::Sextant(s) = own_plan(&self.ctx, client, text).await?
             {
                 return Ok(vec![self.run_sextant(client, &s).await?]);
             }
@@ -995,12 +985,12 @@ impl QueryParser for Parser {
         if copy::is_copy(&stmt) {
             return Ok(Some((stmt, None)));
         }
-        match statements::classify(&stmt) {
-            Classified::Sextant(_) => Ok(Some((stmt, None))),
-            Classified::Sql(sql) => match own_plan(&self.ctx, client, &sql).await? {
-                Some((parsed, plan)) => Ok(Some((parsed.to_string(), Some((parsed, plan))))),
-                None => self.inner.parse_sql(client, &sql, types).await,
-            },
+        match own_plan(&self.ctx, client, &stmt).await? {
+            Planned::Sextant(_) => Ok(Some((stmt, None))),
+            Planned::Query { statement, plan } => {
+                Ok(Some((statement.to_string(), Some((statement, plan)))))
+            }
+            Planned::Other(_) => self.inner.parse_sql(client, &stmt, types).await,
         }
     }
 

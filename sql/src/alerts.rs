@@ -56,8 +56,46 @@ impl From<AlertError> for SqlError {
                     format!("the alert's query does not plan: {}", e.message),
                 )
             }
-            AlertError::NotAQuery(m) => SqlError::new("42809", m),
+            AlertError::Refused(e) => {
+                let e = match e.downcast::<SqlError>() {
+                    Ok(e) => *e,
+                    Err(other) => SqlError::internal(other.to_string()),
+                };
+                if e.code == "42809" {
+                    return e;
+                }
+                SqlError::new(
+                    e.code,
+                    format!("the alert's query does not plan: {}", e.message),
+                )
+            }
         }
+    }
+}
+
+/// Alert rules plan their queries through the statement pipeline
+/// ([`crate::plan_select`]), as a client's query is planned.
+pub struct RulePlanner;
+
+impl sextant_alerts::RulePlanner for RulePlanner {
+    fn plan<'a>(
+        &'a self,
+        session: datafusion::execution::SessionState,
+        query: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<datafusion::logical_expr::LogicalPlan, AlertError>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let ctx = SessionContext::new_with_state(session);
+            crate::plan_select(&ctx, query, "an alert rule")
+                .await
+                .map_err(|e| AlertError::Refused(Box::new(e)))
+        })
     }
 }
 

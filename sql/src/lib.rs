@@ -1,10 +1,11 @@
 //! Sextant's SQL statement layer, shared by every SQL front end (pgwire,
 //! Flight SQL).
 //!
-//! Text in → [`split`] into statements → [`classify`] each: Sextant's own
-//! statements (`CREATE TABLE`, `DROP TABLE`, `FLUSH TABLE`) run through
-//! [`execute`] against the engine; everything else (possibly rewritten, as
-//! `SHOW TABLES`) goes on to DataFusion. Every failure is a [`SqlError`] with
+//! Text in → [`split`] into statements → [`plan`] each (the one pipeline
+//! every front end, view and alert rule calls): Sextant's own statements
+//! (`CREATE TABLE`, `FLUSH TABLE`, ...) are checked and run through
+//! [`execute`] against the engine; queries and INSERTs are planned by
+//! DataFusion and checked; the rest is answered by the front end's session. Every failure is a [`SqlError`] with
 //! a SQLSTATE, which each front end maps to its own protocol's errors.
 //! Who may run what is checked here too ([`run_as`], [`GuardedPlanner`]).
 
@@ -12,6 +13,7 @@ mod access;
 mod alerts;
 mod error;
 pub mod pg;
+mod pipeline;
 mod privileges;
 mod queries;
 pub mod settings;
@@ -22,8 +24,9 @@ mod words;
 pub use access::{
     GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
 };
-pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT};
+pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
 pub use error::SqlError;
+pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
 };

@@ -34,17 +34,7 @@ use datafusion_pg_catalog::sql::rules::{
 };
 
 use crate::SqlError;
-
-/// What a statement may ask of its session: `current_user` and
-/// `current_setting('name')` become these values.
-pub struct Session<'a> {
-    /// The user the connection logged in as.
-    pub user: &'a str,
-    /// The pgwire backend pid (`pg_backend_pid()`), if on pgwire.
-    pub pid: Option<i32>,
-    /// A setting's value in this session, if it has one.
-    pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
-}
+use crate::pipeline::Session;
 
 /// Parses one statement (`sql` holds exactly one, as [`crate::split`] gives),
 /// as written; text only the compatibility parser reads (e.g. `ABORT`) goes
@@ -1120,6 +1110,7 @@ mod tests {
             user: "alice",
             pid: Some(4242),
             setting: &setting,
+            principal: None,
         };
         parse_statement(s, &session).unwrap().to_string()
     }

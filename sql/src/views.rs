@@ -337,20 +337,9 @@ struct Analysis {
     schema: SchemaRef,
 }
 
-/// Plans a view's query as Postgres names its output columns.
+/// Plans a view's query as a client's query is planned.
 async fn plan_query(ctx: &SessionContext, query: &str) -> Result<LogicalPlan, SqlError> {
-    let session = crate::pg::Session {
-        user: "sextant",
-        pid: None,
-        setting: &|_| None,
-    };
-    let stmt = crate::pg::parse_statement(query, &session)?;
-    Ok(ctx
-        .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            stmt,
-        )))
-        .await?)
+    crate::plan_select(ctx, query, "a materialized view's query").await
 }
 
 fn cannot(reason: impl std::fmt::Display) -> SqlError {

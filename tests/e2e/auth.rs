@@ -215,3 +215,95 @@ async fn truncated_frontend_messages_before_login_get_08p01_and_the_server_goes_
         server.log_tail(40)
     );
 }
+
+/// Describing a statement (pgwire Parse/Describe, as `prepare` sends them;
+/// Flight SQL GetFlightInfo and CreatePreparedStatement) needs the same
+/// privileges as running it: a user without SELECT on a table learns
+/// neither its columns nor their types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describing_a_statement_needs_the_privileges_running_it_does() {
+    use arrow_flight::error::FlightError;
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use tonic::transport::Channel;
+
+    let server = Server::start(&[]);
+    let setup = server.connect().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE secret (time TIMESTAMP NOT NULL, api_key TEXT, owner TEXT);
+             CREATE TABLE open (time TIMESTAMP NOT NULL, host TEXT);
+             CREATE USER root WITH SUPERUSER PASSWORD 'root-pw';
+             CREATE USER eve WITH PASSWORD 'e';
+             GRANT SELECT ON TABLE open TO eve;",
+        )
+        .await
+        .unwrap();
+    drop(setup);
+    let probes = [
+        "SELECT * FROM secret",
+        "SELECT api_key FROM secret WHERE owner = $1",
+        "SELECT o.host FROM open o WHERE o.host IN (SELECT owner FROM secret)",
+        "INSERT INTO secret (time, api_key) VALUES ($1, $2)",
+    ];
+
+    // pgwire: Parse + Describe, never executed.
+    let eve = server.connect_as("eve", "e").await.unwrap();
+    for sql in probes {
+        let e = eve.prepare(sql).await.err().unwrap_or_else(|| {
+            panic!("{sql}: eve learned the statement's columns without SELECT on secret")
+        });
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+        assert!(message(&e).contains("secret"), "{sql}: {e}");
+    }
+    let ok = eve.prepare("SELECT host FROM open").await.unwrap();
+    assert_eq!(ok.columns()[0].name(), "host");
+    let root = server.connect_as("root", "root-pw").await.unwrap();
+    let described = root.prepare(probes[1]).await.unwrap();
+    assert_eq!(described.columns()[0].name(), "api_key");
+
+    // Flight SQL: GetFlightInfo and CreatePreparedStatement.
+    let addr = server.flight_addr().expect("a Flight SQL address");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut flight = FlightSqlServiceClient::new(channel);
+    let basic = |user: &str, pw: &str| {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        format!("Basic {b}")
+    };
+    flight.set_header("authorization", basic("eve", "e"));
+    let denied = |e: FlightError, sql: &str, call: &str| match e {
+        FlightError::Tonic(s) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{call} {sql}: {s}");
+            assert!(s.message().contains("secret"), "{call} {sql}: {s}");
+        }
+        other => panic!("{call} {sql}: not a gRPC status: {other}"),
+    };
+    for sql in probes {
+        match flight.execute(sql.to_string(), None).await {
+            Ok(info) => panic!(
+                "GetFlightInfo {sql}: eve got the schema {:?}",
+                info.try_decode_schema()
+            ),
+            Err(e) => denied(e, sql, "GetFlightInfo"),
+        }
+        match flight.prepare(sql.to_string(), None).await {
+            Ok(p) => panic!(
+                "CreatePreparedStatement {sql}: eve got the schema {:?}",
+                p.dataset_schema()
+            ),
+            Err(e) => denied(e, sql, "CreatePreparedStatement"),
+        }
+    }
+    let p = flight
+        .prepare("SELECT host FROM open".to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(p.dataset_schema().unwrap().field(0).name(), "host");
+    flight.set_header("authorization", basic("root", "root-pw"));
+    let p = flight.prepare(probes[1].to_string(), None).await.unwrap();
+    assert_eq!(p.dataset_schema().unwrap().field(0).name(), "api_key");
+}

@@ -1,0 +1,144 @@
+//! The one way a statement becomes something to run, for every front end
+//! (pgwire, Flight SQL), materialized view and alert rule.
+//!
+//! One statement's text (as [`crate::split`] gives it) → [`crate::classify`]
+//! → one of Sextant's statements, checked for the principal, or SQL parsed
+//! as Postgres reads it ([`crate::pg::parse_statement`]) → a query or an
+//! INSERT is planned by DataFusion ([`crate::pg::plan_query`]) and its plan
+//! checked for the principal, so a statement that may not run is refused
+//! before anyone sees its result's columns; any other statement (SET, SHOW,
+//! transactions, cursors, DESCRIBE) is checked and handed back for the
+//! front end's session to answer. The physical planner checks every plan
+//! again as it runs ([`crate::GuardedPlanner`]), and filters the catalog
+//! and system tables down to what the principal may see.
+
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use sextant_auth::Principal;
+
+use crate::statements::{Classified, SextantStatement, classify};
+use crate::{SqlError, access};
+
+/// What a statement may ask of its session, and who runs it.
+pub struct Session<'a> {
+    /// The user the connection logged in as (`current_user`).
+    pub user: &'a str,
+    /// The pgwire backend pid (`pg_backend_pid()`), if on pgwire.
+    pub pid: Option<i32>,
+    /// A setting's value in this session, if it has one
+    /// (`current_setting('name')`).
+    pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
+    /// Who runs the statement; `None` for the server's own work
+    /// (materialized views, alert rules), which is not checked.
+    pub principal: Option<&'a Principal>,
+}
+
+impl Session<'static> {
+    /// The server's own work: the default settings, no principal.
+    pub fn server() -> Self {
+        Session {
+            user: "sextant",
+            pid: None,
+            setting: &|name| crate::settings::default_setting(name).map(|(_, v)| v.to_string()),
+            principal: None,
+        }
+    }
+}
+
+/// A statement, ready to run.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// One of Sextant's own statements ([`crate::execute`] runs it).
+    Sextant(SextantStatement),
+    /// A query or an INSERT, as rewritten for DataFusion, and its logical
+    /// plan (parameters unbound).
+    Query {
+        statement: Statement,
+        plan: LogicalPlan,
+    },
+    /// A statement the front end's session answers (SET, SHOW,
+    /// transactions, cursors, DESCRIBE, DDL through DataFusion), as
+    /// rewritten; [`plan_other`] plans it where a front end needs a plan.
+    Other(Statement),
+}
+
+/// Classifies, parses, plans and checks one statement for
+/// `session.principal`. The text is one statement, without its `;`.
+pub async fn plan(
+    ctx: &SessionContext,
+    text: &str,
+    session: &Session<'_>,
+) -> Result<Planned, SqlError> {
+    let sql = match classify(text) {
+        Classified::Sextant(stmt) => {
+            if let Some(who) = session.principal {
+                let directory = access::directory(ctx)?;
+                access::authorize_statement(&stmt, &directory, who)?;
+            }
+            return Ok(Planned::Sextant(stmt));
+        }
+        Classified::Sql(sql) => sql,
+    };
+    let stmt = crate::pg::parse_statement(&sql, session)?;
+    if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
+        if let Some(who) = session.principal {
+            access::authorize_other(&stmt, &*access::directory(ctx)?, who)?;
+        }
+        return Ok(Planned::Other(stmt));
+    }
+    let (statement, plan) = crate::pg::plan_query(ctx, &sql, stmt, session).await?;
+    if let Some(who) = session.principal {
+        access::check_plan(&plan, &*access::directory(ctx)?, who)?;
+    }
+    Ok(Planned::Query { statement, plan })
+}
+
+/// DataFusion's plan of a statement [`plan`] handed back as
+/// [`Planned::Other`], checked for `session.principal` (DDL needs admin).
+pub async fn plan_other(
+    ctx: &SessionContext,
+    stmt: Statement,
+    session: &Session<'_>,
+) -> Result<LogicalPlan, SqlError> {
+    let text = stmt.to_string();
+    let (_, plan) = crate::pg::plan_query(ctx, &text, stmt, session).await?;
+    if let Some(who) = session.principal {
+        access::check_plan(&plan, &*access::directory(ctx)?, who)?;
+    }
+    Ok(plan)
+}
+
+/// Plans the one SELECT of a materialized view or an alert rule: the
+/// server's own work, read as a client's query is. `what` says what must
+/// be a SELECT, for the error when it is not (42809).
+pub async fn plan_select(
+    ctx: &SessionContext,
+    query: &str,
+    what: &str,
+) -> Result<LogicalPlan, SqlError> {
+    let not_a_select = |text: &str| {
+        SqlError::new(
+            "42809",
+            format!(
+                "{what} is one SELECT, not {}",
+                text.split_whitespace()
+                    .next()
+                    .unwrap_or("an empty statement")
+            ),
+        )
+    };
+    let mut stmts = crate::split(query)?;
+    let text = match (stmts.pop(), stmts.is_empty()) {
+        (Some(text), true) => text,
+        (Some(_), false) => return Err(not_a_select("several statements")),
+        (None, _) => return Err(not_a_select("")),
+    };
+    match plan(ctx, &text, &Session::server()).await? {
+        Planned::Query {
+            statement: Statement::Query(_),
+            plan,
+        } => Ok(plan),
+        _ => Err(not_a_select(&text)),
+    }
+}
