@@ -298,7 +298,12 @@ fn current_setting(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         match sextant_sql::settings::default_setting(name) {
             Some((_, v)) => Ok(Some(v.to_string())),
             None if missing_ok => Ok(None),
-            None => plan_err!("unrecognized configuration parameter \"{name}\""),
+            None => Err(datafusion::error::DataFusionError::External(Box::new(
+                sextant_sql::SqlError::new(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                ),
+            ))),
         }
     };
     match &args[0] {

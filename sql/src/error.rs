@@ -136,6 +136,10 @@ fn arrow_code(a: &arrow::error::ArrowError, lower: &str) -> &'static str {
     use arrow::error::ArrowError as A;
     match a {
         A::DivideByZero => "22012",
+        // A number that does not fit the type it is cast to (arrow's
+        // message for an overflowing numeric cast), as Postgres' "smallint
+        // out of range".
+        A::CastError(_) if lower.contains("can't cast value") => "22003",
         A::CastError(_) | A::ParseError(_) => data_code(lower),
         A::ComputeError(_) if lower.contains("overflow") => "22003",
         A::InvalidArgumentError(_) if lower.contains("non-nullable") => "22004",

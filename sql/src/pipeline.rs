@@ -14,7 +14,7 @@
 
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use sextant_auth::Principal;
 
 use crate::statements::{Classified, SextantStatement, classify};
@@ -87,6 +87,7 @@ pub async fn plan(
         }
         return Ok(Planned::Other(stmt));
     }
+    insert_arity(&stmt)?;
     let (statement, plan) = crate::pg::plan_query(ctx, &sql, stmt, session).await?;
     if let Some(who) = session.principal {
         access::check_plan(&plan, &*access::directory(ctx)?, who)?;
@@ -141,4 +142,38 @@ pub async fn plan_select(
         } => Ok(plan),
         _ => Err(not_a_select(&text)),
     }
+}
+
+/// `INSERT INTO t (a, b) VALUES (1, 2, 3)`: refused as Postgres refuses it
+/// (42601, in its words), not with DataFusion's plan error.
+fn insert_arity(stmt: &Statement) -> Result<(), SqlError> {
+    let Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    let Some(source) = insert
+        .source
+        .as_deref()
+        .filter(|_| !insert.columns.is_empty())
+    else {
+        return Ok(());
+    };
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return Ok(());
+    };
+    for row in &values.rows {
+        match row.content.len().cmp(&insert.columns.len()) {
+            std::cmp::Ordering::Greater => {
+                return Err(SqlError::syntax(
+                    "INSERT has more expressions than target columns",
+                ));
+            }
+            std::cmp::Ordering::Less => {
+                return Err(SqlError::syntax(
+                    "INSERT has more target columns than expressions",
+                ));
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    Ok(())
 }

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use sextant_tests::Server;
-use sqllogictest::{DBOutput, DefaultColumnType, Runner};
+use sqllogictest::{DBOutput, Runner};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -78,21 +78,76 @@ impl Sextant {
         Ok(())
     }
 
-    async fn column_types(&self, sql: &str) -> Option<Vec<DefaultColumnType>> {
+    async fn column_types(&self, sql: &str) -> Option<Vec<ColType>> {
         let stmt = self.client.prepare(sql).await.ok()?;
         Some(
             stmt.columns()
                 .iter()
-                .map(|c| match *c.type_() {
-                    Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => DefaultColumnType::Integer,
-                    Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => DefaultColumnType::FloatingPoint,
-                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-                        DefaultColumnType::Text
-                    }
-                    _ => DefaultColumnType::Any,
-                })
+                .map(|c| ColType::of(c.type_()))
                 .collect(),
         )
+    }
+}
+
+/// A result column's type, as a `query` line spells it, checked against
+/// the type the server describes the column with (every letter must match):
+/// `I` integers, `R` floating point and numeric, `T` text, `B` boolean,
+/// `P` timestamps, `D` dates and times of day, `V` intervals, `?` any
+/// other type (arrays, json, uuid, bytea, oid-like types). Any other
+/// letter is a syntax error in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColType {
+    Integer,
+    Float,
+    Text,
+    Bool,
+    Timestamp,
+    Date,
+    Interval,
+    Other,
+}
+
+impl ColType {
+    fn of(t: &Type) -> Self {
+        match *t {
+            Type::INT2 | Type::INT4 | Type::INT8 => ColType::Integer,
+            Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => ColType::Float,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::CHAR => ColType::Text,
+            Type::BOOL => ColType::Bool,
+            Type::TIMESTAMP | Type::TIMESTAMPTZ => ColType::Timestamp,
+            Type::DATE | Type::TIME | Type::TIMETZ => ColType::Date,
+            Type::INTERVAL => ColType::Interval,
+            _ => ColType::Other,
+        }
+    }
+}
+
+impl sqllogictest::ColumnType for ColType {
+    fn from_char(value: char) -> Option<Self> {
+        Some(match value {
+            'I' => ColType::Integer,
+            'R' => ColType::Float,
+            'T' => ColType::Text,
+            'B' => ColType::Bool,
+            'P' => ColType::Timestamp,
+            'D' => ColType::Date,
+            'V' => ColType::Interval,
+            '?' => ColType::Other,
+            _ => return None,
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            ColType::Integer => 'I',
+            ColType::Float => 'R',
+            ColType::Text => 'T',
+            ColType::Bool => 'B',
+            ColType::Timestamp => 'P',
+            ColType::Date => 'D',
+            ColType::Interval => 'V',
+            ColType::Other => '?',
+        }
     }
 }
 
@@ -112,7 +167,7 @@ fn returns_rows(sql: &str) -> bool {
 #[async_trait]
 impl sqllogictest::AsyncDB for Sextant {
     type Error = SqlError;
-    type ColumnType = DefaultColumnType;
+    type ColumnType = ColType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
         let words: Vec<&str> = sql.split_whitespace().collect();
@@ -236,7 +291,7 @@ impl sqllogictest::AsyncDB for Sextant {
             let width = rows.first().map(|r| r.len()).unwrap_or(0);
             let types = types
                 .filter(|t| t.len() == width || rows.is_empty())
-                .unwrap_or_else(|| vec![DefaultColumnType::Any; width]);
+                .unwrap_or_else(|| vec![ColType::Other; width]);
             Ok(DBOutput::Rows { types, rows })
         } else {
             Ok(DBOutput::StatementComplete(complete.unwrap_or(0)))
@@ -314,6 +369,7 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
         }
     };
     let mut runner = Runner::new(make);
+    runner.with_column_validator(sqllogictest::strict_column_validator);
     let result = if complete {
         runner
             .update_test_file(
@@ -321,7 +377,7 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
                 " ",
                 sqllogictest::default_validator,
                 sqllogictest::default_normalizer,
-                sqllogictest::default_column_validator,
+                sqllogictest::strict_column_validator,
             )
             .await
             .map_err(|e| e.to_string())
