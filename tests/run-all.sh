@@ -21,11 +21,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-command -v psql >/dev/null || echo "note: psql not found; the psql test will fail (apt-get install postgresql-client)"
-# Debian packages the client tests use: the real Prometheus (the remote-write
-# test starts its own process; the package's system service plays no part)
-# and pgjdbc (the JDBC test compiles against it with the machine's JDK).
+# Debian packages the tests use: psql (the psql and Grafana tests), node
+# and npm (node-postgres), the real Prometheus (the remote-write test starts
+# its own process; the package's system service plays no part), pgjdbc and
+# a JDK (the JDBC test compiles against it), and GNU patch (vendor/rebuild.sh).
 missing=()
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v patch >/dev/null || missing+=(patch)
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null || missing+=(default-jdk-headless)
@@ -38,6 +42,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # node-postgres for the Node client test, at the version package-lock.json pins.
 npm ci --prefix tests/node --silent --no-audit --no-fund
+
+step "vendor/: each patched crate is its published .crate plus vendor/patches"
+vendor/rebuild.sh --check
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -12,7 +12,6 @@
 //! event. A restart loads rules, state and undelivered notifications back,
 //! and a rule whose run fell due while the server was down runs once.
 
-mod clock;
 pub mod notify;
 pub mod rule;
 
@@ -35,8 +34,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use clock::{Clock, system_now_ns};
 pub use rule::{AlertDef, Instance, Labels, Phase, Row, RuleState, Values};
+pub use sextant_clock::Clock;
 
 use notify::Notification;
 
@@ -260,7 +259,7 @@ impl Alerts {
             next_run_ns: now,
             ..RuleState::default()
         };
-        let created_at_ns = system_now_ns();
+        let created_at_ns = self.inner.clock.now_ns();
         let mut rules = lock(&self.inner.rules);
         match self.inner.catalog.create_alert(&StoredAlert {
             name: def.name.clone(),

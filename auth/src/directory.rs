@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sextant_catalog::{Catalog, CatalogError, StoredToken, StoredUser};
+use sextant_clock::Clock;
 
 use crate::AuthError;
 use crate::md5::Md5Waiting;
@@ -226,19 +227,14 @@ pub struct Directory {
     /// `--allow-unauthenticated`: with no users, clients beyond loopback
     /// are let in too.
     allow_unauthenticated: bool,
+    /// The time tokens expire by.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory").finish_non_exhaustive()
     }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn catalog_error(e: CatalogError) -> AuthError {
@@ -311,7 +307,19 @@ impl Directory {
             failures: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
             allow_unauthenticated: false,
+            clock: Clock::System,
         })
+    }
+
+    /// The directory with token expiry read from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time of day, as the directory reads it (token expiry).
+    pub fn now_ns(&self) -> i64 {
+        self.clock.now_ns()
     }
 
     /// With no users, let in clients beyond loopback too
@@ -514,7 +522,7 @@ impl Directory {
         let state = self.read();
         let found = state.by_hash.get(&hash).and_then(|name| {
             let t = state.tokens.get(name)?;
-            let live = t.expires_at_ns.is_none_or(|e| e > now_ns());
+            let live = t.expires_at_ns.is_none_or(|e| e > self.clock.now_ns());
             live.then(|| Principal {
                 user: t.user.clone(),
                 via: Via::Token(name.clone()),
@@ -559,7 +567,10 @@ impl Directory {
             let Some(token) = state.tokens.get(name) else {
                 return Err(AuthError::InvalidToken);
             };
-            if token.expires_at_ns.is_some_and(|e| e <= now_ns()) {
+            if token
+                .expires_at_ns
+                .is_some_and(|e| e <= self.clock.now_ns())
+            {
                 return Err(AuthError::InvalidToken);
             }
             if let Some(only) = &token.table
@@ -621,7 +632,7 @@ impl Directory {
         if let Via::Token(name) = &who.via {
             let usable = state.tokens.get(name).is_some_and(|t| {
                 // An ingest token only writes; an expired one does nothing.
-                t.table.is_none() && t.expires_at_ns.is_none_or(|e| e > now_ns())
+                t.table.is_none() && t.expires_at_ns.is_none_or(|e| e > self.clock.now_ns())
             });
             if !usable {
                 return Some(vec![]);
@@ -670,7 +681,7 @@ impl Directory {
             verifier,
             md5,
             grants: if admin { vec![Grant::ADMIN] } else { vec![] },
-            created_at_ns: now_ns(),
+            created_at_ns: self.clock.now_ns(),
         };
         self.catalog
             .create_user(&StoredUser {
@@ -857,7 +868,7 @@ impl Directory {
         expires_at_ns: Option<i64>,
     ) -> Result<String, AuthError> {
         check_name(name, "token")?;
-        let now = now_ns();
+        let now = self.clock.now_ns();
         if expires_at_ns.is_some_and(|e| e <= now) {
             return Err(AuthError::Invalid(
                 "the token would expire before it is made: EXPIRES must be in the future".into(),
@@ -1011,9 +1022,12 @@ mod tests {
     use super::*;
     use sextant_catalog::SqliteCatalog;
 
+    /// A directory on a manual clock, which the tests move.
     fn directory() -> (Arc<dyn Catalog>, Directory) {
         let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::in_memory().unwrap());
-        let d = Directory::open(catalog.clone()).unwrap();
+        let d = Directory::open(catalog.clone())
+            .unwrap()
+            .with_clock(Clock::manual(1_767_225_600_000_000_000));
         (catalog, d)
     }
 
@@ -1173,12 +1187,12 @@ mod tests {
             d.login_token(&secret, ADDR, "test"),
             Err(AuthError::InvalidToken)
         );
-        let soon = now_ns() + 300_000_000;
+        let soon = d.now_ns() + 300_000_000;
         let secret = d.create_token("brief", "root", None, Some(soon)).unwrap();
         let p = d.login_token(&secret, ADDR, "test").unwrap();
         assert!(d.check(&p, Action::Select("cpu")).is_ok());
         assert_eq!(d.readable_tables(&p), None);
-        std::thread::sleep(Duration::from_millis(400));
+        d.clock.set(soon);
         assert_eq!(d.readable_tables(&p), Some(vec![]));
         assert_eq!(
             d.check(&p, Action::Select("cpu")),

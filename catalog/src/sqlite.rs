@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use sextant_clock::Clock;
 
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
@@ -164,6 +165,8 @@ struct StoredOptions {
 #[derive(Debug)]
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
+    /// The time the catalog records (creation and commit times).
+    clock: Clock,
 }
 
 impl SqliteCatalog {
@@ -222,7 +225,14 @@ impl SqliteCatalog {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            clock: Clock::System,
         })
+    }
+
+    /// The catalog with its times read from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -232,20 +242,13 @@ impl SqliteCatalog {
     }
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 /// Inserts `files` of a table within `tx`.
 fn insert_files(
     tx: &rusqlite::Transaction<'_>,
     table_id: i64,
     files: &[NewParquetFile],
+    now: i64,
 ) -> Result<Vec<ParquetFile>> {
-    let now = now_ns();
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let stats = serde_json::to_string(&f.column_stats)
@@ -463,7 +466,7 @@ fn files_of(conn: &Connection, table_id: i64) -> Result<Vec<ParquetFile>> {
 }
 
 /// Inserts a table row (its name must be free); returns its definition.
-fn insert_table(conn: &Connection, table: &NewTable) -> Result<TableDef> {
+fn insert_table(conn: &Connection, table: &NewTable, now: i64) -> Result<TableDef> {
     if table_by_name(conn, &table.name)?.is_some() {
         return Err(CatalogError::TableExists(table.name.clone()));
     }
@@ -475,7 +478,7 @@ fn insert_table(conn: &Connection, table: &NewTable) -> Result<TableDef> {
             encode_schema(&table.schema)?,
             table.time_column,
             encode_options(&table.options)?,
-            now_ns()
+            now
         ],
     )?;
     table_by_name(conn, &table.name)?.ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))
@@ -483,7 +486,7 @@ fn insert_table(conn: &Connection, table: &NewTable) -> Result<TableDef> {
 
 impl Catalog for SqliteCatalog {
     fn create_table(&self, table: NewTable) -> Result<TableDef> {
-        insert_table(&self.conn(), &table)
+        insert_table(&self.conn(), &table, self.clock.now_ns())
     }
 
     fn drop_table(&self, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
@@ -572,7 +575,7 @@ impl Catalog for SqliteCatalog {
         if n == 0 {
             return Err(CatalogError::TableNotFound(format!("id {table_id}")));
         }
-        let committed = insert_files(&tx, table_id, &files)?;
+        let committed = insert_files(&tx, table_id, &files, self.clock.now_ns())?;
         insert_invalidations(&tx, invalidate)?;
         tx.commit()?;
         Ok(committed)
@@ -581,7 +584,7 @@ impl Catalog for SqliteCatalog {
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let def = insert_table(&tx, &table)?;
+        let def = insert_table(&tx, &table, self.clock.now_ns())?;
         let id = def.id;
         tx.execute(
             "INSERT INTO views (table_id, base_table_id, query, spec, progress) \
@@ -648,7 +651,7 @@ impl Catalog for SqliteCatalog {
                 return Err(CatalogError::FileNotFound(*id));
             }
         }
-        let added = insert_files(&tx, r.view_id, &r.add)?;
+        let added = insert_files(&tx, r.view_id, &r.add, self.clock.now_ns())?;
         {
             let mut clear = tx.prepare_cached(
                 "DELETE FROM invalidations WHERE view_id = ?1 AND bucket_ns = ?2 \
@@ -686,7 +689,7 @@ impl Catalog for SqliteCatalog {
                 return Err(CatalogError::FileNotFound(*id));
             }
         }
-        let added = insert_files(&tx, table_id, &add)?;
+        let added = insert_files(&tx, table_id, &add, self.clock.now_ns())?;
         tx.commit()?;
         Ok(added)
     }

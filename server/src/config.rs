@@ -161,8 +161,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_ALERT_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
     pub alert_memory_limit: u64,
 
-    /// For tests: alert rules run on a clock that starts at this time
-    /// (RFC 3339) and moves only by `POST /debug/clock`.
+    /// For tests: the server's clock (retention, token expiry, catalog
+    /// times, ingest times of points without one, SQL's `now()`, alert
+    /// rules) starts at this time (RFC 3339) and moves only by
+    /// `POST /debug/clock`.
     #[arg(long, env = "SEXTANT_MANUAL_CLOCK", hide = true, value_parser = parse_time)]
     pub manual_clock: Option<i64>,
 

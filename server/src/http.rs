@@ -2,7 +2,7 @@
 //! `POST /write`), JSON (`POST /v1/ingest/{table}`), OTLP/HTTP (`POST
 //! /v1/logs`, `/v1/traces`, `/v1/metrics`, in [`crate::otlp`]) and Prometheus
 //! remote write (`POST /api/v1/write`), and `GET /metrics` (Prometheus text
-//! format); for tests, `POST /debug/clock` moves the manual alert clock.
+//! format); for tests, `POST /debug/clock` moves the manual clock.
 //!
 //! A request body is read up to `--max-body-size` (413 past it), gunzipped if
 //! `Content-Encoding: gzip` (again bounded, so a small bomb cannot expand
@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::array::RecordBatch;
 use axum::Router;
@@ -315,7 +314,7 @@ async fn metrics_text(
 }
 
 /// `POST /debug/clock {"advance": "90s"}` or `{"set": "<RFC 3339>"}`: moves
-/// the manual alert clock (`--manual-clock`) and answers once every alert
+/// the server's manual clock (`--manual-clock`) and answers once every alert
 /// evaluation and notification due by then has run, with the clock's time.
 async fn move_clock(
     State(s): State<AppState>,
@@ -323,7 +322,7 @@ async fn move_clock(
     Json(body): Json<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     s.directory
-        .check(&who, Action::Admin("move the alert clock"))?;
+        .check(&who, Action::Admin("move the server's clock"))?;
     let clock = s.alerts.clock();
     if !clock.is_manual() {
         return Err(HttpError::new(
@@ -372,13 +371,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoRe
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}: use POST", uri.path()),
     )
-}
-
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 /// Reads the whole body, bounded, and gunzips it if it says so.
@@ -542,7 +534,7 @@ async fn write_line_protocol(
     let text = String::from_utf8(body)
         .map_err(|e| HttpError::bad_request(format!("line protocol must be UTF-8: {e}")))?;
     let engine = &state.engine;
-    let decoded = line_protocol::decode(&text, precision, now_ns(), &|t| {
+    let decoded = line_protocol::decode(&text, precision, engine.now_ns(), &|t| {
         engine.table(t).map(|d| d.schema)
     });
     let written = write_tables(&state, &who, decoded.tables, "line_protocol").await?;
@@ -567,8 +559,8 @@ async fn ingest_json(
     let precision = precision(&params)?;
     let body = read_body(&state, &headers, body).await?;
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
-    let rejected =
-        ndjson::decode(&body, &mut rows, precision, now_ns()).map_err(HttpError::bad_request)?;
+    let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())
+        .map_err(HttpError::bad_request)?;
     let written = write_tables(&state, &who, vec![rows], "json").await?;
     partial(written, &rejected, "json")?;
     Ok(Json(json!({"table": table, "rows": written})))

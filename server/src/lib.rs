@@ -99,10 +99,20 @@ pub async fn run(
     })?;
     let (store, local_root) = object_store(&config)?;
     let store = sextant_storage::instrument(store);
+    // The one clock: the catalog's times, retention, token expiry, ingest
+    // times of points that carry none, alert rules.
+    let clock = match config.manual_clock {
+        Some(start) => {
+            warn!("the server runs on a manual clock (--manual-clock): for tests only");
+            sextant_clock::Clock::manual(start)
+        }
+        None => sextant_clock::Clock::System,
+    };
     let catalog_path = data_dir.join("catalog.sqlite");
     let catalog = context(SqliteCatalog::open(&catalog_path), || {
         format!("cannot open catalog {}", catalog_path.display())
-    })?;
+    })?
+    .with_clock(clock.clone());
     let engine_config = EngineConfig {
         wal_dir: data_dir.join("wal"),
         wal_sync: match config.wal_sync {
@@ -120,6 +130,7 @@ pub async fn run(
             compaction_min_files: config.compaction_min_files as usize,
             interval: config.lifecycle_interval,
             orphan_grace: config.orphan_grace,
+            clock: clock.clone(),
         },
     };
     let store_for_engine = store.clone();
@@ -134,7 +145,8 @@ pub async fn run(
         sextant_auth::Directory::open(engine.catalog().clone()),
         || "cannot load users".to_string(),
     )?
-    .allow_unauthenticated(config.allow_unauthenticated);
+    .allow_unauthenticated(config.allow_unauthenticated)
+    .with_clock(clock.clone());
     let directory = Arc::new(directory);
     check_exposure(&config, directory.required())?;
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -142,9 +154,10 @@ pub async fn run(
         _ => None,
     };
     let ctx = session_context(&engine, store, config.query_memory_limit, &directory)?;
+    sextant_sql::register_time_functions(&ctx, engine.clock());
     let alerts = open_alerts(&engine, &ctx, &config)?;
     system::register_alerts(&ctx, &alerts)?;
-    let queries = sextant_sql::Queries::default();
+    let queries = sextant_sql::Queries::new(clock.clone());
     sextant_sql::register_cancel_backend(&ctx, &queries);
     system::register_queries(&ctx, &queries)?;
     system::register_access(&ctx, &directory)?;
@@ -435,18 +448,11 @@ fn open_alerts(
     let session = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
         .with_runtime_env(runtime)
         .build();
-    let clock = match config.manual_clock {
-        Some(start) => {
-            warn!("alert rules run on a manual clock (--manual-clock): for tests only");
-            sextant_alerts::Clock::manual(start)
-        }
-        None => sextant_alerts::Clock::System,
-    };
     let alerts = sextant_alerts::Alerts::open(
         engine.catalog().clone(),
         session,
         Arc::new(sextant_sql::RulePlanner),
-        clock,
+        engine.clock().clone(),
         config.alert_query_timeout,
     );
     context(alerts, || "cannot load alert rules".to_string())

@@ -46,7 +46,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Status};
 use tracing::debug;
 
-use crate::http::{AppState, HttpError, now_ns, read_body, write_batches};
+use crate::http::{AppState, HttpError, read_body, write_batches};
 
 /// How long a client is asked to wait before retrying under backpressure.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -60,11 +60,12 @@ pub(crate) enum Signal {
 }
 
 impl Signal {
-    fn decode(self, body: &[u8], encoding: Encoding) -> Result<Decoded, String> {
+    /// Decodes a request; a log record without a time gets `now_ns`.
+    fn decode(self, body: &[u8], encoding: Encoding, now_ns: i64) -> Result<Decoded, String> {
         Ok(match self {
             Signal::Logs => otlp::decode_logs(
                 &otlp::parse::<ExportLogsServiceRequest>(body, encoding)?,
-                now_ns(),
+                now_ns,
             ),
             Signal::Traces => {
                 otlp::decode_traces(&otlp::parse::<ExportTraceServiceRequest>(body, encoding)?)
@@ -288,7 +289,7 @@ impl LogsService for Collector {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        let d = otlp::decode_logs(request.get_ref(), now_ns());
+        let d = otlp::decode_logs(request.get_ref(), self.engine.now_ns());
         let bytes = prost::Message::encoded_len(request.get_ref());
         let d = Collector::export(self, Signal::Logs, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
@@ -491,7 +492,7 @@ pub(crate) async fn export_http(
     let fail = |e: HttpError| OtlpHttpErrorResponse(otlp_error(e, encoding));
     let bytes = read_body(&state, &headers, body).await.map_err(fail)?;
     let mut decoded = signal
-        .decode(&bytes, encoding)
+        .decode(&bytes, encoding, state.engine.now_ns())
         .map_err(|m| fail(HttpError::bad_request(m)))?;
     debug!(
         ?signal,

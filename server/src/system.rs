@@ -760,7 +760,7 @@ pub(crate) fn register_access(
         tokens.clone(),
         Arc::new(move |d: &Dir| {
             let rows = d.tokens();
-            let now = crate::http::now_ns();
+            let now = d.now_ns();
             Ok(vec![
                 text(rows.iter().map(|t| Some(t.name.clone())).collect()),
                 text(rows.iter().map(|t| Some(t.user.clone())).collect()),

@@ -799,10 +799,7 @@ fn create_token(
             let t = p.parse_object_name(false).map_err(|e| U.syntax(e))?;
             table = Some(table_name(&t)?);
         } else if word(p, "expires") {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
+            let now = directory.now_ns();
             if word(p, "in") {
                 let _ = p.parse_keyword(Keyword::INTERVAL);
                 let d = parse_interval(&quoted(p, "the interval")?)?;

@@ -11,6 +11,7 @@
 
 mod access;
 mod alerts;
+mod clock;
 mod error;
 pub mod pg;
 mod pipeline;
@@ -25,6 +26,7 @@ pub use access::{
     GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
 };
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
+pub use clock::register_time_functions;
 pub use error::SqlError;
 pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
 pub use queries::{

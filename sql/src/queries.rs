@@ -60,6 +60,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct Queries {
     inner: Arc<Mutex<Inner>>,
+    /// The time statements start at, as `system.queries` shows it.
+    clock: sextant_clock::Clock,
 }
 
 impl std::fmt::Debug for Queries {
@@ -73,6 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queries {
+    /// An empty registry whose statements start at `clock`'s time.
+    pub fn new(clock: sextant_clock::Clock) -> Self {
+        Self {
+            inner: Arc::default(),
+            clock,
+        }
+    }
+
     /// Registers a statement that starts now.
     pub fn start(
         &self,
@@ -108,7 +118,7 @@ impl Queries {
                 user: user.to_string(),
                 protocol,
                 text: text.to_string(),
-                started_ns: sextant_storage::now_ns(),
+                started_ns: self.clock.now_ns(),
                 duration: Duration::ZERO,
                 rows: 0,
                 bytes_scanned: 0,

@@ -39,7 +39,7 @@ use futures::StreamExt;
 use sextant_catalog::{
     NewTable, NewView, TIME_COLUMN, TableOptions, ViewDef, ViewKind, ViewProgress, ViewSpec,
 };
-use sextant_storage::{BucketRefresh, Engine, SextantTable, TransformFn, bucket_start, now_ns};
+use sextant_storage::{BucketRefresh, Engine, SextantTable, TransformFn, bucket_start};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -926,7 +926,7 @@ async fn full_refresh(
 }
 
 fn record(engine: &Engine, view: &str, started: Instant, materialized: Option<i64>) {
-    let now = now_ns();
+    let now = engine.now_ns();
     engine.update_view_status(view, |s| {
         s.last_refresh_ns = Some(now);
         s.last_duration_ms = started.elapsed().as_millis() as u64;
@@ -961,7 +961,7 @@ async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool,
             let due = engine
                 .view_status(name)
                 .and_then(|s| s.last_refresh_ns)
-                .is_none_or(|t| now_ns() - t >= interval.as_nanos() as i64);
+                .is_none_or(|t| engine.now_ns() - t >= interval.as_nanos() as i64);
             if due {
                 full_refresh(engine, ctx, &view).await?;
             }
@@ -982,7 +982,7 @@ async fn step(engine: &Engine, ctx: &SessionContext, name: &str) -> Result<bool,
             }
             // Buckets the base no longer shows (past its retention) keep
             // what the view has.
-            let cutoff = engine.retention_cutoff(&view.base_table, now_ns());
+            let cutoff = engine.retention_cutoff(&view.base_table, engine.now_ns());
             let mut ranges: Vec<(i64, i64)> = vec![];
             for (b, _) in &pending {
                 if cutoff.is_some_and(|c| b + w <= c) {

@@ -14,10 +14,11 @@
 //! - `wait for views`: until every materialized view has refreshed what
 //!   was written (`system.materialized_views` says `current`); servers
 //!   refresh views every 50 ms here.
-//! - `advance clock <duration>` (e.g. `advance clock 1m`): moves the alert
-//!   clock, which starts at 2026-01-01T00:00:00Z here (`--manual-clock`),
-//!   and returns once every alert evaluation and notification due by then
-//!   has run (`advance clock 0s` just waits for those due now).
+//! - `advance clock <duration>` (e.g. `advance clock 1m`): moves the
+//!   server's clock (retention, token expiry, alert rules), which starts at
+//!   2026-01-01T00:00:00Z here (`--manual-clock`), and returns once every
+//!   alert evaluation and notification due by then has run (`advance clock
+//!   0s` just waits for those due now); as the user of `connect as`, if any.
 //! - `connect as <user> <password>`: a new connection, logged in as that
 //!   user (SCRAM, or MD5 for a user made with MD5); later restarts
 //!   reconnect as it too. Until a file makes
@@ -37,7 +38,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// Where the alert clock of every server here starts.
+/// Where the clock of every server here starts.
 const ALERT_CLOCK_START: &str = "2026-01-01T00:00:00Z";
 
 /// An error as a test file sees it: `SQLSTATE: message`.
@@ -233,13 +234,21 @@ impl sqllogictest::AsyncDB for Sextant {
                 let by = cmd["advance clock ".len()..].trim().to_string();
                 let addr = self.server.lock().await.http_addr();
                 let body = serde_json::json!({ "advance": by }).to_string();
-                let r = tokio::task::spawn_blocking(move || {
-                    sextant_tests::http_post(
-                        addr,
-                        "/debug/clock",
-                        &[("Content-Type", "application/json")],
-                        body.as_bytes(),
+                // As the user of `connect as`, once a file has users.
+                let auth = self.login.as_ref().map(|(user, password)| {
+                    use base64::Engine as _;
+                    let pair = format!("{user}:{password}");
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
                     )
+                });
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut headers = vec![("Content-Type", "application/json")];
+                    if let Some(auth) = &auth {
+                        headers.push(("Authorization", auth.as_str()));
+                    }
+                    sextant_tests::http_post(addr, "/debug/clock", &headers, body.as_bytes())
                 })
                 .await
                 .map_err(|e| SqlError(e.to_string()))?

@@ -22,10 +22,11 @@ pub mod wal;
 pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
-pub use lifecycle::{CompactionSummary, LifecycleConfig, now_ns};
+pub use lifecycle::{CompactionSummary, LifecycleConfig};
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{
     OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, counting_scans, object_store_url,
 };
+pub use sextant_clock::Clock;
 pub use views::{BucketRefresh, RefreshOutcome, TransformFn, ViewStats, ViewStatus, bucket_start};
 pub use wal::SyncMode;

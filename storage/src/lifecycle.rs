@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -25,6 +25,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sextant_catalog::{Catalog, CatalogError, CompactionRun, NewParquetFile, ParquetFile};
+use sextant_clock::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -42,8 +43,11 @@ pub struct LifecycleConfig {
     pub compaction_min_files: usize,
     /// How often retention, compaction and clean-up run in the background.
     pub interval: Duration,
-    /// An object no catalog entry names is deleted when it is older than this.
+    /// An object no catalog entry names is deleted when it is older than this
+    /// (by the object store's own modification time).
     pub orphan_grace: Duration,
+    /// The time of day retention and compaction records read.
+    pub clock: Clock,
 }
 
 impl Default for LifecycleConfig {
@@ -53,6 +57,7 @@ impl Default for LifecycleConfig {
             compaction_min_files: 8,
             interval: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(3600),
+            clock: Clock::System,
         }
     }
 }
@@ -76,15 +81,18 @@ pub(crate) fn decode(bytes: bytes::Bytes, schema: &SchemaRef) -> Result<Vec<Reco
     reader.map(|b| conform(&b?, schema)).collect()
 }
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
 impl Engine {
+    /// The time of day, from the engine's clock (nanoseconds since the Unix
+    /// epoch).
+    pub fn now_ns(&self) -> i64 {
+        self.inner.config.lifecycle.clock.now_ns()
+    }
+
+    /// The engine's clock, which the rest of the server shares.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.config.lifecycle.clock
+    }
+
     /// The earliest time a table's rows are still visible at `now_ns`
     /// (`None`: kept forever).
     pub fn retention_cutoff(&self, table: &str, now_ns: i64) -> Option<i64> {
@@ -296,7 +304,7 @@ impl Engine {
             let mut compacted = false;
             for bin in bins.into_iter().filter(|b| b.len() >= 2) {
                 let started = Instant::now();
-                let started_at_ns = now_ns();
+                let started_at_ns = self.now_ns();
                 let (files_in, bytes_in, rows) = (
                     bin.len(),
                     bin.iter().map(|f| f.file.bytes).sum::<u64>(),
@@ -433,6 +441,8 @@ impl Engine {
         for state in self.states() {
             known.extend(state.data().files.iter().map(|f| f.file.path.clone()));
         }
+        // Against the store's modification times, which the system clock
+        // sets (not the server's clock, which tests may hold still).
         let cutoff =
             chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut deleted = 0;
@@ -461,7 +471,7 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(config.interval) => {}
             }
-            if let Err(e) = self.expire(now_ns()).await {
+            if let Err(e) = self.expire(self.now_ns()).await {
                 warn!(error = %e, "retention failed; will retry");
             }
             for state in self.states() {

@@ -189,7 +189,7 @@ impl TableProvider for SextantTable {
         // cutoff prunes like a filter and is applied to the rows below.
         let retention = self
             .engine
-            .retention_cutoff(&self.name, crate::lifecycle::now_ns())
+            .retention_cutoff(&self.name, self.engine.now_ns())
             .map(|ns| {
                 let ts = time_scalar(ns, &schema, &snap.def.time_column);
                 (

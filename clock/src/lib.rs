@@ -1,6 +1,11 @@
-//! The clock alert rules run on: the system's, or a manual one that only
-//! moves when told to (`--manual-clock`), so tests step through minutes of
-//! alert time without waiting for them.
+//! The one clock of a server: the system's, or a manual one that only moves
+//! when told to (`--manual-clock`, moved by `POST /debug/clock`), so tests
+//! step through hours of retention, token expiry and alert time without
+//! waiting for them. The server makes one [`Clock`] and passes it to the
+//! catalog (timestamps it records), the storage engine (retention), the user
+//! directory (token expiry) and the alert scheduler; each reads the time of
+//! day from it, never from the system directly. Durations (timeouts,
+//! intervals between background runs) use tokio's monotonic time instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,12 +21,17 @@ pub fn system_now_ns() -> i64 {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Clone)]
+/// Where the time of day comes from.
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
+    /// The system's clock.
+    #[default]
     System,
+    /// A clock that reads what it was last set to.
     Manual(Arc<ManualClock>),
 }
 
+/// The state of a manual clock.
 #[derive(Debug)]
 pub struct ManualClock {
     now_ns: AtomicI64,
@@ -37,10 +47,12 @@ impl Clock {
         }))
     }
 
+    /// Whether this is a manual clock.
     pub fn is_manual(&self) -> bool {
         matches!(self, Clock::Manual(_))
     }
 
+    /// Nanoseconds since the Unix epoch.
     pub fn now_ns(&self) -> i64 {
         match self {
             Clock::System => system_now_ns(),
