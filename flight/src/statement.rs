@@ -57,8 +57,9 @@ pub(crate) async fn plan(
     stmt: &str,
     who: &Principal,
 ) -> Result<Planned, SqlError> {
-    let setting =
-        |name: &str| sextant_sql::settings::default_setting(name).map(|(_, v)| v.to_string());
+    let setting = |name: &str| {
+        sextant_sql::pgcompat::settings::default_setting(name).map(|(_, v)| v.to_string())
+    };
     let session = sextant_sql::Session {
         user: who.user(),
         pid: None,

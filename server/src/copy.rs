@@ -173,7 +173,7 @@ pub(crate) fn is_copy(sql: &str) -> bool {
 
 /// Reads a COPY statement against `engine`'s tables.
 pub(crate) fn parse(sql: &str, engine: &Engine) -> Result<Copy, SqlError> {
-    let stmt = sextant_sql::pg::parse_plain(sql)?;
+    let stmt = sextant_sql::pgcompat::parse_plain(sql)?;
     let Statement::Copy {
         source,
         to,

@@ -14,7 +14,6 @@ mod error;
 pub mod http;
 pub mod otlp;
 pub mod pg;
-mod pg_catalog;
 mod pg_session;
 mod self_telemetry;
 mod system;
@@ -24,20 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion::prelude::SessionContext;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
-use sextant_catalog::{DATABASE_NAME, SCHEMA_NAME, SqliteCatalog};
-use sextant_storage::{
-    Engine, EngineConfig, LifecycleConfig, SextantSchema, SyncMode, object_store_url,
-};
+use sextant_catalog::SqliteCatalog;
+use sextant_storage::{Engine, EngineConfig, LifecycleConfig, SyncMode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -153,8 +147,13 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(sextant_tls::Tls::load(cert, key)?),
         _ => None,
     };
-    let ctx = session_context(&engine, store, config.query_memory_limit, &directory)?;
-    sextant_sql::register_time_functions(&ctx, engine.clock());
+    let ctx = sextant_sql::session_context(
+        &engine,
+        store,
+        config.query_memory_limit,
+        &directory,
+        system::schema(&engine)?,
+    )?;
     let alerts = open_alerts(&engine, &ctx, &config)?;
     system::register_alerts(&ctx, &alerts)?;
     let queries = sextant_sql::Queries::new(clock.clone());
@@ -382,55 +381,6 @@ fn s3_store(url: &str) -> Result<Arc<dyn ObjectStore>, StartError> {
 
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// The DataFusion session all connections share.
-fn session_context(
-    engine: &Engine,
-    store: Arc<dyn ObjectStore>,
-    memory_limit: u64,
-    directory: &Arc<sextant_auth::Directory>,
-) -> Result<SessionContext, StartError> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(memory_limit as usize, 1.0)
-        .build_arc()?;
-    runtime.register_object_store(object_store_url().as_ref(), store);
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
-        .with_create_default_catalog_and_schema(false)
-        // Sextant's own information_schema (pg_catalog::register_information_schema).
-        .with_information_schema(false)
-        // `timestamptz` and `now()` are in UTC, as Sextant stores time.
-        .set_str("datafusion.execution.time_zone", "UTC");
-    // Every plan is checked for the principal running it (sextant_sql::run_as).
-    let state = datafusion::execution::SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .with_query_planner(Arc::new(sextant_sql::GuardedPlanner::new(
-            directory.clone(),
-        )))
-        .build();
-    let mut ctx = SessionContext::new_with_state(state);
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .set_extension(directory.clone());
-    let catalog = MemoryCatalogProvider::new();
-    catalog.register_schema(SCHEMA_NAME, Arc::new(SextantSchema::new(engine.clone())))?;
-    catalog.register_schema("system", system::schema(engine)?)?;
-    ctx.register_catalog(DATABASE_NAME, Arc::new(catalog));
-    datafusion_functions_json::register_all(&mut ctx)?;
-    setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
-        .map_err(|e| format!("setting up pg_catalog: {e}"))?;
-    if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
-        pg_catalog::extend(catalog.as_ref())?;
-        pg_catalog::register_information_schema(&ctx, catalog.as_ref())?;
-    }
-    pg_catalog::register_functions(&ctx);
-    sextant_sql::pg::register_functions(&ctx);
-    pg_catalog::register_types(&ctx);
-    Ok(ctx)
 }
 
 /// The alert rules, evaluated in a session of their own: the same tables

@@ -278,7 +278,7 @@ impl Startup {
             .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert(guard);
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = sextant_sql::settings::SERVER_VERSION.to_string();
+        parameters.server_version = sextant_sql::pgcompat::settings::SERVER_VERSION.to_string();
         parameters.is_superuser = self.directory.is_admin(&who);
         client
             .session_extensions()

@@ -29,7 +29,7 @@ use pgwire::messages::startup::ParameterStatus;
 
 use sextant_sql::SqlError;
 
-use sextant_sql::settings::{DEFAULTS, canonical, default_setting};
+use sextant_sql::pgcompat::settings::{DEFAULTS, canonical, default_setting};
 
 use crate::error::pg_error;
 

@@ -111,9 +111,10 @@ impl QueryPlanner for GuardedPlanner {
             None => planner.create_physical_plan(plan, state).await,
             Some(who) => {
                 let pg_class = pg_class(plan, state).await?;
-                let plan = crate::privileges::bind(plan.clone(), &self.directory, &who, || {
-                    crate::privileges::Names::of(state)
-                })?;
+                let plan =
+                    crate::pgcompat::privileges::bind(plan.clone(), &self.directory, &who, || {
+                        crate::pgcompat::privileges::Names::of(state)
+                    })?;
                 let plan = {
                     let session = SessionTables {
                         user_tables: &|| user_tables(state),
@@ -174,7 +175,7 @@ fn is_pg_attribute(t: &TableReference) -> bool {
 /// The names of the tables in the session's default schema (Sextant's
 /// tables).
 fn user_tables(state: &dyn Session) -> Vec<String> {
-    crate::privileges::Names::of(state).tables
+    crate::pgcompat::privileges::Names::of(state).tables
 }
 
 /// Checks every node of `plan` for `who`, and for a non-admin filters the

@@ -22,7 +22,7 @@ use sextant_clock::Clock;
 
 /// Replaces the session's time-of-day functions with ones that read
 /// `clock` when it is manual.
-pub fn register_time_functions(ctx: &SessionContext, clock: &Clock) {
+pub(crate) fn register_time_functions(ctx: &SessionContext, clock: &Clock) {
     if !clock.is_manual() {
         return;
     }

@@ -8,16 +8,18 @@
 //! DataFusion and checked; the rest is answered by the front end's session. Every failure is a [`SqlError`] with
 //! a SQLSTATE, which each front end maps to its own protocol's errors.
 //! Who may run what is checked here too ([`run_as`], [`GuardedPlanner`]).
+//! Postgres compatibility (parsing, rewrite rules, `pg_catalog`,
+//! functions, types, settings) is [`pgcompat`]; the DataFusion session
+//! they all share is built by [`session_context`].
 
 mod access;
 mod alerts;
 mod clock;
+mod context;
 mod error;
-pub mod pg;
+pub mod pgcompat;
 mod pipeline;
-mod privileges;
 mod queries;
-pub mod settings;
 mod statements;
 mod views;
 mod words;
@@ -26,7 +28,7 @@ pub use access::{
     GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
 };
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
-pub use clock::register_time_functions;
+pub use context::session_context;
 pub use error::SqlError;
 pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
 pub use queries::{

@@ -3,8 +3,8 @@
 //!
 //! One statement's text (as [`crate::split`] gives it) → [`crate::classify`]
 //! → one of Sextant's statements, checked for the principal, or SQL parsed
-//! as Postgres reads it ([`crate::pg::parse_statement`]) → a query or an
-//! INSERT is planned by DataFusion ([`crate::pg::plan_query`]) and its plan
+//! as Postgres reads it ([`crate::pgcompat::parse_statement`]) → a query or an
+//! INSERT is planned by DataFusion ([`crate::pgcompat::plan_query`]) and its plan
 //! checked for the principal, so a statement that may not run is refused
 //! before anyone sees its result's columns; any other statement (SET, SHOW,
 //! transactions, cursors, DESCRIBE) is checked and handed back for the
@@ -40,7 +40,9 @@ impl Session<'static> {
         Session {
             user: "sextant",
             pid: None,
-            setting: &|name| crate::settings::default_setting(name).map(|(_, v)| v.to_string()),
+            setting: &|name| {
+                crate::pgcompat::settings::default_setting(name).map(|(_, v)| v.to_string())
+            },
             principal: None,
         }
     }
@@ -80,7 +82,7 @@ pub async fn plan(
         }
         Classified::Sql(sql) => sql,
     };
-    let stmt = crate::pg::parse_statement(&sql, session)?;
+    let stmt = crate::pgcompat::parse_statement(&sql, session)?;
     if !matches!(stmt, Statement::Query(_) | Statement::Insert(_)) {
         if let Some(who) = session.principal {
             access::authorize_other(&stmt, &*access::directory(ctx)?, who)?;
@@ -88,7 +90,7 @@ pub async fn plan(
         return Ok(Planned::Other(stmt));
     }
     insert_arity(&stmt)?;
-    let (statement, plan) = crate::pg::plan_query(ctx, &sql, stmt, session).await?;
+    let (statement, plan) = crate::pgcompat::plan_query(ctx, &sql, stmt, session).await?;
     if let Some(who) = session.principal {
         access::check_plan(&plan, &*access::directory(ctx)?, who)?;
     }
@@ -103,7 +105,7 @@ pub async fn plan_other(
     session: &Session<'_>,
 ) -> Result<LogicalPlan, SqlError> {
     let text = stmt.to_string();
-    let (_, plan) = crate::pg::plan_query(ctx, &text, stmt, session).await?;
+    let (_, plan) = crate::pgcompat::plan_query(ctx, &text, stmt, session).await?;
     if let Some(who) = session.principal {
         access::check_plan(&plan, &*access::directory(ctx)?, who)?;
     }
