@@ -188,6 +188,7 @@ pub async fn run(
         grpc: grpc.local_addr()?,
         flight: flight.local_addr()?,
     };
+    sextant_sql::pgcompat::set_server_port(&ctx, addrs.pg.port());
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));

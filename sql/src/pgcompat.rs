@@ -57,6 +57,7 @@ use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use sextant_catalog::DATABASE_NAME;
 
+pub use functions::set_server_port;
 pub use parse::{is_catalog_query, parse_plain, parse_statement, plan_query, plan_statement};
 
 /// Registers everything Postgres clients expect in `ctx`, whose catalog

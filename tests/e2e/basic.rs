@@ -141,6 +141,34 @@ async fn rows_survive_sigterm_and_restart() {
     check_times(&client).await;
 }
 
+/// What the catalog functions say about the server is true of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_functions_describe_this_server() {
+    let server = Server::start(&[]);
+    let client = server.connect().await;
+    let row = client
+        .query_one("SELECT inet_server_port(), pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        i32::from(server.pg_addr().port()),
+        "inet_server_port() is the port the client connected to"
+    );
+    let started: String = client
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again: String = client
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(started, again, "the server started once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_error_has_sqlstate_and_connection_survives() {
     let server = Server::start(&[]);

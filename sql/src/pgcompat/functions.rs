@@ -21,8 +21,24 @@ use datafusion::prelude::SessionContext;
 use super::rules::session_functions::current_setting;
 use super::settings::SERVER_VERSION;
 
+/// `inet_server_port()` answers `port`, the port pgwire listens on.
+pub fn set_server_port(ctx: &SessionContext, port: u16) {
+    ctx.register_udf(ScalarUDF::new_from_impl(PgFunction::new(
+        "inet_server_port",
+        &[0],
+        DataType::Int32,
+        move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(i32::from(
+                port,
+            )))))
+        },
+    )));
+}
+
 /// Registers the functions clients call that datafusion-pg-catalog lacks.
 pub(crate) fn register(ctx: &SessionContext) {
+    // The server's start, as `pg_postmaster_start_time()` answers it.
+    started();
     use DataType::{Boolean, Int32, Int64, Utf8};
     let text = |v: Option<&str>| ColumnarValue::Scalar(ScalarValue::Utf8(v.map(str::to_string)));
     let functions: Vec<PgFunction> = vec![
@@ -61,6 +77,8 @@ pub(crate) fn register(ctx: &SessionContext) {
                 started().to_rfc3339(),
             ))))
         }),
+        // NULL until the server has bound its pgwire port
+        // ([`set_server_port`]), as for a Unix-socket connection.
         PgFunction::new("inet_server_port", &[0], Int32, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int32(None)))
         }),
