@@ -5,7 +5,9 @@ Usage: duckdb_peer.py SPEC.json, where SPEC is
   {"tables": {name: parquet glob}, "database": path, "runs": N,
    "queries": [{"name": ..., "sql": ...}]}
 Prints {"parquet": [timing], "native": [timing], "load_s": s} on stdout;
-a timing is {"cold_ms", "hot_ms" (median of N runs), "rows"}. "Cold" is
+a timing is {"cold_ms", "hot_ms" (median of N runs), "rows"}, where "rows"
+are the cold run's rows, each value as text (None for NULL), which
+sextant-load compares with Sextant's answer. "Cold" is
 the first run in a new DuckDB connection (the OS page cache stays warm,
 as it does for the other engines).
 """
@@ -21,7 +23,17 @@ import duckdb
 def timed(con, sql):
     t = time.perf_counter()
     rows = con.execute(sql).fetchall()
-    return (time.perf_counter() - t) * 1e3, len(rows)
+    return (time.perf_counter() - t) * 1e3, rows
+
+
+def text(v):
+    """A value as text, as sextant-load compares it (bytes as hex, as
+    Sextant shows ids)."""
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return str(v)
 
 
 def suite(con, queries, runs):
@@ -29,6 +41,7 @@ def suite(con, queries, runs):
     for q in queries:
         cold, rows = timed(con, q["sql"])
         hot = statistics.median(timed(con, q["sql"])[0] for _ in range(runs))
+        rows = [[text(v) for v in r] for r in rows]
         out.append({"name": q["name"], "cold_ms": cold, "hot_ms": hot, "rows": rows})
         print(f"  duckdb: {q['name']}: {cold:.1f} ms cold, {hot:.1f} ms hot", file=sys.stderr)
     return out

@@ -17,6 +17,7 @@
 //! ([`views`]): ingest with 0, 1 and 5 views, and a 30-day dashboard panel
 //! on views and on the base table.
 
+mod answer;
 mod encode;
 mod generate;
 mod ingest;
@@ -255,25 +256,30 @@ async fn pg(config: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
-/// Runs `sql`; returns (milliseconds to the last row, rows).
-async fn timed(client: &tokio_postgres::Client, sql: &str) -> Result<(f64, usize), String> {
+/// Runs `sql`; returns (milliseconds to the last row, the answer).
+async fn timed(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(f64, answer::Answer), String> {
     let t = Instant::now();
     let msgs = client
         .simple_query(sql)
         .await
         .map_err(|e| format!("{e}: {sql}"))?;
-    let rows = msgs
-        .iter()
-        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
-        .count();
-    Ok((t.elapsed().as_secs_f64() * 1e3, rows))
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let rows = msgs.iter().filter_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i)).collect::<Vec<_>>()),
+        _ => None,
+    });
+    Ok((ms, answer::Answer::new(rows)))
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Timing {
     cold_ms: f64,
     hot_ms: f64,
-    rows: usize,
+    /// The rows of the cold run, compared across engines by value.
+    answer: answer::Answer,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -292,7 +298,7 @@ async fn suite_on(
     let client = pg(config).await?;
     let mut out = vec![];
     for (name, sql) in queries {
-        let (cold_ms, rows) = timed(&client, sql)
+        let (cold_ms, answer) = timed(&client, sql)
             .await
             .map_err(|e| format!("{name}: {e}"))?;
         let perf = servers::Profile::start(
@@ -308,7 +314,7 @@ async fn suite_on(
         out.push(Timing {
             cold_ms,
             hot_ms: median(hot),
-            rows,
+            answer,
         });
     }
     Ok(out)
@@ -725,25 +731,26 @@ async fn run(a: Args) -> Result<(), String> {
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for (i, q) in suite.iter().enumerate() {
-        let s = sextant_t[i];
-        let d = duck.as_ref().map(|d| (d.parquet[i], d.native[i]));
-        let p = pg_t.as_ref().map(|p| p[i]);
+        let s = &sextant_t[i];
+        let d = duck.as_ref().map(|d| (&d.parquet[i], &d.native[i]));
+        let p = pg_t.as_ref().map(|p| &p[i]);
         let f = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.1}"));
-        let mut rows = format!("{}", s.rows);
-        let mut agree = true;
+        let rows = format!("{}", s.answer.rows());
+        // Every peer's answer against Sextant's, value by value.
+        let mut differences = vec![];
         if let Some((dp, dn)) = d {
-            agree &= dp.rows == s.rows && dn.rows == s.rows;
+            differences.push(("DuckDB Parquet", s.answer.difference(&dp.answer)));
+            differences.push(("DuckDB native", s.answer.difference(&dn.answer)));
         }
         if let Some(p) = p {
-            agree &= p.rows == s.rows;
+            differences.push(("PostgreSQL", s.answer.difference(&p.answer)));
         }
-        if !agree {
-            rows = format!(
-                "{} / DuckDB {} / PostgreSQL {}",
-                s.rows,
-                d.map_or(0, |x| x.0.rows),
-                p.map_or(0, |x| x.rows)
-            );
+        let mut agree = true;
+        for (peer, difference) in differences {
+            if let Some(d) = difference {
+                agree = false;
+                eprintln!("{}: {peer} answers differently: {d}", q.name);
+            }
         }
         let _ = writeln!(
             report,
@@ -761,7 +768,7 @@ async fn run(a: Args) -> Result<(), String> {
             if agree || !q.exact {
                 ""
             } else {
-                " (rows differ!)"
+                " (answers differ!)"
             }
         );
     }
@@ -929,19 +936,24 @@ fn duckdb(a: &Args, objects: &Path, work: &Path, suite: &[queries::Query]) -> Re
     }
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("duckdb_peer.py output: {e}"))?;
-    let timings = |k: &str| -> Vec<Timing> {
-        v[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| Timing {
-                        cold_ms: t["cold_ms"].as_f64().unwrap_or(f64::NAN),
-                        hot_ms: t["hot_ms"].as_f64().unwrap_or(f64::NAN),
-                        rows: t["rows"].as_u64().unwrap_or(0) as usize,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let timings =
+        |k: &str| -> Vec<Timing> {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|t| Timing {
+                            cold_ms: t["cold_ms"].as_f64().unwrap_or(f64::NAN),
+                            hot_ms: t["hot_ms"].as_f64().unwrap_or(f64::NAN),
+                            answer: answer::Answer::new(
+                                t["rows"].as_array().into_iter().flatten().map(|r| {
+                                    r.as_array().into_iter().flatten().map(|v| v.as_str())
+                                }),
+                            ),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
     Ok(Duck {
         parquet: timings("parquet"),
         native: timings("native"),
