@@ -91,22 +91,15 @@ impl AuthError {
         }
     }
 
-    /// The HTTP status of the error.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            AuthError::Malformed(_) | AuthError::ChannelBinding | AuthError::Invalid(_) => 400,
-            AuthError::WrongPassword(_) | AuthError::InvalidToken | AuthError::Required(_) => 401,
-            AuthError::TooManyFailures(_) => 429,
-            AuthError::PermissionDenied(_) => 403,
-            AuthError::UserNotFound(_) | AuthError::TokenNotFound(_) => 404,
-            AuthError::UserExists(_) | AuthError::TokenExists(_) | AuthError::LastAdmin(_) => 409,
-            AuthError::BadVerifier(_) | AuthError::Catalog(_) => 500,
-        }
-    }
-
     /// Whether this is a failed login (wrong or missing credentials), as
     /// opposed to a refusal of what a known principal asked for.
     pub fn is_unauthenticated(&self) -> bool {
-        self.http_status() == 401 || self.http_status() == 429
+        matches!(
+            self,
+            AuthError::WrongPassword(_)
+                | AuthError::InvalidToken
+                | AuthError::Required(_)
+                | AuthError::TooManyFailures(_)
+        )
     }
 }

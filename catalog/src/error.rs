@@ -62,3 +62,24 @@ pub enum CatalogError {
     #[error("catalog storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
+
+impl CatalogError {
+    /// The SQLSTATE a client gets for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            CatalogError::TableExists(_) => "42P07",
+            CatalogError::TableNotFound(_) => "42P01",
+            CatalogError::HasDependents { .. } => "2BP01",
+            CatalogError::AlertExists(_)
+            | CatalogError::UserExists(_)
+            | CatalogError::TokenExists(_) => "42710",
+            CatalogError::AlertNotFound(_)
+            | CatalogError::UserNotFound(_)
+            | CatalogError::TokenNotFound(_) => "42704",
+            CatalogError::FileNotFound(_)
+            | CatalogError::UnsupportedVersion { .. }
+            | CatalogError::Corrupt(_)
+            | CatalogError::Sqlite(_) => "58030",
+        }
+    }
+}

@@ -10,31 +10,10 @@ use tonic::{Code, Status};
 /// The metadata key that carries the SQLSTATE of an error.
 pub const SQLSTATE_KEY: &str = "x-sqlstate";
 
-/// The gRPC code for a SQLSTATE.
+/// The gRPC code for a SQLSTATE ([`sextant_sql::protocol_status`], the
+/// mapping every protocol shares).
 fn code(sqlstate: &str) -> Code {
-    match sqlstate {
-        "42P01" => Code::NotFound,
-        "42P07" => Code::AlreadyExists,
-        "53000" | "53200" => Code::ResourceExhausted,
-        "0A000" => Code::Unimplemented,
-        "57P01" => Code::Unavailable,
-        "57014" => Code::Cancelled,
-        "42501" => Code::PermissionDenied,
-        "28000" | "28P01" => Code::Unauthenticated,
-        "42710" => Code::AlreadyExists,
-        "42704" => Code::NotFound,
-        "55006" => Code::FailedPrecondition,
-        c if c.starts_with("42")
-            || c.starts_with("22")
-            || c.starts_with("23")
-            || c.starts_with("3F")
-            || c.starts_with("26")
-            || c.starts_with("07") =>
-        {
-            Code::InvalidArgument
-        }
-        _ => Code::Internal,
-    }
+    Code::from(sextant_sql::protocol_status(sqlstate).grpc)
 }
 
 /// `e` as a gRPC status.

@@ -204,40 +204,38 @@ impl IntoResponse for HttpError {
     }
 }
 
+impl HttpError {
+    /// An error with `sqlstate`'s HTTP status ([`sextant_sql::protocol_status`],
+    /// the mapping every protocol shares); a retryable one says when to come
+    /// back.
+    fn of_sqlstate(sqlstate: &str, message: String) -> Self {
+        let status = sextant_sql::protocol_status(sqlstate);
+        Self {
+            status: StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+            retry_after: status.retry.then_some(5),
+        }
+    }
+}
+
 impl From<AuthError> for HttpError {
     fn from(e: AuthError) -> Self {
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry_after = match e {
-            AuthError::TooManyFailures(secs) => Some(secs),
-            _ => None,
-        };
-        Self {
-            status,
-            message: e.to_string(),
-            retry_after,
+        match e {
+            // Logins from this address wait: 429 with the wait, whatever the
+            // SQLSTATE (28000) says on pgwire.
+            AuthError::TooManyFailures(secs) => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+                retry_after: Some(secs),
+            },
+            e => Self::of_sqlstate(e.sqlstate(), e.to_string()),
         }
     }
 }
 
 impl From<StorageError> for HttpError {
     fn from(e: StorageError) -> Self {
-        let status = match &e {
-            StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            StorageError::ReadOnly(_) => StatusCode::CONFLICT,
-            StorageError::BufferFull { .. } | StorageError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
-        Self {
-            status,
-            message: e.to_string(),
-            retry_after,
-        }
+        Self::of_sqlstate(e.sqlstate(), e.to_string())
     }
 }
 

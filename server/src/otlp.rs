@@ -203,19 +203,13 @@ fn rpc_status(code: Code, message: &str, retry: bool) -> RpcStatus {
     }
 }
 
-/// The gRPC status for an engine error.
+/// The gRPC status for an engine error, from its SQLSTATE
+/// ([`sextant_sql::protocol_status`]).
 fn grpc_status(e: StorageError) -> Status {
-    let (code, retry) = match &e {
-        StorageError::BufferFull { .. } => (Code::ResourceExhausted, true),
-        StorageError::ShuttingDown => (Code::Unavailable, true),
-        StorageError::TypeConflict { .. } | StorageError::InvalidData(_) => {
-            (Code::InvalidArgument, false)
-        }
-        StorageError::ReadOnly(_) => (Code::FailedPrecondition, false),
-        _ => (Code::Internal, false),
-    };
+    let status = sextant_sql::protocol_status(e.sqlstate());
+    let code = Code::from(status.grpc);
     let message = e.to_string();
-    if retry {
+    if status.retry {
         let details = rpc_status(code, &message, true).encode_to_vec();
         Status::with_details(code, message, details.into())
     } else {

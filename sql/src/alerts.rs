@@ -22,7 +22,6 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_alerts::{AlertDef, AlertError, Alerts};
-use sextant_catalog::CatalogError;
 
 use crate::SqlError;
 use crate::statements::{Done, LineIndex, parse_interval};
@@ -42,13 +41,7 @@ pub const DEFAULT_RETRIES: u32 = 3;
 impl From<AlertError> for SqlError {
     fn from(e: AlertError) -> Self {
         match e {
-            AlertError::Catalog(c @ CatalogError::AlertExists(_)) => {
-                SqlError::new("42710", c.to_string())
-            }
-            AlertError::Catalog(c @ CatalogError::AlertNotFound(_)) => {
-                SqlError::new("42704", c.to_string())
-            }
-            AlertError::Catalog(c) => SqlError::new("58030", c.to_string()),
+            AlertError::Catalog(c) => SqlError::new(c.sqlstate(), c.to_string()),
             AlertError::Query(d) => {
                 let e = SqlError::from(d);
                 SqlError::new(

@@ -2,9 +2,7 @@
 //! SQLSTATE and a message that names the problem.
 
 use datafusion::error::DataFusionError;
-use sextant_catalog::CatalogError;
 use sextant_storage::StorageError;
-use sextant_storage::wal::WalError;
 
 /// An error with its SQLSTATE.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,13 +44,70 @@ impl SqlError {
 
 impl From<StorageError> for SqlError {
     fn from(e: StorageError) -> Self {
-        Self::new(Self::from_storage_code(&e), e.to_string())
+        Self::new(e.sqlstate(), e.to_string())
     }
 }
 
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         classify_datafusion(&e)
+    }
+}
+
+/// What a protocol without SQLSTATEs answers for an error: the one mapping
+/// from SQLSTATE to HTTP status and gRPC code that every HTTP endpoint,
+/// OTLP/gRPC and Flight SQL use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolStatus {
+    /// The HTTP status code.
+    pub http: u16,
+    /// The gRPC status code, as its number (`tonic::Code::from(grpc)`).
+    pub grpc: i32,
+    /// Whether the client should try again later (HTTP `Retry-After`, the
+    /// gRPC `RetryInfo` detail): the server is busy or restarting.
+    pub retry: bool,
+}
+
+/// The HTTP status and gRPC code of `sqlstate` ([`ProtocolStatus`]).
+pub fn protocol_status(sqlstate: &str) -> ProtocolStatus {
+    // gRPC codes by number (grpc/doc/statuscodes.md).
+    const CANCELLED: i32 = 1;
+    const INVALID_ARGUMENT: i32 = 3;
+    const NOT_FOUND: i32 = 5;
+    const ALREADY_EXISTS: i32 = 6;
+    const PERMISSION_DENIED: i32 = 7;
+    const RESOURCE_EXHAUSTED: i32 = 8;
+    const FAILED_PRECONDITION: i32 = 9;
+    const UNIMPLEMENTED: i32 = 12;
+    const INTERNAL: i32 = 13;
+    const UNAVAILABLE: i32 = 14;
+    const UNAUTHENTICATED: i32 = 16;
+    let (http, grpc, retry) = match sqlstate {
+        "28000" | "28P01" => (401, UNAUTHENTICATED, false),
+        "42501" => (403, PERMISSION_DENIED, false),
+        "42P01" | "42704" => (404, NOT_FOUND, false),
+        "42P07" | "42710" => (409, ALREADY_EXISTS, false),
+        "42809" | "55006" | "2BP01" => (409, FAILED_PRECONDITION, false),
+        "53000" => (503, RESOURCE_EXHAUSTED, true),
+        "53200" => (503, RESOURCE_EXHAUSTED, false),
+        "57P01" => (503, UNAVAILABLE, true),
+        "57014" => (408, CANCELLED, false),
+        "0A000" => (501, UNIMPLEMENTED, false),
+        c if ["07", "08", "22", "23", "26", "3F", "42"]
+            .iter()
+            .any(|class| c.starts_with(class)) =>
+        {
+            (400, INVALID_ARGUMENT, false)
+        }
+        _ => (500, INTERNAL, false),
+    };
+    ProtocolStatus { http, grpc, retry }
+}
+
+impl SqlError {
+    /// This error's HTTP status and gRPC code.
+    pub fn protocol_status(&self) -> ProtocolStatus {
+        protocol_status(self.code)
     }
 }
 
@@ -70,7 +125,7 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
                 return s.clone();
             }
             if let Some(s) = inner.downcast_ref::<StorageError>() {
-                return SqlError::new(SqlError::from_storage_code(s), s.to_string());
+                return SqlError::new(s.sqlstate(), s.to_string());
             }
             if let Some(d) = inner.downcast_ref::<DataFusionError>() {
                 return classify_datafusion(d);
@@ -158,26 +213,6 @@ fn data_code(lower: &str) -> &'static str {
 }
 
 impl SqlError {
-    fn from_storage_code(e: &StorageError) -> &'static str {
-        match e {
-            StorageError::Catalog(CatalogError::TableNotFound(_)) => "42P01",
-            StorageError::Catalog(CatalogError::TableExists(_)) => "42P07",
-            StorageError::Catalog(CatalogError::HasDependents { .. }) => "2BP01",
-            StorageError::ReadOnly(_) => "42809",
-            StorageError::InvalidData(m) if m.contains("null value") => "22004",
-            StorageError::InvalidData(_) => "22000",
-            StorageError::TypeConflict { .. } => "42804",
-            StorageError::BufferFull { .. } => "53000",
-            StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => "57P01",
-            StorageError::Wal(_) | StorageError::ObjectStore(_) | StorageError::Catalog(_) => {
-                "58030"
-            }
-            StorageError::Encoding(_) => "XX000",
-        }
-    }
-}
-
-impl SqlError {
     /// The SQLSTATE error for any error a front end gets back from
     /// DataFusion or its handlers: DataFusion, storage and Sextant errors
     /// keep their meaning; other text that reads as a parse error is 42601;
@@ -186,7 +221,7 @@ impl SqlError {
         if let Some(d) = e.downcast_ref::<DataFusionError>() {
             classify_datafusion(d)
         } else if let Some(s) = e.downcast_ref::<StorageError>() {
-            SqlError::new(SqlError::from_storage_code(s), s.to_string())
+            SqlError::new(s.sqlstate(), s.to_string())
         } else if let Some(s) = e.downcast_ref::<SqlError>() {
             s.clone()
         } else {
@@ -205,6 +240,29 @@ impl SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_protocol_follows_the_sqlstate() {
+        let s = |code| {
+            let p = protocol_status(code);
+            (p.http, p.grpc, p.retry)
+        };
+        assert_eq!(s("42P01"), (404, 5, false));
+        assert_eq!(s("42501"), (403, 7, false));
+        assert_eq!(s("28P01"), (401, 16, false));
+        assert_eq!(s("53000"), (503, 8, true), "buffer full: retry");
+        assert_eq!(s("57P01"), (503, 14, true), "shutting down: retry");
+        assert_eq!(s("42804"), (400, 3, false));
+        assert_eq!(s("22P02"), (400, 3, false));
+        assert_eq!(s("42809"), (409, 9, false));
+        assert_eq!(s("XX000"), (500, 13, false));
+        let full = StorageError::BufferFull {
+            used: 2,
+            limit: 1,
+            cause: String::new(),
+        };
+        assert_eq!(SqlError::from(full).protocol_status().http, 503);
+    }
 
     #[test]
     fn codes() {

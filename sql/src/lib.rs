@@ -29,7 +29,7 @@ pub use access::{
 };
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
 pub use context::session_context;
-pub use error::SqlError;
+pub use error::{ProtocolStatus, SqlError, protocol_status};
 pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,

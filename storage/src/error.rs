@@ -5,7 +5,7 @@ use crate::wal::WalError;
 /// Result with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// What can go wrong in storage. The server maps each kind to a SQLSTATE.
+/// What can go wrong in storage, each kind with its SQLSTATE ([`StorageError::sqlstate`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// Catalog failure (unknown table, duplicate table, SQLite error, ...).
@@ -56,6 +56,24 @@ pub enum StorageError {
     /// The engine is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+}
+
+impl StorageError {
+    /// The SQLSTATE a client gets for this error; HTTP and gRPC statuses
+    /// follow from it (`sextant_sql::protocol_status`).
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            StorageError::Catalog(e) => e.sqlstate(),
+            StorageError::ReadOnly(_) => "42809",
+            StorageError::InvalidData(m) if m.contains("null value") => "22004",
+            StorageError::InvalidData(_) => "22000",
+            StorageError::TypeConflict { .. } => "42804",
+            StorageError::BufferFull { .. } => "53000",
+            StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => "57P01",
+            StorageError::Wal(_) | StorageError::ObjectStore(_) => "58030",
+            StorageError::Encoding(_) => "XX000",
+        }
+    }
 }
 
 impl From<arrow::error::ArrowError> for StorageError {
