@@ -18,58 +18,26 @@
 //! table a request writes, checked before any row is written.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sextant_alerts::Alerts;
-use sextant_auth::{Action, AuthError, Directory, Principal};
-use sextant_catalog::TableOptions;
+use sextant_auth::{Action, AuthError, Principal};
 use sextant_ingest::rows::TableRows;
 use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol, prometheus};
-use sextant_storage::{Engine, StorageError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::otlp::{self, Signal};
-use crate::system::Gauges;
+use crate::web::{AppState, HttpError, may_write, read_body};
+use crate::write::write_batches;
 
 /// At most this many rejected lines are listed in an error body.
 const MAX_LISTED_REJECTIONS: usize = 100;
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) engine: Engine,
-    pub(crate) max_body: usize,
-    pub(crate) directory: Arc<Directory>,
-    alerts: Alerts,
-    gauges: Arc<Gauges>,
-}
-
-impl AppState {
-    pub(crate) fn new(
-        engine: Engine,
-        alerts: Alerts,
-        gauges: Arc<Gauges>,
-        directory: Arc<Directory>,
-        max_body: usize,
-    ) -> Self {
-        Self {
-            engine,
-            max_body,
-            directory,
-            alerts,
-            gauges,
-        }
-    }
-}
 
 /// Serves HTTP on `listener` (over TLS with `tls`) until `shutdown` is
 /// cancelled.
@@ -151,91 +119,6 @@ async fn authenticate(
             next.run(req).await
         }
         Err(e) => HttpError::from(e).into_response(),
-    }
-}
-
-/// Refuses the whole request unless `who` may write every one of `tables`.
-pub(crate) fn may_write<'a>(
-    directory: &Directory,
-    who: &Principal,
-    tables: impl IntoIterator<Item = &'a str>,
-) -> Result<(), AuthError> {
-    for t in tables {
-        directory.check(who, Action::Insert(t))?;
-    }
-    Ok(())
-}
-
-/// An HTTP error with a JSON body.
-pub(crate) struct HttpError {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    retry_after: Option<u64>,
-}
-
-impl HttpError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"error": self.message}))).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"sextant\", Bearer realm=\"sextant\""),
-            );
-        }
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
-
-impl HttpError {
-    /// An error with `sqlstate`'s HTTP status ([`sextant_sql::protocol_status`],
-    /// the mapping every protocol shares); a retryable one says when to come
-    /// back.
-    fn of_sqlstate(sqlstate: &str, message: String) -> Self {
-        let status = sextant_sql::protocol_status(sqlstate);
-        Self {
-            status: StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            message,
-            retry_after: status.retry.then_some(5),
-        }
-    }
-}
-
-impl From<AuthError> for HttpError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            // Logins from this address wait: 429 with the wait, whatever the
-            // SQLSTATE (28000) says on pgwire.
-            AuthError::TooManyFailures(secs) => Self {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: e.to_string(),
-                retry_after: Some(secs),
-            },
-            e => Self::of_sqlstate(e.sqlstate(), e.to_string()),
-        }
-    }
-}
-
-impl From<StorageError> for HttpError {
-    fn from(e: StorageError) -> Self {
-        Self::of_sqlstate(e.sqlstate(), e.to_string())
     }
 }
 
@@ -371,57 +254,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoRe
     )
 }
 
-/// Reads the whole body, bounded, and gunzips it if it says so.
-pub(crate) async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Vec<u8>, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body is larger than {} bytes (--max-body-size)",
-                state.max_body
-            ),
-        )
-    };
-    let raw: Bytes = axum::body::to_bytes(body, state.max_body)
-        .await
-        .map_err(|_| too_large())?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "identity" | "" => Ok(raw.to_vec()),
-        "gzip" | "x-gzip" => {
-            // Read one byte past the limit to tell "exactly at" from "over".
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(state.max_body as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| HttpError::bad_request(format!("body is not valid gzip: {e}")))?;
-            if out.len() > state.max_body {
-                return Err(HttpError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "gzip body expands past {} bytes (--max-body-size)",
-                        state.max_body
-                    ),
-                ));
-            }
-            Ok(out)
-        }
-        other => Err(HttpError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
-        )),
-    }
-}
-
 /// Writes every table's rows: creates tables and columns as needed, then
 /// appends through the WAL. Returns the number of rows written.
 pub(crate) async fn write_tables(
@@ -443,44 +275,6 @@ pub(crate) async fn write_tables(
         }
     }
     Ok(write_batches(engine, batches, protocol).await?)
-}
-
-/// Creates missing tables and columns, then writes every batch. The writes
-/// are issued together so that one WAL sync covers them all; the call
-/// returns once all are durable. Returns the number of rows written.
-pub(crate) async fn write_batches(
-    engine: &Engine,
-    batches: Vec<(String, RecordBatch)>,
-    protocol: &'static str,
-) -> Result<usize, StorageError> {
-    let span = tracing::info_span!(
-        "ingest",
-        protocol,
-        tables = batches.len(),
-        rows = batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
-    );
-    tracing::Instrument::instrument(
-        async move {
-            for (table, batch) in &batches {
-                engine
-                    .ensure_columns(table, batch.schema_ref(), TableOptions::default())
-                    .await?;
-            }
-            let writes = batches
-                .into_iter()
-                .map(|(table, batch)| async move { (engine.write(&table, batch).await, table) });
-            let mut written = 0;
-            let rows = &sextant_metrics::metrics().ingest_rows;
-            for (r, table) in futures::future::join_all(writes).await {
-                let n = r?;
-                rows.with_label_values(&[protocol, &table]).inc_by(n);
-                written += n as usize;
-            }
-            Ok(written)
-        },
-        span,
-    )
-    .await
 }
 
 /// 400 with the rejected lines when some were rejected (the others are written).

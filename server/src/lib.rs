@@ -17,6 +17,8 @@ pub mod pg;
 mod pg_session;
 mod self_telemetry;
 mod system;
+mod web;
+mod write;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -223,7 +225,7 @@ pub async fn run(
     ));
     let http_task = tokio::spawn(http::serve(
         http,
-        http::AppState::new(
+        web::AppState::new(
             engine.clone(),
             alerts,
             gauges,

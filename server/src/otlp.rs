@@ -46,7 +46,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Status};
 use tracing::debug;
 
-use crate::http::{AppState, HttpError, read_body, write_batches};
+use crate::web::{AppState, HttpError, read_body};
+use crate::write::write_batches;
 
 /// How long a client is asked to wait before retrying under backpressure.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -244,7 +245,7 @@ impl Collector {
         bytes: usize,
         who: &sextant_auth::Principal,
     ) -> Result<Decoded, Status> {
-        crate::http::may_write(
+        crate::web::may_write(
             &self.directory,
             who,
             decoded.tables.iter().map(|(t, _)| &**t),
@@ -494,7 +495,7 @@ pub(crate) async fn export_http(
         rejected = decoded.rejected,
         "OTLP/HTTP export"
     );
-    crate::http::may_write(
+    crate::web::may_write(
         &state.directory,
         &who,
         decoded.tables.iter().map(|(t, _)| &**t),

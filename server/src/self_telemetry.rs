@@ -432,7 +432,7 @@ impl SelfTelemetry {
                 .into_iter()
                 .map(|(t, b)| (t.to_string(), b))
                 .collect();
-            let outcome = match crate::http::write_batches(engine, batches, "self_telemetry").await
+            let outcome = match crate::write::write_batches(engine, batches, "self_telemetry").await
             {
                 Ok(_) => "written",
                 Err(e) => {
@@ -510,7 +510,7 @@ async fn write_metrics(engine: &Engine) {
                 ..Default::default()
             };
             match engine.ensure_columns(METRICS_TABLE, &schema, options).await {
-                Ok(_) => crate::http::write_batches(
+                Ok(_) => crate::write::write_batches(
                     engine,
                     vec![(METRICS_TABLE.to_string(), batch)],
                     "self_telemetry",

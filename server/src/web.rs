@@ -1,0 +1,181 @@
+//! What every HTTP endpoint shares, the line-protocol and JSON ones in
+//! [`crate::http`] and OTLP/HTTP in [`crate::otlp`]: the state a handler
+//! gets, the bounded (and gunzipped) body, the INSERT check, and the error
+//! with its JSON body, whose status follows the SQLSTATE of the engine's and
+//! the directory's errors ([`sextant_sql::protocol_status`]).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::json;
+use sextant_alerts::Alerts;
+use sextant_auth::{Action, AuthError, Directory, Principal};
+use sextant_storage::{Engine, StorageError};
+
+use crate::system::Gauges;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) max_body: usize,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) alerts: Alerts,
+    pub(crate) gauges: Arc<Gauges>,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        engine: Engine,
+        alerts: Alerts,
+        gauges: Arc<Gauges>,
+        directory: Arc<Directory>,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            engine,
+            max_body,
+            directory,
+            alerts,
+            gauges,
+        }
+    }
+}
+
+/// Refuses the whole request unless `who` may write every one of `tables`.
+pub(crate) fn may_write<'a>(
+    directory: &Directory,
+    who: &Principal,
+    tables: impl IntoIterator<Item = &'a str>,
+) -> Result<(), AuthError> {
+    for t in tables {
+        directory.check(who, Action::Insert(t))?;
+    }
+    Ok(())
+}
+
+/// An HTTP error with a JSON body.
+pub(crate) struct HttpError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    retry_after: Option<u64>,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sextant\", Bearer realm=\"sextant\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl HttpError {
+    /// An error with `sqlstate`'s HTTP status ([`sextant_sql::protocol_status`],
+    /// the mapping every protocol shares); a retryable one says when to come
+    /// back.
+    fn of_sqlstate(sqlstate: &str, message: String) -> Self {
+        let status = sextant_sql::protocol_status(sqlstate);
+        Self {
+            status: StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+            retry_after: status.retry.then_some(5),
+        }
+    }
+}
+
+impl From<AuthError> for HttpError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            // Logins from this address wait: 429 with the wait, whatever the
+            // SQLSTATE (28000) says on pgwire.
+            AuthError::TooManyFailures(secs) => Self {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+                retry_after: Some(secs),
+            },
+            e => Self::of_sqlstate(e.sqlstate(), e.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for HttpError {
+    fn from(e: StorageError) -> Self {
+        Self::of_sqlstate(e.sqlstate(), e.to_string())
+    }
+}
+
+/// Reads the whole body, bounded, and gunzips it if it says so.
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body is larger than {} bytes (--max-body-size)",
+                state.max_body
+            ),
+        )
+    };
+    let raw: Bytes = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| too_large())?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(raw.to_vec()),
+        "gzip" | "x-gzip" => {
+            // Read one byte past the limit to tell "exactly at" from "over".
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .take(state.max_body as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| HttpError::bad_request(format!("body is not valid gzip: {e}")))?;
+            if out.len() > state.max_body {
+                return Err(HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "gzip body expands past {} bytes (--max-body-size)",
+                        state.max_body
+                    ),
+                ));
+            }
+            Ok(out)
+        }
+        other => Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
+        )),
+    }
+}
