@@ -9,9 +9,11 @@
 //! grants and their tokens live in the catalog (SCRAM verifiers and token
 //! hashes, never a secret) and in memory, so a revoked grant or token is
 //! refused at the very next check. Failed logins are counted per client
-//! address and refused for a while once there are too many.
+//! address and refused for a while once there are too many. On gRPC the
+//! [`grpc::authenticator`] interceptor does this for every call.
 
 mod directory;
+pub mod grpc;
 pub mod md5;
 pub mod scram;
 

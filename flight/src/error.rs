@@ -8,7 +8,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// The metadata key that carries the SQLSTATE of an error.
-pub const SQLSTATE_KEY: &str = "x-sqlstate";
+pub use sextant_auth::grpc::SQLSTATE_KEY;
 
 /// The gRPC code for a SQLSTATE ([`sextant_sql::protocol_status`], the
 /// mapping every protocol shares).

@@ -13,7 +13,7 @@
 //! Every error is a gRPC status that follows its SQLSTATE ([`error`]).
 //!
 //! Every call is authenticated before it reaches the service
-//! ([`authenticator`]: an `authorization` header with Basic credentials or
+//! ([`sextant_auth::grpc::authenticator`]: an `authorization` header with Basic credentials or
 //! a Bearer token; none while no user exists, from loopback). The principal
 //! travels in the request's extensions, and each statement runs as it.
 
@@ -23,7 +23,6 @@ mod metadata;
 mod statement;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -87,7 +86,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
-        authenticator(directory, "flight_sql"),
+        sextant_auth::grpc::authenticator(directory, "flight_sql"),
     );
     let router = tonic::transport::Server::builder().add_service(service);
     let stop = shutdown.clone();
@@ -97,46 +96,6 @@ pub async fn serve(
             async move { stop.cancelled().await },
         )
         .await
-}
-
-/// A gRPC interceptor that authenticates every call from its
-/// `authorization` header (and its peer's address) and leaves the
-/// [`Principal`] in the request's extensions; a refusal is UNAUTHENTICATED
-/// (or RESOURCE_EXHAUSTED after too many failures) with the SQLSTATE.
-pub fn authenticator(
-    directory: Arc<Directory>,
-    protocol: &'static str,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
-    move |mut request: Request<()>| {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let who = directory
-            .authenticate(header, peer, protocol)
-            .map_err(auth_status)?;
-        request.extensions_mut().insert(who);
-        Ok(request)
-    }
-}
-
-/// An authentication or permission error as a gRPC status.
-pub fn auth_status(e: sextant_auth::AuthError) -> Status {
-    let code = match e {
-        sextant_auth::AuthError::TooManyFailures(_) => tonic::Code::ResourceExhausted,
-        ref e if e.is_unauthenticated() => tonic::Code::Unauthenticated,
-        sextant_auth::AuthError::PermissionDenied(_) => tonic::Code::PermissionDenied,
-        _ => tonic::Code::InvalidArgument,
-    };
-    let mut s = Status::new(code, e.to_string());
-    if let Ok(v) = tonic::metadata::MetadataValue::try_from(e.sqlstate()) {
-        s.metadata_mut().insert(SQLSTATE_KEY, v);
-    }
-    s
 }
 
 /// The principal the interceptor left on `request` (nobody if none, whom

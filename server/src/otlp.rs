@@ -250,7 +250,7 @@ impl Collector {
             who,
             decoded.tables.iter().map(|(t, _)| &**t),
         )
-        .map_err(sextant_flight::auth_status)?;
+        .map_err(sextant_auth::grpc::auth_status)?;
         debug!(
             ?signal,
             accepted = decoded.accepted,
@@ -346,7 +346,7 @@ pub async fn serve_grpc(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     use tonic::service::interceptor::InterceptedService;
-    let auth = sextant_flight::authenticator(directory.clone(), "otlp_grpc");
+    let auth = sextant_auth::grpc::authenticator(directory.clone(), "otlp_grpc");
     let c = Collector { engine, directory };
     let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(client_error_codes))
