@@ -89,7 +89,9 @@ pub(crate) async fn ingest(
         TableExistsOption::Replace => sextant_auth::Action::Manage(&table),
         _ => sextant_auth::Action::Insert(&table),
     };
-    directory.check(who, action).map_err(sextant_auth::grpc::auth_status)?;
+    directory
+        .check(who, action)
+        .map_err(sextant_auth::grpc::auth_status)?;
     let mut batches = FlightRecordBatchStream::new_from_flight_data(crate::data_messages(stream));
     let mut prepared: Option<Target> = None;
     let mut pending: Vec<RecordBatch> = vec![];
