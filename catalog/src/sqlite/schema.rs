@@ -1,0 +1,184 @@
+//! The catalog file's layout: the `application_id` that marks a Sextant
+//! catalog, the tables of each layout version and the migrations between
+//! them. Opening a file → [`SqliteCatalog::init`] checks it is empty or a
+//! Sextant catalog of a layout it knows, creates or upgrades it (each
+//! migration in its own transaction), and hands back the catalog.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use sextant_clock::Clock;
+
+use super::SqliteCatalog;
+use crate::{CatalogError, Result};
+
+/// `application_id` of a Sextant catalog: "SXTC".
+pub(super) const APPLICATION_ID: i64 = 0x5358_5443;
+/// Layout version written by this build. Version 1 catalogs are upgraded
+/// in place (see [`MIGRATIONS`]).
+pub(super) const SCHEMA_VERSION: i64 = 5;
+
+pub(super) const SCHEMA_V1: &str = "
+CREATE TABLE tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    columns TEXT NOT NULL,
+    time_column TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    persisted_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    partition_start_ns INTEGER NOT NULL,
+    min_time_ns INTEGER NOT NULL,
+    max_time_ns INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    column_stats TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE INDEX files_by_table ON files (table_id, id);
+CREATE TABLE seq_floor (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL);
+INSERT INTO seq_floor VALUES (0, 0);
+";
+
+/// What each layout version adds to the one before it.
+pub(super) const SCHEMA_V2: &str = "
+CREATE TABLE compactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_name TEXT NOT NULL,
+    partition_start_ns INTEGER NOT NULL,
+    files_in INTEGER NOT NULL,
+    files_out INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    started_at_ns INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    trigger TEXT NOT NULL
+);
+";
+
+/// Materialized views: a view is a row of `tables` (its storage) and a row
+/// of `views` (its query); `invalidations` holds the buckets of aggregating
+/// views whose base rows changed and are already out of the WAL.
+pub(super) const SCHEMA_V3: &str = "
+CREATE TABLE views (
+    table_id INTEGER PRIMARY KEY,
+    base_table_id INTEGER NOT NULL,
+    query TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    progress TEXT NOT NULL
+);
+CREATE TABLE invalidations (
+    view_id INTEGER NOT NULL,
+    bucket_ns INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (view_id, bucket_ns)
+) WITHOUT ROWID;
+";
+
+/// Alert rules: the definition and the evaluation state (instances, next
+/// run) of each rule as JSON the alert scheduler owns; the history of its
+/// transitions and notification attempts; and the notifications not yet
+/// delivered (an outbox, written with the state change that caused them).
+pub(super) const SCHEMA_V4: &str = "
+CREATE TABLE alerts (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE TABLE alert_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE alert_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+";
+
+/// Users and their access tokens: credentials and grants as JSON the auth
+/// crate owns (a SCRAM verifier, a token's SHA-256; never a secret).
+pub(super) const SCHEMA_V5: &str = "
+CREATE TABLE users (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL REFERENCES users (name),
+    body TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+";
+
+/// `(version, statements)`: applied in order to bring an older catalog up
+/// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (2, SCHEMA_V2),
+    (3, SCHEMA_V3),
+    (4, SCHEMA_V4),
+    (5, SCHEMA_V5),
+];
+
+impl SqliteCatalog {
+    /// Opens the catalog on `conn` (`path` names it in errors): checks,
+    /// creates or upgrades its layout.
+    pub(super) fn init(conn: Connection, path: &str) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match (app_id, version) {
+            (0, 0) => {
+                let table_count: i64 =
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                if table_count != 0 {
+                    return Err(CatalogError::Corrupt(format!(
+                        "{path} is a SQLite database but not a Sextant catalog"
+                    )));
+                }
+                let all: String = MIGRATIONS.iter().map(|(_, m)| *m).collect();
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA_V1} {all} PRAGMA application_id = {APPLICATION_ID}; \
+                     PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))?;
+            }
+            (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
+                return Err(CatalogError::UnsupportedVersion {
+                    path: path.to_string(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            (APPLICATION_ID, v) => {
+                for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > v) {
+                    conn.execute_batch(&format!(
+                        "BEGIN; {statements} PRAGMA user_version = {to}; COMMIT;"
+                    ))?;
+                    tracing::info!(%path, from = v, to, "catalog layout upgraded");
+                }
+            }
+            _ => {
+                return Err(CatalogError::Corrupt(format!(
+                    "{path} is not a Sextant catalog (application_id {app_id:#x})"
+                )));
+            }
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            clock: Clock::System,
+        })
+    }
+}

@@ -1,0 +1,415 @@
+//! Unit tests of the SQLite catalog: tables, files, views, alerts, users
+//! and tokens through a reopen, and the layout checks and upgrades.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use rusqlite::Connection;
+
+use super::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
+use super::*;
+use crate::{ColumnStats, ViewSpec};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("host", DataType::Utf8, true),
+        Field::new("usage", DataType::Float64, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("ok", DataType::Boolean, true),
+        Field::new("small", DataType::Int16, true),
+        Field::new("raw", DataType::Binary, true),
+        // Field metadata survives too (a text column holding jsonb).
+        Field::new("attrs", DataType::Utf8, true)
+            .with_metadata([("pg.type".to_string(), "jsonb".to_string())].into()),
+    ]))
+}
+
+fn new_table(name: &str) -> NewTable {
+    NewTable {
+        name: name.into(),
+        schema: schema(),
+        time_column: "time".into(),
+        options: TableOptions {
+            retention: Some(Duration::from_secs(30 * 86400)),
+            ..Default::default()
+        },
+    }
+}
+
+fn file(path: &str) -> NewParquetFile {
+    let mut stats = BTreeMap::new();
+    stats.insert(
+        "host".to_string(),
+        ColumnStats {
+            min: Some("a".into()),
+            max: Some("z".into()),
+            null_count: 1,
+        },
+    );
+    NewParquetFile {
+        path: path.into(),
+        partition_start_ns: 3_600_000_000_000,
+        min_time_ns: 3_600_000_000_001,
+        max_time_ns: 3_700_000_000_000,
+        rows: 10,
+        bytes: 1234,
+        column_stats: stats,
+    }
+}
+
+#[test]
+fn tables_and_files_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let (id, committed) = {
+        let c = SqliteCatalog::open(&path).unwrap();
+        let t = c.create_table(new_table("cpu")).unwrap();
+        assert_eq!(t.schema, schema());
+        let committed = c
+            .commit_files(t.id, vec![file("cpu/a.parquet"), file("cpu/b.parquet")], 42)
+            .unwrap();
+        (t.id, committed)
+    };
+    let c = SqliteCatalog::open(&path).unwrap();
+    let t = c.table("cpu").unwrap().unwrap();
+    assert_eq!(t.id, id);
+    assert_eq!(t.persisted_seq, 42);
+    assert_eq!(t.schema, schema());
+    assert_eq!(t.options.retention, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(c.files(id).unwrap(), committed);
+    assert_eq!(c.max_persisted_seq().unwrap(), 42);
+}
+
+#[test]
+fn replace_files_is_all_or_nothing() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    let t = c.create_table(new_table("cpu")).unwrap();
+    let old = c
+        .commit_files(t.id, vec![file("cpu/a.parquet"), file("cpu/b.parquet")], 1)
+        .unwrap();
+    // One of the files to remove is unknown: nothing changes.
+    let err = c
+        .replace_files(t.id, &[old[0].id, 999], vec![file("cpu/c.parquet")])
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::FileNotFound(999)), "{err}");
+    assert_eq!(c.files(t.id).unwrap(), old);
+    // Both known: swapped in one transaction.
+    let added = c
+        .replace_files(t.id, &[old[0].id, old[1].id], vec![file("cpu/c.parquet")])
+        .unwrap();
+    assert_eq!(c.files(t.id).unwrap(), added);
+    assert_eq!(added[0].file.path, "cpu/c.parquet");
+    // A file of another table is not this table's.
+    let u = c.create_table(new_table("mem")).unwrap();
+    assert!(c.replace_files(u.id, &[added[0].id], vec![]).is_err());
+}
+
+#[test]
+fn compactions_are_recorded_newest_first() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    let run = |n: u64| CompactionRun {
+        table: "cpu".into(),
+        partition_start_ns: 3_600_000_000_000,
+        files_in: n,
+        files_out: 1,
+        rows: 100,
+        bytes_in: 1000,
+        bytes_out: 800,
+        started_at_ns: n as i64,
+        duration: Duration::from_millis(12),
+        trigger: "background".into(),
+    };
+    c.record_compaction(&run(5)).unwrap();
+    c.record_compaction(&run(7)).unwrap();
+    assert_eq!(c.compactions(10).unwrap(), vec![run(7), run(5)]);
+    assert_eq!(c.compactions(1).unwrap(), vec![run(7)]);
+}
+
+#[test]
+fn version_1_catalogs_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "{SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+        ))
+        .unwrap();
+    }
+    let c = SqliteCatalog::open(&path).unwrap();
+    assert!(c.compactions(10).unwrap().is_empty());
+    let version: i64 = c
+        .conn()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn views_and_their_invalidations() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    let base = c.create_table(new_table("cpu")).unwrap();
+    let spec = ViewSpec {
+        kind: crate::ViewKind::Aggregate,
+        bucket_ns: 60_000_000_000,
+        origin_ns: 0,
+        refresh_interval_secs: 0,
+    };
+    let (t, v) = c
+        .create_view(
+            new_table("cpu_1m"),
+            NewView {
+                base_table_id: base.id,
+                query: "SELECT ...".into(),
+                spec: spec.clone(),
+                progress: ViewProgress {
+                    backfill: Some((0, 10)),
+                    backfilled_to_ns: 0,
+                },
+            },
+        )
+        .unwrap();
+    assert_eq!((v.table_id, v.base_table.as_str()), (t.id, "cpu"));
+    assert_eq!(c.views().unwrap(), vec![v.clone()]);
+    let inv = |bucket_ns, generation| Invalidation {
+        view_id: t.id,
+        bucket_ns,
+        generation,
+    };
+    // Persisting base rows records their buckets; a later generation wins.
+    c.commit_files_invalidating(base.id, vec![], 5, &[inv(60, 1), inv(120, 2)])
+        .unwrap();
+    c.commit_files_invalidating(base.id, vec![], 6, &[inv(60, 3), inv(60, 1)])
+        .unwrap();
+    assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3), inv(120, 2)]);
+    // A refresh that read generation 2 of bucket 60 leaves generation 3.
+    let progress = ViewProgress::default();
+    c.commit_refresh(Refresh {
+        view_id: t.id,
+        remove: &[],
+        add: vec![file("cpu_1m/a.parquet")],
+        done: &[inv(60, 2), inv(120, 2)],
+        invalidate: &[],
+        progress: Some(&progress),
+    })
+    .unwrap();
+    assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3)]);
+    assert_eq!(c.views().unwrap()[0].progress, progress);
+    assert_eq!(c.files(t.id).unwrap().len(), 1);
+    // The base cannot go while the view reads it; the view can.
+    assert!(matches!(
+        c.drop_table("cpu"),
+        Err(CatalogError::HasDependents { .. })
+    ));
+    c.drop_table("cpu_1m").unwrap();
+    assert!(c.views().unwrap().is_empty());
+    assert!(c.invalidations().unwrap().is_empty());
+    c.drop_table("cpu").unwrap();
+}
+
+#[test]
+fn users_and_tokens_survive_reopen_and_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let user = |name: &str| StoredUser {
+        name: name.into(),
+        body: "{}".into(),
+        created_at_ns: 1,
+    };
+    let token = |name: &str, user: &str| StoredToken {
+        name: name.into(),
+        user: user.into(),
+        body: "{\"hash\":\"h\"}".into(),
+        created_at_ns: 2,
+    };
+    {
+        let c = SqliteCatalog::open(&path).unwrap();
+        c.create_user(&user("alice")).unwrap();
+        c.create_user(&user("bob")).unwrap();
+        assert!(matches!(
+            c.create_user(&user("alice")),
+            Err(CatalogError::UserExists(_))
+        ));
+        c.update_user("alice", "{\"admin\":true}").unwrap();
+        assert!(matches!(
+            c.update_user("carol", "{}"),
+            Err(CatalogError::UserNotFound(_))
+        ));
+        c.create_token(&token("t1", "alice")).unwrap();
+        c.create_token(&token("t2", "bob")).unwrap();
+        assert!(matches!(
+            c.create_token(&token("t1", "bob")),
+            Err(CatalogError::TokenExists(_))
+        ));
+        assert!(matches!(
+            c.create_token(&token("t3", "carol")),
+            Err(CatalogError::UserNotFound(_))
+        ));
+    }
+    let c = SqliteCatalog::open(&path).unwrap();
+    let users = c.users().unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0].body, "{\"admin\":true}");
+    assert_eq!(c.tokens().unwrap().len(), 2);
+    c.drop_user("bob").unwrap();
+    let tokens = c.tokens().unwrap();
+    assert_eq!(tokens, vec![token("t1", "alice")]);
+    c.drop_token("t1").unwrap();
+    assert!(matches!(
+        c.drop_token("t1"),
+        Err(CatalogError::TokenNotFound(_))
+    ));
+    assert!(matches!(
+        c.drop_user("bob"),
+        Err(CatalogError::UserNotFound(_))
+    ));
+}
+
+#[test]
+fn alerts_their_events_and_outbox_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let alert = StoredAlert {
+        name: "a".into(),
+        definition: "{}".into(),
+        state: "s0".into(),
+        created_at_ns: 7,
+    };
+    let event = |body: &str| AlertEvent {
+        alert: "a".into(),
+        time_ns: 1,
+        body: body.into(),
+    };
+    {
+        let c = SqliteCatalog::open(&path).unwrap();
+        c.create_alert(&alert).unwrap();
+        assert!(matches!(
+            c.create_alert(&alert),
+            Err(CatalogError::AlertExists(_))
+        ));
+        let ids = c
+            .commit_alert("a", "s1", &[event("e1")], &["d1".into(), "d2".into()])
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        c.finish_delivery(ids[0], &event("e2"), None).unwrap();
+        c.finish_delivery(ids[1], &event("e3"), Some("d2'"))
+            .unwrap();
+        assert!(matches!(
+            c.commit_alert("nope", "s", &[], &[]),
+            Err(CatalogError::AlertNotFound(_))
+        ));
+    }
+    let c = SqliteCatalog::open(&path).unwrap();
+    assert_eq!(
+        c.alerts().unwrap(),
+        vec![StoredAlert {
+            state: "s1".into(),
+            ..alert.clone()
+        }]
+    );
+    let d = c.deliveries().unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].body, "d2'");
+    let bodies: Vec<String> = c
+        .alert_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    assert_eq!(bodies, vec!["e1", "e2", "e3"]);
+    let last: Vec<String> = c
+        .alert_events(1)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    assert_eq!(last, vec!["e3"]);
+    // Dropping a rule drops what it still owes, not its history.
+    c.drop_alert("a").unwrap();
+    assert!(c.alerts().unwrap().is_empty());
+    assert!(c.deliveries().unwrap().is_empty());
+    assert_eq!(c.alert_events(10).unwrap().len(), 3);
+    assert!(matches!(
+        c.drop_alert("a"),
+        Err(CatalogError::AlertNotFound(_))
+    ));
+}
+
+#[test]
+fn duplicate_and_missing_tables_are_errors() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    c.create_table(new_table("cpu")).unwrap();
+    assert!(matches!(
+        c.create_table(new_table("cpu")),
+        Err(CatalogError::TableExists(n)) if n == "cpu"
+    ));
+    assert!(matches!(
+        c.drop_table("nope"),
+        Err(CatalogError::TableNotFound(_))
+    ));
+    assert!(c.table("nope").unwrap().is_none());
+}
+
+#[test]
+fn drop_returns_files_and_keeps_the_seq_floor() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    let t = c.create_table(new_table("cpu")).unwrap();
+    c.commit_files(t.id, vec![file("cpu/a.parquet")], 7)
+        .unwrap();
+    let (def, files) = c.drop_table("cpu").unwrap();
+    assert_eq!(def.id, t.id);
+    assert_eq!(files.len(), 1);
+    assert!(c.tables().unwrap().is_empty());
+    assert_eq!(c.max_persisted_seq().unwrap(), 7);
+    let t2 = c.create_table(new_table("cpu")).unwrap();
+    assert_ne!(t2.id, t.id, "ids are never reused");
+    assert!(c.files(t2.id).unwrap().is_empty());
+}
+
+#[test]
+fn options_and_schema_can_change() {
+    let c = SqliteCatalog::in_memory().unwrap();
+    c.create_table(new_table("cpu")).unwrap();
+    let t = c.set_options("cpu", TableOptions::default()).unwrap();
+    assert_eq!(t.options.retention, None);
+    let mut fields = schema().fields().to_vec();
+    fields.push(Arc::new(Field::new("extra", DataType::Float32, true)));
+    let wider = Arc::new(Schema::new(fields));
+    let t = c.set_schema("cpu", wider.clone()).unwrap();
+    assert_eq!(t.schema, wider);
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.sqlite");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (a INTEGER)")
+        .unwrap();
+    let err = SqliteCatalog::open(&path).unwrap_err();
+    assert!(err.to_string().contains("not a Sextant catalog"), "{err}");
+}
+
+#[test]
+fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    drop(SqliteCatalog::open(&path).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteCatalog::open(&path).unwrap_err();
+    assert!(matches!(
+        err,
+        CatalogError::UnsupportedVersion { found: 99, .. }
+    ));
+}
