@@ -51,7 +51,10 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_auth::{Action, AuthError, Directory, NewUser, Principal, Privilege, Via};
 
 use crate::SqlError;
-use crate::statements::{Done, SextantStatement, parse_interval, table_name};
+use crate::ast::{
+    Done, parse_alter, parse_interval, parse_one, refresh_target, table_list, table_name,
+};
+use crate::classify::SextantStatement;
 use crate::words::{Usage, quoted, word};
 
 impl From<AuthError> for SqlError {
@@ -448,7 +451,7 @@ pub fn authorize_other(
         | S::Query(_)
         | S::Insert(_) => Ok(()),
         // DESCRIBE t shows t's columns: as much as a SELECT would.
-        S::ExplainTable { table_name, .. } => match crate::statements::table_name(table_name) {
+        S::ExplainTable { table_name, .. } => match crate::ast::table_name(table_name) {
             Ok(t) => Ok(directory.check(who, Action::Select(&t))?),
             // Not a Sextant table: a catalog or system table, for anyone.
             Err(_) => Ok(()),
@@ -475,13 +478,13 @@ pub(crate) fn authorize_statement(
     };
     match stmt {
         S::CreateTable(sql) => {
-            let Statement::CreateTable(ct) = crate::statements::parse_one(sql)? else {
+            let Statement::CreateTable(ct) = parse_one(sql)? else {
                 return Err(SqlError::syntax("expected CREATE TABLE"));
             };
             each(vec![table_name(&ct.name)?])
         }
-        S::AlterTable(sql) => each(vec![crate::statements::parse_alter(sql)?.0]),
-        S::DropTable(sql) => match crate::statements::parse_one(sql)? {
+        S::AlterTable(sql) => each(vec![parse_alter(sql)?.0]),
+        S::DropTable(sql) => match parse_one(sql)? {
             Statement::Drop { names, .. } => each(
                 names
                     .iter()
@@ -490,9 +493,9 @@ pub(crate) fn authorize_statement(
             ),
             _ => Err(SqlError::syntax("expected DROP TABLE")),
         },
-        S::Flush(sql) => each(crate::statements::table_list(sql, "FLUSH")?),
-        S::Compact(sql) => each(crate::statements::table_list(sql, "COMPACT")?),
-        S::RefreshView(sql) => each(vec![crate::views::refresh_target(sql)?]),
+        S::Flush(sql) => each(table_list(sql, "FLUSH")?),
+        S::Compact(sql) => each(table_list(sql, "COMPACT")?),
+        S::RefreshView(sql) => each(vec![refresh_target(sql)?]),
         S::CreateView(_) | S::DropView(_) => {
             Ok(directory.check(who, Action::Admin("create or drop materialized views"))?)
         }
@@ -511,20 +514,6 @@ const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [MD5] [SUPERUSER] | AL
      DROP USER name | GRANT SELECT|INSERT|ALL ON {DATABASE sextant | ALL TABLES | TABLE t} TO user | \
      REVOKE ... FROM user | CREATE TOKEN name FOR USER user [INSERT ON table] [EXPIRES IN '30 days'] | \
      DROP TOKEN name";
-
-/// Whether the statement's first words make it one of this module's.
-pub(crate) fn is_access_statement(words: &[&Token]) -> bool {
-    let w = |i: usize| match words.get(i) {
-        Some(Token::Word(w)) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
-        _ => String::new(),
-    };
-    matches!(
-        (w(0).as_str(), w(1).as_str()),
-        ("grant" | "revoke", _)
-            | ("create" | "alter" | "drop", "user" | "role")
-            | ("create" | "drop", "token")
-    )
-}
 
 /// `text` with the password of a `CREATE USER` or `ALTER USER` replaced by
 /// `'***'`, for logs and `system.queries`.

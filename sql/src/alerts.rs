@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_alerts::{AlertDef, AlertError, Alerts};
 
 use crate::SqlError;
-use crate::statements::{Done, LineIndex, parse_interval};
+use crate::ast::{Done, LineIndex, parse_interval};
 use crate::words::{Usage, quoted, word};
 
 const U: Usage = Usage(USAGE);

@@ -14,6 +14,8 @@
 
 mod access;
 mod alerts;
+mod ast;
+mod classify;
 mod clock;
 mod context;
 mod error;
@@ -28,11 +30,13 @@ pub use access::{
     GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
 };
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
+pub use ast::{Done, table_name};
+pub use classify::{Classified, SextantStatement, classify, split};
 pub use context::session_context;
 pub use error::{ProtocolStatus, SqlError, protocol_status};
 pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
 };
-pub use statements::{Classified, Done, SextantStatement, classify, execute, split, table_name};
+pub use statements::execute;
 pub use views::{run_refresher, start_views};

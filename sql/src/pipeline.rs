@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use sextant_auth::Principal;
 
-use crate::statements::{Classified, SextantStatement, classify};
+use crate::classify::{Classified, SextantStatement, classify};
 use crate::{SqlError, access};
 
 /// What a statement may ask of its session, and who runs it.

@@ -470,7 +470,7 @@ pub(crate) fn kill(
     sql: &str,
     queries: &Queries,
     own: Option<&str>,
-) -> Result<crate::Done, crate::SqlError> {
+) -> Result<crate::ast::Done, crate::SqlError> {
     let usage = "usage: KILL QUERY <query_id> (the query_id of system.queries)";
     let mut words = sql.split_whitespace().skip(1);
     let mut next = words.next();
@@ -497,7 +497,7 @@ pub(crate) fn kill(
             format!("query {id} is not running (see system.queries)"),
         ));
     }
-    Ok(crate::Done {
+    Ok(crate::ast::Done {
         tag: "KILL",
         rows: None,
         batch: None,

@@ -1,205 +1,25 @@
-//! Sextant's own SQL statements, recognized before DataFusion sees the text.
-//!
-//! A query string is split into statements with the SQL tokenizer (so `;`
-//! inside strings and comments is no separator). Each statement is either one
-//! of ours (`CREATE TABLE`, `ALTER TABLE ... SET/RESET (...)`, `DROP TABLE`,
-//! `FLUSH TABLE`, `COMPACT TABLE`, materialized views, alerts), rewritten
-//! (`SHOW TABLES`, `SHOW ALERTS`), or passed on unchanged to DataFusion.
+//! Running Sextant's own SQL statements: a [`SextantStatement`] (as
+//! [`crate::classify`] recognized it and [`crate::plan`] checked it) →
+//! [`execute`] → the module of its kind (access control, views, alerts,
+//! `KILL`), or the table statements here (`CREATE TABLE`, `ALTER TABLE ...
+//! SET/RESET (...)`, `DROP TABLE`, `FLUSH TABLE`, `COMPACT TABLE`) against
+//! the engine → a [`Done`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, CreateTableOptions, Expr, Ident, ObjectName, ObjectType, SqlOption, Statement,
-    Value,
+    CreateTable, CreateTableOptions, Ident, ObjectName, ObjectType, SqlOption, Statement,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use sextant_auth::Principal;
 use sextant_catalog::{NewTable, TIME_COLUMN, TableOptions};
 use sextant_storage::Engine;
 
+use crate::ast::{Done, option_text, parse_alter, parse_one, set_option, table_list, table_name};
+use crate::classify::SextantStatement;
 use crate::error::SqlError;
-
-/// A statement as the statement layer classified it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Classified {
-    /// Handled here.
-    Sextant(SextantStatement),
-    /// Handed to DataFusion as this text (possibly rewritten).
-    Sql(String),
-}
-
-/// Statements Sextant executes itself.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SextantStatement {
-    CreateTable(String),
-    AlterTable(String),
-    DropTable(String),
-    Flush(String),
-    Compact(String),
-    CreateView(String),
-    DropView(String),
-    RefreshView(String),
-    CreateAlert(String),
-    AlterAlert(String),
-    DropAlert(String),
-    Kill(String),
-    /// `CREATE USER`, `ALTER USER`, `DROP USER`, `GRANT`, `REVOKE`,
-    /// `CREATE TOKEN`, `DROP TOKEN` (see [`crate::access`]).
-    Access(String),
-}
-
-/// Splits `sql` into statements (without the `;`), skipping empty ones.
-pub fn split(sql: &str) -> Result<Vec<String>, SqlError> {
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    let index = LineIndex::new(sql);
-    let mut out = vec![];
-    let mut start: Option<Location> = None;
-    let mut end = Location::new(1, 1);
-    let flush = |out: &mut Vec<String>, start: Option<Location>, end: Location| {
-        if let Some(s) = start {
-            let text = sql[index.offset(s)..index.offset(end)].trim();
-            if !text.is_empty() {
-                out.push(text.to_string());
-            }
-        }
-    };
-    for TokenWithSpan { token, span } in tokens {
-        match token {
-            Token::SemiColon => {
-                flush(&mut out, start.take(), end);
-            }
-            Token::Whitespace(_) => {}
-            _ => {
-                start.get_or_insert(span.start);
-                end = span.end;
-            }
-        }
-    }
-    flush(&mut out, start, end);
-    Ok(out)
-}
-
-/// Byte offsets of line/column locations (1-based, columns in chars).
-pub(crate) struct LineIndex<'a> {
-    sql: &'a str,
-    line_starts: Vec<usize>,
-}
-
-impl<'a> LineIndex<'a> {
-    pub(crate) fn new(sql: &'a str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-        Self { sql, line_starts }
-    }
-
-    pub(crate) fn offset(&self, loc: Location) -> usize {
-        let Some(&line_start) = self.line_starts.get(loc.line.saturating_sub(1) as usize) else {
-            return self.sql.len();
-        };
-        self.sql[line_start..]
-            .char_indices()
-            .nth(loc.column.saturating_sub(1) as usize)
-            .map(|(i, _)| line_start + i)
-            .unwrap_or(self.sql.len())
-    }
-}
-
-/// Decides who runs one statement.
-pub fn classify(stmt: &str) -> Classified {
-    let dialect = PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, stmt).tokenize() else {
-        return Classified::Sql(stmt.to_string());
-    };
-    let words: Vec<&Token> = tokens
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
-    let kw = |i: usize| match words.get(i) {
-        Some(Token::Word(w)) => w.keyword,
-        _ => Keyword::NoKeyword,
-    };
-    let refresh =
-        matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("refresh"));
-    let second = |s: &str| matches!(words.get(1), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s));
-    if second("alert") {
-        match kw(0) {
-            Keyword::CREATE => {
-                return Classified::Sextant(SextantStatement::CreateAlert(stmt.to_string()));
-            }
-            Keyword::ALTER => {
-                return Classified::Sextant(SextantStatement::AlterAlert(stmt.to_string()));
-            }
-            Keyword::DROP => {
-                return Classified::Sextant(SextantStatement::DropAlert(stmt.to_string()));
-            }
-            _ => {}
-        }
-    }
-    if crate::access::is_access_statement(&words) {
-        return Classified::Sextant(SextantStatement::Access(stmt.to_string()));
-    }
-    if matches!(words.first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("kill"))
-    {
-        return Classified::Sextant(SextantStatement::Kill(stmt.to_string()));
-    }
-    if kw(0) == Keyword::SHOW && second("alerts") && words.len() == 2 {
-        return Classified::Sql(SHOW_ALERTS.to_string());
-    }
-    match (kw(0), kw(1)) {
-        (Keyword::CREATE, Keyword::MATERIALIZED) => {
-            Classified::Sextant(SextantStatement::CreateView(stmt.to_string()))
-        }
-        (Keyword::DROP, Keyword::MATERIALIZED) => {
-            Classified::Sextant(SextantStatement::DropView(stmt.to_string()))
-        }
-        (_, Keyword::MATERIALIZED) if refresh => {
-            Classified::Sextant(SextantStatement::RefreshView(stmt.to_string()))
-        }
-        (Keyword::CREATE, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::CreateTable(stmt.to_string()))
-        }
-        (Keyword::ALTER, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::AlterTable(stmt.to_string()))
-        }
-        (Keyword::NoKeyword, Keyword::TABLE | Keyword::TABLES) if matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("compact")) => {
-            Classified::Sextant(SextantStatement::Compact(stmt.to_string()))
-        }
-        (Keyword::DROP, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::DropTable(stmt.to_string()))
-        }
-        (Keyword::FLUSH, Keyword::TABLE) | (Keyword::FLUSH, Keyword::TABLES) => {
-            Classified::Sextant(SextantStatement::Flush(stmt.to_string()))
-        }
-        (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => {
-            Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".to_string())
-        }
-        _ => Classified::Sql(stmt.to_string()),
-    }
-}
-
-/// `SHOW ALERTS`: each rule's state at a glance.
-const SHOW_ALERTS: &str = "SELECT alert_name, state, health, every, \"for\", firing, pending, \
-     last_evaluation, next_run, last_error FROM system.alerts ORDER BY alert_name";
-
-/// What a Sextant statement reports back (the command tag).
-#[derive(Debug, PartialEq)]
-pub struct Done {
-    pub tag: &'static str,
-    pub rows: Option<usize>,
-    /// Rows to show, for a statement that answers with some (`CREATE TOKEN`
-    /// shows the token's secret, once).
-    pub batch: Option<arrow::array::RecordBatch>,
-}
 
 /// Runs one of Sextant's statements for `who`, as [`crate::plan`] gave it
 /// (having checked that `who` may).
@@ -233,43 +53,6 @@ pub async fn execute(
             let own = (!directory.is_admin(who)).then(|| who.user());
             crate::queries::kill(sql, &queries, own)
         }
-    }
-}
-
-pub(crate) fn parse_one(sql: &str) -> Result<Statement, SqlError> {
-    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    match stmts.len() {
-        1 => Ok(stmts.remove(0)),
-        _ => Err(SqlError::syntax("expected exactly one statement")),
-    }
-}
-
-/// The table name of `name`, which may be qualified as `public.t` or
-/// `sextant.public.t`. Unquoted identifiers fold to lower case.
-pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| p.as_ident().map(normalize).unwrap_or_else(|| p.to_string()))
-        .collect();
-    match parts.as_slice() {
-        [t] => Ok(t.clone()),
-        [s, t] if s == sextant_catalog::SCHEMA_NAME => Ok(t.clone()),
-        [d, s, t] if d == sextant_catalog::DATABASE_NAME && s == sextant_catalog::SCHEMA_NAME => {
-            Ok(t.clone())
-        }
-        _ => Err(SqlError::invalid_schema(format!(
-            "tables live in schema \"public\" of database \"sextant\"; cannot use \"{name}\""
-        ))),
-    }
-}
-
-fn normalize(id: &Ident) -> String {
-    if id.quote_style.is_some() {
-        id.value.clone()
-    } else {
-        id.value.to_lowercase()
     }
 }
 
@@ -395,86 +178,6 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
     Ok(out)
 }
 
-/// Sets one table option from its text.
-pub(crate) fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Result<(), SqlError> {
-    match key {
-        "retention" => out.retention = parse_retention(text)?,
-        "partition" | "partition_duration" => {
-            let d = parse_interval(text)?;
-            if d < Duration::from_secs(60) || d > Duration::from_secs(7 * 86400) {
-                return Err(SqlError::invalid_parameter(format!(
-                    "partition must be between 1 minute and 7 days, got '{text}'"
-                )));
-            }
-            if 86400 % d.as_secs() != 0 && d.as_secs() % 86400 != 0 {
-                return Err(SqlError::invalid_parameter(format!(
-                    "partition '{text}' must divide a day evenly (e.g. 15 minutes, 1 hour, 1 day)"
-                )));
-            }
-            out.partition_duration = d;
-        }
-        _ => {
-            return Err(SqlError::invalid_parameter(format!(
-                "unknown table option \"{key}\" (known: retention, partition)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Table, IF EXISTS, and the options set (`Some`) or reset (`None`).
-type AlterTable = (String, bool, Vec<(String, Option<String>)>);
-
-pub(crate) fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
-    let usage = "ALTER TABLE supports SET (retention = '7 days') and RESET (retention); \
-                 new columns are added by writing rows that have them";
-    let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
-        SqlError::syntax(format!("{e}; {usage}"))
-    };
-    p.expect_keywords(&[Keyword::ALTER, Keyword::TABLE])
-        .map_err(syntax)?;
-    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = table_name(&p.parse_object_name(false).map_err(syntax)?)?;
-    // (key, Some(value)) for SET, (key, None) for RESET.
-    let changes: Vec<(String, Option<String>)> = if p.parse_keyword(Keyword::SET) {
-        p.expect_token(&Token::LParen).map_err(syntax)?;
-        let pairs = p
-            .parse_comma_separated(|p| {
-                let key = p.parse_identifier()?;
-                p.expect_token(&Token::Eq)?;
-                Ok((key, p.parse_expr()?))
-            })
-            .map_err(syntax)?;
-        p.expect_token(&Token::RParen).map_err(syntax)?;
-        pairs
-            .into_iter()
-            .map(|(k, v)| Ok((k.value.to_lowercase(), Some(option_text(&v)?))))
-            .collect::<Result<_, SqlError>>()?
-    } else if p.parse_keyword(Keyword::RESET) {
-        p.expect_token(&Token::LParen).map_err(syntax)?;
-        let keys = p
-            .parse_comma_separated(|p| p.parse_identifier())
-            .map_err(syntax)?;
-        p.expect_token(&Token::RParen).map_err(syntax)?;
-        keys.into_iter()
-            .map(|k| (k.value.to_lowercase(), None))
-            .collect()
-    } else {
-        return Err(SqlError::unsupported(usage));
-    };
-    if p.peek_token().token != Token::EOF {
-        return Err(SqlError::syntax(format!(
-            "unexpected {} after the option list",
-            p.peek_token().token
-        )));
-    }
-    Ok((name, if_exists, changes))
-}
-
 /// `ALTER TABLE t SET (retention = '7 days')`, `ALTER TABLE t RESET
 /// (retention)`. Columns are added by writing them, so these are the only
 /// changes a table takes.
@@ -517,49 +220,6 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
         rows: None,
         batch: None,
     })
-}
-
-pub(crate) fn option_text(value: &Expr) -> Result<String, SqlError> {
-    match value {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Ok(s.clone()),
-            Value::Number(n, _) => Ok(n.clone()),
-            other => Ok(other.to_string()),
-        },
-        Expr::Identifier(id) => Ok(id.value.clone()),
-        Expr::Interval(i) => Ok(i.value.to_string().trim_matches('\'').to_string()),
-        other => Err(SqlError::invalid_parameter(format!(
-            "option value must be a string such as '30 days', got {other}"
-        ))),
-    }
-}
-
-pub(crate) fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> {
-    match text.trim().to_lowercase().as_str() {
-        "none" | "infinite" | "forever" => Ok(None),
-        _ => {
-            let d = parse_interval(text)?;
-            if d < Duration::from_secs(1) {
-                return Err(SqlError::invalid_parameter(format!(
-                    "retention must be at least 1 second, got '{text}'"
-                )));
-            }
-            Ok(Some(d))
-        }
-    }
-}
-
-/// `'30 days'`, `'7d'`, `'1 hour'`, `'90m'`: humantime's grammar, which also
-/// accepts a space between number and unit.
-pub(crate) fn parse_interval(text: &str) -> Result<Duration, SqlError> {
-    humantime::parse_duration(text.trim())
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            SqlError::invalid_parameter(format!(
-                "'{text}' is not a duration: use e.g. '30 days', '12 hours', '15 minutes'"
-            ))
-        })
 }
 
 async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
@@ -632,60 +292,12 @@ fn flush_targets(sql: &str) -> Result<Vec<String>, SqlError> {
     table_list(sql, "FLUSH")
 }
 
-/// The tables of `<VERB> TABLE a, b`.
-pub(crate) fn table_list(sql: &str, verb: &str) -> Result<Vec<String>, SqlError> {
-    let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    let usage = format!("usage: {verb} TABLE name [, name ...]");
-    let usage = usage.as_str();
-    match parser.next_token().token {
-        Token::Word(w) if w.value.eq_ignore_ascii_case(verb) => {}
-        _ => return Err(SqlError::syntax(usage)),
-    }
-    if !parser.parse_keyword(Keyword::TABLE) && !parser.parse_keyword(Keyword::TABLES) {
-        return Err(SqlError::syntax(usage));
-    }
-    let names = parser
-        .parse_comma_separated(|p| p.parse_object_name(false))
-        .map_err(|e| SqlError::syntax(format!("{e}; {usage}")))?;
-    if parser.peek_token().token != Token::EOF {
-        return Err(SqlError::syntax(usage));
-    }
-    names.iter().map(table_name).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-
-    #[test]
-    fn split_respects_strings_and_comments() {
-        let s = split("SELECT 'a;b'; -- c;d\nFLUSH TABLE t;;  SELECT 1").unwrap();
-        // Comments around a statement are not part of its text.
-        assert_eq!(s, vec!["SELECT 'a;b'", "FLUSH TABLE t", "SELECT 1"]);
-        assert_eq!(split(" ; ;").unwrap(), Vec::<String>::new());
-        let s = split("SELECT 'é';\nSELECT 'ü'").unwrap();
-        assert_eq!(s, vec!["SELECT 'é'", "SELECT 'ü'"]);
-    }
-
-    #[test]
-    fn classify_statements() {
-        assert!(matches!(
-            classify("flush table cpu"),
-            Classified::Sextant(SextantStatement::Flush(_))
-        ));
-        assert!(matches!(
-            classify("-- hi\nCREATE TABLE x (time TIMESTAMP)"),
-            Classified::Sextant(SextantStatement::CreateTable(_))
-        ));
-        assert_eq!(
-            classify("show tables"),
-            Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".into())
-        );
-        assert_eq!(classify("SELECT 1"), Classified::Sql("SELECT 1".into()));
-    }
+    use crate::ast::{parse_interval, parse_retention};
 
     #[test]
     fn options() {
@@ -697,21 +309,5 @@ mod tests {
         );
         assert_eq!(parse_retention("infinite").unwrap(), None);
         assert!(parse_interval("soon").is_err());
-    }
-
-    #[test]
-    fn qualified_names() {
-        let n = |s: &str| {
-            let Statement::Drop { names, .. } = parse_one(&format!("DROP TABLE {s}")).unwrap()
-            else {
-                panic!()
-            };
-            table_name(&names[0])
-        };
-        assert_eq!(n("CPU").unwrap(), "cpu");
-        assert_eq!(n("\"CPU\"").unwrap(), "CPU");
-        assert_eq!(n("public.cpu").unwrap(), "cpu");
-        assert_eq!(n("sextant.public.cpu").unwrap(), "cpu");
-        assert!(n("other.cpu").is_err());
     }
 }

@@ -32,9 +32,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{CreateTableOptions, ObjectType, SqlOption, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
 use futures::StreamExt;
 use sextant_catalog::{
     NewTable, NewView, TIME_COLUMN, TableOptions, ViewDef, ViewKind, ViewProgress, ViewSpec,
@@ -44,7 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::SqlError;
-use crate::statements::{Done, option_text, parse_interval, parse_retention, table_name};
+use crate::ast::{
+    Done, option_text, parse_interval, parse_retention, refresh_target, set_option, table_name,
+};
 
 /// Buckets one refresh step re-aggregates at most.
 const MAX_BUCKETS_PER_STEP: usize = 512;
@@ -220,32 +220,6 @@ pub(crate) async fn refresh(
     })
 }
 
-/// The view of `REFRESH MATERIALIZED VIEW [CONCURRENTLY] v` (every
-/// refresh is concurrent with readers here).
-pub(crate) fn refresh_target(sql: &str) -> Result<String, SqlError> {
-    let usage = "usage: REFRESH MATERIALIZED VIEW name";
-    let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    match p.next_token().token {
-        Token::Word(w) if w.value.eq_ignore_ascii_case("refresh") => {}
-        _ => return Err(SqlError::syntax(usage)),
-    }
-    if !p.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
-        return Err(SqlError::syntax(usage));
-    }
-    let _ = p.parse_keyword(Keyword::CONCURRENTLY);
-    let name = table_name(
-        &p.parse_object_name(false)
-            .map_err(|e| SqlError::syntax(format!("{e}; {usage}")))?,
-    )?;
-    if p.peek_token().token != Token::EOF {
-        return Err(SqlError::syntax(usage));
-    }
-    Ok(name)
-}
-
 fn not_a_view(name: &str) -> SqlError {
     SqlError::new("42809", format!("\"{name}\" is not a materialized view"))
 }
@@ -282,7 +256,7 @@ fn view_options(opts: &CreateTableOptions) -> Result<ViewOptions, SqlError> {
             "retention" => out.retention = parse_retention(&text)?,
             "partition" => {
                 let mut o = TableOptions::default();
-                crate::statements::set_option(&mut o, "partition", &text)?;
+                set_option(&mut o, "partition", &text)?;
                 out.partition = Some(o.partition_duration);
             }
             "source_retention" => out.source_retention = Some(parse_retention(&text)?),
