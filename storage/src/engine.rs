@@ -7,16 +7,18 @@
 //! catalog commit of the files and the table's `persisted_seq` → chunks
 //! leave the buffer in the same critical section in which the files become
 //! visible → WAL segments nobody needs any more are deleted.
+//!
+//! The state this moves data through (the engine handle, tables, chunks,
+//! view bookkeeping) is in `state`; its configuration in `config`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, new_null_array};
-use arrow::compute::cast;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::{Field, Schema};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sextant_catalog::{
@@ -28,64 +30,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::codec;
+use crate::config::EngineConfig;
 use crate::error::{Result, StorageError};
 use crate::persist::encode_partitions;
-use crate::views::{Dependents, Derived, ViewState, invalidate_chunk};
-use crate::wal::{SyncMode, Wal, WalConfig};
+use crate::state::{
+    Chunk, Derived, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
+    time_array,
+};
+use crate::views::{invalidate_chunk, load_views};
+use crate::wal::{Wal, WalConfig};
 
 /// Largest single WAL record an INSERT is packed into; bigger inserts are
 /// split into several records.
 const MAX_RECORD_BYTES: usize = 128 * 1024 * 1024;
-
-/// How the engine is set up.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Directory of the WAL segments.
-    pub wal_dir: PathBuf,
-    /// fsync before acknowledging (the default) or not.
-    pub wal_sync: SyncMode,
-    /// Rotate WAL segments past this size.
-    pub wal_segment_bytes: u64,
-    /// Write-buffer size past which writers wait; persistence starts at half.
-    pub buffer_limit_bytes: usize,
-    /// Buffered rows older than this are persisted even if the buffer is small.
-    pub persist_age: Duration,
-    /// How long a writer waits for buffer space before it gets a retryable error.
-    pub backpressure_timeout: Duration,
-    /// When objects live on the local file system, their root directory, so
-    /// persisted files can be fsynced before the WAL that covers them is deleted.
-    pub local_object_root: Option<PathBuf>,
-    /// Rows per Parquet row group (the unit row-group pruning skips).
-    pub row_group_rows: usize,
-    /// Retention, compaction and clean-up of unreferenced objects.
-    pub lifecycle: crate::lifecycle::LifecycleConfig,
-}
-
-/// One write as it sits in the buffer.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    /// WAL sequence number of the write.
-    pub seq: u64,
-    /// The rows.
-    pub batch: RecordBatch,
-    /// Smallest time in the batch (ns).
-    pub min_time_ns: i64,
-    /// Largest time in the batch (ns).
-    pub max_time_ns: i64,
-}
-
-/// A consistent view of one table for one query: every acknowledged row is in
-/// exactly one of `chunks` and `files`.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The table's definition.
-    pub def: TableDef,
-    /// Buffered writes, conformed to `def.schema`.
-    pub chunks: Vec<Chunk>,
-    /// Persisted files. A query holds these for as long as it runs: a file
-    /// replaced meanwhile (compaction, retention) is deleted only after.
-    pub files: Vec<Arc<ParquetFile>>,
-}
 
 /// Size figures of one table, for `system.tables`.
 #[derive(Debug, Clone)]
@@ -106,100 +63,6 @@ pub struct TableStats {
 
 /// WAL figures, for `system.wal`.
 pub use crate::wal::WalStats;
-
-#[derive(Debug, Default)]
-pub(crate) struct TableData {
-    pub(crate) chunks: Vec<Chunk>,
-    pub(crate) files: Vec<Arc<ParquetFile>>,
-    bytes: usize,
-    oldest_chunk_at: Option<Instant>,
-}
-
-impl TableData {
-    /// Adds a chunk; the caller counts its bytes in `Inner::buffered`.
-    pub(crate) fn push(&mut self, chunk: Chunk) {
-        self.bytes += chunk.batch.get_array_memory_size();
-        self.oldest_chunk_at.get_or_insert_with(Instant::now);
-        self.chunks.push(chunk);
-    }
-
-    /// Removes every chunk; returns their bytes.
-    pub(crate) fn take_chunks(&mut self) -> usize {
-        self.chunks.clear();
-        self.oldest_chunk_at = None;
-        std::mem::take(&mut self.bytes)
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct TableState {
-    pub(crate) def: RwLock<TableDef>,
-    data: Mutex<TableData>,
-    /// One persistence of a table at a time.
-    persisting: tokio::sync::Mutex<()>,
-    /// One compaction or retention pass over a table at a time.
-    pub(crate) compacting: tokio::sync::Mutex<()>,
-    /// Materialized views that follow this table.
-    pub(crate) dependents: RwLock<Dependents>,
-}
-
-impl TableState {
-    fn new(def: TableDef, files: Vec<ParquetFile>) -> Self {
-        Self {
-            def: RwLock::new(def),
-            data: Mutex::new(TableData {
-                files: files.into_iter().map(Arc::new).collect(),
-                ..Default::default()
-            }),
-            persisting: tokio::sync::Mutex::new(()),
-            compacting: tokio::sync::Mutex::new(()),
-            dependents: RwLock::new(Dependents::default()),
-        }
-    }
-
-    pub(crate) fn def(&self) -> TableDef {
-        self.def.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn data(&self) -> std::sync::MutexGuard<'_, TableData> {
-        self.data.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: EngineConfig,
-    pub(crate) catalog: Arc<dyn Catalog>,
-    pub(crate) store: Arc<dyn ObjectStore>,
-    wal: Wal,
-    /// Materialized views by their table's id.
-    pub(crate) views: RwLock<BTreeMap<i64, Arc<ViewState>>>,
-    /// Orders invalidations of view buckets (and names refresh files).
-    pub(crate) generation: AtomicU64,
-    tables: RwLock<BTreeMap<String, Arc<TableState>>>,
-    pub(crate) buffered: AtomicUsize,
-    /// Highest seq whose chunk is in the buffer (or was skipped as persisted).
-    pub(crate) applied_seq: AtomicU64,
-    persist_wake: Notify,
-    /// DDL statements run one at a time.
-    pub(crate) ddl: tokio::sync::Mutex<()>,
-    /// Files no longer in the catalog, deleted once no query holds them.
-    pub(crate) retired: Mutex<Vec<Arc<ParquetFile>>>,
-    /// Why background persistence last failed, until it works again: a
-    /// writer refused for lack of buffer space is told.
-    persist_failure: Mutex<Option<String>>,
-}
-
-/// The storage engine. Cheap to clone.
-#[derive(Clone)]
-pub struct Engine {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").finish_non_exhaustive()
-    }
-}
 
 impl Engine {
     /// Opens the engine: loads tables and files from the catalog and replays
@@ -279,7 +142,7 @@ impl Engine {
                 persist_failure: Mutex::new(None),
             }),
         };
-        crate::views::load_views(&engine)?;
+        load_views(&engine)?;
         // Replayed writes invalidate the view buckets they touch, as they
         // did when they were first applied.
         for state in engine.states() {
@@ -867,28 +730,6 @@ fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `YYYYMMDDTHHMM` of a partition start, the folder of its files.
-pub(crate) fn partition_label(start_ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(start_ns)
-        .format("%Y%m%dT%H%M")
-        .to_string()
-}
-
-fn time_array<'a>(batch: &'a RecordBatch, def: &TableDef) -> Result<&'a TimestampNanosecondArray> {
-    let col = batch
-        .column_by_name(&def.time_column)
-        .ok_or_else(|| StorageError::InvalidData(format!("no column \"{}\"", def.time_column)))?;
-    col.as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-        .ok_or_else(|| {
-            StorageError::InvalidData(format!(
-                "column \"{}\" must be a nanosecond timestamp, got {}",
-                def.time_column,
-                col.data_type()
-            ))
-        })
-}
-
 fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {
     let times = time_array(batch, def)?;
     if times.null_count() > 0 {
@@ -956,63 +797,6 @@ fn read_only(name: &str) -> StorageError {
     StorageError::ReadOnly(format!(
         "cannot change materialized view \"{name}\": its rows come from its query"
     ))
-}
-
-pub(crate) fn make_chunk(seq: u64, batch: RecordBatch, def: &TableDef) -> Result<Chunk> {
-    let batch = conform(&batch, &def.schema)?;
-    let times = time_array(&batch, def)?;
-    let min = arrow::compute::min(times).unwrap_or(i64::MIN);
-    let max = arrow::compute::max(times).unwrap_or(i64::MAX);
-    Ok(Chunk {
-        seq,
-        batch,
-        min_time_ns: min,
-        max_time_ns: max,
-    })
-}
-
-/// Brings a batch to `schema`: same columns by name, cast where the type
-/// differs losslessly, nulls for columns the batch lacks (older writes after
-/// the table gained a column). A missing non-nullable column is an error.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema_ref() == schema {
-        return Ok(batch.clone());
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        match batch.column_by_name(field.name()) {
-            Some(col) if col.data_type() == field.data_type() => columns.push(col.clone()),
-            Some(col) => columns.push(cast(col, field.data_type()).map_err(|e| {
-                StorageError::InvalidData(format!(
-                    "column \"{}\" is {} but the value is {}: {e}",
-                    field.name(),
-                    field.data_type(),
-                    col.data_type()
-                ))
-            })?),
-            None if field.is_nullable() => {
-                columns.push(new_null_array(field.data_type(), batch.num_rows()))
-            }
-            None => {
-                return Err(StorageError::InvalidData(format!(
-                    "null value in column \"{}\" violates not-null constraint",
-                    field.name()
-                )));
-            }
-        }
-    }
-    for field in schema.fields() {
-        if !field.is_nullable() {
-            let idx = schema.index_of(field.name())?;
-            if columns[idx].null_count() > 0 {
-                return Err(StorageError::InvalidData(format!(
-                    "null value in column \"{}\" violates not-null constraint",
-                    field.name()
-                )));
-            }
-        }
-    }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Splits a batch into pieces of at most [`MAX_RECORD_BYTES`].

@@ -10,23 +10,27 @@
 //! pruning both by time and column statistics.
 
 mod codec;
+mod config;
 mod engine;
 mod error;
 mod instrumented;
 mod lifecycle;
 mod persist;
 mod provider;
+mod state;
 mod views;
 pub mod wal;
 
-pub use engine::{Chunk, Engine, EngineConfig, Snapshot, TableStats, WalStats, conform};
+pub use config::{EngineConfig, LifecycleConfig};
+pub use engine::{TableStats, WalStats};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
-pub use lifecycle::{CompactionSummary, LifecycleConfig};
+pub use lifecycle::CompactionSummary;
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{
     OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, counting_scans, object_store_url,
 };
 pub use sextant_clock::Clock;
-pub use views::{BucketRefresh, RefreshOutcome, TransformFn, ViewStats, ViewStatus, bucket_start};
+pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};
+pub use views::{BucketRefresh, RefreshOutcome, ViewStats, bucket_start};
 pub use wal::SyncMode;

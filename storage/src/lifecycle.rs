@@ -19,48 +19,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sextant_catalog::{Catalog, CatalogError, CompactionRun, NewParquetFile, ParquetFile};
 use sextant_clock::Clock;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::engine::{Engine, TableState, conform, partition_label};
 use crate::error::{Result, StorageError};
-use crate::persist::encode_partitions;
-
-/// How files are kept in shape.
-#[derive(Debug, Clone)]
-pub struct LifecycleConfig {
-    /// Compaction writes files of about this size.
-    pub compaction_target_bytes: u64,
-    /// The background compacts a partition once it has this many files
-    /// smaller than half the target (`COMPACT TABLE` at two).
-    pub compaction_min_files: usize,
-    /// How often retention, compaction and clean-up run in the background.
-    pub interval: Duration,
-    /// An object no catalog entry names is deleted when it is older than this
-    /// (by the object store's own modification time).
-    pub orphan_grace: Duration,
-    /// The time of day retention and compaction records read.
-    pub clock: Clock,
-}
-
-impl Default for LifecycleConfig {
-    fn default() -> Self {
-        Self {
-            compaction_target_bytes: 128 << 20,
-            compaction_min_files: 8,
-            interval: Duration::from_secs(60),
-            orphan_grace: Duration::from_secs(3600),
-            clock: Clock::System,
-        }
-    }
-}
+use crate::persist::{decode, encode_partitions};
+use crate::state::{Engine, TableState, partition_label};
 
 /// What a compaction did to one table.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -71,14 +40,6 @@ pub struct CompactionSummary {
     pub files_in: usize,
     /// Files written.
     pub files_out: usize,
-}
-
-/// The rows of one Parquet object, conformed to `schema`. CPU-bound.
-pub(crate) fn decode(bytes: bytes::Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(64 * 1024)
-        .build()?;
-    reader.map(|b| conform(&b?, schema)).collect()
 }
 
 impl Engine {

@@ -10,6 +10,7 @@ use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_b
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -17,6 +18,7 @@ use sextant_catalog::ColumnStats;
 use std::collections::BTreeMap;
 
 use crate::error::{Result, StorageError};
+use crate::state::conform;
 
 /// Rows per Parquet row group by default: large enough for efficient
 /// scans, small enough that row-group statistics still prune.
@@ -171,4 +173,12 @@ fn min_max(col: &ArrayRef) -> Result<(String, String)> {
     // so a NaN maximum never prunes a file that holds a match.
     let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
     Ok((fmt.value(lo).to_string(), fmt.value(hi).to_string()))
+}
+
+/// The rows of one Parquet object, conformed to `schema`. CPU-bound.
+pub(crate) fn decode(bytes: bytes::Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    reader.map(|b| conform(&b?, schema)).collect()
 }

@@ -50,8 +50,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use sextant_catalog::ParquetFile;
 
-use crate::engine::{Chunk, Engine, Snapshot};
 use crate::error::StorageError;
+use crate::state::{Chunk, Engine, Snapshot};
 
 /// URL under which the engine's object store is registered with DataFusion.
 pub const OBJECT_STORE_URL: &str = "sextant://objects/";

@@ -29,98 +29,12 @@ use sextant_catalog::{
 };
 use tracing::{info, warn};
 
-use crate::engine::{
-    Chunk, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
-};
 use crate::error::{Result, StorageError};
-use crate::lifecycle::decode;
-use crate::persist::encode_partitions;
-
-/// A transform view's function: base rows in, view rows out (the view's
-/// schema). Errors are messages for the writer.
-pub type TransformFn =
-    Arc<dyn Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync>;
-
-/// One view, in memory.
-pub(crate) struct ViewState {
-    pub(crate) def: RwLock<ViewDef>,
-    /// Invalid buckets of an aggregating view, each with the generation of
-    /// its latest invalidation.
-    pub(crate) pending: Mutex<BTreeMap<i64, u64>>,
-    /// The view's own table.
-    pub(crate) table: Arc<TableState>,
-    /// How its maintenance is going.
-    status: Mutex<ViewStatus>,
-    /// One refresh of the view at a time.
-    refreshing: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// How a view's maintenance is going, as its refresher reports it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ViewStatus {
-    /// When the last refresh finished (ns).
-    pub last_refresh_ns: Option<i64>,
-    /// How long it took.
-    pub last_duration_ms: u64,
-    /// Refreshes so far (since start).
-    pub refreshes: u64,
-    /// Why the last refresh failed, until one works.
-    pub last_error: Option<String>,
-    /// Every base row up to this time (ns) is reflected in the view.
-    pub materialized_ns: Option<i64>,
-    /// A transform view's backfill: rows done and rows in all.
-    pub backfill_rows: Option<(u64, u64)>,
-}
-
-impl std::fmt::Debug for ViewState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewState").finish_non_exhaustive()
-    }
-}
-
-impl ViewState {
-    pub(crate) fn def(&self) -> ViewDef {
-        self.def.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, u64>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A transform view attached to its base table.
-#[derive(Clone)]
-pub(crate) struct Transform {
-    pub(crate) view: Arc<ViewState>,
-    pub(crate) f: TransformFn,
-}
-
-/// The views that follow one table.
-#[derive(Default)]
-pub(crate) struct Dependents {
-    /// Aggregating views over the table.
-    pub(crate) aggregates: Vec<Arc<ViewState>>,
-    /// Transform views over the table (once their function is installed).
-    pub(crate) transforms: Vec<Transform>,
-    /// Changes whenever `transforms` does, so a write can tell whether the
-    /// rows it derived before its WAL append are still the right ones.
-    pub(crate) version: u64,
-}
-
-impl std::fmt::Debug for Dependents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dependents")
-            .field("aggregates", &self.aggregates.len())
-            .field("transforms", &self.transforms.len())
-            .finish()
-    }
-}
-
-/// Rows of transform views derived from one write, before its WAL append.
-pub(crate) struct Derived {
-    pub(crate) version: u64,
-    pub(crate) batches: Vec<(Arc<ViewState>, RecordBatch)>,
-}
+use crate::persist::{decode, encode_partitions};
+use crate::state::{
+    Chunk, Derived, Engine, Inner, Snapshot, TableState, Transform, TransformFn, ViewState,
+    ViewStatus, conform, make_chunk, partition_label,
+};
 
 /// The start of the bucket `t` falls in.
 pub fn bucket_start(t: i64, width: i64, origin: i64) -> i64 {

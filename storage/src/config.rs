@@ -1,0 +1,64 @@
+//! How the engine is set up: [`EngineConfig`] (the WAL, the write buffer,
+//! persistence) with its [`LifecycleConfig`] (retention, compaction and
+//! clean-up). The server fills them from its own configuration; the engine
+//! keeps them in its state for every part to read.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sextant_clock::Clock;
+
+use crate::wal::SyncMode;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Directory of the WAL segments.
+    pub wal_dir: PathBuf,
+    /// fsync before acknowledging (the default) or not.
+    pub wal_sync: SyncMode,
+    /// Rotate WAL segments past this size.
+    pub wal_segment_bytes: u64,
+    /// Write-buffer size past which writers wait; persistence starts at half.
+    pub buffer_limit_bytes: usize,
+    /// Buffered rows older than this are persisted even if the buffer is small.
+    pub persist_age: Duration,
+    /// How long a writer waits for buffer space before it gets a retryable error.
+    pub backpressure_timeout: Duration,
+    /// When objects live on the local file system, their root directory, so
+    /// persisted files can be fsynced before the WAL that covers them is deleted.
+    pub local_object_root: Option<PathBuf>,
+    /// Rows per Parquet row group (the unit row-group pruning skips).
+    pub row_group_rows: usize,
+    /// Retention, compaction and clean-up of unreferenced objects.
+    pub lifecycle: LifecycleConfig,
+}
+
+/// How files are kept in shape.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// Compaction writes files of about this size.
+    pub compaction_target_bytes: u64,
+    /// The background compacts a partition once it has this many files
+    /// smaller than half the target (`COMPACT TABLE` at two).
+    pub compaction_min_files: usize,
+    /// How often retention, compaction and clean-up run in the background.
+    pub interval: Duration,
+    /// An object no catalog entry names is deleted when it is older than this
+    /// (by the object store's own modification time).
+    pub orphan_grace: Duration,
+    /// The time of day retention and compaction records read.
+    pub clock: Clock,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            compaction_target_bytes: 128 << 20,
+            compaction_min_files: 8,
+            interval: Duration::from_secs(60),
+            orphan_grace: Duration::from_secs(3600),
+            clock: Clock::System,
+        }
+    }
+}
