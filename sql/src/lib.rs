@@ -39,4 +39,4 @@ pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
 };
 pub use statements::execute;
-pub use views::{run_refresher, start_views};
+pub use views::runtime::{run_refresher, start_views};
