@@ -22,6 +22,7 @@ mod error;
 pub mod pgcompat;
 mod pipeline;
 mod queries;
+mod session;
 mod statements;
 mod views;
 mod words;
@@ -34,9 +35,10 @@ pub use ast::{Done, table_name};
 pub use classify::{Classified, SextantStatement, classify, split};
 pub use context::session_context;
 pub use error::{ProtocolStatus, SqlError, protocol_status};
-pub use pipeline::{Planned, Session, plan, plan_other, plan_select};
+pub use pipeline::{Planned, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
 };
+pub use session::Session;
 pub use statements::execute;
 pub use views::runtime::{run_refresher, start_views};

@@ -12,27 +12,13 @@
 //! again as it runs ([`crate::GuardedPlanner`]), and filters the catalog
 //! and system tables down to what the principal may see.
 
+use crate::session::Session;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
-use sextant_auth::Principal;
 
 use crate::classify::{Classified, SextantStatement, classify};
 use crate::{SqlError, access};
-
-/// What a statement may ask of its session, and who runs it.
-pub struct Session<'a> {
-    /// The user the connection logged in as (`current_user`).
-    pub user: &'a str,
-    /// The pgwire backend pid (`pg_backend_pid()`), if on pgwire.
-    pub pid: Option<i32>,
-    /// A setting's value in this session, if it has one
-    /// (`current_setting('name')`).
-    pub setting: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
-    /// Who runs the statement; `None` for the server's own work
-    /// (materialized views, alert rules), which is not checked.
-    pub principal: Option<&'a Principal>,
-}
 
 impl Session<'static> {
     /// The server's own work: the default settings, no principal.

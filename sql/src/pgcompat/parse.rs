@@ -26,7 +26,7 @@ use super::rules::scalar_subqueries_as_aggregates::scalar_subqueries_as_aggregat
 use super::rules::session_functions::session_functions;
 use super::rules::subqueries_under_case_as_null::subqueries_under_case_as_null;
 use crate::SqlError;
-use crate::pipeline::Session;
+use crate::session::Session;
 
 /// Parses one statement (`sql` holds exactly one, as [`crate::split`] gives),
 /// as written; text only the compatibility parser reads (e.g. `ABORT`) goes

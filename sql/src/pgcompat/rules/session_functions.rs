@@ -32,7 +32,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::{is_call, no_args, string_literal};
 use crate::SqlError;
-use crate::pipeline::Session;
+use crate::session::Session;
 
 /// Replaces the session functions of `stmt` by the session's values.
 pub(crate) fn session_functions(stmt: &mut Statement, session: &Session<'_>) {
