@@ -57,14 +57,11 @@ pub(crate) async fn plan(
     stmt: &str,
     who: &Principal,
 ) -> Result<Planned, SqlError> {
-    let setting = |name: &str| {
-        sextant_sql::pgcompat::settings::default_setting(name).map(|(_, v)| v.to_string())
-    };
+    // The server's default settings: Flight SQL has no per-client SET.
     let session = sextant_sql::Session {
         user: who.user(),
-        pid: None,
-        setting: &setting,
         principal: Some(who),
+        ..sextant_sql::Session::server()
     };
     let plan = match sextant_sql::plan(ctx, stmt, &session).await? {
         sextant_sql::Planned::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
