@@ -56,7 +56,7 @@ pub fn session_context(
     catalog.register_schema("system", system_schema)?;
     ctx.register_catalog(DATABASE_NAME, Arc::new(catalog));
     datafusion_functions_json::register_all(&mut ctx)?;
-    crate::pgcompat::register(&ctx)?;
+    crate::pgcompat::register(&ctx, engine)?;
     crate::clock::register_time_functions(&ctx, engine.clock());
     Ok(ctx)
 }

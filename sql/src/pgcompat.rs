@@ -49,6 +49,7 @@ mod parse;
 pub(crate) mod privileges;
 mod rules;
 pub mod settings;
+mod sizes;
 mod types;
 
 use datafusion::error::{DataFusionError, Result};
@@ -56,18 +57,21 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use sextant_catalog::DATABASE_NAME;
+use sextant_storage::Engine;
 
 pub use functions::set_server_port;
 pub use parse::{is_catalog_query, parse_plain, parse_statement, plan_query, plan_statement};
 
 /// Registers everything Postgres clients expect in `ctx`, whose catalog
 /// [`DATABASE_NAME`] must exist: datafusion-pg-catalog's `pg_catalog` and
-/// Sextant's additions to it, `information_schema` (turn DataFusion's own
+/// Sextant's additions to it, the size functions over `engine`'s files, `information_schema` (turn DataFusion's own
 /// off in the session config), the Postgres functions, the privilege
 /// functions, the functions the rules call, and the Postgres types.
-pub fn register(ctx: &SessionContext) -> Result<()> {
+pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     setup_pg_catalog(ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| DataFusionError::Context("setting up pg_catalog".to_string(), e))?;
+    // Over datafusion-pg-catalog's size functions, which answer 0.
+    sizes::register(ctx, engine);
     if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
         catalog::extend(catalog.as_ref())?;
         catalog::register_information_schema(ctx, catalog.as_ref())?;

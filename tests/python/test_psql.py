@@ -79,6 +79,30 @@ def test_materialized_views_in_psql(server):
     assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(" a ")] == ["20.0"], out
 
 
+def test_table_sizes(server):
+    """\\dt+ and the size functions answer from the table's Parquet files,
+    which system.files lists: nothing before FLUSH, their bytes after."""
+    psql(server, "CREATE TABLE sized (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE PRECISION)",
+         "INSERT INTO sized SELECT to_timestamp(i), 'h' || (i % 7), i FROM generate_series(1, 5000) t(i)")
+    size = "SELECT pg_relation_size('sized'::regclass), pg_total_relation_size('sized'::regclass)"
+    assert psql(server, "\\pset tuples_only on", size).stdout.split() == ["0", "|", "0"]
+    psql(server, "FLUSH TABLE sized")
+    files = psql(server, "\\pset tuples_only on",
+                 "SELECT sum(bytes) FROM system.files WHERE table_name = 'sized'").stdout.split()
+    total = int(files[-1])
+    assert total > 1000, files
+    got = psql(server, "\\pset tuples_only on", size).stdout.split()
+    assert got == [str(total), "|", str(total)], got
+    # Postgres' own units and rounding (PostgreSQL 15: 10 kB and up in kB).
+    pretty = f"{(total + 512) // 1024} kB" if total >= 10240 else f"{total} bytes"
+    listing = psql(server, "\\dt+ sized").stdout
+    line = next(l for l in listing.splitlines() if " sized " in l)
+    assert line.split("|")[6].strip() == pretty, listing
+    # An oid that names no relation is NULL, as in Postgres.
+    out = psql(server, "\\pset tuples_only on", "SELECT pg_relation_size(1) IS NULL").stdout
+    assert out.split()[-1] == "t", out
+
+
 def test_expanded_output_and_timing(server):
     psql(server, TABLE, "INSERT INTO m (time, host, usage) VALUES ('2024-01-01T00:00:00Z', 'web-1', 42.5)")
     out = psql(server, "\\x on", "SELECT host, usage FROM m").stdout

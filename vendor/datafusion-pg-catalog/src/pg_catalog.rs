@@ -255,6 +255,27 @@ pub(crate) fn resolve_oid(
     }
 }
 
+/// Which table each `pg_class.oid` names, as of the last read of
+/// `pg_class` (Sextant patch 03): lets a function that takes a relation's
+/// oid (`pg_relation_size(c.oid)`, `pg_table_size('t'::regclass)`) find
+/// the table.
+#[derive(Debug, Clone)]
+pub struct RelationOids(Arc<RwLock<HashMap<OidCacheKey, Oid>>>);
+
+impl RelationOids {
+    /// `(catalog, schema, table)` of `oid`, if `pg_class` listed it (and
+    /// no `pg_class` is being rebuilt at this moment).
+    pub fn table(&self, oid: Oid) -> Option<(String, String, String)> {
+        let cache = self.0.try_read().ok()?;
+        cache.iter().find_map(|(key, value)| match key {
+            OidCacheKey::Table(catalog, schema, table) if *value == oid => {
+                Some((catalog.clone(), schema.clone(), table.clone()))
+            }
+            _ => None,
+        })
+    }
+}
+
 // Create custom schema provider for pg_catalog
 #[derive(Debug)]
 pub struct PgCatalogSchemaProvider<C, P> {
@@ -282,6 +303,13 @@ impl<C: CatalogInfo, P: PgCatalogContextProvider> SchemaProvider for PgCatalogSc
 
     fn table_exist(&self, name: &str) -> bool {
         PG_CATALOG_TABLES.contains(&name.to_ascii_lowercase().as_str())
+    }
+}
+
+impl<C, P> PgCatalogSchemaProvider<C, P> {
+    /// The tables behind `pg_class`'s oids (Sextant patch 03).
+    pub fn relation_oids(&self) -> RelationOids {
+        RelationOids(self.oid_cache.clone())
     }
 }
 
