@@ -43,16 +43,16 @@ pub fn authenticator(
     }
 }
 
-/// An authentication or permission error as a gRPC status.
+/// An authentication or permission error as a gRPC status: the code its
+/// SQLSTATE maps to ([`sextant_sqlstate::SqlState::protocol_status`]), but
+/// RESOURCE_EXHAUSTED for a client that must wait before it tries again.
 pub fn auth_status(e: AuthError) -> Status {
     let code = match e {
         AuthError::TooManyFailures(_) => tonic::Code::ResourceExhausted,
-        ref e if e.is_unauthenticated() => tonic::Code::Unauthenticated,
-        AuthError::PermissionDenied(_) => tonic::Code::PermissionDenied,
-        _ => tonic::Code::InvalidArgument,
+        ref e => tonic::Code::from(e.sqlstate().protocol_status().grpc),
     };
     let mut s = Status::new(code, e.to_string());
-    if let Ok(v) = tonic::metadata::MetadataValue::try_from(e.sqlstate()) {
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(e.sqlstate().code()) {
         s.metadata_mut().insert(SQLSTATE_KEY, v);
     }
     s

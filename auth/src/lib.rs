@@ -24,6 +24,7 @@ pub use md5::Md5Waiting;
 pub use scram::{
     DEFAULT_ITERATIONS, ScramWaiting, Verifier, parse_initial_response, random_nonce, server_first,
 };
+use sextant_sqlstate::SqlState;
 
 /// What can go wrong with a login, a check or a change of users.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,19 +78,19 @@ pub enum AuthError {
 
 impl AuthError {
     /// The SQLSTATE of the error on pgwire.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            AuthError::Malformed(_) | AuthError::ChannelBinding => "08P01",
-            AuthError::WrongPassword(_) => "28P01",
+            AuthError::Malformed(_) | AuthError::ChannelBinding => SqlState::PROTOCOL_VIOLATION,
+            AuthError::WrongPassword(_) => SqlState::INVALID_PASSWORD,
             AuthError::InvalidToken | AuthError::Required(_) | AuthError::TooManyFailures(_) => {
-                "28000"
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             }
-            AuthError::PermissionDenied(_) => "42501",
-            AuthError::Invalid(_) => "22023",
-            AuthError::UserExists(_) | AuthError::TokenExists(_) => "42710",
-            AuthError::UserNotFound(_) | AuthError::TokenNotFound(_) => "42704",
-            AuthError::LastAdmin(_) => "55006",
-            AuthError::BadVerifier(_) | AuthError::Catalog(_) => "XX000",
+            AuthError::PermissionDenied(_) => SqlState::INSUFFICIENT_PRIVILEGE,
+            AuthError::Invalid(_) => SqlState::INVALID_PARAMETER_VALUE,
+            AuthError::UserExists(_) | AuthError::TokenExists(_) => SqlState::DUPLICATE_OBJECT,
+            AuthError::UserNotFound(_) | AuthError::TokenNotFound(_) => SqlState::UNDEFINED_OBJECT,
+            AuthError::LastAdmin(_) => SqlState::OBJECT_IN_USE,
+            AuthError::BadVerifier(_) | AuthError::Catalog(_) => SqlState::INTERNAL_ERROR,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The catalog's one error type.
 
+use sextant_sqlstate::SqlState;
+
 /// Result with [`CatalogError`].
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
@@ -65,21 +67,21 @@ pub enum CatalogError {
 
 impl CatalogError {
     /// The SQLSTATE a client gets for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            CatalogError::TableExists(_) => "42P07",
-            CatalogError::TableNotFound(_) => "42P01",
-            CatalogError::HasDependents { .. } => "2BP01",
+            CatalogError::TableExists(_) => SqlState::DUPLICATE_TABLE,
+            CatalogError::TableNotFound(_) => SqlState::UNDEFINED_TABLE,
+            CatalogError::HasDependents { .. } => SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
             CatalogError::AlertExists(_)
             | CatalogError::UserExists(_)
-            | CatalogError::TokenExists(_) => "42710",
+            | CatalogError::TokenExists(_) => SqlState::DUPLICATE_OBJECT,
             CatalogError::AlertNotFound(_)
             | CatalogError::UserNotFound(_)
-            | CatalogError::TokenNotFound(_) => "42704",
+            | CatalogError::TokenNotFound(_) => SqlState::UNDEFINED_OBJECT,
             CatalogError::FileNotFound(_)
             | CatalogError::UnsupportedVersion { .. }
             | CatalogError::Corrupt(_)
-            | CatalogError::Sqlite(_) => "58030",
+            | CatalogError::Sqlite(_) => SqlState::IO_ERROR,
         }
     }
 }

@@ -4,22 +4,23 @@
 
 use datafusion::error::DataFusionError;
 use sextant_sql::SqlError;
+use sextant_sqlstate::SqlState;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// The metadata key that carries the SQLSTATE of an error.
 pub use sextant_auth::grpc::SQLSTATE_KEY;
 
-/// The gRPC code for a SQLSTATE ([`sextant_sql::protocol_status`], the
+/// The gRPC code for a SQLSTATE ([`SqlState::protocol_status`], the
 /// mapping every protocol shares).
-fn code(sqlstate: &str) -> Code {
-    Code::from(sextant_sql::protocol_status(sqlstate).grpc)
+fn code(sqlstate: SqlState) -> Code {
+    Code::from(sqlstate.protocol_status().grpc)
 }
 
 /// `e` as a gRPC status.
 pub(crate) fn status(e: SqlError) -> Status {
-    let mut s = Status::new(code(e.code), e.message);
-    if let Ok(v) = MetadataValue::try_from(e.code) {
+    let mut s = Status::new(code(e.state), e.message);
+    if let Ok(v) = MetadataValue::try_from(e.state.code()) {
         s.metadata_mut().insert(SQLSTATE_KEY, v);
     }
     s
@@ -32,7 +33,7 @@ pub(crate) fn df_status(e: DataFusionError) -> Status {
 
 /// A client mistake that has no better SQLSTATE: INVALID_ARGUMENT.
 pub(crate) fn invalid(message: impl Into<String>) -> Status {
-    status(SqlError::new("22023", message))
+    status(SqlError::new(SqlState::INVALID_PARAMETER_VALUE, message))
 }
 
 /// Something Sextant does not do over Flight SQL: UNIMPLEMENTED.
@@ -46,16 +47,25 @@ mod tests {
 
     #[test]
     fn sqlstates_map_to_codes() {
-        let s = status(SqlError::new("42P01", "table \"x\" not found"));
+        let s = status(SqlError::new(
+            SqlState::UNDEFINED_TABLE,
+            "table \"x\" not found",
+        ));
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.metadata().get(SQLSTATE_KEY).unwrap(), "42P01");
-        assert_eq!(code("42601"), Code::InvalidArgument);
-        assert_eq!(code("22P02"), Code::InvalidArgument);
-        assert_eq!(code("53200"), Code::ResourceExhausted);
-        assert_eq!(code("0A000"), Code::Unimplemented);
-        assert_eq!(code("XX000"), Code::Internal);
-        assert_eq!(code("42501"), Code::PermissionDenied);
-        assert_eq!(code("28P01"), Code::Unauthenticated);
+        assert_eq!(code(SqlState::SYNTAX_ERROR), Code::InvalidArgument);
+        assert_eq!(
+            code(SqlState::INVALID_TEXT_REPRESENTATION),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(SqlState::OUT_OF_MEMORY), Code::ResourceExhausted);
+        assert_eq!(code(SqlState::FEATURE_NOT_SUPPORTED), Code::Unimplemented);
+        assert_eq!(code(SqlState::INTERNAL_ERROR), Code::Internal);
+        assert_eq!(
+            code(SqlState::INSUFFICIENT_PRIVILEGE),
+            Code::PermissionDenied
+        );
+        assert_eq!(code(SqlState::INVALID_PASSWORD), Code::Unauthenticated);
         let s = df_status(DataFusionError::ResourcesExhausted("pool".into()));
         assert_eq!(s.code(), Code::ResourceExhausted);
     }

@@ -22,6 +22,7 @@ mod ingest;
 mod metadata;
 mod statement;
 
+use sextant_sqlstate::SqlState;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -176,7 +177,7 @@ impl FlightSql {
         let open = self.prepared();
         let p = open.open.get(&id).ok_or_else(|| {
             status(SqlError::new(
-                "26000",
+                SqlState::INVALID_SQL_STATEMENT_NAME,
                 "unknown prepared statement: it was closed, or the server restarted",
             ))
         })?;
@@ -311,7 +312,7 @@ impl FlightSql {
 }
 
 fn canceled() -> Status {
-    status(SqlError::new("57014", CANCELED))
+    status(SqlError::new(SqlState::QUERY_CANCELED, CANCELED))
 }
 
 /// Records a failed statement's SQLSTATE and message on its guard.
@@ -320,7 +321,7 @@ fn fail(guard: &QueryGuard, e: &Status) {
         .metadata()
         .get(SQLSTATE_KEY)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("XX000");
+        .unwrap_or(SqlState::INTERNAL_ERROR.code());
     guard.fail_with(code, e.message());
 }
 
@@ -623,7 +624,7 @@ impl FlightSqlService for FlightSql {
         let mut open = self.prepared();
         let p = open.open.get_mut(&id).ok_or_else(|| {
             status(SqlError::new(
-                "26000",
+                SqlState::INVALID_SQL_STATEMENT_NAME,
                 "unknown prepared statement: it was closed, or the server restarted",
             ))
         })?;

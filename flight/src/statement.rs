@@ -2,6 +2,7 @@
 //! its parameters bound, and then either streamed (a query) or run once (a
 //! statement that changes something).
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt64Array};
@@ -107,9 +108,9 @@ impl Planned {
                 | SextantStatement::CreateView(_)
                 | SextantStatement::DropView(_)
                 | SextantStatement::RefreshView(_)
-                | SextantStatement::CreateAlert(_)
-                | SextantStatement::AlterAlert(_)
-                | SextantStatement::DropAlert(_)
+                | SextantStatement::CreateAlert { .. }
+                | SextantStatement::AlterAlert { .. }
+                | SextantStatement::DropAlert { .. }
                 | SextantStatement::Kill(_)
                 | SextantStatement::Access(_) => Arc::new(Schema::empty()),
             },
@@ -162,7 +163,7 @@ impl Planned {
                 return Ok(self);
             }
             return Err(SqlError::new(
-                "07001",
+                SqlState::USING_CLAUSE_DOES_NOT_MATCH_PARAMETERS,
                 format!(
                     "the statement has {} parameter(s) but none were bound: bind them first (DoPut of one row)",
                     expected.fields().len()
@@ -171,7 +172,7 @@ impl Planned {
         };
         if batch.num_columns() != expected.fields().len() {
             return Err(SqlError::new(
-                "07001",
+                SqlState::USING_CLAUSE_DOES_NOT_MATCH_PARAMETERS,
                 format!(
                     "the statement has {} parameter(s) but {} were bound",
                     expected.fields().len(),
@@ -209,13 +210,13 @@ fn coerce(value: ScalarValue, expected: &DataType, pos: usize) -> Result<ScalarV
     }
     if actual.is_floating() && expected.is_integer() || !can_cast_types(&actual, expected) {
         return Err(SqlError::new(
-            "42804",
+            SqlState::DATATYPE_MISMATCH,
             format!("parameter ${pos} must be {expected}, but the value bound is {actual}"),
         ));
     }
     value.cast_to(expected).map_err(|e| {
         SqlError::new(
-            "22P02",
+            SqlState::INVALID_TEXT_REPRESENTATION,
             format!("parameter ${pos}: cannot use the {actual} value as {expected}: {e}"),
         )
     })

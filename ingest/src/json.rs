@@ -12,7 +12,7 @@
 use serde_json::{Map, Value as Json};
 
 use crate::rows::{TIME, TableRows, Value};
-use crate::{Precision, Rejected};
+use crate::{IngestError, Precision, Rejected};
 
 /// Joins the keys of nested objects into column names.
 pub const SEPARATOR: &str = ".";
@@ -24,12 +24,13 @@ pub fn decode(
     rows: &mut TableRows,
     precision: Precision,
     now_ns: i64,
-) -> Result<Vec<Rejected>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+) -> Result<Vec<Rejected>, IngestError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| IngestError::Malformed(format!("body is not UTF-8: {e}")))?;
     let mut rejected = vec![];
     if text.trim_start().starts_with('[') {
-        let items: Vec<Json> =
-            serde_json::from_str(text).map_err(|e| format!("invalid JSON array: {e}"))?;
+        let items: Vec<Json> = serde_json::from_str(text)
+            .map_err(|e| IngestError::Malformed(format!("invalid JSON array: {e}")))?;
         for (i, item) in items.iter().enumerate() {
             if let Err(reason) = push(item, rows, precision, now_ns) {
                 rejected.push(Rejected {
@@ -44,12 +45,12 @@ pub fn decode(
                 continue;
             }
             let result = serde_json::from_str::<Json>(line)
-                .map_err(|e| format!("invalid JSON: {e}"))
+                .map_err(|e| IngestError::InvalidRow(format!("invalid JSON: {e}")))
                 .and_then(|item| push(&item, rows, precision, now_ns));
             if let Err(reason) = result {
                 rejected.push(Rejected {
                     line: i + 1,
-                    reason,
+                    reason: reason.to_string(),
                 });
             }
         }
@@ -62,32 +63,33 @@ fn push(
     rows: &mut TableRows,
     precision: Precision,
     now_ns: i64,
-) -> Result<(), String> {
+) -> Result<(), IngestError> {
+    let bad = IngestError::InvalidRow;
     let Json::Object(obj) = item else {
-        return Err(format!("expected a JSON object, got {}", kind(item)));
+        return Err(bad(format!("expected a JSON object, got {}", kind(item))));
     };
     let time = match obj.get(TIME) {
         None | Some(Json::Null) => now_ns,
         Some(Json::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
             .ok()
             .and_then(|t| t.timestamp_nanos_opt())
-            .ok_or_else(|| format!("\"time\" is not an RFC 3339 timestamp: {s:?}"))?,
+            .ok_or_else(|| bad(format!("\"time\" is not an RFC 3339 timestamp: {s:?}")))?,
         Some(Json::Number(n)) => match n.as_i64() {
             Some(i) => precision
                 .to_nanos(i)
-                .ok_or_else(|| format!("\"time\" {i} is out of range"))?,
+                .ok_or_else(|| bad(format!("\"time\" {i} is out of range")))?,
             None => {
-                return Err(format!(
+                return Err(bad(format!(
                     "\"time\" must be an integer (in {}, the precision) or an RFC 3339 string, got {n}",
                     precision.name()
-                ));
+                )));
             }
         },
         Some(other) => {
-            return Err(format!(
+            return Err(bad(format!(
                 "\"time\" must be a string or an integer, got {}",
                 kind(other)
-            ));
+            )));
         }
     };
     let mut values = vec![];

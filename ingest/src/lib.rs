@@ -6,11 +6,14 @@
 //! Decoders do no I/O: the server looks up schemas, then hands the finished
 //! batches to the storage engine, which creates tables and adds columns.
 
+mod error;
 pub mod json;
 pub mod line_protocol;
 pub mod otlp;
 pub mod prometheus;
 pub mod rows;
+
+pub use error::IngestError;
 
 /// A row (line, or array element) that was not written, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +39,16 @@ pub enum Precision {
 
 impl Precision {
     /// Parses the `precision` query parameter: `ns`/`n`, `us`/`u`, `ms`, `s`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, IngestError> {
         Ok(match s {
             "ns" | "n" | "" => Precision::Nanoseconds,
             "us" | "u" | "µs" => Precision::Microseconds,
             "ms" => Precision::Milliseconds,
             "s" => Precision::Seconds,
             other => {
-                return Err(format!("unknown precision {other:?}: use ns, us, ms or s"));
+                return Err(IngestError::InvalidParameter(format!(
+                    "unknown precision {other:?}: use ns, us, ms or s"
+                )));
             }
         })
     }

@@ -89,7 +89,7 @@ pub fn decode(
         if let Err(reason) = rows.push(time, &values) {
             rejected.push(Rejected {
                 line: i + 1,
-                reason,
+                reason: reason.to_string(),
             });
         }
     }

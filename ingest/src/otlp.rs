@@ -38,6 +38,8 @@ mod traces;
 
 use arrow::array::{ArrayRef, RecordBatch};
 
+use crate::IngestError;
+
 pub use logs::decode_logs;
 pub use metrics::decode_metrics;
 pub use schema::table_schema;
@@ -74,16 +76,17 @@ pub enum Encoding {
 }
 
 /// Parses an export request body.
-pub fn parse<T>(body: &[u8], encoding: Encoding) -> Result<T, String>
+pub fn parse<T>(body: &[u8], encoding: Encoding) -> Result<T, IngestError>
 where
     T: prost::Message + Default + serde::de::DeserializeOwned,
 {
     match encoding {
-        Encoding::Protobuf => {
-            T::decode(body).map_err(|e| format!("body is not a valid OTLP protobuf message: {e}"))
-        }
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| format!("body is not a valid OTLP JSON message: {e}")),
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            IngestError::Malformed(format!("body is not a valid OTLP protobuf message: {e}"))
+        }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            IngestError::Malformed(format!("body is not a valid OTLP JSON message: {e}"))
+        }),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Data flow: the body of `POST /api/v1/write` is a snappy-compressed (the
 //! *block* format, not the framed one) protobuf `prometheus.WriteRequest`.
 //! [`decode`] reads the decompressed length from the snappy header first and
-//! refuses bodies that would expand past the limit ([`DecodeError::TooLarge`],
+//! refuses bodies that would expand past the limit ([`IngestError::TooLarge`],
 //! a 413) before allocating anything, then decompresses, decodes the protobuf
 //! with the hand-written [`prost`] messages below, and pushes every sample as
 //! one row into the [`TableRows`] of its metric.
@@ -55,8 +55,8 @@ use std::collections::HashMap;
 use arrow::datatypes::SchemaRef;
 use prost::Message;
 
-use crate::Rejected;
 use crate::rows::{TIME, TableRows, Value};
+use crate::{IngestError, Rejected};
 
 /// Name of the column holding the sample value.
 pub const VALUE: &str = "value";
@@ -127,22 +127,6 @@ pub struct Exemplar {
     pub timestamp: i64,
 }
 
-/// Why a whole request body was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// The body would decompress past the limit (HTTP 413).
-    #[error("snappy body expands to {decoded} bytes, past the limit of {limit} (--max-body-size)")]
-    TooLarge {
-        /// Decompressed length announced by the snappy header.
-        decoded: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The body is not snappy, or not a `WriteRequest` (HTTP 400).
-    #[error("{0}")]
-    Invalid(String),
-}
-
 /// Decoded tables and rejected series of one request.
 pub struct Decoded {
     /// Rows per table (metric), in order of first appearance.
@@ -162,7 +146,7 @@ pub fn decode(
     body: &[u8],
     max_decoded: usize,
     schema_of: &dyn Fn(&str) -> Option<SchemaRef>,
-) -> Result<Decoded, DecodeError> {
+) -> Result<Decoded, IngestError> {
     let req = decompress_and_parse(body, max_decoded)?;
 
     let mut tables: Vec<TableRows> = vec![];
@@ -242,18 +226,18 @@ pub fn encode_write_request(req: &WriteRequest) -> Vec<u8> {
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
 
-fn decompress_and_parse(body: &[u8], max_decoded: usize) -> Result<WriteRequest, DecodeError> {
+fn decompress_and_parse(body: &[u8], max_decoded: usize) -> Result<WriteRequest, IngestError> {
     let not_snappy = |e: snap::Error| {
         let hint = if body.starts_with(b"\xff\x06\x00\x00sNaPpY") {
             " (this is the snappy framed format; remote write uses the block format)"
         } else {
             ""
         };
-        DecodeError::Invalid(format!("body is not snappy-compressed: {e}{hint}"))
+        IngestError::Malformed(format!("body is not snappy-compressed: {e}{hint}"))
     };
     let len = snap::raw::decompress_len(body).map_err(not_snappy)?;
     if len > max_decoded {
-        return Err(DecodeError::TooLarge {
+        return Err(IngestError::TooLarge {
             decoded: len,
             limit: max_decoded,
         });
@@ -262,7 +246,7 @@ fn decompress_and_parse(body: &[u8], max_decoded: usize) -> Result<WriteRequest,
         .decompress_vec(body)
         .map_err(not_snappy)?;
     WriteRequest::decode(raw.as_slice()).map_err(|e| {
-        DecodeError::Invalid(format!(
+        IngestError::Malformed(format!(
             "body is not a valid Prometheus WriteRequest protobuf: {e}"
         ))
     })
@@ -582,7 +566,7 @@ mod tests {
         let err = decode(&body, 1000, &|_| None).err().unwrap();
         assert_eq!(
             err,
-            DecodeError::TooLarge {
+            IngestError::TooLarge {
                 decoded: 1 << 20,
                 limit: 1000
             }
@@ -599,7 +583,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            matches!(&err, DecodeError::Invalid(m) if m.starts_with("body is not snappy-compressed")),
+            matches!(&err, IngestError::Malformed(m) if m.starts_with("body is not snappy-compressed")),
             "{err}"
         );
         let framed = b"\xff\x06\x00\x00sNaPpY\x01\x05\x00\x00\x00\x00\x00";
@@ -610,7 +594,7 @@ mod tests {
             .unwrap();
         let err = decode(&not_protobuf, 1 << 20, &|_| None).err().unwrap();
         assert!(
-            matches!(&err, DecodeError::Invalid(m)
+            matches!(&err, IngestError::Malformed(m)
                 if m.starts_with("body is not a valid Prometheus WriteRequest protobuf")),
             "{err}"
         );

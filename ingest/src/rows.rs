@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::IngestError;
+
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     StringViewBuilder, TimestampNanosecondBuilder, UInt64Builder,
@@ -200,31 +202,33 @@ impl TableRows {
     }
 
     /// Adds one row, or rejects it whole with the reason.
-    pub fn push(&mut self, time_ns: i64, values: &[(&str, Value<'_>)]) -> Result<(), String> {
+    pub fn push(&mut self, time_ns: i64, values: &[(&str, Value<'_>)]) -> Result<(), IngestError> {
         for (i, (name, v)) in values.iter().enumerate() {
             if *name == TIME {
-                return Err(format!(
+                return Err(IngestError::InvalidRow(format!(
                     "\"{TIME}\" is the timestamp of the row and cannot be a field or tag"
-                ));
+                )));
             }
             if values[..i].iter().any(|(n, _)| n == name) {
-                return Err(format!("\"{name}\" appears twice in one row"));
+                return Err(IngestError::InvalidRow(format!(
+                    "\"{name}\" appears twice in one row"
+                )));
             }
             match self.expected(name) {
                 Some(dt) if !v.fits(&dt) => {
-                    return Err(format!(
+                    return Err(IngestError::InvalidRow(format!(
                         "column \"{name}\" of table \"{}\" is {}, but this value is {}",
                         self.table,
                         type_name(&dt),
                         type_name(&v.data_type())
-                    ));
+                    )));
                 }
                 Some(dt) if !Builder::supports(&dt) => {
-                    return Err(format!(
+                    return Err(IngestError::InvalidRow(format!(
                         "column \"{name}\" of table \"{}\" is {}, which this protocol cannot write",
                         self.table,
                         type_name(&dt)
-                    ));
+                    )));
                 }
                 _ => {}
             }
@@ -327,7 +331,7 @@ mod tests {
             .push(1, &[("host", Value::Str("a")), ("usage", Value::I64(3))])
             .unwrap_err();
         assert!(
-            err.contains("column \"usage\" of table \"cpu\" is double, but this value is bigint"),
+            err.to_string().contains("column \"usage\" of table \"cpu\" is double, but this value is bigint"),
             "{err}"
         );
         assert!(t.is_empty());
@@ -352,9 +356,9 @@ mod tests {
         t.push(1, &[("host", Value::Str("a")), ("n", Value::I64(1))])
             .unwrap();
         let err = t.push(2, &[("n", Value::Str("x"))]).unwrap_err();
-        assert!(err.contains("is bigint, but this value is text"), "{err}");
+        assert!(err.to_string().contains("is bigint, but this value is text"), "{err}");
         let err = t.push(2, &[("host", Value::I64(1))]).unwrap_err();
-        assert!(err.contains("is text, but this value is bigint"), "{err}");
+        assert!(err.to_string().contains("is text, but this value is bigint"), "{err}");
         let b = t.finish().unwrap().unwrap();
         assert_eq!(b.column(1).data_type(), &DataType::Utf8View);
         assert_eq!(b.column(1).as_string_view().value(0), "a");

@@ -8,6 +8,7 @@
 //! durable. `COPY t|(query) TO STDOUT`: the rows leave as text or CSV, each
 //! value spelled as a query result spells it.
 
+use sextant_sqlstate::SqlState;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -206,7 +207,10 @@ pub(crate) fn parse(sql: &str, engine: &Engine) -> Result<Copy, SqlError> {
         } => {
             let name = sextant_sql::table_name(&table_name)?;
             let def = engine.table(&name).ok_or_else(|| {
-                SqlError::new("42P01", format!("relation \"{name}\" does not exist"))
+                SqlError::new(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                )
             })?;
             let fields: Vec<Field> = if columns.is_empty() {
                 def.schema
@@ -225,7 +229,7 @@ pub(crate) fn parse(sql: &str, engine: &Engine) -> Result<Copy, SqlError> {
                         };
                         def.schema.field_with_name(&c).cloned().map_err(|_| {
                             SqlError::new(
-                                "42703",
+                                SqlState::UNDEFINED_COLUMN,
                                 format!("column \"{c}\" of relation \"{name}\" does not exist"),
                             )
                         })
@@ -304,14 +308,14 @@ pub(crate) fn data<C: ClientInfo>(client: &C, data: CopyData) -> PgWireResult<()
     let mut guard = state.0.lock().unwrap_or_else(|e| e.into_inner());
     let Some(p) = guard.as_mut() else {
         return Err(pg_error(SqlError::new(
-            "08P01",
+            SqlState::PROTOCOL_VIOLATION,
             "COPY data without a COPY FROM STDIN",
         )));
     };
     if p.data.len() + data.data.len() > MAX_COPY_BYTES {
         *guard = None;
         return Err(pg_error(SqlError::new(
-            "54000",
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
             format!(
                 "COPY data exceeds {} MiB: split it into several COPY statements",
                 MAX_COPY_BYTES >> 20
@@ -335,7 +339,7 @@ where
         .take()
     else {
         return Err(pg_error(SqlError::new(
-            "08P01",
+            SqlState::PROTOCOL_VIOLATION,
             "COPY done without a COPY FROM STDIN",
         )));
     };
@@ -368,15 +372,19 @@ pub(crate) fn fail<C: ClientInfo>(client: &C, message: &str) -> PgWireError {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     pg_error(SqlError::new(
-        "57014",
+        SqlState::QUERY_CANCELED,
         format!("COPY from stdin failed: {message}"),
     ))
 }
 
 /// The rows of a COPY FROM as one batch of the named columns.
 fn to_batch(p: &Pending) -> Result<RecordBatch, SqlError> {
-    let text = std::str::from_utf8(&p.data)
-        .map_err(|e| SqlError::new("22021", format!("COPY data is not valid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(&p.data).map_err(|e| {
+        SqlError::new(
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            format!("COPY data is not valid UTF-8: {e}"),
+        )
+    })?;
     let mut rows = match p.options.format {
         Format::Text => parse_text(text, &p.options)?,
         Format::Csv => parse_csv(text, &p.options)?,
@@ -388,7 +396,7 @@ fn to_batch(p: &Pending) -> Result<RecordBatch, SqlError> {
     for (line, row) in &rows {
         if row.len() != n {
             return Err(SqlError::new(
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
                 format!(
                     "COPY {}, line {line}: expected {n} columns, got {}",
                     p.table,
@@ -422,9 +430,9 @@ fn to_batch(p: &Pending) -> Result<RecordBatch, SqlError> {
                     field.data_type(),
                     DataType::Timestamp(_, _) | DataType::Date32
                 ) {
-                    "22007"
+                    SqlState::INVALID_DATETIME_FORMAT
                 } else {
-                    "22P02"
+                    SqlState::INVALID_TEXT_REPRESENTATION
                 };
                 let ty = datafusion_postgres::arrow_pg::datatypes::into_pg_type(field.data_type())
                     .map_or_else(|_| field.data_type().to_string(), |t| t.name().to_string());
@@ -609,7 +617,7 @@ fn parse_csv(text: &str, o: &Options) -> Result<Rows, SqlError> {
     }
     if in_quotes {
         return Err(SqlError::new(
-            "22P04",
+            SqlState::BAD_COPY_FILE_FORMAT,
             format!("COPY CSV, line {row_line}: unterminated quoted value"),
         ));
     }

@@ -8,7 +8,7 @@ use sextant_sql::SqlError;
 pub(crate) fn pg_error(e: SqlError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
-        e.code.to_string(),
+        e.state.code().to_string(),
         e.message,
     )))
 }

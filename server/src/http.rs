@@ -307,8 +307,9 @@ fn plural(n: usize, what: &str) -> String {
 }
 
 fn precision(params: &HashMap<String, String>) -> Result<Precision, HttpError> {
-    Precision::parse(params.get("precision").map(String::as_str).unwrap_or("ns"))
-        .map_err(HttpError::bad_request)
+    Ok(Precision::parse(
+        params.get("precision").map(String::as_str).unwrap_or("ns"),
+    )?)
 }
 
 /// InfluxDB line protocol, on the v2 path (`/api/v2/write?bucket=&precision=`)
@@ -351,8 +352,7 @@ async fn ingest_json(
     let precision = precision(&params)?;
     let body = read_body(&state, &headers, body).await?;
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
-    let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())
-        .map_err(HttpError::bad_request)?;
+    let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())?;
     let written = write_tables(&state, &who, vec![rows], "json").await?;
     partial(written, &rejected, "json")?;
     Ok(Json(json!({"table": table, "rows": written})))
@@ -405,13 +405,7 @@ async fn remote_write(
             )
         })?;
     let engine = &state.engine;
-    let decoded = prometheus::decode(&raw, state.max_body, &|t| engine.table(t).map(|d| d.schema))
-        .map_err(|e| match e {
-            prometheus::DecodeError::TooLarge { .. } => {
-                HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
-            }
-            prometheus::DecodeError::Invalid(m) => HttpError::bad_request(m),
-        })?;
+    let decoded = prometheus::decode(&raw, state.max_body, &|t| engine.table(t).map(|d| d.schema))?;
     let written = write_tables(&state, &who, decoded.tables, "prometheus_remote_write").await?;
     if !decoded.rejected.is_empty() {
         sextant_metrics::metrics()

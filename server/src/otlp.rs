@@ -38,6 +38,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde_json::json;
+use sextant_ingest::IngestError;
 use sextant_ingest::otlp::{self, Decoded, Encoding};
 use sextant_storage::{Engine, StorageError};
 use tokio::net::TcpListener;
@@ -62,7 +63,7 @@ pub(crate) enum Signal {
 
 impl Signal {
     /// Decodes a request; a log record without a time gets `now_ns`.
-    fn decode(self, body: &[u8], encoding: Encoding, now_ns: i64) -> Result<Decoded, String> {
+    fn decode(self, body: &[u8], encoding: Encoding, now_ns: i64) -> Result<Decoded, IngestError> {
         Ok(match self {
             Signal::Logs => otlp::decode_logs(
                 &otlp::parse::<ExportLogsServiceRequest>(body, encoding)?,
@@ -205,9 +206,9 @@ fn rpc_status(code: Code, message: &str, retry: bool) -> RpcStatus {
 }
 
 /// The gRPC status for an engine error, from its SQLSTATE
-/// ([`sextant_sql::protocol_status`]).
+/// ([`SqlState::protocol_status`]).
 fn grpc_status(e: StorageError) -> Status {
-    let status = sextant_sql::protocol_status(e.sqlstate());
+    let status = e.sqlstate().protocol_status();
     let code = Code::from(status.grpc);
     let message = e.to_string();
     if status.retry {
@@ -488,7 +489,7 @@ pub(crate) async fn export_http(
     let bytes = read_body(&state, &headers, body).await.map_err(fail)?;
     let mut decoded = signal
         .decode(&bytes, encoding, state.engine.now_ns())
-        .map_err(|m| fail(HttpError::bad_request(m)))?;
+        .map_err(|e| fail(e.into()))?;
     debug!(
         ?signal,
         accepted = decoded.accepted,

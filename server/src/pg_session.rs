@@ -9,6 +9,7 @@
 //! set there has its default from [`DEFAULTS`], which `current_setting()`
 //! also answers from.
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -249,7 +250,7 @@ async fn respond(kind: Kind, client: &mut dyn HookClient) -> PgWireResult<Respon
         Kind::Deallocate(Some(name)) => {
             if client.portal_store().get_statement(&name).is_none() {
                 return Err(pg_error(SqlError::new(
-                    "26000",
+                    SqlState::INVALID_SQL_STATEMENT_NAME,
                     format!("prepared statement \"{name}\" does not exist"),
                 )));
             }

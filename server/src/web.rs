@@ -2,7 +2,7 @@
 //! [`crate::http`] and OTLP/HTTP in [`crate::otlp`]: the state a handler
 //! gets, the bounded (and gunzipped) body, the INSERT check, and the error
 //! with its JSON body, whose status follows the SQLSTATE of the engine's and
-//! the directory's errors ([`sextant_sql::protocol_status`]).
+//! the directory's errors ([`SqlState::protocol_status`]).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 use sextant_alerts::Alerts;
 use sextant_auth::{Action, AuthError, Directory, Principal};
+use sextant_ingest::IngestError;
+use sextant_sqlstate::SqlState;
 use sextant_storage::{Engine, StorageError};
 
 use crate::system::Gauges;
@@ -95,11 +97,11 @@ impl IntoResponse for HttpError {
 }
 
 impl HttpError {
-    /// An error with `sqlstate`'s HTTP status ([`sextant_sql::protocol_status`],
+    /// An error with `sqlstate`'s HTTP status ([`SqlState::protocol_status`],
     /// the mapping every protocol shares); a retryable one says when to come
     /// back.
-    fn of_sqlstate(sqlstate: &str, message: String) -> Self {
-        let status = sextant_sql::protocol_status(sqlstate);
+    pub(crate) fn of_sqlstate(sqlstate: SqlState, message: String) -> Self {
+        let status = sqlstate.protocol_status();
         Self {
             status: StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message,
@@ -125,6 +127,12 @@ impl From<AuthError> for HttpError {
 
 impl From<StorageError> for HttpError {
     fn from(e: StorageError) -> Self {
+        Self::of_sqlstate(e.sqlstate(), e.to_string())
+    }
+}
+
+impl From<IngestError> for HttpError {
+    fn from(e: IngestError) -> Self {
         Self::of_sqlstate(e.sqlstate(), e.to_string())
     }
 }

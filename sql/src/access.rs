@@ -28,8 +28,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
@@ -44,18 +42,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
-use sextant_auth::{Action, AuthError, Directory, NewUser, Principal, Privilege, Via};
+use sextant_auth::{Action, AuthError, Directory, Principal};
 
 use crate::SqlError;
-use crate::ast::{
-    Done, parse_alter, parse_interval, parse_one, refresh_target, table_list, table_name,
-};
+use crate::ast::table_name;
 use crate::classify::SextantStatement;
-use crate::words::{Usage, quoted, word};
+
+mod statement;
+pub use statement::{AccessStatement, Expiry, Grant, Secret, redact};
+pub(crate) use statement::{execute, parse};
 
 impl From<AuthError> for SqlError {
     fn from(e: AuthError) -> Self {
@@ -470,397 +465,26 @@ pub(crate) fn authorize_statement(
     who: &Principal,
 ) -> Result<(), SqlError> {
     use SextantStatement as S;
-    let each = |tables: Vec<String>| -> Result<(), SqlError> {
-        for t in &tables {
+    let each = |tables: &[String]| -> Result<(), SqlError> {
+        for t in tables {
             directory.check(who, Action::Manage(t))?;
         }
         Ok(())
     };
     match stmt {
-        S::CreateTable(sql) => {
-            let Statement::CreateTable(ct) = parse_one(sql)? else {
-                return Err(SqlError::syntax("expected CREATE TABLE"));
-            };
-            each(vec![table_name(&ct.name)?])
-        }
-        S::AlterTable(sql) => each(vec![parse_alter(sql)?.0]),
-        S::DropTable(sql) => match parse_one(sql)? {
-            Statement::Drop { names, .. } => each(
-                names
-                    .iter()
-                    .map(table_name)
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            _ => Err(SqlError::syntax("expected DROP TABLE")),
-        },
-        S::Flush(sql) => each(table_list(sql, "FLUSH")?),
-        S::Compact(sql) => each(table_list(sql, "COMPACT")?),
-        S::RefreshView(sql) => each(vec![refresh_target(sql)?]),
+        S::CreateTable(ct) => each(&[table_name(&ct.name)?]),
+        S::AlterTable(alter) => each(std::slice::from_ref(&alter.name)),
+        S::DropTable(drop) => each(&drop.names),
+        S::Flush(tables) | S::Compact(tables) => each(tables),
+        S::RefreshView(name) => each(std::slice::from_ref(name)),
         S::CreateView(_) | S::DropView(_) => {
             Ok(directory.check(who, Action::Admin("create or drop materialized views"))?)
         }
-        S::CreateAlert(_) | S::AlterAlert(_) | S::DropAlert(_) => {
+        S::CreateAlert { .. } | S::AlterAlert { .. } | S::DropAlert { .. } => {
             Ok(directory.check(who, Action::Admin("manage alert rules"))?)
         }
         // Checked as they run: KILL of one's own statement, ALTER USER of
         // one's own password, tokens of one's own.
         S::Kill(_) | S::Access(_) => Ok(()),
-    }
-}
-
-const U: Usage = Usage(USAGE);
-
-const USAGE: &str = "CREATE USER name WITH PASSWORD '...' [MD5] [SUPERUSER] | ALTER USER name WITH PASSWORD '...' | \
-     DROP USER name | GRANT SELECT|INSERT|ALL ON {DATABASE sextant | ALL TABLES | TABLE t} TO user | \
-     REVOKE ... FROM user | CREATE TOKEN name FOR USER user [INSERT ON table] [EXPIRES IN '30 days'] | \
-     DROP TOKEN name";
-
-/// `text` with the password of a `CREATE USER` or `ALTER USER` replaced by
-/// `'***'`, for logs and `system.queries`.
-pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.to_ascii_lowercase().contains("password") {
-        return text.into();
-    }
-    let dialect = PostgreSqlDialect {};
-    let Ok(tokens) =
-        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, text).tokenize()
-    else {
-        // Not even tokens: show none of it.
-        return "<a statement with a password that does not parse>".into();
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut after_password = false;
-    for t in &tokens {
-        match t {
-            Token::SingleQuotedString(_) if after_password => {
-                out.push_str("'***'");
-                after_password = false;
-            }
-            Token::Whitespace(_) => out.push_str(&t.to_string()),
-            Token::Word(w) if w.value.eq_ignore_ascii_case("password") => {
-                after_password = true;
-                out.push_str(&t.to_string());
-            }
-            other => {
-                after_password = false;
-                out.push_str(&other.to_string());
-            }
-        }
-    }
-    out.into()
-}
-
-fn names(p: &mut Parser<'_>) -> Result<Vec<String>, SqlError> {
-    let mut out = vec![U.name(p)?];
-    while p.consume_token(&Token::Comma) {
-        out.push(U.name(p)?);
-    }
-    Ok(out)
-}
-
-fn done(tag: &'static str) -> Done {
-    Done {
-        tag,
-        rows: None,
-        batch: None,
-    }
-}
-
-/// Runs one of this module's statements for `who`.
-pub(crate) fn execute(sql: &str, directory: &Directory, who: &Principal) -> Result<Done, SqlError> {
-    let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| U.syntax(e))?;
-    let admin = |what: &str| directory.check(who, Action::Admin(what));
-    if p.parse_keyword(Keyword::GRANT) {
-        admin("grant privileges")?;
-        let (privileges, tables) = privileges_on(&mut p)?;
-        U.expect(&mut p, "to")?;
-        let users = names(&mut p)?;
-        if p.parse_keywords(&[Keyword::WITH, Keyword::GRANT, Keyword::OPTION]) {
-            return Err(SqlError::unsupported(
-                "WITH GRANT OPTION is not supported: only admins grant privileges",
-            ));
-        }
-        U.end(&mut p)?;
-        directory.grant(&privileges, tables.as_deref(), &users)?;
-        return Ok(done("GRANT"));
-    }
-    if p.parse_keyword(Keyword::REVOKE) {
-        admin("revoke privileges")?;
-        let (privileges, tables) = privileges_on(&mut p)?;
-        U.expect(&mut p, "from")?;
-        let users = names(&mut p)?;
-        U.end(&mut p)?;
-        directory.revoke(&privileges, tables.as_deref(), &users)?;
-        return Ok(done("REVOKE"));
-    }
-    let verb = if p.parse_keyword(Keyword::CREATE) {
-        "create"
-    } else if p.parse_keyword(Keyword::ALTER) {
-        "alter"
-    } else if p.parse_keyword(Keyword::DROP) {
-        "drop"
-    } else {
-        return Err(SqlError::syntax(format!("syntax error; usage: {USAGE}")));
-    };
-    let token = word(&mut p, "token");
-    if !token && !word(&mut p, "user") && !word(&mut p, "role") {
-        return Err(SqlError::syntax(format!("syntax error; usage: {USAGE}")));
-    }
-    match (verb, token) {
-        ("create", false) => {
-            admin("create users")?;
-            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-            let user = U.name(&mut p)?;
-            let (password, md5, superuser) = user_options(&mut p)?;
-            let password = password.ok_or_else(|| {
-                SqlError::syntax(format!(
-                    "CREATE USER {user} needs a password: CREATE USER {user} WITH PASSWORD '...'"
-                ))
-            })?;
-            let options = NewUser {
-                admin: superuser == Some(true),
-                md5,
-            };
-            directory.create_user(&user, &password, options, if_not_exists)?;
-            Ok(done("CREATE ROLE"))
-        }
-        ("alter", false) => {
-            let user = U.name(&mut p)?;
-            if word(&mut p, "rename") {
-                return Err(SqlError::unsupported(
-                    "ALTER USER ... RENAME is not supported: create the new user and drop the old one",
-                ));
-            }
-            let (password, md5, superuser) = user_options(&mut p)?;
-            if password.is_none() && superuser.is_none() && !md5 {
-                return Err(SqlError::syntax(format!(
-                    "syntax error: ALTER USER {user} takes PASSWORD '...' [MD5], SUPERUSER or NOSUPERUSER"
-                )));
-            }
-            // Anyone may change their own password (not with a token).
-            let own = user == who.user() && superuser.is_none() && *who.via() == Via::Password;
-            if !own {
-                admin("alter other users")?;
-            }
-            directory.alter_user(&user, password.as_deref(), md5, superuser)?;
-            Ok(done("ALTER ROLE"))
-        }
-        ("drop", false) => {
-            admin("drop users")?;
-            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            let users = names(&mut p)?;
-            U.end(&mut p)?;
-            for u in &users {
-                directory.drop_user(u, if_exists)?;
-            }
-            Ok(done("DROP ROLE"))
-        }
-        ("create", true) => create_token(&mut p, directory, who),
-        ("drop", true) => {
-            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            let token = U.name(&mut p)?;
-            U.end(&mut p)?;
-            let owner = directory.token_owner(&token);
-            if owner.as_deref() != Some(who.user()) || matches!(who.via(), Via::Token(_)) {
-                admin("drop other users' tokens")?;
-            }
-            directory.drop_token(&token, if_exists)?;
-            Ok(done("DROP TOKEN"))
-        }
-        _ => Err(SqlError::syntax(format!(
-            "syntax error: there is no ALTER TOKEN; usage: {USAGE}"
-        ))),
-    }
-}
-
-/// `[WITH] [ENCRYPTED] PASSWORD '...' | MD5 | SUPERUSER | NOSUPERUSER | ADMIN
-/// | LOGIN`: the password, whether pgwire logs the user in with MD5, and
-/// admin or not.
-type UserOptions = (Option<String>, bool, Option<bool>);
-
-fn user_options(p: &mut Parser<'_>) -> Result<UserOptions, SqlError> {
-    let _ = p.parse_keyword(Keyword::WITH);
-    let (mut password, mut md5, mut superuser) = (None, false, None);
-    loop {
-        if word(p, "encrypted") {
-            U.expect(p, "password")?;
-            password = Some(quoted(p, "the password")?);
-        } else if word(p, "password") {
-            if p.parse_keyword(Keyword::NULL) {
-                return Err(SqlError::unsupported(
-                    "PASSWORD NULL is not supported: every user logs in with a password",
-                ));
-            }
-            password = Some(quoted(p, "the password")?);
-        } else if word(p, "superuser") || word(p, "admin") {
-            superuser = Some(true);
-        } else if word(p, "nosuperuser") {
-            superuser = Some(false);
-        } else if word(p, "md5") {
-            md5 = true;
-        } else if word(p, "login") {
-        } else if p.peek_token().token == Token::EOF {
-            return Ok((password, md5, superuser));
-        } else {
-            return Err(SqlError::syntax(format!(
-                "syntax error: unexpected {}: a user takes PASSWORD '...', MD5, SUPERUSER or NOSUPERUSER",
-                p.peek_token().token
-            )));
-        }
-    }
-}
-
-/// `privileges ON objects`: `None` for the whole database.
-fn privileges_on(p: &mut Parser<'_>) -> Result<(Vec<Privilege>, Option<Vec<String>>), SqlError> {
-    let mut privileges = vec![];
-    loop {
-        let privilege = if word(p, "select") || word(p, "read") {
-            Privilege::Select
-        } else if word(p, "insert") || word(p, "write") {
-            Privilege::Insert
-        } else if word(p, "all") {
-            let _ = word(p, "privileges");
-            Privilege::All
-        } else if word(p, "admin") {
-            Privilege::All
-        } else {
-            return Err(SqlError::syntax(format!(
-                "syntax error: expected SELECT, INSERT or ALL (or the roles read, write, admin), found {}",
-                p.peek_token().token
-            )));
-        };
-        privileges.push(privilege);
-        if !p.consume_token(&Token::Comma) {
-            break;
-        }
-    }
-    U.expect(p, "on")?;
-    if word(p, "database") {
-        let db = U.name(p)?;
-        if db != sextant_catalog::DATABASE_NAME {
-            return Err(SqlError::new(
-                "3D000",
-                format!(
-                    "database \"{db}\" does not exist (there is one: {})",
-                    sextant_catalog::DATABASE_NAME
-                ),
-            ));
-        }
-        return Ok((privileges, None));
-    }
-    if word(p, "all") {
-        U.expect(p, "tables")?;
-        if word(p, "in") {
-            U.expect(p, "schema")?;
-            let _ = U.name(p)?;
-        }
-        return Ok((privileges, None));
-    }
-    let _ = p.parse_keyword(Keyword::TABLE);
-    let tables = p
-        .parse_comma_separated(|p| p.parse_object_name(false))
-        .map_err(|e| U.syntax(e))?
-        .iter()
-        .map(table_name)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((privileges, Some(tables)))
-}
-
-/// `CREATE TOKEN name FOR [USER] user [INSERT ON table] [EXPIRES ...]`:
-/// one row with the secret.
-fn create_token(
-    p: &mut Parser<'_>,
-    directory: &Directory,
-    who: &Principal,
-) -> Result<Done, SqlError> {
-    let token = U.name(p)?;
-    U.expect(p, "for")?;
-    let _ = word(p, "user");
-    let user = U.name(p)?;
-    let mut table = None;
-    let mut expires_at_ns = None;
-    loop {
-        if word(p, "insert") {
-            U.expect(p, "on")?;
-            let _ = p.parse_keyword(Keyword::TABLE);
-            let t = p.parse_object_name(false).map_err(|e| U.syntax(e))?;
-            table = Some(table_name(&t)?);
-        } else if word(p, "expires") {
-            let now = directory.now_ns();
-            if word(p, "in") {
-                let _ = p.parse_keyword(Keyword::INTERVAL);
-                let d = parse_interval(&quoted(p, "the interval")?)?;
-                expires_at_ns = Some(now.saturating_add(d.as_nanos() as i64));
-            } else {
-                let _ = p.parse_keyword(Keyword::TIMESTAMP);
-                let text = quoted(p, "the expiry time")?;
-                let at = arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(&text)
-                    .map_err(|_| {
-                        SqlError::new(
-                            "22007",
-                            format!(
-                                "'{text}' is not a time: use e.g. EXPIRES '2027-01-01T00:00:00Z' or EXPIRES IN '30 days'"
-                            ),
-                        )
-                    })?;
-                expires_at_ns = Some(at);
-            }
-        } else {
-            U.end(p)?;
-            break;
-        }
-    }
-    // A user may make tokens of their own (never more than they may do);
-    // a token cannot make tokens.
-    if user != who.user() || matches!(who.via(), Via::Token(_)) {
-        directory.check(who, Action::Admin("create tokens for other users"))?;
-    }
-    let secret = directory.create_token(&token, &user, table.as_deref(), expires_at_ns)?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("token_name", DataType::Utf8, false),
-        Field::new("user_name", DataType::Utf8, false),
-        Field::new("token", DataType::Utf8, false),
-        Field::new(
-            "expires_at",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            true,
-        ),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from(vec![token])) as ArrayRef,
-            Arc::new(StringArray::from(vec![user])),
-            Arc::new(StringArray::from(vec![secret])),
-            Arc::new(TimestampNanosecondArray::from(vec![expires_at_ns]).with_timezone("UTC")),
-        ],
-    )
-    .map_err(|e| SqlError::internal(e.to_string()))?;
-    Ok(Done {
-        tag: "CREATE TOKEN",
-        rows: None,
-        batch: Some(batch),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("CREATE USER bob WITH  PASSWORD 'hunter2' SUPERUSER"),
-            "CREATE USER bob WITH  PASSWORD '***' SUPERUSER"
-        );
-        assert_eq!(
-            redact("alter user bob encrypted password 'x''y'"),
-            "alter user bob encrypted password '***'"
-        );
-        assert_eq!(redact("SELECT 'password'"), "SELECT 'password'");
-        assert_eq!(redact("SELECT 1"), "SELECT 1");
     }
 }

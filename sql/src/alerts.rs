@@ -12,6 +12,7 @@
 //! An interval is `INTERVAL '1 minute'` or just `'1 minute'`. The query ends
 //! at the first `EVERY` outside parentheses.
 
+use sextant_sqlstate::SqlState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,7 @@ impl From<AlertError> for SqlError {
             AlertError::Query(d) => {
                 let e = SqlError::from(d);
                 SqlError::new(
-                    e.code,
+                    e.state,
                     format!("the alert's query does not plan: {}", e.message),
                 )
             }
@@ -54,11 +55,11 @@ impl From<AlertError> for SqlError {
                     Ok(e) => *e,
                     Err(other) => SqlError::internal(other.to_string()),
                 };
-                if e.code == "42809" {
+                if e.state == SqlState::WRONG_OBJECT_TYPE {
                     return e;
                 }
                 SqlError::new(
-                    e.code,
+                    e.state,
                     format!("the alert's query does not plan: {}", e.message),
                 )
             }
@@ -295,9 +296,12 @@ pub(crate) fn parse_create(sql: &str) -> Result<(AlertDef, bool), SqlError> {
     Ok((def, if_not_exists))
 }
 
-pub(crate) async fn create(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
-    let (def, if_not_exists) = parse_create(sql)?;
-    alerts(ctx)?.create(def, if_not_exists).await?;
+pub(crate) async fn create(
+    def: &AlertDef,
+    if_not_exists: bool,
+    ctx: &SessionContext,
+) -> Result<Done, SqlError> {
+    alerts(ctx)?.create(def.clone(), if_not_exists).await?;
     Ok(Done {
         tag: "CREATE ALERT",
         rows: None,
@@ -305,8 +309,8 @@ pub(crate) async fn create(sql: &str, ctx: &SessionContext) -> Result<Done, SqlE
     })
 }
 
-/// `ALTER ALERT name PAUSE | RESUME`.
-pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
+/// Parses `ALTER ALERT name PAUSE | RESUME`: the name, and whether paused.
+pub(crate) fn parse_alter(sql: &str) -> Result<(String, bool), SqlError> {
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect)
         .try_with_sql(sql)
@@ -331,7 +335,12 @@ pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
             if paused { "PAUSE" } else { "RESUME" }
         )));
     }
-    alerts(ctx)?.set_paused(&name, paused)?;
+    Ok((name, paused))
+}
+
+/// `ALTER ALERT name PAUSE | RESUME`.
+pub(crate) fn alter(name: &str, paused: bool, ctx: &SessionContext) -> Result<Done, SqlError> {
+    alerts(ctx)?.set_paused(name, paused)?;
     Ok(Done {
         tag: "ALTER ALERT",
         rows: None,
@@ -339,8 +348,8 @@ pub(crate) fn alter(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
     })
 }
 
-/// `DROP ALERT [IF EXISTS] name`.
-pub(crate) fn drop(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
+/// Parses `DROP ALERT [IF EXISTS] name`: the name, and IF EXISTS.
+pub(crate) fn parse_drop(sql: &str) -> Result<(String, bool), SqlError> {
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect)
         .try_with_sql(sql)
@@ -355,7 +364,12 @@ pub(crate) fn drop(sql: &str, ctx: &SessionContext) -> Result<Done, SqlError> {
             p.peek_token().token
         )));
     }
-    alerts(ctx)?.drop_rule(&name, if_exists)?;
+    Ok((name, if_exists))
+}
+
+/// `DROP ALERT [IF EXISTS] name`.
+pub(crate) fn drop(name: &str, if_exists: bool, ctx: &SessionContext) -> Result<Done, SqlError> {
+    alerts(ctx)?.drop_rule(name, if_exists)?;
     Ok(Done {
         tag: "DROP ALERT",
         rows: None,
@@ -412,18 +426,18 @@ mod tests {
     fn errors_name_the_problem() {
         let err = |s: &str| parse_create(s).unwrap_err();
         let e = err("CREATE ALERT a AS SELECT 1 NOTIFY WEBHOOK 'http://x/'");
-        assert_eq!(e.code, "42601");
+        assert_eq!(e.state, SqlState::SYNTAX_ERROR);
         assert!(e.message.contains("EVERY"), "{}", e.message);
         let e = err("CREATE ALERT a AS SELECT 1 EVERY '1m'");
         assert!(e.message.contains("NOTIFY WEBHOOK"), "{}", e.message);
         let e = err("CREATE ALERT a AS SELECT 1 EVERY 'soon' NOTIFY WEBHOOK 'http://x/'");
-        assert_eq!(e.code, "22023");
+        assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
         let e = err("CREATE ALERT a AS SELECT 1 EVERY '1m' NOTIFY WEBHOOK 'ftp://x/'");
-        assert_eq!(e.code, "22023");
+        assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
         let e = err(
             "CREATE ALERT a AS SELECT 1 EVERY '1m' NOTIFY WEBHOOK 'http://x/' WITH (retries = 'many')",
         );
-        assert_eq!(e.code, "22023");
+        assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
         let e = err(
             "CREATE ALERT a AS SELECT 1 EVERY '1m' FOR '1m' FOR '2m' NOTIFY WEBHOOK 'http://x/'",
         );
@@ -431,6 +445,6 @@ mod tests {
         let e = err(
             "CREATE ALERT a AS SELECT 1 EVERY '1m' LABELS (\"1x\" = 'v') NOTIFY WEBHOOK 'http://x/'",
         );
-        assert_eq!(e.code, "22023");
+        assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
     }
 }

@@ -5,12 +5,15 @@
 //! names checked, unquoted names folded), a `WITH (...)` option's text
 //! ([`option_text`], [`set_option`]), an interval or retention
 //! ([`parse_interval`], [`parse_retention`]), the tables a statement names
-//! ([`parse_alter`], [`table_list`], [`refresh_target`]), and byte offsets
+//! ([`parse_create_table`], [`parse_alter`], [`parse_drop`], [`table_list`],
+//! [`refresh_target`]), and byte offsets
 //! of token locations ([`LineIndex`]). It imports no other statement module.
 
 use std::time::Duration;
 
-use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, Statement, Value};
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, Expr, Ident, ObjectName, ObjectType, Statement, Value,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -118,8 +121,49 @@ pub(crate) fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Resul
     Ok(())
 }
 
-/// Table, IF EXISTS, and the options set (`Some`) or reset (`None`).
-type AlterTable = (String, bool, Vec<(String, Option<String>)>);
+/// `ALTER TABLE [IF EXISTS] name SET (key = 'value', ...) | RESET (key, ...)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterTable {
+    pub name: String,
+    pub if_exists: bool,
+    /// Each option set (`Some`) or reset (`None`), keys in lower case.
+    pub changes: Vec<(String, Option<String>)>,
+}
+
+/// `DROP ... [IF EXISTS] a, b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropObjects {
+    /// The names, as Postgres folds them.
+    pub names: Vec<String>,
+    pub if_exists: bool,
+}
+
+/// `CREATE TABLE ...`.
+pub(crate) fn parse_create_table(sql: &str) -> Result<Box<CreateTable>, SqlError> {
+    match parse_one(sql)? {
+        Statement::CreateTable(ct) => Ok(Box::new(ct)),
+        _ => Err(SqlError::syntax("expected CREATE TABLE")),
+    }
+}
+
+/// `DROP TABLE [IF EXISTS] a, b`, or another kind of object's `DROP`.
+pub(crate) fn parse_drop(sql: &str, kind: ObjectType) -> Result<DropObjects, SqlError> {
+    match parse_one(sql)? {
+        Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            ..
+        } if object_type == kind => Ok(DropObjects {
+            names: names
+                .iter()
+                .map(table_name)
+                .collect::<Result<Vec<_>, _>>()?,
+            if_exists,
+        }),
+        _ => Err(SqlError::syntax(format!("expected DROP {kind} name"))),
+    }
+}
 
 pub(crate) fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
     let usage = "ALTER TABLE supports SET (retention = '7 days') and RESET (retention); \
@@ -168,7 +212,11 @@ pub(crate) fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
             p.peek_token().token
         )));
     }
-    Ok((name, if_exists, changes))
+    Ok(AlterTable {
+        name,
+        if_exists,
+        changes,
+    })
 }
 
 pub(crate) fn option_text(value: &Expr) -> Result<String, SqlError> {

@@ -1,15 +1,21 @@
 //! Which statement is whose: a query string is split into statements with
 //! the SQL tokenizer (so `;` inside strings and comments is no separator)
 //! ([`split`]), and each is classified ([`classify`]) as one of Sextant's
-//! own ([`SextantStatement`]: tables, access control, views, alerts,
-//! `KILL`), rewritten (`SHOW TABLES`, `SHOW ALERTS`), or passed on
-//! unchanged to DataFusion.
+//! own, parsed once here into a typed [`SextantStatement`] (tables, access
+//! control, views, alerts, `KILL`) that the access check and the executor
+//! read; rewritten (`SHOW TABLES`, `SHOW ALERTS`); or passed on unchanged
+//! to DataFusion.
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, ObjectType};
+use sextant_alerts::AlertDef;
+
+pub use crate::access::AccessStatement;
 use crate::ast::LineIndex;
+pub use crate::ast::{AlterTable, DropObjects};
 use crate::error::SqlError;
 
 /// A statement as the statement layer classified it.
@@ -21,24 +27,39 @@ pub enum Classified {
     Sql(String),
 }
 
-/// Statements Sextant executes itself.
+/// Statements Sextant executes itself, as [`classify`] parsed them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SextantStatement {
-    CreateTable(String),
-    AlterTable(String),
-    DropTable(String),
-    Flush(String),
-    Compact(String),
-    CreateView(String),
-    DropView(String),
+    /// `CREATE TABLE`, as sqlparser reads it.
+    CreateTable(Box<CreateTable>),
+    /// `ALTER TABLE t SET (...) | RESET (...)`.
+    AlterTable(AlterTable),
+    /// `DROP TABLE [IF EXISTS] a, b`.
+    DropTable(DropObjects),
+    /// `FLUSH TABLE a, b`.
+    Flush(Vec<String>),
+    /// `COMPACT TABLE a, b`.
+    Compact(Vec<String>),
+    /// `CREATE MATERIALIZED VIEW`, as sqlparser reads it.
+    CreateView(Box<CreateView>),
+    /// `DROP MATERIALIZED VIEW [IF EXISTS] a, b`.
+    DropView(DropObjects),
+    /// `REFRESH MATERIALIZED VIEW v`.
     RefreshView(String),
-    CreateAlert(String),
-    AlterAlert(String),
-    DropAlert(String),
-    Kill(String),
+    /// `CREATE ALERT [IF NOT EXISTS] ...`.
+    CreateAlert {
+        def: Box<AlertDef>,
+        if_not_exists: bool,
+    },
+    /// `ALTER ALERT name PAUSE | RESUME`.
+    AlterAlert { name: String, paused: bool },
+    /// `DROP ALERT [IF EXISTS] name`.
+    DropAlert { name: String, if_exists: bool },
+    /// `KILL [QUERY] id`.
+    Kill(u64),
     /// `CREATE USER`, `ALTER USER`, `DROP USER`, `GRANT`, `REVOKE`,
     /// `CREATE TOKEN`, `DROP TOKEN` (see [`crate::access`]).
-    Access(String),
+    Access(AccessStatement),
 }
 
 /// Splits `sql` into statements (without the `;`), skipping empty ones.
@@ -75,11 +96,74 @@ pub fn split(sql: &str) -> Result<Vec<String>, SqlError> {
     Ok(out)
 }
 
-/// Decides who runs one statement.
-pub fn classify(stmt: &str) -> Classified {
+/// Decides who runs one statement, and parses Sextant's own: a statement
+/// of Sextant's that does not parse is refused here (42601 and its usage).
+pub fn classify(stmt: &str) -> Result<Classified, SqlError> {
+    use SextantStatement as S;
+    let parsed = |s: SextantStatement| Ok(Classified::Sextant(s));
+    Ok(match kind(stmt) {
+        Kind::Sql(text) => Classified::Sql(text),
+        Kind::CreateTable => return parsed(S::CreateTable(crate::ast::parse_create_table(stmt)?)),
+        Kind::AlterTable => return parsed(S::AlterTable(crate::ast::parse_alter(stmt)?)),
+        Kind::DropTable => {
+            return parsed(S::DropTable(crate::ast::parse_drop(
+                stmt,
+                ObjectType::Table,
+            )?));
+        }
+        Kind::Flush => return parsed(S::Flush(crate::ast::table_list(stmt, "FLUSH")?)),
+        Kind::Compact => return parsed(S::Compact(crate::ast::table_list(stmt, "COMPACT")?)),
+        Kind::CreateView => return parsed(S::CreateView(crate::views::parse_create(stmt)?)),
+        Kind::DropView => {
+            return parsed(S::DropView(crate::ast::parse_drop(
+                stmt,
+                ObjectType::MaterializedView,
+            )?));
+        }
+        Kind::RefreshView => return parsed(S::RefreshView(crate::ast::refresh_target(stmt)?)),
+        Kind::CreateAlert => {
+            let (def, if_not_exists) = crate::alerts::parse_create(stmt)?;
+            return parsed(S::CreateAlert {
+                def: Box::new(def),
+                if_not_exists,
+            });
+        }
+        Kind::AlterAlert => {
+            let (name, paused) = crate::alerts::parse_alter(stmt)?;
+            return parsed(S::AlterAlert { name, paused });
+        }
+        Kind::DropAlert => {
+            let (name, if_exists) = crate::alerts::parse_drop(stmt)?;
+            return parsed(S::DropAlert { name, if_exists });
+        }
+        Kind::Kill => return parsed(S::Kill(crate::queries::parse_kill(stmt)?)),
+        Kind::Access => return parsed(S::Access(crate::access::parse(stmt)?)),
+    })
+}
+
+/// What a statement's first words make it.
+enum Kind {
+    CreateTable,
+    AlterTable,
+    DropTable,
+    Flush,
+    Compact,
+    CreateView,
+    DropView,
+    RefreshView,
+    CreateAlert,
+    AlterAlert,
+    DropAlert,
+    Kill,
+    Access,
+    /// DataFusion's, as this text.
+    Sql(String),
+}
+
+fn kind(stmt: &str) -> Kind {
     let dialect = PostgreSqlDialect {};
     let Ok(tokens) = Tokenizer::new(&dialect, stmt).tokenize() else {
-        return Classified::Sql(stmt.to_string());
+        return Kind::Sql(stmt.to_string());
     };
     let words: Vec<&Token> = tokens
         .iter()
@@ -89,62 +173,38 @@ pub fn classify(stmt: &str) -> Classified {
         Some(Token::Word(w)) => w.keyword,
         _ => Keyword::NoKeyword,
     };
-    let refresh =
-        matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("refresh"));
+    let first = |s: &str| matches!(words.first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s));
     let second = |s: &str| matches!(words.get(1), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(s));
     if second("alert") {
         match kw(0) {
-            Keyword::CREATE => {
-                return Classified::Sextant(SextantStatement::CreateAlert(stmt.to_string()));
-            }
-            Keyword::ALTER => {
-                return Classified::Sextant(SextantStatement::AlterAlert(stmt.to_string()));
-            }
-            Keyword::DROP => {
-                return Classified::Sextant(SextantStatement::DropAlert(stmt.to_string()));
-            }
+            Keyword::CREATE => return Kind::CreateAlert,
+            Keyword::ALTER => return Kind::AlterAlert,
+            Keyword::DROP => return Kind::DropAlert,
             _ => {}
         }
     }
     if is_access_statement(&words) {
-        return Classified::Sextant(SextantStatement::Access(stmt.to_string()));
+        return Kind::Access;
     }
-    if matches!(words.first(), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("kill"))
-    {
-        return Classified::Sextant(SextantStatement::Kill(stmt.to_string()));
+    if first("kill") {
+        return Kind::Kill;
     }
     if kw(0) == Keyword::SHOW && second("alerts") && words.len() == 2 {
-        return Classified::Sql(SHOW_ALERTS.to_string());
+        return Kind::Sql(SHOW_ALERTS.to_string());
     }
     match (kw(0), kw(1)) {
-        (Keyword::CREATE, Keyword::MATERIALIZED) => {
-            Classified::Sextant(SextantStatement::CreateView(stmt.to_string()))
-        }
-        (Keyword::DROP, Keyword::MATERIALIZED) => {
-            Classified::Sextant(SextantStatement::DropView(stmt.to_string()))
-        }
-        (_, Keyword::MATERIALIZED) if refresh => {
-            Classified::Sextant(SextantStatement::RefreshView(stmt.to_string()))
-        }
-        (Keyword::CREATE, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::CreateTable(stmt.to_string()))
-        }
-        (Keyword::ALTER, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::AlterTable(stmt.to_string()))
-        }
-        (Keyword::NoKeyword, Keyword::TABLE | Keyword::TABLES) if matches!(words.first(), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("compact")) => {
-            Classified::Sextant(SextantStatement::Compact(stmt.to_string()))
-        }
-        (Keyword::DROP, Keyword::TABLE) => {
-            Classified::Sextant(SextantStatement::DropTable(stmt.to_string()))
-        }
-        (Keyword::FLUSH, Keyword::TABLE) | (Keyword::FLUSH, Keyword::TABLES) => {
-            Classified::Sextant(SextantStatement::Flush(stmt.to_string()))
-        }
+        (Keyword::CREATE, Keyword::MATERIALIZED) => Kind::CreateView,
+        (Keyword::DROP, Keyword::MATERIALIZED) => Kind::DropView,
+        (_, Keyword::MATERIALIZED) if first("refresh") => Kind::RefreshView,
+        (Keyword::CREATE, Keyword::TABLE) => Kind::CreateTable,
+        (Keyword::ALTER, Keyword::TABLE) => Kind::AlterTable,
+        (Keyword::NoKeyword, Keyword::TABLE | Keyword::TABLES) if first("compact") => Kind::Compact,
+        (Keyword::DROP, Keyword::TABLE) => Kind::DropTable,
+        (Keyword::FLUSH, Keyword::TABLE | Keyword::TABLES) => Kind::Flush,
         (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => {
-            Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".to_string())
+            Kind::Sql("SELECT table_name FROM system.tables ORDER BY table_name".to_string())
         }
-        _ => Classified::Sql(stmt.to_string()),
+        _ => Kind::Sql(stmt.to_string()),
     }
 }
 
@@ -182,18 +242,37 @@ mod tests {
 
     #[test]
     fn classify_statements() {
+        assert_eq!(
+            classify("flush table cpu, \"Mem\"").unwrap(),
+            Classified::Sextant(SextantStatement::Flush(vec!["cpu".into(), "Mem".into()]))
+        );
         assert!(matches!(
-            classify("flush table cpu"),
-            Classified::Sextant(SextantStatement::Flush(_))
-        ));
-        assert!(matches!(
-            classify("-- hi\nCREATE TABLE x (time TIMESTAMP)"),
-            Classified::Sextant(SextantStatement::CreateTable(_))
+            classify("-- hi\nCREATE TABLE x (time TIMESTAMP)").unwrap(),
+            Classified::Sextant(SextantStatement::CreateTable(ct)) if ct.name.to_string() == "x"
         ));
         assert_eq!(
-            classify("show tables"),
+            classify("DROP TABLE IF EXISTS a, public.b").unwrap(),
+            Classified::Sextant(SextantStatement::DropTable(DropObjects {
+                names: vec!["a".into(), "b".into()],
+                if_exists: true
+            }))
+        );
+        assert_eq!(
+            classify("kill query 12").unwrap(),
+            Classified::Sextant(SextantStatement::Kill(12))
+        );
+        assert_eq!(
+            classify("show tables").unwrap(),
             Classified::Sql("SELECT table_name FROM system.tables ORDER BY table_name".into())
         );
-        assert_eq!(classify("SELECT 1"), Classified::Sql("SELECT 1".into()));
+        assert_eq!(
+            classify("SELECT 1").unwrap(),
+            Classified::Sql("SELECT 1".into())
+        );
+        // Sextant's statements are parsed here: a malformed one is refused
+        // before it is checked or run.
+        let e = classify("FLUSH TABLE").unwrap_err();
+        assert_eq!(e.state, sextant_sqlstate::SqlState::SYNTAX_ERROR);
+        assert!(classify("kill query soon").is_err());
     }
 }

@@ -2,43 +2,45 @@
 //! SQLSTATE and a message that names the problem.
 
 use datafusion::error::DataFusionError;
+use sextant_sqlstate::SqlState;
 use sextant_storage::StorageError;
 
 /// An error with its SQLSTATE.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SqlError {
-    /// Five-character SQLSTATE.
-    pub code: &'static str,
+    /// The SQLSTATE; HTTP and gRPC statuses follow from it
+    /// ([`SqlState::protocol_status`]).
+    pub state: SqlState,
     /// What went wrong, for a person.
     pub message: String,
 }
 
 impl SqlError {
-    /// An error with SQLSTATE `code`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with SQLSTATE `state`.
+    pub fn new(state: SqlState, message: impl Into<String>) -> Self {
         Self {
-            code,
+            state,
             message: message.into(),
         }
     }
     pub fn syntax(m: impl Into<String>) -> Self {
-        Self::new("42601", m)
+        Self::new(SqlState::SYNTAX_ERROR, m)
     }
     pub fn unsupported(m: impl Into<String>) -> Self {
-        Self::new("0A000", m)
+        Self::new(SqlState::FEATURE_NOT_SUPPORTED, m)
     }
     pub fn invalid_definition(m: impl Into<String>) -> Self {
-        Self::new("42P16", m)
+        Self::new(SqlState::INVALID_TABLE_DEFINITION, m)
     }
     pub fn invalid_schema(m: impl Into<String>) -> Self {
-        Self::new("3F000", m)
+        Self::new(SqlState::INVALID_SCHEMA_NAME, m)
     }
     pub fn invalid_parameter(m: impl Into<String>) -> Self {
-        Self::new("22023", m)
+        Self::new(SqlState::INVALID_PARAMETER_VALUE, m)
     }
     pub fn internal(m: impl Into<String>) -> Self {
-        Self::new("XX000", m)
+        Self::new(SqlState::INTERNAL_ERROR, m)
     }
 }
 
@@ -51,63 +53,6 @@ impl From<StorageError> for SqlError {
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
         classify_datafusion(&e)
-    }
-}
-
-/// What a protocol without SQLSTATEs answers for an error: the one mapping
-/// from SQLSTATE to HTTP status and gRPC code that every HTTP endpoint,
-/// OTLP/gRPC and Flight SQL use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProtocolStatus {
-    /// The HTTP status code.
-    pub http: u16,
-    /// The gRPC status code, as its number (`tonic::Code::from(grpc)`).
-    pub grpc: i32,
-    /// Whether the client should try again later (HTTP `Retry-After`, the
-    /// gRPC `RetryInfo` detail): the server is busy or restarting.
-    pub retry: bool,
-}
-
-/// The HTTP status and gRPC code of `sqlstate` ([`ProtocolStatus`]).
-pub fn protocol_status(sqlstate: &str) -> ProtocolStatus {
-    // gRPC codes by number (grpc/doc/statuscodes.md).
-    const CANCELLED: i32 = 1;
-    const INVALID_ARGUMENT: i32 = 3;
-    const NOT_FOUND: i32 = 5;
-    const ALREADY_EXISTS: i32 = 6;
-    const PERMISSION_DENIED: i32 = 7;
-    const RESOURCE_EXHAUSTED: i32 = 8;
-    const FAILED_PRECONDITION: i32 = 9;
-    const UNIMPLEMENTED: i32 = 12;
-    const INTERNAL: i32 = 13;
-    const UNAVAILABLE: i32 = 14;
-    const UNAUTHENTICATED: i32 = 16;
-    let (http, grpc, retry) = match sqlstate {
-        "28000" | "28P01" => (401, UNAUTHENTICATED, false),
-        "42501" => (403, PERMISSION_DENIED, false),
-        "42P01" | "42704" => (404, NOT_FOUND, false),
-        "42P07" | "42710" => (409, ALREADY_EXISTS, false),
-        "42809" | "55006" | "2BP01" => (409, FAILED_PRECONDITION, false),
-        "53000" => (503, RESOURCE_EXHAUSTED, true),
-        "53200" => (503, RESOURCE_EXHAUSTED, false),
-        "57P01" => (503, UNAVAILABLE, true),
-        "57014" => (408, CANCELLED, false),
-        "0A000" => (501, UNIMPLEMENTED, false),
-        c if ["07", "08", "22", "23", "26", "3F", "42"]
-            .iter()
-            .any(|class| c.starts_with(class)) =>
-        {
-            (400, INVALID_ARGUMENT, false)
-        }
-        _ => (500, INTERNAL, false),
-    };
-    ProtocolStatus { http, grpc, retry }
-}
-
-impl SqlError {
-    /// This error's HTTP status and gRPC code.
-    pub fn protocol_status(&self) -> ProtocolStatus {
-        protocol_status(self.code)
     }
 }
 
@@ -146,31 +91,43 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
     };
     let lower = message.to_lowercase();
     let code = match e {
-        DataFusionError::SQL(..) => "42601",
+        DataFusionError::SQL(..) => SqlState::SYNTAX_ERROR,
         DataFusionError::SchemaError(se, _) => match se.as_ref() {
-            datafusion::common::SchemaError::FieldNotFound { .. } => "42703",
-            datafusion::common::SchemaError::AmbiguousReference { .. } => "42702",
+            datafusion::common::SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
+            datafusion::common::SchemaError::AmbiguousReference { .. } => {
+                SqlState::AMBIGUOUS_COLUMN
+            }
             datafusion::common::SchemaError::DuplicateQualifiedField { .. }
-            | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+            | datafusion::common::SchemaError::DuplicateUnqualifiedField { .. } => {
+                SqlState::DUPLICATE_COLUMN
+            }
         },
         DataFusionError::Plan(_) if lower.contains("table") && lower.contains("not found") => {
-            "42P01"
+            SqlState::UNDEFINED_TABLE
         }
-        DataFusionError::Plan(_) if lower.contains("no field named") => "42703",
-        DataFusionError::Plan(_) if lower.contains("invalid function") => "42883",
-        DataFusionError::Plan(_) if lower.contains("coerce") || lower.contains("type") => "42804",
-        DataFusionError::Plan(_) => "42000",
-        DataFusionError::ResourcesExhausted(_) => "53200",
-        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::Plan(_) if lower.contains("no field named") => SqlState::UNDEFINED_COLUMN,
+        DataFusionError::Plan(_) if lower.contains("invalid function") => {
+            SqlState::UNDEFINED_FUNCTION
+        }
+        DataFusionError::Plan(_) if lower.contains("coerce") || lower.contains("type") => {
+            SqlState::DATATYPE_MISMATCH
+        }
+        DataFusionError::Plan(_) => SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
+        DataFusionError::ResourcesExhausted(_) => SqlState::OUT_OF_MEMORY,
+        DataFusionError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
         DataFusionError::ArrowError(a, _) => arrow_code(a, &lower),
-        DataFusionError::Execution(_) if lower.contains("non-nullable") => "22004",
+        DataFusionError::Execution(_) if lower.contains("non-nullable") => {
+            SqlState::NOT_NULL_VIOLATION
+        }
         DataFusionError::Execution(_) if lower.contains("cast") || lower.contains("parse") => {
             data_code(&lower)
         }
-        DataFusionError::Execution(_) if lower.contains("divide by zero") => "22012",
-        _ => "XX000",
+        DataFusionError::Execution(_) if lower.contains("divide by zero") => {
+            SqlState::DIVISION_BY_ZERO
+        }
+        _ => SqlState::INTERNAL_ERROR,
     };
-    let message = if code == "22004" && lower.contains("non-nullable") {
+    let message = if code == SqlState::NOT_NULL_VIOLATION {
         format!("null value violates not-null constraint ({message})")
     } else {
         message
@@ -187,28 +144,32 @@ fn syntax_message(e: &datafusion::sql::sqlparser::parser::ParserError) -> String
     }
 }
 
-fn arrow_code(a: &arrow::error::ArrowError, lower: &str) -> &'static str {
+fn arrow_code(a: &arrow::error::ArrowError, lower: &str) -> SqlState {
     use arrow::error::ArrowError as A;
     match a {
-        A::DivideByZero => "22012",
+        A::DivideByZero => SqlState::DIVISION_BY_ZERO,
         // A number that does not fit the type it is cast to (arrow's
         // message for an overflowing numeric cast), as Postgres' "smallint
         // out of range".
-        A::CastError(_) if lower.contains("can't cast value") => "22003",
+        A::CastError(_) if lower.contains("can't cast value") => {
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+        }
         A::CastError(_) | A::ParseError(_) => data_code(lower),
-        A::ComputeError(_) if lower.contains("overflow") => "22003",
-        A::InvalidArgumentError(_) if lower.contains("non-nullable") => "22004",
-        A::MemoryError(_) => "53200",
-        _ => "XX000",
+        A::ComputeError(_) if lower.contains("overflow") => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+        A::InvalidArgumentError(_) if lower.contains("non-nullable") => {
+            SqlState::NOT_NULL_VIOLATION
+        }
+        A::MemoryError(_) => SqlState::OUT_OF_MEMORY,
+        _ => SqlState::INTERNAL_ERROR,
     }
 }
 
 /// 22007 for a time that does not parse, 22P02 for any other bad literal.
-fn data_code(lower: &str) -> &'static str {
+fn data_code(lower: &str) -> SqlState {
     if lower.contains("timestamp") || lower.contains("date") || lower.contains("time") {
-        "22007"
+        SqlState::INVALID_DATETIME_FORMAT
     } else {
-        "22P02"
+        SqlState::INVALID_TEXT_REPRESENTATION
     }
 }
 
@@ -228,9 +189,9 @@ impl SqlError {
             let text = e.to_string();
             let lower = text.to_lowercase();
             let code = if lower.contains("sql parser error") || lower.contains("syntax") {
-                "42601"
+                SqlState::SYNTAX_ERROR
             } else {
-                "XX000"
+                SqlState::INTERNAL_ERROR
             };
             SqlError::new(code, text)
         }
@@ -242,32 +203,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_protocol_follows_the_sqlstate() {
-        let s = |code| {
-            let p = protocol_status(code);
-            (p.http, p.grpc, p.retry)
-        };
-        assert_eq!(s("42P01"), (404, 5, false));
-        assert_eq!(s("42501"), (403, 7, false));
-        assert_eq!(s("28P01"), (401, 16, false));
-        assert_eq!(s("53000"), (503, 8, true), "buffer full: retry");
-        assert_eq!(s("57P01"), (503, 14, true), "shutting down: retry");
-        assert_eq!(s("42804"), (400, 3, false));
-        assert_eq!(s("22P02"), (400, 3, false));
-        assert_eq!(s("42809"), (409, 9, false));
-        assert_eq!(s("XX000"), (500, 13, false));
+    fn storage_errors_keep_their_sqlstate() {
         let full = StorageError::BufferFull {
             used: 2,
             limit: 1,
             cause: String::new(),
         };
-        assert_eq!(SqlError::from(full).protocol_status().http, 503);
+        let e = SqlError::from(full);
+        assert_eq!(e.state, SqlState::INSUFFICIENT_RESOURCES);
+        assert!(e.state.protocol_status().retry);
     }
 
     #[test]
     fn codes() {
         let e = DataFusionError::Plan("table 'sextant.public.nope' not found".into());
-        assert_eq!(SqlError::from(e).code, "42P01");
+        assert_eq!(SqlError::from(e).state, SqlState::UNDEFINED_TABLE);
         let e = DataFusionError::SQL(
             Box::new(
                 datafusion::sql::sqlparser::parser::ParserError::ParserError(
@@ -277,24 +227,85 @@ mod tests {
             None,
         );
         let e = SqlError::from(e);
-        assert_eq!(e.code, "42601");
+        assert_eq!(e.state, SqlState::SYNTAX_ERROR);
         assert_eq!(
             e.message,
             "syntax error: Expected: an SQL statement, found: SELEC"
         );
         let e = DataFusionError::ResourcesExhausted("Failed to allocate".into());
-        assert_eq!(SqlError::from(e).code, "53200");
-        let e = DataFusionError::External(Box::new(StorageError::InvalidData(
-            "null value in column \"time\"".into(),
-        )));
-        assert_eq!(SqlError::from(e).code, "22004");
+        assert_eq!(SqlError::from(e).state, SqlState::OUT_OF_MEMORY);
+        let e = DataFusionError::External(Box::new(StorageError::NotNull {
+            column: "time".into(),
+            table: Some("t".into()),
+        }));
+        assert_eq!(SqlError::from(e).state, SqlState::NOT_NULL_VIOLATION);
         let e = DataFusionError::Context(
             "ctx".into(),
             Box::new(DataFusionError::NotImplemented("x".into())),
         );
-        assert_eq!(SqlError::from(e).code, "0A000");
+        assert_eq!(SqlError::from(e).state, SqlState::FEATURE_NOT_SUPPORTED);
         let boxed: Box<dyn std::error::Error> =
             Box::new(DataFusionError::Plan("table 'x' not found".into()));
-        assert_eq!(SqlError::from_error(boxed.as_ref()).code, "42P01");
+        assert_eq!(
+            SqlError::from_error(boxed.as_ref()).state,
+            SqlState::UNDEFINED_TABLE
+        );
+    }
+
+    /// The classification reads DataFusion's own messages where DataFusion
+    /// has no typed error (a missing table or function, a failed cast):
+    /// these are the real engine's errors, so an upgrade that rewords one
+    /// fails here instead of changing what clients get.
+    #[tokio::test]
+    async fn datafusion_errors_keep_their_sqlstate() {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a INT, s TEXT) AS VALUES (1, 'x')")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let cases = [
+            ("SELEC 1", SqlState::SYNTAX_ERROR),
+            ("SELECT * FROM nope", SqlState::UNDEFINED_TABLE),
+            ("SELECT nope FROM t", SqlState::UNDEFINED_COLUMN),
+            ("SELECT a FROM t, t AS u", SqlState::AMBIGUOUS_COLUMN),
+            (
+                "SELECT nosuchfunction(a) FROM t",
+                SqlState::UNDEFINED_FUNCTION,
+            ),
+            ("SELECT a + s FROM t", SqlState::DATATYPE_MISMATCH),
+            (
+                "SELECT CAST(s AS INT) FROM t",
+                SqlState::INVALID_TEXT_REPRESENTATION,
+            ),
+            (
+                "SELECT CAST(s AS TIMESTAMP) FROM t",
+                SqlState::INVALID_DATETIME_FORMAT,
+            ),
+            ("SELECT a / 0 FROM t", SqlState::DIVISION_BY_ZERO),
+            (
+                "SELECT CAST(a + 299 AS TINYINT) FROM t",
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            ),
+        ];
+        let mut wrong = vec![];
+        for (sql, want) in cases {
+            let result = match ctx.sql(sql).await {
+                Ok(df) => df.collect().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => wrong.push(format!("{sql}: no error, want {want}")),
+                Err(e) => {
+                    let got = SqlError::from(e);
+                    if got.state != want {
+                        wrong.push(format!("{sql}: {} {}, want {want}", got.state, got.message));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 }

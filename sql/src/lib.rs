@@ -5,8 +5,11 @@
 //! every front end, view and alert rule calls): Sextant's own statements
 //! (`CREATE TABLE`, `FLUSH TABLE`, ...) are checked and run through
 //! [`execute`] against the engine; queries and INSERTs are planned by
-//! DataFusion and checked; the rest is answered by the front end's session. Every failure is a [`SqlError`] with
-//! a SQLSTATE, which each front end maps to its own protocol's errors.
+//! DataFusion and checked; the rest is answered by the front end's
+//! session. Sextant's statements are parsed once, by [`classify`], into a
+//! typed [`SextantStatement`] that the check and the executor read. Every
+//! failure is a [`SqlError`] with a [`sextant_sqlstate::SqlState`], from
+//! which each front end derives its own protocol's errors.
 //! Who may run what is checked here too ([`run_as`], [`GuardedPlanner`]).
 //! Postgres compatibility (parsing, rewrite rules, `pg_catalog`,
 //! functions, types, settings) is [`pgcompat`]; the DataFusion session
@@ -28,13 +31,16 @@ mod views;
 mod words;
 
 pub use access::{
-    GuardedPlanner, SessionTables, authorize_other, authorize_plan, directory, redact, run_as,
+    Expiry, Grant, GuardedPlanner, Secret, SessionTables, authorize_other, authorize_plan,
+    directory, redact, run_as,
 };
 pub use alerts::{DEFAULT_RETRIES, DEFAULT_WEBHOOK_TIMEOUT, RulePlanner};
 pub use ast::{Done, table_name};
-pub use classify::{Classified, SextantStatement, classify, split};
+pub use classify::{
+    AccessStatement, AlterTable, Classified, DropObjects, SextantStatement, classify, split,
+};
 pub use context::session_context;
-pub use error::{ProtocolStatus, SqlError, protocol_status};
+pub use error::SqlError;
 pub use pipeline::{Planned, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,

@@ -16,6 +16,7 @@ use crate::session::Session;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+use sextant_sqlstate::SqlState;
 
 use crate::classify::{Classified, SextantStatement, classify};
 use crate::{SqlError, access};
@@ -58,7 +59,7 @@ pub async fn plan(
     text: &str,
     session: &Session<'_>,
 ) -> Result<Planned, SqlError> {
-    let sql = match classify(text) {
+    let sql = match classify(text)? {
         Classified::Sextant(stmt) => {
             if let Some(who) = session.principal {
                 let directory = access::directory(ctx)?;
@@ -108,7 +109,7 @@ pub async fn plan_select(
 ) -> Result<LogicalPlan, SqlError> {
     let not_a_select = |text: &str| {
         SqlError::new(
-            "42809",
+            SqlState::WRONG_OBJECT_TYPE,
             format!(
                 "{what} is one SELECT, not {}",
                 text.split_whitespace()

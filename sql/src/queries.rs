@@ -11,6 +11,7 @@
 //! the statement's metrics (`sextant_queries_total`,
 //! `sextant_query_seconds`), and moves it to the recent list.
 
+use sextant_sqlstate::SqlState;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -336,7 +337,7 @@ where
                 biased;
                 _ = token.cancelled() => {
                     drop(stream);
-                    guard.fail_with("57014", CANCELED);
+                    guard.fail_with(SqlState::QUERY_CANCELED.code(), CANCELED);
                     Some((Err(F::cancelled()), (None, guard, token, execute)))
                 }
                 next = next => match next {
@@ -464,13 +465,8 @@ impl datafusion::logical_expr::ScalarUDFImpl for CancelBackend {
     }
 }
 
-/// `KILL [QUERY] id`: cancels statement `id` of `system.queries`.
-/// `own`: the user whose statements the caller may cancel (`None`: any).
-pub(crate) fn kill(
-    sql: &str,
-    queries: &Queries,
-    own: Option<&str>,
-) -> Result<crate::ast::Done, crate::SqlError> {
+/// Parses `KILL [QUERY] id`: the `query_id` of `system.queries`.
+pub(crate) fn parse_kill(sql: &str) -> Result<u64, crate::SqlError> {
     let usage = "usage: KILL QUERY <query_id> (the query_id of system.queries)";
     let mut words = sql.split_whitespace().skip(1);
     let mut next = words.next();
@@ -481,11 +477,21 @@ pub(crate) fn kill(
         (Some(Ok(id)), None) => id,
         _ => return Err(crate::SqlError::syntax(format!("syntax error: {usage}"))),
     };
+    Ok(id)
+}
+
+/// `KILL [QUERY] id`: cancels statement `id` of `system.queries`.
+/// `own`: the user whose statements the caller may cancel (`None`: any).
+pub(crate) fn kill(
+    id: u64,
+    queries: &Queries,
+    own: Option<&str>,
+) -> Result<crate::ast::Done, crate::SqlError> {
     if let Some(user) = own
         && queries.list().iter().any(|q| q.id == id && q.user != user)
     {
         return Err(crate::SqlError::new(
-            "42501",
+            SqlState::INSUFFICIENT_PRIVILEGE,
             format!(
                 "permission denied to cancel query {id}: it is another user's, and only an admin may cancel those"
             ),
@@ -493,7 +499,7 @@ pub(crate) fn kill(
     }
     if !queries.cancel(id) {
         return Err(crate::SqlError::new(
-            "42704",
+            SqlState::UNDEFINED_OBJECT,
             format!("query {id} is not running (see system.queries)"),
         ));
     }

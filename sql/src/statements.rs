@@ -5,19 +5,20 @@
 //! SET/RESET (...)`, `DROP TABLE`, `FLUSH TABLE`, `COMPACT TABLE`) against
 //! the engine → a [`Done`].
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, CreateTableOptions, Ident, ObjectName, ObjectType, SqlOption, Statement,
+    CreateTable, CreateTableOptions, Ident, ObjectName, SqlOption, Statement,
 };
 use sextant_auth::Principal;
 use sextant_catalog::{NewTable, TIME_COLUMN, TableOptions};
 use sextant_storage::Engine;
 
-use crate::ast::{Done, option_text, parse_alter, parse_one, set_option, table_list, table_name};
+use crate::ast::{AlterTable, Done, DropObjects, option_text, set_option, table_name};
 use crate::classify::SextantStatement;
 use crate::error::SqlError;
 
@@ -30,20 +31,23 @@ pub async fn execute(
     who: &Principal,
 ) -> Result<Done, SqlError> {
     let directory = crate::access::directory(ctx)?;
+    use SextantStatement as S;
     match stmt {
-        SextantStatement::Access(sql) => crate::access::execute(sql, &directory, who),
-        SextantStatement::CreateTable(sql) => create_table(sql, engine, ctx).await,
-        SextantStatement::AlterTable(sql) => alter_table(sql, engine).await,
-        SextantStatement::DropTable(sql) => drop_table(sql, engine).await,
-        SextantStatement::Flush(sql) => flush(sql, engine).await,
-        SextantStatement::Compact(sql) => compact(sql, engine).await,
-        SextantStatement::CreateView(sql) => crate::views::create(sql, engine, ctx).await,
-        SextantStatement::DropView(sql) => crate::views::drop(sql, engine).await,
-        SextantStatement::RefreshView(sql) => crate::views::refresh(sql, engine, ctx).await,
-        SextantStatement::CreateAlert(sql) => crate::alerts::create(sql, ctx).await,
-        SextantStatement::AlterAlert(sql) => crate::alerts::alter(sql, ctx),
-        SextantStatement::DropAlert(sql) => crate::alerts::drop(sql, ctx),
-        SextantStatement::Kill(sql) => {
+        S::Access(a) => crate::access::execute(a, &directory, who),
+        S::CreateTable(ct) => create_table(ct, engine, ctx).await,
+        S::AlterTable(alter) => alter_table(alter, engine).await,
+        S::DropTable(drop) => drop_table(drop, engine).await,
+        S::Flush(tables) => flush(tables, engine).await,
+        S::Compact(tables) => compact(tables, engine).await,
+        S::CreateView(cv) => crate::views::create(cv, engine, ctx).await,
+        S::DropView(drop) => crate::views::drop(drop, engine).await,
+        S::RefreshView(name) => crate::views::refresh(name, engine, ctx).await,
+        S::CreateAlert { def, if_not_exists } => {
+            crate::alerts::create(def, *if_not_exists, ctx).await
+        }
+        S::AlterAlert { name, paused } => crate::alerts::alter(name, *paused, ctx),
+        S::DropAlert { name, if_exists } => crate::alerts::drop(name, *if_exists, ctx),
+        S::Kill(id) => {
             let queries = ctx
                 .state_ref()
                 .read()
@@ -51,15 +55,17 @@ pub async fn execute(
                 .get_extension::<crate::Queries>()
                 .ok_or_else(|| SqlError::unsupported("KILL is not available in this session"))?;
             let own = (!directory.is_admin(who)).then(|| who.user());
-            crate::queries::kill(sql, &queries, own)
+            crate::queries::kill(*id, &queries, own)
         }
     }
 }
 
-async fn create_table(sql: &str, engine: &Engine, ctx: &SessionContext) -> Result<Done, SqlError> {
-    let Statement::CreateTable(mut ct) = parse_one(sql)? else {
-        return Err(SqlError::syntax("expected CREATE TABLE"));
-    };
+async fn create_table(
+    ct: &CreateTable,
+    engine: &Engine,
+    ctx: &SessionContext,
+) -> Result<Done, SqlError> {
+    let mut ct = ct.clone();
     let name = table_name(&ct.name)?;
     if ct.query.is_some() {
         return Err(SqlError::unsupported(
@@ -181,10 +187,10 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
 /// `ALTER TABLE t SET (retention = '7 days')`, `ALTER TABLE t RESET
 /// (retention)`. Columns are added by writing them, so these are the only
 /// changes a table takes.
-async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
-    let (name, if_exists, changes) = parse_alter(sql)?;
-    let Some(def) = engine.table(&name) else {
-        if if_exists {
+async fn alter_table(alter: &AlterTable, engine: &Engine) -> Result<Done, SqlError> {
+    let name = &alter.name;
+    let Some(def) = engine.table(name) else {
+        if alter.if_exists {
             return Ok(Done {
                 tag: "ALTER TABLE",
                 rows: None,
@@ -192,12 +198,12 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
             });
         }
         return Err(sextant_storage::StorageError::from(
-            sextant_catalog::CatalogError::TableNotFound(name),
+            sextant_catalog::CatalogError::TableNotFound(name.clone()),
         )
         .into());
     };
     let mut options = def.options.clone();
-    for (key, value) in changes {
+    for (key, value) in &alter.changes {
         match (key.as_str(), value) {
             ("partition" | "partition_duration", _) => {
                 return Err(SqlError::unsupported(format!(
@@ -205,7 +211,7 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
                      create a new table and INSERT INTO ... SELECT"
                 )));
             }
-            (key, Some(text)) => set_option(&mut options, key, &text)?,
+            (key, Some(text)) => set_option(&mut options, key, text)?,
             ("retention", None) => options.retention = TableOptions::default().retention,
             (key, None) => {
                 return Err(SqlError::invalid_parameter(format!(
@@ -214,7 +220,7 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
             }
         }
     }
-    engine.set_options(&name, options).await?;
+    engine.set_options(name, options).await?;
     Ok(Done {
         tag: "ALTER TABLE",
         rows: None,
@@ -222,29 +228,16 @@ async fn alter_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     })
 }
 
-async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
-    let Statement::Drop {
-        object_type: ObjectType::Table,
-        if_exists,
-        names,
-        ..
-    } = parse_one(sql)?
-    else {
-        return Err(SqlError::syntax("expected DROP TABLE"));
-    };
-    let names = names
-        .iter()
-        .map(table_name)
-        .collect::<Result<Vec<_>, _>>()?;
-    for name in &names {
+async fn drop_table(drop: &DropObjects, engine: &Engine) -> Result<Done, SqlError> {
+    for name in &drop.names {
         if engine.view(name).is_some() {
             return Err(SqlError::new(
-                "42809",
+                SqlState::WRONG_OBJECT_TYPE,
                 format!("\"{name}\" is a materialized view: use DROP MATERIALIZED VIEW {name}"),
             ));
         }
         if engine.table(name).is_none() {
-            if if_exists {
+            if drop.if_exists {
                 continue;
             }
             return Err(sextant_storage::StorageError::Catalog(
@@ -261,10 +254,10 @@ async fn drop_table(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
     })
 }
 
-async fn flush(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+async fn flush(tables: &[String], engine: &Engine) -> Result<Done, SqlError> {
     let mut files = 0;
-    for name in flush_targets(sql)? {
-        files += engine.flush_table(&name).await?;
+    for name in tables {
+        files += engine.flush_table(name).await?;
     }
     Ok(Done {
         tag: "FLUSH",
@@ -275,21 +268,16 @@ async fn flush(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
 
 /// `COMPACT TABLE a, b`: merges each table's small files now; the count is
 /// the number of files merged away.
-async fn compact(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
+async fn compact(tables: &[String], engine: &Engine) -> Result<Done, SqlError> {
     let mut files = 0;
-    for name in table_list(sql, "COMPACT")? {
-        files += engine.compact_table(&name).await?.files_in;
+    for name in tables {
+        files += engine.compact_table(name).await?.files_in;
     }
     Ok(Done {
         tag: "COMPACT",
         rows: Some(files),
         batch: None,
     })
-}
-
-/// The tables of `FLUSH TABLE a, b`.
-fn flush_targets(sql: &str) -> Result<Vec<String>, SqlError> {
-    table_list(sql, "FLUSH")
 }
 
 #[cfg(test)]

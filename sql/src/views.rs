@@ -20,19 +20,18 @@
 //! every interval, and keeps going without sleeping while there is work.
 //!
 //! This file is the DDL (CREATE, DROP and REFRESH MATERIALIZED VIEW: their
-//! parsing, options and checks); the query analysis is [`analyze`], the
+//! options and checks; [`crate::classify`] parses them); the query analysis is [`analyze`], the
 //! refresh runtime (the refresher, bucket refreshes, transforms at ingest)
 //! is [`runtime`].
 
 mod analyze;
 pub(crate) mod runtime;
 
+use sextant_sqlstate::SqlState;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{CreateTableOptions, ObjectType, SqlOption, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::ast::{CreateTableOptions, CreateView, SqlOption, Statement};
 use sextant_catalog::{
     NewTable, NewView, TIME_COLUMN, TableOptions, ViewKind, ViewProgress, ViewSpec,
 };
@@ -42,23 +41,14 @@ use self::analyze::{analyze, plan_query};
 use self::runtime::{compile_transform, dry_run, full_refresh, start_transform};
 use crate::SqlError;
 use crate::ast::{
-    Done, option_text, parse_interval, parse_retention, refresh_target, set_option, table_name,
+    Done, DropObjects, option_text, parse_interval, parse_one, parse_retention, set_option,
+    table_name,
 };
 
-/// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS SELECT ...`.
-pub(crate) async fn create(
-    sql: &str,
-    engine: &Engine,
-    ctx: &SessionContext,
-) -> Result<Done, SqlError> {
-    let done = Done {
-        tag: "CREATE MATERIALIZED VIEW",
-        rows: None,
-        batch: None,
-    };
-    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?;
-    let Some(Statement::CreateView(cv)) = stmts.pop() else {
+/// Parses `CREATE MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS
+/// SELECT ...`; the query is checked when the view is created.
+pub(crate) fn parse_create(sql: &str) -> Result<Box<CreateView>, SqlError> {
+    let Statement::CreateView(cv) = parse_one(sql)? else {
         return Err(SqlError::syntax(
             "expected CREATE MATERIALIZED VIEW name [WITH (...)] AS SELECT ...",
         ));
@@ -73,13 +63,27 @@ pub(crate) async fn create(
             "a column list is not supported: name the columns with AS in the query",
         ));
     }
+    Ok(Box::new(cv))
+}
+
+/// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS SELECT ...`.
+pub(crate) async fn create(
+    cv: &CreateView,
+    engine: &Engine,
+    ctx: &SessionContext,
+) -> Result<Done, SqlError> {
+    let done = Done {
+        tag: "CREATE MATERIALIZED VIEW",
+        rows: None,
+        batch: None,
+    };
     let name = table_name(&cv.name)?;
     if engine.table(&name).is_some() {
         if cv.if_not_exists {
             return Ok(done);
         }
         return Err(SqlError::new(
-            "42P07",
+            SqlState::DUPLICATE_TABLE,
             format!("relation \"{name}\" already exists"),
         ));
     }
@@ -87,9 +91,12 @@ pub(crate) async fn create(
     let query = cv.query.to_string();
     let plan = plan_query(ctx, &query).await?;
     let a = analyze(&plan, engine, opts.full)?;
-    let base = engine
-        .table(&a.base)
-        .ok_or_else(|| SqlError::new("42P01", format!("table \"{}\" does not exist", a.base)))?;
+    let base = engine.table(&a.base).ok_or_else(|| {
+        SqlError::new(
+            SqlState::UNDEFINED_TABLE,
+            format!("table \"{}\" does not exist", a.base),
+        )
+    })?;
     dry_run(ctx, &query, &base).await?;
     let transform = match a.spec.kind {
         ViewKind::Transform => Some(compile_transform(ctx, &plan, &a.schema)?),
@@ -141,35 +148,24 @@ pub(crate) async fn create(
 }
 
 /// `DROP MATERIALIZED VIEW [IF EXISTS] v [, ...]`.
-pub(crate) async fn drop(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
-    let Some(Statement::Drop {
-        object_type: ObjectType::MaterializedView,
-        if_exists,
-        names,
-        ..
-    }) = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| SqlError::syntax(e.to_string()))?
-        .pop()
-    else {
-        return Err(SqlError::syntax("expected DROP MATERIALIZED VIEW name"));
-    };
-    for n in &names {
-        let name = table_name(n)?;
+pub(crate) async fn drop(drop: &DropObjects, engine: &Engine) -> Result<Done, SqlError> {
+    for name in &drop.names {
+        let name = name.clone();
         if engine.view(&name).is_none() {
             if engine.table(&name).is_some() {
                 return Err(not_a_view(&name));
             }
-            if if_exists {
+            if drop.if_exists {
                 continue;
             }
             return Err(SqlError::new(
-                "42P01",
+                SqlState::UNDEFINED_TABLE,
                 format!("materialized view \"{name}\" does not exist"),
             ));
         }
         if let Some(over) = engine.views().into_iter().find(|v| v.base_table == name) {
             return Err(SqlError::new(
-                "2BP01",
+                SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
                 format!(
                     "cannot drop materialized view \"{name}\" because materialized view \"{}\" depends on it: drop that first",
                     over.name
@@ -191,22 +187,21 @@ pub(crate) async fn drop(sql: &str, engine: &Engine) -> Result<Done, SqlError> {
 /// and swaps it in at once. A transform view is already exact (its rows are
 /// derived as the base is written), so there is nothing to redo.
 pub(crate) async fn refresh(
-    sql: &str,
+    name: &str,
     engine: &Engine,
     ctx: &SessionContext,
 ) -> Result<Done, SqlError> {
-    let name = refresh_target(sql)?;
-    let Some(view) = engine.view(&name) else {
-        if engine.table(&name).is_some() {
-            return Err(not_a_view(&name));
+    let Some(view) = engine.view(name) else {
+        if engine.table(name).is_some() {
+            return Err(not_a_view(name));
         }
         return Err(SqlError::new(
-            "42P01",
+            SqlState::UNDEFINED_TABLE,
             format!("materialized view \"{name}\" does not exist"),
         ));
     };
     if view.spec.kind != ViewKind::Transform {
-        let _lock = engine.lock_view(&name).await;
+        let _lock = engine.lock_view(name).await;
         full_refresh(engine, ctx, &view).await?;
     }
     Ok(Done {
@@ -217,7 +212,10 @@ pub(crate) async fn refresh(
 }
 
 fn not_a_view(name: &str) -> SqlError {
-    SqlError::new("42809", format!("\"{name}\" is not a materialized view"))
+    SqlError::new(
+        SqlState::WRONG_OBJECT_TYPE,
+        format!("\"{name}\" is not a materialized view"),
+    )
 }
 
 /// Options of `CREATE MATERIALIZED VIEW ... WITH (...)`.

@@ -365,7 +365,7 @@ impl Engine {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
-        let batch = conform(&batch, &def.schema)?;
+        let batch = conform(&batch, &def.schema).map_err(|e| e.in_table(&def.name))?;
         check_time(&batch, &def)?;
         self.wait_for_space().await?;
 
@@ -733,10 +733,10 @@ fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
 fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {
     let times = time_array(batch, def)?;
     if times.null_count() > 0 {
-        return Err(StorageError::InvalidData(format!(
-            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-            def.time_column, def.name
-        )));
+        return Err(StorageError::NotNull {
+            column: def.time_column.clone(),
+            table: Some(def.name.clone()),
+        });
     }
     Ok(())
 }

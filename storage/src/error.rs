@@ -1,6 +1,7 @@
 //! The storage engine's one error type.
 
 use crate::wal::WalError;
+use sextant_sqlstate::SqlState;
 
 /// Result with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -14,9 +15,17 @@ pub enum StorageError {
     /// The WAL refused or failed a write, or could not be replayed.
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// A row that cannot be stored (NULL time, wrong type, ...).
+    /// A row that cannot be stored (a value of the wrong type, ...).
     #[error("{0}")]
     InvalidData(String),
+    /// NULL in a column that may not hold one (the time column).
+    #[error("null value in column \"{column}\"{} violates not-null constraint", relation(.table))]
+    NotNull {
+        /// The column.
+        column: String,
+        /// The table, where it is known.
+        table: Option<String>,
+    },
     /// A write's column has another type than the table's column of that name.
     #[error(
         "column \"{column}\" of table \"{table}\" is {existing}, but this write has {incoming}; values are never cast silently"
@@ -60,20 +69,46 @@ pub enum StorageError {
 
 impl StorageError {
     /// The SQLSTATE a client gets for this error; HTTP and gRPC statuses
-    /// follow from it (`sextant_sql::protocol_status`).
-    pub fn sqlstate(&self) -> &'static str {
+    /// follow from it ([`SqlState::protocol_status`]).
+    pub fn sqlstate(&self) -> SqlState {
         match self {
             StorageError::Catalog(e) => e.sqlstate(),
-            StorageError::ReadOnly(_) => "42809",
-            StorageError::InvalidData(m) if m.contains("null value") => "22004",
-            StorageError::InvalidData(_) => "22000",
-            StorageError::TypeConflict { .. } => "42804",
-            StorageError::BufferFull { .. } => "53000",
-            StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => "57P01",
-            StorageError::Wal(_) | StorageError::ObjectStore(_) => "58030",
-            StorageError::Encoding(_) => "XX000",
+            StorageError::ReadOnly(_) => SqlState::WRONG_OBJECT_TYPE,
+            StorageError::NotNull { .. } => SqlState::NOT_NULL_VIOLATION,
+            StorageError::InvalidData(_) => SqlState::DATA_EXCEPTION,
+            StorageError::TypeConflict { .. } => SqlState::DATATYPE_MISMATCH,
+            StorageError::BufferFull { .. } => SqlState::INSUFFICIENT_RESOURCES,
+            StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => {
+                SqlState::ADMIN_SHUTDOWN
+            }
+            StorageError::Wal(_) | StorageError::ObjectStore(_) => SqlState::IO_ERROR,
+            StorageError::Encoding(_) => SqlState::INTERNAL_ERROR,
         }
     }
+}
+
+impl StorageError {
+    /// This error, naming `table` where it names none yet.
+    pub(crate) fn in_table(self, table: &str) -> Self {
+        match self {
+            StorageError::NotNull {
+                column,
+                table: None,
+            } => StorageError::NotNull {
+                column,
+                table: Some(table.to_string()),
+            },
+            e => e,
+        }
+    }
+}
+
+/// ` of relation "t"`, as Postgres names the table in a not-null violation.
+fn relation(table: &Option<String>) -> String {
+    table
+        .as_ref()
+        .map(|t| format!(" of relation \"{t}\""))
+        .unwrap_or_default()
 }
 
 impl From<arrow::error::ArrowError> for StorageError {

@@ -289,10 +289,10 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
                 columns.push(new_null_array(field.data_type(), batch.num_rows()))
             }
             None => {
-                return Err(StorageError::InvalidData(format!(
-                    "null value in column \"{}\" violates not-null constraint",
-                    field.name()
-                )));
+                return Err(StorageError::NotNull {
+                    column: field.name().clone(),
+                    table: None,
+                });
             }
         }
     }
@@ -300,10 +300,10 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         if !field.is_nullable() {
             let idx = schema.index_of(field.name())?;
             if columns[idx].null_count() > 0 {
-                return Err(StorageError::InvalidData(format!(
-                    "null value in column \"{}\" violates not-null constraint",
-                    field.name()
-                )));
+                return Err(StorageError::NotNull {
+                    column: field.name().clone(),
+                    table: None,
+                });
             }
         }
     }

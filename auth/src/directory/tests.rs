@@ -5,6 +5,7 @@ use super::attempts::MAX_FAILURES;
 use super::*;
 use crate::scram::Verifier;
 use sextant_catalog::SqliteCatalog;
+use sextant_sqlstate::SqlState;
 
 /// A directory on a manual clock, which the tests move.
 fn directory() -> (Arc<dyn Catalog>, Directory) {
@@ -110,7 +111,7 @@ fn grants_decide_what_a_user_may_do() {
     let reader = d.login_password("reader", "pw", ADDR, "test").unwrap();
     assert!(d.check(&reader, Action::Select("cpu")).is_ok());
     let denied = d.check(&reader, Action::Insert("cpu")).unwrap_err();
-    assert_eq!(denied.sqlstate(), "42501");
+    assert_eq!(denied.sqlstate(), SqlState::INSUFFICIENT_PRIVILEGE);
     assert_eq!(
         denied.to_string(),
         "permission denied for table \"cpu\": user \"reader\" has no INSERT on it"

@@ -6,6 +6,7 @@
 //! [`QueryGuard`] (registry, timeout, cancel), and every error leaves with a
 //! SQLSTATE ([`SqlStateErrors`]).
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
 
 pub(super) fn canceled() -> PgWireError {
-    pg_error(SqlError::new("57014", CANCELED))
+    pg_error(SqlError::new(SqlState::QUERY_CANCELED, CANCELED))
 }
 
 type DfStatement = <DfParser as QueryParser>::Statement;
@@ -242,7 +243,7 @@ impl Service {
     ) -> PgWireResult<Response> {
         if client.transaction_status() == TransactionStatus::Error {
             return Err(pg_error(SqlError::new(
-                "25P02",
+                SqlState::IN_FAILED_SQL_TRANSACTION,
                 "current transaction is aborted, commands ignored until end of transaction block",
             )));
         }
@@ -263,7 +264,7 @@ impl Service {
         let ran: Result<Ran, DataFusionError> = match statement_timeout(client) {
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
                 pg_error(SqlError::new(
-                    "57014",
+                    SqlState::QUERY_CANCELED,
                     "canceling statement due to statement timeout",
                 ))
             })?,

@@ -5,6 +5,7 @@
 //! under way lives there too ([`Login`]). [`Cancel`] answers a
 //! CancelRequest by cancelling the backend's statements.
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -67,10 +68,10 @@ pub(super) fn principal<C: ClientInfo + ?Sized>(client: &C) -> Principal {
         .unwrap_or_else(|| Principal::password(""))
 }
 
-pub(super) fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
+pub(super) fn fatal(code: SqlState, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".to_string(),
-        code.to_string(),
+        code.code().to_string(),
         message.into(),
     )))
 }
@@ -130,7 +131,7 @@ impl StartupHandler for Startup {
             PgWireFrontendMessage::Startup(ref startup) => {
                 if self.tls_required && !client.is_secure() {
                     return Err(fatal(
-                        "28000",
+                        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
                         "this server requires TLS: connect with sslmode=require (or verify-full)",
                     ));
                 }

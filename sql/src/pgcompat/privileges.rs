@@ -10,6 +10,7 @@
 //! grants as they are while the query runs. Unbound (a query of Sextant's
 //! own, run for nobody) they say yes, as the stubs did.
 
+use sextant_sqlstate::SqlState;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -278,7 +279,7 @@ impl Bound {
             Some(u) if u == self.who.user() => self.who.clone(),
             Some(u) if !self.directory.is_admin(&self.who) => {
                 return Err(SqlError::new(
-                    "42501",
+                    SqlState::INSUFFICIENT_PRIVILEGE,
                     format!(
                         "permission denied to see the privileges of user \"{u}\": user \"{}\" may only ask about itself",
                         self.who.user()
@@ -287,7 +288,7 @@ impl Bound {
             }
             Some(u) if !self.directory.user_exists(u) => {
                 return Err(SqlError::new(
-                    "42704",
+                    SqlState::UNDEFINED_OBJECT,
                     format!("role \"{u}\" does not exist"),
                 ));
             }
@@ -333,7 +334,7 @@ impl Bound {
                     Ok(any(None))
                 } else {
                     Err(SqlError::new(
-                        "3F000",
+                        SqlState::INVALID_SCHEMA_NAME,
                         format!("schema \"{object}\" does not exist"),
                     ))
                 }
@@ -343,7 +344,7 @@ impl Bound {
                     Ok(any(None))
                 } else {
                     Err(SqlError::new(
-                        "3D000",
+                        SqlState::INVALID_CATALOG_NAME,
                         format!("database \"{object}\" does not exist"),
                     ))
                 }
@@ -400,7 +401,10 @@ fn wanted(kind: Kind, text: &str) -> Result<Vec<(Wanted, bool)>, SqlError> {
 }
 
 fn no_relation(object: &str) -> SqlError {
-    SqlError::new("42P01", format!("relation \"{object}\" does not exist"))
+    SqlError::new(
+        SqlState::UNDEFINED_TABLE,
+        format!("relation \"{object}\" does not exist"),
+    )
 }
 
 /// A schema's or database's name as Postgres reads it: lower case unless

@@ -8,6 +8,7 @@
 //! ([`full_refresh`]); each refresh's rows are [`compute`]d by DataFusion and
 //! committed through the engine.
 
+use sextant_sqlstate::SqlState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,7 +208,7 @@ pub(super) async fn backfill_transform(
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         done += batch.num_rows() as u64;
-        let out = f(&batch).map_err(|e| SqlError::new("22000", e))?;
+        let out = f(&batch).map_err(|e| SqlError::new(SqlState::DATA_EXCEPTION, e))?;
         if out.num_rows() > 0 {
             engine.write_view_rows(name, out).await?;
         }

@@ -5,6 +5,7 @@
 //! becomes `sextant_reg_found('regclass', 't', 't'::regclass)`, which
 //! datafusion-pg-catalog's rules then turn into a lookup.
 
+use sextant_sqlstate::SqlState;
 use std::ops::ControlFlow;
 
 use datafusion::prelude::SessionContext;
@@ -26,11 +27,11 @@ const FOUND_FUNCTION: &str = "sextant_reg_found";
 
 /// The oid-alias types whose casts from a name look the name up, and what
 /// Postgres says when there is no such name.
-const REG_TYPES: &[(&str, &str, &str)] = &[
-    ("regclass", "42P01", "relation"),
-    ("regnamespace", "3F000", "schema"),
-    ("regtype", "42704", "type"),
-    ("regproc", "42883", "function"),
+const REG_TYPES: &[(&str, SqlState, &str)] = &[
+    ("regclass", SqlState::UNDEFINED_TABLE, "relation"),
+    ("regnamespace", SqlState::INVALID_SCHEMA_NAME, "schema"),
+    ("regtype", SqlState::UNDEFINED_OBJECT, "type"),
+    ("regproc", SqlState::UNDEFINED_FUNCTION, "function"),
 ];
 
 /// `'name'::regclass` (and `$1::regclass`, regnamespace, regtype, regproc)
@@ -156,7 +157,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for FoundFunction {
             .iter()
             .find(|(k, ..)| *k == kind)
             .copied()
-            .unwrap_or(("", "42704", "object"));
+            .unwrap_or(("", SqlState::UNDEFINED_OBJECT, "object"));
         Err(datafusion::error::DataFusionError::External(Box::new(
             SqlError::new(code, format!("{what} \"{}\" does not exist", text(name)?)),
         )))

@@ -18,6 +18,7 @@
 //! that its error (42704) or NULL (`missing_ok`) comes when the query runs,
 //! as for a computed name.
 
+use sextant_sqlstate::SqlState;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -93,7 +94,7 @@ fn lookup(
         Some(v) => Ok(Some(v)),
         None if missing_ok => Ok(None),
         None => Err(SqlError::new(
-            "42704",
+            SqlState::UNDEFINED_OBJECT,
             format!("unrecognized configuration parameter \"{name}\""),
         )),
     }
