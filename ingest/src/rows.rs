@@ -331,7 +331,8 @@ mod tests {
             .push(1, &[("host", Value::Str("a")), ("usage", Value::I64(3))])
             .unwrap_err();
         assert!(
-            err.to_string().contains("column \"usage\" of table \"cpu\" is double, but this value is bigint"),
+            err.to_string()
+                .contains("column \"usage\" of table \"cpu\" is double, but this value is bigint"),
             "{err}"
         );
         assert!(t.is_empty());
@@ -356,9 +357,17 @@ mod tests {
         t.push(1, &[("host", Value::Str("a")), ("n", Value::I64(1))])
             .unwrap();
         let err = t.push(2, &[("n", Value::Str("x"))]).unwrap_err();
-        assert!(err.to_string().contains("is bigint, but this value is text"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is bigint, but this value is text"),
+            "{err}"
+        );
         let err = t.push(2, &[("host", Value::I64(1))]).unwrap_err();
-        assert!(err.to_string().contains("is text, but this value is bigint"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is text, but this value is bigint"),
+            "{err}"
+        );
         let b = t.finish().unwrap().unwrap();
         assert_eq!(b.column(1).data_type(), &DataType::Utf8View);
         assert_eq!(b.column(1).as_string_view().value(0), "a");

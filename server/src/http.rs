@@ -118,6 +118,10 @@ async fn authenticate(
             req.extensions_mut().insert(who);
             next.run(req).await
         }
+        // OTLP/HTTP clients read a google.rpc.Status body.
+        Err(e) if protocol == "otlp_http" => {
+            crate::otlp::error_response(HttpError::from(e), req.headers())
+        }
         Err(e) => HttpError::from(e).into_response(),
     }
 }

@@ -409,16 +409,13 @@ struct OtlpHttpError {
     status: StatusCode,
     message: String,
     encoding: Encoding,
+    /// The gRPC code of the `Status` body.
+    code: Code,
 }
 
 impl IntoResponse for OtlpHttpError {
     fn into_response(self) -> Response {
-        let code = match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
-            StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => Code::Unavailable,
-            _ => Code::Internal,
-        };
+        let code = self.code;
         let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let mut resp = match self.encoding {
             Encoding::Protobuf => (
@@ -443,12 +440,32 @@ impl IntoResponse for OtlpHttpError {
     }
 }
 
+/// `e` as OTLP/HTTP answers it: the HTTP status, and a `Status` body whose
+/// code follows the SQLSTATE where `e` has one (the mapping every protocol
+/// shares), else the HTTP status (a body too large, an unknown media type).
 fn otlp_error(e: HttpError, encoding: Encoding) -> OtlpHttpError {
+    let code = match (e.sqlstate, e.status) {
+        (_, StatusCode::TOO_MANY_REQUESTS) => Code::Unavailable,
+        (Some(state), _) => Code::from(state.protocol_status().grpc),
+        (None, StatusCode::PAYLOAD_TOO_LARGE) => Code::ResourceExhausted,
+        (None, StatusCode::SERVICE_UNAVAILABLE) => Code::Unavailable,
+        (None, s) if s.is_client_error() => Code::InvalidArgument,
+        (None, _) => Code::Internal,
+    };
     OtlpHttpError {
         status: e.status,
         message: e.message,
         encoding,
+        code,
     }
+}
+
+/// `e` as an OTLP/HTTP error response (a `Status` in the request's
+/// encoding, JSON when it names none), for errors that happen before the
+/// OTLP handler runs (a login that fails).
+pub(crate) fn error_response(e: HttpError, headers: &HeaderMap) -> Response {
+    let encoding = content_encoding(headers).unwrap_or(Encoding::Json);
+    otlp_error(e, encoding).into_response()
 }
 
 /// The body encoding named by `Content-Type`.
@@ -472,6 +489,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, OtlpHttpError> {
                 "Content-Type {ct:?} is not supported: send application/x-protobuf or application/json"
             ),
             encoding: Encoding::Json,
+            code: Code::InvalidArgument,
         }),
     }
 }

@@ -63,6 +63,9 @@ pub(crate) struct HttpError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
     retry_after: Option<u64>,
+    /// The SQLSTATE the status came from, for protocols that answer in
+    /// gRPC codes (OTLP/HTTP's `Status` body).
+    pub(crate) sqlstate: Option<SqlState>,
 }
 
 impl HttpError {
@@ -71,6 +74,7 @@ impl HttpError {
             status,
             message: message.into(),
             retry_after: None,
+            sqlstate: None,
         }
     }
 
@@ -106,6 +110,7 @@ impl HttpError {
             status: StatusCode::from_u16(status.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message,
             retry_after: status.retry.then_some(5),
+            sqlstate: Some(sqlstate),
         }
     }
 }
@@ -119,6 +124,7 @@ impl From<AuthError> for HttpError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: e.to_string(),
                 retry_after: Some(secs),
+                sqlstate: Some(e.sqlstate()),
             },
             e => Self::of_sqlstate(e.sqlstate(), e.to_string()),
         }

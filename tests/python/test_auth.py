@@ -251,6 +251,13 @@ def test_a_read_only_user_cannot_write_by_any_path(secured):
                           f"Content-Type: {ctype}", "--data-binary", body, secured.http_url + path)
         assert code == 403, (path, code, text)
         assert "permission denied" in text and '"error"' in text
+    # OTLP/HTTP answers in google.rpc.Status: PERMISSION_DENIED (7) with the
+    # 403, and UNAUTHENTICATED (16) with a 401, as OTLP/gRPC would.
+    for creds, status, rpc_code in [(f"Basic {reader}", 403, 7), ("Basic " + base64.b64encode(b"reader:wrong").decode(), 401, 16)]:
+        code, text = curl("-X", "POST", "-H", f"Authorization: {creds}", "-H", "Content-Type: application/json",
+                          "--data-binary", '{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "x"}}]}]}]}', secured.http_url + "/v1/logs")
+        assert code == status, (code, text)
+        assert json.loads(text)["code"] == rpc_code, text
     # Flight SQL: a query works, an INSERT and a bulk ingest do not.
     db_kwargs = {"username": "reader", "password": "new reader pass"}
     with flight_sql.connect(f"grpc://{secured.addrs['flight']}", db_kwargs=db_kwargs, autocommit=True) as conn:

@@ -61,7 +61,6 @@ LIMIT_FLAG = ["--max-body-size", "64KiB"]
 # google.rpc.Code
 INVALID_ARGUMENT = 3
 RESOURCE_EXHAUSTED = 8
-UNAVAILABLE = 14
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -1074,15 +1073,17 @@ def test_backpressure_refuses_with_retry_and_loses_nothing(start_server, tmp_pat
     assert_json_error(status, headers, body, 503, "write buffer is full")
     assert headers.get("Retry-After", "").isdigit(), dict(headers)
 
+    # The Status body says what OTLP/gRPC says (RESOURCE_EXHAUSTED with RetryInfo);
+    # OTLP/HTTP clients retry on the 503 and its Retry-After.
     status, headers, body = otlp_post(server, "traces", good_request("traces").SerializeToString())
-    st = assert_otlp_error(status, headers, body, 503, PROTOBUF, UNAVAILABLE, "write buffer is full")
+    st = assert_otlp_error(status, headers, body, 503, PROTOBUF, RESOURCE_EXHAUSTED, "write buffer is full")
     assert headers.get("Retry-After", "").isdigit(), dict(headers)
     retry = [d for d in st.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
     assert retry, st
 
     status, headers, body = otlp_post(server, "logs", good_json("logs").replace(
         b'"resource"', b'"scopeLogs": [{"logRecords": [{"body": {"stringValue": "x"}}]}], "resource"'), JSON)
-    assert_otlp_error(status, headers, body, 503, JSON, UNAVAILABLE, "write buffer is full")
+    assert_otlp_error(status, headers, body, 503, JSON, RESOURCE_EXHAUSTED, "write buffer is full")
     assert headers.get("Retry-After", "").isdigit(), dict(headers)
 
     resp, err = grpc_call(server, "metrics", good_request("metrics").SerializeToString())
