@@ -54,7 +54,7 @@ use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use sextant_auth::{Directory, Principal};
-use sextant_sql::{CANCELED, Queries, QueryGuard, SqlError};
+use sextant_sql::{Queries, QueryGuard, SqlError};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -311,8 +311,8 @@ impl FlightSql {
     }
 }
 
-fn canceled() -> Status {
-    status(SqlError::new(SqlState::QUERY_CANCELED, CANCELED))
+fn canceled(message: &str) -> Status {
+    status(SqlError::new(SqlState::QUERY_CANCELED, message))
 }
 
 /// Records a failed statement's SQLSTATE and message on its guard.
@@ -335,7 +335,10 @@ async fn tracked_keep<T>(
     let Some(guard) = guard else {
         return Ok((run.await?, None));
     };
-    let result = guard.plan(run).await.unwrap_or_else(|| Err(canceled()));
+    let result = guard
+        .plan(run)
+        .await
+        .unwrap_or_else(|| Err(canceled(guard.cancel_message())));
     match result {
         Ok(v) => Ok((v, Some(guard))),
         Err(e) => {
@@ -370,8 +373,8 @@ impl sextant_sql::RowStream for FlightBatches {
             other => guard.fail(&other.to_string()),
         }
     }
-    fn cancelled() -> FlightError {
-        FlightError::Tonic(Box::new(canceled()))
+    fn cancelled(message: &str) -> FlightError {
+        FlightError::Tonic(Box::new(canceled(message)))
     }
 }
 

@@ -2,7 +2,9 @@
 //! (one setting or `ALL`), `SET` of a Postgres setting, `RESET`, `DISCARD`,
 //! `DEALLOCATE` and savepoints, answered per connection. A datafusion-postgres query
 //! hook, placed before its own `SET`/`SHOW` hook; what is not a Postgres
-//! session setting (`statement_timeout`, `datafusion.*`) goes on to it.
+//! session setting (`datafusion.*`) goes on to it. `statement_timeout` is
+//! read as Postgres reads it (units, fractions) and kept in its canonical
+//! form, which the statement's guard reads ([`crate::pg`]).
 //!
 //! Values live in the connection's metadata (where pgwire keeps the startup
 //! parameters and datafusion-postgres the ones it sets); a setting never
@@ -30,14 +32,13 @@ use pgwire::messages::startup::ParameterStatus;
 
 use sextant_sql::SqlError;
 
-use sextant_sql::pgcompat::settings::{DEFAULTS, canonical, default_setting};
+use sextant_sql::pgcompat::settings::{
+    DEFAULTS, canonical, default_setting, milliseconds_text, parse_milliseconds,
+};
 
 use crate::error::pg_error;
 
 /// The metadata key of a setting (lower case, as datafusion-postgres uses).
-/// Settings datafusion-postgres's own hook keeps (and acts on).
-const DELEGATED: &[&str] = &["statement_timeout"];
-
 fn key(name: &str) -> String {
     canonical(name)
 }
@@ -94,10 +95,7 @@ fn kind(stmt: &Statement) -> Option<Kind> {
             variable, values, ..
         }) => {
             let name = variable.to_string();
-            if DELEGATED.contains(&name.to_lowercase().as_str()) || default_setting(&name).is_none()
-            {
-                return None;
-            }
+            default_setting(&name)?;
             let value = values
                 .iter()
                 .map(setting_text)
@@ -211,7 +209,7 @@ async fn respond(kind: Kind, client: &mut dyn HookClient) -> PgWireResult<Respon
             } else {
                 value
             };
-            check_value(display, &value)?;
+            let value = check_value(display, &value)?;
             client.metadata_mut().insert(key(display), value);
             report(client, display).await?;
             Ok(Response::Execution(Tag::new("SET")))
@@ -261,7 +259,8 @@ async fn respond(kind: Kind, client: &mut dyn HookClient) -> PgWireResult<Respon
 }
 
 /// Values Sextant cannot honour are refused rather than ignored.
-fn check_value(name: &str, value: &str) -> PgWireResult<()> {
+/// `value` as setting `name` keeps it, or Postgres' error for it.
+fn check_value(name: &str, value: &str) -> PgWireResult<String> {
     let refuse = |why: &str| {
         Err(pg_error(SqlError::invalid_parameter(format!(
             "invalid value for parameter \"{name}\": \"{value}\"{why}"
@@ -279,7 +278,10 @@ fn check_value(name: &str, value: &str) -> PgWireResult<()> {
         "standard_conforming_strings" if !value.eq_ignore_ascii_case("on") => {
             refuse(": only \"on\" is supported")
         }
-        _ => Ok(()),
+        "statement_timeout" => parse_milliseconds(name, value)
+            .map(milliseconds_text)
+            .map_err(|m| pg_error(SqlError::invalid_parameter(m))),
+        _ => Ok(value.to_string()),
     }
 }
 

@@ -43,7 +43,8 @@ pub use context::session_context;
 pub use error::SqlError;
 pub use pipeline::{Planned, plan, plan_other, plan_select};
 pub use queries::{
-    CANCELED, Queries, QueryGuard, QueryInfo, RowStream, guarded, register_cancel_backend,
+    CANCELED, Queries, QueryGuard, QueryInfo, RowStream, TIMED_OUT, guarded,
+    register_cancel_backend,
 };
 pub use session::Session;
 pub use statements::execute;

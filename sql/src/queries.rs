@@ -7,13 +7,16 @@
 //! runs and streams. `KILL QUERY id`, `pg_cancel_backend(pid)` and the
 //! pgwire cancel request all fire tokens ([`Queries::cancel`],
 //! [`Queries::cancel_pid`]); the front end then drops the DataFusion stream,
-//! which frees the query's memory. Dropping the guard records the outcome,
+//! which frees the query's memory. A statement timeout (pgwire's `SET
+//! statement_timeout`) fires the same token when the time is up
+//! ([`QueryGuard::time_out_after`]), so it covers planning, execution and
+//! every row sent. Dropping the guard records the outcome,
 //! the statement's metrics (`sextant_queries_total`,
 //! `sextant_query_seconds`), and moves it to the recent list.
 
 use sextant_sqlstate::SqlState;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,10 @@ struct Running {
     rows: AtomicU64,
     bytes: Arc<AtomicU64>,
     cancel: CancellationToken,
+    /// Set when the statement timeout, not a user, cancelled it.
+    timed_out: Arc<AtomicBool>,
+    /// Fired when the guard is dropped: the statement's timer stops.
+    finished: CancellationToken,
 }
 
 #[derive(Default)]
@@ -127,6 +134,8 @@ impl Queries {
                 error: None,
             }),
             started: Instant::now(),
+            timed_out: Arc::new(AtomicBool::new(false)),
+            finished: CancellationToken::new(),
             rows: AtomicU64::new(0),
             bytes: Arc::new(AtomicU64::new(0)),
             cancel: CancellationToken::new(),
@@ -229,6 +238,35 @@ impl QueryGuard {
         }
     }
 
+    /// Cancels the statement when `limit` has passed, unless it is over by
+    /// then: PostgreSQL's `statement_timeout`, over the whole statement
+    /// (planning, execution, and sending every row).
+    pub fn time_out_after(&self, limit: Duration) {
+        let token = self.token();
+        let finished = self.running.finished.clone();
+        let timed_out = self.running.timed_out.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => {
+                    timed_out.store(true, Ordering::Relaxed);
+                    token.cancel();
+                }
+                _ = finished.cancelled() => {}
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+
+    /// What a cancelled statement's 57014 says: the user cancelled it, or
+    /// its statement timeout did, in PostgreSQL's words.
+    pub fn cancel_message(&self) -> &'static str {
+        if self.running.timed_out.load(Ordering::Relaxed) {
+            TIMED_OUT
+        } else {
+            CANCELED
+        }
+    }
+
     pub fn add_rows(&self, n: u64) {
         self.running.rows.fetch_add(n, Ordering::Relaxed);
     }
@@ -255,6 +293,7 @@ impl QueryGuard {
 
 impl Drop for QueryGuard {
     fn drop(&mut self) {
+        self.running.finished.cancel();
         let mut info = lock(&self.running.info).clone();
         info.duration = self.running.started.elapsed();
         info.rows = self.running.rows.load(Ordering::Relaxed);
@@ -306,8 +345,9 @@ pub trait RowStream {
     /// Records a failed item on the guard (and may complete the error, e.g.
     /// with its SQLSTATE, before it goes to the client).
     fn fail(guard: &QueryGuard, error: &mut Self::Error);
-    /// The error a cancelled statement ends with (SQLSTATE 57014).
-    fn cancelled() -> Self::Error;
+    /// The error a cancelled statement ends with (SQLSTATE 57014), saying
+    /// `message` ([`QueryGuard::cancel_message`]).
+    fn cancelled(message: &str) -> Self::Error;
 }
 
 /// The result stream of a statement under its guard: rows counted, fetched
@@ -337,8 +377,9 @@ where
                 biased;
                 _ = token.cancelled() => {
                     drop(stream);
-                    guard.fail_with(SqlState::QUERY_CANCELED.code(), CANCELED);
-                    Some((Err(F::cancelled()), (None, guard, token, execute)))
+                    let message = guard.cancel_message();
+                    guard.fail_with(SqlState::QUERY_CANCELED.code(), message);
+                    Some((Err(F::cancelled(message)), (None, guard, token, execute)))
                 }
                 next = next => match next {
                     Some(Ok(item)) => {
@@ -358,6 +399,9 @@ where
 
 /// The message of SQLSTATE 57014, as PostgreSQL words it.
 pub const CANCELED: &str = "canceling statement due to user request";
+
+/// The message of SQLSTATE 57014 when the statement timeout fired.
+pub const TIMED_OUT: &str = "canceling statement due to statement timeout";
 
 #[cfg(test)]
 mod tests {

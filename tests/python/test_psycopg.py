@@ -58,3 +58,42 @@ def test_rows_survive_restart_after_flush(server):
         assert (count, total) == (1441, sum(range(1440)) + 9999)
         files = conn.execute("SELECT count(*) FROM system.files WHERE table_name = 'r'").fetchone()[0]
         assert files == 24
+
+
+def test_statement_timeout_stops_the_whole_statement(server):
+    """SET statement_timeout cancels a statement that is still computing
+    its answer, or still sending rows, with 57014 in PostgreSQL's words; the
+    connection goes on, and system.queries says the statement was
+    cancelled."""
+    import time
+
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        # Read and shown as PostgreSQL 15 reads and shows them.
+        for value, shown in [("'1.5s'", "1500ms"), ("'5 s'", "5s"), ("3600000", "1h"), ("0", "0")]:
+            conn.execute(f"SET statement_timeout = {value}")
+            assert conn.execute("SHOW statement_timeout").fetchone() == (shown,), value
+        with pytest.raises(errors.InvalidParameterValue) as e:
+            conn.execute("SET statement_timeout = 'soon'")
+        assert 'invalid value for parameter "statement_timeout": "soon"' in str(e.value)
+        conn.execute("SET statement_timeout = '500ms'")
+        for sql in [
+            # Computing: no row until the whole count is done.
+            "SELECT count(*) FROM generate_series(1, 20000000000)",
+            # Streaming: rows flow from the start, for far longer than 500 ms.
+            "SELECT * FROM generate_series(1, 2000000000)",
+        ]:
+            started = time.monotonic()
+            with pytest.raises(errors.QueryCanceled) as e:
+                conn.execute(sql).fetchall()
+            took = time.monotonic() - started
+            assert e.value.sqlstate == "57014"
+            assert "canceling statement due to statement timeout" in str(e.value), str(e.value)
+            assert took < 10, f"{sql}: cancelled only after {took:.1f} s"
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        states = conn.execute(
+            "SELECT state, error FROM system.queries WHERE query LIKE '%generate_series(1, 2%' "
+            "AND query NOT LIKE '%system.queries%' ORDER BY query_id"
+        ).fetchall()
+        assert states == [("cancelled", "canceling statement due to statement timeout")] * 2, states

@@ -38,14 +38,14 @@ use sextant_auth::{Directory, Principal, Via};
 use sextant_storage::Engine;
 use tracing::{debug, info};
 
-use sextant_sql::{self as statements, CANCELED, Done, Planned, Queries, QueryGuard, SqlError};
+use sextant_sql::{self as statements, Done, Planned, Queries, QueryGuard, SqlError};
 
 use super::startup::{SessionPrincipal, principal};
 use crate::copy;
 use crate::error::{assign_sqlstate, pg_error};
 
-pub(super) fn canceled() -> PgWireError {
-    pg_error(SqlError::new(SqlState::QUERY_CANCELED, CANCELED))
+pub(super) fn canceled(message: &str) -> PgWireError {
+    pg_error(SqlError::new(SqlState::QUERY_CANCELED, message))
 }
 
 type DfStatement = <DfParser as QueryParser>::Statement;
@@ -62,8 +62,8 @@ impl sextant_sql::RowStream for PgRows {
     fn fail(guard: &QueryGuard, e: &mut PgWireError) {
         fail(guard, e);
     }
-    fn cancelled() -> PgWireError {
-        canceled()
+    fn cancelled(message: &str) -> PgWireError {
+        canceled(message)
     }
 }
 
@@ -105,8 +105,13 @@ impl Service {
             .metadata()
             .get("user")
             .map_or("sextant", String::as_str);
-        self.queries
-            .start("pgwire", Some(client.pid_and_secret_key().0), user, text)
+        let guard = self
+            .queries
+            .start("pgwire", Some(client.pid_and_secret_key().0), user, text);
+        if let Some(limit) = statement_timeout(client) {
+            guard.time_out_after(limit);
+        }
+        guard
     }
 }
 
@@ -116,7 +121,10 @@ where
     F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
 {
     {
-        let result = guard.plan(run).await.unwrap_or_else(|| Err(canceled()));
+        let result = guard
+            .plan(run)
+            .await
+            .unwrap_or_else(|| Err(canceled(guard.cancel_message())));
         let mut responses = match result {
             Ok(r) => r,
             Err(mut e) => {
@@ -261,15 +269,9 @@ impl Service {
             }
             Ok(Ran::Rows(df))
         };
-        let ran: Result<Ran, DataFusionError> = match statement_timeout(client) {
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
-                pg_error(SqlError::new(
-                    SqlState::QUERY_CANCELED,
-                    "canceling statement due to statement timeout",
-                ))
-            })?,
-            None => run.await,
-        };
+        // The statement timeout covers this and the rows after it: it
+        // cancels the statement's guard (Service::begin).
+        let ran: Result<Ran, DataFusionError> = run.await;
         match ran.map_err(|e| pg_error(SqlError::from(e)))? {
             Ran::Inserted(rows) => Ok(Response::Execution(
                 Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
@@ -404,13 +406,13 @@ pub(super) enum Ran {
     Inserted(u64),
 }
 
-/// The client's `statement_timeout`, as datafusion-postgres's SET hook
-/// keeps it in the connection's metadata.
+/// The client's `statement_timeout`, as `SET` keeps it (`crate::pg_session`);
+/// `None` for none (0).
 pub(super) fn statement_timeout<C: ClientInfo>(client: &C) -> Option<Duration> {
-    client
-        .metadata()
-        .get("statement_timeout_ms")
-        .and_then(|ms| ms.parse::<u64>().ok())
+    let value = client.metadata().get("statement_timeout")?;
+    sextant_sql::pgcompat::settings::parse_milliseconds("statement_timeout", value)
+        .ok()
+        .filter(|&ms| ms > 0)
         .map(Duration::from_millis)
 }
 
