@@ -47,9 +47,9 @@ mod catalog;
 mod functions;
 mod parse;
 pub(crate) mod privileges;
+mod relations;
 mod rules;
 pub mod settings;
-mod sizes;
 mod types;
 
 use datafusion::error::{DataFusionError, Result};
@@ -71,7 +71,7 @@ pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     setup_pg_catalog(ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| DataFusionError::Context("setting up pg_catalog".to_string(), e))?;
     // Over datafusion-pg-catalog's size functions, which answer 0.
-    sizes::register(ctx, engine);
+    relations::register(ctx, engine);
     if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
         catalog::extend(catalog.as_ref())?;
         catalog::register_information_schema(ctx, catalog.as_ref())?;

@@ -73,6 +73,11 @@ def test_materialized_views_in_psql(server):
     described = psql(server, "\\d cpu_1m").stdout
     assert 'Materialized view "public.cpu_1m"' in described, described
     assert "double precision" in described, described
+    # \\d+ shows the view's definition, as PostgreSQL prints one.
+    plus = psql(server, "\\d+ cpu_1m").stdout
+    assert "View definition:" in plus, plus
+    definition = plus.split("View definition:")[1]
+    assert "SELECT date_bin(INTERVAL '1 minute', time) AS time" in definition and "GROUP BY 1, 2;" in definition, plus
     # REFRESH through psql, and the view's rows.
     out = psql(server, "REFRESH MATERIALIZED VIEW cpu_1m", "SELECT host, avg FROM cpu_1m").stdout
     assert "REFRESH MATERIALIZED VIEW" in out, out
@@ -98,9 +103,14 @@ def test_table_sizes(server):
     listing = psql(server, "\\dt+ sized").stdout
     line = next(l for l in listing.splitlines() if " sized " in l)
     assert line.split("|")[6].strip() == pretty, listing
-    # An oid that names no relation is NULL, as in Postgres.
+    # An oid that names no relation is NULL, as in Postgres; a name works
+    # as in Postgres (the literal is a regclass), and an unknown name is 42P01.
     out = psql(server, "\\pset tuples_only on", "SELECT pg_relation_size(1) IS NULL").stdout
     assert out.split()[-1] == "t", out
+    out = psql(server, "\\pset tuples_only on", "SELECT pg_relation_size('sized'), pg_table_size('public.sized')")
+    assert out.stdout.split() == [str(total), "|", str(total)], out.stdout
+    out = psql(server, "SELECT pg_relation_size('nosuch')", check=False)
+    assert out.returncode != 0 and 'relation "nosuch" does not exist' in out.stderr, out.stderr
 
 
 def test_expanded_output_and_timing(server):

@@ -1,8 +1,9 @@
-//! The size functions psql's `\dt+` and `\d+` call, answered from each
-//! table's Parquet files: a relation's oid (from `pg_class`, or
-//! `'t'::regclass`) → the table datafusion-pg-catalog gave that oid
-//! ([`RelationOids`]) → the bytes of its Parquet files, as `system.files`
-//! lists them.
+//! The functions of a relation that psql's `\dt+` and `\d+` call, answered
+//! from the engine: a relation's oid (from `pg_class`, or `'t'::regclass`)
+//! → the table datafusion-pg-catalog gave that oid ([`RelationOids`]) → its
+//! Parquet files, or its view definition. A relation's name works too, as
+//! Postgres reads `pg_relation_size('cpu')` (the literal is a `regclass`):
+//! `relation "x" does not exist` (42P01) for a name that is not a table.
 //!
 //! - `pg_relation_size(oid [, fork])`, `pg_table_size(oid)`,
 //!   `pg_total_relation_size(oid)`: the table's Parquet bytes. Rows still
@@ -13,6 +14,9 @@
 //!   as in Postgres.
 //! - `pg_indexes_size(oid)`: 0; Sextant keeps no indexes.
 //! - `pg_size_pretty(bigint)`: Postgres' own rounding and units.
+//! - `pg_get_viewdef(oid [, pretty])`: a materialized view's query, as
+//!   Postgres prints a definition (` SELECT ...;`); NULL for a relation that
+//!   is not a view.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +41,7 @@ pub(crate) fn register(ctx: &SessionContext, engine: &Engine) {
         return;
     };
     let sizes = {
-        let engine = engine.clone();
+        let (engine, oids) = (engine.clone(), oids.clone());
         move |args: &[ColumnarValue]| relation_sizes(&args[0], &oids, &engine)
     };
     let sizes = Arc::new(sizes);
@@ -54,6 +58,22 @@ pub(crate) fn register(ctx: &SessionContext, engine: &Engine) {
             move |args| sizes(args),
         )));
     }
+    let engine = engine.clone();
+    ctx.register_udf(ScalarUDF::new_from_impl(PgFunction::new(
+        "pg_get_viewdef",
+        &[1, 2],
+        DataType::Utf8,
+        move |args| {
+            let definitions: StringArray = tables(&args[0], &oids, &engine)?
+                .into_iter()
+                .map(|t| {
+                    let view = engine.view(&t??)?;
+                    Some(format!(" {};", view.query.trim().trim_end_matches(';')))
+                })
+                .collect();
+            Ok(one_or_many(&args[0], Arc::new(definitions)))
+        },
+    )));
     ctx.register_udf(ScalarUDF::new_from_impl(PgFunction::new(
         "pg_indexes_size",
         &[1],
@@ -94,6 +114,79 @@ fn to_i64(arg: &ColumnarValue) -> Result<Int64Array> {
         .clone())
 }
 
+/// The Sextant table each row's relation names (`None`: a relation that is
+/// not one of Sextant's tables, or NULL), from an oid or a name.
+#[allow(clippy::type_complexity)]
+fn tables(
+    arg: &ColumnarValue,
+    oids: &RelationOids,
+    engine: &Engine,
+) -> Result<Vec<Option<Option<String>>>> {
+    let array: ArrayRef = arg.to_array(1)?;
+    if matches!(
+        array.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        let names = cast(&array, &DataType::Utf8)?;
+        return names
+            .as_string::<i32>()
+            .iter()
+            .map(|name| name.map(|n| by_name(n, engine)).transpose())
+            .collect();
+    }
+    Ok(to_i64(arg)?
+        .iter()
+        .map(|oid| {
+            let oid = u32::try_from(oid?).ok()?;
+            let (catalog, schema, table) = oids.table(oid)?;
+            Some((catalog == DATABASE_NAME && schema == SCHEMA_NAME).then_some(table))
+        })
+        .collect())
+}
+
+/// The table a relation's name (`cpu`, `public.cpu`, `"Cpu"`) names, as
+/// Postgres reads it as a `regclass`. `Some(None)` for a system or catalog
+/// table.
+fn by_name(text: &str, engine: &Engine) -> Result<Option<String>> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let missing = || {
+        datafusion::error::DataFusionError::External(Box::new(crate::SqlError::new(
+            sextant_sqlstate::SqlState::UNDEFINED_TABLE,
+            format!("relation \"{text}\" does not exist"),
+        )))
+    };
+    let name = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_object_name(false))
+        .map_err(|_| missing())?;
+    let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
+    if matches!(
+        parts.first().map(String::as_str),
+        Some("pg_catalog" | "system" | "information_schema")
+    ) && parts.len() == 2
+    {
+        return Ok(None);
+    }
+    match crate::table_name(&name) {
+        Ok(table) if engine.table(&table).is_some() => Ok(Some(table)),
+        _ => Err(missing()),
+    }
+}
+
+/// `values`, as a scalar when the argument was one.
+fn one_or_many(arg: &ColumnarValue, values: ArrayRef) -> ColumnarValue {
+    match arg {
+        ColumnarValue::Scalar(_) if values.len() == 1 => {
+            match datafusion::common::ScalarValue::try_from_array(&values, 0) {
+                Ok(v) => ColumnarValue::Scalar(v),
+                Err(_) => ColumnarValue::Array(values),
+            }
+        }
+        _ => ColumnarValue::Array(values),
+    }
+}
+
 fn relation_sizes(
     arg: &ColumnarValue,
     oids: &RelationOids,
@@ -103,27 +196,11 @@ fn relation_sizes(
     for (table, file) in engine.files() {
         *bytes.entry(table).or_default() += file.file.bytes as i64;
     }
-    let sizes: Int64Array = to_i64(arg)?
-        .iter()
-        .map(|oid| {
-            let oid = u32::try_from(oid?).ok()?;
-            let (catalog, schema, table) = oids.table(oid)?;
-            let ours = catalog == DATABASE_NAME && schema == SCHEMA_NAME;
-            Some(if ours {
-                bytes.get(&table).copied().unwrap_or(0)
-            } else {
-                0
-            })
-        })
+    let sizes: Int64Array = tables(arg, oids, engine)?
+        .into_iter()
+        .map(|t| Some(t?.map_or(0, |name| bytes.get(&name).copied().unwrap_or(0))))
         .collect();
-    let scalar = matches!(arg, ColumnarValue::Scalar(_));
-    Ok(if scalar && sizes.len() == 1 {
-        ColumnarValue::Scalar(datafusion::common::ScalarValue::Int64(
-            sizes.is_valid(0).then(|| sizes.value(0)),
-        ))
-    } else {
-        ColumnarValue::Array(Arc::new(sizes))
-    })
+    Ok(one_or_many(arg, Arc::new(sizes)))
 }
 
 /// `pg_size_pretty(size)` as Postgres 15 writes it (src/backend/utils/adt/
