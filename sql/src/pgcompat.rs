@@ -50,6 +50,7 @@ pub(crate) mod privileges;
 mod relations;
 mod rules;
 pub mod settings;
+mod to_char;
 mod types;
 
 use datafusion::error::{DataFusionError, Result};
@@ -77,6 +78,8 @@ pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
         catalog::register_information_schema(ctx, catalog.as_ref())?;
     }
     functions::register(ctx);
+    // Over DataFusion's, which reads chrono's patterns.
+    to_char::register(ctx);
     rules::register(ctx);
     // Over datafusion-pg-catalog's stubs, which say yes to everything.
     privileges::register(ctx);
