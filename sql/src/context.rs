@@ -58,5 +58,77 @@ pub fn session_context(
     datafusion_functions_json::register_all(&mut ctx)?;
     crate::pgcompat::register(&ctx, engine)?;
     crate::clock::register_time_functions(&ctx, engine.clock());
+    drop_stale_aliases(&ctx);
     Ok(ctx)
+}
+
+/// Drops the aliases that still lead to a function Sextant registered over
+/// (DataFusion's `date_format` is its chrono `to_char`): DataFusion puts a
+/// session's functions back by their names when it rebuilds the session
+/// (a config change does), so a stale alias would bring the old function
+/// back under the name, in an order that changes from one start to the
+/// next.
+pub(crate) fn drop_stale_aliases(ctx: &SessionContext) {
+    let stale: Vec<String> = {
+        let state = ctx.state();
+        let functions = state.scalar_functions();
+        functions
+            .iter()
+            .filter(|(key, udf)| {
+                key.as_str() != udf.name()
+                    && functions
+                        .get(udf.name())
+                        .is_some_and(|current| !Arc::ptr_eq(current, udf))
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    for alias in stale {
+        tracing::debug!(%alias, "dropping an alias of a function registered over");
+        ctx.deregister_udf(&alias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
+
+    /// A function registered over one of DataFusion's that has an alias
+    /// (`to_char`, alias `date_format`) stays when the session state is
+    /// rebuilt, as views and alerts rebuild it, once the stale alias is
+    /// dropped; without that, the rebuild may put DataFusion's back.
+    #[tokio::test]
+    async fn functions_registered_over_others_survive_a_rebuild() {
+        let ours = || {
+            ScalarUDF::new_from_impl(crate::pgcompat::functions::PgFunction::new(
+                "to_char",
+                &[2],
+                DataType::Utf8,
+                |_| Ok(ColumnarValue::Scalar("ours".into())),
+            ))
+        };
+        for _ in 0..20 {
+            let ctx = SessionContext::new();
+            ctx.register_udf(ours());
+            drop_stale_aliases(&ctx);
+            assert!(ctx.udf("date_format").is_err(), "the stale alias is gone");
+            let rebuilt = SessionContext::new_with_state(
+                SessionStateBuilder::new_from_existing(ctx.state()).build(),
+            );
+            let answer = rebuilt
+                .sql("SELECT to_char(now(), 'YYYY')")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&answer)
+                .unwrap()
+                .to_string();
+            assert!(text.contains("ours"), "{text}");
+        }
+    }
 }

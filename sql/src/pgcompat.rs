@@ -44,7 +44,7 @@
 //! reports (`SHOW`, `current_setting`) are in [`settings`].
 
 mod catalog;
-mod functions;
+pub(crate) mod functions;
 mod parse;
 pub(crate) mod privileges;
 mod relations;
@@ -65,12 +65,16 @@ pub use parse::{is_catalog_query, parse_plain, parse_statement, plan_query, plan
 
 /// Registers everything Postgres clients expect in `ctx`, whose catalog
 /// [`DATABASE_NAME`] must exist: datafusion-pg-catalog's `pg_catalog` and
-/// Sextant's additions to it, the size functions over `engine`'s files, `information_schema` (turn DataFusion's own
-/// off in the session config), the Postgres functions, the privilege
-/// functions, the functions the rules call, and the Postgres types.
+/// Sextant's additions to it, the relation functions over `engine`'s
+/// tables, `information_schema` (turn DataFusion's own off in the session
+/// config), the Postgres types, the Postgres functions, the privilege
+/// functions and the functions the rules call. The steps that rebuild the
+/// session state (pg_catalog's setup, the types) come before the functions
+/// registered over others, so that no rebuild puts an old one back.
 pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     setup_pg_catalog(ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| DataFusionError::Context("setting up pg_catalog".to_string(), e))?;
+    types::register(ctx);
     // Over datafusion-pg-catalog's size functions, which answer 0.
     relations::register(ctx, engine);
     if let Some(catalog) = ctx.catalog(DATABASE_NAME) {
@@ -83,6 +87,5 @@ pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     rules::register(ctx);
     // Over datafusion-pg-catalog's stubs, which say yes to everything.
     privileges::register(ctx);
-    types::register(ctx);
     Ok(())
 }

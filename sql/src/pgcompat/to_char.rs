@@ -22,12 +22,9 @@ use sextant_sqlstate::SqlState;
 
 use super::functions::PgFunction;
 
-/// Registers `to_char` over DataFusion's, and drops DataFusion's
-/// `date_format`: it is DataFusion's `to_char` under another name, and a
-/// session that registers its functions again by their names (a config
-/// change does) would put it back as `to_char`.
+/// Registers `to_char` over DataFusion's (whose alias `date_format` the
+/// session drops, `crate::context`).
 pub(crate) fn register(ctx: &SessionContext) {
-    ctx.deregister_udf("date_format");
     ctx.register_udf(ScalarUDF::new_from_impl(PgFunction::new(
         "to_char",
         &[2],
