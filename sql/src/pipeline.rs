@@ -76,7 +76,9 @@ pub async fn plan(
         }
         return Ok(Planned::Other(stmt));
     }
+    let mut stmt = stmt;
     insert_arity(&stmt)?;
+    fill_insert_columns(ctx, &mut stmt).await?;
     let (statement, plan) = crate::pgcompat::plan_query(ctx, &sql, stmt, session).await?;
     if let Some(who) = session.principal {
         access::check_plan(&plan, &*access::directory(ctx)?, who)?;
@@ -130,6 +132,57 @@ pub async fn plan_select(
             plan,
         } => Ok(plan),
         _ => Err(not_a_select(&text)),
+    }
+}
+
+/// `INSERT INTO t VALUES (...)` with fewer values than the table has
+/// columns (a table line protocol widened, say) fills the rest with NULL,
+/// as Postgres does: the statement gets the column list of the table's
+/// first columns. More values than columns, or rows of different lengths,
+/// are refused in Postgres' words (42601).
+async fn fill_insert_columns(ctx: &SessionContext, stmt: &mut Statement) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, TableObject};
+    let Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    if !insert.columns.is_empty() {
+        return Ok(());
+    }
+    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+        return Ok(());
+    };
+    let Some(first) = values.rows.first() else {
+        return Ok(());
+    };
+    let width = first.content.len();
+    if values.rows.iter().any(|r| r.content.len() != width) {
+        return Err(SqlError::syntax("VALUES lists must all be the same length"));
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(());
+    };
+    let Ok(table) = crate::table_name(name) else {
+        return Ok(());
+    };
+    // An unknown table is DataFusion's to report, as for any statement.
+    let Ok(provider) = ctx.table_provider(table.as_str()).await else {
+        return Ok(());
+    };
+    let schema = provider.schema();
+    match width.cmp(&schema.fields().len()) {
+        std::cmp::Ordering::Greater => Err(SqlError::syntax(
+            "INSERT has more expressions than target columns",
+        )),
+        std::cmp::Ordering::Less => {
+            insert.columns = schema
+                .fields()
+                .iter()
+                .take(width)
+                .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name())]))
+                .collect();
+            Ok(())
+        }
+        std::cmp::Ordering::Equal => Ok(()),
     }
 }
 

@@ -45,6 +45,8 @@ states! {
     CHARACTER_NOT_IN_REPERTOIRE = "22021";
     /// 22023: a parameter or option with a value it cannot take.
     INVALID_PARAMETER_VALUE = "22023";
+    /// 2201G: a `width_bucket` count or bounds it cannot take.
+    INVALID_ARGUMENT_FOR_WIDTH_BUCKET_FUNCTION = "2201G";
     /// 22P02: text that does not parse as the type it is read as.
     INVALID_TEXT_REPRESENTATION = "22P02";
     /// 22P04: COPY data that is not in the format the options say.

@@ -95,10 +95,105 @@ pub(crate) fn register(ctx: &SessionContext) {
         PgFunction::new("txid_current", &[0], Int64, |_| {
             Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(1))))
         }),
+        PgFunction::new("width_bucket", &[4], Int32, width_bucket),
     ];
     for f in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(f));
     }
+    // `variance` is Postgres' name for the sample variance.
+    if let Ok(var_samp) = datafusion::execution::FunctionRegistry::udaf(ctx, "var_samp") {
+        let variance = var_samp.as_ref().clone().with_aliases(["variance"]);
+        ctx.register_udaf(variance);
+    }
+}
+
+/// `width_bucket(operand, low, high, count)`: which of `count` equal
+/// buckets between `low` and `high` holds `operand` (0 below, count + 1 at
+/// or above the top; `high < low` counts downwards), as Postgres answers
+/// for double precision; its errors are Postgres' (2201G).
+fn width_bucket(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    use datafusion::arrow::array::{Array, Int32Array};
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    let rows = args
+        .iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1);
+    let column = |i: usize, to: &DataType| -> Result<datafusion::arrow::array::ArrayRef> {
+        Ok(cast(&args[i].to_array(rows)?, to)?)
+    };
+    let (operand, low, high) = (
+        column(0, &DataType::Float64)?,
+        column(1, &DataType::Float64)?,
+        column(2, &DataType::Float64)?,
+    );
+    let count = column(3, &DataType::Int64)?;
+    let (operand, low, high) = (
+        operand.as_primitive::<Float64Type>(),
+        low.as_primitive::<Float64Type>(),
+        high.as_primitive::<Float64Type>(),
+    );
+    let count = count.as_primitive::<Int64Type>();
+    let refuse = |m: &str| {
+        datafusion::error::DataFusionError::External(Box::new(crate::SqlError::new(
+            sextant_sqlstate::SqlState::INVALID_ARGUMENT_FOR_WIDTH_BUCKET_FUNCTION,
+            m,
+        )))
+    };
+    let mut out = Int32Array::builder(rows);
+    for i in 0..rows {
+        if operand.is_null(i) || low.is_null(i) || high.is_null(i) || count.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let (x, lo, hi, n) = (
+            operand.value(i),
+            low.value(i),
+            high.value(i),
+            count.value(i),
+        );
+        if n <= 0 {
+            return Err(refuse("count must be greater than zero"));
+        }
+        if lo == hi {
+            return Err(refuse("lower bound cannot equal upper bound"));
+        }
+        if !(x.is_finite() || x.is_nan()) || !lo.is_finite() || !hi.is_finite() {
+            return Err(refuse("lower and upper bounds must be finite"));
+        }
+        let bucket = if lo < hi {
+            if x < lo {
+                0
+            } else if x >= hi {
+                n + 1
+            } else {
+                ((x - lo) / (hi - lo) * n as f64).floor() as i64 + 1
+            }
+        } else if x > lo {
+            0
+        } else if x <= hi {
+            n + 1
+        } else {
+            ((lo - x) / (lo - hi) * n as f64).floor() as i64 + 1
+        };
+        let bucket = i32::try_from(bucket).map_err(|_| {
+            datafusion::error::DataFusionError::External(Box::new(crate::SqlError::new(
+                sextant_sqlstate::SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                "integer out of range",
+            )))
+        })?;
+        out.append_value(bucket);
+    }
+    let out: datafusion::arrow::array::ArrayRef = std::sync::Arc::new(out.finish());
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        },
+    )
 }
 
 /// Postgres' oids of the type names clients look up (`to_regtype`).
