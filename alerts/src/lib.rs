@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sextant_catalog::{AlertEvent, Catalog, CatalogError, StoredAlert};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use rule::{AlertDef, Instance, Labels, Phase, Row, RuleState, Values};
 pub use sextant_clock::Clock;
@@ -526,7 +526,10 @@ impl Inner {
             .inc();
         match result {
             Ok(rows) => {
-                state.last_error = None;
+                if let Some(e) = state.last_error.take() {
+                    info!(alert = %name, failures = state.failures_in_a_row, last_error = %e, "alert evaluation works again");
+                }
+                state.failures_in_a_row = 0;
                 let step = rule::step(&def, &mut state, rows, now);
                 for t in step.transitions {
                     events.push(Event {
@@ -561,14 +564,20 @@ impl Inner {
                 }
             }
             Err(e) => {
-                warn!(alert = %name, error = %e, "alert evaluation failed");
+                // One WARN per change of error, with how often the one
+                // before it failed; the same error again is a debug line.
                 if state.last_error.as_deref() != Some(e.as_str()) {
+                    warn!(alert = %name, error = %e, failures_before = state.failures_in_a_row, "alert evaluation failed (logged again when the error changes)");
                     events.push(Event {
                         event: "error".into(),
                         error: Some(e.clone()),
                         ..Event::default()
                     });
+                    state.failures_in_a_row = 0;
+                } else {
+                    debug!(alert = %name, error = %e, failures = state.failures_in_a_row + 1, "alert evaluation failed again");
                 }
+                state.failures_in_a_row += 1;
                 state.last_error = Some(e);
             }
         }

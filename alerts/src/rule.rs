@@ -98,6 +98,9 @@ pub struct RuleState {
     pub last_duration_us: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Evaluations in a row that failed with `last_error`.
+    #[serde(default)]
+    pub failures_in_a_row: u64,
     #[serde(default)]
     pub evaluations: u64,
     #[serde(default)]

@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use sextant_alerts::{AlertDef, AlertError, Alerts};
 
 use crate::SqlError;
-use crate::ast::{Done, LineIndex, parse_interval};
+use crate::ast::{Done, LineIndex, parse_duration, parse_interval};
 use crate::words::{Usage, quoted, word};
 
 const U: Usage = Usage(USAGE);
@@ -126,7 +126,9 @@ fn interval(p: &mut Parser<'_>, clause: &str) -> Result<Duration, SqlError> {
             p.next_token();
         }
     }
-    parse_interval(&text)
+    // Zero is a duration here: FOR '0 seconds' fires at once (EVERY has its
+    // own minimum, which its error names).
+    parse_duration(&text)
         .map_err(|e| SqlError::invalid_parameter(format!("{clause}: {}", e.message)))
 }
 
@@ -214,9 +216,10 @@ pub(crate) fn parse_create(sql: &str) -> Result<(AlertDef, bool), SqlError> {
     p.next_token();
     let every = interval(&mut p, "EVERY")?;
     if every < Duration::from_secs(1) {
-        return Err(SqlError::invalid_parameter(
-            "EVERY must be at least 1 second",
-        ));
+        return Err(SqlError::invalid_parameter(format!(
+            "EVERY must be at least 1 second, not {}",
+            humantime::format_duration(every)
+        )));
     }
     let (mut for_, mut keep, mut labels, mut annotations, mut webhook, mut with) =
         (None, None, None, None, None, None);
@@ -432,6 +435,15 @@ mod tests {
         assert!(e.message.contains("NOTIFY WEBHOOK"), "{}", e.message);
         let e = err("CREATE ALERT a AS SELECT 1 EVERY 'soon' NOTIFY WEBHOOK 'http://x/'");
         assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
+        // Zero is a duration, under EVERY's minimum; FOR may be zero.
+        let e = err("CREATE ALERT a AS SELECT 1 EVERY '0 seconds' NOTIFY WEBHOOK 'http://x/'");
+        assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
+        assert_eq!(e.message, "EVERY must be at least 1 second, not 0s");
+        let (d, _) = parse_create(
+            "CREATE ALERT a AS SELECT 1 EVERY '1m' FOR '0 seconds' NOTIFY WEBHOOK 'http://x/'",
+        )
+        .unwrap();
+        assert_eq!(d.for_ns, 0);
         let e = err("CREATE ALERT a AS SELECT 1 EVERY '1m' NOTIFY WEBHOOK 'ftp://x/'");
         assert_eq!(e.state, SqlState::INVALID_PARAMETER_VALUE);
         let e = err(

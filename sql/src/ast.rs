@@ -252,14 +252,22 @@ pub(crate) fn parse_retention(text: &str) -> Result<Option<Duration>, SqlError> 
 /// `'30 days'`, `'7d'`, `'1 hour'`, `'90m'`: humantime's grammar, which also
 /// accepts a space between number and unit.
 pub(crate) fn parse_interval(text: &str) -> Result<Duration, SqlError> {
-    humantime::parse_duration(text.trim())
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            SqlError::invalid_parameter(format!(
-                "'{text}' is not a duration: use e.g. '30 days', '12 hours', '15 minutes'"
-            ))
-        })
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(SqlError::invalid_parameter(format!(
+            "'{text}' is zero: give an interval longer than that"
+        )));
+    }
+    Ok(d)
+}
+
+/// A duration as `'5 minutes'`, `'1h30m'` or `'0 seconds'` spell it.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, SqlError> {
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        SqlError::invalid_parameter(format!(
+            "'{text}' is not a duration: use e.g. '30 days', '12 hours', '15 minutes'"
+        ))
+    })
 }
 
 /// The tables of `<VERB> TABLE a, b`.
