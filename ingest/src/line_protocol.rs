@@ -43,7 +43,7 @@ pub fn decode(
             Err(e) => {
                 rejected.push(Rejected {
                     line: i + 1,
-                    reason: format!("{e}"),
+                    reason: explain(line, &e),
                 });
                 continue;
             }
@@ -166,5 +166,92 @@ mod tests {
             .unwrap();
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
         assert_eq!(t.value(0), 1_704_067_200_000_000_000);
+    }
+}
+
+/// The shape every line has, quoted in the errors.
+const SHAPE: &str = "measurement[,tag=value...] field=value[,field=value...] [timestamp]";
+
+/// What is wrong with `line`, and where (1-based columns), in words a
+/// person can act on; the parser's own errors name its internals
+/// (`A generic parsing error occurred: TakeWhile1`).
+fn explain(line: &str, e: &influxdb_line_protocol::Error) -> String {
+    use influxdb_line_protocol::Error as E;
+    // Where the series (measurement and tags) ends, and any quote that is
+    // never closed, skipping escaped characters.
+    let (mut series_end, mut open_quote, mut escaped) = (None, None, false);
+    for (col, c) in line.chars().enumerate() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' if series_end.is_some() => {
+                open_quote = if open_quote.is_some() {
+                    None
+                } else {
+                    Some(col + 1)
+                };
+            }
+            ' ' if series_end.is_none() => series_end = Some(col + 1),
+            _ => {}
+        }
+    }
+    if let Some(col) = open_quote {
+        return format!("unterminated string: the quote at column {col} is never closed");
+    }
+    match e {
+        _ if series_end.is_none() => format!(
+            "missing fields: the line ends after the measurement and tags (a line is {SHAPE})"
+        ),
+        E::FieldSetMissing => format!(
+            "missing fields after column {} (a line is {SHAPE})",
+            series_end.unwrap_or(0)
+        ),
+        E::CannotParseEntireLine { trailing_content } => {
+            let col = line.chars().count() - trailing_content.chars().count() + 1;
+            format!(
+                "cannot parse from column {col}: {:?} (a field value is a number, 1i, 1u, \"text\", true or false; the timestamp an integer)",
+                trailing_content.trim()
+            )
+        }
+        E::TagSetMalformed => format!(
+            "malformed tags before column {}: each tag is key=value, both non-empty (a line is {SHAPE})",
+            series_end.unwrap_or(0)
+        ),
+        E::GenericParsingError { .. } => format!("cannot parse this line (a line is {SHAPE})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let reason = |body: &str| {
+            decode(body, Precision::Nanoseconds, 0, &|_| None)
+                .rejected
+                .into_iter()
+                .map(|r| r.reason)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert_eq!(
+            reason("m,host=a"),
+            format!(
+                "missing fields: the line ends after the measurement and tags (a line is {SHAPE})"
+            )
+        );
+        assert_eq!(
+            reason("m,host=a f=\"abc"),
+            "unterminated string: the quote at column 12 is never closed"
+        );
+        assert_eq!(
+            reason("m f=1i,g=2x"),
+            "cannot parse from column 11: \"x\" (a field value is a number, 1i, 1u, \"text\", true or false; the timestamp an integer)"
+        );
+        assert!(reason("m,host= f=2").starts_with("malformed tags before column 8"));
+        // Quoted text may hold spaces, quotes escaped and commas.
+        assert_eq!(reason("m,host=a f=\"a \\\"b\\\" c\" 1"), "");
     }
 }
