@@ -114,13 +114,7 @@ pub(crate) fn register(ctx: &SessionContext) {
 fn width_bucket(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     use datafusion::arrow::array::{Array, Int32Array};
     use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-    let rows = args
-        .iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(a) => Some(a.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1);
+    let rows = rows(args);
     let column = |i: usize, to: &DataType| -> Result<datafusion::arrow::array::ArrayRef> {
         Ok(cast(&args[i].to_array(rows)?, to)?)
     };
@@ -186,14 +180,32 @@ fn width_bucket(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         })?;
         out.append_value(bucket);
     }
-    let out: datafusion::arrow::array::ArrayRef = std::sync::Arc::new(out.finish());
-    Ok(
-        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        },
-    )
+    answer(args, std::sync::Arc::new(out.finish()))
+}
+
+/// How many rows a function's arguments have: an array's length, or 1 when
+/// every argument is a scalar.
+pub(crate) fn rows(args: &[ColumnarValue]) -> usize {
+    args.iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1)
+}
+
+/// A function's answer `out` (one value per row), as a scalar when every
+/// argument was one.
+pub(crate) fn answer(
+    args: &[ColumnarValue],
+    out: datafusion::arrow::array::ArrayRef,
+) -> Result<ColumnarValue> {
+    let scalar = out.len() == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    Ok(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+    } else {
+        ColumnarValue::Array(out)
+    })
 }
 
 /// Postgres' oids of the type names clients look up (`to_regtype`).
@@ -334,13 +346,7 @@ fn json_build_object(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     if !args.len().is_multiple_of(2) {
         return plan_err!("json_build_object takes an even number of arguments (key, value, ...)");
     }
-    let rows = args
-        .iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(a) => Some(a.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1);
+    let rows = rows(args);
     let arrays = args
         .iter()
         .map(|a| a.clone().into_array(rows))

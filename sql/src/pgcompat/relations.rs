@@ -71,7 +71,7 @@ pub(crate) fn register(ctx: &SessionContext, engine: &Engine) {
                     Some(format!(" {};", view.query.trim().trim_end_matches(';')))
                 })
                 .collect();
-            Ok(one_or_many(&args[0], Arc::new(definitions)))
+            super::functions::answer(&args[..1], Arc::new(definitions))
         },
     )));
     ctx.register_udf(ScalarUDF::new_from_impl(PgFunction::new(
@@ -174,19 +174,6 @@ fn by_name(text: &str, engine: &Engine) -> Result<Option<String>> {
     }
 }
 
-/// `values`, as a scalar when the argument was one.
-fn one_or_many(arg: &ColumnarValue, values: ArrayRef) -> ColumnarValue {
-    match arg {
-        ColumnarValue::Scalar(_) if values.len() == 1 => {
-            match datafusion::common::ScalarValue::try_from_array(&values, 0) {
-                Ok(v) => ColumnarValue::Scalar(v),
-                Err(_) => ColumnarValue::Array(values),
-            }
-        }
-        _ => ColumnarValue::Array(values),
-    }
-}
-
 fn relation_sizes(
     arg: &ColumnarValue,
     oids: &RelationOids,
@@ -200,7 +187,7 @@ fn relation_sizes(
         .into_iter()
         .map(|t| Some(t?.map_or(0, |name| bytes.get(&name).copied().unwrap_or(0))))
         .collect();
-    Ok(one_or_many(arg, Arc::new(sizes)))
+    super::functions::answer(std::slice::from_ref(arg), Arc::new(sizes))
 }
 
 /// `pg_size_pretty(size)` as Postgres 15 writes it (src/backend/utils/adt/

@@ -11,10 +11,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF};
 use datafusion::prelude::SessionContext;
@@ -34,14 +33,7 @@ pub(crate) fn register(ctx: &SessionContext) {
 }
 
 fn to_char(args: &[ColumnarValue]) -> Result<ColumnarValue> {
-    let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-    let rows = args
-        .iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(a) => Some(a.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1);
+    let rows = super::functions::rows(args);
     let values = args[0].to_array(rows)?;
     let templates = cast(&args[1].to_array(rows)?, &DataType::Utf8)?;
     let times = match values.data_type() {
@@ -69,12 +61,7 @@ fn to_char(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             Some(format(templates.value(i), &t))
         })
         .collect();
-    let out: ArrayRef = Arc::new(out);
-    Ok(if scalar {
-        ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-    } else {
-        ColumnarValue::Array(out)
-    })
+    super::functions::answer(args, Arc::new(out))
 }
 
 /// A type as a Postgres user names it, for the error.
