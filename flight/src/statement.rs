@@ -39,16 +39,69 @@ pub(crate) struct Outcome {
     pub(crate) count: i64,
 }
 
-/// The one statement of `sql`; several are refused.
+/// The one statement of `sql`, its `?` parameters numbered
+/// ([`numbered_parameters`]); several statements are refused.
 pub(crate) fn single(sql: &str) -> Result<String, SqlError> {
     let mut stmts = sextant_sql::split(sql)?;
     match stmts.len() {
-        1 => Ok(stmts.remove(0)),
+        1 => Ok(numbered_parameters(&stmts.remove(0))),
         0 => Err(SqlError::syntax("the query is empty")),
         n => Err(SqlError::syntax(format!(
             "one statement per request, got {n}: send them one at a time"
         ))),
     }
+}
+
+/// `sql` with its positional `?` parameters as `$1`, `$2`, ...: ADBC's
+/// DB-API and the Flight SQL JDBC driver write parameters as `?`, and the
+/// statement layer reads PostgreSQL's `$n`. A `?` inside a string, a quoted
+/// name or a comment stays; a statement that already numbers its
+/// parameters is left as it is. (PostgreSQL's jsonb operator `?` is not
+/// Sextant's: attributes are read with `->>`.)
+pub(crate) fn numbered_parameters(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
+        return sql.to_string();
+    };
+    if tokens
+        .iter()
+        .any(|t| matches!(&t.token, Token::Placeholder(p) if p.starts_with('$')))
+    {
+        return sql.to_string();
+    }
+    // Byte offsets of the `?` tokens, from their lines and columns.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let mut marks = vec![];
+    for t in &tokens {
+        let question = matches!(&t.token, Token::Question)
+            || matches!(&t.token, Token::Placeholder(p) if p == "?");
+        if !question {
+            continue;
+        }
+        let (line, column) = (t.span.start.line as usize, t.span.start.column as usize);
+        let Some(start) = line_starts.get(line.wrapping_sub(1)) else {
+            return sql.to_string();
+        };
+        let Some((offset, _)) = sql[*start..].char_indices().nth(column.wrapping_sub(1)) else {
+            return sql.to_string();
+        };
+        marks.push(start + offset);
+    }
+    let mut out = String::with_capacity(sql.len() + marks.len() * 2);
+    let mut last = 0;
+    for (n, at) in marks.into_iter().enumerate() {
+        if sql.as_bytes().get(at) != Some(&b'?') {
+            return sql.to_string();
+        }
+        out.push_str(&sql[last..at]);
+        out.push_str(&format!("${}", n + 1));
+        last = at + 1;
+    }
+    out.push_str(&sql[last..]);
+    out
 }
 
 /// Plans one statement for `who`, through the statement layer's one
@@ -300,6 +353,35 @@ pub(crate) async fn run(
                 batches,
                 count,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_parameters;
+
+    #[test]
+    fn question_marks_are_numbered() {
+        let cases = [
+            (
+                "SELECT * FROM cpu WHERE host = ? AND usage > ?",
+                "SELECT * FROM cpu WHERE host = $1 AND usage > $2",
+            ),
+            (
+                "INSERT INTO t VALUES (?, ?,?)",
+                "INSERT INTO t VALUES ($1, $2,$3)",
+            ),
+            (
+                "SELECT 'is it?', \"what?\" FROM t -- why?\nWHERE a = ?",
+                "SELECT 'is it?', \"what?\" FROM t -- why?\nWHERE a = $1",
+            ),
+            ("SELECT 'é' || ?", "SELECT 'é' || $1"),
+            ("SELECT $1, ?", "SELECT $1, ?"),
+            ("SELECT 1", "SELECT 1"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(numbered_parameters(sql), want, "{sql}");
         }
     }
 }

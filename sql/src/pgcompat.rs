@@ -43,13 +43,16 @@
 //! Postgres types DataFusion lacks (`types.rs`). The settings Sextant
 //! reports (`SHOW`, `current_setting`) are in [`settings`].
 
+mod arithmetic;
 mod catalog;
 pub(crate) mod functions;
+mod ordered_set;
 mod parse;
 pub(crate) mod privileges;
 mod relations;
 mod rules;
 pub mod settings;
+mod text;
 mod to_char;
 mod types;
 
@@ -87,5 +90,8 @@ pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     rules::register(ctx);
     // Over datafusion-pg-catalog's stubs, which say yes to everything.
     privileges::register(ctx);
+    arithmetic::register(ctx);
+    ordered_set::register(ctx);
+    text::register(ctx);
     Ok(())
 }

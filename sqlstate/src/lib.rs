@@ -39,6 +39,8 @@ states! {
     NULL_VALUE_NOT_ALLOWED = "22004";
     /// 22007: a date or time that does not parse.
     INVALID_DATETIME_FORMAT = "22007";
+    /// 22008: a date, time or interval outside its type's range.
+    DATETIME_FIELD_OVERFLOW = "22008";
     /// 22012: division by zero.
     DIVISION_BY_ZERO = "22012";
     /// 22021: bytes that are not valid in the encoding (UTF-8).

@@ -219,7 +219,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
         "SELECT next_run FROM system.alerts WHERE alert_name = 'high_cpu'",
     )
     .await;
-    assert_eq!(next[0], "2026-01-01 00:09:00.000000+00");
+    assert_eq!(next[0], "2026-01-01 00:09:00+00");
 
     // PAUSE: no evaluations while paused; RESUME evaluates at once.
     client
@@ -270,7 +270,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
         events,
         vec![
             vec![
-                "2026-01-01 00:01:00.000000+00",
+                "2026-01-01 00:01:00+00",
                 "transition",
                 "inactive",
                 "pending",
@@ -279,7 +279,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "NULL"
             ],
             vec![
-                "2026-01-01 00:04:00.000000+00",
+                "2026-01-01 00:04:00+00",
                 "transition",
                 "pending",
                 "firing",
@@ -288,7 +288,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "NULL"
             ],
             vec![
-                "2026-01-01 00:04:00.000000+00",
+                "2026-01-01 00:04:00+00",
                 "notification",
                 "NULL",
                 "NULL",
@@ -297,7 +297,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "200"
             ],
             vec![
-                "2026-01-01 00:08:30.000000+00",
+                "2026-01-01 00:08:30+00",
                 "paused",
                 "NULL",
                 "NULL",
@@ -306,7 +306,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "NULL"
             ],
             vec![
-                "2026-01-01 00:10:00.000000+00",
+                "2026-01-01 00:10:00+00",
                 "resumed",
                 "NULL",
                 "NULL",
@@ -315,7 +315,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "NULL"
             ],
             vec![
-                "2026-01-01 00:15:00.000000+00",
+                "2026-01-01 00:15:00+00",
                 "transition",
                 "firing",
                 "resolved",
@@ -324,7 +324,7 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
                 "NULL"
             ],
             vec![
-                "2026-01-01 00:15:00.000000+00",
+                "2026-01-01 00:15:00+00",
                 "notification",
                 "NULL",
                 "NULL",

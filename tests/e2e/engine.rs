@@ -317,5 +317,5 @@ async fn buffered_rows_are_persisted_by_age() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(one_i64(&client, "SELECT sum(v) FROM aged").await, 1);
+    assert_eq!(one_i64(&client, "SELECT sum(v)::bigint FROM aged").await, 1);
 }

@@ -48,11 +48,7 @@ async fn line_protocol_creates_tables_and_columns() {
             "SELECT host, usage, cores, up, note FROM cpu ORDER BY time"
         )
         .await,
-        [
-            "a|1.5|4|NULL|NULL",
-            "b|2.0|NULL|t|NULL",
-            "c|3.0|NULL|NULL|late"
-        ]
+        ["a|1.5|4|NULL|NULL", "b|2|NULL|t|NULL", "c|3|NULL|NULL|late"]
     );
     assert_eq!(
         rows(&client, "SELECT CAST(used AS BIGINT) FROM mem").await,

@@ -58,18 +58,24 @@ def test_adbc_execute_fetch_arrow_and_parameters(server):
         assert [str(h) for h in table.column("host").to_pylist()] == ["web-1", "web-2", "db-1"]
         assert table.column("usage").to_pylist() == [42.5, 17.0, None]
 
-        # Parameters: a float, a text and a timestamp, bound by the driver.
+        # Parameters as ADBC's DB-API writes them (paramstyle qmark): a
+        # float, a text and a timestamp, bound by the driver.
+        assert flight_sql.paramstyle == "qmark"
         cur.execute(
-            "SELECT host FROM cpu WHERE usage > $1 AND host LIKE $2 AND time >= $3 ORDER BY time",
-            (10.0, "web-%", T0),
+            "SELECT host FROM cpu WHERE usage > ? AND host LIKE ? AND time >= ? ORDER BY time",
+            parameters=(10.0, "web-%", T0),
         )
         assert cur.fetchall() == [("web-1",), ("web-2",)]
-        cur.execute("SELECT count(*) FROM cpu WHERE cores = $1", (4,))
+        # A ? in a string is text, not a parameter.
+        cur.execute("SELECT count(*), 'why?' FROM cpu WHERE cores = ?", parameters=(4,))
+        assert cur.fetchall() == [(1, "why?")]
+        # PostgreSQL's $n works as well.
+        cur.execute("SELECT count(*) FROM cpu WHERE cores = $1", (8,))
         assert cur.fetchall() == [(1,)]
 
         # executemany: one prepared INSERT, a batch of parameter rows.
         cur.executemany(
-            "INSERT INTO cpu (time, host, usage) VALUES ($1, $2, $3)",
+            "INSERT INTO cpu (time, host, usage) VALUES (?, ?, ?)",
             [(T0 + dt.timedelta(minutes=i), f"batch-{i}", float(i)) for i in range(1, 6)],
         )
         cur.execute("SELECT count(*), sum(usage) FROM cpu WHERE host LIKE 'batch-%'")

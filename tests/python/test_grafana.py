@@ -198,22 +198,22 @@ def test_column_pickers_see_postgres_types(grafana):
 def test_panel_queries_after_macro_expansion(grafana):
     names, oids, rows = simple(grafana, TIME_SERIES)
     assert names == ["time", "value"] and oids == [OID["float8"], OID["float8"]]
-    assert rows == [["1704067200.0", "15.0"], ["1704067500.0", "30.0"]]
+    assert rows == [["1704067200", "15"], ["1704067500", "30"]]
 
     names, oids, rows = simple(grafana, RAW_ROWS)
     assert names == ["time", "metric", "usage"]
     assert oids == [OID["timestamptz"], OID["text"], OID["float8"]]
-    assert rows[0] == ["2024-01-01 00:01:00.000000+00", "web-1", "10.0"], rows
+    assert rows[0] == ["2024-01-01 00:01:00+00", "web-1", "10"], rows
 
     names, oids, rows = simple(grafana, TIME_EPOCH)
     assert oids[0] in (OID["float8"], OID["numeric"]) and rows[0][0].startswith("1704067260")
 
     names, oids, rows = simple(grafana, UNIX_EPOCH)
     assert names == ["time", "value"]
-    assert [r[1] for r in rows] == ["15.0", "30.0"], rows
+    assert [r[1] for r in rows] == ["15", "30"], rows
 
     names, oids, rows = simple(grafana, TO_TIMESTAMP)
-    assert oids[0] == OID["timestamptz"] and rows[0][0] == "2024-01-01 00:01:00.000000+00"
+    assert oids[0] == OID["timestamptz"] and rows[0][0] == "2024-01-01 00:01:00+00"
 
 
 def test_alert_history_panel(grafana):
@@ -247,7 +247,7 @@ def test_alert_history_panel(grafana):
     after = int(now.timestamp()) // 3600 * 3600
     # Both hosts fired at once (no FOR), in the hour of the evaluation.
     assert len(rows) == 1 and rows[0][1:] == ["web_up", "2"], rows
-    assert rows[0][0] in (f"{before}.0", f"{after}.0"), rows
+    assert rows[0][0] in (f"{before}", f"{after}"), rows
 
 
 def expand_macros(sql, start, end):

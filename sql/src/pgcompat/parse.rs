@@ -25,6 +25,7 @@ use super::rules::output_names::name_output_columns;
 use super::rules::scalar_subqueries_as_aggregates::scalar_subqueries_as_aggregates;
 use super::rules::session_functions::session_functions;
 use super::rules::subqueries_under_case_as_null::subqueries_under_case_as_null;
+use super::rules::time_literals::time_literals;
 use crate::SqlError;
 use crate::session::Session;
 
@@ -35,6 +36,7 @@ pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(mut stmts) if stmts.len() == 1 => {
             let mut stmt = stmts.remove(0);
+            super::arithmetic::literals_in_range(&stmt)?;
             name_output_columns(&mut stmt);
             names_that_must_resolve(&mut stmt);
             for rule in user_rules() {
@@ -149,6 +151,7 @@ fn compatibility_parse(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
 /// compatibility parser gives).
 fn sextant_rules(stmt: &mut Statement, session: &Session<'_>) {
     session_functions(stmt, session);
+    time_literals(stmt);
     array_subqueries(stmt);
     in_subqueries_outside_filters(stmt);
 }

@@ -280,7 +280,8 @@ where
                 ty.clone(),
             )))?,
         };
-        write!(out, "{}", self.format(fmt))?;
+        let fmt = pg_fraction(fmt, chrono::Timelike::nanosecond(self));
+        write!(out, "{}", self.format(&fmt))?;
         Ok(IsNull::No)
     }
 }
@@ -306,7 +307,8 @@ impl ToSqlText for NaiveDateTime {
                 ty.clone(),
             )))?,
         };
-        write!(out, "{}", self.format(fmt))?;
+        let fmt = pg_fraction(fmt, chrono::Timelike::nanosecond(self));
+        write!(out, "{}", self.format(&fmt))?;
         Ok(IsNull::No)
     }
 }
@@ -349,9 +351,24 @@ impl ToSqlText for NaiveTime {
                 ty.clone(),
             )));
         }
-        write!(out, "{}", self.format("%H:%M:%S%.6f"))?;
+        let fmt = pg_fraction("%H:%M:%S%.6f", chrono::Timelike::nanosecond(self));
+        write!(out, "{}", self.format(&fmt))?;
         Ok(IsNull::No)
     }
+}
+
+/// Sextant patch: fractional seconds as PostgreSQL prints them, only when
+/// not zero and without trailing zeros (`00:00:00`, `00:00:00.5`): `fmt`'s
+/// `%.6f` replaced by the fraction of `nanos`, to the microsecond.
+#[cfg(feature = "pg-type-chrono")]
+fn pg_fraction(fmt: &str, nanos: u32) -> String {
+    let micros = (nanos % 1_000_000_000) / 1000;
+    let fraction = if micros == 0 {
+        String::new()
+    } else {
+        format!(".{micros:06}").trim_end_matches('0').to_string()
+    };
+    fmt.replace("%.6f", &fraction)
 }
 
 #[cfg(feature = "pg-type-chrono")]
@@ -537,7 +554,7 @@ mod test {
             .unwrap();
         // format: 2023-02-01 22:31:49.479895+08
         assert_eq!(
-            "2023-03-05 10:20:00.000000+08",
+            "2023-03-05 10:20:00+08",
             String::from_utf8_lossy(buf.freeze().as_ref())
         );
     }

@@ -37,10 +37,11 @@ impl ExtraFloatDigits {
             return "NaN".to_smolstr();
         }
         if value.is_infinite() {
+            // Sextant patch: PostgreSQL's words for the infinities.
             return if value.is_sign_positive() {
-                "inf".to_smolstr()
+                "Infinity".to_smolstr()
             } else {
-                "-inf".to_smolstr()
+                "-Infinity".to_smolstr()
             };
         }
 
@@ -53,7 +54,8 @@ impl ExtraFloatDigits {
         // At most 17 digits for f64
         if extra >= 1 {
             let mut buffer = ryu::Buffer::new();
-            return buffer.format(value).to_smolstr();
+            // Sextant patch: laid out as PostgreSQL lays it out.
+            return pg_shortest(buffer.format(value), Self::DBL_DIG as i32);
         }
 
         // For negative values, round to DBL_DIG + extra_float_digits significant digits
@@ -71,10 +73,11 @@ impl ExtraFloatDigits {
             return "NaN".to_smolstr();
         }
         if value.is_infinite() {
+            // Sextant patch: PostgreSQL's words for the infinities.
             return if value.is_sign_positive() {
-                "inf".to_smolstr()
+                "Infinity".to_smolstr()
             } else {
-                "-inf".to_smolstr()
+                "-Infinity".to_smolstr()
             };
         }
 
@@ -87,7 +90,8 @@ impl ExtraFloatDigits {
         // At most 9 digits for f32
         if extra >= 1 {
             let mut buffer = ryu::Buffer::new();
-            return buffer.format(value).to_smolstr();
+            // Sextant patch: laid out as PostgreSQL lays it out.
+            return pg_shortest(buffer.format(value), Self::FLT_DIG as i32);
         }
 
         // For negative values, round to FLT_DIG + extra_float_digits significant digits
@@ -95,6 +99,65 @@ impl ExtraFloatDigits {
         let sig_digits = (Self::FLT_DIG + extra).max(0) as usize;
         format_with_significant_digits(value as f64, sig_digits)
     }
+}
+
+/// Sextant patch: the shortest digits that read back exactly (`ryu`'s
+/// output), laid out as PostgreSQL's float8out/float4out do (d2s.c, f2s.c):
+/// fixed-point when the decimal exponent is at least -4 and below
+/// `fixed_below` (15 for double precision, 6 for real), without a
+/// trailing `.0`; otherwise `d.ddde+XX` with at least two exponent digits.
+fn pg_shortest(ryu: &str, fixed_below: i32) -> SmolStr {
+    let (negative, s) = match ryu.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, ryu),
+    };
+    let (mantissa, exp) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    if digits.is_empty() {
+        return "0".to_smolstr();
+    }
+    let sci = int.len() as i32 - 1 - lead as i32 + exp;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    if (-4..fixed_below).contains(&sci) {
+        if sci < 0 {
+            out.push_str("0.");
+            for _ in 0..(-sci - 1) {
+                out.push('0');
+            }
+            out.push_str(digits);
+        } else {
+            let point = (sci + 1) as usize;
+            if digits.len() <= point {
+                out.push_str(digits);
+                for _ in digits.len()..point {
+                    out.push('0');
+                }
+            } else {
+                out.push_str(&digits[..point]);
+                out.push('.');
+                out.push_str(&digits[point..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if sci < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", sci.abs()));
+    }
+    out.to_smolstr()
 }
 
 /// Format with specific number of significant digits
@@ -149,6 +212,33 @@ fn trim_trailing_zeros(s: &str) -> SmolStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sextant patch: PostgreSQL 15's output with extra_float_digits 1.
+    #[test]
+    fn postgres_layout() {
+        let d = ExtraFloatDigits(1);
+        let cases: &[(f64, &str)] = &[
+            (4.0, "4"),
+            (0.5, "0.5"),
+            (-2.25, "-2.25"),
+            (1e20, "1e+20"),
+            (123456789012345.0, "123456789012345"),
+            (1234567890123456.0, "1.234567890123456e+15"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e308, "1e+308"),
+            (100.0, "100"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::INFINITY, "Infinity"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(d.format_f64(*v), *want, "{v}");
+        }
+        assert_eq!(d.format_f32(100000.0), "100000");
+        assert_eq!(d.format_f32(1000000.0), "1e+06");
+        assert_eq!(d.format_f32(0.1), "0.1");
+    }
 
     #[test]
     fn test_format() {
