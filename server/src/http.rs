@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::otlp::{self, Signal};
 use crate::web::{AppState, HttpError, may_write, read_body};
-use crate::write::write_batches;
+use crate::write::{Written, write_batches};
 
 /// At most this many rejected lines are listed in an error body.
 const MAX_LISTED_REJECTIONS: usize = 100;
@@ -259,13 +259,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoRe
 }
 
 /// Writes every table's rows: creates tables and columns as needed, then
-/// appends through the WAL. Returns the number of rows written.
+/// appends through the WAL ([`write_batches`]).
 pub(crate) async fn write_tables(
     state: &AppState,
     who: &Principal,
     tables: Vec<TableRows>,
     protocol: &'static str,
-) -> Result<usize, HttpError> {
+) -> Result<Written, HttpError> {
     may_write(&state.directory, who, tables.iter().map(|t| t.table()))?;
     let engine = &state.engine;
     let mut batches = Vec::with_capacity(tables.len());
@@ -281,10 +281,19 @@ pub(crate) async fn write_tables(
     Ok(write_batches(engine, batches, protocol).await?)
 }
 
-/// 400 with the rejected lines when some were rejected (the others are written).
-fn partial(written: usize, rejected: &[Rejected], protocol: &str) -> Result<(), HttpError> {
+/// 400 with the rejected lines when some were rejected, and InfluxDB's
+/// `partial write: points beyond retention policy dropped=N` when rows
+/// were older than their table's retention (the others are written).
+fn partial(written: Written, rejected: &[Rejected], protocol: &str) -> Result<(), HttpError> {
+    let retention = written.retention_message();
     if rejected.is_empty() {
-        return Ok(());
+        return match retention {
+            Some(m) => Err(HttpError::bad_request(format!(
+                "{m}, {} written",
+                plural(written.rows, "row")
+            ))),
+            None => Ok(()),
+        };
     }
     sextant_metrics::metrics()
         .rejected_points
@@ -295,9 +304,11 @@ fn partial(written: usize, rejected: &[Rejected], protocol: &str) -> Result<(), 
         .take(MAX_LISTED_REJECTIONS)
         .map(|r| format!("line {}: {}", r.line, r.reason))
         .collect();
+    let retention = retention.map(|m| format!("; {m}")).unwrap_or_default();
     Err(HttpError::bad_request(format!(
-        "{} rejected, {written} written: {}",
+        "{} rejected, {} written: {}{retention}",
         plural(rejected.len(), "line"),
+        written.rows,
         listed.join("; ")
     )))
 }
@@ -359,7 +370,7 @@ async fn ingest_json(
     let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())?;
     let written = write_tables(&state, &who, vec![rows], "json").await?;
     partial(written, &rejected, "json")?;
-    Ok(Json(json!({"table": table, "rows": written})))
+    Ok(Json(json!({"table": table, "rows": written.rows})))
 }
 
 /// Prometheus remote write 1.0: snappy-compressed protobuf, one table per
@@ -422,12 +433,23 @@ async fn remote_write(
             .take(MAX_LISTED_REJECTIONS)
             .map(|r| format!("series {}: {}", r.line, r.reason))
             .collect();
+        let retention = written
+            .retention_message()
+            .map(|m| format!("; {m}"))
+            .unwrap_or_default();
         return Err(HttpError::bad_request(format!(
-            "{} series rejected ({}), {} written: {}",
+            "{} series rejected ({}), {} written: {}{retention}",
             decoded.rejected.len(),
             plural(decoded.rejected_samples, "sample"),
-            plural(written, "sample"),
+            plural(written.rows, "sample"),
             listed.join("; ")
+        )));
+    }
+    // A 4xx: Prometheus drops the samples instead of retrying them.
+    if let Some(m) = written.retention_message() {
+        return Err(HttpError::bad_request(format!(
+            "{m}, {} written",
+            plural(written.rows, "sample")
         )));
     }
     Ok(StatusCode::NO_CONTENT)

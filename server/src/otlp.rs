@@ -144,7 +144,16 @@ async fn write(
         .into_iter()
         .map(|(t, b)| (t.to_string(), b))
         .collect();
-    write_batches(engine, batches, protocol).await?;
+    let written = write_batches(engine, batches, protocol).await?;
+    // Rows older than their table's retention are rejected, as invalid
+    // ones are: the response's partial_success counts and names them.
+    if let Some(m) = written.retention_message() {
+        decoded.rejected += written.beyond_retention;
+        if !decoded.error_message.is_empty() {
+            decoded.error_message.push_str("; ");
+        }
+        decoded.error_message.push_str(&m);
+    }
     Ok(())
 }
 

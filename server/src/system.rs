@@ -72,8 +72,30 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
+/// A duration as PostgreSQL prints an interval of whole days and a time of
+/// day: `30 days`, `1 day 12:00:00`, `01:00:00`, `00:00:00.5` (what
+/// `WITH (retention = '30 days')` was given reads back as written).
 fn interval_text(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let micros = d.subsec_micros();
+    let mut parts = vec![];
+    if days > 0 {
+        parts.push(format!("{days} day{}", if days == 1 { "" } else { "s" }));
+    }
+    if rest > 0 || micros > 0 || days == 0 {
+        let mut time = format!(
+            "{:02}:{:02}:{:02}",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        );
+        if micros > 0 {
+            time.push_str(format!(".{micros:06}").trim_end_matches('0'));
+        }
+        parts.push(time);
+    }
+    parts.join(" ")
 }
 
 /// The `system` schema.

@@ -14,6 +14,7 @@ Most servers here run with `--max-body-size 64KiB`, so that oversized bodies
 and decompression bombs stay small.
 """
 
+import datetime as dt
 import gzip
 import json
 import os
@@ -1133,3 +1134,57 @@ def test_backpressure_refuses_with_retry_and_loses_nothing(start_server, tmp_pat
     assert server.stop() == 0
     server.start()
     acked.check("restart after recovery")
+
+
+def test_rows_older_than_retention_are_reported_in_every_protocol(server):
+    """Rows older than their table's retention would never be visible: each
+    protocol says they were dropped (InfluxDB's `partial write: points
+    beyond retention policy dropped=N` for line protocol and NDJSON, a 400
+    for remote write, partial_success for OTLP) and writes the others."""
+    now_ns = time.time_ns()
+    old_ns = now_ns - 3 * 86400 * 10**9
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE) WITH (retention = '1 day')")
+
+    # Line protocol, both paths.
+    for path in ["/api/v2/write?bucket=b", "/write?db=b"]:
+        status, headers, resp = server.post(
+            path, f"kept,host=old v=1 {old_ns}\nkept,host=new v=2 {now_ns}\n".encode(), {})
+        assert_json_error(status, headers, resp, 400,
+                          "partial write: points beyond retention policy dropped=1", "1 row written")
+    # NDJSON.
+    old_iso = dt.datetime.fromtimestamp(old_ns / 1e9, dt.timezone.utc).isoformat()
+    new_iso = dt.datetime.fromtimestamp(now_ns / 1e9, dt.timezone.utc).isoformat()
+    body = (json.dumps({"time": old_iso, "host": "old", "v": 3}) + "\n"
+            + json.dumps({"time": new_iso, "host": "json", "v": 4}) + "\n").encode()
+    status, headers, resp = server.post("/v1/ingest/kept", body, {"Content-Type": "application/x-ndjson"})
+    assert_json_error(status, headers, resp, 400, "points beyond retention policy dropped=1")
+    assert query(server, "SELECT host, count(*) FROM kept GROUP BY host ORDER BY host") == [
+        ("json", 1), ("new", 2)]
+
+    # Remote write: a metric table given a retention.
+    now_ms = now_ns // 10**6
+    status, _, resp = remote_write(server, snappy(write_request(
+        pb_series([("__name__", "rw_kept"), ("job", "a")], [(1.0, now_ms)]))))
+    assert status == 204, (status, resp)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE rw_kept SET (retention = '1 day')")
+    status, headers, resp = remote_write(server, snappy(write_request(
+        pb_series([("__name__", "rw_kept"), ("job", "a")], [(2.0, old_ns // 10**6), (3.0, now_ms + 1000)]))))
+    assert_json_error(status, headers, resp, 400,
+                      "partial write: points beyond retention policy dropped=1", "1 sample written")
+    assert query(server, "SELECT count(*) FROM rw_kept") == [(2,)]
+
+    # OTLP: otel_logs given a retention.
+    status, _, resp = otlp_post(server, "logs", logs_request([make_log("first", t=now_ns)]).SerializeToString())
+    assert status == 200, (status, resp)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE otel_logs SET (retention = '1 day')")
+    status, _, resp = otlp_post(server, "logs", logs_request(
+        [make_log("too old", t=old_ns), make_log("fresh", t=now_ns)]).SerializeToString())
+    assert status == 200, (status, resp)
+    partial = ExportLogsServiceResponse.FromString(resp).partial_success
+    assert partial.rejected_log_records == 1, partial
+    assert "points beyond retention policy dropped=1" in partial.error_message, partial
+    assert query(server, "SELECT body FROM otel_logs ORDER BY time") == [("first",), ("fresh",)]
+    assert server.proc.poll() is None

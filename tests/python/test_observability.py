@@ -367,7 +367,7 @@ def test_self_telemetry_writes_own_spans_and_logs(tmp_path):
             assert times >= 2, times
             assert conn.execute(
                 "SELECT retention FROM system.tables WHERE table_name = 'sextant_metrics'"
-            ).fetchone()[0] == "7days"
+            ).fetchone()[0] == "7 days"
         samples = scrape(server)
         assert value(samples, "sextant_self_telemetry_records_total", signal="traces", outcome="written") >= 4
         assert value(samples, "sextant_self_telemetry_records_total", signal="logs", outcome="written") >= 1
