@@ -288,16 +288,34 @@ impl FlightSql {
             else {
                 unreachable!("binding keeps a query a query");
             };
+            // The schema GetFlightInfo announced: the plan's. The optimizer
+            // may find a column cannot be NULL (a constant) where the plan
+            // said it could be; clients (ADBC) refuse a stream whose schema
+            // differs from the announced one.
+            let announced: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             let df = self
                 .ctx
                 .execute_logical_plan(plan)
                 .await
                 .map_err(df_status)?;
-            df.execute_stream().await.map_err(df_status)
+            Ok((df.execute_stream().await.map_err(df_status)?, announced))
         };
-        let (stream, guard) = tracked_keep(guard, start).await?;
-        let schema = stream.schema();
-        let batches = stream.map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
+        let ((stream, announced), guard) = tracked_keep(guard, start).await?;
+        let schema = if same_but_nullability(&stream.schema(), &announced) {
+            announced
+        } else {
+            stream.schema()
+        };
+        let as_announced = schema.clone();
+        let batches = stream
+            .map_ok(move |b| {
+                if b.schema() == as_announced {
+                    b
+                } else {
+                    RecordBatch::try_new(as_announced.clone(), b.columns().to_vec()).unwrap_or(b)
+                }
+            })
+            .map_err(|e| FlightError::Tonic(Box::new(df_status(e))));
         let batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>> =
             match guard {
                 Some(g) => guarded(Box::pin(batches), g),
@@ -309,6 +327,15 @@ impl FlightSql {
             .map_err(Status::from);
         Ok(Response::new(Box::pin(flight)))
     }
+}
+
+/// `a` and `b` have the same columns, but for which may hold NULLs.
+fn same_but_nullability(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields().iter())
+            .all(|(x, y)| x.name() == y.name() && x.data_type().equals_datatype(y.data_type()))
 }
 
 fn canceled(message: &str) -> Status {

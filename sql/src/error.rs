@@ -119,7 +119,9 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::Execution(_) if lower.contains("non-nullable") => {
             SqlState::NOT_NULL_VIOLATION
         }
-        DataFusionError::Execution(_) if lower.contains("cast") || lower.contains("parse") => {
+        DataFusionError::Execution(_)
+            if lower.contains("cast") || lower.contains("parse") || lower.contains("parsing") =>
+        {
             data_code(&lower)
         }
         DataFusionError::Execution(_) if lower.contains("divide by zero") => {

@@ -53,7 +53,7 @@ mod relations;
 mod rules;
 pub mod settings;
 mod text;
-mod to_char;
+pub(crate) mod to_char;
 mod types;
 
 use datafusion::error::{DataFusionError, Result};

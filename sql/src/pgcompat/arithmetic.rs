@@ -13,7 +13,9 @@
 //! - a text literal compared with a timestamp is read as PostgreSQL reads
 //!   it (`time > '2026-01-01 00:00'`, see `rules/time_literals.rs`);
 //! - a timestamp, float or interval cast to text prints as in PostgreSQL
-//!   (`text.rs`).
+//!   (`text.rs`);
+//! - `extract(epoch FROM time)` is exact to the microsecond (DataFusion
+//!   divides the nanoseconds as a double, so `...30.25` read `...30.2499998`).
 //!
 //! The operators are an analyzer rule ([`CheckedArithmetic`]) that runs
 //! after DataFusion's type coercion, when both sides of an operator have
@@ -32,6 +34,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::{
     DataType, FieldRef, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
+    TimeUnit, TimestampNanosecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
@@ -219,6 +222,22 @@ fn checked(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             ),
         )));
     }
+    if let Expr::ScalarFunction(f) = &e
+        && f.func.name() == "date_part"
+        && let [Expr::Literal(ScalarValue::Utf8(Some(part)), _), ts] = f.args.as_slice()
+        && part.eq_ignore_ascii_case("epoch")
+        && matches!(
+            ts.get_type(schema),
+            Ok(DataType::Timestamp(TimeUnit::Nanosecond, _))
+        )
+    {
+        return Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::new_from_impl(Epoch::default())),
+                vec![ts.clone()],
+            ),
+        )));
+    }
     if let Expr::Cast(c) = &e
         && let Ok(from) = c.expr.get_type(schema)
         && super::text::prints_differently(&from, c.field.data_type())
@@ -366,6 +385,48 @@ fn float(op: Op, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
     }
     let out: ArrayRef = Arc::new(Float64Array::from(out));
     Ok(cast(&out, &to)?)
+}
+
+/// `extract(epoch FROM time)` of a nanosecond timestamp: whole seconds and
+/// the fraction apart, so that the double is the closest to the exact value.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Epoch {
+    signature: Signature,
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Epoch {
+    fn name(&self) -> &str {
+        "sextant_epoch"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<FieldRef> {
+        Ok(field_like_args(self.name(), DataType::Float64, &args))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = rows(&args.args);
+        let ts = args.args[0].to_array(n)?;
+        let ts = ts.as_primitive::<TimestampNanosecondType>();
+        let out: Float64Array = ts.unary(|x| {
+            x.div_euclid(1_000_000_000) as f64 + x.rem_euclid(1_000_000_000) as f64 / 1e9
+        });
+        answer(&args.args, Arc::new(out))
+    }
 }
 
 /// Plans `interval * number`, `number * interval` and `interval / number`.

@@ -233,8 +233,8 @@ impl Accumulator for Values {
     }
 }
 
-/// `pg_sleep(seconds)`: waits, without holding a thread, and answers NULL
-/// (PostgreSQL's void); cancelling the statement ends the wait.
+/// `pg_sleep(seconds)`: waits, without holding a thread, and answers an
+/// empty text (PostgreSQL's void); cancelling the statement ends the wait.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PgSleep {
     signature: Signature,
@@ -275,8 +275,9 @@ impl AsyncScalarUDFImpl for PgSleep {
                 tokio::time::sleep(wait).await;
             }
         }
-        Ok(ColumnarValue::Array(
-            datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
-        ))
+        // PostgreSQL's void prints as an empty text.
+        Ok(ColumnarValue::Array(Arc::new(
+            datafusion::arrow::array::StringArray::from(vec![""; rows]),
+        )))
     }
 }

@@ -37,6 +37,7 @@ pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
         Ok(mut stmts) if stmts.len() == 1 => {
             let mut stmt = stmts.remove(0);
             super::arithmetic::literals_in_range(&stmt)?;
+            super::rules::templates::templates(&mut stmt)?;
             name_output_columns(&mut stmt);
             names_that_must_resolve(&mut stmt);
             for rule in user_rules() {

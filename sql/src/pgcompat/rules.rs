@@ -13,6 +13,7 @@ pub(crate) mod output_names;
 pub(crate) mod scalar_subqueries_as_aggregates;
 pub(crate) mod session_functions;
 pub(crate) mod subqueries_under_case_as_null;
+pub(crate) mod templates;
 pub(crate) mod time_literals;
 
 use datafusion::prelude::SessionContext;

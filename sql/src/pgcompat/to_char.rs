@@ -115,9 +115,22 @@ const ROMAN: [&str; 12] = [
     "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII",
 ];
 
-/// `t` written by `template`.
-pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
-    let mut out = String::new();
+/// One piece of a template: text written as it is, or a pattern with its
+/// `FM` (fill) and `TH`/`th` (suffix) modifiers.
+enum Piece<'a> {
+    Text(String),
+    Pattern {
+        pattern: &'a str,
+        fill: bool,
+        suffix: Option<bool>,
+    },
+}
+
+/// `template` in pieces: quoted text (`"..."`, with `\"`), `\x`, the
+/// patterns (longest first) and the characters between them.
+fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = vec![];
+    let mut text = String::new();
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
         if c == '"' {
@@ -128,14 +141,14 @@ pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
                 match ch {
                     '\\' => {
                         if let Some((_, next)) = chars.next() {
-                            out.push(next);
+                            text.push(next);
                         }
                     }
                     '"' => {
                         end = i + 2;
                         break;
                     }
-                    other => out.push(other),
+                    other => text.push(other),
                 }
             }
             rest = &rest[end.min(rest.len())..];
@@ -146,7 +159,7 @@ pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
             chars.next();
             match chars.next() {
                 Some(next) => {
-                    out.push(next);
+                    text.push(next);
                     rest = &rest[1 + next.len_utf8()..];
                 }
                 None => rest = "",
@@ -156,7 +169,7 @@ pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
         let fill = rest.starts_with("FM") || rest.starts_with("fm");
         let after = if fill { &rest[2..] } else { rest };
         let Some(pattern) = PATTERNS.iter().find(|p| after.starts_with(*p)) else {
-            out.push(c);
+            text.push(c);
             rest = &rest[c.len_utf8()..];
             continue;
         };
@@ -170,9 +183,74 @@ pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
         } else {
             None
         };
-        out.push_str(&field(pattern, t, fill, suffix));
+        if !text.is_empty() {
+            out.push(Piece::Text(std::mem::take(&mut text)));
+        }
+        out.push(Piece::Pattern {
+            pattern,
+            fill,
+            suffix,
+        });
+    }
+    if !text.is_empty() {
+        out.push(Piece::Text(text));
     }
     out
+}
+
+/// `t` written by `template`.
+pub(crate) fn format(template: &str, t: &NaiveDateTime) -> String {
+    let mut out = String::new();
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(text) => out.push_str(&text),
+            Piece::Pattern {
+                pattern,
+                fill,
+                suffix,
+            } => out.push_str(&field(pattern, t, fill, suffix)),
+        }
+    }
+    out
+}
+
+/// `template` as the chrono format that reads what it writes, for
+/// `to_timestamp(text, template)` and `to_date(text, template)`; `Err`
+/// names a pattern that cannot be read back (week numbers, Julian days,
+/// time zones, ...).
+pub(crate) fn chrono_format(template: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(text) => out.push_str(&text.replace('%', "%%")),
+            Piece::Pattern { pattern, .. } => out.push_str(match pattern {
+                "YYYY" | "yyyy" => "%Y",
+                "YY" | "yy" => "%y",
+                "MM" | "mm" => "%m",
+                "DD" | "dd" => "%d",
+                "DDD" | "ddd" => "%j",
+                "HH24" | "hh24" => "%H",
+                "HH12" | "hh12" | "HH" | "hh" => "%I",
+                "MI" | "mi" => "%M",
+                "SS" | "ss" => "%S",
+                "MS" | "ms" | "FF3" | "ff3" => "%3f",
+                "US" | "us" | "FF6" | "ff6" => "%6f",
+                "AM" | "am" | "PM" | "pm" => "%p",
+                "MONTH" | "Month" | "month" => "%B",
+                "MON" | "Mon" | "mon" => "%b",
+                "DAY" | "Day" | "day" => "%A",
+                "DY" | "Dy" | "dy" => "%a",
+                other => {
+                    return Err(format!(
+                        "the template pattern {other} cannot be read (to_timestamp and to_date \
+                         read YYYY, YY, MM, DD, DDD, HH24, HH12, HH, MI, SS, MS, US, AM, PM, \
+                         Month, Mon, Day, Dy)"
+                    ));
+                }
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// One pattern's text; `fill` is `FM` (no padding), `suffix` `TH` (true)
