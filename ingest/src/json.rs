@@ -29,6 +29,9 @@ pub fn decode(
         .map_err(|e| IngestError::Malformed(format!("body is not UTF-8: {e}")))?;
     let mut rejected = vec![];
     if text.trim_start().starts_with('[') {
+        if let Some(n) = integer_beyond_64_bits(text) {
+            return Err(IngestError::Malformed(beyond_64_bits(&n)));
+        }
         let items: Vec<Json> = serde_json::from_str(text)
             .map_err(|e| IngestError::Malformed(format!("invalid JSON array: {e}")))?;
         for (i, item) in items.iter().enumerate() {
@@ -44,9 +47,12 @@ pub fn decode(
             if line.trim().is_empty() {
                 continue;
             }
-            let result = serde_json::from_str::<Json>(line)
-                .map_err(|e| IngestError::InvalidRow(format!("invalid JSON: {e}")))
-                .and_then(|item| push(&item, rows, precision, now_ns));
+            let result = match integer_beyond_64_bits(line) {
+                Some(n) => Err(IngestError::InvalidRow(beyond_64_bits(&n))),
+                None => serde_json::from_str::<Json>(line)
+                    .map_err(|e| IngestError::InvalidRow(format!("invalid JSON: {e}")))
+                    .and_then(|item| push(&item, rows, precision, now_ns)),
+            };
             if let Err(reason) = result {
                 rejected.push(Rejected {
                     line: i + 1,
@@ -56,6 +62,58 @@ pub fn decode(
         }
     }
     Ok(rejected)
+}
+
+/// The first integer of the JSON `text` that neither a bigint nor an
+/// unsigned 64-bit integer holds (`123456789012345678901234567890`), which
+/// serde_json would read as a double, losing digits; strings are skipped.
+fn integer_beyond_64_bits(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == b'-' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            let start = i;
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let fraction = matches!(b.get(i), Some(b'.' | b'e' | b'E'));
+            let number = &text[start..i];
+            if !fraction && number.parse::<i64>().is_err() && number.parse::<u64>().is_err() {
+                return Some(number.to_string());
+            }
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'.' | b'+' | b'-'))
+            {
+                i += 1;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+fn beyond_64_bits(n: &str) -> String {
+    format!(
+        "the integer {n} is out of range for bigint: JSON numbers are stored as bigint or \
+         double precision, which would lose its digits; send it as a string to keep them"
+    )
 }
 
 fn push(
@@ -178,6 +236,34 @@ not json
             .as_primitive::<arrow::datatypes::TimestampNanosecondType>();
         assert_eq!(t.value(0), 1_704_067_200_000_000_000);
         assert_eq!(t.value(1), 1_704_067_201_000_000_000);
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_rejected_not_rounded() {
+        let mut rows = TableRows::new("t", None);
+        let rejected = decode(
+            b"{\"n\": 123456789012345678901234567890}\n{\"n\": 18446744073709551615, \"s\": \"123456789012345678901234567890\", \"f\": 1e29}\n",
+            &mut rows,
+            Precision::Nanoseconds,
+            0,
+        )
+        .unwrap();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].line, 1);
+        assert!(
+            rejected[0]
+                .reason
+                .contains("the integer 123456789012345678901234567890 is out of range for bigint"),
+            "{}",
+            rejected[0].reason
+        );
+        let array = decode(
+            b"[{\"n\": -99999999999999999999}]",
+            &mut rows,
+            Precision::Nanoseconds,
+            0,
+        );
+        assert!(array.is_err());
     }
 
     #[test]

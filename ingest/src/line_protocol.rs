@@ -68,6 +68,22 @@ pub fn decode(
         let rows = tables
             .entry(measurement.to_string())
             .or_insert_with(|| TableRows::new(measurement, schema_of(measurement)));
+        // A literal beyond double precision (`x=1e400`) parses as infinity:
+        // refused, as PostgreSQL refuses it, rather than stored as `inf`.
+        if let Some((k, _)) = parsed
+            .field_set
+            .iter()
+            .find(|(_, v)| matches!(v, FieldValue::F64(x) if x.is_infinite()))
+        {
+            rejected.push(Rejected {
+                line: i + 1,
+                reason: format!(
+                    "field \"{}\" is out of range for type double precision",
+                    k.as_str()
+                ),
+            });
+            continue;
+        }
         let mut values: Vec<(&str, Value<'_>)> = Vec::with_capacity(16);
         if let Some(tags) = &parsed.series.tag_set {
             for (k, v) in tags {
@@ -102,6 +118,23 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn a_float_beyond_double_precision_is_rejected() {
+        let d = decode(
+            "m,host=a x=1e400 1\nm,host=b x=1.5 2\n",
+            Precision::Nanoseconds,
+            0,
+            &|_| None,
+        );
+        assert_eq!(d.rejected.len(), 1, "{:?}", d.rejected);
+        assert_eq!(d.rejected[0].line, 1);
+        assert_eq!(
+            d.rejected[0].reason,
+            "field \"x\" is out of range for type double precision"
+        );
+        assert_eq!(d.tables.len(), 1);
+    }
 
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType};

@@ -97,7 +97,16 @@ pub(crate) async fn create(
             format!("table \"{}\" does not exist", a.base),
         )
     })?;
-    dry_run(ctx, &query, &base).await?;
+    let mut reads = vec![base.clone()];
+    for t in &a.reads[1..] {
+        reads.push(engine.table(t).ok_or_else(|| {
+            SqlError::new(
+                SqlState::UNDEFINED_TABLE,
+                format!("table \"{t}\" does not exist"),
+            )
+        })?);
+    }
+    dry_run(ctx, &query, &reads).await?;
     let transform = match a.spec.kind {
         ViewKind::Transform => Some(compile_transform(ctx, &plan, &a.schema)?),
         _ => None,

@@ -22,6 +22,9 @@ use crate::SqlError;
 #[derive(Debug)]
 pub(super) struct Analysis {
     pub(super) base: String,
+    /// Every table the query reads (the base first): a full view may read
+    /// several.
+    pub(super) reads: Vec<String>,
     pub(super) spec: ViewSpec,
     pub(super) schema: SchemaRef,
 }
@@ -109,6 +112,20 @@ pub(super) fn analyze(
                 "a materialized view must read a table",
             ));
         }
+        // A full view is recomputed from its query, whatever it reads; the
+        // first table it reads is its base (dropping that table needs the
+        // view dropped first).
+        [first, rest @ ..] if full.is_some() => {
+            if let Some(other) = std::iter::once(first).chain(rest).find(|t| {
+                t.schema()
+                    .is_some_and(|s| s != sextant_catalog::SCHEMA_NAME)
+            }) {
+                return Err(SqlError::invalid_definition(format!(
+                    "a materialized view reads tables of schema public, not {other}"
+                )));
+            }
+            first.table().to_string()
+        }
         _ => return Err(cannot("it reads more than one table")),
     };
     if engine.table(&base).is_none() {
@@ -176,7 +193,18 @@ pub(super) fn analyze(
             }
         }
     };
-    Ok(Analysis { base, spec, schema })
+    let mut reads = vec![base.clone()];
+    for t in &scans {
+        if !reads.iter().any(|r| r == t.table()) {
+            reads.push(t.table().to_string());
+        }
+    }
+    Ok(Analysis {
+        base,
+        reads,
+        spec,
+        schema,
+    })
 }
 
 /// The view's columns: the query's, `time` as a non-null nanosecond UTC
@@ -211,7 +239,8 @@ pub(super) fn output_schema(plan: &LogicalPlan) -> Result<SchemaRef, SqlError> {
     }
     if !has_time {
         return Err(SqlError::invalid_definition(
-            "a materialized view needs a \"time\" column: select time (or date_bin(INTERVAL '1 minute', time) AS time)",
+            "a materialized view needs a \"time\" column: select time (or date_bin(INTERVAL '1 minute', time) AS time); \
+             a full view (WITH (refresh = 'full')) may select the time of its refresh, now() AS time",
         ));
     }
     Ok(Arc::new(Schema::new(fields)))

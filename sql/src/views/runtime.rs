@@ -101,48 +101,51 @@ pub(super) fn compile_transform(
     }))
 }
 
-/// Runs the query once over a base table of one row (all NULL but `time`),
-/// so what plans but cannot run (an aggregate that does not take a type)
-/// fails at CREATE rather than at every refresh.
+/// Runs the query once over tables of one row (all NULL but `time`), the
+/// ones it reads, so what plans but cannot run (an aggregate that does not
+/// take a type) fails at CREATE rather than at every refresh.
 pub(super) async fn dry_run(
     ctx: &SessionContext,
     query: &str,
-    base: &sextant_catalog::TableDef,
+    reads: &[sextant_catalog::TableDef],
 ) -> Result<(), SqlError> {
     use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;
-    let columns = base
-        .schema
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == TIME_COLUMN {
-                cast(
-                    &arrow::array::TimestampNanosecondArray::from(vec![0i64]),
-                    f.data_type(),
-                )
-            } else {
-                Ok(arrow::array::new_null_array(f.data_type(), 1))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SqlError::internal(e.to_string()))?;
-    let schema = Arc::new(Schema::new(
-        base.schema
+    let public = MemorySchemaProvider::new();
+    for table in reads {
+        let columns = table
+            .schema
             .fields()
             .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ));
-    let row = RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| SqlError::internal(e.to_string()))?;
-    let public = MemorySchemaProvider::new();
-    datafusion::catalog::SchemaProvider::register_table(
-        &public,
-        base.name.clone(),
-        Arc::new(MemTable::try_new(schema, vec![vec![row]])?),
-    )?;
+            .map(|f| {
+                if f.name() == TIME_COLUMN {
+                    cast(
+                        &arrow::array::TimestampNanosecondArray::from(vec![0i64]),
+                        f.data_type(),
+                    )
+                } else {
+                    Ok(arrow::array::new_null_array(f.data_type(), 1))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+        let schema = Arc::new(Schema::new(
+            table
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let row = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+        datafusion::catalog::SchemaProvider::register_table(
+            &public,
+            table.name.clone(),
+            Arc::new(MemTable::try_new(schema, vec![vec![row]])?),
+        )?;
+    }
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(sextant_catalog::SCHEMA_NAME, Arc::new(public))?;
     let list = datafusion::catalog::MemoryCatalogProviderList::new();
