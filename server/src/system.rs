@@ -350,17 +350,38 @@ fn views_table() -> (&'static str, SchemaRef, Build) {
                 }
                 Some((s.def.progress.backfilled_to_ns.max(from) - from) as f64 / (to - from) as f64)
             };
-            let state = |s: &sextant_storage::ViewStats| -> String {
+            let by_name: std::collections::HashMap<&str, &sextant_storage::ViewStats> =
+                v.iter().map(|s| (s.def.name.as_str(), s)).collect();
+            let own = |s: &sextant_storage::ViewStats| -> &'static str {
                 if s.status.last_error.is_some() {
                     "error"
-                } else if s.def.progress.backfill.is_some() {
+                } else if s.def.progress.backfill.is_some() || s.status.backfill_rows.is_some() {
                     "backfilling"
                 } else if s.pending_buckets > 0 {
                     "refreshing"
                 } else {
                     "current"
                 }
-                .to_string()
+            };
+            // A view over a view is not current while the view it reads
+            // is still backfilling or refreshing: it says what that one does.
+            let state = |s: &sextant_storage::ViewStats| -> String {
+                let mut here = s;
+                let mut state = own(here);
+                for _ in 0..by_name.len() {
+                    if state != "current" {
+                        break;
+                    }
+                    let Some(base) = by_name.get(here.def.base_table.as_str()) else {
+                        break;
+                    };
+                    here = base;
+                    state = match own(here) {
+                        "error" => "current",
+                        other => other,
+                    };
+                }
+                state.to_string()
             };
             Ok(vec![
                 text(&|s| Some(s.def.name.clone())),

@@ -220,7 +220,16 @@ async fn alter_table(alter: &AlterTable, engine: &Engine) -> Result<Done, SqlErr
             }
         }
     }
+    let now = engine.now_ns();
+    let cutoff =
+        |r: Option<std::time::Duration>| r.map(|r| now.saturating_sub(r.as_nanos() as i64));
+    let (hidden_before, visible_from) = (cutoff(def.options.retention), cutoff(options.retention));
     engine.set_options(name, options).await?;
+    if let Some(hidden_before) = hidden_before
+        && visible_from.is_none_or(|v| v < hidden_before)
+    {
+        crate::views::reveal(engine, name, visible_from, hidden_before).await?;
+    }
     Ok(Done {
         tag: "ALTER TABLE",
         rows: None,

@@ -305,3 +305,44 @@ fn default_partition(spec: &ViewSpec, base: &TableOptions) -> Duration {
         .rfind(|p| *p <= target)
         .unwrap_or(Duration::from_secs(3600))
 }
+
+/// Rows of `table` that its retention hid before `hidden_before` and no
+/// longer hides (`ALTER TABLE ... RESET (retention)`, or a longer one; they
+/// are visible from `visible_from`) reach its aggregating views: the buckets
+/// they fall in are computed again, as a backfill, by the refresher.
+pub(crate) async fn reveal(
+    engine: &Engine,
+    table: &str,
+    visible_from: Option<i64>,
+    hidden_before: i64,
+) -> Result<(), SqlError> {
+    let Some((oldest, _)) = engine.time_range(table) else {
+        return Ok(());
+    };
+    let from = visible_from.map_or(oldest, |c| oldest.max(c));
+    if from >= hidden_before {
+        return Ok(());
+    }
+    for view in engine.views() {
+        if view.base_table != table
+            || view.spec.kind != ViewKind::Aggregate
+            || view.progress.backfill.is_some()
+        {
+            continue;
+        }
+        let (w, o) = (view.spec.bucket_ns, view.spec.origin_ns);
+        let start = sextant_storage::bucket_start(from, w, o);
+        let end = sextant_storage::bucket_start(hidden_before, w, o) + w;
+        tracing::info!(view = %view.name, table, "rows past the old retention are visible again: recomputing their buckets");
+        engine
+            .set_view_progress(
+                &view.name,
+                ViewProgress {
+                    backfill: Some((start, end)),
+                    backfilled_to_ns: start,
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}

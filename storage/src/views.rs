@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, TimestampNanosecondArray};
 use arrow::compute::filter_record_batch;
 use sextant_catalog::{
     CatalogError, Invalidation, NewTable, NewView, ParquetFile, Refresh, TableDef, ViewDef,
@@ -651,6 +651,46 @@ impl Engine {
     pub fn time_range(&self, table: &str) -> Option<(i64, i64)> {
         let state = self.state(table)?;
         time_range(&state)
+    }
+
+    /// The earliest time at or after `t` that `table` may hold a row at:
+    /// exact for the buffered rows, from the time ranges of the files
+    /// (`t` itself when one spans it); `None` when nothing reaches `t`. A
+    /// backfill jumps over the time between rows with it.
+    pub fn next_time_from(&self, table: &str, t: i64) -> Option<i64> {
+        let state = self.state(table)?;
+        let time_column = state.def().time_column;
+        let data = state.data();
+        let buffered = data
+            .chunks
+            .iter()
+            .filter(|c| c.max_time_ns >= t)
+            .filter_map(|c| {
+                if c.min_time_ns >= t {
+                    return Some(c.min_time_ns);
+                }
+                let times = c.batch.column_by_name(&time_column)?;
+                let times = arrow::compute::cast(
+                    times,
+                    &arrow::datatypes::DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Nanosecond,
+                        None,
+                    ),
+                )
+                .ok()?;
+                times
+                    .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                    .iter()
+                    .flatten()
+                    .filter(|x| *x >= t)
+                    .min()
+            });
+        let persisted = data
+            .files
+            .iter()
+            .filter(|f| f.file.max_time_ns >= t)
+            .map(|f| f.file.min_time_ns.max(t));
+        buffered.chain(persisted).min()
     }
 }
 

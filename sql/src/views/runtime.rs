@@ -446,12 +446,29 @@ pub(super) async fn backfill_step(
                 return Ok(());
             }
             Some((min, max)) => {
+                // Rows past the base's retention are not visible: the
+                // backfill starts where the visible rows do, not at the
+                // oldest row still on disk.
+                let cutoff = engine.retention_cutoff(&view.base_table, engine.now_ns());
+                let min = cutoff.map_or(min, |c| min.max(c));
+                if min > max {
+                    engine
+                        .set_view_progress(&view.name, ViewProgress::default())
+                        .await?;
+                    return Ok(());
+                }
                 let from = bucket_start(min, w, o);
                 (from, bucket_start(max, w, o) + w, from)
             }
         }
     } else {
         (from, to, view.progress.backfilled_to_ns.max(from))
+    };
+    // Over the time between rows at once: the backfill takes as many steps
+    // as there are windows with rows, however far apart they are.
+    let done_to = match engine.next_time_from(&view.base_table, done_to) {
+        Some(next) if next < to => done_to.max(bucket_start(next, w, o)),
+        _ => to,
     };
     let base_partition = engine
         .table(&view.base_table)
