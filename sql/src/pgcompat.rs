@@ -46,6 +46,7 @@
 mod arithmetic;
 mod catalog;
 pub(crate) mod functions;
+mod json_results;
 mod ordered_set;
 mod parse;
 pub(crate) mod privileges;
@@ -64,6 +65,7 @@ use sextant_catalog::DATABASE_NAME;
 use sextant_storage::Engine;
 
 pub use functions::set_server_port;
+pub use json_results::json_results;
 pub use parse::{is_catalog_query, parse_plain, parse_statement, plan_query, plan_statement};
 
 /// Registers everything Postgres clients expect in `ctx`, whose catalog
@@ -93,5 +95,6 @@ pub fn register(ctx: &SessionContext, engine: &Engine) -> Result<()> {
     arithmetic::register(ctx);
     ordered_set::register(ctx);
     text::register(ctx);
+    json_results::register(ctx);
     Ok(())
 }

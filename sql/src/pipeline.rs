@@ -80,6 +80,7 @@ pub async fn plan(
     insert_arity(&stmt)?;
     fill_insert_columns(ctx, &mut stmt).await?;
     let (statement, plan) = crate::pgcompat::plan_query(ctx, &sql, stmt, session).await?;
+    let plan = crate::pgcompat::json_results(ctx, plan)?;
     if let Some(who) = session.principal {
         access::check_plan(&plan, &*access::directory(ctx)?, who)?;
     }
