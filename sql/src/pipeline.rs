@@ -79,6 +79,7 @@ pub async fn plan(
     let mut stmt = stmt;
     insert_arity(&stmt)?;
     fill_insert_columns(ctx, &mut stmt).await?;
+    values_fit_not_null(ctx, &stmt).await?;
     let (statement, plan) = crate::pgcompat::plan_query(ctx, &sql, stmt, session).await?;
     let plan = crate::pgcompat::json_results(ctx, plan)?;
     if let Some(who) = session.principal {
@@ -189,6 +190,61 @@ async fn fill_insert_columns(ctx: &SessionContext, stmt: &mut Statement) -> Resu
 
 /// `INSERT INTO t (a, b) VALUES (1, 2, 3)`: refused as Postgres refuses it
 /// (42601, in its words), not with DataFusion's plan error.
+/// `INSERT ... VALUES` that would put NULL in a NOT NULL column (a NULL
+/// written there, or the column left out) fails as PostgreSQL fails, naming
+/// the column and the table; DataFusion's own check names the VALUES list's
+/// column (`column2`) instead.
+async fn values_fit_not_null(ctx: &SessionContext, stmt: &Statement) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::{Expr, TableObject, Value};
+    let Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+        return Ok(());
+    };
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(());
+    };
+    let Ok(table) = crate::table_name(name) else {
+        return Ok(());
+    };
+    let Ok(provider) = ctx.table_provider(table.as_str()).await else {
+        return Ok(());
+    };
+    let schema = provider.schema();
+    let targets: Vec<String> = if insert.columns.is_empty() {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| crate::table_name(c).unwrap_or_else(|_| c.to_string()))
+            .collect()
+    };
+    let violation = |column: &str| {
+        SqlError::new(
+            SqlState::NOT_NULL_VIOLATION,
+            format!(
+                "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+            ),
+        )
+    };
+    for field in schema.fields().iter().filter(|f| !f.is_nullable()) {
+        let Some(at) = targets.iter().position(|t| t == field.name()) else {
+            return Err(violation(field.name()));
+        };
+        let null = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Null));
+        if values
+            .rows
+            .iter()
+            .any(|r| r.content.get(at).is_some_and(null))
+        {
+            return Err(violation(field.name()));
+        }
+    }
+    Ok(())
+}
+
 fn insert_arity(stmt: &Statement) -> Result<(), SqlError> {
     let Statement::Insert(insert) = stmt else {
         return Ok(());
