@@ -70,6 +70,11 @@ pub struct TableOptions {
     pub retention: Option<Duration>,
     /// Width of a time partition, the unit of persistence and pruning.
     pub partition_duration: Duration,
+    /// A reference table, declared without a time column (host → team,
+    /// service → owner): its rows carry an internal `time` (the epoch, or
+    /// the time a protocol wrote) that queries do not see
+    /// ([`TableDef::visible_schema`]); it has no retention.
+    pub reference: bool,
 }
 
 impl Default for TableOptions {
@@ -77,7 +82,29 @@ impl Default for TableOptions {
         Self {
             retention: None,
             partition_duration: DEFAULT_PARTITION,
+            reference: false,
         }
+    }
+}
+
+impl TableDef {
+    /// The columns queries see: a reference table's internal time column
+    /// (the first) left out.
+    pub fn visible_schema(&self) -> SchemaRef {
+        if !self.options.reference {
+            return self.schema.clone();
+        }
+        let fields: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != &self.time_column)
+            .cloned()
+            .collect();
+        std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ))
     }
 }
 

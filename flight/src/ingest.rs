@@ -177,7 +177,10 @@ impl Target {
         incoming: &SchemaRef,
         mode: Mode,
     ) -> Result<Target, Status> {
-        let incoming = normalize(incoming)?;
+        // A reference table (no time column) takes rows without one.
+        let reference = engine.table(table).is_some_and(|d| d.options.reference)
+            && mode.exists != TableExistsOption::Replace;
+        let incoming = normalize(incoming, reference)?;
         match engine.table(table) {
             Some(_) if mode.exists == TableExistsOption::Fail => {
                 return Err(status(SqlError::from(StorageError::Catalog(
@@ -303,12 +306,28 @@ fn storage(e: StorageError) -> Status {
 }
 
 /// The incoming schema as Sextant stores it: `time` must be a timestamp and
-/// becomes nanoseconds in UTC (a time without zone is taken as UTC);
+/// becomes nanoseconds in UTC (a time without zone is taken as UTC), unless
+/// the table is a reference table (`reference`), which has none;
 /// dictionary-encoded columns are stored as their values.
-fn normalize(schema: &SchemaRef) -> Result<SchemaRef, Status> {
-    let Ok(time) = schema.field_with_name(TIME_COLUMN) else {
+fn normalize(schema: &SchemaRef, reference: bool) -> Result<SchemaRef, Status> {
+    let time = schema.field_with_name(TIME_COLUMN);
+    if let (Err(_), true) = (&time, reference) {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Dictionary(_, value) => {
+                    Field::new(f.name(), value.as_ref().clone(), true)
+                }
+                _ => f.as_ref().clone().with_nullable(true),
+            })
+            .collect();
+        return Ok(Arc::new(Schema::new(fields)));
+    }
+    let Ok(time) = time else {
         return Err(status(SqlError::invalid_definition(format!(
-            "the ingested data needs a \"{TIME_COLUMN}\" column (a timestamp); its columns are {}",
+            "the ingested data needs a \"{TIME_COLUMN}\" column (a timestamp), or the table must \
+             exist as a reference table (CREATE TABLE without a time column); its columns are {}",
             schema
                 .fields()
                 .iter()

@@ -212,8 +212,9 @@ pub(crate) fn parse(sql: &str, engine: &Engine) -> Result<Copy, SqlError> {
                     format!("relation \"{name}\" does not exist"),
                 )
             })?;
+            let visible = def.visible_schema();
             let fields: Vec<Field> = if columns.is_empty() {
-                def.schema
+                visible
                     .fields()
                     .iter()
                     .map(|f| f.as_ref().clone())
@@ -227,7 +228,7 @@ pub(crate) fn parse(sql: &str, engine: &Engine) -> Result<Copy, SqlError> {
                         } else {
                             c.value.to_lowercase()
                         };
-                        def.schema.field_with_name(&c).cloned().map_err(|_| {
+                        visible.field_with_name(&c).cloned().map_err(|_| {
                             SqlError::new(
                                 SqlState::UNDEFINED_COLUMN,
                                 format!("column \"{c}\" of relation \"{name}\" does not exist"),

@@ -126,8 +126,9 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
         Field::new("table_name", DataType::Utf8, false),
         Field::new("table_id", DataType::Int64, false),
         Field::new("columns", DataType::Int64, false),
-        Field::new("time_column", DataType::Utf8, false),
-        Field::new("partition", DataType::Utf8, false),
+        // NULL for a reference table, which has none (nor a partition).
+        Field::new("time_column", DataType::Utf8, true),
+        Field::new("partition", DataType::Utf8, true),
         Field::new("retention", DataType::Utf8, true),
         Field::new("buffered_rows", DataType::UInt64, false),
         Field::new("buffered_bytes", DataType::UInt64, false),
@@ -150,15 +151,16 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                 )) as ArrayRef,
                 Arc::new(Int64Array::from_iter_values(s.iter().map(|t| t.def.id))),
                 Arc::new(Int64Array::from_iter_values(
-                    s.iter().map(|t| t.def.schema.fields().len() as i64),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    s.iter().map(|t| t.def.time_column.clone()),
-                )),
-                Arc::new(StringArray::from_iter_values(
                     s.iter()
-                        .map(|t| interval_text(t.def.options.partition_duration)),
+                        .map(|t| t.def.visible_schema().fields().len() as i64),
                 )),
+                Arc::new(StringArray::from_iter(s.iter().map(|t| {
+                    (!t.def.options.reference).then(|| t.def.time_column.clone())
+                }))),
+                Arc::new(StringArray::from_iter(s.iter().map(|t| {
+                    (!t.def.options.reference)
+                        .then(|| interval_text(t.def.options.partition_duration))
+                }))),
                 Arc::new(StringArray::from_iter(
                     s.iter().map(|t| t.def.options.retention.map(interval_text)),
                 )),

@@ -77,7 +77,7 @@ async fn create_table(
             "only plain CREATE TABLE is supported (no EXTERNAL or TEMPORARY)",
         ));
     }
-    let options = table_options(&ct.table_options)?;
+    let mut options = table_options(&ct.table_options)?;
     if ct.if_not_exists && engine.table(&name).is_some() {
         return Ok(Done {
             tag: "CREATE TABLE",
@@ -86,7 +86,19 @@ async fn create_table(
         });
     }
     let schema = column_schema(&mut ct, ctx).await?;
-    let schema = with_time_column(&name, schema)?;
+    let schema = if schema.index_of(TIME_COLUMN).is_err() {
+        // A reference table (host -> team): no time column of its own.
+        if options.retention.is_some() {
+            return Err(SqlError::invalid_definition(format!(
+                "table \"{name}\" has no time column, so its rows do not age: retention \
+                 needs a \"time TIMESTAMP NOT NULL\" column"
+            )));
+        }
+        options.reference = true;
+        with_internal_time(schema)
+    } else {
+        with_time_column(&name, schema)?
+    };
     match engine
         .create_table(NewTable {
             name,
@@ -130,6 +142,20 @@ async fn column_schema(ct: &mut CreateTable, ctx: &SessionContext) -> Result<Sch
             other.display()
         ))),
     }
+}
+
+/// A reference table's columns after its internal time column, which the
+/// storage partitions by and queries do not see.
+fn with_internal_time(schema: Schema) -> Schema {
+    let time = Field::new(
+        TIME_COLUMN,
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    );
+    let fields: Vec<Field> = std::iter::once(time)
+        .chain(schema.fields().iter().map(|f| f.as_ref().clone()))
+        .collect();
+    Schema::new(fields)
 }
 
 /// Every table has `time` as a nanosecond UTC timestamp that is never null.
@@ -203,6 +229,16 @@ async fn alter_table(alter: &AlterTable, engine: &Engine) -> Result<Done, SqlErr
         .into());
     };
     let mut options = def.options.clone();
+    if def.options.reference
+        && alter
+            .changes
+            .iter()
+            .any(|(k, v)| k.as_str() == "retention" && v.is_some())
+    {
+        return Err(SqlError::invalid_definition(format!(
+            "table \"{name}\" has no time column, so its rows do not age: retention does not apply"
+        )));
+    }
     for (key, value) in &alter.changes {
         match (key.as_str(), value) {
             ("partition" | "partition_duration", _) => {

@@ -116,6 +116,7 @@ pub(crate) async fn create(
         partition_duration: opts
             .partition
             .unwrap_or_else(|| default_partition(&a.spec, &base.options)),
+        reference: false,
     };
     let progress = ViewProgress {
         // A full view's first refresh counts as its backfill.

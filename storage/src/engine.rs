@@ -365,6 +365,7 @@ impl Engine {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
+        let batch = with_reference_time(batch, &def)?;
         let batch = conform(&batch, &def.schema).map_err(|e| e.in_table(&def.name))?;
         check_time(&batch, &def)?;
         self.wait_for_space().await?;
@@ -811,4 +812,26 @@ fn split_for_wal(batch: &RecordBatch) -> Vec<RecordBatch> {
         .step_by(rows_per)
         .map(|start| batch.slice(start, rows_per.min(batch.num_rows() - start)))
         .collect()
+}
+
+/// A reference table's rows written without a time (by SQL, COPY, Flight
+/// SQL) get the epoch as their internal time: one partition, never aged.
+fn with_reference_time(batch: RecordBatch, def: &TableDef) -> Result<RecordBatch> {
+    if !def.options.reference || batch.column_by_name(&def.time_column).is_some() {
+        return Ok(batch);
+    }
+    let time = arrow::array::TimestampNanosecondArray::from(vec![0i64; batch.num_rows()])
+        .with_timezone("UTC");
+    let mut fields = vec![std::sync::Arc::new(arrow::datatypes::Field::new(
+        &def.time_column,
+        time.data_type().clone(),
+        false,
+    ))];
+    fields.extend(batch.schema().fields().iter().cloned());
+    let mut columns: Vec<arrow::array::ArrayRef> = vec![std::sync::Arc::new(time)];
+    columns.extend(batch.columns().iter().cloned());
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )?)
 }

@@ -91,8 +91,8 @@ impl SchemaProvider for SextantSchema {
             });
             Arc::new(SextantTable {
                 engine: self.engine.clone(),
+                schema: def.visible_schema(),
                 name: def.name,
-                schema: def.schema,
                 definition,
                 fixed: None,
             }) as Arc<dyn TableProvider>
@@ -133,7 +133,7 @@ impl SextantTable {
         Self {
             engine,
             name: snapshot.def.name.clone(),
-            schema: snapshot.def.schema.clone(),
+            schema: snapshot.def.visible_schema(),
             definition: None,
             fixed: Some(snapshot),
         }
@@ -182,8 +182,33 @@ impl TableProvider for SextantTable {
                 .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?,
         };
         // The snapshot is the truth for this query, even if the table
-        // gained columns since planning started.
-        let schema = self.schema.clone();
+        // gained columns since planning started. A reference table's
+        // internal time column (the first) is read only if a query could
+        // see it, which none can: the projection skips it.
+        let schema = if snap.def.options.reference {
+            let time = snap
+                .def
+                .schema
+                .field_with_name(&snap.def.time_column)?
+                .clone();
+            Arc::new(arrow::datatypes::Schema::new(
+                std::iter::once(Arc::new(time))
+                    .chain(self.schema.fields().iter().cloned())
+                    .collect::<Vec<_>>(),
+            ))
+        } else {
+            self.schema.clone()
+        };
+        let visible_projection: Option<Vec<usize>>;
+        let projection = if snap.def.options.reference {
+            visible_projection = Some(match projection {
+                Some(p) => p.iter().map(|i| i + 1).collect(),
+                None => (1..schema.fields().len()).collect(),
+            });
+            visible_projection.as_ref()
+        } else {
+            projection
+        };
         // Rows past the table's retention are invisible from the moment
         // they pass it, whether or not their files are gone yet: the
         // cutoff prunes like a filter and is applied to the rows below.

@@ -90,6 +90,28 @@ def test_adbc_execute_fetch_arrow_and_parameters(server):
     assert pg_rows(server, "SELECT count(*) FROM cpu") == [(8,)]
 
 
+def test_adbc_reference_table_ingest_and_join(server):
+    """A reference table (no time column): rows ingested with ADBC and
+    inserted with a ? parameter, joined with a time series."""
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE hosts (host TEXT, team TEXT)")
+        cur.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE)")
+        cur.adbc_ingest("hosts", pa.table({"host": ["web-1", "db-1"], "team": ["web", "db"]}), mode="append")
+        cur.execute("INSERT INTO hosts VALUES (?, ?)", parameters=("web-2", "web"))
+        cur.adbc_ingest("cpu", pa.table({
+            "time": pa.array([T0_NS, T0_NS, T0_NS + 10**9], pa.timestamp("ns", tz="UTC")),
+            "host": ["web-1", "db-1", "web-2"],
+            "usage": [10.0, 50.0, 30.0],
+        }), mode="append")
+        assert conn.adbc_get_table_schema("hosts").names == ["host", "team"]
+        cur.execute(
+            "SELECT h.team, avg(c.usage) FROM cpu c JOIN hosts h ON c.host = h.host "
+            "WHERE h.team = ? GROUP BY h.team", parameters=("web",))
+        assert cur.fetchall() == [("web", 20.0)]
+    assert pg_rows(server, "SELECT host, team FROM hosts ORDER BY host") == [
+        ("db-1", "db"), ("web-1", "web"), ("web-2", "web")]
+
+
 def ingest_table(hosts, start_ns=T0_NS, extra=None):
     cols = {
         "time": pa.array([start_ns + i for i in range(len(hosts))], pa.timestamp("ns")),

@@ -36,6 +36,8 @@ pub(super) struct StoredColumn {
 pub(super) struct StoredOptions {
     retention_secs: Option<u64>,
     partition_secs: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reference: bool,
 }
 
 /// Inserts `files` of a table within `tx`.
@@ -113,6 +115,7 @@ pub(super) fn encode_options(o: &TableOptions) -> Result<String> {
     serde_json::to_string(&StoredOptions {
         retention_secs: o.retention.map(|d| d.as_secs()),
         partition_secs: o.partition_duration.as_secs(),
+        reference: o.reference,
     })
     .map_err(|e| CatalogError::Corrupt(e.to_string()))
 }
@@ -123,6 +126,7 @@ pub(super) fn decode_options(text: &str) -> Result<TableOptions> {
     Ok(TableOptions {
         retention: o.retention_secs.map(Duration::from_secs),
         partition_duration: Duration::from_secs(o.partition_secs),
+        reference: o.reference,
     })
 }
 
