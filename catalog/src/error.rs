@@ -25,6 +25,11 @@ pub enum CatalogError {
         view: String,
     },
     /// `CREATE ALERT` of a name that is taken.
+    #[error("relation \"{0}\" already exists")]
+    RelationExists(String),
+    /// No view of that name.
+    #[error("view \"{0}\" does not exist")]
+    ViewNotFound(String),
     #[error("alert \"{0}\" already exists")]
     AlertExists(String),
     /// An alert rule that does not exist.
@@ -69,8 +74,12 @@ impl CatalogError {
     /// The SQLSTATE a client gets for this error.
     pub fn sqlstate(&self) -> SqlState {
         match self {
-            CatalogError::TableExists(_) => SqlState::DUPLICATE_TABLE,
-            CatalogError::TableNotFound(_) => SqlState::UNDEFINED_TABLE,
+            CatalogError::TableExists(_) | CatalogError::RelationExists(_) => {
+                SqlState::DUPLICATE_TABLE
+            }
+            CatalogError::TableNotFound(_) | CatalogError::ViewNotFound(_) => {
+                SqlState::UNDEFINED_TABLE
+            }
             CatalogError::HasDependents { .. } => SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
             CatalogError::AlertExists(_)
             | CatalogError::UserExists(_)

@@ -108,6 +108,16 @@ impl TableDef {
     }
 }
 
+/// A plain view (`CREATE VIEW`): a saved query, expanded where a statement
+/// reads it; `columns` are its result's, for clients that list them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainView {
+    pub name: String,
+    pub query: String,
+    pub columns: SchemaRef,
+    pub created_at_ns: i64,
+}
+
 /// A table to create.
 #[derive(Debug, Clone)]
 pub struct NewTable {
@@ -422,6 +432,13 @@ pub trait Catalog: Send + Sync + Debug {
     /// The largest `persisted_seq` any table (live or dropped) ever reached; the
     /// WAL never hands out a sequence number at or below it again.
     fn max_persisted_seq(&self) -> Result<u64>;
+    /// Adds a plain view, or replaces the one of that name (`replace`);
+    /// [`CatalogError::RelationExists`] if the name is taken otherwise.
+    fn create_plain_view(&self, view: &PlainView, replace: bool) -> Result<()>;
+    /// Removes a plain view ([`CatalogError::ViewNotFound`] if none).
+    fn drop_plain_view(&self, name: &str) -> Result<()>;
+    /// Every plain view, ordered by name.
+    fn plain_views(&self) -> Result<Vec<PlainView>>;
     /// Adds an alert rule; [`CatalogError::AlertExists`] if the name is taken.
     fn create_alert(&self, alert: &StoredAlert) -> Result<()>;
     /// Removes a rule and its undelivered notifications (its history stays).

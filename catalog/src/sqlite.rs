@@ -29,8 +29,8 @@ use sextant_clock::Clock;
 
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
-    NewTable, NewView, ParquetFile, Refresh, Result, StoredAlert, StoredToken, StoredUser,
-    TableDef, TableOptions, ViewDef, ViewProgress,
+    NewTable, NewView, ParquetFile, PlainView, Refresh, Result, StoredAlert, StoredToken,
+    StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
 };
 
 /// Catalog kept in an embedded SQLite database file.
@@ -148,6 +148,18 @@ impl Catalog for SqliteCatalog {
 
     fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>> {
         tables::files(self, table_id)
+    }
+
+    fn create_plain_view(&self, view: &PlainView, replace: bool) -> Result<()> {
+        views::create_plain_view(self, view, replace)
+    }
+
+    fn drop_plain_view(&self, name: &str) -> Result<()> {
+        views::drop_plain_view(self, name)
+    }
+
+    fn plain_views(&self) -> Result<Vec<PlainView>> {
+        views::plain_views(self)
     }
 
     fn create_alert(&self, alert: &StoredAlert) -> Result<()> {

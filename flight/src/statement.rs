@@ -160,6 +160,8 @@ impl Planned {
                 | SextantStatement::DropTable(_)
                 | SextantStatement::CreateView(_)
                 | SextantStatement::DropView(_)
+                | SextantStatement::CreatePlainView { .. }
+                | SextantStatement::DropPlainView(_)
                 | SextantStatement::RefreshView(_)
                 | SextantStatement::CreateAlert { .. }
                 | SextantStatement::AlterAlert { .. }

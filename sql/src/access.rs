@@ -480,6 +480,9 @@ pub(crate) fn authorize_statement(
         S::CreateView(_) | S::DropView(_) => {
             Ok(directory.check(who, Action::Admin("create or drop materialized views"))?)
         }
+        S::CreatePlainView { .. } | S::DropPlainView(_) => {
+            Ok(directory.check(who, Action::Admin("create or drop views"))?)
+        }
         S::CreateAlert { .. } | S::AlterAlert { .. } | S::DropAlert { .. } => {
             Ok(directory.check(who, Action::Admin("manage alert rules"))?)
         }

@@ -44,6 +44,15 @@ pub enum SextantStatement {
     CreateView(Box<CreateView>),
     /// `DROP MATERIALIZED VIEW [IF EXISTS] a, b`.
     DropView(DropObjects),
+    /// `CREATE [OR REPLACE] VIEW v AS SELECT ...`: a plain view.
+    CreatePlainView {
+        name: String,
+        query: String,
+        or_replace: bool,
+        if_not_exists: bool,
+    },
+    /// `DROP VIEW [IF EXISTS] a, b`.
+    DropPlainView(DropObjects),
     /// `REFRESH MATERIALIZED VIEW v`.
     RefreshView(String),
     /// `CREATE ALERT [IF NOT EXISTS] ...`.
@@ -114,6 +123,13 @@ pub fn classify(stmt: &str) -> Result<Classified, SqlError> {
         Kind::Flush => return parsed(S::Flush(crate::ast::table_list(stmt, "FLUSH")?)),
         Kind::Compact => return parsed(S::Compact(crate::ast::table_list(stmt, "COMPACT")?)),
         Kind::CreateView => return parsed(S::CreateView(crate::views::parse_create(stmt)?)),
+        Kind::CreatePlainView => return parsed(crate::views::parse_create_plain(stmt)?),
+        Kind::DropPlainView => {
+            return parsed(S::DropPlainView(crate::ast::parse_drop(
+                stmt,
+                ObjectType::View,
+            )?));
+        }
         Kind::DropView => {
             return parsed(S::DropView(crate::ast::parse_drop(
                 stmt,
@@ -149,6 +165,8 @@ enum Kind {
     Flush,
     Compact,
     CreateView,
+    CreatePlainView,
+    DropPlainView,
     DropView,
     RefreshView,
     CreateAlert,
@@ -194,6 +212,9 @@ fn kind(stmt: &str) -> Kind {
     }
     match (kw(0), kw(1)) {
         (Keyword::CREATE, Keyword::MATERIALIZED) => Kind::CreateView,
+        (Keyword::CREATE, Keyword::VIEW) => Kind::CreatePlainView,
+        (Keyword::CREATE, Keyword::OR) if kw(3) == Keyword::VIEW => Kind::CreatePlainView,
+        (Keyword::DROP, Keyword::VIEW) => Kind::DropPlainView,
         (Keyword::DROP, Keyword::MATERIALIZED) => Kind::DropView,
         (_, Keyword::MATERIALIZED) if first("refresh") => Kind::RefreshView,
         (Keyword::CREATE, Keyword::TABLE) => Kind::CreateTable,

@@ -40,6 +40,15 @@ pub async fn execute(
         S::Flush(tables) => flush(tables, engine).await,
         S::Compact(tables) => compact(tables, engine).await,
         S::CreateView(cv) => crate::views::create(cv, engine, ctx).await,
+        S::CreatePlainView {
+            name,
+            query,
+            or_replace,
+            if_not_exists,
+        } => {
+            crate::views::create_plain(name, query, *or_replace, *if_not_exists, engine, ctx).await
+        }
+        S::DropPlainView(drop) => crate::views::drop_plain(drop, engine).await,
         S::DropView(drop) => crate::views::drop(drop, engine).await,
         S::RefreshView(name) => crate::views::refresh(name, engine, ctx).await,
         S::CreateAlert { def, if_not_exists } => {

@@ -66,6 +66,114 @@ pub(crate) fn parse_create(sql: &str) -> Result<Box<CreateView>, SqlError> {
     Ok(Box::new(cv))
 }
 
+/// Parses `CREATE [OR REPLACE] VIEW [IF NOT EXISTS] v AS SELECT ...`.
+pub(crate) fn parse_create_plain(sql: &str) -> Result<crate::SextantStatement, SqlError> {
+    let Statement::CreateView(cv) = parse_one(sql)? else {
+        return Err(SqlError::syntax(
+            "expected CREATE [OR REPLACE] VIEW name AS SELECT ...",
+        ));
+    };
+    if !cv.columns.is_empty() {
+        return Err(SqlError::unsupported(
+            "a column list is not supported: name the columns with AS in the query",
+        ));
+    }
+    Ok(crate::SextantStatement::CreatePlainView {
+        name: table_name(&cv.name)?,
+        query: cv.query.to_string(),
+        or_replace: cv.or_replace,
+        if_not_exists: cv.if_not_exists,
+    })
+}
+
+/// `CREATE [OR REPLACE] VIEW v AS SELECT ...`: the query is planned as a
+/// client's (so it must run now), and kept as the statement layer reads it
+/// (its Postgres idioms written as DataFusion plans them), with its
+/// columns; a statement that reads the view plans it there
+/// ([`sextant_storage::PlainViewTable`]).
+pub(crate) async fn create_plain(
+    name: &str,
+    query: &str,
+    or_replace: bool,
+    if_not_exists: bool,
+    engine: &Engine,
+    ctx: &SessionContext,
+) -> Result<crate::Done, SqlError> {
+    let done = Ok(crate::Done {
+        tag: "CREATE VIEW",
+        rows: None,
+        batch: None,
+    });
+    if if_not_exists && engine.plain_view(name).is_some() {
+        return done;
+    }
+    let (statement, plan) = match crate::plan(ctx, query, &crate::Session::server()).await? {
+        crate::Planned::Query {
+            statement: statement @ Statement::Query(_),
+            plan,
+        } => (statement, plan),
+        _ => {
+            return Err(SqlError::new(
+                SqlState::WRONG_OBJECT_TYPE,
+                "a view is one SELECT",
+            ));
+        }
+    };
+    let columns = std::sync::Arc::new(plan.schema().as_arrow().clone());
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = columns
+        .fields()
+        .iter()
+        .find(|f| !seen.insert(f.name().clone()))
+    {
+        return Err(SqlError::invalid_definition(format!(
+            "column \"{}\" appears twice in the view: give each output column its own name with AS",
+            dup.name()
+        )));
+    }
+    engine
+        .create_plain_view(
+            sextant_catalog::PlainView {
+                name: name.to_string(),
+                query: statement.to_string(),
+                columns,
+                created_at_ns: engine.now_ns(),
+            },
+            or_replace,
+        )
+        .await?;
+    done
+}
+
+/// `DROP VIEW [IF EXISTS] a, b`.
+pub(crate) async fn drop_plain(
+    drop: &crate::ast::DropObjects,
+    engine: &Engine,
+) -> Result<crate::Done, SqlError> {
+    for name in &drop.names {
+        if engine.plain_view(name).is_none() {
+            if drop.if_exists {
+                continue;
+            }
+            let hint = if engine.view(name).is_some() {
+                format!(": \"{name}\" is a materialized view, use DROP MATERIALIZED VIEW {name}")
+            } else {
+                String::new()
+            };
+            return Err(SqlError::new(
+                SqlState::UNDEFINED_TABLE,
+                format!("view \"{name}\" does not exist{hint}"),
+            ));
+        }
+        engine.drop_plain_view(name).await?;
+    }
+    Ok(crate::Done {
+        tag: "DROP VIEW",
+        rows: None,
+        batch: None,
+    })
+}
+
 /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS SELECT ...`.
 pub(crate) async fn create(
     cv: &CreateView,

@@ -132,6 +132,7 @@ impl Engine {
                 store,
                 wal,
                 views: RwLock::new(BTreeMap::new()),
+                plain_views: RwLock::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),
                 tables: RwLock::new(tables),
                 buffered: AtomicUsize::new(bytes),
@@ -143,6 +144,17 @@ impl Engine {
             }),
         };
         load_views(&engine)?;
+        *engine
+            .inner
+            .plain_views
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = engine
+            .inner
+            .catalog
+            .plain_views()?
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
         // Replayed writes invalidate the view buckets they touch, as they
         // did when they were first applied.
         for state in engine.states() {
@@ -161,6 +173,57 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// A plain view (`CREATE VIEW`) by name.
+    pub fn plain_view(&self, name: &str) -> Option<sextant_catalog::PlainView> {
+        self.inner
+            .plain_views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every plain view's name.
+    pub fn plain_view_names(&self) -> Vec<String> {
+        self.inner
+            .plain_views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Saves a plain view (or replaces it, `replace`), in the catalog first.
+    pub async fn create_plain_view(
+        &self,
+        view: sextant_catalog::PlainView,
+        replace: bool,
+    ) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        self.inner.catalog.create_plain_view(&view, replace)?;
+        info!(view = %view.name, "view created");
+        self.inner
+            .plain_views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(view.name.clone(), view);
+        Ok(())
+    }
+
+    /// Removes a plain view.
+    pub async fn drop_plain_view(&self, name: &str) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        self.inner.catalog.drop_plain_view(name)?;
+        info!(view = %name, "view dropped");
+        self.inner
+            .plain_views
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        Ok(())
     }
 
     /// The catalog the engine commits to.

@@ -28,7 +28,8 @@ pub use instrumented::instrument;
 pub use lifecycle::CompactionSummary;
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{
-    OBJECT_STORE_URL, SextantSchema, SextantSink, SextantTable, counting_scans, object_store_url,
+    OBJECT_STORE_URL, PlainViewTable, SextantSchema, SextantSink, SextantTable, counting_scans,
+    object_store_url,
 };
 pub use sextant_clock::Clock;
 pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};

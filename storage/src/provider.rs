@@ -77,10 +77,15 @@ impl SextantSchema {
 #[async_trait]
 impl SchemaProvider for SextantSchema {
     fn table_names(&self) -> Vec<String> {
-        self.engine.table_names()
+        let mut names = self.engine.table_names();
+        names.extend(self.engine.plain_view_names());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(view) = self.engine.plain_view(name) {
+            return Ok(Some(Arc::new(PlainViewTable { view })));
+        }
         Ok(self.engine.table(name).map(|def| {
             let definition = self.engine.view(name).map(|v| {
                 format!(
@@ -110,7 +115,75 @@ impl SchemaProvider for SextantSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.engine.table(name).is_some()
+        self.engine.table(name).is_some() || self.engine.plain_view(name).is_some()
+    }
+}
+
+/// A plain view (`CREATE VIEW`): its columns for clients that list them,
+/// and, when a statement reads it, its query planned in that statement's
+/// session (so a view reads its tables as they are at that moment).
+#[derive(Debug)]
+pub struct PlainViewTable {
+    view: sextant_catalog::PlainView,
+}
+
+#[async_trait]
+impl TableProvider for PlainViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.view.columns.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(&self.view.query)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        use datafusion::execution::session_state::SessionState;
+        use datafusion::logical_expr::LogicalPlanBuilder;
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return Err(DataFusionError::Internal(format!(
+                "view \"{}\" read outside a session",
+                self.view.name
+            )));
+        };
+        let mut statements = datafusion::sql::parser::DFParser::parse_sql_with_dialect(
+            &self.view.query,
+            &PostgreSqlDialect {},
+        )?;
+        let Some(statement) = statements.pop_front() else {
+            return Err(DataFusionError::Internal(format!(
+                "view \"{}\" has no query",
+                self.view.name
+            )));
+        };
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| e.context(format!("reading view \"{}\"", self.view.name)))?;
+        // The view's columns as it was created (the query is planned again).
+        let columns: Vec<Expr> = plan
+            .schema()
+            .columns()
+            .into_iter()
+            .zip(self.view.columns.fields())
+            .map(|(c, f)| Expr::Column(c).alias(f.name()))
+            .collect();
+        let mut builder = LogicalPlanBuilder::from(plan).project(columns)?;
+        if let Some(p) = projection {
+            builder = builder.select(p.iter().copied())?;
+        }
+        state.create_physical_plan(&builder.build()?).await
     }
 }
 

@@ -200,6 +200,8 @@ pub(crate) struct Inner {
     pub(crate) wal: Wal,
     /// Materialized views by their table's id.
     pub(crate) views: RwLock<BTreeMap<i64, Arc<ViewState>>>,
+    /// Plain views (`CREATE VIEW`) by name, as the catalog has them.
+    pub(crate) plain_views: RwLock<BTreeMap<String, sextant_catalog::PlainView>>,
     /// Orders invalidations of view buckets (and names refresh files).
     pub(crate) generation: AtomicU64,
     pub(crate) tables: RwLock<BTreeMap<String, Arc<TableState>>>,

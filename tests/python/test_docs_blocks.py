@@ -28,10 +28,11 @@ DOCS = {
     "docs/observability.md": (1, 0, []),
     "docs/security.md": (1, 2, []),
     "docs/storage.md": (2, 0, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
-    "docs/views.md": (2, 0, [
+    "docs/views.md": (3, 0, [
         "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
         "INSERT INTO cpu VALUES (now(), 'web-1', 42.5)",
         "CREATE TABLE teams (host TEXT, team TEXT)",
+        "CREATE TABLE hosts (host TEXT, team TEXT)",
     ]),
 }
 

@@ -84,6 +84,30 @@ def test_materialized_views_in_psql(server):
     assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(" a ")] == ["20"], out
 
 
+def test_views_and_reference_tables_in_psql(server):
+    """A plain view and a reference table, as psql lists and describes them."""
+    psql(
+        server,
+        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
+        "CREATE TABLE hosts (host TEXT, team TEXT)",
+        "INSERT INTO cpu VALUES ('2024-01-01T00:00:10Z', 'a', 10), ('2024-01-01T00:00:20Z', 'b', 30)",
+        "INSERT INTO hosts VALUES ('a', 'web'), ('b', 'db')",
+        "CREATE VIEW by_team AS SELECT h.team, max(c.usage) AS peak FROM cpu c JOIN hosts h "
+        "ON c.host = h.host GROUP BY h.team",
+    )
+    views = psql(server, "\\dv").stdout
+    assert " public | by_team " in views and "| view " in views, views
+    tables = psql(server, "\\dt").stdout
+    assert " public | hosts | table " in tables, tables
+    described = psql(server, "\\d hosts").stdout
+    assert " host   | text " in described and " team   | text " in described and "time" not in described, described
+    plus = psql(server, "\\d+ by_team").stdout
+    assert 'View "public.by_team"' in plus and "View definition:" in plus, plus
+    assert "JOIN hosts h ON c.host = h.host GROUP BY h.team;" in plus.split("View definition:")[1], plus
+    out = psql(server, "SELECT team, peak FROM by_team ORDER BY team").stdout
+    assert [line.split("|")[1].strip() for line in out.splitlines() if line.startswith(" db ") or line.startswith(" web ")] == ["30", "10"], out
+
+
 def test_table_sizes(server):
     """\\dt+ and the size functions answer from the table's Parquet files,
     which system.files lists: nothing before FLUSH, their bytes after."""

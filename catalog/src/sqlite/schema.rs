@@ -17,7 +17,7 @@ use crate::{CatalogError, Result};
 pub(super) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -122,6 +122,16 @@ CREATE TABLE tokens (
 );
 ";
 
+/// Plain views (`CREATE VIEW`): the query and its result's columns.
+pub(super) const SCHEMA_V6: &str = "
+CREATE TABLE plain_views (
+    name TEXT PRIMARY KEY,
+    query TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
@@ -129,6 +139,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (3, SCHEMA_V3),
     (4, SCHEMA_V4),
     (5, SCHEMA_V5),
+    (6, SCHEMA_V6),
 ];
 
 impl SqliteCatalog {

@@ -209,6 +209,14 @@ pub(super) fn insert_table(conn: &Connection, table: &NewTable, now: i64) -> Res
     if table_by_name(conn, &table.name)?.is_some() {
         return Err(CatalogError::TableExists(table.name.clone()));
     }
+    let view: i64 = conn.query_row(
+        "SELECT count(*) FROM plain_views WHERE name = ?1",
+        [&table.name],
+        |r| r.get(0),
+    )?;
+    if view > 0 {
+        return Err(CatalogError::RelationExists(table.name.clone()));
+    }
     conn.execute(
         "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
          VALUES (?1, ?2, ?3, ?4, ?5, 0)",

@@ -413,3 +413,50 @@ fn a_newer_layout_is_refused() {
         CatalogError::UnsupportedVersion { found: 99, .. }
     ));
 }
+
+#[test]
+fn plain_views_are_kept_replaced_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+    let columns = Arc::new(Schema::new(vec![Field::new("host", DataType::Utf8, true)]));
+    let view = |query: &str| PlainView {
+        name: "busy".into(),
+        query: query.into(),
+        columns: columns.clone(),
+        created_at_ns: 1,
+    };
+    cat.create_plain_view(&view("SELECT host FROM cpu"), false)
+        .unwrap();
+    assert!(matches!(
+        cat.create_plain_view(&view("SELECT 1"), false),
+        Err(CatalogError::RelationExists(_))
+    ));
+    cat.create_plain_view(&view("SELECT host FROM cpu WHERE usage > 1"), true)
+        .unwrap();
+    assert_eq!(
+        cat.plain_views().unwrap(),
+        vec![view("SELECT host FROM cpu WHERE usage > 1")]
+    );
+    // A table cannot take a view's name, nor a view a table's.
+    assert!(matches!(
+        cat.create_table(new_table("busy")),
+        Err(CatalogError::RelationExists(_))
+    ));
+    cat.create_table(new_table("cpu")).unwrap();
+    assert!(matches!(
+        cat.create_plain_view(
+            &PlainView {
+                name: "cpu".into(),
+                ..view("SELECT 1")
+            },
+            true
+        ),
+        Err(CatalogError::RelationExists(_))
+    ));
+    cat.drop_plain_view("busy").unwrap();
+    assert!(matches!(
+        cat.drop_plain_view("busy"),
+        Err(CatalogError::ViewNotFound(_))
+    ));
+    assert!(cat.plain_views().unwrap().is_empty());
+}

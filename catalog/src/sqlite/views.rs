@@ -1,15 +1,16 @@
 //! Materialized views: a view is a table row plus a `views` row (its query,
 //! spec and refresh progress); committed files invalidate the view buckets
 //! they touch, and a refresh commits a bucket's new files, clears its
-//! invalidation and records progress in one transaction.
+//! invalidation and records progress in one transaction. Plain views are
+//! a `plain_views` row each (name, query, columns).
 
 use rusqlite::params;
 
 use super::tables::{insert_files, insert_table};
 use super::{SqliteCatalog, from_json, to_json};
 use crate::{
-    CatalogError, Invalidation, NewTable, NewView, ParquetFile, Refresh, Result, TableDef, ViewDef,
-    ViewProgress, ViewSpec,
+    CatalogError, Invalidation, NewTable, NewView, ParquetFile, PlainView, Refresh, Result,
+    TableDef, ViewDef, ViewProgress, ViewSpec,
 };
 
 /// Records invalidations; a bucket already invalid keeps the newer generation.
@@ -150,4 +151,74 @@ pub(super) fn commit_refresh(cat: &SqliteCatalog, r: Refresh<'_>) -> Result<Vec<
     }
     tx.commit()?;
     Ok(added)
+}
+
+pub(super) fn create_plain_view(
+    cat: &SqliteCatalog,
+    view: &PlainView,
+    replace: bool,
+) -> Result<()> {
+    let mut conn = cat.conn();
+    let tx = conn.transaction()?;
+    let table: i64 = tx.query_row(
+        "SELECT count(*) FROM tables WHERE name = ?1",
+        [&view.name],
+        |r| r.get(0),
+    )?;
+    if table > 0 {
+        return Err(CatalogError::RelationExists(view.name.clone()));
+    }
+    let columns = super::tables::encode_schema(&view.columns)?;
+    let sql = if replace {
+        "INSERT INTO plain_views (name, query, columns, created_at_ns) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET query = excluded.query, columns = excluded.columns"
+    } else {
+        "INSERT INTO plain_views (name, query, columns, created_at_ns) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO NOTHING"
+    };
+    let n = tx.execute(
+        sql,
+        params![view.name, view.query, columns, view.created_at_ns],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::RelationExists(view.name.clone()));
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn drop_plain_view(cat: &SqliteCatalog, name: &str) -> Result<()> {
+    if cat
+        .conn()
+        .execute("DELETE FROM plain_views WHERE name = ?1", [name])?
+        == 0
+    {
+        return Err(CatalogError::ViewNotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+pub(super) fn plain_views(cat: &SqliteCatalog) -> Result<Vec<PlainView>> {
+    let conn = cat.conn();
+    let mut stmt =
+        conn.prepare("SELECT name, query, columns, created_at_ns FROM plain_views ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut out = vec![];
+    for row in rows {
+        let (name, query, columns, created_at_ns) = row?;
+        out.push(PlainView {
+            name,
+            query,
+            columns: super::tables::decode_schema(&columns)?,
+            created_at_ns,
+        });
+    }
+    Ok(out)
 }

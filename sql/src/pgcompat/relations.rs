@@ -14,7 +14,8 @@
 //!   as in Postgres.
 //! - `pg_indexes_size(oid)`: 0; Sextant keeps no indexes.
 //! - `pg_size_pretty(bigint)`: Postgres' own rounding and units.
-//! - `pg_get_viewdef(oid [, pretty])`: a materialized view's query, as
+//! - `pg_get_viewdef(oid [, pretty])`: a view's query (a plain view's as
+//!   the statement layer keeps it), as
 //!   Postgres prints a definition (` SELECT ...;`); NULL for a relation that
 //!   is not a view.
 
@@ -67,8 +68,12 @@ pub(crate) fn register(ctx: &SessionContext, engine: &Engine) {
             let definitions: StringArray = tables(&args[0], &oids, &engine)?
                 .into_iter()
                 .map(|t| {
-                    let view = engine.view(&t??)?;
-                    Some(format!(" {};", view.query.trim().trim_end_matches(';')))
+                    let name = t??;
+                    let query = match engine.view(&name) {
+                        Some(view) => view.query,
+                        None => engine.plain_view(&name)?.query,
+                    };
+                    Some(format!(" {};", query.trim().trim_end_matches(';')))
                 })
                 .collect();
             super::functions::answer(&args[..1], Arc::new(definitions))
@@ -169,7 +174,9 @@ fn by_name(text: &str, engine: &Engine) -> Result<Option<String>> {
         return Ok(None);
     }
     match crate::table_name(&name) {
-        Ok(table) if engine.table(&table).is_some() => Ok(Some(table)),
+        Ok(table) if engine.table(&table).is_some() || engine.plain_view(&table).is_some() => {
+            Ok(Some(table))
+        }
         _ => Err(missing()),
     }
 }
