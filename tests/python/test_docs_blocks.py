@@ -1,6 +1,8 @@
 """Every runnable ```sql block of README.md and docs/ runs, in document
 order, on a real server (test_docs_queries.py checks the answers of the
-blocks marked `-- example:` in docs/otel-schema.md and docs/ingest.md).
+blocks marked `-- example:` in docs/otel-schema.md and docs/ingest.md), and
+every `$ curl` example answers the status, headers and exact error body the
+document quotes.
 
 A block is a synopsis, not run, when it shows grammar: `[optional]` parts,
 `<placeholders>`, `{a | b}` choices, `...` or Grafana's `$__` macros. Each
@@ -45,8 +47,25 @@ def is_synopsis(statement: str) -> bool:
     return bool(SYNOPSIS.search(re.sub(r"'(?:[^']|'')*'", "''", statement)))
 
 
+def code_blocks(text: str, language: str):
+    """The fenced blocks of `text` in `language` ("" for none)."""
+    blocks, current, lang = [], None, None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                if lang == language:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+            continue
+        if current is not None:
+            current.append(line)
+    return blocks
+
+
 def sql_blocks(text: str):
-    return re.findall(r"^```sql\n(.*?)^```", text, flags=re.S | re.M)
+    return code_blocks(text, "sql")
 
 
 def statements(block: str):
@@ -116,4 +135,68 @@ def test_every_runnable_sql_block_runs(tmp_path, doc):
                     conn.execute(sql)
                 except psycopg.Error as e:
                     pytest.fail(f"{doc}: {sql!r} failed: {e.sqlstate} {e}")
+    assert server.proc.poll() is None
+
+
+# ---------------------------------------------------------------------------
+# The curl examples: every `$ curl ...` of a document runs, in order, against
+# a real server (the documents' 127.0.0.1:4318 is the server's HTTP address),
+# and answers the status line, the headers shown and the exact body quoted.
+
+# document: (commands run, commands that need a file the document only
+# describes, e.g. `@spans.json`)
+CURL_DOCS = {"docs/ingest.md": (7, 1)}
+
+
+def curl_examples(text: str):
+    """(command, expected lines) for each `$ curl` of the plain code blocks."""
+    out = []
+    for block in code_blocks(text, ""):
+        lines = block.splitlines()
+        i = 0
+        while i < len(lines):
+            if not lines[i].startswith("$ curl"):
+                i += 1
+                continue
+            command = lines[i][2:]
+            while command.endswith("\\"):
+                i += 1
+                command = command[:-1] + " " + lines[i].strip()
+            i += 1
+            expected = []
+            while i < len(lines) and not lines[i].startswith("$ "):
+                expected.append(lines[i])
+                i += 1
+            out.append((command, expected))
+    return out
+
+
+@pytest.mark.parametrize("doc", sorted(CURL_DOCS))
+def test_every_curl_example_answers_as_quoted(tmp_path, doc):
+    import subprocess
+    examples = curl_examples((ROOT / doc).read_text())
+    needs_file = [c for c, _ in examples if re.search(r"@spans\.json\b(?!\.)", c)]
+    run = [(c, e) for c, e in examples if c not in needs_file]
+    assert (len(run), len(needs_file)) == CURL_DOCS[doc], (len(run), len(needs_file))
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    # A file a refused request names (its bytes are never read).
+    (tmp_path / "spans.json.br").write_bytes(b"\x00")
+    for command, expected in run:
+        command = command.replace("127.0.0.1:4318", server.addrs["http"]) + " -sS"
+        got = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        lines = got.stdout.replace("\r\n", "\n").split("\n")
+        status = next((ln for ln in expected if ln.startswith("HTTP/")), None)
+        assert status and lines[0] == status, (command, got.stdout, got.stderr)
+        headers = {ln.split(":", 1)[0].lower(): ln.split(":", 1)[1].strip()
+                   for ln in lines[1:] if ":" in ln and not ln.startswith("{")}
+        for ln in expected:
+            if re.match(r"^[a-z-]+: ", ln):
+                name, value = ln.split(": ", 1)
+                assert headers.get(name) == value, (command, ln, got.stdout)
+        body = [ln for ln in expected if ln.startswith("{")]
+        if body:
+            assert got.stdout.rstrip("\n").split("\n")[-1] == body[-1], (command, got.stdout)
     assert server.proc.poll() is None
