@@ -22,6 +22,7 @@ use super::rules::functions_in_from::functions_in_from;
 use super::rules::in_subquery::in_subqueries_outside_filters;
 use super::rules::names_that_must_resolve::names_that_must_resolve;
 use super::rules::output_names::name_output_columns;
+use super::rules::percentile_arrays::percentile_arrays;
 use super::rules::scalar_subqueries_as_aggregates::scalar_subqueries_as_aggregates;
 use super::rules::session_functions::session_functions;
 use super::rules::subqueries_under_case_as_null::subqueries_under_case_as_null;
@@ -153,6 +154,7 @@ fn compatibility_parse(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
 fn sextant_rules(stmt: &mut Statement, session: &Session<'_>) {
     session_functions(stmt, session);
     time_literals(stmt);
+    percentile_arrays(stmt);
     array_subqueries(stmt);
     in_subqueries_outside_filters(stmt);
 }

@@ -10,6 +10,7 @@ pub(crate) mod functions_in_from;
 pub(crate) mod in_subquery;
 pub(crate) mod names_that_must_resolve;
 pub(crate) mod output_names;
+pub(crate) mod percentile_arrays;
 pub(crate) mod scalar_subqueries_as_aggregates;
 pub(crate) mod session_functions;
 pub(crate) mod subqueries_under_case_as_null;
