@@ -48,19 +48,21 @@ def is_synopsis(statement: str) -> bool:
 
 
 def code_blocks(text: str, language: str):
-    """The fenced blocks of `text` in `language` ("" for none)."""
-    blocks, current, lang = [], None, None
+    """The fenced blocks of `text` in `language` ("" for none); a block
+    indented under a list item is read without its indent."""
+    blocks, current, lang, indent = [], None, None, 0
     for line in text.splitlines():
-        if line.startswith("```"):
+        stripped = line.lstrip()
+        if stripped.startswith("```"):
             if current is None:
-                current, lang = [], line[3:].strip()
+                current, lang, indent = [], stripped[3:].strip(), len(line) - len(stripped)
             else:
                 if lang == language:
                     blocks.append("\n".join(current) + "\n")
                 current = None
             continue
         if current is not None:
-            current.append(line)
+            current.append(line[indent:] if line[:indent].strip() == "" else line)
     return blocks
 
 
@@ -144,7 +146,7 @@ def test_every_runnable_sql_block_runs(tmp_path, doc):
 # and answers the status line, the headers shown and the exact body quoted.
 
 # document: commands run
-CURL_DOCS = {"docs/ingest.md": 8}
+CURL_DOCS = {"docs/ingest.md": 11}
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 
@@ -171,16 +173,19 @@ def spans_json() -> bytes:
 
 
 def curl_examples(text: str):
-    """(command, expected lines) for each `$ curl` of the plain code blocks."""
+    """(command, expected lines, server flags) for each `$ curl` of the plain
+    code blocks; a block that names `# --max-body-size 1KiB` runs on a server
+    started with it."""
     out = []
     for block in code_blocks(text, ""):
+        flags = ("--max-body-size", "1KiB") if "# --max-body-size 1KiB" in block else ()
         lines = block.splitlines()
         i = 0
         while i < len(lines):
             if not lines[i].startswith("$ curl"):
                 i += 1
                 continue
-            command = lines[i][2:]
+            command = lines[i][2:].split("  #")[0].rstrip()
             while command.endswith("\\"):
                 i += 1
                 command = command[:-1] + " " + lines[i].strip()
@@ -189,7 +194,7 @@ def curl_examples(text: str):
             while i < len(lines) and not lines[i].startswith("$ "):
                 expected.append(lines[i])
                 i += 1
-            out.append((command, expected))
+            out.append((command, expected, flags))
     return out
 
 
@@ -198,14 +203,27 @@ def test_every_curl_example_answers_as_quoted(tmp_path, doc):
     import subprocess
     run = curl_examples((ROOT / doc).read_text())
     assert len(run) == CURL_DOCS[doc], len(run)
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
-    # The files the examples send (the .br one is refused unread).
+    servers = {}
+
+    def server_with(flags):
+        if flags not in servers:
+            data = tmp_path / f"data{len(servers)}"
+            data.mkdir()
+            servers[flags] = Server(data, extra_args=flags)
+            servers[flags].start()
+        return servers[flags]
+    # The files the examples send: the spans.json the document describes,
+    # a body past 1 KiB, a gzip and a snappy body that expand past it (the
+    # .br one is refused unread).
     (tmp_path / "spans.json").write_bytes(spans_json())
     (tmp_path / "spans.json.br").write_bytes(b"\x00")
-    for command, expected in run:
+    (tmp_path / "big.txt").write_bytes(b"m,host=a v=1 1\n" * 200)
+    (tmp_path / "bomb.gz").write_bytes(__import__("gzip").compress(b"m v=1 1\n" * 10_000))
+    from remote_write import varint
+    # Refused from the length its header announces, before decompressing.
+    (tmp_path / "rwbomb").write_bytes(varint(1 << 20) + b"\x00")
+    for command, expected, flags in run:
+        server = server_with(flags)
         command = command.replace("127.0.0.1:4318", server.addrs["http"]) + " -sS"
         got = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=30)
         lines = got.stdout.replace("\r\n", "\n").split("\n")
@@ -220,7 +238,7 @@ def test_every_curl_example_answers_as_quoted(tmp_path, doc):
         body = [ln for ln in expected if ln.startswith("{")]
         if body:
             assert got.stdout.rstrip("\n").split("\n")[-1] == body[-1], (command, got.stdout)
-    assert server.proc.poll() is None
+    assert all(s.proc.poll() is None for s in servers.values())
 
 
 def test_otel_schema_partial_success_sample(tmp_path):
@@ -242,3 +260,33 @@ def test_otel_schema_partial_success_sample(tmp_path):
     assert status == 200, (status, body)
     text = body.decode() if isinstance(body, bytes) else body
     assert text == quoted[0], text
+
+
+# Errors docs/ingest.md quotes in its prose: (the quote, how to get it).
+INGEST_PROSE_ERRORS = [
+    ('404\n{"error":"no endpoint at /v1/foo"}', "POST", "/v1/foo", {}, b""),
+    ('405 {"error":"GET is not allowed on /v1/traces: use POST"}', "GET", "/v1/traces", {}, None),
+    ('400 {"error":"unknown precision \\"h\\": use ns, us, ms or\n  s"}', "POST", "/api/v2/write?precision=h", {}, b"m v=1 1"),
+    ('415\n{"error":"Content-Encoding \\"gzip\\" is not supported: remote write bodies are\nsnappy-compressed"}',
+     "POST", "/api/v1/write", {"Content-Encoding": "gzip"}, b"x"),
+]
+
+
+def test_errors_quoted_in_ingest_prose(tmp_path):
+    import urllib.error
+    import urllib.request
+    text = (ROOT / "docs/ingest.md").read_text()
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    for quote, method, path, headers, body in INGEST_PROSE_ERRORS:
+        assert quote in text, quote
+        status, message = quote.replace("\n  ", " ").replace("\n", " ").split(" ", 1)
+        req = urllib.request.Request(f"http://{server.addrs['http']}{path}", data=body, method=method,
+                                     headers=headers)
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            pytest.fail(f"{method} {path} succeeded")
+        except urllib.error.HTTPError as e:
+            assert (e.code, e.read().decode()) == (int(status), message), quote
