@@ -143,14 +143,14 @@ pub async fn plan_select(
 /// first columns. More values than columns, or rows of different lengths,
 /// are refused in Postgres' words (42601).
 async fn fill_insert_columns(ctx: &SessionContext, stmt: &mut Statement) -> Result<(), SqlError> {
-    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, TableObject};
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
     let Statement::Insert(insert) = stmt else {
         return Ok(());
     };
     if !insert.columns.is_empty() {
         return Ok(());
     }
-    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+    let Some(values) = insert_values(insert) else {
         return Ok(());
     };
     let Some(first) = values.rows.first() else {
@@ -160,17 +160,9 @@ async fn fill_insert_columns(ctx: &SessionContext, stmt: &mut Statement) -> Resu
     if values.rows.iter().any(|r| r.content.len() != width) {
         return Err(SqlError::syntax("VALUES lists must all be the same length"));
     }
-    let TableObject::TableName(name) = &insert.table else {
+    let Some((_, schema)) = insert_target(ctx, insert).await else {
         return Ok(());
     };
-    let Ok(table) = crate::table_name(name) else {
-        return Ok(());
-    };
-    // An unknown table is DataFusion's to report, as for any statement.
-    let Ok(provider) = ctx.table_provider(table.as_str()).await else {
-        return Ok(());
-    };
-    let schema = provider.schema();
     match width.cmp(&schema.fields().len()) {
         std::cmp::Ordering::Greater => Err(SqlError::syntax(
             "INSERT has more expressions than target columns",
@@ -188,30 +180,46 @@ async fn fill_insert_columns(ctx: &SessionContext, stmt: &mut Statement) -> Resu
     }
 }
 
-/// `INSERT INTO t (a, b) VALUES (1, 2, 3)`: refused as Postgres refuses it
-/// (42601, in its words), not with DataFusion's plan error.
+/// The rows of an `INSERT ... VALUES` (`None` for `INSERT ... SELECT`).
+fn insert_values(
+    insert: &datafusion::sql::sqlparser::ast::Insert,
+) -> Option<&datafusion::sql::sqlparser::ast::Values> {
+    match insert.source.as_deref().map(|q| q.body.as_ref()) {
+        Some(SetExpr::Values(values)) => Some(values),
+        _ => None,
+    }
+}
+
+/// The table an INSERT writes to and the columns clients see in it;
+/// `None` for a table that does not exist (DataFusion reports it, as for
+/// any statement).
+async fn insert_target(
+    ctx: &SessionContext,
+    insert: &datafusion::sql::sqlparser::ast::Insert,
+) -> Option<(String, datafusion::arrow::datatypes::SchemaRef)> {
+    let datafusion::sql::sqlparser::ast::TableObject::TableName(name) = &insert.table else {
+        return None;
+    };
+    let table = crate::table_name(name).ok()?;
+    let provider = ctx.table_provider(table.as_str()).await.ok()?;
+    Some((table, provider.schema()))
+}
+
 /// `INSERT ... VALUES` that would put NULL in a NOT NULL column (a NULL
 /// written there, or the column left out) fails as PostgreSQL fails, naming
 /// the column and the table; DataFusion's own check names the VALUES list's
 /// column (`column2`) instead.
 async fn values_fit_not_null(ctx: &SessionContext, stmt: &Statement) -> Result<(), SqlError> {
-    use datafusion::sql::sqlparser::ast::{Expr, TableObject, Value};
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
     let Statement::Insert(insert) = stmt else {
         return Ok(());
     };
-    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+    let Some(values) = insert_values(insert) else {
         return Ok(());
     };
-    let TableObject::TableName(name) = &insert.table else {
+    let Some((table, schema)) = insert_target(ctx, insert).await else {
         return Ok(());
     };
-    let Ok(table) = crate::table_name(name) else {
-        return Ok(());
-    };
-    let Ok(provider) = ctx.table_provider(table.as_str()).await else {
-        return Ok(());
-    };
-    let schema = provider.schema();
     let targets: Vec<String> = if insert.columns.is_empty() {
         schema.fields().iter().map(|f| f.name().clone()).collect()
     } else {
@@ -245,6 +253,8 @@ async fn values_fit_not_null(ctx: &SessionContext, stmt: &Statement) -> Result<(
     Ok(())
 }
 
+/// `INSERT INTO t (a, b) VALUES (1, 2, 3)`: refused as Postgres refuses it
+/// (42601, in its words), not with DataFusion's plan error.
 fn insert_arity(stmt: &Statement) -> Result<(), SqlError> {
     let Statement::Insert(insert) = stmt else {
         return Ok(());

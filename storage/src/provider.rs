@@ -272,16 +272,11 @@ impl TableProvider for SextantTable {
         } else {
             self.schema.clone()
         };
-        let visible_projection: Option<Vec<usize>>;
-        let projection = if snap.def.options.reference {
-            visible_projection = Some(match projection {
-                Some(p) => p.iter().map(|i| i + 1).collect(),
-                None => (1..schema.fields().len()).collect(),
-            });
-            visible_projection.as_ref()
-        } else {
-            projection
-        };
+        let visible: Option<Vec<usize>> = snap.def.options.reference.then(|| match projection {
+            Some(p) => p.iter().map(|i| i + 1).collect(),
+            None => (1..schema.fields().len()).collect(),
+        });
+        let projection = visible.as_ref().or(projection);
         // Rows past the table's retention are invisible from the moment
         // they pass it, whether or not their files are gone yet: the
         // cutoff prunes like a filter and is applied to the rows below.
