@@ -57,7 +57,7 @@ cargo build --workspace --all-targets --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export SEXTANT_BIN="$target_dir/debug/sextant"
 
-step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt)"
+step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt and SQLite's corpus in sqllogictest/sqlite)"
 cargo test --workspace --quiet
 
 step "fuzz targets, ${FUZZ_SECONDS:-20}s each (fuzz/, corpus in fuzz/corpus)"

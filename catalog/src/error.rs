@@ -30,6 +30,9 @@ pub enum CatalogError {
     /// No view of that name.
     #[error("view \"{0}\" does not exist")]
     ViewNotFound(String),
+    /// No index of that name.
+    #[error("index \"{0}\" does not exist")]
+    IndexNotFound(String),
     #[error("alert \"{0}\" already exists")]
     AlertExists(String),
     /// An alert rule that does not exist.
@@ -77,6 +80,7 @@ impl CatalogError {
             CatalogError::TableExists(_) | CatalogError::RelationExists(_) => {
                 SqlState::DUPLICATE_TABLE
             }
+            CatalogError::IndexNotFound(_) => SqlState::UNDEFINED_OBJECT,
             CatalogError::TableNotFound(_) | CatalogError::ViewNotFound(_) => {
                 SqlState::UNDEFINED_TABLE
             }

@@ -118,6 +118,19 @@ pub struct PlainView {
     pub created_at_ns: i64,
 }
 
+/// An index (`CREATE INDEX`), as recorded: Sextant builds no secondary
+/// index (a scan prunes Parquet files and row groups by their statistics),
+/// so an index is a name a client's schema script can create and drop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDef {
+    pub name: String,
+    /// The table it is on.
+    pub table: String,
+    /// Its key columns (or expressions), as written.
+    pub columns: Vec<String>,
+    pub created_at_ns: i64,
+}
+
 /// A table to create.
 #[derive(Debug, Clone)]
 pub struct NewTable {
@@ -439,6 +452,13 @@ pub trait Catalog: Send + Sync + Debug {
     fn drop_plain_view(&self, name: &str) -> Result<()>;
     /// Every plain view, ordered by name.
     fn plain_views(&self) -> Result<Vec<PlainView>>;
+    /// Records an index; [`CatalogError::RelationExists`] if the name is
+    /// taken, [`CatalogError::TableNotFound`] without its table.
+    fn create_index(&self, index: &IndexDef) -> Result<()>;
+    /// Removes an index ([`CatalogError::IndexNotFound`] if none).
+    fn drop_index(&self, name: &str) -> Result<()>;
+    /// Every index, ordered by name.
+    fn indexes(&self) -> Result<Vec<IndexDef>>;
     /// Adds an alert rule; [`CatalogError::AlertExists`] if the name is taken.
     fn create_alert(&self, alert: &StoredAlert) -> Result<()>;
     /// Removes a rule and its undelivered notifications (its history stays).

@@ -28,9 +28,9 @@ use serde::Serialize;
 use sextant_clock::Clock;
 
 use crate::{
-    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, Invalidation, NewParquetFile,
-    NewTable, NewView, ParquetFile, PlainView, Refresh, Result, StoredAlert, StoredToken,
-    StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
+    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation,
+    NewParquetFile, NewTable, NewView, ParquetFile, PlainView, Refresh, Result, StoredAlert,
+    StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
 };
 
 /// Catalog kept in an embedded SQLite database file.
@@ -64,6 +64,21 @@ impl SqliteCatalog {
         // (transactions roll back), so the poisoned guard is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Deletes the row named `name` from `table`; whether there was one.
+fn delete_named(cat: &SqliteCatalog, table: &str, name: &str) -> Result<bool> {
+    let sql = format!("DELETE FROM {table} WHERE name = ?1");
+    Ok(cat.conn().execute(&sql, [name])? > 0)
+}
+
+/// The rows of `sql`: three texts and a number (a name, what it holds, and
+/// when it was made), as the plain views and indexes are read.
+fn named_rows(cat: &SqliteCatalog, sql: &str) -> Result<Vec<(String, String, String, i64)>> {
+    let conn = cat.conn();
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
@@ -160,6 +175,18 @@ impl Catalog for SqliteCatalog {
 
     fn plain_views(&self) -> Result<Vec<PlainView>> {
         views::plain_views(self)
+    }
+
+    fn create_index(&self, index: &IndexDef) -> Result<()> {
+        tables::create_index(self, index)
+    }
+
+    fn drop_index(&self, name: &str) -> Result<()> {
+        tables::drop_index(self, name)
+    }
+
+    fn indexes(&self) -> Result<Vec<IndexDef>> {
+        tables::indexes(self)
     }
 
     fn create_alert(&self, alert: &StoredAlert) -> Result<()> {

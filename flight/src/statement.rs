@@ -162,6 +162,8 @@ impl Planned {
                 | SextantStatement::DropView(_)
                 | SextantStatement::CreatePlainView { .. }
                 | SextantStatement::DropPlainView(_)
+                | SextantStatement::CreateIndex(_)
+                | SextantStatement::DropIndex(_)
                 | SextantStatement::RefreshView(_)
                 | SextantStatement::CreateAlert { .. }
                 | SextantStatement::AlterAlert { .. }

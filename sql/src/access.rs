@@ -473,6 +473,8 @@ pub(crate) fn authorize_statement(
     };
     match stmt {
         S::CreateTable(ct) => each(&[table_name(&ct.name)?]),
+        S::CreateIndex(ci) => each(std::slice::from_ref(&ci.table)),
+        S::DropIndex(_) => Ok(directory.check(who, Action::Admin("drop indexes"))?),
         S::AlterTable(alter) => each(std::slice::from_ref(&alter.name)),
         S::DropTable(drop) => each(&drop.names),
         S::Flush(tables) | S::Compact(tables) => each(tables),

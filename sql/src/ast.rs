@@ -86,7 +86,7 @@ pub fn table_name(name: &ObjectName) -> Result<String, SqlError> {
     }
 }
 
-fn normalize(id: &Ident) -> String {
+pub(crate) fn normalize(id: &Ident) -> String {
     if id.quote_style.is_some() {
         id.value.clone()
     } else {

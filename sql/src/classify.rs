@@ -53,6 +53,10 @@ pub enum SextantStatement {
     },
     /// `DROP VIEW [IF EXISTS] a, b`.
     DropPlainView(DropObjects),
+    /// `CREATE INDEX ... ON table (columns)` (see [`crate::indexes`]).
+    CreateIndex(crate::indexes::CreateIndex),
+    /// `DROP INDEX [IF EXISTS] a, b`.
+    DropIndex(DropObjects),
     /// `REFRESH MATERIALIZED VIEW v`.
     RefreshView(String),
     /// `CREATE ALERT [IF NOT EXISTS] ...`.
@@ -130,6 +134,13 @@ pub fn classify(stmt: &str) -> Result<Classified, SqlError> {
                 ObjectType::View,
             )?));
         }
+        Kind::CreateIndex => return parsed(S::CreateIndex(crate::indexes::parse_create(stmt)?)),
+        Kind::DropIndex => {
+            return parsed(S::DropIndex(crate::ast::parse_drop(
+                stmt,
+                ObjectType::Index,
+            )?));
+        }
         Kind::DropView => {
             return parsed(S::DropView(crate::ast::parse_drop(
                 stmt,
@@ -167,6 +178,8 @@ enum Kind {
     CreateView,
     CreatePlainView,
     DropPlainView,
+    CreateIndex,
+    DropIndex,
     DropView,
     RefreshView,
     CreateAlert,
@@ -215,6 +228,9 @@ fn kind(stmt: &str) -> Kind {
         (Keyword::CREATE, Keyword::VIEW) => Kind::CreatePlainView,
         (Keyword::CREATE, Keyword::OR) if kw(3) == Keyword::VIEW => Kind::CreatePlainView,
         (Keyword::DROP, Keyword::VIEW) => Kind::DropPlainView,
+        (Keyword::CREATE, Keyword::INDEX) => Kind::CreateIndex,
+        (Keyword::CREATE, Keyword::UNIQUE) if kw(2) == Keyword::INDEX => Kind::CreateIndex,
+        (Keyword::DROP, Keyword::INDEX) => Kind::DropIndex,
         (Keyword::DROP, Keyword::MATERIALIZED) => Kind::DropView,
         (_, Keyword::MATERIALIZED) if first("refresh") => Kind::RefreshView,
         (Keyword::CREATE, Keyword::TABLE) => Kind::CreateTable,

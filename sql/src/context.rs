@@ -44,6 +44,7 @@ pub fn session_context(
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rules(crate::pgcompat::optimizer_rules())
         .with_query_planner(Arc::new(GuardedPlanner::new(directory.clone())))
         .build();
     let mut ctx = SessionContext::new_with_state(state);

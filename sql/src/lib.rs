@@ -22,6 +22,7 @@ mod classify;
 mod clock;
 mod context;
 mod error;
+mod indexes;
 pub mod pgcompat;
 mod pipeline;
 mod queries;

@@ -45,6 +45,7 @@
 
 mod arithmetic;
 mod catalog;
+mod correlated;
 pub(crate) mod functions;
 mod json_results;
 mod ordered_set;
@@ -67,6 +68,28 @@ use sextant_storage::Engine;
 pub use functions::set_server_port;
 pub use json_results::json_results;
 pub use parse::{is_catalog_query, parse_plain, parse_statement, plan_query, plan_statement};
+
+/// DataFusion's optimizer rules, with Sextant's: correlated subqueries
+/// DataFusion cannot decorrelate, just before its rule that does
+/// ([`correlated::CorrelatedByDomain`]); and its rewrite of `count(DISTINCT
+/// x)` beside other aggregates into two aggregations kept from `sum` of a
+/// smaller integer ([`arithmetic::SumKeepsItsType`]).
+pub(crate) fn optimizer_rules()
+-> Vec<std::sync::Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
+    use std::sync::Arc;
+    let mut rules = datafusion::optimizer::Optimizer::new().rules;
+    for rule in rules.iter_mut() {
+        if rule.name() == "single_distinct_aggregation_to_group_by" {
+            *rule = Arc::new(arithmetic::SumKeepsItsType(Arc::clone(rule)));
+        }
+    }
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "scalar_subquery_to_join")
+        .unwrap_or(0);
+    rules.insert(at, Arc::new(correlated::CorrelatedByDomain));
+    rules
+}
 
 /// Registers everything Postgres clients expect in `ctx`, whose catalog
 /// [`DATABASE_NAME`] must exist: datafusion-pg-catalog's `pg_catalog` and

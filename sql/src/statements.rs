@@ -49,6 +49,8 @@ pub async fn execute(
             crate::views::create_plain(name, query, *or_replace, *if_not_exists, engine, ctx).await
         }
         S::DropPlainView(drop) => crate::views::drop_plain(drop, engine).await,
+        S::CreateIndex(ci) => crate::indexes::create(ci, engine).await,
+        S::DropIndex(drop) => crate::indexes::drop(drop, engine).await,
         S::DropView(drop) => crate::views::drop(drop, engine).await,
         S::RefreshView(name) => crate::views::refresh(name, engine, ctx).await,
         S::CreateAlert { def, if_not_exists } => {

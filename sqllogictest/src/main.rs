@@ -67,6 +67,9 @@ struct Sextant {
     client: Client,
     /// The user and password of `connect as`, if any.
     login: Option<(String, String)>,
+    /// Whether queries' column types are learned (prepared first); the
+    /// SQLite corpus does not check them.
+    describe: bool,
 }
 
 impl Sextant {
@@ -269,7 +272,7 @@ impl sqllogictest::AsyncDB for Sextant {
             }
             _ => {}
         }
-        let types = if returns_rows(sql) {
+        let types = if self.describe && returns_rows(sql) {
             self.column_types(sql).await
         } else {
             None
@@ -333,25 +336,46 @@ fn args() -> Args {
     Args { complete, filters }
 }
 
-/// The `.slt` files of the checkout being tested. `cargo test` says where
-/// its manifest is at run time; the path compiled in can name another
-/// checkout when a target directory is shared (a CI cache).
-fn slt_files() -> Vec<PathBuf> {
+/// A test file, and whether it is the SQLite corpus (`sqlite/*.test`), run
+/// as its own runner would: label `postgresql`, column types not checked.
+struct TestFile {
+    path: PathBuf,
+    corpus: bool,
+}
+
+/// The SQLite corpus, longest first, then the `.slt` files of the checkout
+/// being tested (so the long files overlap the many short ones).
+/// `cargo test` says where its manifest is at run time; the path compiled
+/// in can name another checkout when a target directory is shared (a CI
+/// cache).
+fn test_files() -> Vec<TestFile> {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let dir = manifest_dir.join("slt");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
-    files
+    let list = |dir: &str, ext: &str| {
+        let dir = manifest_dir.join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no .{ext} files in {}", dir.display());
+        files
+    };
+    let slt = list("slt", "slt").into_iter().map(|path| TestFile {
+        path,
+        corpus: false,
+    });
+    let corpus = list("sqlite", "test")
+        .into_iter()
+        .rev()
+        .map(|path| TestFile { path, corpus: true });
+    corpus.chain(slt).collect()
 }
 
-async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
+async fn run_file(file: &TestFile, complete: bool) -> Result<(), String> {
+    let path = &file.path;
     let server = tokio::task::spawn_blocking(|| {
         Server::start(&[
             "--view-refresh-interval",
@@ -363,6 +387,7 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
     .await
     .map_err(|e| format!("starting sextant: {e}"))?;
     let server = Arc::new(Mutex::new(server));
+    let corpus = file.corpus;
     let make = {
         let server = server.clone();
         move || {
@@ -373,16 +398,23 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
                     server,
                     client,
                     login: None,
+                    describe: !corpus,
                 })
             }
         }
     };
     let mut runner = Runner::new(make);
-    runner.with_column_validator(sqllogictest::strict_column_validator);
+    if file.corpus {
+        // What the corpus's own files ask of a PostgreSQL runner.
+        runner.add_label("postgresql");
+        runner.with_column_validator(sqllogictest::default_column_validator);
+    } else {
+        runner.with_column_validator(sqllogictest::strict_column_validator);
+    }
     let result = if complete {
         runner
             .update_test_file(
-                &path,
+                path,
                 " ",
                 sqllogictest::default_validator,
                 sqllogictest::default_normalizer,
@@ -392,7 +424,7 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())
     } else {
         runner
-            .run_file_async(&path)
+            .run_file_async(path)
             .await
             .map_err(|e| e.display(true).to_string())
     };
@@ -406,10 +438,10 @@ async fn run_file(path: PathBuf, complete: bool) -> Result<(), String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
-    let files: Vec<PathBuf> = slt_files()
+    let files: Vec<TestFile> = test_files()
         .into_iter()
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
+        .filter(|f| {
+            let name = f.path.file_name().unwrap().to_string_lossy();
             args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str()))
         })
         .collect();
@@ -420,14 +452,14 @@ async fn main() {
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(jobs.max(1)));
     let mut tasks = vec![];
-    for path in files {
+    for file in files {
         let permits = permits.clone();
         let complete = args.complete;
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.expect("semaphore open");
             let t = Instant::now();
-            let result = run_file(path.clone(), complete).await;
-            (path, result, t.elapsed())
+            let result = run_file(&file, complete).await;
+            (file.path, result, t.elapsed())
         }));
     }
     let (mut passed, mut failed) = (0, 0);

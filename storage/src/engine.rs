@@ -226,6 +226,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Records an index on a table (see [`sextant_catalog::IndexDef`]).
+    pub async fn create_index(&self, index: sextant_catalog::IndexDef) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        self.inner.catalog.create_index(&index)?;
+        info!(index = %index.name, table = %index.table, "index created");
+        Ok(())
+    }
+
+    /// Removes an index.
+    pub async fn drop_index(&self, name: &str) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        self.inner.catalog.drop_index(name)?;
+        info!(index = %name, "index dropped");
+        Ok(())
+    }
+
     /// The catalog the engine commits to.
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.inner.catalog

@@ -17,7 +17,7 @@ use crate::{CatalogError, Result};
 pub(super) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -132,6 +132,16 @@ CREATE TABLE plain_views (
 );
 ";
 
+/// Indexes (`CREATE INDEX`): recorded with their table, which drops them.
+pub(super) const SCHEMA_V7: &str = "
+CREATE TABLE indexes (
+    name TEXT PRIMARY KEY,
+    table_id INTEGER NOT NULL REFERENCES tables (id),
+    columns TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(super) const MIGRATIONS: &[(i64, &str)] = &[
@@ -140,6 +150,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (4, SCHEMA_V4),
     (5, SCHEMA_V5),
     (6, SCHEMA_V6),
+    (7, SCHEMA_V7),
 ];
 
 impl SqliteCatalog {

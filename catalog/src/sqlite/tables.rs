@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::SqliteCatalog;
 use super::views::insert_invalidations;
 use crate::{
-    CatalogError, CompactionRun, Invalidation, NewParquetFile, NewTable, ParquetFile, Result,
-    TableDef, TableOptions,
+    CatalogError, CompactionRun, IndexDef, Invalidation, NewParquetFile, NewTable, ParquetFile,
+    Result, TableDef, TableOptions,
 };
 
 /// A column as stored: Arrow's own type spelling round-trips through
@@ -263,6 +263,7 @@ pub(super) fn drop_table(cat: &SqliteCatalog, name: &str) -> Result<(TableDef, V
         [def.persisted_seq as i64],
     )?;
     tx.execute("DELETE FROM files WHERE table_id = ?1", [def.id])?;
+    tx.execute("DELETE FROM indexes WHERE table_id = ?1", [def.id])?;
     tx.execute("DELETE FROM tables WHERE id = ?1", [def.id])?;
     tx.commit()?;
     Ok((def, files))
@@ -410,4 +411,55 @@ pub(super) fn max_persisted_seq(cat: &SqliteCatalog) -> Result<u64> {
         |r| r.get(0),
     )?;
     Ok(seq as u64)
+}
+
+pub(super) fn create_index(cat: &SqliteCatalog, index: &IndexDef) -> Result<()> {
+    let mut conn = cat.conn();
+    let tx = conn.transaction()?;
+    let def = table_by_name(&tx, &index.table)?
+        .ok_or_else(|| CatalogError::TableNotFound(index.table.clone()))?;
+    // Indexes share their names with tables and views, as in PostgreSQL.
+    let taken: i64 = tx.query_row(
+        "SELECT (SELECT count(*) FROM tables WHERE name = ?1) \
+              + (SELECT count(*) FROM plain_views WHERE name = ?1) \
+              + (SELECT count(*) FROM indexes WHERE name = ?1)",
+        [&index.name],
+        |r| r.get(0),
+    )?;
+    if taken > 0 {
+        return Err(CatalogError::RelationExists(index.name.clone()));
+    }
+    let columns = super::to_json(&index.columns)?;
+    tx.execute(
+        "INSERT INTO indexes (name, table_id, columns, created_at_ns) VALUES (?1, ?2, ?3, ?4)",
+        params![index.name, def.id, columns, index.created_at_ns],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn drop_index(cat: &SqliteCatalog, name: &str) -> Result<()> {
+    if !super::delete_named(cat, "indexes", name)? {
+        return Err(CatalogError::IndexNotFound(name.to_string()));
+    }
+    Ok(())
+}
+
+pub(super) fn indexes(cat: &SqliteCatalog) -> Result<Vec<IndexDef>> {
+    let rows = super::named_rows(
+        cat,
+        "SELECT i.name, t.name, i.columns, i.created_at_ns FROM indexes i \
+         JOIN tables t ON t.id = i.table_id ORDER BY i.name",
+    )?;
+    rows.into_iter()
+        .map(|(name, table, columns, created_at_ns)| {
+            let columns = super::from_json(&columns, &format!("index {name} columns"))?;
+            Ok(IndexDef {
+                name,
+                table,
+                columns,
+                created_at_ns,
+            })
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 
 use super::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
 use super::*;
-use crate::{ColumnStats, ViewSpec};
+use crate::{ColumnStats, IndexDef, ViewSpec};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -459,4 +459,44 @@ fn plain_views_are_kept_replaced_and_dropped() {
         Err(CatalogError::ViewNotFound(_))
     ));
     assert!(cat.plain_views().unwrap().is_empty());
+}
+
+#[test]
+fn indexes_are_kept_and_go_with_their_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let cat = SqliteCatalog::open(&path).unwrap();
+    let index = |name: &str, table: &str| IndexDef {
+        name: name.into(),
+        table: table.into(),
+        columns: vec!["host".into(), "(a + b)".into()],
+        created_at_ns: 7,
+    };
+    assert!(matches!(
+        cat.create_index(&index("cpu_host", "cpu")),
+        Err(CatalogError::TableNotFound(_))
+    ));
+    cat.create_table(new_table("cpu")).unwrap();
+    cat.create_index(&index("cpu_host", "cpu")).unwrap();
+    // Names are shared with tables, views and other indexes.
+    for taken in ["cpu_host", "cpu"] {
+        assert!(matches!(
+            cat.create_index(&index(taken, "cpu")),
+            Err(CatalogError::RelationExists(_))
+        ));
+    }
+    cat.create_index(&index("cpu_other", "cpu")).unwrap();
+    drop(cat);
+    let cat = SqliteCatalog::open(&path).unwrap();
+    assert_eq!(
+        cat.indexes().unwrap(),
+        vec![index("cpu_host", "cpu"), index("cpu_other", "cpu")]
+    );
+    cat.drop_index("cpu_host").unwrap();
+    assert!(matches!(
+        cat.drop_index("cpu_host"),
+        Err(CatalogError::IndexNotFound(_))
+    ));
+    cat.drop_table("cpu").unwrap();
+    assert!(cat.indexes().unwrap().is_empty());
 }

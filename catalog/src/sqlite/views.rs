@@ -188,37 +188,25 @@ pub(super) fn create_plain_view(
 }
 
 pub(super) fn drop_plain_view(cat: &SqliteCatalog, name: &str) -> Result<()> {
-    if cat
-        .conn()
-        .execute("DELETE FROM plain_views WHERE name = ?1", [name])?
-        == 0
-    {
+    if !super::delete_named(cat, "plain_views", name)? {
         return Err(CatalogError::ViewNotFound(name.to_string()));
     }
     Ok(())
 }
 
 pub(super) fn plain_views(cat: &SqliteCatalog) -> Result<Vec<PlainView>> {
-    let conn = cat.conn();
-    let mut stmt =
-        conn.prepare("SELECT name, query, columns, created_at_ns FROM plain_views ORDER BY name")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    let mut out = vec![];
-    for row in rows {
-        let (name, query, columns, created_at_ns) = row?;
-        out.push(PlainView {
-            name,
-            query,
-            columns: super::tables::decode_schema(&columns)?,
-            created_at_ns,
-        });
-    }
-    Ok(out)
+    let rows = super::named_rows(
+        cat,
+        "SELECT name, query, columns, created_at_ns FROM plain_views ORDER BY name",
+    )?;
+    rows.into_iter()
+        .map(|(name, query, columns, created_at_ns)| {
+            Ok(PlainView {
+                name,
+                query,
+                columns: super::tables::decode_schema(&columns)?,
+                created_at_ns,
+            })
+        })
+        .collect()
 }

@@ -53,7 +53,7 @@ use datafusion::logical_expr::{
     GroupsAccumulator, LogicalPlan, Operator, ReversedUDAF, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::{AnalyzerRule, OptimizerConfig, OptimizerRule};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Statement, Value, Visit};
 use sextant_sqlstate::SqlState;
@@ -569,9 +569,12 @@ fn interval_mul(span: IntervalMonthDayNano, factor: f64) -> Result<IntervalMonth
 
 /// PostgreSQL's `sum`: over `bigint` it is `numeric`, which cannot
 /// overflow (DataFusion's sums `bigint` into a wrapping `bigint`); over
-/// every other type it is DataFusion's. The `bigint` input is read as
-/// `numeric(38, 0)` (type coercion casts it), so DataFusion's decimal
-/// accumulators do the work.
+/// every other type it is DataFusion's (`sum(integer)` is `bigint`). The
+/// `bigint` input is read as `numeric(38, 0)` (type coercion casts it), so
+/// DataFusion's decimal accumulators do the work. A smaller integer is
+/// not cast (the types of a plan are coerced again each time its schema
+/// is computed, and a `bigint` made of it would then read as `numeric`):
+/// its accumulators cast each batch to `bigint` ([`WidenedInput`]).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PgSum {
     inner: Sum,
@@ -606,8 +609,8 @@ impl AggregateUDFImpl for PgSum {
         };
         Ok(vec![match t {
             DataType::Int64 | DataType::UInt64 => SUM_NUMERIC,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 => DataType::Int64,
-            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => DataType::Int64,
+            DataType::Int8 | DataType::Int16 | DataType::Int32 => t.clone(),
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => t.clone(),
             DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
             DataType::Null => DataType::Int64,
             DataType::Decimal32(..)
@@ -627,25 +630,51 @@ impl AggregateUDFImpl for PgSum {
         }])
     }
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
+        match arg_types {
+            [t] if is_small_int(t) => Ok(DataType::Int64),
+            _ => self.inner.return_type(arg_types),
+        }
     }
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.accumulator(args)
+        WidenedInput::args(&args, |args| self.inner.accumulator(args))
+            .map(|(inner, widened)| WidenedInput::wrap(inner, widened))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        if let [f] = args.input_fields
+            && is_small_int(f.data_type())
+        {
+            let widened = [Arc::new(f.as_ref().clone().with_data_type(DataType::Int64))];
+            return self.inner.state_fields(StateFieldsArgs {
+                input_fields: &widened,
+                ..args
+            });
+        }
         self.inner.state_fields(args)
     }
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        self.inner.groups_accumulator_supported(args)
+        WidenedInput::args(&args, |args| {
+            Ok(self.inner.groups_accumulator_supported(args))
+        })
+        .map(|(supported, _)| supported)
+        .unwrap_or(false)
     }
     fn create_groups_accumulator(
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        self.inner.create_groups_accumulator(args)
+        WidenedInput::args(&args, |args| self.inner.create_groups_accumulator(args)).map(
+            |(inner, widened)| -> Box<dyn GroupsAccumulator> {
+                if widened {
+                    Box::new(WidenedInput(inner))
+                } else {
+                    inner
+                }
+            },
+        )
     }
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.create_sliding_accumulator(args)
+        WidenedInput::args(&args, |args| self.inner.create_sliding_accumulator(args))
+            .map(|(inner, widened)| WidenedInput::wrap(inner, widened))
     }
     fn reverse_expr(&self) -> ReversedUDAF {
         ReversedUDAF::Identical
@@ -658,5 +687,167 @@ impl AggregateUDFImpl for PgSum {
     }
     fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
         self.inner.documentation()
+    }
+}
+
+/// DataFusion's rule that computes `count(DISTINCT x)` beside other
+/// aggregates as two aggregations (`sum(y)` as a `sum` of per-`x` sums),
+/// except over a `sum` of a smaller integer: its per-`x` sums are
+/// `bigint`, whose `sum` is `numeric`, so the two-step plan would change
+/// the column's type (DataFusion then fails the plan).
+#[derive(Debug)]
+pub(crate) struct SumKeepsItsType(pub(crate) Arc<dyn OptimizerRule + Send + Sync>);
+
+impl OptimizerRule for SumKeepsItsType {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        self.0.apply_order()
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        if let LogicalPlan::Aggregate(a) = &plan {
+            let schema = a.input.schema();
+            for e in &a.aggr_expr {
+                let e = match e {
+                    Expr::Alias(alias) => alias.expr.as_ref(),
+                    e => e,
+                };
+                if let Expr::AggregateFunction(f) = e
+                    && f.func.name() == "sum"
+                    && let [arg] = f.params.args.as_slice()
+                    && is_small_int(&arg.get_type(schema)?)
+                {
+                    return Ok(Transformed::no(plan));
+                }
+            }
+        }
+        self.0.rewrite(plan, config)
+    }
+}
+
+fn is_small_int(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+    )
+}
+
+/// An accumulator of DataFusion's `sum` over `bigint`, fed a smaller
+/// integer: each input batch is cast to `bigint` first (states and
+/// results are already `bigint`).
+struct WidenedInput<A: ?Sized>(Box<A>);
+
+impl WidenedInput<dyn Accumulator> {
+    /// Calls `make` with `args`, whose input reads as `bigint` when it is
+    /// a smaller integer; and whether it was.
+    fn args<T>(
+        args: &AccumulatorArgs,
+        make: impl FnOnce(AccumulatorArgs) -> Result<T>,
+    ) -> Result<(T, bool)> {
+        match args.expr_fields {
+            [f] if is_small_int(f.data_type()) => {
+                let widened = [Arc::new(f.as_ref().clone().with_data_type(DataType::Int64))];
+                let args = AccumulatorArgs {
+                    expr_fields: &widened,
+                    ..args.clone()
+                };
+                Ok((make(args)?, true))
+            }
+            _ => Ok((make(args.clone())?, false)),
+        }
+    }
+
+    fn wrap(inner: Box<dyn Accumulator>, widened: bool) -> Box<dyn Accumulator> {
+        if widened {
+            Box::new(WidenedInput(inner))
+        } else {
+            inner
+        }
+    }
+}
+
+fn widen(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    values
+        .iter()
+        .map(|v| Ok(cast(v, &DataType::Int64)?))
+        .collect()
+}
+
+impl std::fmt::Debug for WidenedInput<dyn Accumulator> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WidenedInput").field(&self.0).finish()
+    }
+}
+
+impl Accumulator for WidenedInput<dyn Accumulator> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.update_batch(&widen(values)?)
+    }
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.0.evaluate()
+    }
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.0.state()
+    }
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.0.merge_batch(states)
+    }
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.0.retract_batch(&widen(values)?)
+    }
+    fn supports_retract_batch(&self) -> bool {
+        self.0.supports_retract_batch()
+    }
+}
+
+impl GroupsAccumulator for WidenedInput<dyn GroupsAccumulator> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&datafusion::arrow::array::BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.0
+            .update_batch(&widen(values)?, group_indices, opt_filter, total_num_groups)
+    }
+    fn evaluate(&mut self, emit_to: datafusion::logical_expr::EmitTo) -> Result<ArrayRef> {
+        self.0.evaluate(emit_to)
+    }
+    fn state(&mut self, emit_to: datafusion::logical_expr::EmitTo) -> Result<Vec<ArrayRef>> {
+        self.0.state(emit_to)
+    }
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.0.merge_batch(values, group_indices, total_num_groups)
+    }
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&datafusion::arrow::array::BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        self.0.convert_to_state(&widen(values)?, opt_filter)
+    }
+    fn size(&self) -> usize {
+        self.0.size()
     }
 }

@@ -99,15 +99,22 @@ pub async fn plan_query(
     Err(first)
 }
 
-/// Plans `stmt` and runs the optimizer over the plan once, so a plan
-/// DataFusion cannot execute (an undecorrelatable subquery) fails here;
-/// the plan returned is the unoptimized one, which parameters bind into.
+/// Plans `stmt` and, when it has subqueries or reads the catalog, runs the
+/// optimizer over the plan once, so a plan DataFusion cannot execute (an
+/// undecorrelatable subquery) fails here; the plan returned is the
+/// unoptimized one, which parameters bind into.
 async fn plan_checked(
     ctx: &datafusion::prelude::SessionContext,
     stmt: Statement,
 ) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
     let catalog = is_catalog_query(&stmt);
     let plan = plan_statement(ctx, stmt).await?;
+    // Without subqueries the optimizer finds nothing here that it would
+    // not find when the statement runs, and optimizing twice doubles the
+    // planning of a join of many tables (most of it in the optimizer).
+    if !catalog && !has_subquery(&plan)? {
+        return Ok(plan);
+    }
     let state = ctx.state();
     let optimized = state.optimize(&plan)?;
     // A catalog query is small: build its physical plan too, so that a
@@ -134,6 +141,26 @@ async fn plan_checked(
         state.create_physical_plan(&checked).await?;
     }
     Ok(plan)
+}
+
+fn has_subquery(plan: &datafusion::logical_expr::LogicalPlan) -> Result<bool, SqlError> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    Ok(plan.exists(|p| {
+        Ok(matches!(p, LogicalPlan::Subquery(_))
+            || p.expressions().iter().any(|e| {
+                e.exists(|e| {
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_)
+                            | Expr::Exists(_)
+                            | Expr::InSubquery(_)
+                            | Expr::SetComparison(_)
+                    ))
+                })
+                .unwrap_or(true)
+            }))
+    })?)
 }
 
 fn compatibility_parse(sql: &str, session: &Session<'_>) -> Result<Statement, SqlError> {
