@@ -24,6 +24,13 @@
 //!   reconnect as it too. Until a file makes
 //!   users, its connection needs no password (loopback).
 //!
+//! The SQLite corpus (`sqlite/*.test`) runs as its own runner would run it
+//! against PostgreSQL: label `postgresql`, column types not checked. With
+//! `SEXTANT_SLT_POSTGRES` set to a libpq connection string (e.g. `host=/tmp
+//! port=55432 user=postgres`), only the corpus runs, against that
+//! PostgreSQL instead, each file in a fresh database: the check that the
+//! expected answers are PostgreSQL's.
+//!
 //! Usage: `cargo test -p sextant-sqllogictest --test sqllogictests -- [--complete] [name filter ...]`.
 //! `--complete` rewrites the expected output of the selected files.
 
@@ -277,37 +284,7 @@ impl sqllogictest::AsyncDB for Sextant {
         } else {
             None
         };
-        let messages = self.client.simple_query(sql).await?;
-        let mut rows = vec![];
-        let mut complete = None;
-        let mut described = false;
-        for m in messages {
-            match m {
-                SimpleQueryMessage::Row(row) => {
-                    rows.push(
-                        (0..row.len())
-                            .map(|i| match row.get(i) {
-                                None => "NULL".to_string(),
-                                Some("") => "(empty)".to_string(),
-                                Some(v) => v.to_string(),
-                            })
-                            .collect::<Vec<_>>(),
-                    );
-                }
-                SimpleQueryMessage::RowDescription(_) => described = true,
-                SimpleQueryMessage::CommandComplete(n) => complete = Some(n),
-                _ => {}
-            }
-        }
-        if described || !rows.is_empty() || types.is_some() {
-            let width = rows.first().map(|r| r.len()).unwrap_or(0);
-            let types = types
-                .filter(|t| t.len() == width || rows.is_empty())
-                .unwrap_or_else(|| vec![ColType::Other; width]);
-            Ok(DBOutput::Rows { types, rows })
-        } else {
-            Ok(DBOutput::StatementComplete(complete.unwrap_or(0)))
-        }
+        query(&self.client, sql, types).await
     }
 
     async fn shutdown(&mut self) {}
@@ -315,6 +292,122 @@ impl sqllogictest::AsyncDB for Sextant {
     fn engine_name(&self) -> &str {
         "sextant"
     }
+}
+
+/// Runs `sql` in the simple query protocol: values as Postgres text, NULL
+/// as `NULL` and the empty string as `(empty)`, as the SQLite corpus
+/// writes them; `types` as the extended protocol described the columns.
+async fn query(
+    client: &Client,
+    sql: &str,
+    types: Option<Vec<ColType>>,
+) -> Result<DBOutput<ColType>, SqlError> {
+    let messages = client.simple_query(sql).await?;
+    let mut rows = vec![];
+    let mut complete = None;
+    let mut described = false;
+    for m in messages {
+        match m {
+            SimpleQueryMessage::Row(row) => {
+                rows.push(
+                    (0..row.len())
+                        .map(|i| match row.get(i) {
+                            None => "NULL".to_string(),
+                            Some("") => "(empty)".to_string(),
+                            Some(v) => v.to_string(),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            SimpleQueryMessage::RowDescription(_) => described = true,
+            SimpleQueryMessage::CommandComplete(n) => complete = Some(n),
+            _ => {}
+        }
+    }
+    if described || !rows.is_empty() || types.is_some() {
+        let width = rows.first().map(|r| r.len()).unwrap_or(0);
+        let types = types
+            .filter(|t| t.len() == width || rows.is_empty())
+            .unwrap_or_else(|| vec![ColType::Other; width]);
+        Ok(DBOutput::Rows { types, rows })
+    } else {
+        Ok(DBOutput::StatementComplete(complete.unwrap_or(0)))
+    }
+}
+
+/// A PostgreSQL server, to check that the SQLite corpus passes there too
+/// (`SEXTANT_SLT_POSTGRES`): each file gets a database of its own.
+struct Postgres {
+    client: Client,
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Postgres {
+    type Error = SqlError;
+    type ColumnType = ColType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        query(&self.client, sql, None).await
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "postgresql"
+    }
+}
+
+/// Connects to `config` (a libpq connection string), driving the
+/// connection in the background.
+async fn pg_connect(config: &str) -> Result<Client, SqlError> {
+    let (client, connection) = tokio_postgres::connect(config, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Runs one corpus file against the PostgreSQL server at `config`, in a
+/// fresh database named after the file.
+async fn run_on_postgres(file: &TestFile, config: &str) -> Result<(), String> {
+    let stem = file
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let database = format!("sextant_slt_{stem}");
+    let admin = pg_connect(config).await.map_err(|e| e.to_string())?;
+    // One statement each: CREATE DATABASE cannot run in the implicit
+    // transaction of a multi-statement query.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {database}"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| SqlError::from(e).to_string())?;
+    }
+    let config = format!("{config} dbname={database}");
+    let mut runner = Runner::new(move || {
+        let config = config.clone();
+        async move {
+            Ok::<_, SqlError>(Postgres {
+                client: pg_connect(&config).await?,
+            })
+        }
+    });
+    runner.add_label("postgresql");
+    runner.with_column_validator(sqllogictest::default_column_validator);
+    let result = runner
+        .run_file_async(&file.path)
+        .await
+        .map_err(|e| e.display(true).to_string());
+    drop(runner);
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+        .await;
+    result
 }
 
 struct Args {
@@ -376,6 +469,9 @@ fn test_files() -> Vec<TestFile> {
 
 async fn run_file(file: &TestFile, complete: bool) -> Result<(), String> {
     let path = &file.path;
+    if let Ok(config) = std::env::var("SEXTANT_SLT_POSTGRES") {
+        return run_on_postgres(file, &config).await;
+    }
     let server = tokio::task::spawn_blocking(|| {
         Server::start(&[
             "--view-refresh-interval",
@@ -438,8 +534,10 @@ async fn run_file(file: &TestFile, complete: bool) -> Result<(), String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
+    let on_postgres = std::env::var_os("SEXTANT_SLT_POSTGRES").is_some();
     let files: Vec<TestFile> = test_files()
         .into_iter()
+        .filter(|f| f.corpus || !on_postgres)
         .filter(|f| {
             let name = f.path.file_name().unwrap().to_string_lossy();
             args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str()))
