@@ -511,11 +511,13 @@ fn batch_response(batch: RecordBatch) -> Response<DoGetStream> {
     batches_response(batch.schema(), vec![batch])
 }
 
+/// What a transaction on Flight SQL is answered (UNIMPLEMENTED).
+const NO_TRANSACTIONS: &str =
+    "transactions are not supported: every write is committed once acknowledged";
+
 fn no_transactions(id: &Option<bytes::Bytes>) -> Result<(), Status> {
     match id {
-        Some(_) => Err(unsupported(
-            "transactions are not supported: every write is committed once acknowledged",
-        )),
+        Some(_) => Err(unsupported(NO_TRANSACTIONS)),
         None => Ok(()),
     }
 }
@@ -721,6 +723,22 @@ impl FlightSqlService for FlightSql {
         let id = handle_id(&query.prepared_statement_handle)?;
         self.prepared().open.remove(&id);
         Ok(())
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: arrow_flight::sql::ActionBeginTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<arrow_flight::sql::ActionBeginTransactionResult, Status> {
+        Err(unsupported(NO_TRANSACTIONS))
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: arrow_flight::sql::ActionEndTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(unsupported(NO_TRANSACTIONS))
     }
 
     // Metadata

@@ -158,6 +158,8 @@ fn arrow_code(a: &arrow::error::ArrowError, lower: &str) -> SqlState {
         }
         A::CastError(_) | A::ParseError(_) => data_code(lower),
         A::ComputeError(_) if lower.contains("overflow") => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+        // E.g. constant folding of `-(-9223372036854775808)`.
+        A::ArithmeticOverflow(_) => SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
         A::InvalidArgumentError(_) if lower.contains("non-nullable") => {
             SqlState::NOT_NULL_VIOLATION
         }

@@ -309,7 +309,8 @@ def test_curl_basic_and_bearer_and_tokens_that_stop_at_once(secured):
         assert rows == [("cpu_ingest", "writer", "cpu", False)]
         c.execute("DROP TOKEN cpu_ingest")
     code, body = curl(*bearer, "-X", "POST", "--data-binary", "cpu,host=t usage=3", url)
-    assert code == 401 and "invalid token" in body
+    # As docs/security.md quotes it.
+    assert code == 401 and json.loads(body) == {"error": "invalid token: it is unknown, expired or revoked"}, body
 
     # A token that expires.
     secret = token(secured, "brief", "ingester", "EXPIRES IN '2 seconds'")
@@ -317,7 +318,7 @@ def test_curl_basic_and_bearer_and_tokens_that_stop_at_once(secured):
     assert curl(*bearer, "-X", "POST", "--data-binary", "disk,host=t free=1", url)[0] == 204
     time.sleep(2.5)
     code, body = curl(*bearer, "-X", "POST", "--data-binary", "disk,host=t free=2", url)
-    assert code == 401 and "invalid token" in body
+    assert code == 401 and json.loads(body) == {"error": "invalid token: it is unknown, expired or revoked"}, body
     with admin(secured) as c:
         assert c.execute("SELECT expired FROM system.tokens WHERE token_name = 'brief'").fetchone() == (True,)
         assert c.execute("SELECT count(*) FROM disk").fetchone() == (1,)
@@ -331,6 +332,28 @@ def test_curl_basic_and_bearer_and_tokens_that_stop_at_once(secured):
 
 # ---------------------------------------------------------------------------
 # OpenTelemetry SDK
+
+
+def test_http_logins_wait_after_ten_failures(secured):
+    """docs/security.md: after 10 failed logins within a minute an address
+    is refused, over HTTP with 429 and Retry-After; a 401 says how to log
+    in (WWW-Authenticate)."""
+    url = secured.http_url + "/api/v2/write"
+    out = subprocess.run(["curl", "-s", "-i", "-X", "POST", "--data-binary", "cpu,host=h usage=1", url],
+                         capture_output=True, text=True, timeout=30).stdout
+    assert out.startswith("HTTP/1.1 401") and "www-authenticate: " in out.lower(), out
+    for _ in range(10):
+        code, _ = curl("-u", "writer:wrong", "-X", "POST", "--data-binary", "cpu,host=h usage=1", url)
+        assert code == 401
+    out = subprocess.run(["curl", "-s", "-i", "-u", f"writer:{WRITER_PW}", "-X", "POST", "--data-binary",
+                          "cpu,host=h usage=1", url], capture_output=True, text=True, timeout=30).stdout
+    # (text mode reads the CRLFs as newlines)
+    head, _, body = out.partition("\n\n")
+    assert head.startswith("HTTP/1.1 429"), out
+    retry = [line.split(":", 1)[1].strip() for line in head.splitlines() if line.lower().startswith("retry-after:")]
+    assert retry and 0 < int(retry[0]) <= 60, head
+    assert "too many failed logins from this address: try again in" in json.loads(body)["error"], body
+
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])

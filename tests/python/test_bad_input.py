@@ -17,6 +17,7 @@ and decompression bombs stay small.
 import datetime as dt
 import gzip
 import json
+import re
 import os
 import shutil
 import time
@@ -580,7 +581,7 @@ GRPC_CASES = {
     # id -> (payload(signal), compression, expected code, substrings of details (lowercase))
     "garbage": (
         lambda sig: b"\xff\xfe garbage, not protobuf", None,
-        grpc.StatusCode.INVALID_ARGUMENT, ["failed to decode protobuf message"],
+        grpc.StatusCode.INVALID_ARGUMENT, ["failed to decode protobuf message: invalid wire type value: 7"],
     ),
     "truncated": (
         lambda sig: good_request(sig).SerializeToString()[:-3], None,
@@ -588,12 +589,15 @@ GRPC_CASES = {
     ),
     "too_large": (
         lambda sig: good_request(sig, pad=LIMIT + 1024).SerializeToString(), None,
-        grpc.StatusCode.RESOURCE_EXHAUSTED, ["too large", "65536"],
+        # docs/ingest.md quotes tonic's texts.
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ["error, decoded message length too large: found ", " bytes, the limit is: 65536 bytes"],
     ),
     # The client gzips a 4 MiB message into a few KiB; it expands past the limit.
     "gzip_bomb": (
         lambda sig: good_request(sig, pad=4 << 20).SerializeToString(), grpc.Compression.Gzip,
-        grpc.StatusCode.RESOURCE_EXHAUSTED, ["size limit", "65536"],
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ["error decompressing: size limit, of 65536 bytes, exceeded while decompressing message"],
     ),
 }
 
@@ -1057,7 +1061,11 @@ def test_backpressure_refuses_with_retry_and_loses_nothing(start_server, tmp_pat
     status, headers, body = full
     assert n > 0, "the very first write was refused"
     msg = assert_json_error(status, headers, body, 503, "write buffer is full", "retry")
-    assert headers.get("Retry-After", "").isdigit(), dict(headers)
+    # As docs/ingest.md quotes it (with this server's figures, and here the
+    # reason persistence is behind: this test breaks it).
+    assert re.fullmatch(r"write buffer is full \(\d+ of \d+ bytes\) and persistence has not caught up"
+                        r"( \(persistence is failing: .*\))?; the write was not applied, retry it", msg), msg
+    assert headers.get("Retry-After") == "5", dict(headers)
     acked.check("a refused line protocol write")  # refused rows were not applied
 
     # Every other write path is refused too, retryably.

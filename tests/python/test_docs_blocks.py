@@ -2,7 +2,9 @@
 order, on a real server (test_docs_queries.py checks the answers of the
 blocks marked `-- example:` in docs/otel-schema.md and docs/ingest.md), and
 every `$ curl` example answers the status, headers and exact error body the
-document quotes.
+document quotes; and the errors and answers the documents quote in their
+prose (docs/ingest.md's, and the table of gaps in docs/postgres-compat.md)
+are what the server answers.
 
 A block is a synopsis, not run, when it shows grammar: `[optional]` parts,
 `<placeholders>`, `{a | b}` choices, `...` or Grafana's `$__` macros. Each
@@ -290,3 +292,198 @@ def test_errors_quoted_in_ingest_prose(tmp_path):
             pytest.fail(f"{method} {path} succeeded")
         except urllib.error.HTTPError as e:
             assert (e.code, e.read().decode()) == (int(status), message), quote
+
+
+# What docs/postgres-compat.md's table of gaps says a statement does:
+# (the quote, setup, statements, what the last one answers). An answer is
+# ("rows", first row), ("columns", names) or ("error", SQLSTATE, a part of
+# the message the document quotes).
+COMPAT_GAPS = [
+    ("`SELECT sum(x), sum(x::int) FROM t` fails (`duplicate unqualified field name \"sum(t.x)\"`)",
+     ["CREATE TABLE t (x BIGINT)"], ["SELECT sum(x), sum(x::int) FROM t"],
+     ("error", "42701", 'duplicate unqualified field name "sum(t.x)"')),
+    ("`SELECT 2147483647::int + 1` answers `2147483648`", [], ["SELECT 2147483647::int + 1"],
+     ("rows", (2147483648,))),
+    ("`SELECT -x FROM (VALUES (-9223372036854775808)) t(x)` wraps (answers `-9223372036854775808`",
+     [], ["SELECT -x FROM (VALUES (-9223372036854775808)) t(x)"], ("rows", (-9223372036854775808,))),
+    ("a constant, `-(-9223372036854775808)`, fails with 22003", [], ["SELECT -(-9223372036854775808)"],
+     ("error", "22003", "overflow")),
+    ("`INSERT INTO nn SELECT time, 'x', v FROM (VALUES (now(), 1)) t(time, v)` fails (`Inconsistent data length "
+     "across values list`)", ["CREATE TABLE nn (time TIMESTAMP NOT NULL, host TEXT NOT NULL, v BIGINT, extra TEXT)"],
+     ["INSERT INTO nn SELECT time, 'x', v FROM (VALUES (now(), 1)) t(time, v)"],
+     ("error", None, "Inconsistent data length across values list")),
+    ("`SELECT 1 AS a, 2 AS a` returns columns `a` and `a_2`", [], ["SELECT 1 AS a, 2 AS a"],
+     ("columns", ["a", "a_2"])),
+    ("`pg_typeof(x)` | fails (`Invalid function 'pg_typeof'`)", [], ["SELECT pg_typeof(1)"],
+     ("error", "42883", "Invalid function 'pg_typeof'")),
+    ("`txid_current()` | always 1", [], ["SELECT txid_current()"], ("rows", (1,))),
+    ("`time_bucket('300.000s', ts)` is unknown", [], ["SELECT time_bucket('300.000s', now())"],
+     ("error", "42883", "time_bucket")),
+    ("`set_config(name, value, is_local)` | returns `value` and sets nothing", [],
+     ["SELECT set_config('application_name', 'changed', false)", "SELECT current_setting('application_name')"],
+     ("not rows", ("changed",))),
+    ("`COPY t FROM '/path'`, `COPY ... TO '/path'` | 0A000", ["CREATE TABLE t (x BIGINT)"],
+     ["COPY t FROM '/tmp/sextant-docs-test'"], ("error", "0A000", "FROM STDIN")),
+    ("`COPY t FROM '/path'`, `COPY ... TO '/path'` | 0A000", ["CREATE TABLE t (x BIGINT)"],
+     ["COPY t TO '/tmp/sextant-docs-test'"], ("error", "0A000", "TO STDOUT")),
+    ("`COPY t (...) FROM STDIN (FORMAT binary)` answers 0A000", ["CREATE TABLE t (x BIGINT)"],
+     ["COPY t (x) FROM STDIN (FORMAT binary)"], ("error", "0A000", "FORMAT binary")),
+    ("`BEGIN; INSERT ...; ROLLBACK` keeps the row", ["CREATE TABLE t (x BIGINT)"],
+     ["BEGIN", "INSERT INTO t VALUES (1)", "ROLLBACK", "SELECT count(*) FROM t"], ("rows", (1,))),
+    ('statements fail ("current transaction is aborted", 25P02', [], ["BEGIN", "SELECT nope", "SELECT 1"],
+     ("error", "25P02", "current transaction is aborted")),
+]
+
+
+@pytest.mark.parametrize("quote,setup,statements,answer", COMPAT_GAPS,
+                         ids=[g[2][-1][:40] for g in COMPAT_GAPS])
+def test_gaps_quoted_in_postgres_compat(tmp_path, quote, setup, statements, answer):
+    text = " ".join((ROOT / "docs/postgres-compat.md").read_text().split())
+    assert quote in text, quote
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for sql in setup:
+            conn.execute(sql)
+        for sql in statements[:-1]:
+            try:
+                conn.execute(sql)
+            except psycopg.Error:
+                pass
+        last = statements[-1]
+        if answer[0] == "error":
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(last)
+            if answer[1]:
+                assert err.value.sqlstate == answer[1], (last, err.value.sqlstate, str(err.value))
+            assert answer[2] in str(err.value), (last, str(err.value))
+        else:
+            cur = conn.execute(last)
+            if answer[0] == "columns":
+                assert [d.name for d in cur.description] == answer[1], last
+            elif answer[0] == "rows":
+                assert cur.fetchone() == answer[1], last
+            else:
+                assert cur.fetchone() != answer[1], last
+    assert server.proc.poll() is None
+
+
+# Errors docs/ingest.md quotes for writes that meet a table: (the quote,
+# SQL setup, path, content type, body, status).
+INGEST_TABLE_ERRORS = [
+    ('column "v" of table "m" is Int32, but this value is bigint',
+     ["CREATE TABLE m (time TIMESTAMP NOT NULL, v INT)"], "/api/v2/write", "text/plain", b"m v=1i", 400),
+    ('column "severity_number" of table "otel_logs" is Int64, but this write has Int32; values are never cast '
+     'silently', ["CREATE TABLE otel_logs (time TIMESTAMP NOT NULL, severity_number BIGINT)"], "/v1/logs",
+     "application/json",
+     b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1767225600000000000",'
+     b'"severityNumber":9,"body":{"stringValue":"x"}}]}]}]}', 400),
+    ("line 2: element 1: expected a JSON object, got a string", [], "/v1/ingest/events?precision=s",
+     "application/json", b'[{"time": 1, "svc": "a"}, "x"]', 400),
+]
+
+
+@pytest.mark.parametrize("quote,setup,path,content_type,body,status", INGEST_TABLE_ERRORS,
+                         ids=[e[2] for e in INGEST_TABLE_ERRORS])
+def test_table_errors_quoted_in_ingest(tmp_path, quote, setup, path, content_type, body, status):
+    text = " ".join((ROOT / "docs/ingest.md").read_text().split())
+    assert quote in text, quote
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for sql in setup:
+            conn.execute(sql)
+    got_status, _, got = server.post(path, body, {"Content-Type": content_type})
+    answer = json.loads(got)
+    message = answer.get("error", answer.get("message"))
+    assert (got_status, quote in message) == (status, True), (got_status, message)
+
+
+def test_health_answers_as_quoted(tmp_path):
+    import urllib.request
+    quote = '`GET /health` on the HTTP address answers `200 {"status":"ok","version":"0.1.0"}`'
+    assert quote in (ROOT / "docs/ingest.md").read_text(), quote
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    with urllib.request.urlopen(f"http://{server.addrs['http']}/health", timeout=10) as r:
+        assert (r.status, r.read().decode()) == (200, '{"status":"ok","version":"0.1.0"}')
+
+
+def test_remote_write_answer_quoted_in_ingest(tmp_path):
+    """docs/ingest.md's remote-write 400 is the exact answer to the five
+    series its list of reasons describes (the good one first)."""
+    from remote_write import pb_series, snappy, write_request
+    text = (ROOT / "docs/ingest.md").read_text()
+    quoted = [line for line in text.splitlines() if line.startswith('{"error":"4 series rejected')]
+    assert len(quoted) == 1, quoted
+    now_ms = 1767225600000
+    body = snappy(write_request(
+        pb_series([("__name__", "rw_demo"), ("job", "api")], [(1.0, now_ms)]),
+        pb_series([("job", "nameless")], [(2.0, now_ms)]),
+        pb_series([("__name__", "rw_demo"), ("value", "x")], [(3.0, now_ms)]),
+        pb_series([("__name__", "rw_demo"), ("a-b", "x")], [(4.0, now_ms), (5.0, now_ms + 1000)]),
+        pb_series([("__name__", "rw_demo")], [(6.0, 100000000000000000)]),
+    ))
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    status, _, got = server.post("/api/v1/write", body, {
+        "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+        "X-Prometheus-Remote-Write-Version": "0.1.0"})
+    got = got.decode() if isinstance(got, bytes) else got
+    assert (status, got) == (400, quoted[0]), got
+
+
+def test_string_doubles_answer_as_otel_schema_says(tmp_path):
+    """docs/otel-schema.md: a double sent as a JSON string refuses a log
+    request (400), and makes a metric count as rejected (partialSuccess)."""
+    text = " ".join((ROOT / "docs/otel-schema.md").read_text().split())
+    refused = 'body is not a valid OTLP JSON message: invalid type: string "NaN", expected f64'
+    lost = 'has no data (gauge, sum, histogram, exponential histogram or summary), or data that could not be decoded'
+    assert refused in text and 'metric "…" has no data (…), or data that could not be decoded' in text
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    logs = ('{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1767225600000000000",'
+            '"body":{"stringValue":"x"},"attributes":[{"key":"ratio","value":{"doubleValue":"NaN"}}]}]}]}]}')
+    status, _, body = server.post("/v1/logs", logs.encode(), {"Content-Type": "application/json"})
+    answer = json.loads(body)
+    # (the decoder adds where: " at line 1 column 169")
+    assert (status, answer["code"], answer["message"].startswith(refused + " at line 1 column ")) == (
+        400, 3, True), body
+    metrics = ('{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"lat","histogram":{'
+               '"aggregationTemporality":2,"dataPoints":[{"timeUnixNano":"1767225600000000000","count":"1",'
+               '"sum":"NaN","bucketCounts":["1"],"explicitBounds":[]}]}}]}]}]}')
+    status, _, body = server.post("/v1/metrics", metrics.encode(), {"Content-Type": "application/json"})
+    answer = json.loads(body)
+    assert status == 200 and answer["partialSuccess"]["rejectedDataPoints"] == "1", body
+    assert answer["partialSuccess"]["errorMessage"] == f'1 rejected: metric "lat" {lost}', body
+
+
+def test_flight_sql_python_example_runs(tmp_path):
+    """docs/flight-sql.md's Python block runs as written, on a server at
+    the address it names (the test server's instead) with a `cpu` table."""
+    blocks = code_blocks((ROOT / "docs/flight-sql.md").read_text(), "python")
+    assert len(blocks) == 1, blocks
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)")
+        conn.execute("INSERT INTO cpu VALUES (now(), 'web-1', 42.5)")
+    code = blocks[0].replace("grpc://127.0.0.1:8815", f"grpc://{server.addrs['flight']}")
+    assert code != blocks[0]
+    scope = {}
+    exec(compile(code, "docs/flight-sql.md", "exec"), scope)
+    assert scope["table"].num_rows == 1 and len(scope["rows"]) == 1, (scope["table"], scope["rows"])
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM cpu").fetchone() == (3,)

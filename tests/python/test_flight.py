@@ -13,6 +13,7 @@ import math
 import re
 
 import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -406,3 +407,31 @@ def test_ten_million_rows_stream_with_bounded_memory(server):
     assert total == sum(range(1, ROWS + 1)) * 0.5
     assert batches > 100
     assert after["VmHWM"] < PEAK_RSS_BOUND_MIB * 1024, after
+
+
+def test_writing_to_a_materialized_view_is_refused_as_failed_precondition(server):
+    """docs/views.md: only its maintenance writes a view; Flight DoPut and
+    a Flight INSERT are refused with gRPC FAILED_PRECONDITION (42809)."""
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE)")
+        cur.execute("CREATE MATERIALIZED VIEW cpu_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, "
+                    "host, avg(usage) AS usage FROM cpu GROUP BY 1, 2")
+        table = pa.table({"time": pa.array([T0_NS], pa.timestamp("ns", tz="UTC")), "host": ["a"], "usage": [1.0]})
+        for write in (lambda: cur.adbc_ingest("cpu_1m", table, mode="append"),
+                      lambda: cur.execute("INSERT INTO cpu_1m VALUES (now(), 'a', 1.0)")):
+            with pytest.raises(adbc_driver_manager.Error) as err:
+                write()
+            message = str(err.value)
+            assert "FailedPrecondition" in message or "FAILED_PRECONDITION" in message, message
+            assert "materialized view" in message, message
+
+
+def test_transactions_are_answered_unimplemented(server):
+    """docs/flight-sql.md: BeginTransaction answers UNIMPLEMENTED, saying
+    why (an Any-wrapped ActionBeginTransactionRequest, as Flight SQL
+    clients send it)."""
+    client = fl.FlightClient(f"grpc://{server.addrs['flight']}")
+    url = b"type.googleapis.com/arrow.flight.protocol.sql.ActionBeginTransactionRequest"
+    with pytest.raises(pa.ArrowNotImplementedError) as err:
+        list(client.do_action(fl.Action("BeginTransaction", b"\x0a" + bytes([len(url)]) + url)))
+    assert "transactions are not supported: every write is committed once acknowledged" in str(err.value)

@@ -425,3 +425,22 @@ def test_flight_sql_statements_are_listed_and_killed(server):
             "SELECT protocol FROM system.queries WHERE query_id = %s", (query_id,)
         ).fetchone() == ("flight_sql",)
         wait_memory(server, lambda b: b == 0, "went back to 0")
+
+
+def test_debug_logs_every_statement(tmp_path):
+    """docs/observability.md: with `sextant_sql=debug`, every statement
+    logs `statement finished`; at info only a failed one logs."""
+    from conftest import Server
+    logs_of = {}
+    for name, log_filter in (("debug", "info,sextant_sql=debug"), ("info", "info")):
+        data = tmp_path / name / "data"
+        data.mkdir(parents=True)
+        server = Server(data, extra_args=("--log-filter", log_filter))
+        server.start()
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT 41 + 1").fetchall()
+        server.stop()
+        logs_of[name] = server.log()
+    finished = [line for line in logs_of["debug"].splitlines() if "statement finished" in line]
+    assert any("SELECT 41 + 1" in line for line in finished), logs_of["debug"]
+    assert "statement finished" not in logs_of["info"], logs_of["info"]

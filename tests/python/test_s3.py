@@ -200,6 +200,8 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
             conn.execute("FLUSH TABLE s")
         message = str(failed.value)
         print(f"FLUSH TABLE while the store is down: {failed.value.sqlstate}: {message}")
+        # As docs/storage.md says: 58030 and the store's error.
+        assert failed.value.sqlstate == "58030", (failed.value.sqlstate, message)
         assert "object store" in message.lower() or "s3" in message.lower(), message
         # The connection and the server are fine.
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -216,10 +218,16 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
     # The worst case while the store is down: the process dies. The WAL has
     # every acknowledged row; the store is still down when it starts again.
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    failures_before = server.log().count("persistence failed; will retry")
     server.start()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         buffered = conn.execute("SELECT buffered_rows FROM system.tables WHERE table_name = 's'").fetchone()[0]
         assert buffered >= acked_in_outage
+    # The new process finds the store down too (and says so) before it is back.
+    deadline = time.time() + 30
+    while server.log().count("persistence failed; will retry") <= failures_before:
+        assert time.time() < deadline, "the restarted server never tried to persist\n" + server.log()
+        time.sleep(0.2)
 
     s3.start()
     # Persistence catches up on its own (retry with backoff) and ingest goes on.
@@ -232,7 +240,9 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
         assert conn.execute("SELECT count(*), count(DISTINCT k), max(k) + 1 FROM s").fetchone() == (
             ingest.acked, ingest.acked, ingest.next_key,
         )
+    # The two log lines docs/storage.md quotes.
     assert "persistence failed; will retry" in server.log()
+    assert "persistence works again" in server.log()
     print(f"after the store came back: {ingest.acked} rows acknowledged in all, all there exactly once")
 
     # And once more from the bucket alone.
