@@ -43,6 +43,15 @@ DOCS = {
 SYNOPSIS = re.compile(r"\[(?!\d+\])[^\]]*\]|<[a-z][^>]*>|\{[^}]*\|[^}]*\}|\.\.\.|\$__")
 
 
+def started(tmp_path) -> Server:
+    """A server of its own, on a fresh data directory under `tmp_path`."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data)
+    server.start()
+    return server
+
+
 def is_synopsis(statement: str) -> bool:
     """Grammar outside string literals (`'E[0-9]+'` is a regex, not a
     choice) and array subscripts (`[1]`)."""
@@ -125,10 +134,7 @@ def test_every_runnable_sql_block_runs(tmp_path, doc):
     assert (len(run), len(blocks) - len(run)) == (runnable, synopsis), (
         f"{doc}: {len(run)} runnable and {len(blocks) - len(run)} synopsis blocks; "
         "check the new or changed blocks and update DOCS")
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     otlp_export(server)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for sql in setup:
@@ -254,10 +260,7 @@ def test_otel_schema_partial_success_sample(tmp_path):
     by_name = {s["name"]: s for s in chosen}
     spans["resourceSpans"][0]["scopeSpans"][0]["spans"] = [
         by_name["ok"], by_name["short id"], dict(by_name["ok"], name="ok too"), by_name["backwards"]]
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     status, _, body = server.post("/v1/traces", json.dumps(spans).encode(), {"Content-Type": "application/json"})
     assert status == 200, (status, body)
     text = body.decode() if isinstance(body, bytes) else body
@@ -278,10 +281,7 @@ def test_errors_quoted_in_ingest_prose(tmp_path):
     import urllib.error
     import urllib.request
     text = (ROOT / "docs/ingest.md").read_text()
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     for quote, method, path, headers, body in INGEST_PROSE_ERRORS:
         assert quote in text, quote
         status, message = quote.replace("\n  ", " ").replace("\n", " ").split(" ", 1)
@@ -340,10 +340,7 @@ COMPAT_GAPS = [
 def test_gaps_quoted_in_postgres_compat(tmp_path, quote, setup, statements, answer):
     text = " ".join((ROOT / "docs/postgres-compat.md").read_text().split())
     assert quote in text, quote
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for sql in setup:
             conn.execute(sql)
@@ -390,10 +387,7 @@ INGEST_TABLE_ERRORS = [
 def test_table_errors_quoted_in_ingest(tmp_path, quote, setup, path, content_type, body, status):
     text = " ".join((ROOT / "docs/ingest.md").read_text().split())
     assert quote in text, quote
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for sql in setup:
             conn.execute(sql)
@@ -407,10 +401,7 @@ def test_health_answers_as_quoted(tmp_path):
     import urllib.request
     quote = '`GET /health` on the HTTP address answers `200 {"status":"ok","version":"0.1.0"}`'
     assert quote in (ROOT / "docs/ingest.md").read_text(), quote
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     with urllib.request.urlopen(f"http://{server.addrs['http']}/health", timeout=10) as r:
         assert (r.status, r.read().decode()) == (200, '{"status":"ok","version":"0.1.0"}')
 
@@ -430,10 +421,7 @@ def test_remote_write_answer_quoted_in_ingest(tmp_path):
         pb_series([("__name__", "rw_demo"), ("a-b", "x")], [(4.0, now_ms), (5.0, now_ms + 1000)]),
         pb_series([("__name__", "rw_demo")], [(6.0, 100000000000000000)]),
     ))
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     status, _, got = server.post("/api/v1/write", body, {
         "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
         "X-Prometheus-Remote-Write-Version": "0.1.0"})
@@ -448,10 +436,7 @@ def test_string_doubles_answer_as_otel_schema_says(tmp_path):
     refused = 'body is not a valid OTLP JSON message: invalid type: string "NaN", expected f64'
     lost = 'has no data (gauge, sum, histogram, exponential histogram or summary), or data that could not be decoded'
     assert refused in text and 'metric "…" has no data (…), or data that could not be decoded' in text
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     logs = ('{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1767225600000000000",'
             '"body":{"stringValue":"x"},"attributes":[{"key":"ratio","value":{"doubleValue":"NaN"}}]}]}]}]}')
     status, _, body = server.post("/v1/logs", logs.encode(), {"Content-Type": "application/json"})
@@ -473,10 +458,7 @@ def test_flight_sql_python_example_runs(tmp_path):
     the address it names (the test server's instead) with a `cpu` table."""
     blocks = code_blocks((ROOT / "docs/flight-sql.md").read_text(), "python")
     assert len(blocks) == 1, blocks
-    data = tmp_path / "data"
-    data.mkdir()
-    server = Server(data)
-    server.start()
+    server = started(tmp_path)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)")
         conn.execute("INSERT INTO cpu VALUES (now(), 'web-1', 42.5)")
