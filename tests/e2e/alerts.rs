@@ -72,6 +72,22 @@ impl Receiver {
 
 /// Moves the alert clock to `00:mm:ss` of the start day and waits for what
 /// fell due.
+/// The webhook body docs/alerts.md shows (the JSON block with `groupKey`).
+fn documented_notification() -> serde_json::Value {
+    let root =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let doc = std::fs::read_to_string(std::path::Path::new(&root).join("../docs/alerts.md"))
+        .expect("read docs/alerts.md");
+    let start = doc
+        .find("```json\n{\n  \"version\"")
+        .expect("the body's JSON block")
+        + "```json\n".len();
+    let len = doc[start..]
+        .find("\n```")
+        .expect("the end of the JSON block");
+    serde_json::from_str(&doc[start..start + len]).expect("the documented body is JSON")
+}
+
 fn clock(server: &Server, hms: &str) {
     move_clock(server, &format!("{{\"set\": \"2026-01-01T{hms}Z\"}}"));
 }
@@ -192,6 +208,12 @@ async fn an_alert_goes_pending_fires_and_resolves_once_across_restarts() {
     assert_eq!(a["annotations"]["summary"], "a is at 96.5%");
     assert_eq!(a["startsAt"], "2026-01-01T00:04:00.000Z");
     assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+    // docs/alerts.md shows this notification: the same body, field for field.
+    assert_eq!(
+        *b,
+        documented_notification(),
+        "docs/alerts.md shows another body"
+    );
 
     // Still above: still firing, nothing new sent.
     insert(&client, "00:04:30", "a", 99.0).await;

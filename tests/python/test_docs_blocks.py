@@ -246,6 +246,25 @@ def test_every_curl_example_answers_as_quoted(tmp_path, doc):
         body = [ln for ln in expected if ln.startswith("{")]
         if body:
             assert got.stdout.rstrip("\n").split("\n")[-1] == body[-1], (command, got.stdout)
+    # psql's `\d` of the tables the examples made, as the document shows it.
+    described = [b for b in code_blocks((ROOT / doc).read_text(), "") if 'Table "public.' in b]
+    assert len(described) == {"docs/ingest.md": 2}.get(doc, 0), described
+    server = server_with(())
+    for block in described:
+        table = re.search(r'Table "public\.([a-z_]+)"', block).group(1)
+        if table == "http_requests_total":
+            # The sample of the document's own example.
+            from remote_write import pb_series, snappy, write_request
+            status, _, _ = server.post("/api/v1/write", snappy(write_request(pb_series(
+                [("__name__", "http_requests_total"), ("code", "200"), ("instance", "a:9100"), ("job", "api")],
+                [(17.0, 1704067200000)]))), {"Content-Type": "application/x-protobuf",
+                                              "Content-Encoding": "snappy"})
+            assert status == 204, status
+        host, port = server.addrs["pg"].rsplit(":", 1)
+        got = subprocess.run(["psql", "-h", host, "-p", port, "-U", "sextant", "-d", "sextant", "-c", f"\\d {table}"],
+                             capture_output=True, text=True, timeout=30)
+        shown = [ln.rstrip() for ln in got.stdout.strip("\n").splitlines()]
+        assert shown == [ln.rstrip() for ln in block.strip("\n").splitlines()], (table, got.stdout, got.stderr)
     assert all(s.proc.poll() is None for s in servers.values())
 
 
@@ -294,10 +313,12 @@ def test_errors_quoted_in_ingest_prose(tmp_path):
             assert (e.code, e.read().decode()) == (int(status), message), quote
 
 
-# What docs/postgres-compat.md's table of gaps says a statement does:
-# (the quote, setup, statements, what the last one answers). An answer is
-# ("rows", first row), ("columns", names) or ("error", SQLSTATE, a part of
-# the message the document quotes).
+# What docs/postgres-compat.md says a statement does (its table of gaps,
+# its types and its opening paragraph): (the quote, setup, statements,
+# what the last one answers). An answer is ("rows", first row), ("not
+# rows", a first row it is not), ("columns", names), ("contains", a text
+# some value holds) or ("error", SQLSTATE, a part of the message the
+# document quotes).
 COMPAT_GAPS = [
     ("`SELECT sum(x), sum(x::int) FROM t` fails (`duplicate unqualified field name \"sum(t.x)\"`)",
      ["CREATE TABLE t (x BIGINT)"], ["SELECT sum(x), sum(x::int) FROM t"],
@@ -332,6 +353,18 @@ COMPAT_GAPS = [
      ["BEGIN", "INSERT INTO t VALUES (1)", "ROLLBACK", "SELECT count(*) FROM t"], ("rows", (1,))),
     ('statements fail ("current transaction is aborted", 25P02', [], ["BEGIN", "SELECT nope", "SELECT 1"],
      ("error", "25P02", "current transaction is aborted")),
+    ("| `EXPLAIN` of a query with a correlated subquery in its select list | the plan shows `NULL` for the subquery",
+     ["CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE PRECISION)"],
+     ["EXPLAIN SELECT host, (SELECT max(v) FROM m x WHERE x.host = m.host) FROM m"],
+     ("contains", "Projection: m.host, NULL")),
+    ("`SELECT * FROM pg_catalog.pg_indexes` fails (42P01", [], ["SELECT * FROM pg_catalog.pg_indexes"],
+     ("error", "42P01", "pg_indexes")),
+    # (the Types table and the opening paragraph)
+    ("`1.25::numeric` reads back as `1.2500000000`", [], ["SELECT (1.25::numeric)::text"],
+     ("rows", ("1.2500000000",))),
+    ("`version()` is `PostgreSQL 16.6 (Sextant 0.1.0) on x86_64-linux, compiled by rustc, 64-bit`", [],
+     ["SELECT version()"], ("rows", ("PostgreSQL 16.6 (Sextant 0.1.0) on x86_64-linux, compiled by rustc, 64-bit",))),
+    ("`server_version` is `16.6 (Sextant 0.1.0)`", [], ["SHOW server_version"], ("rows", ("16.6 (Sextant 0.1.0)",))),
 ]
 
 
@@ -362,6 +395,9 @@ def test_gaps_quoted_in_postgres_compat(tmp_path, quote, setup, statements, answ
                 assert [d.name for d in cur.description] == answer[1], last
             elif answer[0] == "rows":
                 assert cur.fetchone() == answer[1], last
+            elif answer[0] == "contains":
+                rows = cur.fetchall()
+                assert any(answer[1] in str(v) for row in rows for v in row), (last, rows)
             else:
                 assert cur.fetchone() != answer[1], last
     assert server.proc.poll() is None
@@ -429,6 +465,24 @@ def test_remote_write_answer_quoted_in_ingest(tmp_path):
     assert (status, got) == (400, quoted[0]), got
 
 
+def test_enum_names_are_refused_as_ingest_says(tmp_path):
+    """docs/ingest.md: OTLP JSON enums must be numbers ("SPAN_KIND_SERVER"
+    is refused, 400 INVALID_ARGUMENT); the number is accepted."""
+    text = " ".join((ROOT / "docs/ingest.md").read_text().split())
+    assert '(`"SPAN_KIND_SERVER"` is refused)' in text
+    server = started(tmp_path)
+    span = ('{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",'
+            '"spanId":"eee19b7ec3c1b174","name":"x","kind":%s,"startTimeUnixNano":"1767225600000000000",'
+            '"endTimeUnixNano":"1767225601000000000"}]}]}]}')
+    status, _, body = server.post("/v1/traces", (span % '"SPAN_KIND_SERVER"').encode(),
+                                  {"Content-Type": "application/json"})
+    answer = json.loads(body)
+    assert (status, answer["code"]) == (400, 3), body
+    assert 'invalid type: string "SPAN_KIND_SERVER", expected i32' in answer["message"], body
+    status, _, body = server.post("/v1/traces", (span % "2").encode(), {"Content-Type": "application/json"})
+    assert (status, json.loads(body)) == (200, {}), body
+
+
 def test_string_doubles_answer_as_otel_schema_says(tmp_path):
     """docs/otel-schema.md: a double sent as a JSON string refuses a log
     request (400), and makes a metric count as rejected (partialSuccess)."""
@@ -451,12 +505,23 @@ def test_string_doubles_answer_as_otel_schema_says(tmp_path):
     answer = json.loads(body)
     assert status == 200 and answer["partialSuccess"]["rejectedDataPoints"] == "1", body
     assert answer["partialSuccess"]["errorMessage"] == f'1 rejected: metric "lat" {lost}', body
+    # A gauge's "asDouble": "NaN" is stored as NULL.
+    assert 'a gauge or sum `"asDouble": "NaN"` (and an exemplar\'s) is stored as NULL' in text
+    gauge = ('{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"temp","gauge":{"dataPoints":['
+             '{"timeUnixNano":"1767225600000000000","asDouble":"NaN"}]}}]}]}]}')
+    status, _, body = server.post("/v1/metrics", gauge.encode(), {"Content-Type": "application/json"})
+    assert (status, json.loads(body)) == (200, {}), body
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT value, value_int FROM otel_metrics_gauge WHERE metric_name = 'temp'"
+                            ).fetchall() == [(None, None)]
 
 
-def test_flight_sql_python_example_runs(tmp_path):
-    """docs/flight-sql.md's Python block runs as written, on a server at
-    the address it names (the test server's instead) with a `cpu` table."""
-    blocks = code_blocks((ROOT / "docs/flight-sql.md").read_text(), "python")
+@pytest.mark.parametrize("doc,rows_after", [("docs/flight-sql.md", 3), ("README.md", 2)])
+def test_flight_sql_python_example_runs(tmp_path, doc, rows_after):
+    """The Python (ADBC) block of docs/flight-sql.md and of README.md runs
+    as written, on a server at the address it names (the test server's
+    instead) with a `cpu` table holding one row of web-1."""
+    blocks = code_blocks((ROOT / doc).read_text(), "python")
     assert len(blocks) == 1, blocks
     server = started(tmp_path)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -465,7 +530,47 @@ def test_flight_sql_python_example_runs(tmp_path):
     code = blocks[0].replace("grpc://127.0.0.1:8815", f"grpc://{server.addrs['flight']}")
     assert code != blocks[0]
     scope = {}
-    exec(compile(code, "docs/flight-sql.md", "exec"), scope)
-    assert scope["table"].num_rows == 1 and len(scope["rows"]) == 1, (scope["table"], scope["rows"])
+    exec(compile(code, doc, "exec"), scope)
+    assert scope["table"].num_rows == 1, scope["table"]
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        assert conn.execute("SELECT count(*) FROM cpu").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM cpu").fetchone() == (rows_after,)
+
+
+def test_readme_curl_writes_are_acknowledged(tmp_path):
+    """README.md's two curl writes (line protocol, JSON) are acknowledged
+    (204, 200) and their rows are there."""
+    import subprocess
+    blocks = [b for b in code_blocks((ROOT / "README.md").read_text(), "sh") if "curl" in b]
+    assert len(blocks) == 1, blocks
+    curls = [line for line in blocks[0].splitlines() if line.startswith("curl ")]
+    assert len(curls) == 2, curls
+    server = started(tmp_path)
+    for command, status in zip(curls, ("204", "200")):
+        command = command.replace("http://127.0.0.1:4318", f"http://{server.addrs['http']}")
+        got = subprocess.run(command + " -s -o /dev/null -w '%{http_code}'", shell=True,
+                             capture_output=True, text=True, timeout=30)
+        assert got.stdout == status, (command, got.stdout, got.stderr)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT host, usage, cores FROM cpu").fetchall() == [("web-1", 42.5, 8)]
+        assert conn.execute("SELECT svc FROM events").fetchall() == [("api",)]
+
+
+def test_native_histograms_are_rejected_as_ingest_says(tmp_path):
+    """docs/ingest.md: a series with only native histogram samples is
+    rejected, with the reason it quotes; the other series are written."""
+    from remote_write import field_bytes, pb_series, snappy, write_request
+    reason = "native histograms are not supported yet; send classic histograms"
+    assert reason in " ".join((ROOT / "docs/ingest.md").read_text().split())
+    # prometheus.TimeSeries.histograms = 4 (a Histogram: count_int = 1, timestamp = 15).
+    histogram = field_bytes(4, b"\x08\x05" + b"\x78" + b"\x80\xa0\xcb\xd9\xb8\x33")
+    body = snappy(write_request(
+        pb_series([("__name__", "native_latency")], []) + histogram,
+        pb_series([("__name__", "classic_total")], [(1.0, 1767225600000)]),
+    ))
+    server = started(tmp_path)
+    status, _, got = server.post("/api/v1/write", body, {
+        "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
+    message = json.loads(got)["error"]
+    assert status == 400 and f'series 1: metric "native_latency": {reason}' in message, (status, got)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT value FROM classic_total").fetchall() == [(1.0,)]

@@ -435,3 +435,13 @@ def test_transactions_are_answered_unimplemented(server):
     with pytest.raises(pa.ArrowNotImplementedError) as err:
         list(client.do_action(fl.Action("BeginTransaction", b"\x0a" + bytes([len(url)]) + url)))
     assert "transactions are not supported: every write is committed once acknowledged" in str(err.value)
+
+
+def test_temporary_table_ingest_is_refused(server):
+    """docs/flight-sql.md: temporary tables are refused (bulk ingest)."""
+    with connect(server) as conn, conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error) as err:
+            cur.adbc_ingest("scratch", pa.table({"time": pa.array([T0_NS], pa.timestamp("ns")), "v": [1]}),
+                            mode="create", temporary=True)
+        assert "temporary tables are not supported" in str(err.value), str(err.value)
+    assert pg_rows(server, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'scratch'") == [(0,)]
