@@ -114,6 +114,13 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
         }
         DataFusionError::Plan(_) => SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
         DataFusionError::ResourcesExhausted(_) => SqlState::OUT_OF_MEMORY,
+        // A persisted file that cannot be read: the object store failed.
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => SqlState::IO_ERROR,
+        DataFusionError::ParquetError(_)
+            if lower.contains("object") || lower.contains("fetch") || lower.contains("i/o") =>
+        {
+            SqlState::IO_ERROR
+        }
         DataFusionError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
         DataFusionError::ArrowError(a, _) => arrow_code(a, &lower),
         DataFusionError::Execution(_) if lower.contains("non-nullable") => {

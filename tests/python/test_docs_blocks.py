@@ -359,6 +359,11 @@ COMPAT_GAPS = [
      ("contains", "Projection: m.host, NULL")),
     ("`SELECT * FROM pg_catalog.pg_indexes` fails (42P01", [], ["SELECT * FROM pg_catalog.pg_indexes"],
      ("error", "42P01", "pg_indexes")),
+    ("`INSERT INTO t (time, b) VALUES (now(), '\\xdeadbeef')` stores the 10 characters",
+     ["CREATE TABLE t (time TIMESTAMP NOT NULL, b BYTEA)", "INSERT INTO t (time, b) VALUES (now(), '\\xdeadbeef')"],
+     ["SELECT length(b) FROM t"], ("rows", (10,))),
+    ("`pg_get_userbyid(oid)` answers `postgres` for any oid", [], ["SELECT pg_get_userbyid(12345::oid)"],
+     ("rows", ("postgres",))),
     # (the Types table and the opening paragraph)
     ("`1.25::numeric` reads back as `1.2500000000`", [], ["SELECT (1.25::numeric)::text"],
      ("rows", ("1.2500000000",))),
@@ -366,6 +371,22 @@ COMPAT_GAPS = [
      ["SELECT version()"], ("rows", ("PostgreSQL 16.6 (Sextant 0.1.0) on x86_64-linux, compiled by rustc, 64-bit",))),
     ("`server_version` is `16.6 (Sextant 0.1.0)`", [], ["SHOW server_version"], ("rows", ("16.6 (Sextant 0.1.0)",))),
 ]
+
+
+def test_aborted_transaction_is_25p01_on_the_extended_protocol(tmp_path):
+    """docs/postgres-compat.md: after an error inside BEGIN, a statement
+    with parameters (the extended protocol) fails 25P01."""
+    assert "25P02; 25P01 on the extended protocol" in (ROOT / "docs/postgres-compat.md").read_text()
+    server = started(tmp_path)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT nope")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT %s::int", [1])
+        assert err.value.sqlstate == "25P01", (err.value.sqlstate, str(err.value))
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT %s::int", [1]).fetchone() == (1,)
 
 
 @pytest.mark.parametrize("quote,setup,statements,answer", COMPAT_GAPS,
@@ -574,3 +595,36 @@ def test_native_histograms_are_rejected_as_ingest_says(tmp_path):
     assert status == 400 and f'series 1: metric "native_latency": {reason}' in message, (status, got)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT value FROM classic_total").fetchall() == [(1.0,)]
+
+
+def test_span_events_links_and_exemplars_read_as_otel_schema_shows(tmp_path):
+    """docs/otel-schema.md's samples of an event, a link and an exemplar
+    are the JSON text Sextant stores for them."""
+    import datetime as dt
+    samples = [b.strip() for b in code_blocks((ROOT / "docs/otel-schema.md").read_text(), "json")]
+    event = next(b for b in samples if b.startswith('{"time":"2026-11-22'))
+    link = next(b for b in samples if b.startswith('{"trace_id"'))
+    exemplar = next(b for b in samples if b.startswith('{"time":"2023-11-14'))
+    at = dt.datetime(2026, 11, 22, 7, 33, tzinfo=dt.timezone.utc)
+    event_ns = int(at.timestamp()) * 10**9 + 215_000_000
+    span = {
+        "traceId": TRACE, "spanId": "eee19b7ec3c1b174", "name": "pay", "kind": 2,
+        "startTimeUnixNano": str(event_ns - 1000), "endTimeUnixNano": str(event_ns + 1000),
+        "events": [{"timeUnixNano": str(event_ns), "name": "exception",
+                    "attributes": [{"key": "exception.type", "value": {"stringValue": "CardDeclined"}}]}],
+        "links": [{"traceId": TRACE, "spanId": "2000000000000003", "traceState": "a=b", "flags": 1,
+                   "attributes": [{"key": "messaging.operation", "value": {"stringValue": "process"}}]}],
+    }
+    gauge = {"name": "queue_depth", "gauge": {"dataPoints": [{
+        "timeUnixNano": "1700000000000000002", "asDouble": 7,
+        "exemplars": [{"timeUnixNano": "1700000000000000002", "asDouble": 3.25, "traceId": TRACE,
+                       "spanId": "eee19b7ec3c1b174",
+                       "filteredAttributes": [{"key": "user", "value": {"stringValue": "u1"}}]}]}]}}
+    server = started(tmp_path)
+    for path, body in (("/v1/traces", {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}),
+                       ("/v1/metrics", {"resourceMetrics": [{"scopeMetrics": [{"metrics": [gauge]}]}]})):
+        status, _, answer = server.post(path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        assert (status, json.loads(answer)) == (200, {}), answer
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT events, links FROM otel_traces").fetchone() == (f"[{event}]", f"[{link}]")
+        assert conn.execute("SELECT exemplars FROM otel_metrics_gauge").fetchone() == (f"[{exemplar}]",)

@@ -445,3 +445,31 @@ def test_temporary_table_ingest_is_refused(server):
                             mode="create", temporary=True)
         assert "temporary tables are not supported" in str(err.value), str(err.value)
     assert pg_rows(server, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'scratch'") == [(0,)]
+
+
+def test_errors_carry_the_sqlstate_in_metadata(server):
+    """docs/flight-sql.md: every error is a gRPC status and its SQLSTATE is
+    in the `x-sqlstate` metadata entry (read here with plain gRPC)."""
+    import grpc
+
+    def field(number, payload):
+        out, n = bytearray([number << 3 | 2]), len(payload)
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out) + payload
+
+    def get_flight_info(sql):
+        command = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(
+            2, field(1, sql.encode()))
+        descriptor = b"\x08\x02" + field(2, command)  # type = CMD, cmd = Any(CommandStatementQuery)
+        with grpc.insecure_channel(server.addrs["flight"]) as channel:
+            call = channel.unary_unary("/arrow.flight.protocol.FlightService/GetFlightInfo",
+                                       request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            with pytest.raises(grpc.RpcError) as err:
+                call(descriptor, timeout=30)
+        return err.value.code(), dict(err.value.trailing_metadata() or ()).get("x-sqlstate"), err.value.details()
+
+    assert get_flight_info("SELECT * FROM nope")[:2] == (grpc.StatusCode.NOT_FOUND, "42P01")
+    assert get_flight_info("SELEC 1")[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "42601")

@@ -189,7 +189,13 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
     acked_before_outage = ingest.acked
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("FLUSH TABLE s")
-        assert conn.execute("SELECT count(*) FROM system.files WHERE table_name = 's'").fetchone()[0] >= 1
+        # A second file, so that COMPACT TABLE has work to do in the outage.
+        conn.execute(f"INSERT INTO s VALUES (now(), {ingest.next_key}, 'compact', 1)")
+        ingest.next_key += 1
+        ingest.acked += 1
+        acked_before_outage += 1
+        conn.execute("FLUSH TABLE s")
+        assert conn.execute("SELECT count(*) FROM system.files WHERE table_name = 's'").fetchone()[0] >= 2
 
     s3.stop()
     # Writes are still acknowledged: they go into the WAL and the write buffer.
@@ -203,6 +209,13 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
         # As docs/storage.md says: 58030 and the store's error.
         assert failed.value.sqlstate == "58030", (failed.value.sqlstate, message)
         assert "object store" in message.lower() or "s3" in message.lower(), message
+        with pytest.raises(psycopg.Error) as failed:
+            conn.execute("COMPACT TABLE s")
+        assert failed.value.sqlstate == "58030", (failed.value.sqlstate, str(failed.value))
+        # So does a query that must read a persisted file.
+        with pytest.raises(psycopg.Error) as failed:
+            conn.execute("SELECT sum(v) FROM s")
+        assert failed.value.sqlstate == "58030", (failed.value.sqlstate, str(failed.value))
         # The connection and the server are fine.
         assert conn.execute("SELECT 1").fetchone() == (1,)
     # Until the buffer is full: then writes are refused with SQLSTATE 53000.
