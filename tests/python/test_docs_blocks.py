@@ -628,3 +628,38 @@ def test_span_events_links_and_exemplars_read_as_otel_schema_shows(tmp_path):
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT events, links FROM otel_traces").fetchone() == (f"[{event}]", f"[{link}]")
         assert conn.execute("SELECT exemplars FROM otel_metrics_gauge").fetchone() == (f"[{exemplar}]",)
+
+
+def test_session_gaps_quoted_in_postgres_compat(tmp_path):
+    """Three gaps of docs/postgres-compat.md that need a session, a binary
+    cursor or SQLAlchemy: ROLLBACK TO SAVEPOINT keeps the aborted state; an
+    untyped parameter comes back as raw bytes typed unknown; SQLAlchemy's
+    key reflection fails on unnest()."""
+    import sqlalchemy as sa
+    text = " ".join((ROOT / "docs/postgres-compat.md").read_text().split())
+    for quote in ("`ROLLBACK TO SAVEPOINT` does not clear that state",
+                  "the value comes back as raw bytes, typed `unknown` (oid 705)",
+                  "fails (`unnest() can only be applied to array`)"):
+        assert quote in text, quote
+    server = started(tmp_path)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT)")
+        conn.execute("BEGIN")
+        conn.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT nope")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT 1")
+        assert err.value.sqlstate == "25P02", err.value.sqlstate
+        conn.execute("ROLLBACK")
+        cur = conn.cursor(binary=True)
+        cur.execute("SELECT %s", ["x"])
+        assert (cur.fetchone(), cur.description[0].type_code) == ((b"x",), 705)
+    engine = sa.create_engine(f"postgresql+psycopg://sextant@{server.addrs['pg']}/sextant")
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as err:
+            sa.inspect(engine).get_pk_constraint("cpu")
+        assert "unnest() can only be applied to array" in str(err.value), str(err.value)
+    finally:
+        engine.dispose()
