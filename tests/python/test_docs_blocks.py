@@ -364,6 +364,16 @@ COMPAT_GAPS = [
      ["SELECT length(b) FROM t"], ("rows", (10,))),
     ("`pg_get_userbyid(oid)` answers `postgres` for any oid", [], ["SELECT pg_get_userbyid(12345::oid)"],
      ("rows", ("postgres",))),
+    ("`SELECT a, (SELECT count(*) FROM (SELECT * FROM r AS y WHERE y.b = r.b) AS x WHERE x.a < r.a) FROM r` "
+     "fails (`Physical plan does not support logical expression ScalarSubquery`)",
+     ["CREATE TABLE r (a INTEGER, b INTEGER, c INTEGER)", "INSERT INTO r VALUES (1, 1, 0), (2, 1, 0), (3, 2, 0)"],
+     ["SELECT a, (SELECT count(*) FROM (SELECT * FROM r AS y WHERE y.b = r.b) AS x WHERE x.a < r.a) FROM r"],
+     ("error", None, "Physical plan does not support logical expression ScalarSubquery")),
+    ("so does a non-equality correlated subquery over an outer query with `random()` or `LIMIT`",
+     ["CREATE TABLE r (a INTEGER, b INTEGER, c INTEGER)", "INSERT INTO r VALUES (1, 1, 0), (2, 1, 0), (3, 2, 0)"],
+     ["SELECT v, (SELECT count(*) FROM r AS x WHERE x.a < s.v) FROM "
+      "(SELECT a + CAST(floor(random() * 10) AS INT) AS v FROM r) AS s"],
+     ("error", None, "Physical plan does not support logical expression ScalarSubquery")),
     # (the Types table and the opening paragraph)
     ("`1.25::numeric` reads back as `1.2500000000`", [], ["SELECT (1.25::numeric)::text"],
      ("rows", ("1.2500000000",))),

@@ -26,8 +26,12 @@
 //!
 //! Only the shape the rewrite is sure of is taken: an aggregate without
 //! GROUP BY (and an optional projection over it) over one filter that
-//! holds every outer reference. Anything else is left to DataFusion,
-//! whose error then names the query it cannot plan.
+//! holds every outer reference, in a query whose outer rows are the same
+//! each time they are read (the domain reads them a second time: no
+//! `random()`, no LIMIT). Anything else is left to DataFusion, whose error
+//! then names the query it cannot plan. (Two scans of one table take their
+//! snapshots a moment apart: a row acknowledged in that moment can be in
+//! one and not the other, and its subquery then answers NULL.)
 
 use std::sync::Arc;
 
@@ -123,8 +127,11 @@ fn by_domain(
     if !aggregate.group_expr.is_empty()
         || aggregate.aggr_expr.iter().any(Expr::contains_outer)
         || projection.is_some_and(|p| p.expr.iter().any(Expr::contains_outer))
-        || filter.input.contains_outer_reference()
+        // Outer references anywhere below the filter (a derived table in
+        // the subquery's FROM): not this shape.
+        || !filter.input.all_out_ref_exprs().is_empty()
         || filter.predicate.exists(|e| Ok(is_subquery(e)))?
+        || !same_every_time(outer)?
     {
         return Ok(None);
     }
@@ -140,6 +147,14 @@ fn by_domain(
     })?;
     if outer_refs.is_empty() || !outer_refs.iter().all(|(_, c)| outer.schema().has_column(c)) {
         // They belong to a query further out.
+        return Ok(None);
+    }
+    // Every outer reference the subquery declares is one of the filter's.
+    let declared_elsewhere = sq.outer_ref_columns.iter().any(|e| match e {
+        Expr::OuterReferenceColumn(_, c) => !outer_refs.iter().any(|(_, o)| o == c),
+        _ => true,
+    });
+    if declared_elsewhere {
         return Ok(None);
     }
 
@@ -220,6 +235,22 @@ fn by_domain(
             .collect(),
         spans: sq.spans.clone(),
     }))
+}
+
+/// Whether `outer`, which the rewrite reads twice (once for the domain),
+/// gives the same rows both times: no volatile function (`random()`), no
+/// LIMIT (which rows it keeps is not fixed without a total order), and no
+/// outer references of its own (a subquery further out).
+fn same_every_time(outer: &LogicalPlan) -> Result<bool> {
+    if !outer.all_out_ref_exprs().is_empty() {
+        return Ok(false);
+    }
+    let varies = outer.exists(|p| {
+        Ok(matches!(p, LogicalPlan::Limit(_))
+            || matches!(p, LogicalPlan::TableScan(scan) if scan.fetch.is_some())
+            || p.expressions().iter().any(Expr::is_volatile))
+    })?;
+    Ok(!varies)
 }
 
 /// An aggregate of the subquery that only sees the rows an inner row
