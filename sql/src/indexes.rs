@@ -86,32 +86,20 @@ pub(crate) async fn create(ci: &CreateIndex, engine: &Engine) -> Result<Done, Sq
             ));
         }
     }
-    let taken = |name: &str| -> Result<bool, SqlError> {
-        Ok(engine.table(name).is_some()
-            || engine.plain_view(name).is_some()
-            || engine
-                .catalog()
-                .indexes()
-                .map_err(sextant_storage::StorageError::from)?
-                .iter()
-                .any(|i| i.name == name))
-    };
     let name = match &ci.name {
-        Some(name) => {
-            if taken(name)? {
-                if ci.if_not_exists {
-                    return done;
-                }
-                return Err(SqlError::new(
-                    SqlState::DUPLICATE_TABLE,
-                    format!("relation \"{name}\" already exists"),
-                ));
-            }
-            name.clone()
-        }
+        Some(name) => name.clone(),
         None => {
             // PostgreSQL's choice: the table, the key columns ("expr" for
             // an expression), "idx", and a number if that is taken.
+            let indexes = engine
+                .catalog()
+                .indexes()
+                .map_err(sextant_storage::StorageError::from)?;
+            let taken = |name: &str| {
+                engine.table(name).is_some()
+                    || engine.plain_view(name).is_some()
+                    || indexes.iter().any(|i| i.name == name)
+            };
             let columns: Vec<&str> = ci
                 .keys
                 .iter()
@@ -123,7 +111,7 @@ pub(crate) async fn create(ci: &CreateIndex, engine: &Engine) -> Result<Done, Sq
             let base = format!("{}_{}_idx", ci.table, columns.join("_"));
             let mut name = base.clone();
             let mut n = 0;
-            while taken(&name)? {
+            while taken(&name) {
                 n += 1;
                 name = format!("{base}{n}");
             }
@@ -137,15 +125,22 @@ pub(crate) async fn create(ci: &CreateIndex, engine: &Engine) -> Result<Done, Sq
             Key::Column(c) | Key::Expression(c) => c.clone(),
         })
         .collect();
-    engine
+    // The catalog refuses a name a table, view or index has (42P07).
+    match engine
         .create_index(IndexDef {
             name,
             table: ci.table.clone(),
             columns,
             created_at_ns: engine.now_ns(),
         })
-        .await?;
-    done
+        .await
+    {
+        Err(sextant_storage::StorageError::Catalog(
+            sextant_catalog::CatalogError::RelationExists(_),
+        )) if ci.if_not_exists => done,
+        Err(e) => Err(e.into()),
+        Ok(()) => done,
+    }
 }
 
 /// `DROP INDEX [IF EXISTS] a, b`.

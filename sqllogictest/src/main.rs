@@ -357,6 +357,18 @@ impl sqllogictest::AsyncDB for Postgres {
     }
 }
 
+/// What the corpus's own files ask of a PostgreSQL runner: the label
+/// `postgresql`, column types not checked.
+fn as_corpus_runner<
+    D: sqllogictest::AsyncDB<ColumnType = ColType>,
+    M: sqllogictest::MakeConnection<Conn = D>,
+>(
+    runner: &mut Runner<D, M>,
+) {
+    runner.add_label("postgresql");
+    runner.with_column_validator(sqllogictest::default_column_validator);
+}
+
 /// Connects to `config` (a libpq connection string), driving the
 /// connection in the background.
 async fn pg_connect(config: &str) -> Result<Client, SqlError> {
@@ -397,8 +409,7 @@ async fn run_on_postgres(file: &TestFile, config: &str) -> Result<(), String> {
             })
         }
     });
-    runner.add_label("postgresql");
-    runner.with_column_validator(sqllogictest::default_column_validator);
+    as_corpus_runner(&mut runner);
     let result = runner
         .run_file_async(&file.path)
         .await
@@ -501,9 +512,7 @@ async fn run_file(file: &TestFile, complete: bool) -> Result<(), String> {
     };
     let mut runner = Runner::new(make);
     if file.corpus {
-        // What the corpus's own files ask of a PostgreSQL runner.
-        runner.add_label("postgresql");
-        runner.with_column_validator(sqllogictest::default_column_validator);
+        as_corpus_runner(&mut runner);
     } else {
         runner.with_column_validator(sqllogictest::strict_column_validator);
     }

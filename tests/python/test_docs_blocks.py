@@ -52,6 +52,18 @@ def started(tmp_path) -> Server:
     return server
 
 
+def prose(doc: str) -> str:
+    """The text of `doc` with its line breaks and indents as single spaces,
+    so that a quote wrapped over lines is found."""
+    return " ".join((ROOT / doc).read_text().split())
+
+
+def run_sql(server: Server, statements):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
 def is_synopsis(statement: str) -> bool:
     """Grammar outside string literals (`'E[0-9]+'` is a regex, not a
     choice) and array subscripts (`[1]`)."""
@@ -402,7 +414,7 @@ def test_aborted_transaction_is_25p01_on_the_extended_protocol(tmp_path):
 @pytest.mark.parametrize("quote,setup,statements,answer", COMPAT_GAPS,
                          ids=[g[2][-1][:40] for g in COMPAT_GAPS])
 def test_gaps_quoted_in_postgres_compat(tmp_path, quote, setup, statements, answer):
-    text = " ".join((ROOT / "docs/postgres-compat.md").read_text().split())
+    text = prose("docs/postgres-compat.md")
     assert quote in text, quote
     server = started(tmp_path)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -452,12 +464,10 @@ INGEST_TABLE_ERRORS = [
 @pytest.mark.parametrize("quote,setup,path,content_type,body,status", INGEST_TABLE_ERRORS,
                          ids=[e[2] for e in INGEST_TABLE_ERRORS])
 def test_table_errors_quoted_in_ingest(tmp_path, quote, setup, path, content_type, body, status):
-    text = " ".join((ROOT / "docs/ingest.md").read_text().split())
+    text = prose("docs/ingest.md")
     assert quote in text, quote
     server = started(tmp_path)
-    with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        for sql in setup:
-            conn.execute(sql)
+    run_sql(server, setup)
     got_status, _, got = server.post(path, body, {"Content-Type": content_type})
     answer = json.loads(got)
     message = answer.get("error", answer.get("message"))
@@ -499,7 +509,7 @@ def test_remote_write_answer_quoted_in_ingest(tmp_path):
 def test_enum_names_are_refused_as_ingest_says(tmp_path):
     """docs/ingest.md: OTLP JSON enums must be numbers ("SPAN_KIND_SERVER"
     is refused, 400 INVALID_ARGUMENT); the number is accepted."""
-    text = " ".join((ROOT / "docs/ingest.md").read_text().split())
+    text = prose("docs/ingest.md")
     assert '(`"SPAN_KIND_SERVER"` is refused)' in text
     server = started(tmp_path)
     span = ('{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",'
@@ -517,7 +527,7 @@ def test_enum_names_are_refused_as_ingest_says(tmp_path):
 def test_string_doubles_answer_as_otel_schema_says(tmp_path):
     """docs/otel-schema.md: a double sent as a JSON string refuses a log
     request (400), and makes a metric count as rejected (partialSuccess)."""
-    text = " ".join((ROOT / "docs/otel-schema.md").read_text().split())
+    text = prose("docs/otel-schema.md")
     refused = 'body is not a valid OTLP JSON message: invalid type: string "NaN", expected f64'
     lost = 'has no data (gauge, sum, histogram, exponential histogram or summary), or data that could not be decoded'
     assert refused in text and 'metric "…" has no data (…), or data that could not be decoded' in text
@@ -591,7 +601,7 @@ def test_native_histograms_are_rejected_as_ingest_says(tmp_path):
     rejected, with the reason it quotes; the other series are written."""
     from remote_write import field_bytes, pb_series, snappy, write_request
     reason = "native histograms are not supported yet; send classic histograms"
-    assert reason in " ".join((ROOT / "docs/ingest.md").read_text().split())
+    assert reason in prose("docs/ingest.md")
     # prometheus.TimeSeries.histograms = 4 (a Histogram: count_int = 1, timestamp = 15).
     histogram = field_bytes(4, b"\x08\x05" + b"\x78" + b"\x80\xa0\xcb\xd9\xb8\x33")
     body = snappy(write_request(
@@ -646,7 +656,7 @@ def test_session_gaps_quoted_in_postgres_compat(tmp_path):
     untyped parameter comes back as raw bytes typed unknown; SQLAlchemy's
     key reflection fails on unnest()."""
     import sqlalchemy as sa
-    text = " ".join((ROOT / "docs/postgres-compat.md").read_text().split())
+    text = prose("docs/postgres-compat.md")
     for quote in ("`ROLLBACK TO SAVEPOINT` does not clear that state",
                   "the value comes back as raw bytes, typed `unknown` (oid 705)",
                   "fails (`unnest() can only be applied to array`)"):

@@ -94,7 +94,8 @@ impl OptimizerRule for CorrelatedByDomain {
     }
 }
 
-fn is_subquery(e: &Expr) -> bool {
+/// Whether `e` is a subquery expression (scalar, EXISTS, IN, ANY/ALL).
+pub(crate) fn is_subquery(e: &Expr) -> bool {
     matches!(
         e,
         Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)

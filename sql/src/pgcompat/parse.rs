@@ -145,20 +145,12 @@ async fn plan_checked(
 
 fn has_subquery(plan: &datafusion::logical_expr::LogicalPlan) -> Result<bool, SqlError> {
     use datafusion::common::tree_node::TreeNode;
-    use datafusion::logical_expr::{Expr, LogicalPlan};
+    use datafusion::logical_expr::LogicalPlan;
     Ok(plan.exists(|p| {
         Ok(matches!(p, LogicalPlan::Subquery(_))
             || p.expressions().iter().any(|e| {
-                e.exists(|e| {
-                    Ok(matches!(
-                        e,
-                        Expr::ScalarSubquery(_)
-                            | Expr::Exists(_)
-                            | Expr::InSubquery(_)
-                            | Expr::SetComparison(_)
-                    ))
-                })
-                .unwrap_or(true)
+                e.exists(|e| Ok(super::correlated::is_subquery(e)))
+                    .unwrap_or(true)
             }))
     })?)
 }
