@@ -723,6 +723,29 @@ impl HttpResponse {
     }
 }
 
+/// Starts the binary by hand on `data` with `args` and returns its exit
+/// status and stderr, for a start that is refused (it must exit on its own).
+pub fn start_expecting_failure(data: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(sextant_bin())
+        .args([
+            "serve",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("SEXTANT_LOG_FILTER", "warn")
+        .output()
+        .expect("run sextant");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Sends `GET <path>` as a minimal HTTP/1.1 request (`Connection: close`)
 /// over a plain [`TcpStream`] and reads the whole response (10 s timeout).
 pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {

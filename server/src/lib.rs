@@ -267,7 +267,8 @@ pub async fn run(
     }
 
     shutdown.cancelled().await;
-    info!("shutting down: closing listeners");
+    info!("shutting down: closing listeners, refusing writes");
+    engine.refuse_writes();
     let _ = pg_task.await;
     match http_task.await {
         Ok(Err(e)) => warn!(error = %e, "HTTP server stopped with an error"),

@@ -141,6 +141,7 @@ impl Engine {
                 ddl: tokio::sync::Mutex::new(()),
                 retired: Mutex::new(vec![]),
                 persist_failure: Mutex::new(None),
+                closing: CancellationToken::new(),
             }),
         };
         load_views(&engine)?;
@@ -478,6 +479,9 @@ impl Engine {
         let limit = self.inner.config.buffer_limit_bytes;
         let deadline = Instant::now() + self.inner.config.backpressure_timeout;
         loop {
+            if self.inner.closing.is_cancelled() {
+                return Err(StorageError::ShuttingDown);
+            }
             let used = self.inner.buffered.load(Ordering::SeqCst);
             if used < limit {
                 return Ok(());
@@ -489,8 +493,19 @@ impl Engine {
                     failure.map_or_else(String::new, |e| format!(" (persistence is failing: {e})"));
                 return Err(StorageError::BufferFull { used, limit, cause });
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = self.inner.closing.cancelled() => {}
+            }
         }
+    }
+
+    /// Refuses every write from now on, and wakes the writers waiting for
+    /// buffer space to refuse them too (`ShuttingDown`: SQLSTATE 57P01,
+    /// HTTP 503, gRPC `UNAVAILABLE`), so that a shutdown does not wait out
+    /// their backpressure timeout. Writes already past the wait finish.
+    pub fn refuse_writes(&self) {
+        self.inner.closing.cancel();
     }
 
     /// A consistent view of a table for a query.

@@ -1,13 +1,13 @@
 //! Storage-engine behaviour seen from a client: pruning shown by EXPLAIN,
-//! the query memory limit, write-buffer limits, WAL damage at start-up, and
-//! psql itself running the README quickstart.
+//! the query memory limit, write-buffer limits and WAL damage at start-up.
+//! (psql running the README quickstart is tests/python/test_docs_blocks.py's,
+//! which reads it from the README.)
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use sextant_tests::{Server, sextant_bin, text_rows};
+use sextant_tests::{Server, start_expecting_failure, text_rows};
 use tokio_postgres::Client;
 
 async fn one_i64(client: &Client, sql: &str) -> i64 {
@@ -168,28 +168,6 @@ fn wal_segments(data: &Path) -> Vec<PathBuf> {
     segs
 }
 
-/// Starts the binary by hand on `data` and returns its exit status and stderr
-/// when it refuses to start.
-fn start_expecting_failure(data: &Path) -> (std::process::ExitStatus, String) {
-    let out = Command::new(sextant_bin())
-        .args([
-            "serve",
-            "--pg-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("SEXTANT_LOG_FILTER", "warn")
-        .output()
-        .expect("run sextant");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn wal_damage_at_start_up_is_cut_or_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +211,7 @@ async fn wal_damage_at_start_up_is_cut_or_refused() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&first, &bytes).unwrap();
-    let (status, stderr) = start_expecting_failure(&data);
+    let (status, stderr) = start_expecting_failure(&data, &[]);
     assert!(!status.success(), "must refuse to start: {stderr}");
     assert!(
         stderr.contains(&first.display().to_string()) && stderr.contains("offset"),
@@ -244,54 +222,9 @@ async fn wal_damage_at_start_up_is_cut_or_refused() {
     bytes[mid] ^= 0xff;
     bytes[0] = b'X';
     fs::write(&first, &bytes).unwrap();
-    let (status, stderr) = start_expecting_failure(&data);
+    let (status, stderr) = start_expecting_failure(&data, &[]);
     assert!(!status.success(), "must refuse to start: {stderr}");
     assert!(stderr.contains("magic"), "{stderr}");
-}
-
-#[test]
-fn psql_runs_the_readme_quickstart() {
-    let server = Server::start(&[]);
-    let addr = server.pg_addr();
-    let out = Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(addr.ip().to_string())
-        .args(["-p", &addr.port().to_string(), "-d", "sextant", "-U", "anyone"])
-        .args([
-            "-c",
-            "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE) WITH (retention = '30 days')",
-            "-c",
-            "INSERT INTO cpu VALUES (now(), 'web-1', 42.5), (now(), 'web-2', 17.0)",
-            "-c",
-            "SELECT date_bin(INTERVAL '1 minute', time) AS minute, host, avg(usage) FROM cpu GROUP BY 1, 2 ORDER BY 2",
-            "-c",
-            "FLUSH TABLE cpu",
-            "-c",
-            "SELECT table_name, rows FROM system.files",
-        ])
-        .output()
-        .expect("psql is installed (apt-get install postgresql-client)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "psql failed:\n{stdout}\n{stderr}");
-    for expected in [
-        "CREATE TABLE",
-        "INSERT 0 2",
-        "web-1",
-        "42.5",
-        "web-2",
-        "(2 rows)",
-        "FLUSH",
-    ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
-    }
-    assert!(
-        stdout.contains(" cpu        |    2"),
-        "system.files lists the file:\n{stdout}"
-    );
 }
 
 #[tokio::test]

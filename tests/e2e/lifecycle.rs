@@ -427,6 +427,8 @@ fn pruned(metrics: &str, name: &str) -> (u64, u64) {
     (nums[0], nums[1])
 }
 
+/// The EXPLAIN ANALYZE metrics docs/storage.md shows (`row_groups_pruned_statistics=20
+/// total → 5 matched`, `row_groups_pruned_bloom_filter=...`) say what they mean.
 #[tokio::test]
 async fn a_trace_id_lookup_skips_row_groups_by_bloom_filter() {
     let server = Server::start(&["--row-group-rows", "1000"]);

@@ -20,6 +20,7 @@ import json
 import re
 import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -1030,17 +1031,24 @@ def test_json_bad_table_name(small):
 # is missing.
 
 
-def test_backpressure_refuses_with_retry_and_loses_nothing(start_server, tmp_path):
+def server_that_cannot_persist(start_server, tmp_path, backpressure_timeout):
+    """A server with a 1 MiB write buffer whose persistence cannot write a
+    single file (its object directory is a regular file: `objects`, which
+    the caller turns back into a directory to let it persist again)."""
     objects = tmp_path / "objects"
     server = start_server(
-        "--buffer-limit", "1MiB", "--backpressure-timeout", "1s", "--persist-interval", "1h",
+        "--buffer-limit", "1MiB", "--backpressure-timeout", backpressure_timeout, "--persist-interval", "1h",
         "--object-store", f"file://{objects}",
     )
-    acked = Acked(server)
-    # Persistence cannot write a single file: `objects` is a regular file.
     if objects.exists():
         shutil.rmtree(objects)
     objects.write_bytes(b"not a directory")
+    return server, objects
+
+
+def test_backpressure_refuses_with_retry_and_loses_nothing(start_server, tmp_path):
+    server, objects = server_that_cannot_persist(start_server, tmp_path, "1s")
+    acked = Acked(server)
 
     # Fill the buffer with line protocol until it refuses.
     full = None
@@ -1196,3 +1204,105 @@ def test_rows_older_than_retention_are_reported_in_every_protocol(server):
     assert "points beyond retention policy dropped=1" in partial.error_message, partial
     assert query(server, "SELECT body FROM otel_logs ORDER BY time") == [("first",), ("fresh",)]
     assert server.proc.poll() is None
+
+
+# ---------------------------------------------------------------------------
+# Shutdown: writers waiting for buffer space are refused at once, with the
+# retryable "shutting down" answer docs/ingest.md and docs/flight-sql.md
+# describe (HTTP 503 + Retry-After, OTLP UNAVAILABLE, gRPC UNAVAILABLE +
+# RetryInfo, SQLSTATE 57P01, Flight UNAVAILABLE); the server does not wait
+# out their backpressure timeout, and nothing acknowledged is lost.
+
+UNAVAILABLE = 14
+
+
+def test_shutdown_refuses_waiting_writers_as_unavailable(start_server, tmp_path):
+    import threading
+
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import pyarrow as pa
+
+    server, objects = server_that_cannot_persist(start_server, tmp_path, "120s")
+    acked = Acked(server)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sd (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE PRECISION)")
+    lines = b"".join(b"sd,host=h%d v=%d.5 %d\n" % (k, k, T0 + k) for k in range(30000))
+    status, _, body = server.post("/api/v2/write", lines, {})
+    assert status == 204, (status, body)
+    acked.add("sd", 30000)
+    buffered = query(server, "SELECT buffered_bytes FROM system.tables WHERE table_name = 'sd'")[0][0]
+    assert buffered >= 1024 * 1024, f"only {buffered} bytes buffered: the buffer is not full"
+
+    # Every path's writer now waits for buffer space.
+    answers = {}
+
+    def line_protocol():
+        answers["line protocol"] = server.post("/api/v2/write", b"sd,host=lp v=1 %d\n" % (T0 + 10**12), {})
+
+    def otlp_http():
+        answers["OTLP/HTTP"] = otlp_post(server, "traces", good_request("traces").SerializeToString())
+
+    def otlp_grpc():
+        answers["OTLP/gRPC"] = grpc_call(server, "metrics", good_request("metrics").SerializeToString())
+
+    def pgwire():
+        try:
+            with psycopg.connect(server.dsn(), autocommit=True) as conn:
+                conn.execute("INSERT INTO sd (time, host, v) VALUES (now(), 'pg', 1.0)")
+            answers["pgwire"] = None
+        except psycopg.Error as e:
+            answers["pgwire"] = e
+
+    def flight():
+        host, port = server.addrs["flight"].rsplit(":", 1)
+        table = pa.table({"time": pa.array([T0], pa.timestamp("ns")), "host": ["flight"], "v": [1.0]})
+        try:
+            with flight_sql.connect(f"grpc://{host}:{port}") as conn, conn.cursor() as cur:
+                cur.adbc_ingest("sd", table, mode="append")
+            answers["Flight SQL"] = None
+        except flight_sql.Error as e:
+            answers["Flight SQL"] = e
+
+    threads = [threading.Thread(target=f) for f in (line_protocol, otlp_http, otlp_grpc, pgwire, flight)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    assert answers == {}, f"writes answered while the buffer is full: {answers}"
+
+    stopped = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads), f"writers still waiting 20 s after SIGTERM: {answers}"
+    assert server.proc.wait(timeout=20) == 0, log_tail(server)
+    assert time.time() - stopped < 20, "the shutdown waited for the writers' backpressure timeout"
+
+    status, headers, body = answers["line protocol"]
+    assert_json_error(status, headers, body, 503, "the server is shutting down")
+    assert headers.get("Retry-After") == "5", dict(headers)
+
+    status, headers, body = answers["OTLP/HTTP"]
+    st = assert_otlp_error(status, headers, body, 503, PROTOBUF, UNAVAILABLE, "the server is shutting down")
+    assert headers.get("Retry-After") == "5", dict(headers)
+    assert [d for d in st.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)], st
+
+    resp, err = answers["OTLP/gRPC"]
+    assert err is not None, "a gRPC export was accepted while the server shut down"
+    assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
+    assert "the server is shutting down" in err.details(), err.details()
+    details = status_details(err)
+    assert details is not None and [d for d in details.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)], details
+
+    err = answers["pgwire"]
+    assert isinstance(err, psycopg.Error), f"the INSERT was not refused: {err!r}"
+    assert err.sqlstate == "57P01" and "the server is shutting down" in str(err), (err.sqlstate, str(err))
+
+    err = answers["Flight SQL"]
+    assert isinstance(err, flight_sql.Error), f"the ingest was not refused: {err!r}"
+    assert "the server is shutting down" in str(err) and "Unavailable" in str(err), str(err)
+
+    # Nothing refused was written, nothing acknowledged lost.
+    objects.unlink()
+    objects.mkdir()
+    server.start()
+    acked.check("a shutdown that refused waiting writers")

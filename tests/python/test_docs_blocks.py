@@ -4,7 +4,9 @@ blocks marked `-- example:` in docs/otel-schema.md and docs/ingest.md), and
 every `$ curl` example answers the status, headers and exact error body the
 document quotes; and the errors and answers the documents quote in their
 prose (docs/ingest.md's, and the table of gaps in docs/postgres-compat.md)
-are what the server answers.
+are what the server answers. Every other fenced block (commands,
+configuration, quoted answers) is listed in BLOCK_TESTS with the test that
+runs or compares it, or the reason none does.
 
 A block is a synopsis, not run, when it shows grammar: `[optional]` parts,
 `<placeholders>`, `{a | b}` choices, `...` or Grafana's `$__` macros. Each
@@ -596,6 +598,40 @@ def test_readme_curl_writes_are_acknowledged(tmp_path):
         assert conn.execute("SELECT svc FROM events").fetchall() == [("api",)]
 
 
+
+def test_readme_quickstart_in_psql(tmp_path):
+    """README.md's quickstart: its psql command (this server's address in
+    place of 127.0.0.1:5433, the machine's user name, psql's defaults)
+    reads the quickstart's SQL block and answers as PostgreSQL's psql does."""
+    import getpass
+    import shlex
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    commands = [b for b in code_blocks(readme, "sh") if b.startswith("psql ")]
+    assert len(commands) == 1, commands
+    words = shlex.split(commands[0])
+    assert words[words.index("-h") + 1] == "127.0.0.1" and words[words.index("-p") + 1] == "5433", words
+    server = started(tmp_path)
+    host, port = server.pg
+    words[words.index("-h") + 1], words[words.index("-p") + 1] = host, str(port)
+    sql = sql_blocks(readme)[0]
+    assert sql.startswith("CREATE TABLE cpu"), sql
+    out = subprocess.run(words + ["-v", "ON_ERROR_STOP=1"], input=sql, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", (getpass.getuser(), out.stdout, out.stderr)
+    lines = [line.rstrip() for line in out.stdout.splitlines()]
+    assert lines[:2] == ["CREATE TABLE", "INSERT 0 2"], out.stdout
+    header = lines.index("         minute         | host  | avg")
+    # Both rows fall in one minute (or, at a minute's turn, two): their
+    # order is not defined.
+    rows = sorted(lines[header + 2:header + 4])
+    assert re.fullmatch(r" \d{4}-\d\d-\d\d \d\d:\d\d:00\+00 \| web-1 \| 42\.5", rows[0]), out.stdout
+    assert re.fullmatch(r" \d{4}-\d\d-\d\d \d\d:\d\d:00\+00 \| web-2 \|   17", rows[1]), out.stdout
+    assert lines[header + 4] == "(2 rows)" and "FLUSH 1" in lines, out.stdout
+    files = next(i for i, line in enumerate(lines) if re.fullmatch(r" table_name \| +path +\| rows", line))
+    assert re.fullmatch(r" cpu        \| cpu/\d{8}T\d{4}/\d{20}-\d{4}\.parquet \|    2", lines[files + 2]), out.stdout
+    assert lines[files + 3] == "(1 row)", out.stdout
+
 def test_native_histograms_are_rejected_as_ingest_says(tmp_path):
     """docs/ingest.md: a series with only native histogram samples is
     rejected, with the reason it quotes; the other series are written."""
@@ -683,3 +719,101 @@ def test_session_gaps_quoted_in_postgres_compat(tmp_path):
         assert "unnest() can only be applied to array" in str(err.value), str(err.value)
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------------------
+# Every other fenced block of README.md and docs/ (commands, configuration,
+# quoted answers and outputs): the test that runs it or compares it, or why
+# none does. A new block fails this test until it is given one.
+
+NOT_RUN = "not run: "
+RELEASE = ("a release build (about 30 minutes cold on this 2-core machine) does not fit the CI budget, "
+           "and CI never builds debug and release both")
+BLOCK_TESTS = {
+    ("README.md", "cargo run --release -- serve"): NOT_RUN + RELEASE + "; every test starts the same "
+        "binary built for debug, and `tests/run-all.sh` is what .ci/run runs",
+    ("README.md", "psql -h 127.0.0.1"): "test_docs_blocks::test_readme_quickstart_in_psql",
+    ("README.md", "import adbc_driver_flightsql"): "test_docs_blocks::test_flight_sql_python_example_runs",
+    ("README.md", "curl --data-binary"): "test_docs_blocks::test_readme_curl_writes_are_acknowledged "
+        "test_otel_sdk::test_environment_of_ingest_md_is_all_an_sdk_needs",
+    ("docs/alerts.md", "{"): "tests/e2e/alerts.rs::documented_notification",
+    ("docs/benchmarks.md", "benches/run.sh"): NOT_RUN + RELEASE + "; the figures in the document are its output",
+    ("docs/benchmarks.md", "sextant-load --logs"): NOT_RUN + RELEASE,
+    ("docs/flight-sql.md", "import datetime"): "test_docs_blocks::test_flight_sql_python_example_runs",
+    ("docs/ingest.md", "$ curl -i --data-binary @big.txt"): "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", "HTTP/1.1 503"): "test_bad_input::test_backpressure_refuses_with_retry_and_loses_nothing",
+    ("docs/ingest.md", "OTEL_EXPORTER_OTLP_ENDPOINT"): "test_otel_sdk::test_environment_of_ingest_md_is_all_an_sdk_needs",
+    ("docs/ingest.md", "$ # spans.json"): "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", "$ curl -i -H 'Content-Type: application/json'"):
+        "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", "$ curl -i --data-binary 'cpu,"): "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", 'Table "public.cpu"'): "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", "remote_write:"): "test_prometheus::test_prometheus_remote_write",
+    ("docs/ingest.md", 'Table "public.http_requests_total"'):
+        "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/ingest.md", "HTTP/1.1 400 Bad Request"): "test_docs_blocks::test_remote_write_answer_quoted_in_ingest",
+    ("docs/ingest.md", "$ curl -i --data-binary '{"): "test_docs_blocks::test_every_curl_example_answers_as_quoted",
+    ("docs/observability.md", "scrape_configs:"): "test_observability::test_prometheus_scrapes_sextant",
+    ("docs/observability.md", 'RUSTFLAGS="--cfg tokio_unstable"'): NOT_RUN + RELEASE + " (and `--cfg "
+        "tokio_unstable` rebuilds every crate again); `cargo install tokio-console` builds another program",
+    ("docs/otel-schema.md", '{"time":"2026-11-22'):
+        "test_docs_blocks::test_span_events_links_and_exemplars_read_as_otel_schema_shows",
+    ("docs/otel-schema.md", '{"trace_id"'):
+        "test_docs_blocks::test_span_events_links_and_exemplars_read_as_otel_schema_shows",
+    ("docs/otel-schema.md", '{"time":"2023-11-14'):
+        "test_docs_blocks::test_span_events_links_and_exemplars_read_as_otel_schema_shows",
+    ("docs/otel-schema.md", '{"partialSuccess"'): "test_docs_blocks::test_otel_schema_partial_success_sample",
+    ("docs/storage.md", "AWS_ENDPOINT_URL="): "test_s3::test_storage_md_command_runs_on_s3",
+    ("docs/storage.md", "files_opened=1, ..."): "tests/e2e/lifecycle.rs::a_trace_id_lookup_skips_row_groups_by_bloom_filter",
+}
+# The printed answers of the `-- example:` queries (psql's output).
+EXAMPLE_OUTPUT = "test_docs_queries::test_documented_outputs_are_what_psql_prints"
+
+
+def fenced_blocks(text: str):
+    """(language, first line) of every fenced block, indented ones included."""
+    out, current, lang = [], None, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if current is None:
+                current, lang = [], stripped[3:].strip()
+            else:
+                out.append((lang, current[0] if current else ""))
+                current = None
+        elif current is not None:
+            current.append(stripped)
+    return out
+
+
+def test_every_block_is_run_by_a_test_or_says_why_not():
+    import importlib
+    from test_docs_queries import documented_outputs
+
+    outputs = [o.splitlines()[0].strip() for o in documented_outputs().values()]
+    used, unmatched = set(), []
+    for doc in ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]:
+        for lang, first in fenced_blocks((ROOT / doc).read_text()):
+            if lang == "sql":
+                continue  # test_every_runnable_sql_block_runs and test_docs_queries
+            keys = [k for k in BLOCK_TESTS if k[0] == doc and first.startswith(k[1])]
+            if not keys and lang == "" and first in outputs:
+                keys = [EXAMPLE_OUTPUT]
+            if len(keys) != 1:
+                unmatched.append(f"{doc}: ```{lang} {first!r} matches {keys}")
+            used.update(keys)
+    assert not unmatched, "blocks without exactly one entry in BLOCK_TESTS:\n" + "\n".join(unmatched)
+    assert set(BLOCK_TESTS) <= used, f"entries without their block: {set(BLOCK_TESTS) - used}"
+    for (doc, _), where in [*BLOCK_TESTS.items(), (("docs/", ""), EXAMPLE_OUTPUT)]:
+        if where.startswith(NOT_RUN):
+            continue
+        for test in where.split():
+            path, name = test.split("::")
+            if path.endswith(".rs"):
+                source = (ROOT / path).read_text()
+                assert f"fn {name}(" in source, test
+            else:
+                module = importlib.import_module(path)
+                assert callable(getattr(module, name, None)), test
+                source = Path(module.__file__).read_text()
+            assert doc in source, f"{test} does not read {doc}"

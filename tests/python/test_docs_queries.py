@@ -382,6 +382,56 @@ def test_every_documented_example_returns_the_documented_rows(server):
     assert not failures, "\n\n".join(failures)
 
 
+
+# The answer a document prints under an example is what psql prints for it
+# (aligned, its defaults), the data set's times shifted to the document's.
+OUTPUT = re.compile(r"```sql\n-- example: (\S+)\n(?:(?!```).)*```\n+```\n(.*?)```", re.S)
+DOC_BASE = dt.datetime(2026, 11, 22, 7, 33, tzinfo=dt.timezone.utc)
+PG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)((?:\.\d+)?\+00)")
+
+
+def documented_outputs() -> dict:
+    """NAME → the output block right after example NAME's ```sql block."""
+    return {m.group(1): m.group(2) for doc in DOCS for m in OUTPUT.finditer(doc.read_text())}
+
+
+def psql_output(server, sql: str, base_ns: int) -> str:
+    import shutil
+    import subprocess
+
+    binary = shutil.which("psql")
+    assert binary, "psql is not installed (apt-get install postgresql-client)"
+    host, port = server.pg
+    out = subprocess.run(
+        [binary, "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(port), "-U", "sextant", "-d", "sextant",
+         "-c", sql],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, (sql, out.stdout, out.stderr)
+    shift = ts(base_ns) - DOC_BASE
+
+    def shifted(m):
+        at = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc) - shift
+        return at.strftime("%Y-%m-%d %H:%M:%S") + m.group(2)
+
+    # The document drops the blanks psql pads a header line with, and its
+    # row count footer.
+    lines = [line.rstrip() for line in PG_TIME.sub(shifted, out.stdout).rstrip("\n").splitlines()]
+    assert re.fullmatch(r"\(\d+ rows?\)", lines[-1]), out.stdout
+    return "\n".join(lines[:-1]).rstrip("\n") + "\n"
+
+
+def test_documented_outputs_are_what_psql_prints(server):
+    d = load(server)
+    docs, outputs = examples(), documented_outputs()
+    assert len(outputs) >= 14, f"only {len(outputs)} example outputs found: {sorted(outputs)}"
+    failures = []
+    for name, printed in outputs.items():
+        got = psql_output(server, docs[name], d.base_ns)
+        if got != printed:
+            failures.append(f"{name}: psql prints\n{got}the document shows\n{printed}")
+    assert not failures, "\n".join(failures)
+
 # ---------------------------------------------------------------------------
 # The column tables of docs/otel-schema.md against the real tables
 

@@ -235,13 +235,11 @@ def test_alert_history_panel(grafana):
     now = datetime.datetime.now(datetime.timezone.utc)
     start = (now - datetime.timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
     end = (now + datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    names, oids, rows = simple(
-        grafana,
-        'SELECT floor(extract(epoch from time)/3600)*3600 AS "time", alert_name AS metric, '
-        "count(*) AS value FROM system.alert_events "
-        f"WHERE event = 'transition' AND to_state = 'firing' AND time BETWEEN '{start}' AND '{end}' "
-        "GROUP BY 1, 2 ORDER BY 1",
-    )
+    from test_docs_blocks import ROOT, code_blocks
+
+    panels = [b for b in code_blocks((ROOT / "docs/alerts.md").read_text(), "sql") if "$__timeFilter" in b]
+    assert len(panels) == 1, panels
+    names, oids, rows = simple(grafana, expand_macros(panels[0].strip(), start, end))
     assert names == ["time", "metric", "value"]
     assert oids == [OID["float8"], OID["text"], OID["int8"]]
     after = int(now.timestamp()) // 3600 * 3600

@@ -10,7 +10,7 @@ import urllib.request
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_prometheus import JOB, Prometheus, logs, prometheus_bin, wait_for_rows
+from test_prometheus import Prometheus, logs, prometheus_bin, wait_for_rows
 
 
 def scrape(server) -> dict:
@@ -109,13 +109,13 @@ def test_system_metrics_has_the_same_figures(server):
 
 
 def test_prometheus_scrapes_sextant(server, tmp_path):
-    """The real Prometheus scrapes sextant's /metrics and remote-writes the
-    samples back: sextant's own counters end up as tables in sextant."""
+    """The real Prometheus, configured with docs/observability.md's scrape
+    job and docs/ingest.md's remote_write, scrapes sextant's /metrics and
+    remote-writes the samples back: sextant's own counters end up as
+    tables in sextant."""
     status, _, _ = server.post("/api/v2/write", b"cpu usage=1 1\n", {})
     assert status == 204
-    prom = Prometheus(
-        prometheus_bin(), tmp_path, f"{server.http_url}/api/v1/write", scrape=server.addrs["http"]
-    )
+    prom = Prometheus(prometheus_bin(), tmp_path, server.http_url, scrape=server.addrs["http"])
     prom.start()
     try:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -126,7 +126,7 @@ def test_prometheus_scrapes_sextant(server, tmp_path):
                 server,
                 prom,
             )
-            up = conn.execute(f"SELECT max(value) FROM up WHERE job = '{JOB}'").fetchone()[0]
+            up = conn.execute(f"SELECT max(value) FROM up WHERE job = '{prom.job}'").fetchone()[0]
             assert up == 1.0, logs(server, prom)
         # Prometheus itself says the target is healthy.
         url = f"http://{prom.target}/api/v1/targets"

@@ -451,3 +451,78 @@ def test_otlp_http_json_log_keeps_nanoseconds(server):
     assert (disk, free, ratio, mounted) == ("/dev/sda1", 1024, 0.25, True)
     assert host == "web-1"
     assert (scope_name, scope_version) == ("json-client", "0.1")
+
+
+# ---------------------------------------------------------------------------
+# docs/ingest.md's "needs only the endpoint" (and README.md's line): each
+# runs a service under `opentelemetry-instrument` (the SDK configured from
+# the environment alone, as a user's service would be), with the document's
+# variables and this server's addresses in place of 127.0.0.1:4317/4318.
+
+SERVICE = """\
+import logging
+from opentelemetry import metrics, trace
+
+with trace.get_tracer("my-service").start_as_current_span("checkout"):
+    metrics.get_meter("my-service").create_counter("orders").add(3)
+    logging.getLogger("my-service").warning("order placed")
+"""
+
+
+def endpoint_lines():
+    """The `OTEL_... ./my-service` lines of docs/ingest.md (gRPC and
+    HTTP) and README.md (HTTP), each once."""
+    from test_docs_blocks import ROOT, code_blocks
+
+    lines = []
+    for doc in ("docs/ingest.md", "README.md"):
+        found = [line for b in code_blocks((ROOT / doc).read_text(), "sh") for line in b.splitlines()
+                 if line.startswith("OTEL_EXPORTER_OTLP_ENDPOINT=")]
+        assert found and all(line.endswith(" ./my-service") for line in found), (doc, found)
+        lines += [line for line in found if line not in lines]
+    assert len(lines) == 2, lines
+    return lines
+
+
+@pytest.mark.parametrize("line", endpoint_lines())
+def test_environment_of_ingest_md_is_all_an_sdk_needs(server, tmp_path, line):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(pair.split("=", 1) for pair in line.removesuffix(" ./my-service").split())
+    assert set(env) == {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL"}, env
+    host, port = server.grpc_endpoint.rsplit(":", 1)
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = (
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .replace("127.0.0.1:4317", server.grpc_endpoint)
+        .replace("127.0.0.1:4318", server.addrs["http"])
+    )
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith((server.grpc_endpoint, server.addrs["http"])), env
+    service = f"my-service-{env['OTEL_EXPORTER_OTLP_PROTOCOL'].replace('/', '-')}"
+    script = tmp_path / "my_service.py"
+    script.write_text(SERVICE)
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    done = subprocess.run(
+        [str(instrument), sys.executable, str(script)],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            **env,
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+        },
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    # The SDK logs failed exports and goes on: nothing may have failed.
+    assert "Failed to export" not in done.stderr and "Transient error" not in done.stderr, done.stderr
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        spans = conn.execute("SELECT name FROM otel_traces WHERE service_name = %s", (service,)).fetchall()
+        logs = conn.execute("SELECT body, trace_id IS NOT NULL FROM otel_logs WHERE service_name = %s",
+                            (service,)).fetchall()
+        sums = conn.execute("SELECT metric_name, value_int FROM otel_metrics_sum WHERE service_name = %s",
+                            (service,)).fetchall()
+    assert spans == [("checkout",)], (spans, done.stderr)
+    assert logs == [("order placed", True)], (logs, done.stderr)
+    assert sums == [("orders", 3)], (sums, done.stderr)

@@ -1,6 +1,7 @@
 """Prometheus remote write into sextant: the real Prometheus server (Debian
 package `prometheus`, installed by tests/run-all.sh) scrapes itself and
-remote-writes to sextant, and the samples are read back with psycopg.
+remote-writes to sextant, configured with docs/ingest.md's `remote_write`
+block, and the samples are read back with psycopg.
 
 Metric layout: one table per metric name (`up` -> table `up`), one text
 column per label (`job`, `instance`, ...), the sample in a double `value`.
@@ -18,6 +19,7 @@ import time
 
 import psycopg
 import pytest
+from test_docs_blocks import ROOT, code_blocks
 
 JOB = "sextant-test-self"
 WAIT_S = 60  # Prometheus starts sending only after replaying its WAL (about 5 s)
@@ -48,33 +50,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def doc_yaml(doc: str, key: str) -> str:
+    """The ```yaml block of `doc` that starts with `key:`, as the document
+    shows it (so the configuration users copy is the one tested)."""
+    blocks = [b for b in code_blocks((ROOT / doc).read_text(), "yaml") if b.startswith(f"{key}:")]
+    assert len(blocks) == 1, f"{doc}: {len(blocks)} yaml blocks start with {key}:"
+    return blocks[0]
+
+
 class Prometheus:
-    def __init__(self, binary, tmp_path, write_url, scrape=None):
-        """Scrapes itself, or `scrape` (host:port whose /metrics to scrape),
-        every second, and remote-writes what it scrapes to `write_url`."""
+    def __init__(self, binary, tmp_path, http_url, scrape=None):
+        """Remote-writes what it scrapes to the Sextant at `http_url` with
+        docs/ingest.md's `remote_write` block; scrapes itself (job `JOB`),
+        or, with `scrape` (a Sextant's HTTP host:port), that Sextant's
+        /metrics with docs/observability.md's `scrape_configs` block (job
+        `sextant`). Every second, so that the test does not wait."""
         self.binary = binary
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        scrape = scrape or self.target
         self.config = tmp_path / "prometheus.yml"
         self.log_path = tmp_path / "prometheus.log"
+        if scrape:
+            self.job = "sextant"
+            scrape_configs = doc_yaml("docs/observability.md", "scrape_configs")
+            assert '"sextant:4318"' in scrape_configs, scrape_configs
+            scrape_configs = scrape_configs.replace('"sextant:4318"', f'"{scrape}"')
+        else:
+            self.job = JOB
+            scrape_configs = (
+                f"scrape_configs:\n  - job_name: {JOB}\n"
+                f"    static_configs:\n      - targets: [\"{self.target}\"]\n"
+            )
+        remote_write = doc_yaml("docs/ingest.md", "remote_write")
+        assert "http://127.0.0.1:4318/" in remote_write, remote_write
+        remote_write = remote_write.replace("http://127.0.0.1:4318", http_url)
         self.config.write_text(
-            f"""\
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: {JOB}
-    static_configs:
-      - targets: ["{scrape}"]
-remote_write:
-  - url: "{write_url}"
-    queue_config:
-      batch_send_deadline: 1s
-      max_samples_per_send: 500
-    metadata_config:
-      send: false
-"""
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + scrape_configs + remote_write
         )
         self.data = tmp_path / "prometheus-data"
         self.proc = None
@@ -106,7 +117,7 @@ remote_write:
 
 @pytest.fixture
 def prometheus(server, tmp_path):
-    p = Prometheus(prometheus_bin(), tmp_path, f"{server.http_url}/api/v1/write")
+    p = Prometheus(prometheus_bin(), tmp_path, server.http_url)
     p.start()
     try:
         yield p

@@ -149,6 +149,42 @@ def test_whole_cycle_on_s3(s3, tmp_path):
         assert conn.execute("SELECT count(*) FROM system.files WHERE table_name = 'm'").fetchone()[0] == 2
 
 
+def test_storage_md_command_runs_on_s3(s3, tmp_path):
+    """docs/storage.md's command, as it stands (its variables and flags),
+    with moto in place of the MinIO at 127.0.0.1:9000 and minio's keys
+    (moto takes any), plus this test's data directory and ports."""
+    import shlex
+
+    from test_docs_blocks import ROOT, code_blocks
+
+    blocks = [b for b in code_blocks((ROOT / "docs/storage.md").read_text(), "sh") if "s3://" in b]
+    assert len(blocks) == 1, blocks
+    words = shlex.split(blocks[0].replace("\\\n", " "))
+    at = words.index("sextant")
+    env = dict(w.split("=", 1) for w in words[:at])
+    assert words[at + 1] == "serve", words
+    args = words[at + 2:]
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000", env
+    env["AWS_ENDPOINT_URL"] = s3.endpoint
+    bucket, prefix = args[args.index("--object-store") + 1].removeprefix("s3://").split("/", 1)
+    assert bucket == BUCKET, args
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data, args, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env)
+    server.start()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE m (time TIMESTAMP NOT NULL, k BIGINT, host TEXT, v DOUBLE)")
+            conn.execute(rows_sql("m", 0, 100))
+            conn.execute("FLUSH TABLE m")
+            paths = [r[0] for r in conn.execute("SELECT path FROM system.files WHERE table_name = 'm'")]
+        # (moto keeps the other tests' objects, some under this prefix's own.)
+        assert len(paths) == 1 and paths[0].startswith("m/"), paths
+        assert s3.keys(f"{prefix}/m/") == [f"{prefix}/{paths[0]}"]
+    finally:
+        assert server.stop() == 0
+
+
 class Ingest:
     """Writes batches of rows with fresh keys on one connection; counts only
     what was acknowledged."""
