@@ -5,7 +5,9 @@
 # (Python, Java, Node). Installs what the tests need first:
 # a Python venv with the client libraries under .venv, node-postgres under
 # tests/node/node_modules, and the Debian packages prometheus and
-# libpostgresql-jdbc-java.
+# libpostgresql-jdbc-java; and starts a PostgreSQL 15 server in a temporary
+# directory for the tests of the shared catalog (tests/postgres.sh), stopped
+# when the script ends.
 #
 # Environment: CARGO_TARGET_DIR (where cargo builds; CI points it outside the
 # clone so dependencies stay built between runs), SEXTANT_CRASH_CYCLES,
@@ -24,9 +26,11 @@ fi
 # Debian packages the tests use: psql (the psql and Grafana tests), node
 # and npm (node-postgres), the real Prometheus (the remote-write test starts
 # its own process; the package's system service plays no part), pgjdbc and
-# a JDK (the JDBC test compiles against it), and GNU patch (vendor/rebuild.sh).
+# a JDK (the JDBC test compiles against it), GNU patch (vendor/rebuild.sh)
+# and the PostgreSQL 15 server (the shared catalog, PostgreSQL's own answers).
 missing=()
 command -v psql >/dev/null || missing+=(postgresql-client)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v patch >/dev/null || missing+=(patch)
@@ -56,6 +60,13 @@ step "building (debug)"
 cargo build --workspace --all-targets --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export SEXTANT_BIN="$target_dir/debug/sextant"
+
+step "PostgreSQL 15 for the shared catalog's tests (tests/postgres.sh)"
+pg_dir=$(mktemp -d /tmp/sextant-pg.XXXXXX)
+trap 'tests/postgres.sh stop "$pg_dir"' EXIT
+SEXTANT_TEST_POSTGRES=$(tests/postgres.sh start "$pg_dir")
+export SEXTANT_TEST_POSTGRES
+echo "$SEXTANT_TEST_POSTGRES"
 
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt and SQLite's corpus in sqllogictest/sqlite)"
 cargo test --workspace --quiet

@@ -71,6 +71,12 @@ pub enum CatalogError {
     /// SQLite failed (I/O, locking, ...).
     #[error("catalog storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL catalog failed (unreachable, refused, ...).
+    #[error("catalog database error: {0}")]
+    Postgres(String),
+    /// A PostgreSQL transaction conflicted with another node's too often.
+    #[error("catalog transaction kept conflicting with other nodes': {0}")]
+    Conflict(String),
 }
 
 impl CatalogError {
@@ -94,7 +100,9 @@ impl CatalogError {
             CatalogError::FileNotFound(_)
             | CatalogError::UnsupportedVersion { .. }
             | CatalogError::Corrupt(_)
-            | CatalogError::Sqlite(_) => SqlState::IO_ERROR,
+            | CatalogError::Sqlite(_)
+            | CatalogError::Postgres(_) => SqlState::IO_ERROR,
+            CatalogError::Conflict(_) => SqlState::SERIALIZATION_FAILURE,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! [`Catalog`] trait; readers (the table provider, system tables) ask it for
 //! [`TableDef`]s and [`ParquetFile`]s. [`SqliteCatalog`] keeps it all in one
 //! embedded SQLite file with a schema version, so a restart sees exactly what
-//! was committed. Each commit of files also records the WAL sequence number up
+//! was committed; [`PostgresCatalog`] in a PostgreSQL database that several
+//! nodes share. Both are one [`SqlCatalog`]: the same statements over either
+//! store. Each commit of files also records the WAL sequence number up
 //! to which the table's rows are now in Parquet, in the same transaction, so
 //! WAL replay after a crash never applies a record twice.
 //!
@@ -21,7 +23,10 @@
 //! ([`StoredToken`]: a hash, never the secret) are kept as JSON the auth
 //! crate owns; dropping a user drops its tokens in the same transaction.
 
+mod db;
 mod error;
+mod postgres;
+mod sql;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -32,7 +37,9 @@ use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 pub use error::{CatalogError, Result};
-pub use sqlite::SqliteCatalog;
+pub use postgres::{PostgresCatalog, PostgresStore};
+pub use sql::SqlCatalog;
+pub use sqlite::{SqliteCatalog, SqliteStore};
 
 /// The database every table lives in (what clients pass as `dbname`).
 pub const DATABASE_NAME: &str = "sextant";

@@ -48,9 +48,17 @@ pub struct ServeConfig {
     /// Where Parquet files are stored: file:///path, s3://bucket/prefix or
     /// memory://. s3:// reads the standard AWS variables (AWS_ENDPOINT_URL,
     /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP).
-    /// The WAL and the catalog stay in --data-dir. Default: file://<data-dir>/objects.
+    /// The WAL stays in --data-dir (and the catalog, unless --catalog says
+    /// otherwise). Default: file://<data-dir>/objects.
     #[arg(long, env = "SEXTANT_OBJECT_STORE")]
     pub object_store: Option<String>,
+
+    /// Where the catalog (tables, files, views, alerts, users) is kept:
+    /// sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DB for a catalog
+    /// in PostgreSQL (its schema `sextant`, created on first use). Default:
+    /// sqlite://<data-dir>/catalog.sqlite.
+    #[arg(long, env = "SEXTANT_CATALOG")]
+    pub catalog: Option<String>,
 
     /// Listen on addresses other than loopback although no client has to
     /// authenticate: anyone who reaches them can read and write everything.

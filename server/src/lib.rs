@@ -32,7 +32,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
-use sextant_catalog::SqliteCatalog;
+use sextant_catalog::{Catalog, PostgresCatalog, SqliteCatalog};
 use sextant_storage::{Engine, EngineConfig, LifecycleConfig, SyncMode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -104,11 +104,7 @@ pub async fn run(
         }
         None => sextant_clock::Clock::System,
     };
-    let catalog_path = data_dir.join("catalog.sqlite");
-    let catalog = context(SqliteCatalog::open(&catalog_path), || {
-        format!("cannot open catalog {}", catalog_path.display())
-    })?
-    .with_clock(clock.clone());
+    let catalog = open_catalog(&config, &data_dir, clock.clone())?;
     let engine_config = EngineConfig {
         wal_dir: data_dir.join("wal"),
         wal_sync: match config.wal_sync {
@@ -130,10 +126,9 @@ pub async fn run(
         },
     };
     let store_for_engine = store.clone();
-    let engine = tokio::task::spawn_blocking(move || {
-        Engine::open(engine_config, Arc::new(catalog), store_for_engine)
-    })
-    .await?;
+    let engine =
+        tokio::task::spawn_blocking(move || Engine::open(engine_config, catalog, store_for_engine))
+            .await?;
     let engine = context(engine, || {
         format!("cannot open data in {}", data_dir.display())
     })?;
@@ -294,6 +289,41 @@ pub async fn run(
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");
     Ok(())
+}
+
+/// The catalog `--catalog` names: the SQLite file in the data directory
+/// by default, or a PostgreSQL database.
+fn open_catalog(
+    config: &ServeConfig,
+    data_dir: &Path,
+    clock: sextant_clock::Clock,
+) -> Result<Arc<dyn Catalog>, StartError> {
+    let url = config.catalog.as_deref();
+    if let Some(url) =
+        url.filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    {
+        let catalog = context(PostgresCatalog::connect(url), || {
+            "cannot open the catalog in PostgreSQL (--catalog)".to_string()
+        })?;
+        info!("catalog in PostgreSQL");
+        return Ok(Arc::new(catalog.with_clock(clock)));
+    }
+    let path = match url {
+        None => data_dir.join("catalog.sqlite"),
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                return Err(format!(
+                    "--catalog {url}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB"
+                )
+                .into());
+            }
+        },
+    };
+    let catalog = context(SqliteCatalog::open(&path), || {
+        format!("cannot open catalog {}", path.display())
+    })?;
+    Ok(Arc::new(catalog.with_clock(clock)))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {

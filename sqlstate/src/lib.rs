@@ -69,6 +69,9 @@ states! {
     INVALID_CATALOG_NAME = "3D000";
     /// 3F000: a schema that does not exist.
     INVALID_SCHEMA_NAME = "3F000";
+    /// 40001: a transaction that conflicted with another (the shared
+    /// catalog's, after its retries); retry it.
+    SERIALIZATION_FAILURE = "40001";
     /// 42000: a statement the planner refuses, for no more specific reason.
     SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION = "42000";
     /// 42501: the user lacks the privilege.
@@ -175,6 +178,7 @@ const ALREADY_EXISTS: i32 = 6;
 const PERMISSION_DENIED: i32 = 7;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const FAILED_PRECONDITION: i32 = 9;
+const ABORTED: i32 = 10;
 const UNIMPLEMENTED: i32 = 12;
 const INTERNAL: i32 = 13;
 const UNAVAILABLE: i32 = 14;
@@ -207,6 +211,7 @@ impl SqlState {
             SqlState::OUT_OF_MEMORY => status(503, RESOURCE_EXHAUSTED, false),
             SqlState::PROGRAM_LIMIT_EXCEEDED => status(413, RESOURCE_EXHAUSTED, false),
             SqlState::ADMIN_SHUTDOWN => status(503, UNAVAILABLE, true),
+            SqlState::SERIALIZATION_FAILURE => status(503, ABORTED, true),
             SqlState::QUERY_CANCELED => status(408, CANCELLED, false),
             SqlState::FEATURE_NOT_SUPPORTED => status(501, UNIMPLEMENTED, false),
             other => by_class(other.0),

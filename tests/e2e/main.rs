@@ -5,6 +5,7 @@
 //!   real webhook receiver, on the manual alert clock.
 //! - `auth`: users, grants and tokens across restarts; SCRAM logins and
 //!   their refusals; failed logins limited.
+//! - `catalog`: the server on a catalog in PostgreSQL.
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
 //!   restart, SQL errors, no listener beyond loopback without
 //!   `--allow-unauthenticated`.
@@ -20,6 +21,7 @@
 mod alerts;
 mod auth;
 mod basic;
+mod catalog;
 mod crash;
 mod engine;
 mod flight;

@@ -1,5 +1,10 @@
-//! Unit tests of the SQLite catalog: tables, files, views, alerts, users
-//! and tokens through a reopen, and the layout checks and upgrades.
+//! Unit tests of the catalog, each on both stores: tables, files, views,
+//! alerts, users and tokens through a reopen; the layout checks and
+//! upgrades of each store; nodes writing to one PostgreSQL catalog at once.
+//!
+//! The PostgreSQL tests need a server: `SEXTANT_TEST_POSTGRES` names it
+//! (`postgres://user@host:port`, without a database: each test creates its
+//! own). tests/run-all.sh starts PostgreSQL 15 and sets it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,9 +13,103 @@ use std::time::Duration;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rusqlite::Connection;
 
-use super::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
-use super::*;
-use crate::{ColumnStats, IndexDef, ViewSpec};
+use crate::sqlite::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
+use crate::*;
+
+/// Where a test's catalog lives; [`Place::open`] opens it (again).
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        Place::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// A database of its own on the test server.
+    fn postgres() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let base = postgres_server();
+        let name = format!(
+            "catalog_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        admin(
+            &format!("{base}/postgres"),
+            &format!("CREATE DATABASE {name}"),
+        );
+        Place::Postgres(format!("{base}/{name}"))
+    }
+
+    fn open(&self) -> Box<dyn Catalog> {
+        match self {
+            Place::Sqlite(dir) => {
+                Box::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap())
+            }
+            Place::Postgres(url) => Box::new(PostgresCatalog::connect(url).unwrap()),
+        }
+    }
+}
+
+fn postgres_server() -> String {
+    std::env::var("SEXTANT_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "SEXTANT_TEST_POSTGRES is not set: the catalog tests run on PostgreSQL too. \
+             tests/run-all.sh starts PostgreSQL 15 and sets it; or set it to a server \
+             (postgres://user@host:port) where the user may create databases"
+        )
+    })
+}
+
+/// Runs `sql` on the database at `url`, as the test's administrator.
+fn admin(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+/// Each test of both stores, as `sqlite_store::NAME` and `postgres_store::NAME`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[test] fn $name() { super::$name(&super::Place::sqlite()) })*
+        }
+        mod postgres_store {
+            $(#[test] fn $name() { super::$name(&super::Place::postgres()) })*
+        }
+    };
+}
+
+on_both_stores!(
+    tables_and_files_survive_reopen,
+    replace_files_is_all_or_nothing,
+    compactions_are_recorded_newest_first,
+    views_and_their_invalidations,
+    users_and_tokens_survive_reopen_and_go_together,
+    alerts_their_events_and_outbox_survive_reopen,
+    duplicate_and_missing_tables_are_errors,
+    drop_returns_files_and_keeps_the_seq_floor,
+    options_and_schema_can_change,
+    plain_views_are_kept_replaced_and_dropped,
+    indexes_are_kept_and_go_with_their_table,
+);
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -64,12 +163,9 @@ fn file(path: &str) -> NewParquetFile {
     }
 }
 
-#[test]
-fn tables_and_files_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("catalog.sqlite");
+fn tables_and_files_survive_reopen(place: &Place) {
     let (id, committed) = {
-        let c = SqliteCatalog::open(&path).unwrap();
+        let c = place.open();
         let t = c.create_table(new_table("cpu")).unwrap();
         assert_eq!(t.schema, schema());
         let committed = c
@@ -77,7 +173,7 @@ fn tables_and_files_survive_reopen() {
             .unwrap();
         (t.id, committed)
     };
-    let c = SqliteCatalog::open(&path).unwrap();
+    let c = place.open();
     let t = c.table("cpu").unwrap().unwrap();
     assert_eq!(t.id, id);
     assert_eq!(t.persisted_seq, 42);
@@ -87,9 +183,8 @@ fn tables_and_files_survive_reopen() {
     assert_eq!(c.max_persisted_seq().unwrap(), 42);
 }
 
-#[test]
-fn replace_files_is_all_or_nothing() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn replace_files_is_all_or_nothing(place: &Place) {
+    let c = place.open();
     let t = c.create_table(new_table("cpu")).unwrap();
     let old = c
         .commit_files(t.id, vec![file("cpu/a.parquet"), file("cpu/b.parquet")], 1)
@@ -111,9 +206,8 @@ fn replace_files_is_all_or_nothing() {
     assert!(c.replace_files(u.id, &[added[0].id], vec![]).is_err());
 }
 
-#[test]
-fn compactions_are_recorded_newest_first() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn compactions_are_recorded_newest_first(place: &Place) {
+    let c = place.open();
     let run = |n: u64| CompactionRun {
         table: "cpu".into(),
         partition_start_ns: 3_600_000_000_000,
@@ -145,16 +239,15 @@ fn version_1_catalogs_are_upgraded() {
     }
     let c = SqliteCatalog::open(&path).unwrap();
     assert!(c.compactions(10).unwrap().is_empty());
-    let version: i64 = c
-        .conn()
+    let version: i64 = Connection::open(&path)
+        .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
 
-#[test]
-fn views_and_their_invalidations() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn views_and_their_invalidations(place: &Place) {
+    let c = place.open();
     let base = c.create_table(new_table("cpu")).unwrap();
     let spec = ViewSpec {
         kind: crate::ViewKind::Aggregate,
@@ -214,10 +307,7 @@ fn views_and_their_invalidations() {
     c.drop_table("cpu").unwrap();
 }
 
-#[test]
-fn users_and_tokens_survive_reopen_and_go_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("catalog.sqlite");
+fn users_and_tokens_survive_reopen_and_go_together(place: &Place) {
     let user = |name: &str| StoredUser {
         name: name.into(),
         body: "{}".into(),
@@ -230,7 +320,7 @@ fn users_and_tokens_survive_reopen_and_go_together() {
         created_at_ns: 2,
     };
     {
-        let c = SqliteCatalog::open(&path).unwrap();
+        let c = place.open();
         c.create_user(&user("alice")).unwrap();
         c.create_user(&user("bob")).unwrap();
         assert!(matches!(
@@ -253,7 +343,7 @@ fn users_and_tokens_survive_reopen_and_go_together() {
             Err(CatalogError::UserNotFound(_))
         ));
     }
-    let c = SqliteCatalog::open(&path).unwrap();
+    let c = place.open();
     let users = c.users().unwrap();
     assert_eq!(users.len(), 2);
     assert_eq!(users[0].body, "{\"admin\":true}");
@@ -272,10 +362,7 @@ fn users_and_tokens_survive_reopen_and_go_together() {
     ));
 }
 
-#[test]
-fn alerts_their_events_and_outbox_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("catalog.sqlite");
+fn alerts_their_events_and_outbox_survive_reopen(place: &Place) {
     let alert = StoredAlert {
         name: "a".into(),
         definition: "{}".into(),
@@ -288,7 +375,7 @@ fn alerts_their_events_and_outbox_survive_reopen() {
         body: body.into(),
     };
     {
-        let c = SqliteCatalog::open(&path).unwrap();
+        let c = place.open();
         c.create_alert(&alert).unwrap();
         assert!(matches!(
             c.create_alert(&alert),
@@ -306,7 +393,7 @@ fn alerts_their_events_and_outbox_survive_reopen() {
             Err(CatalogError::AlertNotFound(_))
         ));
     }
-    let c = SqliteCatalog::open(&path).unwrap();
+    let c = place.open();
     assert_eq!(
         c.alerts().unwrap(),
         vec![StoredAlert {
@@ -342,9 +429,8 @@ fn alerts_their_events_and_outbox_survive_reopen() {
     ));
 }
 
-#[test]
-fn duplicate_and_missing_tables_are_errors() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn duplicate_and_missing_tables_are_errors(place: &Place) {
+    let c = place.open();
     c.create_table(new_table("cpu")).unwrap();
     assert!(matches!(
         c.create_table(new_table("cpu")),
@@ -357,9 +443,8 @@ fn duplicate_and_missing_tables_are_errors() {
     assert!(c.table("nope").unwrap().is_none());
 }
 
-#[test]
-fn drop_returns_files_and_keeps_the_seq_floor() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn drop_returns_files_and_keeps_the_seq_floor(place: &Place) {
+    let c = place.open();
     let t = c.create_table(new_table("cpu")).unwrap();
     c.commit_files(t.id, vec![file("cpu/a.parquet")], 7)
         .unwrap();
@@ -373,9 +458,8 @@ fn drop_returns_files_and_keeps_the_seq_floor() {
     assert!(c.files(t2.id).unwrap().is_empty());
 }
 
-#[test]
-fn options_and_schema_can_change() {
-    let c = SqliteCatalog::in_memory().unwrap();
+fn options_and_schema_can_change(place: &Place) {
+    let c = place.open();
     c.create_table(new_table("cpu")).unwrap();
     let t = c.set_options("cpu", TableOptions::default()).unwrap();
     assert_eq!(t.options.retention, None);
@@ -414,10 +498,8 @@ fn a_newer_layout_is_refused() {
     ));
 }
 
-#[test]
-fn plain_views_are_kept_replaced_and_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let cat = SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+fn plain_views_are_kept_replaced_and_dropped(place: &Place) {
+    let cat = place.open();
     let columns = Arc::new(Schema::new(vec![Field::new("host", DataType::Utf8, true)]));
     let view = |query: &str| PlainView {
         name: "busy".into(),
@@ -461,11 +543,8 @@ fn plain_views_are_kept_replaced_and_dropped() {
     assert!(cat.plain_views().unwrap().is_empty());
 }
 
-#[test]
-fn indexes_are_kept_and_go_with_their_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("catalog.sqlite");
-    let cat = SqliteCatalog::open(&path).unwrap();
+fn indexes_are_kept_and_go_with_their_table(place: &Place) {
+    let cat = place.open();
     let index = |name: &str, table: &str| IndexDef {
         name: name.into(),
         table: table.into(),
@@ -487,7 +566,7 @@ fn indexes_are_kept_and_go_with_their_table() {
     }
     cat.create_index(&index("cpu_other", "cpu")).unwrap();
     drop(cat);
-    let cat = SqliteCatalog::open(&path).unwrap();
+    let cat = place.open();
     assert_eq!(
         cat.indexes().unwrap(),
         vec![index("cpu_host", "cpu"), index("cpu_other", "cpu")]
@@ -499,4 +578,92 @@ fn indexes_are_kept_and_go_with_their_table() {
     ));
     cat.drop_table("cpu").unwrap();
     assert!(cat.indexes().unwrap().is_empty());
+}
+
+#[test]
+fn a_newer_postgres_layout_is_refused() {
+    let place = Place::postgres();
+    drop(place.open());
+    let Place::Postgres(url) = &place else {
+        unreachable!()
+    };
+    admin(
+        url,
+        "UPDATE sextant.meta SET value = 99 WHERE key = 'layout'",
+    );
+    let err = PostgresCatalog::connect(url).unwrap_err();
+    assert!(
+        matches!(err, CatalogError::UnsupportedVersion { found: 99, .. }),
+        "{err}"
+    );
+    // The message names the database, not the password.
+    let with_password = url.replacen("://", "://sextant:secret@", 1);
+    let err = PostgresCatalog::connect(&with_password).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[test]
+fn a_foreign_sextant_schema_is_refused() {
+    let place = Place::postgres();
+    let Place::Postgres(url) = &place else {
+        unreachable!()
+    };
+    admin(url, "CREATE SCHEMA sextant; CREATE TABLE sextant.x (a INT)");
+    let err = PostgresCatalog::connect(url).unwrap_err();
+    assert!(err.to_string().contains("not a Sextant catalog"), "{err}");
+}
+
+/// Nodes that start together create the layout once; nodes that commit
+/// files to one table at once each see every commit applied exactly once,
+/// and of two nodes creating one table, one does and the other is told it
+/// exists.
+#[test]
+fn nodes_writing_at_once_to_one_postgres_catalog() {
+    let place = Place::postgres();
+    let nodes: Vec<Box<dyn Catalog>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| place.open())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let table = nodes[0].create_table(new_table("cpu")).unwrap().id;
+    let created = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                s.spawn(move || {
+                    for i in 0..25u64 {
+                        node.commit_files(
+                            table,
+                            vec![file(&format!("cpu/{n}-{i}.parquet"))],
+                            (n as u64) * 100 + i,
+                        )
+                        .unwrap();
+                    }
+                    node.create_table(new_table("mem"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let files = nodes[3].files(table).unwrap();
+    assert_eq!(files.len(), 100);
+    let mut paths: Vec<_> = files.iter().map(|f| f.file.path.clone()).collect();
+    paths.dedup();
+    assert_eq!(paths.len(), 100);
+    assert_eq!(nodes[1].table("cpu").unwrap().unwrap().persisted_seq, 324);
+    assert_eq!(
+        created.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{created:?}"
+    );
+    assert!(
+        created
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, CatalogError::TableExists(_))),
+        "{created:?}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The catalog file's layout: the `application_id` that marks a Sextant
 //! catalog, the tables of each layout version and the migrations between
-//! them. Opening a file → [`SqliteCatalog::init`] checks it is empty or a
+//! them. Opening a file → [`init`] checks it is empty or a
 //! Sextant catalog of a layout it knows, creates or upgrades it (each
 //! migration in its own transaction), and hands back the catalog.
 
@@ -8,18 +8,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use sextant_clock::Clock;
 
-use super::SqliteCatalog;
+use super::SqliteStore;
 use crate::{CatalogError, Result};
 
 /// `application_id` of a Sextant catalog: "SXTC".
-pub(super) const APPLICATION_ID: i64 = 0x5358_5443;
+pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
-pub(super) const SCHEMA_V1: &str = "
+pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
@@ -153,54 +152,51 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (7, SCHEMA_V7),
 ];
 
-impl SqliteCatalog {
-    /// Opens the catalog on `conn` (`path` names it in errors): checks,
-    /// creates or upgrades its layout.
-    pub(super) fn init(conn: Connection, path: &str) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match (app_id, version) {
-            (0, 0) => {
-                let table_count: i64 =
-                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-                if table_count != 0 {
-                    return Err(CatalogError::Corrupt(format!(
-                        "{path} is a SQLite database but not a Sextant catalog"
-                    )));
-                }
-                let all: String = MIGRATIONS.iter().map(|(_, m)| *m).collect();
-                conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} {all} PRAGMA application_id = {APPLICATION_ID}; \
-                     PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                ))?;
-            }
-            (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
-                return Err(CatalogError::UnsupportedVersion {
-                    path: path.to_string(),
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            (APPLICATION_ID, v) => {
-                for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > v) {
-                    conn.execute_batch(&format!(
-                        "BEGIN; {statements} PRAGMA user_version = {to}; COMMIT;"
-                    ))?;
-                    tracing::info!(%path, from = v, to, "catalog layout upgraded");
-                }
-            }
-            _ => {
+/// Opens the catalog on `conn` (`path` names it in errors): checks,
+/// creates or upgrades its layout.
+pub(super) fn init(conn: Connection, path: &str) -> Result<SqliteStore> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match (app_id, version) {
+        (0, 0) => {
+            let table_count: i64 =
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if table_count != 0 {
                 return Err(CatalogError::Corrupt(format!(
-                    "{path} is not a Sextant catalog (application_id {app_id:#x})"
+                    "{path} is a SQLite database but not a Sextant catalog"
                 )));
             }
+            let all: String = MIGRATIONS.iter().map(|(_, m)| *m).collect();
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} {all} PRAGMA application_id = {APPLICATION_ID}; \
+                 PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
         }
-        Ok(Self {
-            conn: Mutex::new(conn),
-            clock: Clock::System,
-        })
+        (APPLICATION_ID, v) if v > SCHEMA_VERSION => {
+            return Err(CatalogError::UnsupportedVersion {
+                path: path.to_string(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        (APPLICATION_ID, v) => {
+            for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > v) {
+                conn.execute_batch(&format!(
+                    "BEGIN; {statements} PRAGMA user_version = {to}; COMMIT;"
+                ))?;
+                tracing::info!(%path, from = v, to, "catalog layout upgraded");
+            }
+        }
+        _ => {
+            return Err(CatalogError::Corrupt(format!(
+                "{path} is not a Sextant catalog (application_id {app_id:#x})"
+            )));
+        }
     }
+    Ok(SqliteStore {
+        conn: Mutex::new(conn),
+    })
 }

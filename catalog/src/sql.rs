@@ -1,0 +1,264 @@
+//! The catalog's logic, written once over [`Store`]: [`SqlCatalog`]
+//! implements [`Catalog`] by running each call in one transaction of its
+//! store, with the statements of the module of its domain: [`tables`]
+//! (tables, their files, compactions and indexes), [`views`] (materialized
+//! views, their invalidations, plain views), [`alerts`] (rules, events and
+//! the delivery outbox) and [`users`] (users and tokens).
+
+mod alerts;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod users;
+mod views;
+
+use arrow_schema::SchemaRef;
+use serde::Serialize;
+use sextant_clock::Clock;
+
+use crate::db::{Store, Tx, params};
+use crate::{
+    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation,
+    NewParquetFile, NewTable, NewView, ParquetFile, PlainView, Refresh, Result, StoredAlert,
+    StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
+};
+
+/// The catalog kept in a SQL database: SQLite ([`crate::SqliteCatalog`]) or
+/// PostgreSQL ([`crate::PostgresCatalog`]).
+#[derive(Debug)]
+pub struct SqlCatalog<S> {
+    pub(crate) store: S,
+    /// The time the catalog records (creation and commit times).
+    pub(crate) clock: Clock,
+}
+
+impl<S> SqlCatalog<S> {
+    pub(crate) fn new(store: S) -> Self {
+        Self {
+            store,
+            clock: Clock::System,
+        }
+    }
+
+    /// The catalog with its times read from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ns()
+    }
+}
+
+/// `body` in one transaction of the catalog's store.
+fn in_tx<S: Store, R: Send>(
+    cat: &SqlCatalog<S>,
+    mut body: impl FnMut(&mut dyn Tx) -> Result<R> + Send,
+) -> Result<R> {
+    cat.store.transaction(&mut body)
+}
+
+/// Deletes the row named `name` from `table`; whether there was one.
+fn delete_named(tx: &mut dyn Tx, table: &str, name: &str) -> Result<bool> {
+    Ok(tx.execute(
+        &format!("DELETE FROM {table} WHERE name = $1"),
+        params![name],
+    )? > 0)
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CatalogError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(format!("{what}: {e}")))
+}
+
+impl<S: Store> Catalog for SqlCatalog<S> {
+    fn create_table(&self, table: NewTable) -> Result<TableDef> {
+        let now = self.now();
+        in_tx(self, |tx| tables::insert_table(tx, &table, now))
+    }
+
+    fn drop_table(&self, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
+        in_tx(self, |tx| tables::drop_table(tx, name))
+    }
+
+    fn tables(&self) -> Result<Vec<TableDef>> {
+        in_tx(self, tables::tables)
+    }
+
+    fn table(&self, name: &str) -> Result<Option<TableDef>> {
+        in_tx(self, |tx| tables::table_by_name(tx, name))
+    }
+
+    fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef> {
+        in_tx(self, |tx| tables::set_options(tx, name, &options))
+    }
+
+    fn set_schema(&self, name: &str, schema: SchemaRef) -> Result<TableDef> {
+        in_tx(self, |tx| tables::set_schema(tx, name, &schema))
+    }
+
+    fn commit_files_invalidating(
+        &self,
+        table_id: i64,
+        files: Vec<NewParquetFile>,
+        persisted_seq: u64,
+        invalidate: &[Invalidation],
+    ) -> Result<Vec<ParquetFile>> {
+        let now = self.now();
+        in_tx(self, |tx| {
+            tables::commit_files_invalidating(tx, table_id, &files, persisted_seq, invalidate, now)
+        })
+    }
+
+    fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
+        let now = self.now();
+        in_tx(self, |tx| views::create_view(tx, &table, &view, now))
+    }
+
+    fn views(&self) -> Result<Vec<ViewDef>> {
+        in_tx(self, views::views)
+    }
+
+    fn invalidations(&self) -> Result<Vec<Invalidation>> {
+        in_tx(self, views::invalidations)
+    }
+
+    fn set_view_progress(&self, view_id: i64, progress: &ViewProgress) -> Result<()> {
+        in_tx(self, |tx| views::set_view_progress(tx, view_id, progress))
+    }
+
+    fn commit_refresh(&self, r: Refresh<'_>) -> Result<Vec<ParquetFile>> {
+        let now = self.now();
+        in_tx(self, |tx| views::commit_refresh(tx, &r, now))
+    }
+
+    fn replace_files(
+        &self,
+        table_id: i64,
+        remove: &[i64],
+        add: Vec<NewParquetFile>,
+    ) -> Result<Vec<ParquetFile>> {
+        let now = self.now();
+        in_tx(self, |tx| {
+            tables::delete_files(tx, table_id, remove)?;
+            tables::insert_files(tx, table_id, &add, now)
+        })
+    }
+
+    fn record_compaction(&self, run: &CompactionRun) -> Result<()> {
+        in_tx(self, |tx| tables::record_compaction(tx, run))
+    }
+
+    fn compactions(&self, limit: usize) -> Result<Vec<CompactionRun>> {
+        in_tx(self, |tx| tables::compactions(tx, limit))
+    }
+
+    fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>> {
+        in_tx(self, |tx| tables::files(tx, table_id))
+    }
+
+    fn create_plain_view(&self, view: &PlainView, replace: bool) -> Result<()> {
+        in_tx(self, |tx| views::create_plain_view(tx, view, replace))
+    }
+
+    fn drop_plain_view(&self, name: &str) -> Result<()> {
+        in_tx(self, |tx| match delete_named(tx, "plain_views", name)? {
+            true => Ok(()),
+            false => Err(CatalogError::ViewNotFound(name.to_string())),
+        })
+    }
+
+    fn plain_views(&self) -> Result<Vec<PlainView>> {
+        in_tx(self, views::plain_views)
+    }
+
+    fn create_index(&self, index: &IndexDef) -> Result<()> {
+        in_tx(self, |tx| tables::create_index(tx, index))
+    }
+
+    fn drop_index(&self, name: &str) -> Result<()> {
+        in_tx(self, |tx| match delete_named(tx, "indexes", name)? {
+            true => Ok(()),
+            false => Err(CatalogError::IndexNotFound(name.to_string())),
+        })
+    }
+
+    fn indexes(&self) -> Result<Vec<IndexDef>> {
+        in_tx(self, tables::indexes)
+    }
+
+    fn create_alert(&self, alert: &StoredAlert) -> Result<()> {
+        in_tx(self, |tx| alerts::create_alert(tx, alert))
+    }
+
+    fn drop_alert(&self, name: &str) -> Result<()> {
+        in_tx(self, |tx| alerts::drop_alert(tx, name))
+    }
+
+    fn alerts(&self) -> Result<Vec<StoredAlert>> {
+        in_tx(self, alerts::alerts)
+    }
+
+    fn commit_alert(
+        &self,
+        name: &str,
+        state: &str,
+        events: &[AlertEvent],
+        deliveries: &[String],
+    ) -> Result<Vec<i64>> {
+        in_tx(self, |tx| {
+            alerts::commit_alert(tx, name, state, events, deliveries)
+        })
+    }
+
+    fn finish_delivery(&self, id: i64, event: &AlertEvent, retry: Option<&str>) -> Result<()> {
+        in_tx(self, |tx| alerts::finish_delivery(tx, id, event, retry))
+    }
+
+    fn deliveries(&self) -> Result<Vec<Delivery>> {
+        in_tx(self, alerts::deliveries)
+    }
+
+    fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>> {
+        in_tx(self, |tx| alerts::alert_events(tx, limit))
+    }
+
+    fn users(&self) -> Result<Vec<StoredUser>> {
+        in_tx(self, users::users)
+    }
+
+    fn create_user(&self, user: &StoredUser) -> Result<()> {
+        in_tx(self, |tx| users::create_user(tx, user))
+    }
+
+    fn update_user(&self, name: &str, body: &str) -> Result<()> {
+        in_tx(self, |tx| users::update_user(tx, name, body))
+    }
+
+    fn drop_user(&self, name: &str) -> Result<()> {
+        in_tx(self, |tx| users::drop_user(tx, name))
+    }
+
+    fn tokens(&self) -> Result<Vec<StoredToken>> {
+        in_tx(self, users::tokens)
+    }
+
+    fn create_token(&self, token: &StoredToken) -> Result<()> {
+        in_tx(self, |tx| users::create_token(tx, token))
+    }
+
+    fn drop_token(&self, name: &str) -> Result<()> {
+        in_tx(self, |tx| match delete_named(tx, "tokens", name)? {
+            true => Ok(()),
+            false => Err(CatalogError::TokenNotFound(name.to_string())),
+        })
+    }
+
+    fn max_persisted_seq(&self) -> Result<u64> {
+        in_tx(self, tables::max_persisted_seq)
+    }
+}

@@ -1,0 +1,412 @@
+//! Tables and their Parquet files: a table's row (its schema and options as
+//! JSON), the files committed to it (with per-column statistics), drops
+//! that hand back the files to delete, file replacement by compaction and
+//! the record of compaction runs, the highest persisted WAL sequence, and
+//! the indexes recorded on tables.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::views::insert_invalidations;
+use super::{from_json, to_json};
+use crate::db::{Row, Tx, params};
+use crate::{
+    CatalogError, CompactionRun, IndexDef, Invalidation, NewParquetFile, NewTable, ParquetFile,
+    Result, TableDef, TableOptions,
+};
+
+/// A column as stored: Arrow's own type spelling round-trips through
+/// `Display`/`FromStr`, so the catalog needs no type table of its own.
+#[derive(Serialize, Deserialize)]
+struct StoredColumn {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    nullable: bool,
+    /// The field's metadata (e.g. the Postgres type of a text column).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOptions {
+    retention_secs: Option<u64>,
+    partition_secs: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reference: bool,
+}
+
+/// Inserts `files` of a table.
+pub(super) fn insert_files(
+    tx: &mut dyn Tx,
+    table_id: i64,
+    files: &[NewParquetFile],
+    now: i64,
+) -> Result<Vec<ParquetFile>> {
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let id = tx.query_int(
+            "INSERT INTO files (table_id, path, partition_start_ns, min_time_ns, max_time_ns, \
+             rows, bytes, column_stats, created_at_ns) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            params![
+                table_id,
+                &f.path,
+                f.partition_start_ns,
+                f.min_time_ns,
+                f.max_time_ns,
+                f.rows,
+                f.bytes,
+                to_json(&f.column_stats)?,
+                now
+            ],
+        )?;
+        out.push(ParquetFile {
+            id,
+            table_id,
+            file: f.clone(),
+            created_at_ns: now,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn encode_schema(schema: &Schema) -> Result<String> {
+    let cols: Vec<StoredColumn> = schema
+        .fields()
+        .iter()
+        .map(|f| StoredColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+            metadata: f
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+        .collect();
+    to_json(&cols)
+}
+
+pub(super) fn decode_schema(text: &str) -> Result<SchemaRef> {
+    let cols: Vec<StoredColumn> = from_json(text, "columns")?;
+    let fields = cols
+        .into_iter()
+        .map(|c| {
+            let dt = DataType::from_str(&c.data_type).map_err(|e| {
+                CatalogError::Corrupt(format!("column {}: type {}: {e}", c.name, c.data_type))
+            })?;
+            Ok(Field::new(c.name, dt, c.nullable).with_metadata(c.metadata.into_iter().collect()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn encode_options(o: &TableOptions) -> Result<String> {
+    to_json(&StoredOptions {
+        retention_secs: o.retention.map(|d| d.as_secs()),
+        partition_secs: o.partition_duration.as_secs(),
+        reference: o.reference,
+    })
+}
+
+fn decode_options(text: &str) -> Result<TableOptions> {
+    let o: StoredOptions = from_json(text, "options")?;
+    Ok(TableOptions {
+        retention: o.retention_secs.map(Duration::from_secs),
+        partition_duration: Duration::from_secs(o.partition_secs),
+        reference: o.reference,
+    })
+}
+
+const TABLE_COLUMNS: &str = "id, name, columns, time_column, options, created_at_ns, persisted_seq";
+
+fn read_table(row: &Row) -> Result<TableDef> {
+    Ok(TableDef {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        schema: decode_schema(&row.text(2)?)?,
+        time_column: row.text(3)?,
+        options: decode_options(&row.text(4)?)?,
+        created_at_ns: row.int(5)?,
+        persisted_seq: row.uint(6)?,
+    })
+}
+
+const FILE_COLUMNS: &str = "id, table_id, path, partition_start_ns, min_time_ns, max_time_ns, \
+                            rows, bytes, column_stats, created_at_ns";
+
+fn read_file(row: &Row) -> Result<ParquetFile> {
+    let path = row.text(2)?;
+    let column_stats = serde_json::from_str(&row.text(8)?)
+        .map_err(|e| CatalogError::Corrupt(format!("file {path}: statistics: {e}")))?;
+    Ok(ParquetFile {
+        id: row.int(0)?,
+        table_id: row.int(1)?,
+        file: NewParquetFile {
+            path,
+            partition_start_ns: row.int(3)?,
+            min_time_ns: row.int(4)?,
+            max_time_ns: row.int(5)?,
+            rows: row.uint(6)?,
+            bytes: row.uint(7)?,
+            column_stats,
+        },
+        created_at_ns: row.int(9)?,
+    })
+}
+
+pub(super) fn table_by_name(tx: &mut dyn Tx, name: &str) -> Result<Option<TableDef>> {
+    tx.query_opt(
+        &format!("SELECT {TABLE_COLUMNS} FROM tables WHERE name = $1"),
+        params![name],
+    )?
+    .as_ref()
+    .map(read_table)
+    .transpose()
+}
+
+fn files_of(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> {
+    tx.query(
+        &format!("SELECT {FILE_COLUMNS} FROM files WHERE table_id = $1 ORDER BY id"),
+        params![table_id],
+    )?
+    .iter()
+    .map(read_file)
+    .collect()
+}
+
+/// Inserts a table row (its name must be free); returns its definition.
+pub(super) fn insert_table(tx: &mut dyn Tx, table: &NewTable, now: i64) -> Result<TableDef> {
+    if table_by_name(tx, &table.name)?.is_some() {
+        return Err(CatalogError::TableExists(table.name.clone()));
+    }
+    let views = tx.query_int(
+        "SELECT count(*) FROM plain_views WHERE name = $1",
+        params![&table.name],
+    )?;
+    if views > 0 {
+        return Err(CatalogError::RelationExists(table.name.clone()));
+    }
+    tx.execute(
+        "INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+         VALUES ($1, $2, $3, $4, $5, 0)",
+        params![
+            &table.name,
+            encode_schema(&table.schema)?,
+            &table.time_column,
+            encode_options(&table.options)?,
+            now
+        ],
+    )?;
+    table_by_name(tx, &table.name)?.ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))
+}
+
+pub(super) fn drop_table(tx: &mut dyn Tx, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
+    let def = table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+    let dependent = tx.query_opt(
+        "SELECT t.name FROM views v JOIN tables t ON t.id = v.table_id \
+         WHERE v.base_table_id = $1 ORDER BY t.name LIMIT 1",
+        params![def.id],
+    )?;
+    if let Some(view) = dependent {
+        return Err(CatalogError::HasDependents {
+            table: name.to_string(),
+            view: view.text(0)?,
+        });
+    }
+    tx.execute("DELETE FROM views WHERE table_id = $1", params![def.id])?;
+    tx.execute(
+        "DELETE FROM invalidations WHERE view_id = $1",
+        params![def.id],
+    )?;
+    let files = files_of(tx, def.id)?;
+    // Keep the WAL floor: the dropped table's persisted_seq still bounds
+    // which sequence numbers were handed out.
+    tx.execute(
+        "UPDATE seq_floor SET seq = $1 WHERE id = 0 AND seq < $1",
+        params![def.persisted_seq],
+    )?;
+    tx.execute("DELETE FROM files WHERE table_id = $1", params![def.id])?;
+    tx.execute("DELETE FROM indexes WHERE table_id = $1", params![def.id])?;
+    tx.execute("DELETE FROM tables WHERE id = $1", params![def.id])?;
+    Ok((def, files))
+}
+
+pub(super) fn tables(tx: &mut dyn Tx) -> Result<Vec<TableDef>> {
+    tx.query(
+        &format!("SELECT {TABLE_COLUMNS} FROM tables ORDER BY name"),
+        &[],
+    )?
+    .iter()
+    .map(read_table)
+    .collect()
+}
+
+pub(super) fn set_options(tx: &mut dyn Tx, name: &str, options: &TableOptions) -> Result<TableDef> {
+    let n = tx.execute(
+        "UPDATE tables SET options = $1 WHERE name = $2",
+        params![encode_options(options)?, name],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::TableNotFound(name.into()));
+    }
+    table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+}
+
+pub(super) fn set_schema(tx: &mut dyn Tx, name: &str, schema: &Schema) -> Result<TableDef> {
+    let n = tx.execute(
+        "UPDATE tables SET columns = $1 WHERE name = $2",
+        params![encode_schema(schema)?, name],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::TableNotFound(name.into()));
+    }
+    table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+}
+
+pub(super) fn commit_files_invalidating(
+    tx: &mut dyn Tx,
+    table_id: i64,
+    files: &[NewParquetFile],
+    persisted_seq: u64,
+    invalidate: &[Invalidation],
+    now: i64,
+) -> Result<Vec<ParquetFile>> {
+    let n = tx.execute(
+        "UPDATE tables SET persisted_seq = \
+         CASE WHEN persisted_seq > $1 THEN persisted_seq ELSE $1 END WHERE id = $2",
+        params![persisted_seq, table_id],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::TableNotFound(format!("id {table_id}")));
+    }
+    let committed = insert_files(tx, table_id, files, now)?;
+    insert_invalidations(tx, invalidate)?;
+    Ok(committed)
+}
+
+/// Deletes the files `remove` of a table; all or nothing.
+pub(super) fn delete_files(tx: &mut dyn Tx, table_id: i64, remove: &[i64]) -> Result<()> {
+    for id in remove {
+        let n = tx.execute(
+            "DELETE FROM files WHERE id = $1 AND table_id = $2",
+            params![*id, table_id],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::FileNotFound(*id));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn record_compaction(tx: &mut dyn Tx, run: &CompactionRun) -> Result<()> {
+    tx.execute(
+        "INSERT INTO compactions (table_name, partition_start_ns, files_in, files_out, rows, \
+         bytes_in, bytes_out, started_at_ns, duration_us, trigger) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        params![
+            &run.table,
+            run.partition_start_ns,
+            run.files_in,
+            run.files_out,
+            run.rows,
+            run.bytes_in,
+            run.bytes_out,
+            run.started_at_ns,
+            run.duration.as_micros() as i64,
+            &run.trigger
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn compactions(tx: &mut dyn Tx, limit: usize) -> Result<Vec<CompactionRun>> {
+    tx.query(
+        "SELECT table_name, partition_start_ns, files_in, files_out, rows, bytes_in, \
+         bytes_out, started_at_ns, duration_us, trigger FROM compactions \
+         ORDER BY id DESC LIMIT $1",
+        params![limit as i64],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(CompactionRun {
+            table: r.text(0)?,
+            partition_start_ns: r.int(1)?,
+            files_in: r.uint(2)?,
+            files_out: r.uint(3)?,
+            rows: r.uint(4)?,
+            bytes_in: r.uint(5)?,
+            bytes_out: r.uint(6)?,
+            started_at_ns: r.int(7)?,
+            duration: Duration::from_micros(r.uint(8)?),
+            trigger: r.text(9)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn files(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> {
+    files_of(tx, table_id)
+}
+
+pub(super) fn max_persisted_seq(tx: &mut dyn Tx) -> Result<u64> {
+    let floor = tx.query_int("SELECT seq FROM seq_floor WHERE id = 0", &[])?;
+    let tables = tx
+        .query_opt("SELECT max(persisted_seq) FROM tables", &[])?
+        .map(|r| r.opt_int(0))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0);
+    Ok(floor.max(tables) as u64)
+}
+
+pub(super) fn create_index(tx: &mut dyn Tx, index: &IndexDef) -> Result<()> {
+    let def = table_by_name(tx, &index.table)?
+        .ok_or_else(|| CatalogError::TableNotFound(index.table.clone()))?;
+    // Indexes share their names with tables and views, as in PostgreSQL.
+    let taken = tx.query_int(
+        "SELECT (SELECT count(*) FROM tables WHERE name = $1) \
+              + (SELECT count(*) FROM plain_views WHERE name = $1) \
+              + (SELECT count(*) FROM indexes WHERE name = $1)",
+        params![&index.name],
+    )?;
+    if taken > 0 {
+        return Err(CatalogError::RelationExists(index.name.clone()));
+    }
+    tx.execute(
+        "INSERT INTO indexes (name, table_id, columns, created_at_ns) VALUES ($1, $2, $3, $4)",
+        params![
+            &index.name,
+            def.id,
+            to_json(&index.columns)?,
+            index.created_at_ns
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn indexes(tx: &mut dyn Tx) -> Result<Vec<IndexDef>> {
+    tx.query(
+        "SELECT i.name, t.name, i.columns, i.created_at_ns FROM indexes i \
+         JOIN tables t ON t.id = i.table_id ORDER BY i.name",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        let name = r.text(0)?;
+        Ok(IndexDef {
+            columns: from_json(&r.text(2)?, &format!("index {name} columns"))?,
+            table: r.text(1)?,
+            created_at_ns: r.int(3)?,
+            name,
+        })
+    })
+    .collect()
+}
