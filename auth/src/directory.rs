@@ -253,24 +253,30 @@ fn catalog_error(e: CatalogError) -> AuthError {
     }
 }
 
+/// The users and tokens `catalog` holds.
+fn load(catalog: &dyn Catalog) -> Result<State, AuthError> {
+    let mut state = State::default();
+    for u in catalog.users().map_err(catalog_error)? {
+        let mut user: User = serde_json::from_str(&u.body)
+            .map_err(|e| AuthError::Catalog(format!("user {}: {e}", u.name)))?;
+        user.created_at_ns = u.created_at_ns;
+        state.users.insert(u.name, user);
+    }
+    for t in catalog.tokens().map_err(catalog_error)? {
+        let mut token: Token = serde_json::from_str(&t.body)
+            .map_err(|e| AuthError::Catalog(format!("token {}: {e}", t.name)))?;
+        token.user = t.user;
+        token.created_at_ns = t.created_at_ns;
+        state.by_hash.insert(token.hash.clone(), t.name.clone());
+        state.tokens.insert(t.name, token);
+    }
+    Ok(state)
+}
+
 impl Directory {
     /// Loads the users and tokens from `catalog`.
     pub fn open(catalog: Arc<dyn Catalog>) -> Result<Self, AuthError> {
-        let mut state = State::default();
-        for u in catalog.users().map_err(catalog_error)? {
-            let mut user: User = serde_json::from_str(&u.body)
-                .map_err(|e| AuthError::Catalog(format!("user {}: {e}", u.name)))?;
-            user.created_at_ns = u.created_at_ns;
-            state.users.insert(u.name, user);
-        }
-        for t in catalog.tokens().map_err(catalog_error)? {
-            let mut token: Token = serde_json::from_str(&t.body)
-                .map_err(|e| AuthError::Catalog(format!("token {}: {e}", t.name)))?;
-            token.user = t.user;
-            token.created_at_ns = t.created_at_ns;
-            state.by_hash.insert(token.hash.clone(), t.name.clone());
-            state.tokens.insert(t.name, token);
-        }
+        let state = load(catalog.as_ref())?;
         Ok(Self {
             catalog,
             state: RwLock::new(state),
@@ -280,6 +286,18 @@ impl Directory {
             allow_unauthenticated: false,
             clock: Clock::System,
         })
+    }
+
+    /// Reads the users and tokens again, for changes another node made to
+    /// a shared catalog.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let state = load(self.catalog.as_ref())?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
     }
 
     /// The directory with token expiry read from `clock`.

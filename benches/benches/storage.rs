@@ -144,6 +144,7 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         local_object_root: Some(objects.clone()),
         row_group_rows: sextant_storage::DEFAULT_ROW_GROUP_ROWS,
         lifecycle: LifecycleConfig::default(),
+        object_tag: String::new(),
     };
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap();
     let store = LocalFileSystem::new_with_prefix(&objects).unwrap();

@@ -121,4 +121,9 @@ pub(crate) trait Store: Send + Sync + Debug {
         &self,
         body: &mut (dyn FnMut(&mut dyn Tx) -> Result<R> + Send),
     ) -> Result<R>;
+
+    /// See [`crate::Catalog::changes`].
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

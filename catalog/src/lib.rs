@@ -65,8 +65,9 @@ pub struct TableDef {
     pub options: TableOptions,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_at_ns: i64,
-    /// Every WAL record with a sequence number up to this one has its rows of
-    /// this table in committed Parquet files.
+    /// Every record of this node's WAL with a sequence number up to this one
+    /// has its rows of this table in committed Parquet files (each node that
+    /// writes has its own WAL and its own position in each table).
     pub persisted_seq: u64,
 }
 
@@ -377,6 +378,24 @@ pub struct StoredUser {
     pub created_at_ns: i64,
 }
 
+/// A Sextant process as the catalog knows it: each node registers when it
+/// starts, heartbeats while it runs, and says when it stops cleanly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    /// `--node-id`, kept in the node's data directory.
+    pub id: String,
+    /// What the node does (`ingest,query,compact`).
+    pub modes: String,
+    /// Its listeners, JSON: `{"pg": "host:port", "http": ..., "grpc": ..., "flight": ...}`.
+    pub addresses: String,
+    /// When it last started (ns since the epoch).
+    pub started_at_ns: i64,
+    /// Its latest heartbeat (ns since the epoch).
+    pub last_heartbeat_ns: i64,
+    /// It stopped cleanly and has not started since.
+    pub stopped: bool,
+}
+
 /// An access token as stored: its hash, limits and expiry as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredToken {
@@ -398,7 +417,8 @@ pub trait Catalog: Send + Sync + Debug {
     fn table(&self, name: &str) -> Result<Option<TableDef>>;
     /// Replaces a table's options.
     fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef>;
-    /// Replaces a table's schema with a wider one (new nullable columns).
+    /// Widens a table's schema: appends the columns of `schema` it lacks
+    /// (new nullable columns) to the catalog's current ones.
     fn set_schema(&self, name: &str, schema: SchemaRef) -> Result<TableDef>;
     /// Atomically records new Parquet files of a table and advances its
     /// `persisted_seq`. Either all of it is committed or nothing is.
@@ -449,8 +469,9 @@ pub trait Catalog: Send + Sync + Debug {
     fn record_compaction(&self, run: &CompactionRun) -> Result<()>;
     /// The most recent compaction runs, newest first.
     fn compactions(&self, limit: usize) -> Result<Vec<CompactionRun>>;
-    /// The largest `persisted_seq` any table (live or dropped) ever reached; the
-    /// WAL never hands out a sequence number at or below it again.
+    /// The largest `persisted_seq` any table (live or dropped) ever reached
+    /// with this node's rows; its WAL never hands out a sequence number at or
+    /// below it again.
     fn max_persisted_seq(&self) -> Result<u64>;
     /// Adds a plain view, or replaces the one of that name (`replace`);
     /// [`CatalogError::RelationExists`] if the name is taken otherwise.
@@ -502,4 +523,20 @@ pub trait Catalog: Send + Sync + Debug {
     fn create_token(&self, token: &StoredToken) -> Result<()>;
     /// Removes a token.
     fn drop_token(&self, name: &str) -> Result<()>;
+
+    /// Records that `node` started (again): its modes, addresses and start.
+    fn register_node(&self, node: &NodeInfo) -> Result<()>;
+    /// Records a heartbeat of the node `id` at `now_ns`.
+    fn heartbeat(&self, id: &str, now_ns: i64) -> Result<()>;
+    /// Records that the node `id` stopped cleanly at `now_ns`.
+    fn stop_node(&self, id: &str, now_ns: i64) -> Result<()>;
+    /// Every node that ever registered, by id.
+    fn nodes(&self) -> Result<Vec<NodeInfo>>;
+
+    /// For a catalog that other processes change too (PostgreSQL): a
+    /// counter that moves after each change another process commits, so that
+    /// this one reads the catalog again. `None`: only this process changes it.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -33,13 +33,34 @@ use crate::{CatalogError, Result};
 pub type PostgresCatalog = SqlCatalog<PostgresStore>;
 
 /// Layout version of the `sextant` schema written by this build.
-const LAYOUT_VERSION: i64 = 1;
+const LAYOUT_VERSION: i64 = 2;
 /// Serializes the nodes that check or create the layout at once: "SXTC".
 const LAYOUT_LOCK: i64 = 0x5358_5443;
 /// How often a transaction that conflicts with another node's is tried.
 const ATTEMPTS: u32 = 20;
+/// The channel every committed change is notified on; the payload names
+/// the catalog connection that made it ([`new_origin`]).
+const CHANNEL: &str = "sextant_catalog";
 
-const LAYOUT_V1: &str = "
+/// A mark for the notifications of one catalog connection: the pid and a
+/// random number.
+fn new_origin() -> String {
+    format!("{}-{:016x}", std::process::id(), rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+pub(crate) const LAYOUT_V1: &str = "
 CREATE SCHEMA sextant;
 CREATE TABLE sextant.meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 CREATE TABLE sextant.tables (
@@ -134,15 +155,45 @@ CREATE TABLE sextant.indexes (
 );
 ";
 
+/// Nodes: each node's position in each table (its own WAL's), the floor of
+/// its positions that outlives dropped tables, and the registry of nodes.
+/// Positions from before nodes belong to node `''`, which the first node to
+/// open the catalog adopts.
+const LAYOUT_V2: &str = "
+CREATE TABLE sextant.persisted (
+    table_id BIGINT NOT NULL,
+    node_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (table_id, node_id)
+);
+INSERT INTO sextant.persisted SELECT id, '', persisted_seq FROM sextant.tables WHERE persisted_seq > 0;
+CREATE TABLE sextant.node_seq_floor (node_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+INSERT INTO sextant.node_seq_floor SELECT '', seq FROM sextant.seq_floor WHERE seq > 0;
+CREATE TABLE sextant.nodes (
+    id TEXT PRIMARY KEY,
+    modes TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    started_at_ns BIGINT NOT NULL,
+    last_heartbeat_ns BIGINT NOT NULL,
+    stopped BIGINT NOT NULL DEFAULT 0
+);
+";
+
 /// `(version, statements)` that bring an older layout up to
 /// [`LAYOUT_VERSION`], each in the transaction that records its version.
-const MIGRATIONS: &[(i64, &str)] = &[];
+const MIGRATIONS: &[(i64, &str)] = &[(2, LAYOUT_V2)];
 
 /// This node's connection to the catalog database.
 pub struct PostgresStore {
     conn: Mutex<Connection>,
     /// The URL without its password, for messages.
     name: String,
+    /// The catalog database's URL, for the listening connection.
+    url: String,
+    /// Counts the changes other connections committed, once listened for.
+    changes: OnceLock<tokio::sync::watch::Receiver<u64>>,
+    /// What this store's notifications carry, so that it skips its own.
+    origin: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -159,21 +210,34 @@ struct Connection {
     client: Client,
     /// Statements prepared on `client`, by their text.
     prepared: HashMap<String, Statement>,
+    /// What this process's notifications carry, so that it skips its own.
+    origin: String,
 }
 
 impl SqlCatalog<PostgresStore> {
+    /// The catalog as the node `id` sees it: table definitions carry that
+    /// node's WAL positions. The node takes over the positions of a catalog
+    /// from before nodes, unless it has its own.
+    pub fn for_node(self, id: &str) -> Result<Self> {
+        crate::sql::for_node(self, id)
+    }
+
     /// Connects to the catalog database at `url` (`postgres://user:pass@host:port/db`),
     /// creating or upgrading the `sextant` schema in it.
     pub fn connect(url: &str) -> Result<Self> {
         let name = redact(url);
+        let origin = new_origin();
         let conn = off_runtime(|| {
-            let mut conn = Connection::open(url)?;
+            let mut conn = Connection::open(url, &origin)?;
             conn.init_layout(&name)?;
             Ok::<_, CatalogError>(conn)
         })?;
         Ok(Self::new(PostgresStore {
             conn: Mutex::new(conn),
             name,
+            url: url.to_string(),
+            changes: OnceLock::new(),
+            origin,
         }))
     }
 }
@@ -218,7 +282,7 @@ fn pg_error(e: tokio_postgres::Error) -> CatalogError {
 }
 
 impl Connection {
-    fn open(url: &str) -> Result<Self> {
+    fn open(url: &str, origin: &str) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -245,6 +309,7 @@ impl Connection {
             rt,
             client,
             prepared: HashMap::new(),
+            origin: origin.to_string(),
         })
     }
 
@@ -267,6 +332,9 @@ impl Connection {
                 .get(0);
             if schema == 0 {
                 tx.batch_execute(LAYOUT_V1).await.map_err(pg_error)?;
+                for (_, statements) in MIGRATIONS {
+                    tx.batch_execute(statements).await.map_err(pg_error)?;
+                }
                 tx.execute(
                     "INSERT INTO sextant.meta VALUES ('layout', $1)",
                     &[&LAYOUT_VERSION],
@@ -342,6 +410,9 @@ struct PgTx<'a> {
     rt: &'a Runtime,
     tx: tokio_postgres::Transaction<'a>,
     prepared: &'a mut HashMap<String, Statement>,
+    /// Whether a statement changed something (the commit then notifies the
+    /// other nodes).
+    wrote: bool,
 }
 
 impl PgTx<'_> {
@@ -362,13 +433,18 @@ fn params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 impl Tx for PgTx<'_> {
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
         let statement = self.statement(sql)?;
-        self.rt
+        let n = self
+            .rt
             .block_on(self.tx.execute(&statement, &params(values)))
-            .map_err(pg_error)
+            .map_err(pg_error)?;
+        self.wrote |= n > 0;
+        Ok(n)
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>> {
         let statement = self.statement(sql)?;
+        // INSERT ... RETURNING: a write answered with rows.
+        self.wrote |= !sql.trim_start().starts_with("SELECT");
         let rows = self
             .rt
             .block_on(self.tx.query(&statement, &params(values)))
@@ -401,6 +477,10 @@ impl Tx for PgTx<'_> {
 }
 
 impl Store for PostgresStore {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(PostgresStore::changes(self))
+    }
+
     fn transaction<R: Send>(
         &self,
         body: &mut (dyn FnMut(&mut dyn Tx) -> Result<R> + Send),
@@ -412,8 +492,8 @@ impl Store for PostgresStore {
                 attempt += 1;
                 if conn.client.is_closed() {
                     tracing::warn!(catalog = %self.name, "catalog database connection lost; reconnecting");
-                    let url = conn.url.clone();
-                    *conn = Connection::open(&url)?;
+                    let (url, origin) = (conn.url.clone(), conn.origin.clone());
+                    *conn = Connection::open(&url, &origin)?;
                 }
                 match conn.run(body) {
                     Err(CatalogError::Conflict(_)) if attempt < ATTEMPTS => {
@@ -433,6 +513,7 @@ impl Connection {
             rt,
             client,
             prepared,
+            origin,
             ..
         } = self;
         let tx = rt
@@ -443,10 +524,128 @@ impl Connection {
                     .start(),
             )
             .map_err(pg_error)?;
-        let mut tx = PgTx { rt, tx, prepared };
+        let mut tx = PgTx {
+            rt,
+            tx,
+            prepared,
+            wrote: false,
+        };
         let out = body(&mut tx)?;
-        let PgTx { rt, tx, .. } = tx;
+        let PgTx { rt, tx, wrote, .. } = tx;
+        if wrote {
+            // Delivered to the listening nodes when (and if) this commits.
+            let payload: &str = origin;
+            rt.block_on(tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]))
+                .map_err(pg_error)?;
+        }
         rt.block_on(tx.commit()).map_err(pg_error)?;
         Ok(out)
     }
+}
+
+impl PostgresStore {
+    /// A counter that moves each time another connection commits a change to
+    /// the catalog (and once after the listening connection was lost, since
+    /// notifications may have been missed meanwhile). The first call starts
+    /// the listening thread: a connection of its own that `LISTEN`s.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes
+            .get_or_init(|| {
+                let (tx, rx) = tokio::sync::watch::channel(0u64);
+                let (url, name, origin) =
+                    (self.url.clone(), self.name.clone(), self.origin.clone());
+                std::thread::Builder::new()
+                    .name("catalog-listen".into())
+                    .spawn(move || listen(&url, &name, &origin, tx))
+                    .expect("start the catalog's listening thread");
+                rx
+            })
+            .clone()
+    }
+}
+
+/// Listens on [`CHANNEL`] until nobody watches `changes`; reconnects after
+/// a lost connection.
+fn listen(url: &str, name: &str, origin: &str, changes: tokio::sync::watch::Sender<u64>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        tracing::warn!(catalog = %name, "cannot start the runtime that listens for catalog changes");
+        return;
+    };
+    rt.block_on(async {
+        let mut first = true;
+        while !changes.is_closed() {
+            match listen_once(url, origin, &changes, first).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(catalog = %name, error = %e, "listening for catalog changes failed; again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            first = false;
+        }
+    });
+}
+
+/// One listening connection: bumps `changes` for each notification from
+/// another process (and once when it is not the `first`, for what was
+/// missed); returns when nobody watches any more.
+async fn listen_once(
+    url: &str,
+    origin: &str,
+    changes: &tokio::sync::watch::Sender<u64>,
+    first: bool,
+) -> std::result::Result<(), String> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let drive = tokio::spawn(async move {
+        loop {
+            let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+            match message {
+                Some(Ok(m)) => {
+                    if messages_tx.send(Ok(m)).is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = messages_tx.send(Err(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !first {
+        changes.send_modify(|n| *n += 1);
+    }
+    let mut closed = tokio::time::interval(Duration::from_secs(1));
+    let out = loop {
+        tokio::select! {
+            m = messages.recv() => match m {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.payload() != origin {
+                        changes.send_modify(|c| *c += 1);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e.to_string()),
+                None => break Err("the connection closed".to_string()),
+            },
+            _ = closed.tick() => {
+                if changes.is_closed() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    drive.abort();
+    out
 }

@@ -3,9 +3,13 @@
 //! store, with the statements of the module of its domain: [`tables`]
 //! (tables, their files, compactions and indexes), [`views`] (materialized
 //! views, their invalidations, plain views), [`alerts`] (rules, events and
-//! the delivery outbox) and [`users`] (users and tokens).
+//! the delivery outbox), [`users`] (users and tokens) and [`nodes`] (the
+//! registry of nodes). A catalog is opened for one node
+//! ([`for_node`]): the WAL positions it reads and writes are
+//! that node's.
 
 mod alerts;
+mod nodes;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -19,8 +23,8 @@ use sextant_clock::Clock;
 use crate::db::{Store, Tx, params};
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation,
-    NewParquetFile, NewTable, NewView, ParquetFile, PlainView, Refresh, Result, StoredAlert,
-    StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
+    NewParquetFile, NewTable, NewView, NodeInfo, ParquetFile, PlainView, Refresh, Result,
+    StoredAlert, StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
 };
 
 /// The catalog kept in a SQL database: SQLite ([`crate::SqliteCatalog`]) or
@@ -30,6 +34,8 @@ pub struct SqlCatalog<S> {
     pub(crate) store: S,
     /// The time the catalog records (creation and commit times).
     pub(crate) clock: Clock,
+    /// The node whose WAL positions this catalog reads and writes.
+    node: String,
 }
 
 impl<S> SqlCatalog<S> {
@@ -37,6 +43,7 @@ impl<S> SqlCatalog<S> {
         Self {
             store,
             clock: Clock::System,
+            node: String::new(),
         }
     }
 
@@ -49,6 +56,15 @@ impl<S> SqlCatalog<S> {
     fn now(&self) -> i64 {
         self.clock.now_ns()
     }
+}
+
+/// `cat` as the node `id` sees it: table definitions carry that node's WAL
+/// positions. The node takes over the positions of a catalog from before
+/// nodes, unless it has its own.
+pub(crate) fn for_node<S: Store>(mut cat: SqlCatalog<S>, id: &str) -> Result<SqlCatalog<S>> {
+    in_tx(&cat, |tx| tables::adopt_positions(tx, id))?;
+    cat.node = id.to_string();
+    Ok(cat)
 }
 
 /// `body` in one transaction of the catalog's store.
@@ -78,27 +94,29 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) 
 impl<S: Store> Catalog for SqlCatalog<S> {
     fn create_table(&self, table: NewTable) -> Result<TableDef> {
         let now = self.now();
-        in_tx(self, |tx| tables::insert_table(tx, &table, now))
+        in_tx(self, |tx| tables::insert_table(tx, &self.node, &table, now))
     }
 
     fn drop_table(&self, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
-        in_tx(self, |tx| tables::drop_table(tx, name))
+        in_tx(self, |tx| tables::drop_table(tx, &self.node, name))
     }
 
     fn tables(&self) -> Result<Vec<TableDef>> {
-        in_tx(self, tables::tables)
+        in_tx(self, |tx| tables::tables(tx, &self.node))
     }
 
     fn table(&self, name: &str) -> Result<Option<TableDef>> {
-        in_tx(self, |tx| tables::table_by_name(tx, name))
+        in_tx(self, |tx| tables::table_by_name(tx, &self.node, name))
     }
 
     fn set_options(&self, name: &str, options: TableOptions) -> Result<TableDef> {
-        in_tx(self, |tx| tables::set_options(tx, name, &options))
+        in_tx(self, |tx| {
+            tables::set_options(tx, &self.node, name, &options)
+        })
     }
 
     fn set_schema(&self, name: &str, schema: SchemaRef) -> Result<TableDef> {
-        in_tx(self, |tx| tables::set_schema(tx, name, &schema))
+        in_tx(self, |tx| tables::set_schema(tx, &self.node, name, &schema))
     }
 
     fn commit_files_invalidating(
@@ -110,13 +128,23 @@ impl<S: Store> Catalog for SqlCatalog<S> {
     ) -> Result<Vec<ParquetFile>> {
         let now = self.now();
         in_tx(self, |tx| {
-            tables::commit_files_invalidating(tx, table_id, &files, persisted_seq, invalidate, now)
+            tables::commit_files_invalidating(
+                tx,
+                &self.node,
+                table_id,
+                &files,
+                persisted_seq,
+                invalidate,
+                now,
+            )
         })
     }
 
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
         let now = self.now();
-        in_tx(self, |tx| views::create_view(tx, &table, &view, now))
+        in_tx(self, |tx| {
+            views::create_view(tx, &self.node, &table, &view, now)
+        })
     }
 
     fn views(&self) -> Result<Vec<ViewDef>> {
@@ -258,7 +286,27 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         })
     }
 
+    fn register_node(&self, node: &NodeInfo) -> Result<()> {
+        in_tx(self, |tx| nodes::register_node(tx, node))
+    }
+
+    fn heartbeat(&self, id: &str, now_ns: i64) -> Result<()> {
+        in_tx(self, |tx| nodes::beat(tx, id, now_ns, false))
+    }
+
+    fn stop_node(&self, id: &str, now_ns: i64) -> Result<()> {
+        in_tx(self, |tx| nodes::beat(tx, id, now_ns, true))
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        in_tx(self, nodes::nodes)
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.changes()
+    }
+
     fn max_persisted_seq(&self) -> Result<u64> {
-        in_tx(self, tables::max_persisted_seq)
+        in_tx(self, |tx| tables::max_persisted_seq(tx, &self.node))
     }
 }

@@ -29,6 +29,13 @@ pub struct SqliteStore {
 }
 
 impl SqlCatalog<SqliteStore> {
+    /// The catalog as the node `id` sees it: table definitions carry that
+    /// node's WAL positions. The node takes over the positions of a catalog
+    /// from before nodes, unless it has its own.
+    pub fn for_node(self, id: &str) -> Result<Self> {
+        crate::sql::for_node(self, id)
+    }
+
     /// Opens (or creates) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;

@@ -60,6 +60,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_CATALOG")]
     pub catalog: Option<String>,
 
+    /// This node's id in the catalog (1 to 64 letters, digits, '-', '_',
+    /// '.'). Kept in <data-dir>/node-id on first start, which later starts
+    /// read; a different --node-id for that data directory is refused.
+    /// Default: the kept one, or a new node-<12 hex digits>.
+    #[arg(long, env = "SEXTANT_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Listen on addresses other than loopback although no client has to
     /// authenticate: anyone who reaches them can read and write everything.
     /// Only for a network that something else guards.

@@ -12,6 +12,7 @@ pub mod config;
 mod copy;
 mod error;
 pub mod http;
+mod node;
 pub mod otlp;
 pub mod pg;
 mod pg_session;
@@ -104,7 +105,8 @@ pub async fn run(
         }
         None => sextant_clock::Clock::System,
     };
-    let catalog = open_catalog(&config, &data_dir, clock.clone())?;
+    let node_id = node::id(config.node_id.as_deref(), &data_dir)?;
+    let catalog = open_catalog(&config, &data_dir, clock.clone(), &node_id)?;
     let engine_config = EngineConfig {
         wal_dir: data_dir.join("wal"),
         wal_sync: match config.wal_sync {
@@ -117,6 +119,12 @@ pub async fn run(
         backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,
         row_group_rows: config.row_group_rows as usize,
+        // Nodes on a shared catalog may share the object store too.
+        object_tag: if catalog.changes().is_some() {
+            node_id.clone()
+        } else {
+            String::new()
+        },
         lifecycle: LifecycleConfig {
             compaction_target_bytes: config.compaction_target_size,
             compaction_min_files: config.compaction_min_files as usize,
@@ -186,6 +194,13 @@ pub async fn run(
         flight: flight.local_addr()?,
     };
     sextant_sql::pgcompat::set_server_port(&ctx, addrs.pg.port());
+    let node_task = node::register(
+        engine.catalog().clone(),
+        engine.clock().clone(),
+        node_id.clone(),
+        addrs.json(),
+        shutdown.clone(),
+    )?;
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));
@@ -196,12 +211,23 @@ pub async fn run(
         shutdown.clone(),
     ));
     let scheduler = tokio::spawn(alerts.clone().run(shutdown.clone()));
+    // A shared catalog: what other nodes change (tables, files, users).
+    let follower = tokio::spawn(engine.clone().follow_catalog(shutdown.clone(), {
+        let directory = directory.clone();
+        move || {
+            if let Err(e) = directory.reload() {
+                warn!(error = %e, "reading users and tokens again failed");
+            }
+        }
+    }));
     // Stopped after the front ends, so their last spans are written too.
     let telemetry_stop = CancellationToken::new();
     let telemetry = telemetry.map(|t| {
         info!("self-telemetry: own spans go to otel_traces, own logs to otel_logs");
+        let gauges = gauges.clone();
         tokio::spawn(t.run(
             engine.clone(),
+            move || gauges.refresh(),
             config.self_telemetry_interval,
             config.self_telemetry_metrics_interval,
             telemetry_stop.clone(),
@@ -255,6 +281,7 @@ pub async fn run(
         grpc = %addrs.grpc,
         flight = %addrs.flight,
         data_dir = %config.data_dir.display(),
+        node = %node_id,
         "sextant is ready"
     );
     if let Some(path) = &config.ready_file {
@@ -286,6 +313,8 @@ pub async fn run(
     let _ = lifecycle.await;
     let _ = refresher.await;
     let _ = scheduler.await;
+    let _ = follower.await;
+    let _ = node_task.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");
     Ok(())
@@ -297,15 +326,16 @@ fn open_catalog(
     config: &ServeConfig,
     data_dir: &Path,
     clock: sextant_clock::Clock,
+    node_id: &str,
 ) -> Result<Arc<dyn Catalog>, StartError> {
     let url = config.catalog.as_deref();
     if let Some(url) =
         url.filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
     {
-        let catalog = context(PostgresCatalog::connect(url), || {
-            "cannot open the catalog in PostgreSQL (--catalog)".to_string()
-        })?;
-        info!("catalog in PostgreSQL");
+        let what = || "cannot open the catalog in PostgreSQL (--catalog)".to_string();
+        let catalog = context(PostgresCatalog::connect(url), what)?;
+        let catalog = context(catalog.for_node(node_id), what)?;
+        info!(node = node_id, "catalog in PostgreSQL");
         return Ok(Arc::new(catalog.with_clock(clock)));
     }
     let path = match url {
@@ -320,9 +350,9 @@ fn open_catalog(
             }
         },
     };
-    let catalog = context(SqliteCatalog::open(&path), || {
-        format!("cannot open catalog {}", path.display())
-    })?;
+    let what = || format!("cannot open catalog {}", path.display());
+    let catalog = context(SqliteCatalog::open(&path), what)?;
+    let catalog = context(catalog.for_node(node_id), what)?;
     Ok(Arc::new(catalog.with_clock(clock)))
 }
 
@@ -450,13 +480,21 @@ struct Addrs {
     flight: SocketAddr,
 }
 
+impl Addrs {
+    /// `{"pg": "host:port", "http": ..., "grpc": ..., "flight": ...}`, as
+    /// the ready file and the catalog's node registry give them.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "pg": self.pg.to_string(),
+            "http": self.http.to_string(),
+            "grpc": self.grpc.to_string(),
+            "flight": self.flight.to_string(),
+        })
+    }
+}
+
 fn write_ready_file(path: &Path, addrs: &Addrs) -> Result<(), StartError> {
-    let body = serde_json::json!({
-        "pg": addrs.pg.to_string(),
-        "http": addrs.http.to_string(),
-        "grpc": addrs.grpc.to_string(),
-        "flight": addrs.flight.to_string(),
-    });
+    let body = addrs.json();
     let tmp = path.with_extension("tmp");
     context(std::fs::write(&tmp, body.to_string()), || {
         format!("cannot write ready file {}", tmp.display())

@@ -354,11 +354,13 @@ fn scope() -> InstrumentationScope {
 
 impl SelfTelemetry {
     /// Writes what the layer sends every `interval`, and a sample of every
-    /// metric every `metrics_interval`, until `shutdown`; then writes what
-    /// is left.
+    /// metric every `metrics_interval` (after `refresh_gauges` sets the
+    /// state-like ones: write buffer, query memory, ...), until `shutdown`;
+    /// then writes what is left.
     pub async fn run(
         mut self,
         engine: Engine,
+        refresh_gauges: impl Fn() + Send + 'static,
         interval: Duration,
         metrics_interval: Duration,
         shutdown: CancellationToken,
@@ -372,6 +374,7 @@ impl SelfTelemetry {
                         _ = shutdown.cancelled() => true,
                         _ = tokio::time::sleep(interval) => false,
                         _ = sample.tick() => {
+                            refresh_gauges();
                             write_metrics(&engine).await;
                             continue;
                         }

@@ -2,7 +2,7 @@
 //! `system.files`, `system.wal`, `system.compactions`,
 //! `system.materialized_views`, `system.alerts`, `system.alert_events`,
 //! `system.metrics`, `system.queries`, `system.users`, `system.grants`,
-//! `system.tokens`).
+//! `system.tokens`, `system.nodes`).
 //! Each is computed from the engine's (or the alert rules') state
 //! when a query scans it.
 
@@ -107,6 +107,7 @@ pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
         wal_table(),
         compactions_table(),
         views_table(),
+        nodes_table(),
     ] {
         schema.register_table(
             name.to_string(),
@@ -305,6 +306,61 @@ fn compactions_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("compactions", schema, build)
+}
+
+/// Every node that registered in the catalog: its addresses, start, latest
+/// heartbeat and state (`up`, `down` after 15 s without a heartbeat,
+/// `stopped` cleanly).
+fn nodes_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("node_id", DataType::Utf8, false),
+        Field::new("modes", DataType::Utf8, false),
+        Field::new("pg_addr", DataType::Utf8, true),
+        Field::new("http_addr", DataType::Utf8, true),
+        Field::new("grpc_addr", DataType::Utf8, true),
+        Field::new("flight_addr", DataType::Utf8, true),
+        Field::new("started_at", ts(), false),
+        Field::new("last_heartbeat", ts(), false),
+        Field::new("state", DataType::Utf8, false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let nodes = e
+                .catalog()
+                .nodes()
+                .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
+            let now = e.now_ns();
+            let text = |f: &dyn Fn(&sextant_catalog::NodeInfo) -> String| -> ArrayRef {
+                Arc::new(StringArray::from_iter_values(nodes.iter().map(f)))
+            };
+            let address = |name: &str| -> ArrayRef {
+                Arc::new(StringArray::from_iter(nodes.iter().map(|n| {
+                    serde_json::from_str::<serde_json::Value>(&n.addresses)
+                        .ok()
+                        .and_then(|a| a.get(name)?.as_str().map(str::to_string))
+                })))
+            };
+            let t = |f: &dyn Fn(&sextant_catalog::NodeInfo) -> i64| -> ArrayRef {
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(nodes.iter().map(f))
+                        .with_timezone("UTC"),
+                )
+            };
+            Ok(vec![
+                text(&|n| n.id.clone()),
+                text(&|n| n.modes.clone()),
+                address("pg"),
+                address("http"),
+                address("grpc"),
+                address("flight"),
+                t(&|n| n.started_at_ns),
+                t(&|n| n.last_heartbeat_ns),
+                text(&|n| crate::node::state(n, now).to_string()),
+            ])
+        }),
+    );
+    ("nodes", schema, build)
 }
 
 /// Each materialized view: its definition and how its maintenance is going.

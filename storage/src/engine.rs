@@ -329,24 +329,35 @@ impl Engine {
             }
         }
         let _ddl = self.inner.ddl.lock().await;
-        let Some(state) = self.state(table) else {
-            let fields: Vec<Field> = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let nullable = f.name() != TIME_COLUMN;
-                    f.as_ref().clone().with_nullable(nullable)
-                })
-                .collect();
-            let def = self.inner.catalog.create_table(NewTable {
-                name: table.to_string(),
-                schema: Arc::new(Schema::new(fields)),
-                time_column: TIME_COLUMN.to_string(),
-                options,
-            })?;
-            self.register(&def);
-            info!(table = %def.name, id = def.id, columns = def.schema.fields().len(), "table created on first write");
-            return Ok(def);
+        let state = match self.state(table) {
+            Some(state) => state,
+            None => {
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let nullable = f.name() != TIME_COLUMN;
+                        f.as_ref().clone().with_nullable(nullable)
+                    })
+                    .collect();
+                let created = self.inner.catalog.create_table(NewTable {
+                    name: table.to_string(),
+                    schema: Arc::new(Schema::new(fields)),
+                    time_column: TIME_COLUMN.to_string(),
+                    options,
+                });
+                match created {
+                    Ok(def) => {
+                        self.register(&def);
+                        info!(table = %def.name, id = def.id, columns = def.schema.fields().len(), "table created on first write");
+                        return Ok(def);
+                    }
+                    // Another node created it a moment ago (a shared
+                    // catalog): take it in, then add what it lacks.
+                    Err(CatalogError::TableExists(_)) => self.adopt(table)?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         let def = state.def();
         let missing = missing_columns(&def, schema)?;
@@ -365,8 +376,51 @@ impl Engine {
             .catalog
             .set_schema(table, Arc::new(Schema::new(fields)))?;
         *state.def.write().unwrap_or_else(|e| e.into_inner()) = def.clone();
+        // Another node may have added a column of the same name meanwhile.
+        missing_columns(&def, schema)?;
         info!(table = %def.name, added = ?missing.iter().map(|f| f.name()).collect::<Vec<_>>(), "columns added");
         Ok(def)
+    }
+
+    /// A table another node created that this one has not taken in yet
+    /// (a shared catalog): its definition and files, now in memory.
+    fn adopt(&self, name: &str) -> Result<Arc<TableState>> {
+        let def = self
+            .inner
+            .catalog
+            .table(name)?
+            .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+        let files = self.inner.catalog.files(def.id)?;
+        let state = Arc::new(TableState::new(def, files));
+        self.inner
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), state.clone());
+        Ok(state)
+    }
+
+    /// The name of the `i`th object of a table's partition that starts at
+    /// `partition_ns`, written by persistence, compaction or a view refresh
+    /// (`stem`: its sequence number, or the letter and number of the job),
+    /// with this node's tag if it has one.
+    pub(crate) fn object_name(
+        &self,
+        table: &str,
+        partition_ns: i64,
+        stem: &str,
+        i: usize,
+    ) -> String {
+        let tag = &self.inner.config.object_tag;
+        let tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("-{tag}")
+        };
+        format!(
+            "{table}/{}/{stem}{tag}-{i:04}.parquet",
+            partition_label(partition_ns)
+        )
     }
 
     /// Changes a table's options.
@@ -602,11 +656,11 @@ impl Engine {
 
         let mut new_files = Vec::with_capacity(encoded.len());
         for (i, f) in encoded.into_iter().enumerate() {
-            let path = format!(
-                "{}/{}/{:020}-{i:04}.parquet",
-                def.name,
-                partition_label(f.partition_start_ns),
-                max_seq
+            let path = self.object_name(
+                &def.name,
+                f.partition_start_ns,
+                &format!("{max_seq:020}"),
+                i,
             );
             new_files.push(self.put_file(path, f).await?);
         }

@@ -13,6 +13,7 @@ mod codec;
 mod config;
 mod engine;
 mod error;
+mod follow;
 mod instrumented;
 mod lifecycle;
 mod persist;

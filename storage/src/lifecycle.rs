@@ -370,11 +370,7 @@ impl Engine {
         let newest = files.iter().map(|f| f.id).max().unwrap_or_default();
         let mut out = vec![];
         for (i, f) in encoded.into_iter().enumerate() {
-            let path = format!(
-                "{}/{}/c{newest:019}-{i:04}.parquet",
-                def.name,
-                partition_label(partition)
-            );
+            let path = self.object_name(&def.name, partition, &format!("c{newest:019}"), i);
             out.push(self.put_file(path, f).await?);
         }
         Ok(out)

@@ -33,7 +33,7 @@ use crate::error::{Result, StorageError};
 use crate::persist::{decode, encode_partitions};
 use crate::state::{
     Chunk, Derived, Engine, Inner, Snapshot, TableState, Transform, TransformFn, ViewState,
-    ViewStatus, conform, make_chunk, partition_label,
+    ViewStatus, conform, make_chunk,
 };
 
 /// The start of the bucket `t` falls in.
@@ -491,11 +491,7 @@ impl Engine {
         let tag = self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let mut add = Vec::with_capacity(encoded.len());
         for (i, f) in encoded.into_iter().enumerate() {
-            let path = format!(
-                "{}/{}/r{tag:019}-{i:04}.parquet",
-                def.name,
-                partition_label(f.partition_start_ns)
-            );
+            let path = self.object_name(&def.name, f.partition_start_ns, &format!("r{tag:019}"), i);
             add.push(self.put_file(path, f).await?);
         }
         // The buckets of views over this view that the swap changes.

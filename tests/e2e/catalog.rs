@@ -134,3 +134,188 @@ fn an_unreachable_catalog_database_stops_the_start() {
         "the password is in the message: {stderr}"
     );
 }
+
+/// Nodes register in the shared catalog with their addresses, are seen by
+/// each other in `system.nodes`, record a clean stop, and keep their id in
+/// their data directory (another id for it is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_register_in_the_shared_catalog_and_keep_their_ids() {
+    let url = fresh_database("nodes").await;
+    let mut alpha = Server::start(&["--catalog", &url, "--node-id", "alpha"]);
+    let beta = Server::start(&["--catalog", &url, "--node-id", "beta"]);
+    assert_eq!(
+        std::fs::read_to_string(alpha.data_dir().join("node-id")).unwrap(),
+        "alpha\n"
+    );
+    let nodes =
+        "SELECT node_id, modes, pg_addr, http_addr, state FROM system.nodes ORDER BY node_id";
+    let client = beta.connect().await;
+    assert_eq!(
+        text_rows(&client, nodes).await,
+        vec![
+            vec![
+                "alpha".to_string(),
+                "ingest,query,compact".to_string(),
+                alpha.pg_addr().to_string(),
+                alpha.http_addr().to_string(),
+                "up".to_string()
+            ],
+            vec![
+                "beta".to_string(),
+                "ingest,query,compact".to_string(),
+                beta.pg_addr().to_string(),
+                beta.http_addr().to_string(),
+                "up".to_string()
+            ],
+        ]
+    );
+
+    let status = tokio::task::block_in_place(|| alpha.terminate());
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        text_rows(
+            &client,
+            "SELECT node_id, state FROM system.nodes ORDER BY node_id"
+        )
+        .await,
+        vec![
+            vec!["alpha".to_string(), "stopped".to_string()],
+            vec!["beta".to_string(), "up".to_string()],
+        ]
+    );
+    // The data directory is alpha's.
+    let (status, stderr) =
+        start_expecting_failure(alpha.data_dir(), &["--catalog", &url, "--node-id", "beta"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("belongs to node alpha"),
+        "the refusal names the node: {stderr}"
+    );
+    tokio::task::block_in_place(|| alpha.restart());
+    assert_eq!(
+        text_rows(
+            &client,
+            "SELECT state FROM system.nodes WHERE node_id = 'alpha'"
+        )
+        .await,
+        vec![vec!["up".to_string()]]
+    );
+}
+
+/// Polls `sql` on `client` until it answers `want` (10 s at most).
+async fn eventually_rows(client: &tokio_postgres::Client, sql: &str, want: Vec<Vec<String>>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = match client.simple_query(sql).await {
+            Ok(_) => text_rows(client, sql).await,
+            Err(e) => vec![vec![format!(
+                "error: {}",
+                e.as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string())
+            )]],
+        };
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {got:?} after 10 s, want {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn rows(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect())
+        .collect()
+}
+
+/// Two nodes on one catalog and one object store: a table created, written
+/// and flushed on one is read on the other, a column added on one is seen
+/// on the other, a drop too, and a user created on one logs in on the
+/// other; each within moments (the catalog notifies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_commits_the_other_sees() {
+    let url = fresh_database("follow").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = Server::start(&[
+        "--catalog",
+        &url,
+        "--node-id",
+        "a",
+        "--object-store",
+        &store,
+    ]);
+    let b = Server::start(&[
+        "--catalog",
+        &url,
+        "--node-id",
+        "b",
+        "--object-store",
+        &store,
+    ]);
+    let on_a = a.connect().await;
+    let on_b = b.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, v BIGINT); \
+         INSERT INTO m VALUES ('2024-01-01T00:00:00Z', 'x', 1), ('2024-01-01T00:00:01Z', 'y', 2); \
+         FLUSH TABLE m",
+    )
+    .await
+    .unwrap();
+    eventually_rows(
+        &on_b,
+        "SELECT count(*), sum(v) FROM m",
+        rows(&[&["2", "3"]]),
+    )
+    .await;
+
+    // b writes too; after its flush a reads both nodes' files.
+    on_b.batch_execute("INSERT INTO m VALUES ('2024-01-01T00:00:02Z', 'z', 4); FLUSH TABLE m")
+        .await
+        .unwrap();
+    eventually_rows(
+        &on_a,
+        "SELECT count(*), sum(v) FROM m",
+        rows(&[&["3", "7"]]),
+    )
+    .await;
+
+    // A column added on b by line protocol.
+    let lp = http_post(
+        b.http_addr(),
+        "/api/v2/write?precision=s",
+        &[],
+        b"m,host=w v=8i,extra=1.5 1704067203\n",
+    )
+    .unwrap();
+    assert_eq!(lp.status, 204, "{lp:?}");
+    eventually_rows(
+        &on_a,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'm' ORDER BY ordinal_position",
+        rows(&[&["time"], &["host"], &["v"], &["extra"]]),
+    )
+    .await;
+
+    on_a.batch_execute("DROP TABLE m").await.unwrap();
+    eventually_rows(
+        &on_b,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'm'",
+        rows(&[&["0"]]),
+    )
+    .await;
+
+    on_b.batch_execute("CREATE USER alice WITH PASSWORD 'secret-pw' SUPERUSER")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.connect_as("alice", "secret-pw").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice cannot log in on a"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

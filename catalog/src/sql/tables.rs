@@ -1,7 +1,7 @@
 //! Tables and their Parquet files: a table's row (its schema and options as
 //! JSON), the files committed to it (with per-column statistics), drops
 //! that hand back the files to delete, file replacement by compaction and
-//! the record of compaction runs, the highest persisted WAL sequence, and
+//! the record of compaction runs, each node's persisted WAL positions, and
 //! the indexes recorded on tables.
 
 use std::collections::BTreeMap;
@@ -125,7 +125,10 @@ fn decode_options(text: &str) -> Result<TableOptions> {
     })
 }
 
-const TABLE_COLUMNS: &str = "id, name, columns, time_column, options, created_at_ns, persisted_seq";
+/// Tables with `node`'s ($1) position in each.
+const TABLE_QUERY: &str = "SELECT t.id, t.name, t.columns, t.time_column, t.options, \
+     t.created_at_ns, coalesce(p.seq, 0) FROM tables t \
+     LEFT JOIN persisted p ON p.table_id = t.id AND p.node_id = $1";
 
 fn read_table(row: &Row) -> Result<TableDef> {
     Ok(TableDef {
@@ -162,14 +165,20 @@ fn read_file(row: &Row) -> Result<ParquetFile> {
     })
 }
 
-pub(super) fn table_by_name(tx: &mut dyn Tx, name: &str) -> Result<Option<TableDef>> {
+pub(super) fn table_by_name(tx: &mut dyn Tx, node: &str, name: &str) -> Result<Option<TableDef>> {
     tx.query_opt(
-        &format!("SELECT {TABLE_COLUMNS} FROM tables WHERE name = $1"),
-        params![name],
+        &format!("{TABLE_QUERY} WHERE t.name = $2"),
+        params![node, name],
     )?
     .as_ref()
     .map(read_table)
     .transpose()
+}
+
+fn table_id(tx: &mut dyn Tx, name: &str) -> Result<Option<i64>> {
+    tx.query_opt("SELECT id FROM tables WHERE name = $1", params![name])?
+        .map(|r| r.int(0))
+        .transpose()
 }
 
 fn files_of(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> {
@@ -183,8 +192,13 @@ fn files_of(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> {
 }
 
 /// Inserts a table row (its name must be free); returns its definition.
-pub(super) fn insert_table(tx: &mut dyn Tx, table: &NewTable, now: i64) -> Result<TableDef> {
-    if table_by_name(tx, &table.name)?.is_some() {
+pub(super) fn insert_table(
+    tx: &mut dyn Tx,
+    node: &str,
+    table: &NewTable,
+    now: i64,
+) -> Result<TableDef> {
+    if table_id(tx, &table.name)?.is_some() {
         return Err(CatalogError::TableExists(table.name.clone()));
     }
     let views = tx.query_int(
@@ -205,11 +219,17 @@ pub(super) fn insert_table(tx: &mut dyn Tx, table: &NewTable, now: i64) -> Resul
             now
         ],
     )?;
-    table_by_name(tx, &table.name)?.ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))
+    table_by_name(tx, node, &table.name)?
+        .ok_or_else(|| CatalogError::TableNotFound(table.name.clone()))
 }
 
-pub(super) fn drop_table(tx: &mut dyn Tx, name: &str) -> Result<(TableDef, Vec<ParquetFile>)> {
-    let def = table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+pub(super) fn drop_table(
+    tx: &mut dyn Tx,
+    node: &str,
+    name: &str,
+) -> Result<(TableDef, Vec<ParquetFile>)> {
+    let def =
+        table_by_name(tx, node, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
     let dependent = tx.query_opt(
         "SELECT t.name FROM views v JOIN tables t ON t.id = v.table_id \
          WHERE v.base_table_id = $1 ORDER BY t.name LIMIT 1",
@@ -227,29 +247,34 @@ pub(super) fn drop_table(tx: &mut dyn Tx, name: &str) -> Result<(TableDef, Vec<P
         params![def.id],
     )?;
     let files = files_of(tx, def.id)?;
-    // Keep the WAL floor: the dropped table's persisted_seq still bounds
-    // which sequence numbers were handed out.
+    // Keep each node's WAL floor: the dropped table's positions still bound
+    // which sequence numbers each node handed out.
     tx.execute(
-        "UPDATE seq_floor SET seq = $1 WHERE id = 0 AND seq < $1",
-        params![def.persisted_seq],
+        "INSERT INTO node_seq_floor (node_id, seq) SELECT node_id, seq FROM persisted \
+         WHERE table_id = $1 ON CONFLICT (node_id) DO UPDATE SET seq = \
+         CASE WHEN node_seq_floor.seq > excluded.seq THEN node_seq_floor.seq ELSE excluded.seq END",
+        params![def.id],
     )?;
+    tx.execute("DELETE FROM persisted WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM files WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM indexes WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM tables WHERE id = $1", params![def.id])?;
     Ok((def, files))
 }
 
-pub(super) fn tables(tx: &mut dyn Tx) -> Result<Vec<TableDef>> {
-    tx.query(
-        &format!("SELECT {TABLE_COLUMNS} FROM tables ORDER BY name"),
-        &[],
-    )?
-    .iter()
-    .map(read_table)
-    .collect()
+pub(super) fn tables(tx: &mut dyn Tx, node: &str) -> Result<Vec<TableDef>> {
+    tx.query(&format!("{TABLE_QUERY} ORDER BY t.name"), params![node])?
+        .iter()
+        .map(read_table)
+        .collect()
 }
 
-pub(super) fn set_options(tx: &mut dyn Tx, name: &str, options: &TableOptions) -> Result<TableDef> {
+pub(super) fn set_options(
+    tx: &mut dyn Tx,
+    node: &str,
+    name: &str,
+    options: &TableOptions,
+) -> Result<TableDef> {
     let n = tx.execute(
         "UPDATE tables SET options = $1 WHERE name = $2",
         params![encode_options(options)?, name],
@@ -257,36 +282,60 @@ pub(super) fn set_options(tx: &mut dyn Tx, name: &str, options: &TableOptions) -
     if n == 0 {
         return Err(CatalogError::TableNotFound(name.into()));
     }
-    table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+    table_by_name(tx, node, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
 }
 
-pub(super) fn set_schema(tx: &mut dyn Tx, name: &str, schema: &Schema) -> Result<TableDef> {
-    let n = tx.execute(
-        "UPDATE tables SET columns = $1 WHERE name = $2",
-        params![encode_schema(schema)?, name],
-    )?;
-    if n == 0 {
-        return Err(CatalogError::TableNotFound(name.into()));
+/// Widens a table's schema: the columns of `schema` it lacks are appended
+/// to the catalog's current ones (which another node may have widened
+/// since the caller read them).
+pub(super) fn set_schema(
+    tx: &mut dyn Tx,
+    node: &str,
+    name: &str,
+    schema: &Schema,
+) -> Result<TableDef> {
+    let current =
+        table_by_name(tx, node, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
+    let mut fields: Vec<Field> = current
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for f in schema.fields() {
+        if current.schema.field_with_name(f.name()).is_err() {
+            fields.push(f.as_ref().clone());
+        }
     }
-    table_by_name(tx, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
+    tx.execute(
+        "UPDATE tables SET columns = $1 WHERE name = $2",
+        params![encode_schema(&Schema::new(fields))?, name],
+    )?;
+    table_by_name(tx, node, name)?.ok_or_else(|| CatalogError::TableNotFound(name.into()))
 }
 
 pub(super) fn commit_files_invalidating(
     tx: &mut dyn Tx,
+    node: &str,
     table_id: i64,
     files: &[NewParquetFile],
     persisted_seq: u64,
     invalidate: &[Invalidation],
     now: i64,
 ) -> Result<Vec<ParquetFile>> {
-    let n = tx.execute(
-        "UPDATE tables SET persisted_seq = \
-         CASE WHEN persisted_seq > $1 THEN persisted_seq ELSE $1 END WHERE id = $2",
-        params![persisted_seq, table_id],
-    )?;
-    if n == 0 {
+    if tx.query_int(
+        "SELECT count(*) FROM tables WHERE id = $1",
+        params![table_id],
+    )? == 0
+    {
         return Err(CatalogError::TableNotFound(format!("id {table_id}")));
     }
+    tx.execute(
+        "INSERT INTO persisted (table_id, node_id, seq) VALUES ($1, $2, $3) \
+         ON CONFLICT (table_id, node_id) DO UPDATE SET seq = \
+         CASE WHEN persisted.seq > excluded.seq THEN persisted.seq ELSE excluded.seq END",
+        params![table_id, node, persisted_seq],
+    )?;
     let committed = insert_files(tx, table_id, files, now)?;
     insert_invalidations(tx, invalidate)?;
     Ok(committed)
@@ -356,10 +405,20 @@ pub(super) fn files(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> 
     files_of(tx, table_id)
 }
 
-pub(super) fn max_persisted_seq(tx: &mut dyn Tx) -> Result<u64> {
-    let floor = tx.query_int("SELECT seq FROM seq_floor WHERE id = 0", &[])?;
+pub(super) fn max_persisted_seq(tx: &mut dyn Tx, node: &str) -> Result<u64> {
+    let floor = tx
+        .query_opt(
+            "SELECT seq FROM node_seq_floor WHERE node_id = $1",
+            params![node],
+        )?
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
     let tables = tx
-        .query_opt("SELECT max(persisted_seq) FROM tables", &[])?
+        .query_opt(
+            "SELECT max(seq) FROM persisted WHERE node_id = $1",
+            params![node],
+        )?
         .map(|r| r.opt_int(0))
         .transpose()?
         .flatten()
@@ -367,8 +426,24 @@ pub(super) fn max_persisted_seq(tx: &mut dyn Tx) -> Result<u64> {
     Ok(floor.max(tables) as u64)
 }
 
+/// Gives `node` the positions of the catalog from before nodes (node
+/// `''`), unless it has positions of its own already.
+pub(super) fn adopt_positions(tx: &mut dyn Tx, node: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE persisted SET node_id = $1 WHERE node_id = '' \
+         AND NOT EXISTS (SELECT 1 FROM persisted p WHERE p.node_id = $1)",
+        params![node],
+    )?;
+    tx.execute(
+        "UPDATE node_seq_floor SET node_id = $1 WHERE node_id = '' \
+         AND NOT EXISTS (SELECT 1 FROM node_seq_floor f WHERE f.node_id = $1)",
+        params![node],
+    )?;
+    Ok(())
+}
+
 pub(super) fn create_index(tx: &mut dyn Tx, index: &IndexDef) -> Result<()> {
-    let def = table_by_name(tx, &index.table)?
+    let table = table_id(tx, &index.table)?
         .ok_or_else(|| CatalogError::TableNotFound(index.table.clone()))?;
     // Indexes share their names with tables and views, as in PostgreSQL.
     let taken = tx.query_int(
@@ -384,7 +459,7 @@ pub(super) fn create_index(tx: &mut dyn Tx, index: &IndexDef) -> Result<()> {
         "INSERT INTO indexes (name, table_id, columns, created_at_ns) VALUES ($1, $2, $3, $4)",
         params![
             &index.name,
-            def.id,
+            table,
             to_json(&index.columns)?,
             index.created_at_ns
         ],

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rusqlite::Connection;
 
-use crate::sqlite::schema::{APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION};
+use crate::sqlite::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION};
 use crate::*;
 
 /// Where a test's catalog lives; [`Place::open`] opens it (again).
@@ -48,11 +48,24 @@ impl Place {
     }
 
     fn open(&self) -> Box<dyn Catalog> {
+        self.open_as("")
+    }
+
+    /// The catalog as the node `node` sees it.
+    fn open_as(&self, node: &str) -> Box<dyn Catalog> {
         match self {
-            Place::Sqlite(dir) => {
-                Box::new(SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap())
-            }
-            Place::Postgres(url) => Box::new(PostgresCatalog::connect(url).unwrap()),
+            Place::Sqlite(dir) => Box::new(
+                SqliteCatalog::open(&dir.path().join("catalog.sqlite"))
+                    .unwrap()
+                    .for_node(node)
+                    .unwrap(),
+            ),
+            Place::Postgres(url) => Box::new(
+                PostgresCatalog::connect(url)
+                    .unwrap()
+                    .for_node(node)
+                    .unwrap(),
+            ),
         }
     }
 }
@@ -109,6 +122,8 @@ on_both_stores!(
     options_and_schema_can_change,
     plain_views_are_kept_replaced_and_dropped,
     indexes_are_kept_and_go_with_their_table,
+    each_node_has_its_own_wal_positions,
+    nodes_register_heartbeat_and_stop,
 );
 
 fn schema() -> SchemaRef {
@@ -666,4 +681,184 @@ fn nodes_writing_at_once_to_one_postgres_catalog() {
             .all(|e| matches!(e, CatalogError::TableExists(_))),
         "{created:?}"
     );
+}
+
+/// Two nodes writing to one table each keep their own WAL position in it,
+/// and their own floor once it is dropped.
+fn each_node_has_its_own_wal_positions(place: &Place) {
+    let a = place.open_as("a");
+    let b = place.open_as("b");
+    let t = a.create_table(new_table("cpu")).unwrap();
+    a.commit_files(t.id, vec![file("cpu/a.parquet")], 10)
+        .unwrap();
+    b.commit_files(t.id, vec![file("cpu/b.parquet")], 3)
+        .unwrap();
+    a.commit_files(t.id, vec![], 7).unwrap();
+    assert_eq!(a.table("cpu").unwrap().unwrap().persisted_seq, 10);
+    assert_eq!(b.table("cpu").unwrap().unwrap().persisted_seq, 3);
+    assert_eq!(b.tables().unwrap()[0].persisted_seq, 3);
+    assert_eq!(a.files(t.id).unwrap().len(), 2);
+    assert_eq!(
+        (
+            a.max_persisted_seq().unwrap(),
+            b.max_persisted_seq().unwrap()
+        ),
+        (10, 3)
+    );
+    let (dropped, files) = b.drop_table("cpu").unwrap();
+    assert_eq!((dropped.persisted_seq, files.len()), (3, 2));
+    assert_eq!(
+        (
+            a.max_persisted_seq().unwrap(),
+            b.max_persisted_seq().unwrap()
+        ),
+        (10, 3),
+        "each node's floor outlives the table"
+    );
+    assert_eq!(place.open_as("c").max_persisted_seq().unwrap(), 0);
+}
+
+fn nodes_register_heartbeat_and_stop(place: &Place) {
+    let c = place.open();
+    let node = |id: &str, started: i64| NodeInfo {
+        id: id.into(),
+        modes: "ingest,query,compact".into(),
+        addresses: "{\"pg\":\"127.0.0.1:5433\"}".into(),
+        started_at_ns: started,
+        last_heartbeat_ns: started,
+        stopped: false,
+    };
+    c.register_node(&node("b", 10)).unwrap();
+    c.register_node(&node("a", 20)).unwrap();
+    c.heartbeat("a", 25).unwrap();
+    c.stop_node("b", 30).unwrap();
+    assert!(c.heartbeat("nope", 1).is_err());
+    let nodes = place.open().nodes().unwrap();
+    assert_eq!(
+        nodes,
+        vec![
+            NodeInfo {
+                last_heartbeat_ns: 25,
+                ..node("a", 20)
+            },
+            NodeInfo {
+                last_heartbeat_ns: 30,
+                stopped: true,
+                ..node("b", 10)
+            },
+        ]
+    );
+    // A node that starts again is no longer stopped.
+    c.register_node(&node("b", 40)).unwrap();
+    assert_eq!(c.nodes().unwrap()[1], node("b", 40));
+}
+
+/// A catalog from before nodes (SQLite layout 7): the first node to open it
+/// takes over its WAL positions; another node starts from none.
+#[test]
+fn a_sqlite_catalog_from_before_nodes_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        let v7: String = MIGRATIONS
+            .iter()
+            .filter(|(v, _)| *v <= 7)
+            .map(|(_, m)| *m)
+            .collect();
+        conn.execute_batch(&format!(
+            "{SCHEMA_V1} {v7} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 7; \
+             INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+             VALUES ('cpu', '[]', 'time', '{{\"retention_secs\":null,\"partition_secs\":3600}}', 1, 42); \
+             UPDATE seq_floor SET seq = 50;"
+        ))
+        .unwrap();
+    }
+    let c = SqliteCatalog::open(&path).unwrap().for_node("n1").unwrap();
+    assert_eq!(c.table("cpu").unwrap().unwrap().persisted_seq, 42);
+    assert_eq!(c.max_persisted_seq().unwrap(), 50);
+    let other = SqliteCatalog::open(&path).unwrap().for_node("n2").unwrap();
+    assert_eq!(other.table("cpu").unwrap().unwrap().persisted_seq, 0);
+    assert_eq!(other.max_persisted_seq().unwrap(), 0);
+}
+
+/// The same for PostgreSQL layout 1, upgraded in place to layout 2.
+#[test]
+fn a_postgres_catalog_from_before_nodes_is_upgraded_and_adopted() {
+    let place = Place::postgres();
+    let Place::Postgres(url) = &place else {
+        unreachable!()
+    };
+    admin(
+        url,
+        &format!(
+            "{} INSERT INTO sextant.meta VALUES ('layout', 1); \
+             INSERT INTO sextant.tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
+             VALUES ('cpu', '[]', 'time', '{{\"retention_secs\":null,\"partition_secs\":3600}}', 1, 42); \
+             UPDATE sextant.seq_floor SET seq = 50;",
+            crate::postgres::LAYOUT_V1
+        ),
+    );
+    let c = place.open_as("n1");
+    assert_eq!(c.table("cpu").unwrap().unwrap().persisted_seq, 42);
+    assert_eq!(c.max_persisted_seq().unwrap(), 50);
+    assert_eq!(place.open_as("n2").max_persisted_seq().unwrap(), 0);
+    assert!(c.nodes().unwrap().is_empty());
+}
+
+/// A change one connection commits moves the other's change counter; its
+/// own changes and plain reads do not move its own.
+#[test]
+fn other_connections_changes_are_notified() {
+    let place = Place::postgres();
+    let a = place.open_as("a");
+    let b = place.open_as("b");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut changes = a.changes().expect("PostgreSQL notifies changes");
+    // The listening connection is up once a change of b's arrives.
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            for n in 0.. {
+                b.create_user(&StoredUser {
+                    name: format!("u{n}"),
+                    body: "{}".into(),
+                    created_at_ns: 1,
+                })
+                .ok();
+                if tokio::time::timeout(std::time::Duration::from_millis(200), changes.changed())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("a change of b's reached a within 10 s");
+    });
+    let seen = *changes.borrow_and_update();
+    a.create_table(new_table("cpu")).unwrap();
+    a.tables().unwrap();
+    b.tables().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !changes.has_changed().unwrap(),
+        "its own change or a read notified it"
+    );
+    b.drop_table("cpu").unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+            .await
+            .expect("b's drop reached a")
+            .unwrap();
+    });
+    assert!(*changes.borrow() > seen);
+    assert!(place_sqlite_has_no_changes());
+}
+
+fn place_sqlite_has_no_changes() -> bool {
+    Place::sqlite().open().changes().is_none()
 }

@@ -45,11 +45,12 @@ fn read_view(row: &Row) -> Result<ViewDef> {
 
 pub(super) fn create_view(
     tx: &mut dyn Tx,
+    node: &str,
     table: &NewTable,
     view: &NewView,
     now: i64,
 ) -> Result<(TableDef, ViewDef)> {
-    let def = insert_table(tx, table, now)?;
+    let def = insert_table(tx, node, table, now)?;
     tx.execute(
         "INSERT INTO views (table_id, base_table_id, query, spec, progress) \
          VALUES ($1, $2, $3, $4, $5)",

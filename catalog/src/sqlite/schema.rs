@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -141,15 +141,40 @@ CREATE TABLE indexes (
 );
 ";
 
+/// Nodes: each node's position in each table (its own WAL's), the floor of
+/// its positions that outlives dropped tables, and the registry of nodes.
+/// The positions of a catalog from before nodes belong to node `''`, which
+/// the first node to open it adopts (`SqlCatalog::for_node`).
+pub(super) const SCHEMA_V8: &str = "
+CREATE TABLE persisted (
+    table_id INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (table_id, node_id)
+) WITHOUT ROWID;
+INSERT INTO persisted SELECT id, '', persisted_seq FROM tables WHERE persisted_seq > 0;
+CREATE TABLE node_seq_floor (node_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+INSERT INTO node_seq_floor SELECT '', seq FROM seq_floor WHERE seq > 0;
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    modes TEXT NOT NULL,
+    addresses TEXT NOT NULL,
+    started_at_ns INTEGER NOT NULL,
+    last_heartbeat_ns INTEGER NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (2, SCHEMA_V2),
     (3, SCHEMA_V3),
     (4, SCHEMA_V4),
     (5, SCHEMA_V5),
     (6, SCHEMA_V6),
     (7, SCHEMA_V7),
+    (8, SCHEMA_V8),
 ];
 
 /// Opens the catalog on `conn` (`path` names it in errors): checks,

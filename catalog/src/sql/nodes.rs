@@ -1,0 +1,57 @@
+//! The registry of nodes: each node's row (modes, addresses, start), its
+//! heartbeat, and whether it stopped cleanly.
+
+use crate::db::{Tx, params};
+use crate::{CatalogError, NodeInfo, Result};
+
+pub(super) fn register_node(tx: &mut dyn Tx, node: &NodeInfo) -> Result<()> {
+    tx.execute(
+        "INSERT INTO nodes (id, modes, addresses, started_at_ns, last_heartbeat_ns, stopped) \
+         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (id) DO UPDATE SET \
+         modes = excluded.modes, addresses = excluded.addresses, \
+         started_at_ns = excluded.started_at_ns, last_heartbeat_ns = excluded.last_heartbeat_ns, \
+         stopped = 0",
+        params![
+            &node.id,
+            &node.modes,
+            &node.addresses,
+            node.started_at_ns,
+            node.last_heartbeat_ns
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sets the node's heartbeat, and whether it `stopped`.
+pub(super) fn beat(tx: &mut dyn Tx, id: &str, now_ns: i64, stopped: bool) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE nodes SET last_heartbeat_ns = $2, stopped = $3 WHERE id = $1",
+        params![id, now_ns, i64::from(stopped)],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::Corrupt(format!(
+            "node \"{id}\" is not registered"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn nodes(tx: &mut dyn Tx) -> Result<Vec<NodeInfo>> {
+    tx.query(
+        "SELECT id, modes, addresses, started_at_ns, last_heartbeat_ns, stopped \
+         FROM nodes ORDER BY id",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(NodeInfo {
+            id: r.text(0)?,
+            modes: r.text(1)?,
+            addresses: r.text(2)?,
+            started_at_ns: r.int(3)?,
+            last_heartbeat_ns: r.int(4)?,
+            stopped: r.int(5)? != 0,
+        })
+    })
+    .collect()
+}

@@ -1,0 +1,165 @@
+//! Following a catalog that other nodes change too (PostgreSQL): when the
+//! catalog says another node committed something, [`Engine::sync_catalog`]
+//! reads it again and takes in tables created, altered or dropped
+//! elsewhere, the files other nodes persisted, compacted or expired, and
+//! plain views. This node's buffered rows and its WAL positions stay as
+//! they are. Materialized views created on another node are not taken in
+//! yet (their refresh would run on two nodes).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sextant_catalog::TableDef;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::state::{Engine, TableState};
+
+/// How often the catalog is read again without a notification, in case
+/// one was missed.
+const POLL: Duration = Duration::from_secs(10);
+
+impl Engine {
+    /// Takes in what other nodes changed in the catalog; see the module.
+    pub async fn sync_catalog(&self) -> Result<()> {
+        let _ddl = self.inner.ddl.lock().await;
+        let catalog = self.inner.catalog.clone();
+        let (defs, views, plain_views) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::StorageError>((
+                catalog.tables()?,
+                catalog.views()?,
+                catalog.plain_views()?,
+            ))
+        })
+        .await
+        .map_err(|e| crate::StorageError::Encoding(format!("catalog read failed: {e}")))??;
+        let foreign_views: HashSet<i64> = views
+            .iter()
+            .map(|v| v.table_id)
+            .filter(|id| !self.is_view(*id))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for def in defs {
+            if foreign_views.contains(&def.id) {
+                continue;
+            }
+            seen.insert(def.name.clone());
+            let catalog = self.inner.catalog.clone();
+            let id = def.id;
+            let files = tokio::task::spawn_blocking(move || catalog.files(id))
+                .await
+                .map_err(|e| {
+                    crate::StorageError::Encoding(format!("catalog read failed: {e}"))
+                })??;
+            match self.state(&def.name) {
+                Some(state) if state.def().id == def.id => self.take_in(&state, def, files).await,
+                other => {
+                    if let Some(old) = other {
+                        self.forget(&old);
+                    }
+                    info!(table = %def.name, id = def.id, "table created by another node");
+                    self.inner
+                        .tables
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(def.name.clone(), Arc::new(TableState::new(def, files)));
+                }
+            }
+        }
+        let gone: Vec<Arc<TableState>> = {
+            let tables = self.inner.tables.read().unwrap_or_else(|e| e.into_inner());
+            tables
+                .iter()
+                .filter(|(name, state)| !seen.contains(*name) && !self.is_view(state.def().id))
+                .map(|(_, state)| state.clone())
+                .collect()
+        };
+        for state in gone {
+            info!(table = %state.def().name, "table dropped by another node");
+            self.forget(&state);
+        }
+        *self
+            .inner
+            .plain_views
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = plain_views
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        Ok(())
+    }
+
+    /// A table this node knows, as the catalog has it now: its schema and
+    /// options, and exactly the catalog's files (under the locks this node's
+    /// own persistence and compaction take while they commit).
+    async fn take_in(
+        &self,
+        state: &TableState,
+        def: TableDef,
+        files: Vec<sextant_catalog::ParquetFile>,
+    ) {
+        let _persisting = state.persisting.lock().await;
+        let _compacting = state.compacting.lock().await;
+        {
+            let mut d = state.def.write().unwrap_or_else(|e| e.into_inner());
+            let persisted_seq = d.persisted_seq.max(def.persisted_seq);
+            *d = TableDef {
+                persisted_seq,
+                ..def
+            };
+        }
+        let mut data = state.data();
+        let listed: HashSet<i64> = files.iter().map(|f| f.id).collect();
+        // Files another node replaced or expired: that node deletes them.
+        data.files.retain(|f| listed.contains(&f.id));
+        let have: HashSet<i64> = data.files.iter().map(|f| f.id).collect();
+        data.files.extend(
+            files
+                .into_iter()
+                .filter(|f| !have.contains(&f.id))
+                .map(Arc::new),
+        );
+    }
+
+    /// Drops a table from memory only (the catalog no longer has it, and
+    /// the node that dropped it deletes its files).
+    fn forget(&self, state: &TableState) {
+        let name = state.def().name;
+        self.inner
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        let data = std::mem::take(&mut *state.data());
+        self.inner.buffered.fetch_sub(data.bytes, Ordering::SeqCst);
+    }
+
+    /// Follows the catalog until `shutdown`: [`Engine::sync_catalog`] after
+    /// each change another node commits, and every 10 s in case a
+    /// notification was missed. Does nothing for a catalog only this node
+    /// changes (SQLite).
+    pub async fn follow_catalog(self, shutdown: CancellationToken, on_change: impl Fn() + Send) {
+        let Some(mut changes) = self.inner.catalog.changes() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            changes.borrow_and_update();
+            match self.sync_catalog().await {
+                Ok(()) => on_change(),
+                Err(e) => warn!(error = %e, "reading the catalog's changes failed; trying again"),
+            }
+        }
+    }
+}
