@@ -16,7 +16,7 @@ pub mod notify;
 pub mod rule;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,11 @@ impl std::fmt::Debug for Alerts {
 
 struct Inner {
     catalog: Arc<dyn Catalog>,
+    /// This node's id: the holder of the `alerts` lease when it evaluates.
+    node: std::sync::OnceLock<String>,
+    /// Whether this node holds the `alerts` lease: only then are rules
+    /// evaluated and notifications sent here.
+    held: AtomicBool,
     /// The session every evaluation starts from (its own memory pool).
     session: SessionState,
     planner: Arc<dyn RulePlanner>,
@@ -166,6 +171,42 @@ fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// The rules and undelivered notifications `catalog` holds.
+type Loaded = (BTreeMap<String, Rule>, BTreeMap<i64, Queued>);
+
+fn load(catalog: &dyn Catalog) -> Result<Loaded, AlertError> {
+    let mut rules = BTreeMap::new();
+    for stored in catalog.alerts()? {
+        let def: AlertDef = serde_json::from_str(&stored.definition)
+            .map_err(|e| corrupt(&format!("alert {}", stored.name), e))?;
+        let state: RuleState = serde_json::from_str(&stored.state)
+            .map_err(|e| corrupt(&format!("alert {}", stored.name), e))?;
+        rules.insert(
+            stored.name.clone(),
+            Rule {
+                def,
+                state,
+                created_at_ns: stored.created_at_ns,
+                running: false,
+            },
+        );
+    }
+    let mut outbox = BTreeMap::new();
+    for d in catalog.deliveries()? {
+        let n: Notification = serde_json::from_str(&d.body)
+            .map_err(|e| corrupt(&format!("notification {} of {}", d.id, d.alert), e))?;
+        outbox.insert(
+            d.id,
+            Queued {
+                alert: d.alert,
+                n,
+                in_flight: false,
+            },
+        );
+    }
+    Ok((rules, outbox))
+}
+
 impl Alerts {
     /// Loads the rules and undelivered notifications from `catalog`.
     /// Evaluations run in `session` (with `now()` set to the alert clock's
@@ -178,35 +219,7 @@ impl Alerts {
         clock: Clock,
         query_timeout: Duration,
     ) -> Result<Self, AlertError> {
-        let mut rules = BTreeMap::new();
-        for stored in catalog.alerts()? {
-            let def: AlertDef = serde_json::from_str(&stored.definition)
-                .map_err(|e| corrupt(&format!("alert {}", stored.name), e))?;
-            let state: RuleState = serde_json::from_str(&stored.state)
-                .map_err(|e| corrupt(&format!("alert {}", stored.name), e))?;
-            rules.insert(
-                stored.name.clone(),
-                Rule {
-                    def,
-                    state,
-                    created_at_ns: stored.created_at_ns,
-                    running: false,
-                },
-            );
-        }
-        let mut outbox = BTreeMap::new();
-        for d in catalog.deliveries()? {
-            let n: Notification = serde_json::from_str(&d.body)
-                .map_err(|e| corrupt(&format!("notification {} of {}", d.id, d.alert), e))?;
-            outbox.insert(
-                d.id,
-                Queued {
-                    alert: d.alert,
-                    n,
-                    in_flight: false,
-                },
-            );
-        }
+        let (rules, outbox) = load(catalog.as_ref())?;
         // A manual clock never goes back behind what the rules have seen
         // (their evaluations and events), restarts included.
         if clock.is_manual() {
@@ -226,6 +239,8 @@ impl Alerts {
         Ok(Self {
             inner: Arc::new(Inner {
                 catalog,
+                node: std::sync::OnceLock::new(),
+                held: AtomicBool::new(false),
                 session,
                 planner,
                 clock,
@@ -241,6 +256,61 @@ impl Alerts {
 
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
+    }
+
+    /// The rules as the node `id` runs them: it evaluates them while it
+    /// holds the catalog's `alerts` lease. Before the scheduler starts.
+    /// Takes the lease now if it is free, so that rules due at start do
+    /// not wait for the scheduler's first renewal.
+    pub fn for_node(self, id: &str) -> Self {
+        let _ = self.inner.node.set(id.to_string());
+        let now = self.inner.clock.now_ns();
+        match self
+            .inner
+            .catalog
+            .hold_lease("alerts", id, now, LEASE.as_nanos() as i64)
+        {
+            Ok(held) => {
+                self.inner.held.store(held, Ordering::SeqCst);
+                if held {
+                    info!(node = %id, "alerts lease taken: this node evaluates the rules");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot take the alerts lease; the scheduler tries again"),
+        }
+        self
+    }
+
+    /// Takes in the rules another node created, dropped, paused or resumed
+    /// (a shared catalog). A node that does not hold the lease takes everything
+    /// (states and queued notifications too), so that it starts from the
+    /// holder's state if it takes over.
+    pub fn sync(&self) -> Result<(), AlertError> {
+        let inner = &self.inner;
+        let (rules, outbox) = load(inner.catalog.as_ref())?;
+        if !inner.held.load(Ordering::SeqCst) && inner.busy.load(Ordering::SeqCst) == 0 {
+            *lock(&inner.rules) = rules;
+            *lock(&inner.outbox) = outbox;
+            return Ok(());
+        }
+        let mut mine = lock(&inner.rules);
+        mine.retain(|name, _| rules.contains_key(name));
+        for (name, rule) in rules {
+            match mine.get_mut(&name) {
+                // Paused or resumed on another node: that decision stands.
+                Some(local) if local.state.paused != rule.state.paused => {
+                    local.state.paused = rule.state.paused;
+                    local.state.next_run_ns = rule.state.next_run_ns;
+                }
+                Some(_) => {}
+                None => {
+                    mine.insert(name, rule);
+                }
+            }
+        }
+        drop(mine);
+        inner.wake.notify_one();
+        Ok(())
     }
 
     /// Adds a rule after checking that its query plans; it is first
@@ -386,15 +456,25 @@ impl Alerts {
     /// evaluations and deliveries under way.
     pub async fn run(self, shutdown: CancellationToken) {
         let inner = self.inner;
+        let mut renew_at = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= renew_at {
+                inner.renew_lease().await;
+                renew_at = tokio::time::Instant::now() + LEASE_RENEWAL;
+            }
             let woken = inner.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let next = inner.start_due();
+            let next = if inner.held.load(Ordering::SeqCst) {
+                inner.start_due()
+            } else {
+                i64::MAX
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = woken => {}
                 _ = inner.clock.sleep_until(next) => {}
+                _ = tokio::time::sleep_until(renew_at) => {}
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -404,7 +484,52 @@ impl Alerts {
     }
 }
 
+/// How long the `alerts` lease lasts unless renewed, and how often its
+/// holder renews it.
+const LEASE: Duration = Duration::from_secs(15);
+const LEASE_RENEWAL: Duration = Duration::from_secs(5);
+
 impl Inner {
+    /// Takes or renews the `alerts` lease. A node that takes it over reads
+    /// the rules' states and queued notifications as the last holder left
+    /// them.
+    async fn renew_lease(self: &Arc<Self>) {
+        let me = self.clone();
+        let now = self.clock.now_ns();
+        let held = tokio::task::spawn_blocking(move || {
+            let node = me.node.get().map_or("", String::as_str);
+            me.catalog
+                .hold_lease("alerts", node, now, LEASE.as_nanos() as i64)
+        })
+        .await;
+        let held = match held {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot renew the alerts lease; not evaluating");
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot renew the alerts lease; not evaluating");
+                false
+            }
+        };
+        let had = self.held.swap(held, Ordering::SeqCst);
+        if held && !had {
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                match load(self.catalog.as_ref()) {
+                    Ok((rules, outbox)) => {
+                        *lock(&self.rules) = rules;
+                        *lock(&self.outbox) = outbox;
+                    }
+                    Err(e) => warn!(error = %e, "cannot read the alert rules"),
+                }
+            }
+            info!(node = %self.node.get().map_or("", String::as_str), "alerts lease taken: this node evaluates the rules");
+        } else if had && !held {
+            info!("alerts lease lost: another node evaluates the rules");
+        }
+    }
+
     fn event(&self, alert: &str, event: &Event) -> AlertEvent {
         AlertEvent {
             alert: alert.to_string(),
@@ -430,6 +555,9 @@ impl Inner {
     }
 
     fn anything_due(&self) -> bool {
+        if !self.held.load(Ordering::SeqCst) {
+            return false;
+        }
         let now = self.clock.now_ns();
         let rule_due = lock(&self.rules)
             .values()

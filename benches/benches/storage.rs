@@ -145,6 +145,7 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         row_group_rows: sextant_storage::DEFAULT_ROW_GROUP_ROWS,
         lifecycle: LifecycleConfig::default(),
         object_tag: String::new(),
+        node_id: String::new(),
     };
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap();
     let store = LocalFileSystem::new_with_prefix(&objects).unwrap();

@@ -396,6 +396,21 @@ pub struct NodeInfo {
     pub stopped: bool,
 }
 
+/// Who runs a singleton job (compaction and retention, view refresh, alert
+/// evaluation), until when: the holder renews it while it runs the job;
+/// another node takes it once it has expired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// The job.
+    pub name: String,
+    /// The node that holds it.
+    pub holder: String,
+    /// When the holder took it (ns since the epoch).
+    pub acquired_at_ns: i64,
+    /// When it lapses unless renewed (ns since the epoch).
+    pub expires_at_ns: i64,
+}
+
 /// An access token as stored: its hash, limits and expiry as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredToken {
@@ -532,6 +547,12 @@ pub trait Catalog: Send + Sync + Debug {
     fn stop_node(&self, id: &str, now_ns: i64) -> Result<()>;
     /// Every node that ever registered, by id.
     fn nodes(&self) -> Result<Vec<NodeInfo>>;
+    /// Takes or renews the lease `name` for `holder` until `now_ns +
+    /// ttl_ns`, if it is free, expired or `holder`'s already; whether
+    /// `holder` holds it now.
+    fn hold_lease(&self, name: &str, holder: &str, now_ns: i64, ttl_ns: i64) -> Result<bool>;
+    /// Every lease, by name.
+    fn leases(&self) -> Result<Vec<Lease>>;
 
     /// For a catalog that other processes change too (PostgreSQL): a
     /// counter that moves after each change another process commits, so that

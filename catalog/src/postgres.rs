@@ -33,7 +33,7 @@ use crate::{CatalogError, Result};
 pub type PostgresCatalog = SqlCatalog<PostgresStore>;
 
 /// Layout version of the `sextant` schema written by this build.
-const LAYOUT_VERSION: i64 = 2;
+const LAYOUT_VERSION: i64 = 3;
 /// Serializes the nodes that check or create the layout at once: "SXTC".
 const LAYOUT_LOCK: i64 = 0x5358_5443;
 /// How often a transaction that conflicts with another node's is tried.
@@ -179,9 +179,19 @@ CREATE TABLE sextant.nodes (
 );
 ";
 
+/// Leases: which node runs each singleton job, until when.
+const LAYOUT_V3: &str = "
+CREATE TABLE sextant.leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    acquired_at_ns BIGINT NOT NULL,
+    expires_at_ns BIGINT NOT NULL
+);
+";
+
 /// `(version, statements)` that bring an older layout up to
 /// [`LAYOUT_VERSION`], each in the transaction that records its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, LAYOUT_V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, LAYOUT_V2), (3, LAYOUT_V3)];
 
 /// This node's connection to the catalog database.
 pub struct PostgresStore {

@@ -22,7 +22,7 @@ use sextant_clock::Clock;
 
 use crate::db::{Store, Tx, params};
 use crate::{
-    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation,
+    AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation, Lease,
     NewParquetFile, NewTable, NewView, NodeInfo, ParquetFile, PlainView, Refresh, Result,
     StoredAlert, StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
 };
@@ -300,6 +300,16 @@ impl<S: Store> Catalog for SqlCatalog<S> {
 
     fn nodes(&self) -> Result<Vec<NodeInfo>> {
         in_tx(self, nodes::nodes)
+    }
+
+    fn hold_lease(&self, name: &str, holder: &str, now_ns: i64, ttl_ns: i64) -> Result<bool> {
+        in_tx(self, |tx| {
+            nodes::hold_lease(tx, name, holder, now_ns, ttl_ns)
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        in_tx(self, nodes::leases)
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

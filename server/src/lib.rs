@@ -119,6 +119,7 @@ pub async fn run(
         backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,
         row_group_rows: config.row_group_rows as usize,
+        node_id: node_id.clone(),
         // Nodes on a shared catalog may share the object store too.
         object_tag: if catalog.changes().is_some() {
             node_id.clone()
@@ -159,7 +160,7 @@ pub async fn run(
         &directory,
         system::schema(&engine)?,
     )?;
-    let alerts = open_alerts(&engine, &ctx, &config)?;
+    let alerts = open_alerts(&engine, &ctx, &config)?.for_node(&node_id);
     system::register_alerts(&ctx, &alerts)?;
     let queries = sextant_sql::Queries::new(clock.clone());
     sextant_sql::register_cancel_backend(&ctx, &queries);
@@ -213,10 +214,13 @@ pub async fn run(
     let scheduler = tokio::spawn(alerts.clone().run(shutdown.clone()));
     // A shared catalog: what other nodes change (tables, files, users).
     let follower = tokio::spawn(engine.clone().follow_catalog(shutdown.clone(), {
-        let directory = directory.clone();
+        let (directory, alerts) = (directory.clone(), alerts.clone());
         move || {
             if let Err(e) = directory.reload() {
                 warn!(error = %e, "reading users and tokens again failed");
+            }
+            if let Err(e) = alerts.sync() {
+                warn!(error = %e, "reading alert rules again failed");
             }
         }
     }));

@@ -2,7 +2,7 @@
 //! `system.files`, `system.wal`, `system.compactions`,
 //! `system.materialized_views`, `system.alerts`, `system.alert_events`,
 //! `system.metrics`, `system.queries`, `system.users`, `system.grants`,
-//! `system.tokens`, `system.nodes`).
+//! `system.tokens`, `system.nodes`, `system.leases`).
 //! Each is computed from the engine's (or the alert rules') state
 //! when a query scans it.
 
@@ -108,6 +108,7 @@ pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
         compactions_table(),
         views_table(),
         nodes_table(),
+        leases_table(),
     ] {
         schema.register_table(
             name.to_string(),
@@ -361,6 +362,43 @@ fn nodes_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("nodes", schema, build)
+}
+
+/// Which node runs each singleton job, since when and until when (unless
+/// it renews the lease).
+fn leases_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("holder", DataType::Utf8, false),
+        Field::new("acquired_at", ts(), false),
+        Field::new("expires_at", ts(), false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let leases = e
+                .catalog()
+                .leases()
+                .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
+            let t = |f: &dyn Fn(&sextant_catalog::Lease) -> i64| -> ArrayRef {
+                Arc::new(
+                    TimestampNanosecondArray::from_iter_values(leases.iter().map(f))
+                        .with_timezone("UTC"),
+                )
+            };
+            Ok(vec![
+                Arc::new(StringArray::from_iter_values(
+                    leases.iter().map(|l| l.name.clone()),
+                )) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    leases.iter().map(|l| l.holder.clone()),
+                )),
+                t(&|l| l.acquired_at_ns),
+                t(&|l| l.expires_at_ns),
+            ])
+        }),
+    );
+    ("leases", schema, build)
 }
 
 /// Each materialized view: its definition and how its maintenance is going.

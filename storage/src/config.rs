@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub row_group_rows: usize,
     /// Retention, compaction and clean-up of unreferenced objects.
     pub lifecycle: LifecycleConfig,
+    /// This node's id: the holder of the leases it takes
+    /// ([`crate::Engine::hold_lease`]).
+    pub node_id: String,
     /// This node's mark in the names of the objects it writes
     /// (`<seq>-<tag>-<n>.parquet`), so that nodes sharing one object store
     /// never write the same name; empty for a store only this node writes.

@@ -142,6 +142,7 @@ impl Engine {
                 retired: Mutex::new(vec![]),
                 persist_failure: Mutex::new(None),
                 closing: CancellationToken::new(),
+                leases: Mutex::new(Default::default()),
             }),
         };
         load_views(&engine)?;

@@ -137,6 +137,40 @@ impl Engine {
         self.inner.buffered.fetch_sub(data.bytes, Ordering::SeqCst);
     }
 
+    /// Takes or renews this node's lease on `job` for `ttl`; whether it may
+    /// run the job now. A catalog that cannot say counts as no.
+    pub async fn hold_lease(&self, job: &str, ttl: Duration) -> bool {
+        let catalog = self.inner.catalog.clone();
+        let (node, name, now) = (
+            self.inner.config.node_id.clone(),
+            job.to_string(),
+            self.now_ns(),
+        );
+        let ttl_ns = ttl.as_nanos().min(i64::MAX as u128) as i64;
+        let held =
+            tokio::task::spawn_blocking(move || catalog.hold_lease(&name, &node, now, ttl_ns))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let held = match held {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(job, error = %e, "cannot renew the job's lease; not running it");
+                false
+            }
+        };
+        let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let had = leases.contains(job);
+        if held && !had {
+            info!(job, node = %self.inner.config.node_id, "lease taken: this node runs the job");
+            leases.insert(job.to_string());
+        } else if !held && had {
+            info!(job, "lease lost: another node runs the job");
+            leases.remove(job);
+        }
+        held
+    }
+
     /// Follows the catalog until `shutdown`: [`Engine::sync_catalog`] after
     /// each change another node commits, and every 10 s in case a
     /// notification was missed. Does nothing for a catalog only this node

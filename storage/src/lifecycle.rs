@@ -428,6 +428,11 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(config.interval) => {}
             }
+            // One node at a time: the holder renews every pass; another
+            // takes over three passes after it stops.
+            if !self.hold_lease("lifecycle", config.interval * 3).await {
+                continue;
+            }
             if let Err(e) = self.expire(self.now_ns()).await {
                 warn!(error = %e, "retention failed; will retry");
             }

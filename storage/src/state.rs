@@ -216,6 +216,9 @@ pub(crate) struct Inner {
     /// Why background persistence last failed, until it works again: a
     /// writer refused for lack of buffer space is told.
     pub(crate) persist_failure: Mutex<Option<String>>,
+    /// The singleton jobs whose lease this node holds (for the log's
+    /// "taken" and "lost").
+    pub(crate) leases: Mutex<std::collections::BTreeSet<String>>,
     /// Cancelled when the server begins to shut down: writes from then on,
     /// and writers waiting for buffer space, are refused (`ShuttingDown`).
     pub(crate) closing: tokio_util::sync::CancellationToken,

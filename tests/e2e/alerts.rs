@@ -15,13 +15,13 @@ use tokio_postgres::Client;
 const START: &str = "2026-01-01T00:00:00Z";
 
 /// A webhook receiver: answers every POST with 200 and keeps the bodies.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Self::on(TcpListener::bind("127.0.0.1:0").unwrap())
     }
 
@@ -61,11 +61,11 @@ impl Receiver {
         Receiver { addr, bodies }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
-    fn bodies(&self) -> Vec<Value> {
+    pub(crate) fn bodies(&self) -> Vec<Value> {
         self.bodies.lock().unwrap().clone()
     }
 }

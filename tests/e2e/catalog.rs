@@ -319,3 +319,171 @@ async fn what_one_node_commits_the_other_sees() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Compaction and retention run on one node at a time, the holder of the
+/// `lifecycle` lease: it compacts the files another node persisted; when it
+/// dies (kill -9), another node takes the lease once it has expired (three
+/// passes) and compacts from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_lease_moves_to_another_node_when_its_holder_dies() {
+    let url = fresh_database("lease").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let args = |node: &'static str| {
+        vec![
+            "--catalog".to_string(),
+            url.clone(),
+            "--node-id".to_string(),
+            node.to_string(),
+            "--object-store".to_string(),
+            store.clone(),
+            "--lifecycle-interval".to_string(),
+            "1s".to_string(),
+            "--compaction-min-files".to_string(),
+            "3".to_string(),
+        ]
+    };
+    let a_args = args("a");
+    let mut a = Server::start(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let on_a = a.connect().await;
+    eventually_rows(
+        &on_a,
+        "SELECT job, holder FROM system.leases WHERE job = 'lifecycle'",
+        rows(&[&["lifecycle", "a"]]),
+    )
+    .await;
+    let b_args = args("b");
+    let b = Server::start(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let on_b = b.connect().await;
+    on_b.batch_execute("CREATE TABLE m (time TIMESTAMP NOT NULL, v BIGINT)")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        on_b.batch_execute(&format!(
+            "INSERT INTO m VALUES ('2024-01-01T00:00:0{i}Z', {i}); FLUSH TABLE m"
+        ))
+        .await
+        .unwrap();
+    }
+    // a compacts b's three files.
+    let runs =
+        "SELECT count(*) FROM system.compactions WHERE table_name = 'm' AND trigger = 'background'";
+    eventually_rows(&on_b, runs, rows(&[&["1"]])).await;
+    eventually_rows(
+        &on_b,
+        "SELECT count(*), sum(v) FROM m",
+        rows(&[&["3", "3"]]),
+    )
+    .await;
+    assert!(
+        a.log().contains("compacted"),
+        "a compacted:\n{}",
+        a.log_tail(20)
+    );
+    assert!(
+        !b.log().contains("compacted"),
+        "b compacted too:\n{}",
+        b.log_tail(20)
+    );
+    assert_eq!(
+        text_rows(
+            &on_b,
+            "SELECT holder FROM system.leases WHERE job = 'lifecycle'"
+        )
+        .await,
+        rows(&[&["a"]]),
+        "a renews its lease"
+    );
+
+    drop(on_a);
+    a.kill9();
+    eventually_rows(
+        &on_b,
+        "SELECT job, holder FROM system.leases WHERE job = 'lifecycle'",
+        rows(&[&["lifecycle", "b"]]),
+    )
+    .await;
+    assert!(b.log().contains("lease taken"), "{}", b.log_tail(20));
+    for i in 3..6 {
+        on_b.batch_execute(&format!(
+            "INSERT INTO m VALUES ('2024-01-01T00:00:0{i}Z', {i}); FLUSH TABLE m"
+        ))
+        .await
+        .unwrap();
+    }
+    eventually_rows(&on_b, runs, rows(&[&["2"]])).await;
+    eventually_rows(
+        &on_b,
+        "SELECT count(*), sum(v) FROM m",
+        rows(&[&["6", "15"]]),
+    )
+    .await;
+}
+
+/// An alert rule on two nodes is evaluated on one, the holder of the
+/// `alerts` lease, and fires once: created on the other node, it reaches
+/// the holder through the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_rule_on_two_nodes_fires_once() {
+    let url = fresh_database("alert").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let receiver = crate::alerts::Receiver::start();
+    let a = Server::start(&[
+        "--catalog",
+        &url,
+        "--node-id",
+        "a",
+        "--object-store",
+        &store,
+    ]);
+    let on_a = a.connect().await;
+    eventually_rows(
+        &on_a,
+        "SELECT holder FROM system.leases WHERE job = 'alerts'",
+        rows(&[&["a"]]),
+    )
+    .await;
+    let b = Server::start(&[
+        "--catalog",
+        &url,
+        "--node-id",
+        "b",
+        "--object-store",
+        &store,
+    ]);
+    let on_b = b.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION); \
+         INSERT INTO cpu VALUES (now(), 'web-1', 99); FLUSH TABLE cpu",
+    )
+    .await
+    .unwrap();
+    eventually_rows(&on_b, "SELECT count(*) FROM cpu", rows(&[&["1"]])).await;
+    on_b.batch_execute(&format!(
+        "CREATE ALERT hot AS SELECT host, max(usage) AS peak FROM cpu WHERE usage > 90 GROUP BY host \
+         EVERY '1 second' NOTIFY WEBHOOK '{}' WITH (retries = 0)",
+        receiver.url()
+    ))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while receiver.bodies().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification within 15 s\n{}\n{}",
+            a.log_tail(20),
+            b.log_tail(20)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Several evaluations later (every second), still the one notification.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    assert_eq!(bodies[0]["status"], "firing", "{bodies:#?}");
+    assert_eq!(
+        text_rows(&on_a, "SELECT count(*) FROM system.alert_events WHERE event = 'transition' AND to_state = 'firing'").await,
+        rows(&[&["1"]])
+    );
+}

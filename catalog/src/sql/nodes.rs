@@ -1,8 +1,9 @@
 //! The registry of nodes: each node's row (modes, addresses, start), its
-//! heartbeat, and whether it stopped cleanly.
+//! heartbeat, and whether it stopped cleanly; and the leases through which
+//! one node at a time runs each singleton job.
 
 use crate::db::{Tx, params};
-use crate::{CatalogError, NodeInfo, Result};
+use crate::{CatalogError, Lease, NodeInfo, Result};
 
 pub(super) fn register_node(tx: &mut dyn Tx, node: &NodeInfo) -> Result<()> {
     tx.execute(
@@ -51,6 +52,63 @@ pub(super) fn nodes(tx: &mut dyn Tx) -> Result<Vec<NodeInfo>> {
             started_at_ns: r.int(3)?,
             last_heartbeat_ns: r.int(4)?,
             stopped: r.int(5)? != 0,
+        })
+    })
+    .collect()
+}
+
+/// Takes or renews the lease `name` for `holder` until `now_ns + ttl_ns`:
+/// free, expired or already `holder`'s. Whether `holder` holds it now.
+pub(super) fn hold_lease(
+    tx: &mut dyn Tx,
+    name: &str,
+    holder: &str,
+    now_ns: i64,
+    ttl_ns: i64,
+) -> Result<bool> {
+    let expires = now_ns.saturating_add(ttl_ns);
+    let current = tx.query_opt(
+        "SELECT holder, expires_at_ns FROM leases WHERE name = $1",
+        params![name],
+    )?;
+    match current {
+        None => {
+            tx.execute(
+                "INSERT INTO leases (name, holder, acquired_at_ns, expires_at_ns) VALUES ($1, $2, $3, $4)",
+                params![name, holder, now_ns, expires],
+            )?;
+            Ok(true)
+        }
+        Some(row) if row.text(0)? == holder => {
+            tx.execute(
+                "UPDATE leases SET expires_at_ns = $2 WHERE name = $1",
+                params![name, expires],
+            )?;
+            Ok(true)
+        }
+        Some(row) if row.int(1)? < now_ns => {
+            tx.execute(
+                "UPDATE leases SET holder = $2, acquired_at_ns = $3, expires_at_ns = $4 WHERE name = $1",
+                params![name, holder, now_ns, expires],
+            )?;
+            Ok(true)
+        }
+        Some(_) => Ok(false),
+    }
+}
+
+pub(super) fn leases(tx: &mut dyn Tx) -> Result<Vec<Lease>> {
+    tx.query(
+        "SELECT name, holder, acquired_at_ns, expires_at_ns FROM leases ORDER BY name",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Lease {
+            name: r.text(0)?,
+            holder: r.text(1)?,
+            acquired_at_ns: r.int(2)?,
+            expires_at_ns: r.int(3)?,
         })
     })
     .collect()

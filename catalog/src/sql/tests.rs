@@ -124,6 +124,7 @@ on_both_stores!(
     indexes_are_kept_and_go_with_their_table,
     each_node_has_its_own_wal_positions,
     nodes_register_heartbeat_and_stop,
+    a_lease_is_held_renewed_and_taken_over_once_expired,
 );
 
 fn schema() -> SchemaRef {
@@ -861,4 +862,45 @@ fn other_connections_changes_are_notified() {
 
 fn place_sqlite_has_no_changes() -> bool {
     Place::sqlite().open().changes().is_none()
+}
+
+fn a_lease_is_held_renewed_and_taken_over_once_expired(place: &Place) {
+    let a = place.open_as("a");
+    let b = place.open_as("b");
+    assert!(a.hold_lease("lifecycle", "a", 100, 10).unwrap());
+    assert!(
+        !b.hold_lease("lifecycle", "b", 105, 10).unwrap(),
+        "a holds it"
+    );
+    assert!(
+        a.hold_lease("lifecycle", "a", 108, 10).unwrap(),
+        "renewed to 118"
+    );
+    assert!(
+        !b.hold_lease("lifecycle", "b", 115, 10).unwrap(),
+        "still a's"
+    );
+    assert!(
+        b.hold_lease("lifecycle", "b", 119, 10).unwrap(),
+        "expired: b takes it"
+    );
+    assert!(!a.hold_lease("lifecycle", "a", 120, 10).unwrap(), "now b's");
+    assert!(a.hold_lease("alerts", "a", 120, 10).unwrap(), "another job");
+    assert_eq!(
+        a.leases().unwrap(),
+        vec![
+            Lease {
+                name: "alerts".into(),
+                holder: "a".into(),
+                acquired_at_ns: 120,
+                expires_at_ns: 130
+            },
+            Lease {
+                name: "lifecycle".into(),
+                holder: "b".into(),
+                acquired_at_ns: 119,
+                expires_at_ns: 129
+            },
+        ]
+    );
 }

@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 8;
+pub(crate) const SCHEMA_VERSION: i64 = 9;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -165,6 +165,17 @@ CREATE TABLE nodes (
 );
 ";
 
+/// Leases: which node runs each singleton job (compaction and retention,
+/// view refresh, alert evaluation), until when.
+pub(super) const SCHEMA_V9: &str = "
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    acquired_at_ns INTEGER NOT NULL,
+    expires_at_ns INTEGER NOT NULL
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -175,6 +186,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (6, SCHEMA_V6),
     (7, SCHEMA_V7),
     (8, SCHEMA_V8),
+    (9, SCHEMA_V9),
 ];
 
 /// Opens the catalog on `conn` (`path` names it in errors): checks,
