@@ -741,6 +741,13 @@ fn outside(batch: &RecordBatch, ranges: &[(i64, i64)]) -> Result<RecordBatch> {
     Ok(filter_record_batch(batch, &keep)?)
 }
 
+/// The generation a refresh output's name carries (`.../r<19 digits>-...`).
+fn refresh_tag(path: &str) -> Option<u64> {
+    let name = path.rsplit('/').next()?;
+    let digits = name.strip_prefix('r')?.get(..19)?;
+    digits.parse().ok()
+}
+
 /// Loads the views of the catalog into an engine being opened.
 pub(crate) fn load_views(engine: &Engine) -> Result<()> {
     let started = Instant::now();
@@ -754,10 +761,25 @@ pub(crate) fn load_views(engine: &Engine) -> Result<()> {
             .or_default()
             .insert(i.bucket_ns, i.generation);
     }
+    // Refresh outputs are named `r<generation>`: start past every such name
+    // still in use, so that a refresh after a restart never writes over a
+    // committed file (with no invalidation pending, `max_gen` is 0).
+    let named = engine
+        .states()
+        .iter()
+        .flat_map(|s| {
+            s.data()
+                .files
+                .iter()
+                .filter_map(|f| refresh_tag(&f.file.path))
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0);
     engine
         .inner
         .generation
-        .fetch_max(max_gen + 1, Ordering::SeqCst);
+        .fetch_max(max_gen.max(named) + 1, Ordering::SeqCst);
     let views = catalog.views()?;
     let n = views.len();
     for def in views {

@@ -296,3 +296,58 @@ async fn views_survive_a_clean_restart_and_refuse_writes() {
         ]
     );
 }
+
+/// A refresh after a restart names its files past every refresh output
+/// already committed. Before, the generation that names them restarted at
+/// 1: a refresh wrote over a committed `r…` file of the view, the catalog
+/// refused the duplicate name, the refresh deleted the object, and the view
+/// failed every query and refresh after ("Object ... not found").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_after_a_restart_never_reuse_a_file_name() {
+    let mut server = Server::start(&["--view-refresh-interval", "50ms"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE);
+             CREATE MATERIALIZED VIEW cpu_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, host, avg(usage) AS avg FROM cpu GROUP BY 1, 2;",
+        )
+        .await
+        .unwrap();
+    let query = "SELECT date_bin(INTERVAL '1 minute', time) AS time, host, avg(usage) AS avg FROM cpu GROUP BY 1, 2 ORDER BY 1, 2";
+    let view = "SELECT time, host, avg FROM cpu_1m ORDER BY 1, 2";
+    // One write per minute of one hour partition, each refreshed on its
+    // own: a file each beside the earlier ones.
+    let mut client = client;
+    for minutes in [0..3, 3..6] {
+        for m in minutes {
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO cpu VALUES ('2024-01-01T00:{m:02}:10Z', 'a', {m})"
+                ))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        caught_up(&client, "after the writes").await;
+        assert_eq!(
+            text_rows(&client, view).await,
+            text_rows(&client, query).await
+        );
+        drop(client);
+        server.terminate();
+        server.restart();
+        client = server.connect().await;
+    }
+    caught_up(&client, "after the last restart").await;
+    assert_eq!(
+        text_rows(&client, view).await,
+        text_rows(&client, query).await
+    );
+    assert_eq!(text_rows(&client, view).await.len(), 6);
+    let errors = text_rows(
+        &client,
+        "SELECT count(*) FROM system.materialized_views WHERE last_error IS NOT NULL",
+    )
+    .await;
+    assert_eq!(errors, vec![vec!["0"]]);
+}
