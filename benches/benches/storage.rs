@@ -146,6 +146,9 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         lifecycle: LifecycleConfig::default(),
         object_tag: String::new(),
         node_id: String::new(),
+        retain_persisted: Duration::ZERO,
+        ingest: true,
+        compact: true,
     };
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap();
     let store = LocalFileSystem::new_with_prefix(&objects).unwrap();

@@ -480,6 +480,17 @@ pub trait Catalog: Send + Sync + Debug {
     ) -> Result<Vec<ParquetFile>>;
     /// Files of one table, ordered by id.
     fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>>;
+    /// Files of one table and, read in the same transaction, each node's
+    /// persisted WAL position for it: every row a node wrote at or below
+    /// its position is in these files, every row above is still that
+    /// node's to persist (its write buffer). A query reads exactly the
+    /// files plus each node's buffered rows above its position.
+    fn files_and_positions(
+        &self,
+        table_id: i64,
+    ) -> Result<(Vec<ParquetFile>, BTreeMap<String, u64>)> {
+        Ok((self.files(table_id)?, BTreeMap::new()))
+    }
     /// Records one compaction run.
     fn record_compaction(&self, run: &CompactionRun) -> Result<()>;
     /// The most recent compaction runs, newest first.

@@ -189,6 +189,18 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         in_tx(self, |tx| tables::files(tx, table_id))
     }
 
+    fn files_and_positions(
+        &self,
+        table_id: i64,
+    ) -> Result<(Vec<ParquetFile>, std::collections::BTreeMap<String, u64>)> {
+        in_tx(self, |tx| {
+            Ok((
+                tables::files(tx, table_id)?,
+                tables::positions(tx, table_id)?,
+            ))
+        })
+    }
+
     fn create_plain_view(&self, view: &PlainView, replace: bool) -> Result<()> {
         in_tx(self, |tx| views::create_plain_view(tx, view, replace))
     }

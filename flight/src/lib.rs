@@ -54,6 +54,7 @@ use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use sextant_auth::{Directory, Principal};
+use sextant_cluster::Cluster;
 use sextant_sql::{Queries, QueryGuard, SqlError};
 use sextant_storage::Engine;
 use tokio::net::TcpListener;
@@ -77,6 +78,7 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<SessionContext>,
     engine: Engine,
+    cluster: Option<(Arc<Cluster>, datafusion_distributed::Worker)>,
     tls: Option<sextant_tls::TlsAcceptor>,
     max_message: usize,
     shutdown: CancellationToken,
@@ -85,11 +87,39 @@ pub async fn serve(
     let service = FlightServiceServer::new(FlightSql::new(ctx, engine, directory.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message);
+    // Another node of the cluster (its secret) reads this node's buffer;
+    // everyone else authenticates as a user.
+    let mut authenticate = sextant_auth::grpc::authenticator(directory, "flight_sql");
+    let peers = cluster.as_ref().map(|(c, _)| c.clone());
     let service = tonic::service::interceptor::InterceptedService::new(
         service,
-        sextant_auth::grpc::authenticator(directory, "flight_sql"),
+        move |mut request: Request<()>| {
+            if peers
+                .as_ref()
+                .is_some_and(|c| c.is_peer(request.metadata()))
+            {
+                request.extensions_mut().insert(Peer);
+                return Ok(request);
+            }
+            authenticate(request)
+        },
     );
     let router = tonic::transport::Server::builder().add_service(service);
+    // The worker service that runs other nodes' query stages here.
+    let router = router.add_optional_service(cluster.map(|(cluster, worker)| {
+        tonic::service::interceptor::InterceptedService::new(
+            worker.into_worker_server(),
+            move |request: Request<()>| {
+                if cluster.is_peer(request.metadata()) {
+                    Ok(request)
+                } else {
+                    Err(Status::unauthenticated(
+                        "query stages are run for the nodes of the cluster only: the call lacks the cluster secret",
+                    ))
+                }
+            },
+        )
+    }));
     let stop = shutdown.clone();
     router
         .serve_with_incoming_shutdown(
@@ -98,6 +128,10 @@ pub async fn serve(
         )
         .await
 }
+
+/// Marks a call from another node of the cluster.
+#[derive(Clone, Copy)]
+struct Peer;
 
 /// The principal the interceptor left on `request` (nobody if none, whom
 /// every check refuses).
@@ -579,6 +613,21 @@ impl FlightSqlService for FlightSql {
             self.flight_info(sql, params, request.into_inner(), &who),
         )
         .await
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        if request.extensions().get::<Peer>().is_none() {
+            return Err(invalid(format!("unknown ticket {}", message.type_url)));
+        }
+        match sextant_cluster::answer_buffer_ticket(&self.engine, &message) {
+            Some(Ok((schema, batches))) => Ok(batches_response(schema, batches)),
+            Some(Err(e)) => Err(status(SqlError::new(e.sqlstate(), e.to_string()))),
+            None => Err(invalid(format!("unknown ticket {}", message.type_url))),
+        }
     }
 
     async fn do_get_statement(

@@ -67,6 +67,20 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// What this node does: all, or a comma list of ingest (accepts
+    /// writes, owns a WAL and a write buffer), query (runs stages of
+    /// distributed queries for the other nodes) and compact (compaction,
+    /// retention and alert evaluation, each while it holds the job's lease).
+    /// Matters on a shared catalog (--catalog postgres://...).
+    #[arg(long, env = "SEXTANT_MODE", default_value = "all", value_parser = sextant_cluster::Modes::parse)]
+    pub mode: sextant_cluster::Modes,
+
+    /// The secret the nodes sharing a catalog present to each other (query
+    /// stages, reading each other's write buffers). Required with a
+    /// postgres:// catalog; the same on every node.
+    #[arg(long, env = "SEXTANT_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
     /// Listen on addresses other than loopback although no client has to
     /// authenticate: anyone who reaches them can read and write everything.
     /// Only for a network that something else guards.

@@ -107,6 +107,23 @@ pub async fn run(
     };
     let node_id = node::id(config.node_id.as_deref(), &data_dir)?;
     let catalog = open_catalog(&config, &data_dir, clock.clone(), &node_id)?;
+    // Several nodes on one catalog: a cluster.
+    let shared = catalog.changes().is_some();
+    let secret = match (&config.cluster_secret, shared) {
+        (Some(s), _) if s.len() < 16 => {
+            return Err("--cluster-secret: use at least 16 characters".into());
+        }
+        (Some(s), true) => Some(s.clone()),
+        (None, true) => {
+            return Err(
+                "a shared catalog (--catalog postgres://...) needs --cluster-secret \
+                 (SEXTANT_CLUSTER_SECRET), the same on every node: nodes present it to each \
+                 other when they run query stages and read each other's write buffers"
+                    .into(),
+            );
+        }
+        (_, false) => None,
+    };
     let engine_config = EngineConfig {
         wal_dir: data_dir.join("wal"),
         wal_sync: match config.wal_sync {
@@ -121,11 +138,20 @@ pub async fn run(
         row_group_rows: config.row_group_rows as usize,
         node_id: node_id.clone(),
         // Nodes on a shared catalog may share the object store too.
-        object_tag: if catalog.changes().is_some() {
+        object_tag: if shared {
             node_id.clone()
         } else {
             String::new()
         },
+        // Other nodes' queries read this node's buffer as of the catalog
+        // they read; a minute covers their lag behind the catalog.
+        retain_persisted: if shared {
+            Duration::from_secs(60)
+        } else {
+            Duration::ZERO
+        },
+        ingest: config.mode.ingest,
+        compact: config.mode.compact,
         lifecycle: LifecycleConfig {
             compaction_target_bytes: config.compaction_target_size,
             compaction_min_files: config.compaction_min_files as usize,
@@ -153,12 +179,21 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(sextant_tls::Tls::load(cert, key)?),
         _ => None,
     };
+    let cluster = secret.map(|secret| {
+        sextant_cluster::Cluster::new(engine.clone(), node_id.clone(), config.mode, secret)
+    });
+    let distribute = cluster
+        .clone()
+        .map(|c| move |b: datafusion::execution::SessionStateBuilder| c.distribute(b));
     let ctx = sextant_sql::session_context(
         &engine,
         store,
         config.query_memory_limit,
         &directory,
         system::schema(&engine)?,
+        distribute
+            .as_ref()
+            .map(|d| d as &dyn Fn(datafusion::execution::SessionStateBuilder) -> _),
     )?;
     let alerts = open_alerts(&engine, &ctx, &config)?.for_node(&node_id);
     system::register_alerts(&ctx, &alerts)?;
@@ -199,9 +234,32 @@ pub async fn run(
         engine.catalog().clone(),
         engine.clock().clone(),
         node_id.clone(),
+        config.mode.to_string(),
         addrs.json(),
         shutdown.clone(),
     )?;
+    // A node of a cluster: queries read every ingest node's buffer and run
+    // stages on the query nodes; this node runs stages for the others.
+    let worker = match &cluster {
+        Some(cluster) => {
+            let c = cluster.clone();
+            context(
+                tokio::task::spawn_blocking(move || c.refresh()).await?,
+                || "cannot read the node registry".to_string(),
+            )?;
+            engine.set_buffer_source(cluster.clone());
+            tokio::spawn(cluster.clone().run(shutdown.clone()));
+            let worker = cluster.worker(&ctx);
+            let url = url::Url::parse(&format!("http://{}", addrs.flight))
+                .map_err(|e| format!("the Flight address as a URL: {e}"))?;
+            datafusion_distributed::DistributedExt::set_distributed_local_worker_context(
+                ctx.state_ref().write().config_mut(),
+                worker.to_local_worker_context(url),
+            );
+            Some((cluster.clone(), worker))
+        }
+        None => None,
+    };
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));
@@ -274,6 +332,7 @@ pub async fn run(
         flight,
         ctx,
         engine.clone(),
+        worker,
         tls.as_ref().map(|t| t.acceptor(&[b"h2"])),
         config.max_body_size as usize,
         shutdown.clone(),
@@ -318,6 +377,14 @@ pub async fn run(
     let _ = refresher.await;
     let _ = scheduler.await;
     let _ = follower.await;
+    if cluster.is_some() && config.mode.ingest {
+        // Other nodes read a stopped node's rows from Parquet alone.
+        for table in engine.table_names() {
+            if let Err(e) = engine.flush_table(&table).await {
+                warn!(%table, error = %e, "persisting the buffer before stopping failed; its rows stay in the WAL until this node is back");
+            }
+        }
+    }
     let _ = node_task.await;
     context(engine.close().await, || "closing the WAL".to_string())?;
     info!("shutdown complete: WAL synced");

@@ -19,8 +19,6 @@ use crate::{StartError, context};
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node that has not heartbeat for this long is `down`.
 pub(crate) const DOWN_AFTER: Duration = Duration::from_secs(15);
-/// What a node does; every node does all of it for now.
-const MODES: &str = "ingest,query,compact";
 
 /// The file in the data directory that keeps the node's id.
 const ID_FILE: &str = "node-id";
@@ -85,6 +83,7 @@ pub(crate) fn register(
     catalog: Arc<dyn Catalog>,
     clock: Clock,
     id: String,
+    modes: String,
     addresses: serde_json::Value,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, StartError> {
@@ -92,7 +91,7 @@ pub(crate) fn register(
     context(
         catalog.register_node(&NodeInfo {
             id: id.clone(),
-            modes: MODES.to_string(),
+            modes,
             addresses: addresses.to_string(),
             started_at_ns: now,
             last_heartbeat_ns: now,

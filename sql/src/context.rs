@@ -21,12 +21,15 @@ use crate::GuardedPlanner;
 /// it against `directory` ([`crate::run_as`]); Postgres' catalog,
 /// functions and types are there ([`crate::pgcompat::register`]), and the
 /// JSON functions; `now()` reads the engine's clock when it is manual.
+/// `distribute`, on a node of a cluster, makes the planner distribute
+/// the plans it makes (around the guarded planner).
 pub fn session_context(
     engine: &Engine,
     store: Arc<dyn ObjectStore>,
     memory_limit: u64,
     directory: &Arc<Directory>,
     system_schema: Arc<dyn SchemaProvider>,
+    distribute: Option<&dyn Fn(SessionStateBuilder) -> SessionStateBuilder>,
 ) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_limit as usize, 1.0)
@@ -45,8 +48,12 @@ pub fn session_context(
         .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rules(crate::pgcompat::optimizer_rules())
-        .with_query_planner(Arc::new(GuardedPlanner::new(directory.clone())))
-        .build();
+        .with_query_planner(Arc::new(GuardedPlanner::new(directory.clone())));
+    let state = match distribute {
+        Some(distribute) => distribute(state),
+        None => state,
+    }
+    .build();
     let mut ctx = SessionContext::new_with_state(state);
     ctx.state_ref()
         .write()

@@ -57,6 +57,8 @@ states! {
     NOT_NULL_VIOLATION = "23502";
     /// 25P02: a statement after an error in the same transaction.
     IN_FAILED_SQL_TRANSACTION = "25P02";
+    /// 25006: a write to a node that does not accept writes.
+    READ_ONLY_SQL_TRANSACTION = "25006";
     /// 26000: a prepared statement or portal name that does not exist.
     INVALID_SQL_STATEMENT_NAME = "26000";
     /// 28000: a login that is not allowed.
@@ -205,7 +207,8 @@ impl SqlState {
             }
             SqlState::WRONG_OBJECT_TYPE
             | SqlState::OBJECT_IN_USE
-            | SqlState::DEPENDENT_OBJECTS_STILL_EXIST => status(409, FAILED_PRECONDITION, false),
+            | SqlState::DEPENDENT_OBJECTS_STILL_EXIST
+            | SqlState::READ_ONLY_SQL_TRANSACTION => status(409, FAILED_PRECONDITION, false),
             SqlState::INSUFFICIENT_RESOURCES => status(503, RESOURCE_EXHAUSTED, true),
             SqlState::DISK_FULL => status(507, RESOURCE_EXHAUSTED, true),
             SqlState::OUT_OF_MEMORY => status(503, RESOURCE_EXHAUSTED, false),

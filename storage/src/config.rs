@@ -39,6 +39,16 @@ pub struct EngineConfig {
     /// (`<seq>-<tag>-<n>.parquet`), so that nodes sharing one object store
     /// never write the same name; empty for a store only this node writes.
     pub object_tag: String,
+    /// How long persisted chunks stay in memory for other nodes' queries
+    /// that planned against the files as they were before the persist
+    /// ([`crate::Engine::buffered_since`]); zero when no other node reads
+    /// this node's buffer.
+    pub retain_persisted: Duration,
+    /// This node accepts writes (`--mode` has `ingest`).
+    pub ingest: bool,
+    /// This node runs the singleton jobs when it holds their lease
+    /// (`--mode` has `compact`).
+    pub compact: bool,
 }
 
 /// How files are kept in shape.

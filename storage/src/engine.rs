@@ -75,8 +75,7 @@ impl Engine {
         let mut tables = BTreeMap::new();
         let mut by_id = BTreeMap::new();
         for def in catalog.tables()? {
-            let files = catalog.files(def.id)?;
-            let state = Arc::new(TableState::new(def.clone(), files));
+            let state = Arc::new(TableState::load(catalog.as_ref(), def.clone())?);
             by_id.insert(def.id, state.clone());
             tables.insert(def.name.clone(), state);
         }
@@ -143,6 +142,7 @@ impl Engine {
                 persist_failure: Mutex::new(None),
                 closing: CancellationToken::new(),
                 leases: Mutex::new(Default::default()),
+                buffers: Default::default(),
             }),
         };
         load_views(&engine)?;
@@ -297,7 +297,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(
                 def.name.clone(),
-                Arc::new(TableState::new(def.clone(), vec![])),
+                Arc::new(TableState::new(def.clone(), vec![], BTreeMap::new())),
             );
     }
 
@@ -391,8 +391,7 @@ impl Engine {
             .catalog
             .table(name)?
             .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
-        let files = self.inner.catalog.files(def.id)?;
-        let state = Arc::new(TableState::new(def, files));
+        let state = Arc::new(TableState::load(self.inner.catalog.as_ref(), def)?);
         self.inner
             .tables
             .write()
@@ -497,6 +496,9 @@ impl Engine {
         if !to_view && self.is_view(def.id) {
             return Err(read_only(&def.name));
         }
+        if !to_view && !self.inner.config.ingest {
+            return Err(StorageError::NotIngest(self.inner.config.node_id.clone()));
+        }
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -567,9 +569,11 @@ impl Engine {
     pub fn snapshot(&self, table: &str) -> Option<Snapshot> {
         let state = self.state(table)?;
         let def = state.def();
-        let (mut chunks, files) = {
+        let (mut chunks, files, positions) = {
             let data = state.data();
-            (data.chunks.clone(), data.files.clone())
+            let mut positions = data.positions.clone();
+            positions.insert(self.inner.config.node_id.clone(), data.own_position);
+            (data.chunks.clone(), data.files.clone(), positions)
         };
         // Chunks written before the table gained columns get null columns.
         for c in &mut chunks {
@@ -579,7 +583,12 @@ impl Engine {
                 c.batch = b;
             }
         }
-        Some(Snapshot { def, chunks, files })
+        Some(Snapshot {
+            def,
+            chunks,
+            files,
+            positions,
+        })
     }
 
     /// Size figures of every table.
@@ -689,9 +698,11 @@ impl Engine {
                 .iter()
                 .map(|c| c.batch.get_array_memory_size())
                 .sum();
-            data.chunks.drain(..keep);
+            let persisted: Vec<Chunk> = data.chunks.drain(..keep).collect();
             data.bytes -= freed;
             data.files.extend(committed.into_iter().map(Arc::new));
+            data.own_position = data.own_position.max(max_seq);
+            data.retain(persisted, self.inner.config.retain_persisted);
             data.oldest_chunk_at = (!data.chunks.is_empty()).then(Instant::now);
             freed
         };
@@ -853,6 +864,10 @@ fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
     for f in schema.fields() {
         match def.schema.field_with_name(f.name()) {
             Ok(existing) if existing.data_type() == f.data_type() => {}
+            // Text in another of Arrow's string layouts (a table created by
+            // SQL on another node, a first write by line protocol here):
+            // the write casts it.
+            Ok(existing) if is_text(existing.data_type()) && is_text(f.data_type()) => {}
             Ok(existing) => {
                 return Err(StorageError::TypeConflict {
                     table: def.name.clone(),
@@ -865,6 +880,11 @@ fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
         }
     }
     Ok(missing)
+}
+
+fn is_text(t: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType::{LargeUtf8, Utf8, Utf8View};
+    matches!(t, Utf8 | Utf8View | LargeUtf8)
 }
 
 fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {

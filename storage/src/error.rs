@@ -65,6 +65,13 @@ pub enum StorageError {
     /// The engine is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Another node's query asked for buffered rows this node has
+    /// persisted and let go since that query read the catalog.
+    #[error("{0}")]
+    Stale(String),
+    /// A write to a node that does not ingest (`--mode` without `ingest`).
+    #[error("node {0} does not accept writes (its --mode has no ingest): write to an ingest node")]
+    NotIngest(String),
 }
 
 impl StorageError {
@@ -83,6 +90,8 @@ impl StorageError {
             }
             StorageError::Wal(_) | StorageError::ObjectStore(_) => SqlState::IO_ERROR,
             StorageError::Encoding(_) => SqlState::INTERNAL_ERROR,
+            StorageError::Stale(_) => SqlState::SERIALIZATION_FAILURE,
+            StorageError::NotIngest(_) => SqlState::READ_ONLY_SQL_TRANSACTION,
         }
     }
 }

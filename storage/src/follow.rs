@@ -6,7 +6,7 @@
 //! they are. Materialized views created on another node are not taken in
 //! yet (their refresh would run on two nodes).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,36 +26,34 @@ impl Engine {
     /// Takes in what other nodes changed in the catalog; see the module.
     pub async fn sync_catalog(&self) -> Result<()> {
         let _ddl = self.inner.ddl.lock().await;
-        let catalog = self.inner.catalog.clone();
-        let (defs, views, plain_views) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::StorageError>((
-                catalog.tables()?,
-                catalog.views()?,
-                catalog.plain_views()?,
-            ))
-        })
-        .await
-        .map_err(|e| crate::StorageError::Encoding(format!("catalog read failed: {e}")))??;
+        let (tables, views, plain_views) = self
+            .in_catalog(|catalog| {
+                let tables = catalog
+                    .tables()?
+                    .into_iter()
+                    .map(|def| {
+                        let (files, positions) = catalog.files_and_positions(def.id)?;
+                        Ok((def, files, positions))
+                    })
+                    .collect::<sextant_catalog::Result<Vec<_>>>()?;
+                Ok((tables, catalog.views()?, catalog.plain_views()?))
+            })
+            .await?;
         let foreign_views: HashSet<i64> = views
             .iter()
             .map(|v| v.table_id)
             .filter(|id| !self.is_view(*id))
             .collect();
         let mut seen = BTreeSet::new();
-        for def in defs {
+        for (def, files, positions) in tables {
             if foreign_views.contains(&def.id) {
                 continue;
             }
             seen.insert(def.name.clone());
-            let catalog = self.inner.catalog.clone();
-            let id = def.id;
-            let files = tokio::task::spawn_blocking(move || catalog.files(id))
-                .await
-                .map_err(|e| {
-                    crate::StorageError::Encoding(format!("catalog read failed: {e}"))
-                })??;
             match self.state(&def.name) {
-                Some(state) if state.def().id == def.id => self.take_in(&state, def, files).await,
+                Some(state) if state.def().id == def.id => {
+                    self.take_in(&state, def, files, positions).await
+                }
                 other => {
                     if let Some(old) = other {
                         self.forget(&old);
@@ -65,7 +63,10 @@ impl Engine {
                         .tables
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(def.name.clone(), Arc::new(TableState::new(def, files)));
+                        .insert(
+                            def.name.clone(),
+                            Arc::new(TableState::new(def, files, positions)),
+                        );
                 }
             }
         }
@@ -100,6 +101,7 @@ impl Engine {
         state: &TableState,
         def: TableDef,
         files: Vec<sextant_catalog::ParquetFile>,
+        positions: BTreeMap<String, u64>,
     ) {
         let _persisting = state.persisting.lock().await;
         let _compacting = state.compacting.lock().await;
@@ -112,6 +114,7 @@ impl Engine {
             };
         }
         let mut data = state.data();
+        data.positions = positions;
         let listed: HashSet<i64> = files.iter().map(|f| f.id).collect();
         // Files another node replaced or expired: that node deletes them.
         data.files.retain(|f| listed.contains(&f.id));
@@ -140,18 +143,18 @@ impl Engine {
     /// Takes or renews this node's lease on `job` for `ttl`; whether it may
     /// run the job now. A catalog that cannot say counts as no.
     pub async fn hold_lease(&self, job: &str, ttl: Duration) -> bool {
-        let catalog = self.inner.catalog.clone();
+        if !self.inner.config.compact {
+            return false;
+        }
         let (node, name, now) = (
             self.inner.config.node_id.clone(),
             job.to_string(),
             self.now_ns(),
         );
         let ttl_ns = ttl.as_nanos().min(i64::MAX as u128) as i64;
-        let held =
-            tokio::task::spawn_blocking(move || catalog.hold_lease(&name, &node, now, ttl_ns))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+        let held = self
+            .in_catalog(move |catalog| catalog.hold_lease(&name, &node, now, ttl_ns))
+            .await;
         let held = match held {
             Ok(held) => held,
             Err(e) => {

@@ -18,6 +18,7 @@ mod instrumented;
 mod lifecycle;
 mod persist;
 mod provider;
+mod remote;
 mod state;
 mod views;
 pub mod wal;
@@ -30,8 +31,9 @@ pub use lifecycle::CompactionSummary;
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{
     OBJECT_STORE_URL, PlainViewTable, SextantSchema, SextantSink, SextantTable, counting_scans,
-    object_store_url,
+    decode_table_scan, encode_table_scan, object_store_url,
 };
+pub use remote::{BufferRequest, BufferScanExec, BufferSource};
 pub use sextant_clock::Clock;
 pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};
 pub use views::{BucketRefresh, RefreshOutcome, ViewStats, bucket_start};

@@ -338,7 +338,9 @@ impl TableProvider for SextantTable {
             .collect();
         // Containers that straddle the cutoff need their rows filtered,
         // which needs the time column even if the query does not.
-        let straddle = chunks.iter().any(|c| c.min_time_ns < cutoff)
+        let remote_buffers = self.fixed.is_none() && self.engine.buffer_source().is_some();
+        let straddle = (remote_buffers && retention.is_some())
+            || chunks.iter().any(|c| c.min_time_ns < cutoff)
             || files.iter().any(|f| f.file.min_time_ns < cutoff);
         let time_idx = schema.index_of(&snap.def.time_column)?;
         let (scan_projection, added_time) = match projection {
@@ -354,7 +356,31 @@ impl TableProvider for SextantTable {
 
         let target = state.config().target_partitions().max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
-        if !chunks.is_empty() {
+        // Several ingest nodes: each one's buffered rows above the position
+        // the files cover, read from that node.
+        let buffers = match (&self.fixed, self.engine.buffer_source()) {
+            (None, Some(source)) => Some(source.clone()),
+            _ => None,
+        };
+        if let Some(source) = &buffers {
+            let wanted = match &scan_projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema.clone(),
+            };
+            for node in source.nodes() {
+                let request = crate::remote::BufferRequest {
+                    table: self.name.clone(),
+                    table_id: snap.def.id,
+                    after: snap.positions.get(&node).copied().unwrap_or(0),
+                    schema: wanted.clone(),
+                };
+                children.push(Arc::new(crate::remote::BufferScanExec::new(
+                    node,
+                    request,
+                    source.clone(),
+                )));
+            }
+        } else if !chunks.is_empty() {
             let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
             let n = parts.len();
             for (i, c) in chunks.iter().enumerate() {
@@ -558,6 +584,51 @@ fn file_stats(f: &Arc<ParquetFile>, snap: &Snapshot, schema: &SchemaRef) -> Stat
             .with_null_count(Precision::Exact(cs.null_count as usize));
     }
     s
+}
+
+/// A table scan's root as another node receives it: `summary` from
+/// [`encode_table_scan`] over the decoded `input` (no files held there:
+/// the node that planned the query holds them).
+pub fn decode_table_scan(
+    summary: &str,
+    input: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let v: serde_json::Value = serde_json::from_str(summary)
+        .map_err(|e| DataFusionError::Internal(format!("table scan summary: {e}")))?;
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0) as usize;
+    let summary = ScanSummary {
+        table: v
+            .get("table")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+            .to_string(),
+        chunks_scanned: n("chunks_scanned"),
+        chunks_total: n("chunks_total"),
+        files_scanned: n("files_scanned"),
+        files_total: n("files_total"),
+    };
+    Ok(Arc::new(SextantScanExec::new(
+        summary,
+        Arc::new(vec![]),
+        input,
+    )))
+}
+
+/// What [`decode_table_scan`] needs of a table scan's root; `None` for
+/// another plan node.
+pub fn encode_table_scan(plan: &dyn ExecutionPlan) -> Option<String> {
+    let scan = plan.downcast_ref::<SextantScanExec>()?;
+    let s = &scan.summary;
+    Some(
+        serde_json::json!({
+            "table": s.table,
+            "chunks_scanned": s.chunks_scanned,
+            "chunks_total": s.chunks_total,
+            "files_scanned": s.files_scanned,
+            "files_total": s.files_total,
+        })
+        .to_string(),
+    )
 }
 
 /// What a scan read and skipped, for EXPLAIN.

@@ -46,6 +46,9 @@ pub struct Snapshot {
     /// Persisted files. A query holds these for as long as it runs: a file
     /// replaced meanwhile (compaction, retention) is deleted only after.
     pub files: Vec<Arc<ParquetFile>>,
+    /// Each node's WAL position that `files` cover (this node's included):
+    /// a node's rows above its position are in its buffer, not in `files`.
+    pub positions: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +57,19 @@ pub(crate) struct TableData {
     pub(crate) files: Vec<Arc<ParquetFile>>,
     pub(crate) bytes: usize,
     pub(crate) oldest_chunk_at: Option<Instant>,
+    /// Other nodes' WAL positions that `files` cover, as the catalog had
+    /// them with those files.
+    pub(crate) positions: BTreeMap<String, u64>,
+    /// This node's position that `files` cover (its `persisted_seq`,
+    /// moved under the same lock as `files`).
+    pub(crate) own_position: u64,
+    /// Persisted chunks kept for a while for other nodes' queries
+    /// (`EngineConfig::retain_persisted`), oldest first, with when they
+    /// were persisted.
+    pub(crate) retained: std::collections::VecDeque<(Instant, Chunk)>,
+    /// The highest sequence number of a chunk no longer retained: a reader
+    /// whose position is below it would miss rows.
+    pub(crate) released_upto: u64,
 }
 
 impl TableData {
@@ -62,6 +78,26 @@ impl TableData {
         self.bytes += chunk.batch.get_array_memory_size();
         self.oldest_chunk_at.get_or_insert_with(Instant::now);
         self.chunks.push(chunk);
+    }
+
+    /// Keeps chunks just persisted for `keep` (none when zero), and lets go
+    /// of those kept longer.
+    pub(crate) fn retain(&mut self, persisted: Vec<Chunk>, keep: std::time::Duration) {
+        let now = Instant::now();
+        for c in persisted {
+            if keep.is_zero() {
+                self.released_upto = self.released_upto.max(c.seq);
+            } else {
+                self.retained.push_back((now, c));
+            }
+        }
+        while let Some((at, c)) = self.retained.front() {
+            if now.duration_since(*at) < keep {
+                break;
+            }
+            self.released_upto = self.released_upto.max(c.seq);
+            self.retained.pop_front();
+        }
     }
 
     /// Removes every chunk; returns their bytes.
@@ -85,17 +121,31 @@ pub(crate) struct TableState {
 }
 
 impl TableState {
-    pub(crate) fn new(def: TableDef, files: Vec<ParquetFile>) -> Self {
+    pub(crate) fn new(
+        def: TableDef,
+        files: Vec<ParquetFile>,
+        positions: BTreeMap<String, u64>,
+    ) -> Self {
         Self {
-            def: RwLock::new(def),
             data: Mutex::new(TableData {
                 files: files.into_iter().map(Arc::new).collect(),
+                positions,
+                own_position: def.persisted_seq,
+                released_upto: def.persisted_seq,
                 ..Default::default()
             }),
+            def: RwLock::new(def),
             persisting: tokio::sync::Mutex::new(()),
             compacting: tokio::sync::Mutex::new(()),
             dependents: RwLock::new(Dependents::default()),
         }
+    }
+
+    /// A table as the catalog has it now: its files and every node's
+    /// position, read in one transaction. Blocking: the catalog is read.
+    pub(crate) fn load(catalog: &dyn Catalog, def: TableDef) -> Result<Self> {
+        let (files, positions) = catalog.files_and_positions(def.id)?;
+        Ok(Self::new(def, files, positions))
     }
 
     pub(crate) fn def(&self) -> TableDef {
@@ -222,6 +272,10 @@ pub(crate) struct Inner {
     /// Cancelled when the server begins to shut down: writes from then on,
     /// and writers waiting for buffer space, are refused (`ShuttingDown`).
     pub(crate) closing: tokio_util::sync::CancellationToken,
+    /// Where a query reads the write buffers of the ingest nodes (several
+    /// nodes on a shared catalog); unset, a query reads this node's
+    /// chunks in place.
+    pub(crate) buffers: std::sync::OnceLock<Arc<dyn crate::remote::BufferSource>>,
 }
 
 /// The storage engine. Cheap to clone.

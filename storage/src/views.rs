@@ -297,6 +297,7 @@ impl Engine {
                     def,
                     chunks,
                     files: data.files.clone(),
+                    positions: BTreeMap::new(),
                 })
             } else {
                 for c in data.chunks.iter().filter(|c| c.seq > floor) {

@@ -7,8 +7,11 @@
 
 use sextant_tests::{Server, http_post, start_expecting_failure, text_rows};
 
+/// The cluster secret every node of these tests shares.
+pub(crate) const SECRET: &str = "e2e-cluster-secret-0123456789";
+
 /// A database of its own on the test server; its URL.
-async fn fresh_database(name: &str) -> String {
+pub(crate) async fn fresh_database(name: &str) -> String {
     let base = std::env::var("SEXTANT_TEST_POSTGRES").unwrap_or_else(|_| {
         panic!(
             "SEXTANT_TEST_POSTGRES is not set: tests/run-all.sh starts PostgreSQL 15 and sets it \
@@ -44,7 +47,7 @@ const SUMMARY: &str = "SELECT host, count(*), sum(v) FROM m GROUP BY host ORDER 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_on_a_postgres_catalog_keeps_everything_there() {
     let url = fresh_database("server").await;
-    let mut server = Server::start(&["--catalog", &url]);
+    let mut server = Server::start(&["--cluster-secret", SECRET, "--catalog", &url]);
     let client = server.connect().await;
     client
         .batch_execute(
@@ -122,7 +125,12 @@ fn an_unreachable_catalog_database_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (status, stderr) = start_expecting_failure(
         dir.path(),
-        &["--catalog", "postgres://sextant:secret@127.0.0.1:1/catalog"],
+        &[
+            "--cluster-secret",
+            SECRET,
+            "--catalog",
+            "postgres://sextant:secret@127.0.0.1:1/catalog",
+        ],
     );
     assert!(!status.success(), "{stderr}");
     assert!(
@@ -141,8 +149,22 @@ fn an_unreachable_catalog_database_stops_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_register_in_the_shared_catalog_and_keep_their_ids() {
     let url = fresh_database("nodes").await;
-    let mut alpha = Server::start(&["--catalog", &url, "--node-id", "alpha"]);
-    let beta = Server::start(&["--catalog", &url, "--node-id", "beta"]);
+    let mut alpha = Server::start(&[
+        "--cluster-secret",
+        SECRET,
+        "--catalog",
+        &url,
+        "--node-id",
+        "alpha",
+    ]);
+    let beta = Server::start(&[
+        "--cluster-secret",
+        SECRET,
+        "--catalog",
+        &url,
+        "--node-id",
+        "beta",
+    ]);
     assert_eq!(
         std::fs::read_to_string(alpha.data_dir().join("node-id")).unwrap(),
         "alpha\n"
@@ -184,8 +206,17 @@ async fn nodes_register_in_the_shared_catalog_and_keep_their_ids() {
         ]
     );
     // The data directory is alpha's.
-    let (status, stderr) =
-        start_expecting_failure(alpha.data_dir(), &["--catalog", &url, "--node-id", "beta"]);
+    let (status, stderr) = start_expecting_failure(
+        alpha.data_dir(),
+        &[
+            "--cluster-secret",
+            SECRET,
+            "--catalog",
+            &url,
+            "--node-id",
+            "beta",
+        ],
+    );
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("belongs to node alpha"),
@@ -203,7 +234,11 @@ async fn nodes_register_in_the_shared_catalog_and_keep_their_ids() {
 }
 
 /// Polls `sql` on `client` until it answers `want` (10 s at most).
-async fn eventually_rows(client: &tokio_postgres::Client, sql: &str, want: Vec<Vec<String>>) {
+pub(crate) async fn eventually_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    want: Vec<Vec<String>>,
+) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let got = match client.simple_query(sql).await {
@@ -225,7 +260,7 @@ async fn eventually_rows(client: &tokio_postgres::Client, sql: &str, want: Vec<V
     }
 }
 
-fn rows(rows: &[&[&str]]) -> Vec<Vec<String>> {
+pub(crate) fn rows(rows: &[&[&str]]) -> Vec<Vec<String>> {
     rows.iter()
         .map(|r| r.iter().map(|v| v.to_string()).collect())
         .collect()
@@ -241,6 +276,8 @@ async fn what_one_node_commits_the_other_sees() {
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
     let a = Server::start(&[
+        "--cluster-secret",
+        SECRET,
         "--catalog",
         &url,
         "--node-id",
@@ -249,6 +286,8 @@ async fn what_one_node_commits_the_other_sees() {
         &store,
     ]);
     let b = Server::start(&[
+        "--cluster-secret",
+        SECRET,
         "--catalog",
         &url,
         "--node-id",
@@ -331,10 +370,15 @@ async fn the_lifecycle_lease_moves_to_another_node_when_its_holder_dies() {
     let store = format!("file://{}", objects.path().display());
     let args = |node: &'static str| {
         vec![
+            "--cluster-secret".to_string(),
+            SECRET.to_string(),
             "--catalog".to_string(),
             url.clone(),
             "--node-id".to_string(),
             node.to_string(),
+            // a only compacts: when it dies, no query needs its buffer.
+            "--mode".to_string(),
+            if node == "a" { "query,compact" } else { "all" }.to_string(),
             "--object-store".to_string(),
             store.clone(),
             "--lifecycle-interval".to_string(),
@@ -430,6 +474,8 @@ async fn an_alert_rule_on_two_nodes_fires_once() {
     let store = format!("file://{}", objects.path().display());
     let receiver = crate::alerts::Receiver::start();
     let a = Server::start(&[
+        "--cluster-secret",
+        SECRET,
         "--catalog",
         &url,
         "--node-id",
@@ -445,6 +491,8 @@ async fn an_alert_rule_on_two_nodes_fires_once() {
     )
     .await;
     let b = Server::start(&[
+        "--cluster-secret",
+        SECRET,
         "--catalog",
         &url,
         "--node-id",

@@ -22,6 +22,7 @@ mod alerts;
 mod auth;
 mod basic;
 mod catalog;
+mod cluster;
 mod crash;
 mod engine;
 mod flight;

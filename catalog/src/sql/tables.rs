@@ -405,6 +405,20 @@ pub(super) fn files(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> 
     files_of(tx, table_id)
 }
 
+/// Each node's persisted WAL position for one table.
+pub(super) fn positions(
+    tx: &mut dyn Tx,
+    table_id: i64,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    tx.query(
+        "SELECT node_id, seq FROM persisted WHERE table_id = $1",
+        params![table_id],
+    )?
+    .iter()
+    .map(|r| Ok((r.text(0)?, r.int(1)? as u64)))
+    .collect()
+}
+
 pub(super) fn max_persisted_seq(tx: &mut dyn Tx, node: &str) -> Result<u64> {
     let floor = tx
         .query_opt(

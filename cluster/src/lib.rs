@@ -1,0 +1,457 @@
+//! Several `sextant` nodes as one database: queries distributed over the
+//! query nodes, and each ingest node's write buffer read from that node.
+//!
+//! The registry in the shared catalog (`system.nodes`) → [`Cluster::refresh`]
+//! (every 2 s and on each catalog change) → which nodes ingest (their
+//! buffers are part of every table) and which run query stages (the
+//! workers). A query is planned as on one node; the table scan puts one
+//! [`BufferScanExec`] per ingest node beside the Parquet scan, then
+//! `datafusion-distributed` cuts the plan into stages run by the workers
+//! ([`Cluster::distribute`]): the Parquet files spread over them, and a
+//! stage that reads one node's buffer goes to that node when it is a
+//! worker. A buffer scan reads its node over Arrow Flight ([`buffers`]),
+//! or in place when the node is itself. Node-to-node calls (the workers'
+//! gRPC service and the buffer tickets, both on the Flight SQL port) carry
+//! the cluster secret ([`SECRET_HEADER`]); a call without it is refused.
+
+mod buffers;
+mod codec;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion_distributed::{
+    ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt,
+    NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse, SessionStateBuilderExt, Worker,
+    WorkerChannel, WorkerQueryContext, WorkerResolver, grpc,
+};
+use sextant_catalog::NodeInfo;
+use sextant_storage::{BufferRequest, BufferScanExec, BufferSource, Engine};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use url::Url;
+
+pub use buffers::{BUFFER_TICKET_TYPE, answer_buffer_ticket};
+
+/// The metadata key that carries the cluster secret on node-to-node calls.
+pub const SECRET_HEADER: &str = "x-sextant-cluster-secret";
+
+/// How often the registry is read again without a catalog change.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// What a node does (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Accepts writes, owns a WAL and a write buffer, persists.
+    pub ingest: bool,
+    /// Serves queries and runs distributed stages as a worker.
+    pub query: bool,
+    /// Runs the singleton jobs (compaction, retention, orphans, view
+    /// refresh, alert evaluation) when it holds their lease.
+    pub compact: bool,
+}
+
+impl Modes {
+    /// Every mode: one node does everything.
+    pub const ALL: Modes = Modes {
+        ingest: true,
+        query: true,
+        compact: true,
+    };
+
+    /// Parses `all` or a comma list of `ingest`, `query`, `compact`.
+    pub fn parse(text: &str) -> Result<Modes, String> {
+        let mut modes = Modes {
+            ingest: false,
+            query: false,
+            compact: false,
+        };
+        for word in text.split(',').map(str::trim) {
+            match word {
+                "all" => modes = Modes::ALL,
+                "ingest" => modes.ingest = true,
+                "query" => modes.query = true,
+                "compact" => modes.compact = true,
+                other => {
+                    return Err(format!(
+                        "unknown mode {other:?}: use all, or a comma list of ingest, query, compact"
+                    ));
+                }
+            }
+        }
+        if !(modes.ingest || modes.query || modes.compact) {
+            return Err("no mode given: use all, or a comma list of ingest, query, compact".into());
+        }
+        Ok(modes)
+    }
+}
+
+impl std::fmt::Display for Modes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let words: Vec<&str> = [
+            (self.ingest, "ingest"),
+            (self.query, "query"),
+            (self.compact, "compact"),
+        ]
+        .into_iter()
+        .filter_map(|(on, w)| on.then_some(w))
+        .collect();
+        write!(f, "{}", words.join(","))
+    }
+}
+
+/// A registered node as the cluster uses it.
+#[derive(Debug, Clone)]
+struct Peer {
+    modes: String,
+    /// Its Flight SQL address (workers and buffer tickets).
+    flight: Option<String>,
+    /// Stopped cleanly (its buffer was persisted first).
+    stopped: bool,
+    /// Its latest heartbeat (ns since the epoch).
+    heartbeat_ns: i64,
+}
+
+/// A node without a heartbeat for this long runs no stages.
+const DOWN_AFTER: Duration = Duration::from_secs(15);
+
+/// The cluster as this node sees it; see the module.
+pub struct Cluster {
+    node_id: String,
+    modes: Modes,
+    secret: String,
+    engine: Engine,
+    peers: RwLock<BTreeMap<String, Peer>>,
+    learned: std::sync::Mutex<BTreeMap<String, String>>,
+    channels: grpc::DefaultChannelResolver,
+    flight: buffers::FlightClients,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("modes", &self.modes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// This node (`node_id`, doing `modes`) in the cluster its engine's
+    /// catalog registers; node-to-node calls carry `secret`.
+    pub fn new(engine: Engine, node_id: String, modes: Modes, secret: String) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            modes,
+            secret,
+            engine,
+            peers: RwLock::new(BTreeMap::new()),
+            learned: Default::default(),
+            channels: grpc::DefaultChannelResolver::default(),
+            flight: buffers::FlightClients::default(),
+        })
+    }
+
+    /// Reads the registry again. Blocking (the catalog is read).
+    pub fn refresh(&self) -> sextant_catalog::Result<()> {
+        let nodes = self.engine.catalog().nodes()?;
+        let peers = nodes
+            .into_iter()
+            .map(|n: NodeInfo| {
+                let flight = serde_json::from_str::<serde_json::Value>(&n.addresses)
+                    .ok()
+                    .and_then(|a| a.get("flight")?.as_str().map(str::to_string));
+                (
+                    n.id,
+                    Peer {
+                        modes: n.modes,
+                        flight,
+                        stopped: n.stopped,
+                        heartbeat_ns: n.last_heartbeat_ns,
+                    },
+                )
+            })
+            .collect();
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+        Ok(())
+    }
+
+    /// Reads the registry every 2 s until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.refresh()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "reading the node registry failed"),
+                Err(e) => warn!(error = %e, "reading the node registry failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Whether node-to-node metadata carries this cluster's secret.
+    pub fn is_peer(&self, metadata: &tonic::metadata::MetadataMap) -> bool {
+        metadata
+            .get(SECRET_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| constant_time_eq(v.as_bytes(), self.secret.as_bytes()))
+    }
+
+    fn has_mode(peer: &Peer, mode: &str) -> bool {
+        peer.modes.split(',').any(|m| m.trim() == mode)
+    }
+
+    /// Flight address of a registered node (or of one a plan named).
+    fn address(&self, node: &str) -> Option<String> {
+        let known = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .and_then(|p| p.flight.clone());
+        known.or_else(|| {
+            self.learned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(node)
+                .cloned()
+        })
+    }
+
+    /// Remembers a node's address that a plan carried.
+    fn learn(&self, node: &str, address: &str) {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), address.to_string());
+    }
+
+    fn worker_url(address: &str) -> Option<Url> {
+        Url::parse(&format!("http://{address}")).ok()
+    }
+
+    /// URLs of the nodes that run query stages and are up.
+    fn workers(&self) -> Vec<Url> {
+        let now = self.engine.now_ns();
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|p| {
+                !p.stopped
+                    && Self::has_mode(p, "query")
+                    && now.saturating_sub(p.heartbeat_ns) <= DOWN_AFTER.as_nanos() as i64
+            })
+            .filter_map(|p| Self::worker_url(p.flight.as_deref()?))
+            .collect()
+    }
+
+    /// Plans of `builder` distributed over the cluster's workers: the
+    /// distributed planner (around the planner already set), this
+    /// cluster's workers, its codec and its routing of buffer scans.
+    pub fn distribute(self: &Arc<Self>, builder: SessionStateBuilder) -> SessionStateBuilder {
+        let route = self.clone();
+        builder
+            .with_distributed_planner()
+            .with_distributed_worker_resolver(Workers(self.clone()))
+            .with_distributed_channel_resolver(Channels(self.clone()))
+            .with_distributed_user_codec(codec::SextantCodec::new(self.clone()))
+            .with_distributed_desired_task_count_handler(buffer_scan_task_count)
+            .with_distributed_route_tasks_handler(move |ev: RouteTasksEvent| route.route(ev))
+    }
+
+    /// The worker gRPC service that runs other nodes' query stages here,
+    /// with the functions and object stores of `ctx`; mount it behind
+    /// [`Cluster::is_peer`].
+    pub fn worker(self: &Arc<Self>, ctx: &SessionContext) -> Worker {
+        let state = ctx.state();
+        let scalars: Vec<_> = state.scalar_functions().values().cloned().collect();
+        let aggregates: Vec<_> = state.aggregate_functions().values().cloned().collect();
+        let windows: Vec<_> = state.window_functions().values().cloned().collect();
+        let me = self.clone();
+        Worker::from_session_builder(move |wctx: WorkerQueryContext| {
+            let (scalars, aggregates, windows, me) = (
+                scalars.clone(),
+                aggregates.clone(),
+                windows.clone(),
+                me.clone(),
+            );
+            async move {
+                Ok(wctx
+                    .builder
+                    .with_scalar_functions(scalars)
+                    .with_aggregate_functions(aggregates)
+                    .with_window_functions(windows)
+                    .with_distributed_user_codec(codec::SextantCodec::new(me.clone()))
+                    .with_distributed_channel_resolver(Channels(me))
+                    .build())
+            }
+        })
+        .with_runtime_env(ctx.runtime_env())
+    }
+
+    /// A stage that reads exactly one node's buffer and runs as one task
+    /// goes to that node, if it runs stages; the rest is left to the
+    /// planner's own routing.
+    fn route(&self, ev: RouteTasksEvent) -> Option<DfResult<RouteTasksEventResponse>> {
+        if ev.task_count != 1 {
+            return None;
+        }
+        let mut nodes = vec![];
+        buffer_nodes(ev.plan, &mut nodes);
+        let [node] = nodes.as_slice() else {
+            return None;
+        };
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        let peer = peers.get(node)?;
+        if peer.stopped || !Self::has_mode(peer, "query") {
+            return None;
+        }
+        let now = self.engine.now_ns();
+        if now.saturating_sub(peer.heartbeat_ns) > DOWN_AFTER.as_nanos() as i64 {
+            return None;
+        }
+        let url = Self::worker_url(peer.flight.as_deref()?)?;
+        Some(Ok(RouteTasksEventResponse::new(vec![url])))
+    }
+}
+
+/// The nodes whose buffers the stage under `plan` reads (not past its
+/// network boundaries, which are other stages).
+fn buffer_nodes(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+    if let Some(scan) = plan.downcast_ref::<BufferScanExec>() {
+        out.push(scan.node().to_string());
+        return;
+    }
+    if plan.as_ref().is_network_boundary() {
+        return;
+    }
+    for child in plan.children() {
+        buffer_nodes(child, out);
+    }
+}
+
+/// A buffer scan is one task: it reads one node.
+fn buffer_scan_task_count(
+    ev: DesiredTaskCountEvent,
+) -> Option<DfResult<DesiredTaskCountEventResponse>> {
+    ev.plan.downcast_ref::<BufferScanExec>()?;
+    Some(Ok(DesiredTaskCountEventResponse::maximum(1)))
+}
+
+impl BufferSource for Cluster {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<String> = peers
+            .iter()
+            .filter(|(_, p)| !p.stopped && Self::has_mode(p, "ingest"))
+            .map(|(id, _)| id.clone())
+            .collect();
+        // This node before it has read the registry once.
+        if !peers.contains_key(&self.node_id) && self.modes.ingest {
+            nodes.push(self.node_id.clone());
+        }
+        nodes
+    }
+
+    fn fetch(&self, node: &str, request: BufferRequest) -> DfResult<SendableRecordBatchStream> {
+        if node == self.node_id {
+            return buffers::local(&self.engine, request);
+        }
+        let address = self.address(node).ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "node {node} is not in the registry: its buffered rows of \"{}\" cannot be read",
+                request.table
+            ))
+        })?;
+        Ok(self
+            .flight
+            .fetch(node.to_string(), address, self.secret.clone(), request))
+    }
+}
+
+/// The workers, as the registry has them.
+struct Workers(Arc<Cluster>);
+
+impl WorkerResolver for Workers {
+    fn get_urls(&self) -> DfResult<Vec<Url>> {
+        let urls = self.0.workers();
+        if urls.is_empty() {
+            // Before the first registry read: this node alone.
+            return Ok(self
+                .0
+                .address(&self.0.node_id)
+                .and_then(|a| Cluster::worker_url(&a))
+                .into_iter()
+                .collect());
+        }
+        Ok(urls)
+    }
+}
+
+/// Connections to workers, reused, each call carrying the secret.
+#[derive(Clone)]
+struct Channels(Arc<Cluster>);
+
+#[async_trait]
+impl ChannelResolver for Channels {
+    async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
+        let channel = self.0.channels.get_channel(url).await?;
+        let secret = http::HeaderValue::try_from(self.0.secret.as_str())
+            .map_err(|e| DataFusionError::Configuration(format!("cluster secret: {e}")))?;
+        let with_secret = tower::ServiceExt::map_request(
+            channel,
+            move |mut request: http::Request<tonic::body::Body>| {
+                request.headers_mut().insert(SECRET_HEADER, secret.clone());
+                request
+            },
+        );
+        Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
+            with_secret,
+        )))
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print() {
+        assert_eq!(Modes::parse("all").unwrap(), Modes::ALL);
+        let m = Modes::parse("query, compact").unwrap();
+        assert!(!m.ingest && m.query && m.compact);
+        assert_eq!(m.to_string(), "query,compact");
+        assert!(
+            Modes::parse("ingest,reader")
+                .unwrap_err()
+                .contains("reader")
+        );
+        assert!(Modes::parse("").is_err());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Three nodes on one PostgreSQL catalog and one object store, as
+//! docs/cluster.md walks through: a (ingest,query), b (ingest,query),
+//! c (query,compact). A table created on c is usable on a at once; rows
+//! written to a and to b are counted exactly from c before any flush,
+//! after FLUSH on both, across a kill -9 and restart of b in the middle of
+//! writing (and while b is down, a query that needs its buffer fails
+//! naming it), and after COMPACT TABLE on c; GROUP BY answers are equal on
+//! every node; a distributed aggregate answers as the single-node plan.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sextant_tests::{Server, http_post, text_rows};
+
+use crate::catalog::{SECRET, eventually_rows, fresh_database, rows};
+
+fn node(url: &str, store: &str, id: &str, mode: &str) -> Server {
+    Server::start(&[
+        "--catalog",
+        url,
+        "--cluster-secret",
+        SECRET,
+        "--object-store",
+        store,
+        "--node-id",
+        id,
+        "--mode",
+        mode,
+    ])
+}
+
+/// Line protocol rows `m,host=h<i%3>,node=<node> id=<i>i,v=<i>i <t>` for
+/// ids `from..to`.
+fn lines(node: &str, from: u64, to: u64) -> Vec<u8> {
+    let mut body = String::new();
+    for i in from..to {
+        body.push_str(&format!(
+            "m,host=h{},node={node} id={i}i,v={}i {}\n",
+            i % 3,
+            i % 7,
+            1_704_067_200 + i
+        ));
+    }
+    body.into_bytes()
+}
+
+fn write(server: &Server, node: &str, from: u64, to: u64) -> std::io::Result<u16> {
+    let r = http_post(
+        server.http_addr(),
+        "/api/v2/write?precision=s",
+        &[],
+        &lines(node, from, to),
+    )?;
+    if r.status != 204 {
+        eprintln!("write to {node}: {r:?}");
+    }
+    Ok(r.status)
+}
+
+const COUNT: &str = "SELECT node, count(*), count(DISTINCT id) FROM m GROUP BY node ORDER BY node";
+const GROUPS: &str =
+    "SELECT host, count(*), sum(v), min(id), max(id) FROM m GROUP BY host ORDER BY host";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_count_every_acknowledged_row_exactly_once() {
+    let url = fresh_database("cluster").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let mut b = node(&url, &store, "b", "ingest,query");
+    let c = node(&url, &store, "c", "query,compact");
+    let on_c = c.connect().await;
+
+    // Created on c, written on a at once (a takes the table in on its
+    // first write) and on b.
+    on_c.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, node TEXT, id BIGINT, v BIGINT)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(write(&a, "a", 0, 1000).unwrap(), 204);
+    assert_eq!(write(&b, "b", 0, 500).unwrap(), 204);
+
+    // c does not ingest: a write there is refused, naming the node.
+    let refused = http_post(
+        c.http_addr(),
+        "/api/v2/write?precision=s",
+        &[],
+        &lines("c", 0, 1),
+    )
+    .unwrap();
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(
+        refused.body.contains("node c does not accept writes"),
+        "{refused:?}"
+    );
+
+    // Before any flush: every row from c, read from a's and b's buffers.
+    let want = rows(&[&["a", "1000", "1000"], &["b", "500", "500"]]);
+    assert_eq!(text_rows(&on_c, COUNT).await, want);
+
+    // After a flush on both: the same rows, now from Parquet.
+    let on_a = a.connect().await;
+    on_a.batch_execute("FLUSH TABLE m").await.unwrap();
+    b.connect()
+        .await
+        .batch_execute("FLUSH TABLE m")
+        .await
+        .unwrap();
+    assert_eq!(text_rows(&on_c, COUNT).await, want);
+    // Some more in the buffers, over the files.
+    assert_eq!(write(&a, "a", 1000, 1200).unwrap(), 204);
+    assert_eq!(write(&b, "b", 500, 600).unwrap(), 204);
+    let want = rows(&[&["a", "1200", "1200"], &["b", "600", "600"]]);
+    assert_eq!(text_rows(&on_c, COUNT).await, want);
+
+    // kill -9 of b in the middle of writing: what b acknowledged is there
+    // once it is back; while it is down, a query that needs its buffer
+    // fails naming it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let b_http = b.http_addr();
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut acked, mut next) = (600u64, 600u64);
+            while !stop.load(Ordering::SeqCst) {
+                let body = lines("b", next, next + 50);
+                next += 50;
+                match http_post(b_http, "/api/v2/write?precision=s", &[], &body) {
+                    Ok(r) if r.status == 204 => acked = next,
+                    _ => break,
+                }
+            }
+            (acked, next)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill9();
+    stop.store(true, Ordering::SeqCst);
+    let (acked, sent) = writer.join().unwrap();
+    assert!(acked > 600, "b acknowledged writes before the kill");
+    let err = on_c.simple_query(COUNT).await.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    // By its id when the buffer scan runs elsewhere, by its address when
+    // the stage was sent to b itself as a worker.
+    let address = b.flight_addr().unwrap().to_string();
+    assert!(
+        message.contains("node b") || message.contains(&address),
+        "the error names b ({address}): {err:?}"
+    );
+    b.restart();
+    // Every acknowledged row once; an unacknowledged last batch may or may
+    // not have made it, but never twice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match on_c.simple_query(COUNT).await {
+            Ok(_) => break text_rows(&on_c, COUNT).await,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("c cannot read b after its restart: {e}"),
+        }
+    };
+    assert_eq!(got[0], vec!["a", "1200", "1200"]);
+    let (b_rows, b_ids): (u64, u64) = (got[1][1].parse().unwrap(), got[1][2].parse().unwrap());
+    assert_eq!(b_rows, b_ids, "no row of b twice: {got:?}");
+    assert!(
+        (acked..=sent).contains(&b_rows),
+        "b has every acknowledged row ({acked}) and none it was never sent ({sent}): {b_rows}"
+    );
+
+    // After compaction on c: the same answer, and GROUP BY equal on every node.
+    let before = text_rows(&on_c, GROUPS).await;
+    on_c.batch_execute("COMPACT TABLE m").await.unwrap();
+    assert_eq!(text_rows(&on_c, COUNT).await, got);
+    assert_eq!(text_rows(&on_c, GROUPS).await, before);
+    let on_b = b.connect().await;
+    eventually_rows(&on_a, GROUPS, before.clone()).await;
+    eventually_rows(&on_b, GROUPS, before.clone()).await;
+    let hosts: BTreeSet<String> = before.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(hosts.len(), 3);
+}
+
+/// A query the planner distributes (forced here by a tiny
+/// `distributed.file_scan_config_bytes_per_partition`, so the Parquet scan
+/// spreads over both workers) answers what the same query answers on the
+/// node alone, buffers of both ingest nodes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_aggregate_answers_as_the_single_node_plan() {
+    let url = fresh_database("distributed").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let b = node(&url, &store, "b", "ingest,query");
+    let on_a = a.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, node TEXT, id BIGINT, v BIGINT)",
+    )
+    .await
+    .unwrap();
+    for i in 0..4 {
+        assert_eq!(write(&a, "a", i * 100, i * 100 + 100).unwrap(), 204);
+        on_a.batch_execute("FLUSH TABLE m").await.unwrap();
+    }
+    assert_eq!(write(&a, "a", 400, 450).unwrap(), 204);
+    assert_eq!(write(&b, "b", 0, 10).unwrap(), 204);
+    eventually_rows(
+        &on_a,
+        COUNT,
+        rows(&[&["a", "450", "450"], &["b", "10", "10"]]),
+    )
+    .await;
+    let single = text_rows(&on_a, GROUPS).await;
+    on_a.batch_execute("SET distributed.file_scan_config_bytes_per_partition = 1")
+        .await
+        .unwrap();
+    assert_eq!(text_rows(&on_a, GROUPS).await, single);
+    assert_eq!(
+        text_rows(&on_a, COUNT).await,
+        rows(&[&["a", "450", "450"], &["b", "10", "10"]])
+    );
+}
