@@ -21,16 +21,30 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
+use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::logical_expr::{LogicalPlan, PlanType, StringifiedPlan, ToStringifiedPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::explain::ExplainExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
-    ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt,
-    NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse, SessionStateBuilderExt, Worker,
-    WorkerChannel, WorkerQueryContext, WorkerResolver, grpc,
+    ChannelResolver, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExec,
+    DistributedExt, NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse,
+    SessionStateBuilderExt, Worker, WorkerChannel, WorkerQueryContext, WorkerResolver,
+    display_plan_ascii, grpc,
 };
+use datafusion_distributed::{
+    CoordinatorToWorkerMsg, ExecuteTaskRequest, GetWorkerInfoRequest, GetWorkerInfoResponse,
+    SetPlanRequest, WorkerToCoordinatorMsg,
+};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use sextant_catalog::NodeInfo;
 use sextant_storage::{BufferRequest, BufferScanExec, BufferSource, Engine};
 use tokio_util::sync::CancellationToken;
@@ -227,6 +241,23 @@ impl Cluster {
         })
     }
 
+    /// "node b (host:port)" for a worker's URL.
+    fn worker_name(&self, url: &Url) -> String {
+        let address = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        match peers
+            .iter()
+            .find(|(_, p)| p.flight.as_deref() == Some(address.as_str()))
+        {
+            Some((id, _)) => format!("node {id} ({address})"),
+            None => format!("the node at {address}"),
+        }
+    }
+
     /// Remembers a node's address that a plan carried.
     fn learn(&self, node: &str, address: &str) {
         self.learned
@@ -260,8 +291,10 @@ impl Cluster {
     /// cluster's workers, its codec and its routing of buffer scans.
     pub fn distribute(self: &Arc<Self>, builder: SessionStateBuilder) -> SessionStateBuilder {
         let route = self.clone();
+        let mut builder = builder.with_distributed_planner();
+        let distributed = builder.query_planner().take();
         builder
-            .with_distributed_planner()
+            .with_query_planner(Arc::new(ExplainStages { inner: distributed }))
             .with_distributed_worker_resolver(Workers(self.clone()))
             .with_distributed_channel_resolver(Channels(self.clone()))
             .with_distributed_user_codec(codec::SextantCodec::new(self.clone()))
@@ -325,6 +358,46 @@ impl Cluster {
     }
 }
 
+/// EXPLAIN of a query the cluster distributes shows its stages, where
+/// DataFusion's EXPLAIN would show the plan before distribution; every
+/// other plan is the distributed planner's.
+#[derive(Debug)]
+struct ExplainStages {
+    inner: Option<Arc<dyn QueryPlanner + Send + Sync>>,
+}
+
+#[async_trait]
+impl QueryPlanner for ExplainStages {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let inner = self
+            .inner
+            .as_ref()
+            .ok_or_else(|| DataFusionError::Internal("no query planner to distribute".into()))?;
+        if let LogicalPlan::Explain(explain) = logical_plan
+            && !explain.verbose
+        {
+            let plan = inner.create_physical_plan(&explain.plan, session).await?;
+            if plan.is::<DistributedExec>() {
+                let mut plans = vec![explain.plan.to_stringified(PlanType::FinalLogicalPlan)];
+                plans.push(StringifiedPlan::new(
+                    PlanType::FinalPhysicalPlan,
+                    display_plan_ascii(plan.as_ref(), false),
+                ));
+                return Ok(Arc::new(ExplainExec::new(
+                    explain.schema.inner().clone(),
+                    plans,
+                    false,
+                )));
+            }
+        }
+        inner.create_physical_plan(logical_plan, session).await
+    }
+}
+
 /// The nodes whose buffers the stage under `plan` reads (not past its
 /// network boundaries, which are other stages).
 fn buffer_nodes(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
@@ -371,7 +444,17 @@ impl BufferSource for Cluster {
         if node == self.node_id {
             return buffers::local(&self.engine, request);
         }
-        let address = self.address(node).ok_or_else(|| {
+        // A node that registered since the last read of the registry.
+        let address = match self.address(node) {
+            Some(a) => Some(a),
+            None => {
+                if let Err(e) = self.refresh() {
+                    warn!(error = %e, "reading the node registry failed");
+                }
+                self.address(node)
+            }
+        };
+        let address = address.ok_or_else(|| {
             DataFusionError::Execution(format!(
                 "node {node} is not in the registry: its buffered rows of \"{}\" cannot be read",
                 request.table
@@ -409,7 +492,13 @@ struct Channels(Arc<Cluster>);
 #[async_trait]
 impl ChannelResolver for Channels {
     async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
-        let channel = self.0.channels.get_channel(url).await?;
+        let who = self.0.worker_name(url);
+        let channel = self
+            .0
+            .channels
+            .get_channel(url)
+            .await
+            .map_err(|e| named(&who, e))?;
         let secret = http::HeaderValue::try_from(self.0.secret.as_str())
             .map_err(|e| DataFusionError::Configuration(format!("cluster secret: {e}")))?;
         let with_secret = tower::ServiceExt::map_request(
@@ -419,9 +508,73 @@ impl ChannelResolver for Channels {
                 request
             },
         );
-        Ok(grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(
-            with_secret,
-        )))
+        Ok(Box::new(Named {
+            who,
+            inner: grpc::create_worker_client(grpc::BoxCloneSyncChannel::new(with_secret)),
+        }))
+    }
+}
+
+/// `e`, saying which worker it came from.
+fn named(who: &str, e: DataFusionError) -> DataFusionError {
+    e.context(format!("{who}, a worker of this query"))
+}
+
+/// A worker's channel whose errors name the worker (a node lost in the
+/// middle of a query fails it with an error that says which).
+struct Named {
+    who: String,
+    inner: Box<dyn WorkerChannel>,
+}
+
+#[async_trait]
+impl WorkerChannel for Named {
+    async fn coordinator_channel(
+        &mut self,
+        headers: http::HeaderMap,
+        set_plan_request: SetPlanRequest,
+        c2w_stream: BoxStream<'static, CoordinatorToWorkerMsg>,
+        metrics: ExecutionPlanMetricsSet,
+        task_ctx: &Arc<TaskContext>,
+    ) -> DfResult<BoxStream<'static, DfResult<WorkerToCoordinatorMsg>>> {
+        let who = self.who.clone();
+        let stream = self
+            .inner
+            .coordinator_channel(headers, set_plan_request, c2w_stream, metrics, task_ctx)
+            .await
+            .map_err(|e| named(&who, e))?;
+        Ok(stream.map_err(move |e| named(&who, e)).boxed())
+    }
+
+    async fn execute_task(
+        &mut self,
+        headers: http::HeaderMap,
+        request: ExecuteTaskRequest,
+        metrics: ExecutionPlanMetricsSet,
+        task_ctx: &Arc<TaskContext>,
+    ) -> DfResult<Vec<BoxStream<'static, DfResult<RecordBatch>>>> {
+        let streams = self
+            .inner
+            .execute_task(headers, request, metrics, task_ctx)
+            .await
+            .map_err(|e| named(&self.who, e))?;
+        Ok(streams
+            .into_iter()
+            .map(|s| {
+                let who = self.who.clone();
+                s.map_err(move |e| named(&who, e)).boxed()
+            })
+            .collect())
+    }
+
+    async fn get_worker_info(
+        &mut self,
+        request: GetWorkerInfoRequest,
+    ) -> DfResult<GetWorkerInfoResponse> {
+        self.inner
+            .get_worker_info(request)
+            .await
+            .map_err(|e| named(&self.who, e))
     }
 }
 

@@ -59,7 +59,15 @@ impl From<DataFusionError> for SqlError {
 /// The SQLSTATE of a DataFusion error, looking through the layers it wraps.
 fn classify_datafusion(e: &DataFusionError) -> SqlError {
     match e {
-        DataFusionError::Context(_, inner) => return classify_datafusion(inner),
+        DataFusionError::Context(context, inner) => {
+            // What says where a failure of the server's own came from (the
+            // worker of a distributed query) stays in front of it.
+            let mut e = classify_datafusion(inner);
+            if e.state == SqlState::INTERNAL_ERROR {
+                e.message = format!("{context}: {}", e.message);
+            }
+            return e;
+        }
         DataFusionError::Diagnostic(_, inner) => return classify_datafusion(inner),
         DataFusionError::Shared(inner) => return classify_datafusion(inner),
         DataFusionError::Collection(list) if !list.is_empty() => {
