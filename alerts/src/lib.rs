@@ -145,6 +145,8 @@ struct Inner {
     /// Whether this node holds the `alerts` lease: only then are rules
     /// evaluated and notifications sent here.
     held: AtomicBool,
+    /// Whether this node may evaluate at all (`--mode` with `compact`).
+    evaluates: AtomicBool,
     /// The session every evaluation starts from (its own memory pool).
     session: SessionState,
     planner: Arc<dyn RulePlanner>,
@@ -241,6 +243,7 @@ impl Alerts {
                 catalog,
                 node: std::sync::OnceLock::new(),
                 held: AtomicBool::new(false),
+                evaluates: AtomicBool::new(true),
                 session,
                 planner,
                 clock,
@@ -262,8 +265,14 @@ impl Alerts {
     /// holds the catalog's `alerts` lease. Before the scheduler starts.
     /// Takes the lease now if it is free, so that rules due at start do
     /// not wait for the scheduler's first renewal.
-    pub fn for_node(self, id: &str) -> Self {
+    /// A node that does not `evaluate` (its `--mode` has no `compact`)
+    /// never takes the lease.
+    pub fn for_node(self, id: &str, evaluate: bool) -> Self {
         let _ = self.inner.node.set(id.to_string());
+        self.inner.evaluates.store(evaluate, Ordering::SeqCst);
+        if !evaluate {
+            return self;
+        }
         let now = self.inner.clock.now_ns();
         match self
             .inner
@@ -494,6 +503,9 @@ impl Inner {
     /// the rules' states and queued notifications as the last holder left
     /// them.
     async fn renew_lease(self: &Arc<Self>) {
+        if !self.evaluates.load(Ordering::SeqCst) {
+            return;
+        }
         let me = self.clone();
         let now = self.clock.now_ns();
         let held = tokio::task::spawn_blocking(move || {

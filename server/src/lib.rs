@@ -195,7 +195,7 @@ pub async fn run(
             .as_ref()
             .map(|d| d as &dyn Fn(datafusion::execution::SessionStateBuilder) -> _),
     )?;
-    let alerts = open_alerts(&engine, &ctx, &config)?.for_node(&node_id);
+    let alerts = open_alerts(&engine, &ctx, &config)?.for_node(&node_id, config.mode.compact);
     system::register_alerts(&ctx, &alerts)?;
     let queries = sextant_sql::Queries::new(clock.clone());
     sextant_sql::register_cancel_backend(&ctx, &queries);
