@@ -360,3 +360,58 @@ async fn writers_on_two_nodes_lose_nothing_across_kill_9_cycles() {
         acked[1].len()
     );
 }
+
+/// A query node that loses a worker in the middle of a distributed query:
+/// the query fails with an error naming the worker, or (if the worker's
+/// tasks were done) answers; never a wrong answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_mid_query_fails_the_query_naming_it() {
+    let url = fresh_database("lostworker").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let mut b = node(&url, &store, "b", "query");
+    let on_a = a.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, node TEXT, id BIGINT, v BIGINT)",
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        assert_eq!(write(&a, "a", i * 10_000, (i + 1) * 10_000).unwrap(), 204);
+        on_a.batch_execute("FLUSH TABLE m").await.unwrap();
+    }
+    let query = "SELECT host, count(DISTINCT id), sum(v) FROM m GROUP BY host ORDER BY host";
+    let want = text_rows(&on_a, query).await;
+    on_a.batch_execute("SET distributed.file_scan_config_bytes_per_partition = 1")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        text_rows(&on_a, query).await,
+        want,
+        "distributed, both workers up"
+    );
+    let took = started.elapsed();
+    let running = tokio::spawn(async move {
+        let answer = on_a.simple_query(query).await;
+        (answer, on_a)
+    });
+    tokio::time::sleep(took / 3).await;
+    b.kill9();
+    let (answer, on_a) = running.await.unwrap();
+    match answer {
+        Ok(_) => {
+            eprintln!("the query finished before b's tasks were needed ({took:?})");
+            assert_eq!(text_rows(&on_a, query).await, want);
+        }
+        Err(e) => {
+            let message = e
+                .as_db_error()
+                .map(|e| e.message().to_string())
+                .unwrap_or_default();
+            eprintln!("b lost mid-query ({took:?} for the whole query): {message}");
+            assert!(message.contains("node b ("), "the error names b: {e:?}");
+        }
+    }
+}
