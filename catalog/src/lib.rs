@@ -396,6 +396,10 @@ pub struct NodeInfo {
     pub stopped: bool,
 }
 
+/// A table's files and each node's persisted WAL position they cover
+/// ([`Catalog::files_and_positions`]).
+pub type FilesAt = (Vec<ParquetFile>, BTreeMap<String, u64>);
+
 /// Who runs a singleton job (compaction and retention, view refresh, alert
 /// evaluation), until when: the holder renews it while it runs the job;
 /// another node takes it once it has expired.
@@ -485,11 +489,16 @@ pub trait Catalog: Send + Sync + Debug {
     /// its position is in these files, every row above is still that
     /// node's to persist (its write buffer). A query reads exactly the
     /// files plus each node's buffered rows above its position.
-    fn files_and_positions(
-        &self,
-        table_id: i64,
-    ) -> Result<(Vec<ParquetFile>, BTreeMap<String, u64>)> {
+    fn files_and_positions(&self, table_id: i64) -> Result<FilesAt> {
         Ok((self.files(table_id)?, BTreeMap::new()))
+    }
+    /// [`Catalog::files_and_positions`] of every table at once, by table
+    /// id, in one transaction (a table with neither is absent).
+    fn all_files_and_positions(&self) -> Result<BTreeMap<i64, FilesAt>> {
+        self.tables()?
+            .into_iter()
+            .map(|t| Ok((t.id, self.files_and_positions(t.id)?)))
+            .collect()
     }
     /// Records one compaction run.
     fn record_compaction(&self, run: &CompactionRun) -> Result<()>;

@@ -189,16 +189,17 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         in_tx(self, |tx| tables::files(tx, table_id))
     }
 
-    fn files_and_positions(
-        &self,
-        table_id: i64,
-    ) -> Result<(Vec<ParquetFile>, std::collections::BTreeMap<String, u64>)> {
+    fn files_and_positions(&self, table_id: i64) -> Result<crate::FilesAt> {
         in_tx(self, |tx| {
             Ok((
                 tables::files(tx, table_id)?,
                 tables::positions(tx, table_id)?,
             ))
         })
+    }
+
+    fn all_files_and_positions(&self) -> Result<std::collections::BTreeMap<i64, crate::FilesAt>> {
+        in_tx(self, tables::all_files_and_positions)
     }
 
     fn create_plain_view(&self, view: &PlainView, replace: bool) -> Result<()> {

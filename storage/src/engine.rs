@@ -74,8 +74,10 @@ impl Engine {
     ) -> Result<Self> {
         let mut tables = BTreeMap::new();
         let mut by_id = BTreeMap::new();
+        let mut files = catalog.all_files_and_positions()?;
         for def in catalog.tables()? {
-            let state = Arc::new(TableState::load(catalog.as_ref(), def.clone())?);
+            let (f, positions) = files.remove(&def.id).unwrap_or_default();
+            let state = Arc::new(TableState::new(def.clone(), f, positions));
             by_id.insert(def.id, state.clone());
             tables.insert(def.name.clone(), state);
         }
@@ -291,14 +293,18 @@ impl Engine {
 
     /// Makes a newly created table visible to writers and queries.
     pub(crate) fn register(&self, def: &TableDef) {
+        self.put_table(TableState::new(def.clone(), vec![], BTreeMap::new()));
+    }
+
+    /// Makes a table visible under its name, in place of any before it.
+    pub(crate) fn put_table(&self, state: TableState) -> Arc<TableState> {
+        let state = Arc::new(state);
         self.inner
             .tables
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                def.name.clone(),
-                Arc::new(TableState::new(def.clone(), vec![], BTreeMap::new())),
-            );
+            .insert(state.def().name, state.clone());
+        state
     }
 
     /// Creates a table.
@@ -391,13 +397,7 @@ impl Engine {
             .catalog
             .table(name)?
             .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
-        let state = Arc::new(TableState::load(self.inner.catalog.as_ref(), def)?);
-        self.inner
-            .tables
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), state.clone());
-        Ok(state)
+        Ok(self.put_table(TableState::load(self.inner.catalog.as_ref(), def)?))
     }
 
     /// The name of the `i`th object of a table's partition that starts at

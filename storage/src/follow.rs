@@ -26,17 +26,14 @@ impl Engine {
     /// Takes in what other nodes changed in the catalog; see the module.
     pub async fn sync_catalog(&self) -> Result<()> {
         let _ddl = self.inner.ddl.lock().await;
-        let (tables, views, plain_views) = self
+        let (tables, mut files, views, plain_views) = self
             .in_catalog(|catalog| {
-                let tables = catalog
-                    .tables()?
-                    .into_iter()
-                    .map(|def| {
-                        let (files, positions) = catalog.files_and_positions(def.id)?;
-                        Ok((def, files, positions))
-                    })
-                    .collect::<sextant_catalog::Result<Vec<_>>>()?;
-                Ok((tables, catalog.views()?, catalog.plain_views()?))
+                Ok((
+                    catalog.tables()?,
+                    catalog.all_files_and_positions()?,
+                    catalog.views()?,
+                    catalog.plain_views()?,
+                ))
             })
             .await?;
         let foreign_views: HashSet<i64> = views
@@ -45,10 +42,11 @@ impl Engine {
             .filter(|id| !self.is_view(*id))
             .collect();
         let mut seen = BTreeSet::new();
-        for (def, files, positions) in tables {
+        for def in tables {
             if foreign_views.contains(&def.id) {
                 continue;
             }
+            let (files, positions) = files.remove(&def.id).unwrap_or_default();
             seen.insert(def.name.clone());
             match self.state(&def.name) {
                 Some(state) if state.def().id == def.id => {
@@ -59,14 +57,7 @@ impl Engine {
                         self.forget(&old);
                     }
                     info!(table = %def.name, id = def.id, "table created by another node");
-                    self.inner
-                        .tables
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(
-                            def.name.clone(),
-                            Arc::new(TableState::new(def, files, positions)),
-                        );
+                    self.put_table(TableState::new(def, files, positions));
                 }
             }
         }

@@ -338,8 +338,13 @@ impl TableProvider for SextantTable {
             .collect();
         // Containers that straddle the cutoff need their rows filtered,
         // which needs the time column even if the query does not.
-        let remote_buffers = self.fixed.is_none() && self.engine.buffer_source().is_some();
-        let straddle = (remote_buffers && retention.is_some())
+        // Several ingest nodes: each one's buffered rows above the position
+        // the files cover, read from that node (their times are unknown here).
+        let buffers = match (&self.fixed, self.engine.buffer_source()) {
+            (None, Some(source)) => Some(source.clone()),
+            _ => None,
+        };
+        let straddle = (buffers.is_some() && retention.is_some())
             || chunks.iter().any(|c| c.min_time_ns < cutoff)
             || files.iter().any(|f| f.file.min_time_ns < cutoff);
         let time_idx = schema.index_of(&snap.def.time_column)?;
@@ -356,12 +361,6 @@ impl TableProvider for SextantTable {
 
         let target = state.config().target_partitions().max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
-        // Several ingest nodes: each one's buffered rows above the position
-        // the files cover, read from that node.
-        let buffers = match (&self.fixed, self.engine.buffer_source()) {
-            (None, Some(source)) => Some(source.clone()),
-            _ => None,
-        };
         if let Some(source) = &buffers {
             let wanted = match &scan_projection {
                 Some(p) => Arc::new(schema.project(p)?),

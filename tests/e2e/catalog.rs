@@ -10,6 +10,23 @@ use sextant_tests::{Server, http_post, start_expecting_failure, text_rows};
 /// The cluster secret every node of these tests shares.
 pub(crate) const SECRET: &str = "e2e-cluster-secret-0123456789";
 
+/// Node `id` on the shared catalog `url` and the object store `store`,
+/// with `extra` flags.
+pub(crate) fn node_on(url: &str, store: &str, id: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--cluster-secret",
+        SECRET,
+        "--catalog",
+        url,
+        "--object-store",
+        store,
+        "--node-id",
+        id,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 /// A database of its own on the test server; its URL.
 pub(crate) async fn fresh_database(name: &str) -> String {
     let base = std::env::var("SEXTANT_TEST_POSTGRES").unwrap_or_else(|_| {
@@ -275,26 +292,8 @@ async fn what_one_node_commits_the_other_sees() {
     let url = fresh_database("follow").await;
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
-    let a = Server::start(&[
-        "--cluster-secret",
-        SECRET,
-        "--catalog",
-        &url,
-        "--node-id",
-        "a",
-        "--object-store",
-        &store,
-    ]);
-    let b = Server::start(&[
-        "--cluster-secret",
-        SECRET,
-        "--catalog",
-        &url,
-        "--node-id",
-        "b",
-        "--object-store",
-        &store,
-    ]);
+    let a = node_on(&url, &store, "a", &[]);
+    let b = node_on(&url, &store, "b", &[]);
     let on_a = a.connect().await;
     let on_b = b.connect().await;
     on_a.batch_execute(
@@ -368,27 +367,14 @@ async fn the_lifecycle_lease_moves_to_another_node_when_its_holder_dies() {
     let url = fresh_database("lease").await;
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
-    let args = |node: &'static str| {
-        vec![
-            "--cluster-secret".to_string(),
-            SECRET.to_string(),
-            "--catalog".to_string(),
-            url.clone(),
-            "--node-id".to_string(),
-            node.to_string(),
-            // a only compacts: when it dies, no query needs its buffer.
-            "--mode".to_string(),
-            if node == "a" { "query,compact" } else { "all" }.to_string(),
-            "--object-store".to_string(),
-            store.clone(),
-            "--lifecycle-interval".to_string(),
-            "1s".to_string(),
-            "--compaction-min-files".to_string(),
-            "3".to_string(),
-        ]
-    };
-    let a_args = args("a");
-    let mut a = Server::start(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lifecycle = ["--lifecycle-interval", "1s", "--compaction-min-files", "3"];
+    // a only compacts: when it dies, no query needs its buffer.
+    let mut a = node_on(
+        &url,
+        &store,
+        "a",
+        &[&["--mode", "query,compact"][..], &lifecycle].concat(),
+    );
     let on_a = a.connect().await;
     eventually_rows(
         &on_a,
@@ -396,8 +382,7 @@ async fn the_lifecycle_lease_moves_to_another_node_when_its_holder_dies() {
         rows(&[&["lifecycle", "a"]]),
     )
     .await;
-    let b_args = args("b");
-    let b = Server::start(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = node_on(&url, &store, "b", &lifecycle);
     let on_b = b.connect().await;
     on_b.batch_execute("CREATE TABLE m (time TIMESTAMP NOT NULL, v BIGINT)")
         .await
@@ -473,16 +458,7 @@ async fn an_alert_rule_on_two_nodes_fires_once() {
     let objects = tempfile::tempdir().unwrap();
     let store = format!("file://{}", objects.path().display());
     let receiver = crate::alerts::Receiver::start();
-    let a = Server::start(&[
-        "--cluster-secret",
-        SECRET,
-        "--catalog",
-        &url,
-        "--node-id",
-        "a",
-        "--object-store",
-        &store,
-    ]);
+    let a = node_on(&url, &store, "a", &[]);
     let on_a = a.connect().await;
     eventually_rows(
         &on_a,
@@ -490,16 +466,7 @@ async fn an_alert_rule_on_two_nodes_fires_once() {
         rows(&[&["a"]]),
     )
     .await;
-    let b = Server::start(&[
-        "--cluster-secret",
-        SECRET,
-        "--catalog",
-        &url,
-        "--node-id",
-        "b",
-        "--object-store",
-        &store,
-    ]);
+    let b = node_on(&url, &store, "b", &[]);
     let on_b = b.connect().await;
     on_a.batch_execute(
         "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION); \

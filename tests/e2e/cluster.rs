@@ -16,21 +16,10 @@ use std::time::{Duration, Instant};
 
 use sextant_tests::{Server, http_post, text_rows};
 
-use crate::catalog::{SECRET, eventually_rows, fresh_database, rows};
+use crate::catalog::{eventually_rows, fresh_database, node_on, rows};
 
 fn node(url: &str, store: &str, id: &str, mode: &str) -> Server {
-    Server::start(&[
-        "--catalog",
-        url,
-        "--cluster-secret",
-        SECRET,
-        "--object-store",
-        store,
-        "--node-id",
-        id,
-        "--mode",
-        mode,
-    ])
+    node_on(url, store, id, &["--mode", mode])
 }
 
 /// Line protocol rows `m,host=h<i%3>,node=<node> id=<i>i,v=<i>i <t>` for

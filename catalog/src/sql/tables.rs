@@ -16,8 +16,8 @@ use super::views::insert_invalidations;
 use super::{from_json, to_json};
 use crate::db::{Row, Tx, params};
 use crate::{
-    CatalogError, CompactionRun, IndexDef, Invalidation, NewParquetFile, NewTable, ParquetFile,
-    Result, TableDef, TableOptions,
+    CatalogError, CompactionRun, FilesAt, IndexDef, Invalidation, NewParquetFile, NewTable,
+    ParquetFile, Result, TableDef, TableOptions,
 };
 
 /// A column as stored: Arrow's own type spelling round-trips through
@@ -405,11 +405,28 @@ pub(super) fn files(tx: &mut dyn Tx, table_id: i64) -> Result<Vec<ParquetFile>> 
     files_of(tx, table_id)
 }
 
+/// Every table's files and each node's positions for it, by table id
+/// (tables without files or positions are absent).
+pub(super) fn all_files_and_positions(tx: &mut dyn Tx) -> Result<BTreeMap<i64, FilesAt>> {
+    let mut out: BTreeMap<i64, FilesAt> = BTreeMap::new();
+    for r in tx.query(
+        &format!("SELECT {FILE_COLUMNS} FROM files ORDER BY id"),
+        &[],
+    )? {
+        let f = read_file(&r)?;
+        out.entry(f.table_id).or_default().0.push(f);
+    }
+    for r in tx.query("SELECT table_id, node_id, seq FROM persisted", &[])? {
+        out.entry(r.int(0)?)
+            .or_default()
+            .1
+            .insert(r.text(1)?, r.int(2)? as u64);
+    }
+    Ok(out)
+}
+
 /// Each node's persisted WAL position for one table.
-pub(super) fn positions(
-    tx: &mut dyn Tx,
-    table_id: i64,
-) -> Result<std::collections::BTreeMap<String, u64>> {
+pub(super) fn positions(tx: &mut dyn Tx, table_id: i64) -> Result<BTreeMap<String, u64>> {
     tx.query(
         "SELECT node_id, seq FROM persisted WHERE table_id = $1",
         params![table_id],

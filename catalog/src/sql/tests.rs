@@ -699,6 +699,19 @@ fn each_node_has_its_own_wal_positions(place: &Place) {
     assert_eq!(b.table("cpu").unwrap().unwrap().persisted_seq, 3);
     assert_eq!(b.tables().unwrap()[0].persisted_seq, 3);
     assert_eq!(a.files(t.id).unwrap().len(), 2);
+    // What a query reads: the files with each node's position, from any node.
+    let positions = BTreeMap::from([("a".to_string(), 10), ("b".to_string(), 3)]);
+    let (files, at) = b.files_and_positions(t.id).unwrap();
+    assert_eq!((files.len(), &at), (2, &positions));
+    let other = a.create_table(new_table("mem")).unwrap();
+    let all = a.all_files_and_positions().unwrap();
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![t.id]);
+    assert_eq!(all[&t.id].0, files);
+    assert_eq!(all[&t.id].1, positions);
+    assert!(
+        !all.contains_key(&other.id),
+        "a table with neither is absent"
+    );
     assert_eq!(
         (
             a.max_persisted_seq().unwrap(),
