@@ -146,7 +146,7 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         lifecycle: LifecycleConfig::default(),
         object_tag: String::new(),
         node_id: String::new(),
-        retain_persisted: Duration::ZERO,
+        peer_grace: Duration::ZERO,
         ingest: true,
         compact: true,
     };

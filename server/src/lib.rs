@@ -145,7 +145,7 @@ pub async fn run(
         },
         // Other nodes' queries read this node's buffer as of the catalog
         // they read; a minute covers their lag behind the catalog.
-        retain_persisted: if shared {
+        peer_grace: if shared {
             Duration::from_secs(60)
         } else {
             Duration::ZERO

@@ -39,11 +39,12 @@ pub struct EngineConfig {
     /// (`<seq>-<tag>-<n>.parquet`), so that nodes sharing one object store
     /// never write the same name; empty for a store only this node writes.
     pub object_tag: String,
-    /// How long persisted chunks stay in memory for other nodes' queries
-    /// that planned against the files as they were before the persist
-    /// ([`crate::Engine::buffered_since`]); zero when no other node reads
-    /// this node's buffer.
-    pub retain_persisted: Duration,
+    /// How long other nodes may still read what this node let go, by a
+    /// catalog they read before: chunks it persisted stay in memory for
+    /// their queries ([`crate::Engine::buffered_since`]), files it replaced
+    /// (compaction, retention) stay in the object store. Zero when no other
+    /// node reads this node's data.
+    pub peer_grace: Duration,
     /// This node accepts writes (`--mode` has `ingest`).
     pub ingest: bool,
     /// This node runs the singleton jobs when it holds their lease

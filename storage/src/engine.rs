@@ -702,7 +702,7 @@ impl Engine {
             data.bytes -= freed;
             data.files.extend(committed.into_iter().map(Arc::new));
             data.own_position = data.own_position.max(max_seq);
-            data.retain(persisted, self.inner.config.retain_persisted);
+            data.retain(persisted, self.inner.config.peer_grace);
             data.oldest_chunk_at = (!data.chunks.is_empty()).then(Instant::now);
             freed
         };

@@ -62,27 +62,31 @@ impl Engine {
     }
 
     /// Moves files out of the live set; their objects are deleted by
-    /// [`Engine::sweep_retired`] once no query holds them.
+    /// [`Engine::sweep_retired`] once no query holds them (and, on a shared
+    /// catalog, once other nodes' queries are done with them).
     pub(crate) fn retire(&self, files: Vec<Arc<ParquetFile>>) {
         if files.is_empty() {
             return;
         }
+        let now = Instant::now();
         self.inner
             .retired
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(files);
+            .extend(files.into_iter().map(|f| (now, f)));
     }
 
     /// Deletes the objects of retired files no query holds any more.
     /// Returns how many were deleted.
     pub async fn sweep_retired(&self) -> usize {
+        let grace = self.inner.config.peer_grace;
         let free: Vec<Arc<ParquetFile>> = {
             let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
-            let (free, held): (Vec<_>, Vec<_>) =
-                retired.drain(..).partition(|f| Arc::strong_count(f) == 1);
+            let (free, held): (Vec<_>, Vec<_>) = retired
+                .drain(..)
+                .partition(|(at, f)| Arc::strong_count(f) == 1 && at.elapsed() >= grace);
             *retired = held;
-            free
+            free.into_iter().map(|(_, f)| f).collect()
         };
         let mut deleted = 0;
         for f in free {
@@ -389,7 +393,7 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
-                .map(|f| f.file.path.clone()),
+                .map(|(_, f)| f.file.path.clone()),
         );
         // A file is committed after its object is written; list first, then
         // read the catalog, so an object committed meanwhile is known.

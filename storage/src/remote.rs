@@ -6,7 +6,7 @@
 //! node asks the [`BufferSource`] (the cluster layer, which knows where the
 //! nodes are) for that node's rows above the position, and the node answers
 //! from [`Engine::buffered_since`]. A node keeps chunks it persisted for a
-//! while (`EngineConfig::retain_persisted`), so a persist between a query's
+//! while (`EngineConfig::peer_grace`), so a persist between a query's
 //! planning and its scan neither hides rows nor shows them twice.
 
 use std::fmt;
@@ -79,7 +79,7 @@ impl Engine {
         if state.def().id != request.table_id {
             return Ok(vec![]);
         }
-        let keep = self.inner.config.retain_persisted;
+        let keep = self.inner.config.peer_grace;
         let chunks: Vec<RecordBatch> = {
             let mut data = state.data();
             data.retain(vec![], keep);

@@ -64,7 +64,7 @@ pub(crate) struct TableData {
     /// moved under the same lock as `files`).
     pub(crate) own_position: u64,
     /// Persisted chunks kept for a while for other nodes' queries
-    /// (`EngineConfig::retain_persisted`), oldest first, with when they
+    /// (`EngineConfig::peer_grace`), oldest first, with when they
     /// were persisted.
     pub(crate) retained: std::collections::VecDeque<(Instant, Chunk)>,
     /// The highest sequence number of a chunk no longer retained: a reader
@@ -262,7 +262,9 @@ pub(crate) struct Inner {
     /// DDL statements run one at a time.
     pub(crate) ddl: tokio::sync::Mutex<()>,
     /// Files no longer in the catalog, deleted once no query holds them.
-    pub(crate) retired: Mutex<Vec<Arc<ParquetFile>>>,
+    /// With when they left (kept `EngineConfig::peer_grace` for other
+    /// nodes' queries).
+    pub(crate) retired: Mutex<Vec<(Instant, Arc<ParquetFile>)>>,
     /// Why background persistence last failed, until it works again: a
     /// writer refused for lack of buffer space is told.
     pub(crate) persist_failure: Mutex<Option<String>>,
