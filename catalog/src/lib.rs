@@ -396,6 +396,24 @@ pub struct NodeInfo {
     pub stopped: bool,
 }
 
+impl NodeInfo {
+    /// A node that has not heartbeat for this long is `down`.
+    pub const DOWN_AFTER: Duration = Duration::from_secs(15);
+
+    /// `up`, `down` (no heartbeat for [`NodeInfo::DOWN_AFTER`]) or
+    /// `stopped` (cleanly).
+    pub fn state(&self, now_ns: i64) -> &'static str {
+        if self.stopped {
+            "stopped"
+        } else if now_ns.saturating_sub(self.last_heartbeat_ns) > Self::DOWN_AFTER.as_nanos() as i64
+        {
+            "down"
+        } else {
+            "up"
+        }
+    }
+}
+
 /// A table's files and each node's persisted WAL position they cover
 /// ([`Catalog::files_and_positions`]).
 pub type FilesAt = (Vec<ParquetFile>, BTreeMap<String, u64>);

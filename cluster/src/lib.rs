@@ -123,17 +123,21 @@ impl std::fmt::Display for Modes {
 /// A registered node as the cluster uses it.
 #[derive(Debug, Clone)]
 struct Peer {
-    modes: String,
+    node: NodeInfo,
     /// Its Flight SQL address (workers and buffer tickets).
     flight: Option<String>,
-    /// Stopped cleanly (its buffer was persisted first).
-    stopped: bool,
-    /// Its latest heartbeat (ns since the epoch).
-    heartbeat_ns: i64,
 }
 
-/// A node without a heartbeat for this long runs no stages.
-const DOWN_AFTER: Duration = Duration::from_secs(15);
+impl Peer {
+    fn has_mode(&self, mode: &str) -> bool {
+        self.node.modes.split(',').any(|m| m.trim() == mode)
+    }
+
+    /// Runs query stages now: a query node, up.
+    fn works(&self, now_ns: i64) -> bool {
+        self.has_mode("query") && self.node.state(now_ns) == "up"
+    }
+}
 
 /// The cluster as this node sees it; see the module.
 pub struct Cluster {
@@ -177,19 +181,11 @@ impl Cluster {
         let nodes = self.engine.catalog().nodes()?;
         let peers = nodes
             .into_iter()
-            .map(|n: NodeInfo| {
-                let flight = serde_json::from_str::<serde_json::Value>(&n.addresses)
+            .map(|node: NodeInfo| {
+                let flight = serde_json::from_str::<serde_json::Value>(&node.addresses)
                     .ok()
                     .and_then(|a| a.get("flight")?.as_str().map(str::to_string));
-                (
-                    n.id,
-                    Peer {
-                        modes: n.modes,
-                        flight,
-                        stopped: n.stopped,
-                        heartbeat_ns: n.last_heartbeat_ns,
-                    },
-                )
+                (node.id.clone(), Peer { node, flight })
             })
             .collect();
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
@@ -218,10 +214,6 @@ impl Cluster {
             .get(SECRET_HEADER)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| constant_time_eq(v.as_bytes(), self.secret.as_bytes()))
-    }
-
-    fn has_mode(peer: &Peer, mode: &str) -> bool {
-        peer.modes.split(',').any(|m| m.trim() == mode)
     }
 
     /// Flight address of a registered node (or of one a plan named).
@@ -277,11 +269,7 @@ impl Cluster {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|p| {
-                !p.stopped
-                    && Self::has_mode(p, "query")
-                    && now.saturating_sub(p.heartbeat_ns) <= DOWN_AFTER.as_nanos() as i64
-            })
+            .filter(|p| p.works(now))
             .filter_map(|p| Self::worker_url(p.flight.as_deref()?))
             .collect()
     }
@@ -346,11 +334,7 @@ impl Cluster {
         };
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         let peer = peers.get(node)?;
-        if peer.stopped || !Self::has_mode(peer, "query") {
-            return None;
-        }
-        let now = self.engine.now_ns();
-        if now.saturating_sub(peer.heartbeat_ns) > DOWN_AFTER.as_nanos() as i64 {
+        if !peer.works(self.engine.now_ns()) {
             return None;
         }
         let url = Self::worker_url(peer.flight.as_deref()?)?;
@@ -430,7 +414,7 @@ impl BufferSource for Cluster {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         let mut nodes: Vec<String> = peers
             .iter()
-            .filter(|(_, p)| !p.stopped && Self::has_mode(p, "ingest"))
+            .filter(|(_, p)| !p.node.stopped && p.has_mode("ingest"))
             .map(|(id, _)| id.clone())
             .collect();
         // This node before it has read the registry once.

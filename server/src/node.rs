@@ -17,8 +17,6 @@ use crate::{StartError, context};
 
 /// How often a node heartbeats.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
-/// A node that has not heartbeat for this long is `down`.
-pub(crate) const DOWN_AFTER: Duration = Duration::from_secs(15);
 
 /// The file in the data directory that keeps the node's id.
 const ID_FILE: &str = "node-id";
@@ -116,15 +114,4 @@ pub(crate) fn register(
             warn!(node = %id, error = %e, "clean stop not recorded in the catalog");
         }
     }))
-}
-
-/// `up`, `down` (no heartbeat for [`DOWN_AFTER`]) or `stopped` (cleanly).
-pub(crate) fn state(node: &NodeInfo, now_ns: i64) -> &'static str {
-    if node.stopped {
-        "stopped"
-    } else if now_ns.saturating_sub(node.last_heartbeat_ns) > DOWN_AFTER.as_nanos() as i64 {
-        "down"
-    } else {
-        "up"
-    }
 }

@@ -72,6 +72,11 @@ fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
+/// A column of UTC timestamps (ns), null where `None`.
+fn utc(values: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from_iter(values).with_timezone("UTC"))
+}
+
 /// A duration as PostgreSQL prints an interval of whole days and a time of
 /// day: `30 days`, `1 day 12:00:00`, `01:00:00`, `00:00:00.5` (what
 /// `WITH (retention = '30 days')` was given reads back as written).
@@ -172,12 +177,7 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                 u(&|t| t.persisted_rows),
                 u(&|t| t.persisted_bytes),
                 u(&|t| t.def.persisted_seq),
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(
-                        s.iter().map(|t| t.def.created_at_ns),
-                    )
-                    .with_timezone("UTC"),
-                ),
+                utc(s.iter().map(|t| Some(t.def.created_at_ns))),
             ])
         }),
     );
@@ -205,10 +205,7 @@ fn files_table() -> (&'static str, SchemaRef, Build) {
         Arc::new(|e: &Engine| {
             let files = e.files();
             let t = |f: &dyn Fn(&sextant_catalog::ParquetFile) -> i64| -> ArrayRef {
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(files.iter().map(|(_, p)| f(p)))
-                        .with_timezone("UTC"),
-                )
+                utc(files.iter().map(|(_, p)| Some(f(p))))
             };
             Ok(vec![
                 Arc::new(StringArray::from_iter_values(
@@ -280,10 +277,7 @@ fn compactions_table() -> (&'static str, SchemaRef, Build) {
                 .compactions(10_000)
                 .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
             let t = |f: &dyn Fn(&sextant_catalog::CompactionRun) -> i64| -> ArrayRef {
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(runs.iter().map(f))
-                        .with_timezone("UTC"),
-                )
+                utc(runs.iter().map(|r| Some(f(r))))
             };
             let u = |f: &dyn Fn(&sextant_catalog::CompactionRun) -> u64| -> ArrayRef {
                 Arc::new(UInt64Array::from_iter_values(runs.iter().map(f)))
@@ -343,10 +337,7 @@ fn nodes_table() -> (&'static str, SchemaRef, Build) {
                 })))
             };
             let t = |f: &dyn Fn(&sextant_catalog::NodeInfo) -> i64| -> ArrayRef {
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(nodes.iter().map(f))
-                        .with_timezone("UTC"),
-                )
+                utc(nodes.iter().map(|n| Some(f(n))))
             };
             Ok(vec![
                 text(&|n| n.id.clone()),
@@ -357,7 +348,7 @@ fn nodes_table() -> (&'static str, SchemaRef, Build) {
                 address("flight"),
                 t(&|n| n.started_at_ns),
                 t(&|n| n.last_heartbeat_ns),
-                text(&|n| crate::node::state(n, now).to_string()),
+                text(&|n| n.state(now).to_string()),
             ])
         }),
     );
@@ -381,10 +372,7 @@ fn leases_table() -> (&'static str, SchemaRef, Build) {
                 .leases()
                 .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
             let t = |f: &dyn Fn(&sextant_catalog::Lease) -> i64| -> ArrayRef {
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(leases.iter().map(f))
-                        .with_timezone("UTC"),
-                )
+                utc(leases.iter().map(|l| Some(f(l))))
             };
             Ok(vec![
                 Arc::new(StringArray::from_iter_values(
@@ -427,7 +415,7 @@ fn views_table() -> (&'static str, SchemaRef, Build) {
         Arc::new(|e: &Engine| {
             let v = e.view_stats();
             let t = |f: &dyn Fn(&sextant_storage::ViewStats) -> Option<i64>| -> ArrayRef {
-                Arc::new(TimestampNanosecondArray::from_iter(v.iter().map(f)).with_timezone("UTC"))
+                utc(v.iter().map(f))
             };
             let text = |f: &dyn Fn(&sextant_storage::ViewStats) -> Option<String>| -> ArrayRef {
                 Arc::new(StringArray::from_iter(v.iter().map(f)))
@@ -595,11 +583,8 @@ fn alerts_table() -> (&'static str, SchemaRef, Build<Alerts>) {
             let u = |f: &dyn Fn(&AlertInfo) -> u64| -> ArrayRef {
                 Arc::new(UInt64Array::from_iter_values(rules.iter().map(f)))
             };
-            let t = |f: &dyn Fn(&AlertInfo) -> Option<i64>| -> ArrayRef {
-                Arc::new(
-                    TimestampNanosecondArray::from_iter(rules.iter().map(f)).with_timezone("UTC"),
-                )
-            };
+            let t =
+                |f: &dyn Fn(&AlertInfo) -> Option<i64>| -> ArrayRef { utc(rules.iter().map(f)) };
             Ok(vec![
                 text(&|r| Some(r.def.name.clone())),
                 text(&|r| Some(r.state.summary().to_string())),
@@ -666,10 +651,7 @@ fn alert_events_table() -> (&'static str, SchemaRef, Build<Alerts>) {
                 Arc::new(StringArray::from_iter(events.iter().map(f)))
             };
             Ok(vec![
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(events.iter().map(|e| e.time_ns))
-                        .with_timezone("UTC"),
-                ) as ArrayRef,
+                utc(events.iter().map(|e| Some(e.time_ns))),
                 text(&|e| Some(e.alert.clone())),
                 text(&|e| Some(e.event.event.clone())),
                 text(&|e| e.event.labels.as_ref().map(json_text)),
@@ -794,10 +776,7 @@ pub(crate) fn register_queries(
                 text(&|i| Some(i.user.clone())),
                 text(&|i| Some(i.protocol.to_string())),
                 text(&|i| Some(i.text.clone())),
-                Arc::new(
-                    TimestampNanosecondArray::from_iter_values(list.iter().map(|i| i.started_ns))
-                        .with_timezone("UTC"),
-                ),
+                utc(list.iter().map(|i| Some(i.started_ns))),
                 Arc::new(Float64Array::from_iter_values(
                     list.iter().map(|i| i.duration.as_secs_f64() * 1000.0),
                 )),
@@ -822,9 +801,7 @@ pub(crate) fn register_access(
 ) -> Result<()> {
     type Dir = Arc<sextant_auth::Directory>;
     let text = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
-    let time = |v: Vec<Option<i64>>| -> ArrayRef {
-        Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC"))
-    };
+    let time = |v: Vec<Option<i64>>| -> ArrayRef { utc(v) };
 
     let users = Arc::new(Schema::new(vec![
         Field::new("user_name", DataType::Utf8, false),
