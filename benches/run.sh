@@ -10,7 +10,10 @@
 #   4. unless BENCH_SKIP_VIEWS=1, the materialized-view benchmark (ingest
 #      with 0, 1 and 5 views, a 30-day dashboard panel on views and on the
 #      base table), to benches/results/views.md;
-#   5. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
+#   5. unless BENCH_SKIP_CLUSTER=1, the query suite on one node and on a
+#      three-node cluster (catalog in PostgreSQL, Parquet in moto's S3), to
+#      benches/results/cluster.md;
+#   6. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
 #      path and decoders).
 # Extra arguments go to sextant-load (e.g. --logs 200000 for a quick run);
 # `target/release/sextant-load --help` lists them.
@@ -21,7 +24,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sextant/release-target
 echo "==> building sextant and sextant-load (release)"
 cargo build --release --quiet -p sextant-server -p sextant-benches --bin sextant --bin sextant-load
 
-echo "==> installing DuckDB into .venv"
+echo "==> installing DuckDB and moto into .venv"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 
@@ -32,6 +35,12 @@ mkdir -p benches/results
 if [ "${BENCH_SKIP_VIEWS:-0}" != 1 ]; then
   echo "==> load tool: materialized views"
   "$CARGO_TARGET_DIR/release/sextant-load" --scenario views --report benches/results/views.md
+fi
+
+if [ "${BENCH_SKIP_CLUSTER:-0}" != 1 ]; then
+  echo "==> load tool: one node and a three-node cluster"
+  "$CARGO_TARGET_DIR/release/sextant-load" --scenario cluster --python .venv/bin/python \
+    --report benches/results/cluster.md "$@"
 fi
 
 if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then

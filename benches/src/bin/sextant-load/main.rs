@@ -15,9 +15,11 @@
 //!
 //! `--scenario views` runs the materialized-view benchmark instead
 //! ([`views`]): ingest with 0, 1 and 5 views, and a 30-day dashboard panel
-//! on views and on the base table.
+//! on views and on the base table; `--scenario cluster` the query suite on
+//! one node and on three ([`cluster`]).
 
 mod answer;
+mod cluster;
 mod encode;
 mod generate;
 mod ingest;
@@ -123,6 +125,9 @@ enum Scenario {
     /// The cost of self-observability on ingest: --baseline-bin vs this
     /// build, with and without --self-telemetry.
     Overhead,
+    /// The query suite on one node and on a three-node cluster (catalog in
+    /// PostgreSQL, Parquet in moto's S3), and the cluster's overhead.
+    Cluster,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -352,6 +357,8 @@ async fn run(a: Args) -> Result<(), String> {
         let _ = writeln!(report, "Machine: {machine}. Seed {}.\n", a.seed);
         if a.scenario == Scenario::Views {
             report.push_str(&views::run(&a, &sextant_bin, &work).await?);
+        } else if a.scenario == Scenario::Cluster {
+            report.push_str(&cluster::run(&a, &sextant_bin, &work).await?);
         } else {
             let baseline = a
                 .baseline_bin

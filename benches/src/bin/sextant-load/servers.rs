@@ -15,10 +15,21 @@ pub(crate) struct Sextant {
     pub(crate) flight: String,
     bin: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Sextant {
     pub(crate) fn start(bin: &Path, data_dir: &Path, args: &[String]) -> Result<Self, String> {
+        Self::start_with_env(bin, data_dir, args, &[])
+    }
+
+    /// [`Sextant::start`] with more environment variables (`AWS_*`).
+    pub(crate) fn start_with_env(
+        bin: &Path,
+        data_dir: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let ready = data_dir.with_extension("ready.json");
         let _ = std::fs::remove_file(&ready);
@@ -33,6 +44,7 @@ impl Sextant {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
@@ -46,6 +58,7 @@ impl Sextant {
             flight: String::new(),
             bin: bin.to_path_buf(),
             args: args.to_vec(),
+            env: env.to_vec(),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -83,9 +96,14 @@ impl Sextant {
 
     /// Stops (SIGTERM, then waits) and starts again on the same data.
     pub(crate) fn restart(self) -> Result<Self, String> {
-        let (bin, dir, args) = (self.bin.clone(), self.data_dir.clone(), self.args.clone());
+        let (bin, dir, args, env) = (
+            self.bin.clone(),
+            self.data_dir.clone(),
+            self.args.clone(),
+            self.env.clone(),
+        );
         drop(self);
-        Sextant::start(&bin, &dir, &args)
+        Sextant::start_with_env(&bin, &dir, &args, &env)
     }
 }
 
@@ -284,7 +302,7 @@ fn run(c: &mut Command) -> Result<(), String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
