@@ -3,8 +3,7 @@
 //! its id, the position the reader's files cover and the columns; the node
 //! answers from `Engine::buffered_since` ([`answer_buffer_ticket`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -113,87 +112,64 @@ pub fn answer_buffer_ticket(
     Some(answer)
 }
 
-/// Flight connections to other nodes, one per address, reused.
-#[derive(Debug, Default)]
-pub(crate) struct FlightClients {
-    channels: Mutex<HashMap<String, Channel>>,
-}
-
-impl FlightClients {
-    fn channel(&self, address: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
-        }
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// `node`'s buffered rows for `request`, read at `address`; the stream
-    /// fails with an error naming the node if it cannot be read.
-    pub(crate) fn fetch(
-        &self,
-        node: String,
-        address: String,
-        secret: String,
-        request: BufferRequest,
-    ) -> SendableRecordBatchStream {
-        let schema = request.schema.clone();
-        let table = request.table.clone();
-        let unreachable = {
-            let (node, address, table) = (node.clone(), address.clone(), table.clone());
-            move |e: String| {
-                DataFusionError::Execution(format!(
-                    "node {node} ({address}) cannot be reached: its buffered rows of \"{table}\" \
+/// `node`'s buffered rows for `request`, over `channel` to `address`; the
+/// stream fails with an error naming the node if it cannot be read.
+pub(crate) fn fetch(
+    node: String,
+    address: String,
+    channel: Result<Channel, String>,
+    secret: String,
+    request: BufferRequest,
+) -> SendableRecordBatchStream {
+    let schema = request.schema.clone();
+    let table = request.table.clone();
+    let unreachable = {
+        let (node, address, table) = (node.clone(), address.clone(), table.clone());
+        move |e: String| {
+            DataFusionError::Execution(format!(
+                "node {node} ({address}) cannot be reached: its buffered rows of \"{table}\" \
                      are not readable until it is back ({e})"
-                ))
+            ))
+        }
+    };
+    let open = async move {
+        let channel = channel.map_err(&unreachable)?;
+        let proto = BufferProto::new(&node, &request)?;
+        let ticket = Any {
+            type_url: BUFFER_TICKET_TYPE.to_string(),
+            value: proto.encode_to_vec().into(),
+        };
+        let mut call = tonic::Request::new(Ticket {
+            ticket: ticket.encode_to_vec().into(),
+        });
+        call.metadata_mut().insert(
+            SECRET_HEADER,
+            secret
+                .parse()
+                .map_err(|e| DataFusionError::Configuration(format!("cluster secret: {e}")))?,
+        );
+        let mut client = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+        let response = client.do_get(call).await.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => unreachable(s.to_string()),
+            // The node persisted past the query's files: run it again.
+            tonic::Code::Aborted => {
+                DataFusionError::External(Box::new(StorageError::Stale(s.message().to_string())))
             }
-        };
-        let channel = self.channel(&address);
-        let open = async move {
-            let channel = channel.map_err(&unreachable)?;
-            let proto = BufferProto::new(&node, &request)?;
-            let ticket = Any {
-                type_url: BUFFER_TICKET_TYPE.to_string(),
-                value: proto.encode_to_vec().into(),
-            };
-            let mut call = tonic::Request::new(Ticket {
-                ticket: ticket.encode_to_vec().into(),
-            });
-            call.metadata_mut().insert(
-                SECRET_HEADER,
-                secret
-                    .parse()
-                    .map_err(|e| DataFusionError::Configuration(format!("cluster secret: {e}")))?,
-            );
-            let mut client =
-                FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
-            let response = client.do_get(call).await.map_err(|s| match s.code() {
-                tonic::Code::Unavailable | tonic::Code::Unknown => unreachable(s.to_string()),
-                // The node persisted past the query's files: run it again.
-                tonic::Code::Aborted => DataFusionError::External(Box::new(StorageError::Stale(
-                    s.message().to_string(),
-                ))),
-                _ => DataFusionError::Execution(format!(
-                    "node {node}: reading its buffered rows of \"{table}\" failed: {}",
-                    s.message()
-                )),
-            })?;
-            let stream = FlightRecordBatchStream::new_from_flight_data(
-                response
-                    .into_inner()
-                    .map_err(|s| FlightError::Tonic(Box::new(s))),
-            );
-            let node2 = node.clone();
-            Ok::<_, DataFusionError>(stream.map_err(move |e| {
-                DataFusionError::Execution(format!("node {node2}: reading its buffer failed: {e}"))
-            }))
-        };
-        let stream = futures::stream::once(open).try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed()))
-    }
+            _ => DataFusionError::Execution(format!(
+                "node {node}: reading its buffered rows of \"{table}\" failed: {}",
+                s.message()
+            )),
+        })?;
+        let stream = FlightRecordBatchStream::new_from_flight_data(
+            response
+                .into_inner()
+                .map_err(|s| FlightError::Tonic(Box::new(s))),
+        );
+        let node2 = node.clone();
+        Ok::<_, DataFusionError>(stream.map_err(move |e| {
+            DataFusionError::Execution(format!("node {node2}: reading its buffer failed: {e}"))
+        }))
+    };
+    let stream = futures::stream::once(open).try_flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed()))
 }

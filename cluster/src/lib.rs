@@ -48,6 +48,7 @@ use futures::{StreamExt, TryStreamExt};
 use sextant_catalog::NodeInfo;
 use sextant_storage::{BufferRequest, BufferScanExec, BufferSource, Engine};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::warn;
 use url::Url;
 
@@ -124,7 +125,8 @@ impl std::fmt::Display for Modes {
 #[derive(Debug, Clone)]
 struct Peer {
     node: NodeInfo,
-    /// Its Flight SQL address (workers and buffer tickets).
+    /// Its Flight SQL port as a URL, `https://` when the node has a
+    /// certificate (workers and buffer tickets).
     flight: Option<String>,
 }
 
@@ -147,8 +149,10 @@ pub struct Cluster {
     engine: Engine,
     peers: RwLock<BTreeMap<String, Peer>>,
     learned: std::sync::Mutex<BTreeMap<String, String>>,
-    channels: grpc::DefaultChannelResolver,
-    flight: buffers::FlightClients,
+    /// Trust for nodes that have certificates (`--cluster-ca`).
+    tls: Option<ClientTlsConfig>,
+    /// One connection per node, for its worker and its buffer.
+    channels: std::sync::Mutex<BTreeMap<String, Channel>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -162,8 +166,15 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// This node (`node_id`, doing `modes`) in the cluster its engine's
-    /// catalog registers; node-to-node calls carry `secret`.
-    pub fn new(engine: Engine, node_id: String, modes: Modes, secret: String) -> Arc<Self> {
+    /// catalog registers; node-to-node calls carry `secret`, and trust
+    /// nodes with certificates signed by `ca` (PEM).
+    pub fn new(
+        engine: Engine,
+        node_id: String,
+        modes: Modes,
+        secret: String,
+        ca: Option<&[u8]>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
             modes,
@@ -171,9 +182,33 @@ impl Cluster {
             engine,
             peers: RwLock::new(BTreeMap::new()),
             learned: Default::default(),
-            channels: grpc::DefaultChannelResolver::default(),
-            flight: buffers::FlightClients::default(),
+            tls: ca.map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))),
+            channels: Default::default(),
         })
+    }
+
+    /// The connection to the node at `endpoint` (`http://` or `https://`
+    /// and its Flight address), made once, lazily.
+    fn channel(&self, endpoint: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let mut e = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("{endpoint}: {e}"))?
+            .connect_timeout(Duration::from_secs(5));
+        if endpoint.starts_with("https://") {
+            let tls = self.tls.clone().ok_or_else(|| {
+                format!(
+                    "{endpoint} has a certificate: give this node --cluster-ca with the \
+                     certificate authority that signed it"
+                )
+            })?;
+            e = e.tls_config(tls).map_err(|e| format!("{endpoint}: {e}"))?;
+        }
+        let c = e.connect_lazy();
+        channels.insert(endpoint.to_string(), c.clone());
+        Ok(c)
     }
 
     /// Reads the registry again. Blocking (the catalog is read).
@@ -182,9 +217,15 @@ impl Cluster {
         let peers = nodes
             .into_iter()
             .map(|node: NodeInfo| {
-                let flight = serde_json::from_str::<serde_json::Value>(&node.addresses)
-                    .ok()
-                    .and_then(|a| a.get("flight")?.as_str().map(str::to_string));
+                let addresses = serde_json::from_str::<serde_json::Value>(&node.addresses).ok();
+                let flight = addresses.as_ref().and_then(|a| {
+                    let address = a.get("flight")?.as_str()?;
+                    let scheme = match a.get("tls").and_then(|t| t.as_bool()) {
+                        Some(true) => "https",
+                        _ => "http",
+                    };
+                    Some(format!("{scheme}://{address}"))
+                });
                 (node.id.clone(), Peer { node, flight })
             })
             .collect();
@@ -216,7 +257,7 @@ impl Cluster {
             .is_some_and(|v| constant_time_eq(v.as_bytes(), self.secret.as_bytes()))
     }
 
-    /// Flight address of a registered node (or of one a plan named).
+    /// Flight endpoint of a registered node (or of one a plan named).
     fn address(&self, node: &str) -> Option<String> {
         let known = self
             .peers
@@ -235,15 +276,11 @@ impl Cluster {
 
     /// "node b (host:port)" for a worker's URL.
     fn worker_name(&self, url: &Url) -> String {
-        let address = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        let address = host_port(url.as_str());
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         match peers
             .iter()
-            .find(|(_, p)| p.flight.as_deref() == Some(address.as_str()))
+            .find(|(_, p)| p.flight.as_deref().map(host_port) == Some(address))
         {
             Some((id, _)) => format!("node {id} ({address})"),
             None => format!("the node at {address}"),
@@ -258,8 +295,8 @@ impl Cluster {
             .insert(node.to_string(), address.to_string());
     }
 
-    fn worker_url(address: &str) -> Option<Url> {
-        Url::parse(&format!("http://{address}")).ok()
+    fn worker_url(endpoint: &str) -> Option<Url> {
+        Url::parse(endpoint).ok()
     }
 
     /// URLs of the nodes that run query stages and are up.
@@ -444,9 +481,14 @@ impl BufferSource for Cluster {
                 request.table
             ))
         })?;
-        Ok(self
-            .flight
-            .fetch(node.to_string(), address, self.secret.clone(), request))
+        let channel = self.channel(&address);
+        Ok(buffers::fetch(
+            node.to_string(),
+            host_port(&address).to_string(),
+            channel,
+            self.secret.clone(),
+            request,
+        ))
     }
 }
 
@@ -477,12 +519,11 @@ struct Channels(Arc<Cluster>);
 impl ChannelResolver for Channels {
     async fn get_worker_client_for_url(&self, url: &Url) -> DfResult<Box<dyn WorkerChannel>> {
         let who = self.0.worker_name(url);
+        let endpoint = url.as_str().trim_end_matches('/');
         let channel = self
             .0
-            .channels
-            .get_channel(url)
-            .await
-            .map_err(|e| named(&who, e))?;
+            .channel(endpoint)
+            .map_err(|e| named(&who, DataFusionError::Configuration(e)))?;
         let secret = http::HeaderValue::try_from(self.0.secret.as_str())
             .map_err(|e| DataFusionError::Configuration(format!("cluster secret: {e}")))?;
         let with_secret = tower::ServiceExt::map_request(
@@ -560,6 +601,12 @@ impl WorkerChannel for Named {
             .await
             .map_err(|e| named(&self.who, e))
     }
+}
+
+/// `host:port` of an endpoint URL.
+fn host_port(endpoint: &str) -> &str {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    rest.trim_end_matches('/')
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

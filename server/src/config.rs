@@ -81,6 +81,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// PEM file of the certificate authority that signed the other nodes'
+    /// certificates (--tls-cert): this node connects to a node that has one
+    /// over TLS and trusts it only if this authority signed it.
+    #[arg(long, env = "SEXTANT_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+
     /// Listen on addresses other than loopback although no client has to
     /// authenticate: anyone who reaches them can read and write everything.
     /// Only for a network that something else guards.

@@ -179,8 +179,20 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(sextant_tls::Tls::load(cert, key)?),
         _ => None,
     };
+    let ca = match &config.cluster_ca {
+        Some(path) => Some(context(std::fs::read(path), || {
+            format!("cannot read --cluster-ca {}", path.display())
+        })?),
+        None => None,
+    };
     let cluster = secret.map(|secret| {
-        sextant_cluster::Cluster::new(engine.clone(), node_id.clone(), config.mode, secret)
+        sextant_cluster::Cluster::new(
+            engine.clone(),
+            node_id.clone(),
+            config.mode,
+            secret,
+            ca.as_deref(),
+        )
     });
     let distribute = cluster
         .clone()
@@ -235,7 +247,12 @@ pub async fn run(
         engine.clock().clone(),
         node_id.clone(),
         config.mode.to_string(),
-        addrs.json(),
+        {
+            // Other nodes connect to this one over TLS when it has a certificate.
+            let mut registered = addrs.json();
+            registered["tls"] = tls.is_some().into();
+            registered
+        },
         shutdown.clone(),
     )?;
     // A node of a cluster: queries read every ingest node's buffer and run
@@ -250,7 +267,8 @@ pub async fn run(
             engine.set_buffer_source(cluster.clone());
             tokio::spawn(cluster.clone().run(shutdown.clone()));
             let worker = cluster.worker(&ctx);
-            let url = url::Url::parse(&format!("http://{}", addrs.flight))
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = url::Url::parse(&format!("{scheme}://{}", addrs.flight))
                 .map_err(|e| format!("the Flight address as a URL: {e}"))?;
             datafusion_distributed::DistributedExt::set_distributed_local_worker_context(
                 ctx.state_ref().write().config_mut(),

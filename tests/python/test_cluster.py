@@ -7,10 +7,12 @@ Spans come into a from the OpenTelemetry SDK's OTLP/HTTP exporter, line
 protocol into a, INSERTs into b over psycopg; c answers over pgwire
 (psycopg) and over Flight SQL (ADBC, with `?` parameters) with every row
 before any flush, after FLUSH on a and b (the files are then in the bucket),
-and after COMPACT TABLE on c.
+and after COMPACT TABLE on c. Nodes with certificates talk to each other
+over TLS, trusting the certificate authority --cluster-ca names.
 """
 
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -42,14 +44,14 @@ def catalog():
         conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def node(tmp_path: Path, s3: S3, catalog: str, node_id: str, mode: str) -> Server:
+def node(tmp_path: Path, s3: S3, catalog: str, node_id: str, mode: str, extra=()) -> Server:
     data = tmp_path / node_id / "data"
     data.mkdir(parents=True)
     server = Server(
         data,
         [
             "--catalog", catalog, "--cluster-secret", SECRET, "--node-id", node_id, "--mode", mode,
-            "--object-store", f"s3://{BUCKET}/cluster",
+            "--object-store", f"s3://{BUCKET}/cluster", *extra,
         ],
         env=s3.env,
     )
@@ -121,3 +123,55 @@ def test_three_nodes_with_real_clients(s3, catalog, tmp_path):
         compacted = conn.execute("SELECT count(*) FROM system.files WHERE table_name = 'cpu'").fetchone()
         assert compacted == (1,)
     answers("after COMPACT TABLE on c")
+
+
+def make_ca_and_cert(directory: Path):
+    """A certificate authority and a node certificate it signed (for
+    127.0.0.1 and localhost), as a cluster's operator would make them."""
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "node.pem", directory / "node.key", directory / "node.csr"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=sextant-test-ca"],
+        ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=sextant-node",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-copy_extensions", "copyall"],
+    ):
+        subprocess.run([str(c) for c in cmd], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def test_nodes_with_certificates_talk_over_tls(s3, catalog, tmp_path):
+    """Nodes with certificates (--tls-cert) reach each other over TLS and
+    trust what --cluster-ca signed: c reads a's buffer and runs stages on
+    a and b; a node that lacks --cluster-ca cannot, and says why."""
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    a = node(tmp_path, s3, catalog, "a", "ingest,query", [*tls, "--cluster-ca", str(ca)])
+    b = node(tmp_path, s3, catalog, "b", "ingest,query", [*tls, "--cluster-ca", str(ca)])
+    c = node(tmp_path, s3, catalog, "c", "query,compact", [*tls, "--cluster-ca", str(ca)])
+    dsn = lambda s: f"{s.dsn()} sslmode=verify-full sslrootcert={ca}"  # noqa: E731
+
+    with psycopg.connect(dsn(a), autocommit=True) as conn:
+        conn.execute("CREATE TABLE m (time TIMESTAMP NOT NULL, k BIGINT)")
+        for i in range(4):
+            conn.execute(f"INSERT INTO m SELECT to_timestamp(1764547200 + value), value FROM generate_series({i * 100 + 1}, {i * 100 + 100})")
+            conn.execute("FLUSH TABLE m")
+        conn.execute("INSERT INTO m VALUES (to_timestamp(1764550000), 1000)")
+    with psycopg.connect(dsn(c), autocommit=True) as conn:
+        # a's buffer, read over TLS; then the Parquet scan spread over a, b
+        # and c, whose stages travel over TLS too.
+        assert conn.execute("SELECT count(*), sum(k) FROM m").fetchone() == (401, 81200)
+        conn.execute("SET distributed.file_scan_config_bytes_per_partition = 1")
+        plan = "\n".join(r[1] for r in conn.execute("EXPLAIN SELECT k % 3, count(*) FROM m GROUP BY 1"))
+        assert "DistributedExec" in plan and "tasks=3" in plan, plan
+        assert conn.execute("SELECT k % 3 AS r, count(*) FROM m GROUP BY 1 ORDER BY 1").fetchall() == [
+            (0, 133), (1, 135), (2, 133)]
+
+    # Without --cluster-ca a node cannot trust the others' certificates.
+    d = node(tmp_path, s3, catalog, "d", "query", tls)
+    with psycopg.connect(dsn(d), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as err:
+            conn.execute("SELECT count(*) FROM m").fetchone()
+        assert "--cluster-ca" in str(err.value), err.value
