@@ -2,6 +2,9 @@
 # A PostgreSQL 15 server in a temporary directory, for the tests of the
 # shared catalog (Debian's server binaries; initdb refuses root, so as root
 # it runs as the `postgres` user). Trust authentication on 127.0.0.1 only.
+# TLS is on too (clients choose): DIR/ca.pem is the certificate authority
+# that signed the server's certificate (for 127.0.0.1), for the tests of
+# --catalog-ca.
 #
 #   tests/postgres.sh start DIR   starts a fresh cluster in DIR (empty) and
 #                                 prints its URL, postgres://postgres@127.0.0.1:PORT
@@ -20,8 +23,18 @@ case "$cmd" in
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale C >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+      openssl req -x509 "${ec[@]}" -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 -subj /CN=sextant-test-catalog-ca
+      openssl req "${ec[@]}" -keyout "$dir/data/server.key" -out "$dir/server.csr" -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -out "$dir/data/server.crt" -days 2 -copy_extensions copyall
+    } >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; exit 1; }
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/data/server.key" "$dir/data/server.crt"
+    chmod 600 "$dir/data/server.key"
     as_postgres "$bin/pg_ctl" -D "$dir/data" -w -l "$dir/log" \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c ssl=on" start >/dev/null \
       || { cat "$dir/log" >&2; exit 1; }
     echo "postgres://postgres@127.0.0.1:$port"
     ;;

@@ -65,8 +65,8 @@ step "PostgreSQL 15 for the shared catalog's tests (tests/postgres.sh)"
 pg_dir=$(mktemp -d /tmp/sextant-pg.XXXXXX)
 trap 'tests/postgres.sh stop "$pg_dir"' EXIT
 SEXTANT_TEST_POSTGRES=$(tests/postgres.sh start "$pg_dir")
-export SEXTANT_TEST_POSTGRES
-echo "$SEXTANT_TEST_POSTGRES"
+export SEXTANT_TEST_POSTGRES SEXTANT_TEST_POSTGRES_CA="$pg_dir/ca.pem"
+echo "$SEXTANT_TEST_POSTGRES (TLS: $SEXTANT_TEST_POSTGRES_CA)"
 
 step "Rust tests: unit, end-to-end (tests/), sqllogictest (sqllogictest/slt and SQLite's corpus in sqllogictest/sqlite)"
 cargo test --workspace --quiet

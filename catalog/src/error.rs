@@ -74,6 +74,15 @@ pub enum CatalogError {
     /// The PostgreSQL catalog failed (unreachable, refused, ...).
     #[error("catalog database error: {0}")]
     Postgres(String),
+    /// A job's commit by a node that no longer holds (or never held) the
+    /// job's lease: another node runs it.
+    #[error("this node does not hold the \"{job}\" lease ({holder} holds it)")]
+    LeaseNotHeld {
+        /// The job (`views`, ...).
+        job: String,
+        /// Who holds it now (or "no node").
+        holder: String,
+    },
     /// A PostgreSQL transaction conflicted with another node's too often.
     #[error("catalog transaction kept conflicting with other nodes': {0}")]
     Conflict(String),
@@ -103,6 +112,7 @@ impl CatalogError {
             | CatalogError::Sqlite(_)
             | CatalogError::Postgres(_) => SqlState::IO_ERROR,
             CatalogError::Conflict(_) => SqlState::SERIALIZATION_FAILURE,
+            CatalogError::LeaseNotHeld { .. } => SqlState::OBJECT_IN_USE,
         }
     }
 }

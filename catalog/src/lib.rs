@@ -25,6 +25,7 @@
 
 mod db;
 mod error;
+mod pg_tls;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -285,12 +286,15 @@ pub struct NewView {
 }
 
 /// One time bucket of an aggregating view that must be re-aggregated.
-/// `generation` orders invalidations of the same bucket: a refresh that
-/// read generation `g` clears only invalidations up to `g`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// `generation` orders the invalidations one node makes of the same
+/// bucket: a refresh that read generation `g` of node `n` clears only
+/// node `n`'s invalidations up to `g` (each node counts on its own).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Invalidation {
     /// The view (its table id).
     pub view_id: i64,
+    /// The node whose write (or refresh) invalidated the bucket.
+    pub node: String,
     /// Start of the bucket (ns since the epoch).
     pub bucket_ns: i64,
     /// Generation of the invalidation.
@@ -312,6 +316,9 @@ pub struct Refresh<'a> {
     pub invalidate: &'a [Invalidation],
     /// New backfill progress, if it moved.
     pub progress: Option<&'a ViewProgress>,
+    /// On a shared catalog, the lease (job, holder) the refreshing node
+    /// must hold for the commit to happen: one node refreshes views.
+    pub lease: Option<(&'a str, &'a str)>,
 }
 
 /// One compaction of one time partition of a table.
@@ -483,6 +490,13 @@ pub trait Catalog: Send + Sync + Debug {
     fn views(&self) -> Result<Vec<ViewDef>>;
     /// Every recorded invalidation.
     fn invalidations(&self) -> Result<Vec<Invalidation>>;
+    /// The recorded invalidations of one view, oldest bucket first, at most
+    /// `limit`.
+    fn view_invalidations(&self, view_id: i64, limit: usize) -> Result<Vec<Invalidation>>;
+    /// Records invalidations of buckets whose rows are still in a node's
+    /// write buffer, for the node that refreshes the view (on a shared
+    /// catalog every node publishes its own).
+    fn add_invalidations(&self, invalidations: &[Invalidation]) -> Result<()>;
     /// Records a view's backfill progress.
     fn set_view_progress(&self, view_id: i64, progress: &ViewProgress) -> Result<()>;
     /// One refresh of an aggregating view, atomically: its files `remove`

@@ -23,7 +23,8 @@ use bytes::BytesMut;
 use tokio::runtime::Runtime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
+use tokio_postgres::{Client, IsolationLevel, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::db::{Row, Store, Tx, Value};
 use crate::sql::SqlCatalog;
@@ -33,7 +34,7 @@ use crate::{CatalogError, Result};
 pub type PostgresCatalog = SqlCatalog<PostgresStore>;
 
 /// Layout version of the `sextant` schema written by this build.
-const LAYOUT_VERSION: i64 = 3;
+const LAYOUT_VERSION: i64 = 4;
 /// Serializes the nodes that check or create the layout at once: "SXTC".
 const LAYOUT_LOCK: i64 = 0x5358_5443;
 /// How often a transaction that conflicts with another node's is tried.
@@ -189,9 +190,16 @@ CREATE TABLE sextant.leases (
 );
 ";
 
+/// Invalidations by node: each node's generations count on their own.
+const LAYOUT_V4: &str = "
+ALTER TABLE sextant.invalidations ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE sextant.invalidations DROP CONSTRAINT invalidations_pkey;
+ALTER TABLE sextant.invalidations ADD PRIMARY KEY (view_id, node_id, bucket_ns);
+";
+
 /// `(version, statements)` that bring an older layout up to
 /// [`LAYOUT_VERSION`], each in the transaction that records its version.
-const MIGRATIONS: &[(i64, &str)] = &[(2, LAYOUT_V2), (3, LAYOUT_V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(2, LAYOUT_V2), (3, LAYOUT_V3), (4, LAYOUT_V4)];
 
 /// This node's connection to the catalog database.
 pub struct PostgresStore {
@@ -204,6 +212,8 @@ pub struct PostgresStore {
     changes: OnceLock<tokio::sync::watch::Receiver<u64>>,
     /// What this store's notifications carry, so that it skips its own.
     origin: String,
+    /// TLS as the URL's `sslmode` and `--catalog-ca` say.
+    tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -235,11 +245,24 @@ impl SqlCatalog<PostgresStore> {
     /// Connects to the catalog database at `url` (`postgres://user:pass@host:port/db`),
     /// creating or upgrading the `sextant` schema in it.
     pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with_ca(url, None)
+    }
+
+    /// [`Self::connect`], over TLS when the URL's `sslmode` asks for it (or
+    /// by default when the server offers it), trusting the certificate
+    /// authorities in the PEM file `ca` (see `pg_tls`).
+    pub fn connect_with_ca(url: &str, ca: Option<&std::path::Path>) -> Result<Self> {
         let name = redact(url);
         let origin = new_origin();
+        let tls = crate::pg_tls::connector(ca)?;
         let conn = off_runtime(|| {
-            let mut conn = Connection::open(url, &origin)?;
+            let mut conn = Connection::open(url, &origin, &tls)?;
             conn.init_layout(&name)?;
+            let encrypted = conn.encrypted()?;
+            if encrypted && ca.is_none() {
+                tracing::warn!(catalog = %name, "the catalog connection is encrypted, but the server's certificate is not verified: give --catalog-ca");
+            }
+            tracing::info!(catalog = %name, tls = encrypted, "connected to the catalog database");
             Ok::<_, CatalogError>(conn)
         })?;
         Ok(Self::new(PostgresStore {
@@ -248,6 +271,7 @@ impl SqlCatalog<PostgresStore> {
             url: url.to_string(),
             changes: OnceLock::new(),
             origin,
+            tls,
         }))
     }
 }
@@ -287,12 +311,34 @@ fn pg_error(e: tokio_postgres::Error) -> CatalogError {
         Some(db) => {
             CatalogError::Postgres(format!("{} (SQLSTATE {})", db.message(), db.code().code()))
         }
-        None => CatalogError::Postgres(e.to_string()),
+        None => {
+            // The cause (a refused connection, a certificate not trusted)
+            // is in the sources.
+            let mut message = e.to_string();
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            CatalogError::Postgres(message)
+        }
     }
 }
 
 impl Connection {
-    fn open(url: &str, origin: &str) -> Result<Self> {
+    /// Whether this connection runs over TLS (as the server sees it).
+    fn encrypted(&mut self) -> Result<bool> {
+        let Connection { rt, client, .. } = self;
+        let row = rt
+            .block_on(client.query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            ))
+            .map_err(pg_error)?;
+        Ok(row.get(0))
+    }
+
+    fn open(url: &str, origin: &str, tls: &MakeRustlsConnect) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -300,7 +346,7 @@ impl Connection {
                 CatalogError::Postgres(format!("cannot start the catalog runtime: {e}"))
             })?;
         let client = rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(url, NoTls)
+            let (client, connection) = tokio_postgres::connect(url, tls.clone())
                 .await
                 .map_err(pg_error)?;
             tokio::spawn(async move {
@@ -440,6 +486,21 @@ fn params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
+/// Writes the other nodes need not hear about: leases and heartbeats
+/// (read where they matter, by the registry and the lease's next taker)
+/// and the invalidations nodes publish (read by the view refresher at each
+/// step). Notifying them would make every node read the whole catalog
+/// again every second.
+fn quiet(sql: &str) -> bool {
+    const QUIET: [&str; 4] = [
+        "UPDATE leases ",
+        "INSERT INTO leases ",
+        "UPDATE nodes SET last_heartbeat_ns",
+        "INSERT INTO invalidations ",
+    ];
+    QUIET.iter().any(|q| sql.starts_with(q))
+}
+
 impl Tx for PgTx<'_> {
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64> {
         let statement = self.statement(sql)?;
@@ -447,7 +508,7 @@ impl Tx for PgTx<'_> {
             .rt
             .block_on(self.tx.execute(&statement, &params(values)))
             .map_err(pg_error)?;
-        self.wrote |= n > 0;
+        self.wrote |= n > 0 && !quiet(sql);
         Ok(n)
     }
 
@@ -503,7 +564,7 @@ impl Store for PostgresStore {
                 if conn.client.is_closed() {
                     tracing::warn!(catalog = %self.name, "catalog database connection lost; reconnecting");
                     let (url, origin) = (conn.url.clone(), conn.origin.clone());
-                    *conn = Connection::open(&url, &origin)?;
+                    *conn = Connection::open(&url, &origin, &self.tls)?;
                 }
                 match conn.run(body) {
                     Err(CatalogError::Conflict(_)) if attempt < ATTEMPTS => {
@@ -562,11 +623,15 @@ impl PostgresStore {
         self.changes
             .get_or_init(|| {
                 let (tx, rx) = tokio::sync::watch::channel(0u64);
-                let (url, name, origin) =
-                    (self.url.clone(), self.name.clone(), self.origin.clone());
+                let (url, name, origin, tls) = (
+                    self.url.clone(),
+                    self.name.clone(),
+                    self.origin.clone(),
+                    self.tls.clone(),
+                );
                 std::thread::Builder::new()
                     .name("catalog-listen".into())
-                    .spawn(move || listen(&url, &name, &origin, tx))
+                    .spawn(move || listen(&url, &name, &origin, &tls, tx))
                     .expect("start the catalog's listening thread");
                 rx
             })
@@ -576,7 +641,13 @@ impl PostgresStore {
 
 /// Listens on [`CHANNEL`] until nobody watches `changes`; reconnects after
 /// a lost connection.
-fn listen(url: &str, name: &str, origin: &str, changes: tokio::sync::watch::Sender<u64>) {
+fn listen(
+    url: &str,
+    name: &str,
+    origin: &str,
+    tls: &MakeRustlsConnect,
+    changes: tokio::sync::watch::Sender<u64>,
+) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -587,7 +658,7 @@ fn listen(url: &str, name: &str, origin: &str, changes: tokio::sync::watch::Send
     rt.block_on(async {
         let mut first = true;
         while !changes.is_closed() {
-            match listen_once(url, origin, &changes, first).await {
+            match listen_once(url, origin, tls, &changes, first).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(catalog = %name, error = %e, "listening for catalog changes failed; again in 1 s");
@@ -605,10 +676,11 @@ fn listen(url: &str, name: &str, origin: &str, changes: tokio::sync::watch::Send
 async fn listen_once(
     url: &str,
     origin: &str,
+    tls: &MakeRustlsConnect,
     changes: &tokio::sync::watch::Sender<u64>,
     first: bool,
 ) -> std::result::Result<(), String> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
+    let (client, mut connection) = tokio_postgres::connect(url, tls.clone())
         .await
         .map_err(|e| e.to_string())?;
     let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();

@@ -62,7 +62,10 @@ impl<S> SqlCatalog<S> {
 /// positions. The node takes over the positions of a catalog from before
 /// nodes, unless it has its own.
 pub(crate) fn for_node<S: Store>(mut cat: SqlCatalog<S>, id: &str) -> Result<SqlCatalog<S>> {
-    in_tx(&cat, |tx| tables::adopt_positions(tx, id))?;
+    in_tx(&cat, |tx| {
+        tables::adopt_positions(tx, id)?;
+        views::adopt_invalidations(tx, id)
+    })?;
     cat.node = id.to_string();
     Ok(cat)
 }
@@ -153,6 +156,14 @@ impl<S: Store> Catalog for SqlCatalog<S> {
 
     fn invalidations(&self) -> Result<Vec<Invalidation>> {
         in_tx(self, views::invalidations)
+    }
+
+    fn view_invalidations(&self, view_id: i64, limit: usize) -> Result<Vec<Invalidation>> {
+        in_tx(self, |tx| views::view_invalidations(tx, view_id, limit))
+    }
+
+    fn add_invalidations(&self, invalidations: &[Invalidation]) -> Result<()> {
+        in_tx(self, |tx| views::insert_invalidations(tx, invalidations))
     }
 
     fn set_view_progress(&self, view_id: i64, progress: &ViewProgress) -> Result<()> {

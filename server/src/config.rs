@@ -60,6 +60,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_CATALOG")]
     pub catalog: Option<String>,
 
+    /// PEM file of the certificate authority that signed the catalog
+    /// database's certificate: the connection to PostgreSQL is then
+    /// verified (the certificate must also name the URL's host). TLS itself
+    /// is the URL's sslmode: prefer (the default), require or disable.
+    #[arg(long, env = "SEXTANT_CATALOG_CA")]
+    pub catalog_ca: Option<PathBuf>,
+
     /// This node's id in the catalog (1 to 64 letters, digits, '-', '_',
     /// '.'). Kept in <data-dir>/node-id on first start, which later starts
     /// read; a different --node-id for that data directory is refused.

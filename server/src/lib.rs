@@ -106,6 +106,15 @@ pub async fn run(
         None => sextant_clock::Clock::System,
     };
     let node_id = node::id(config.node_id.as_deref(), &data_dir)?;
+    let postgres = config
+        .catalog
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    if config.catalog_ca.is_some() && !postgres {
+        return Err(
+            "--catalog-ca applies to a catalog in PostgreSQL (--catalog postgres://...)".into(),
+        );
+    }
     let catalog = open_catalog(&config, &data_dir, clock.clone(), &node_id)?;
     // Several nodes on one catalog: a cluster.
     let shared = catalog.changes().is_some();
@@ -422,7 +431,10 @@ fn open_catalog(
         url.filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
     {
         let what = || "cannot open the catalog in PostgreSQL (--catalog)".to_string();
-        let catalog = context(PostgresCatalog::connect(url), what)?;
+        let catalog = context(
+            PostgresCatalog::connect_with_ca(url, config.catalog_ca.as_deref()),
+            what,
+        )?;
         let catalog = context(catalog.for_node(node_id), what)?;
         info!(node = node_id, "catalog in PostgreSQL");
         return Ok(Arc::new(catalog.with_clock(clock)));

@@ -174,6 +174,9 @@ pub(crate) async fn drop_plain(
     })
 }
 
+/// The bucket by which a transform view is refreshed on a shared catalog.
+const SHARED_TRANSFORM_BUCKET: Duration = Duration::from_secs(60);
+
 /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] v [WITH (...)] AS SELECT ...`.
 pub(crate) async fn create(
     cv: &CreateView,
@@ -215,7 +218,17 @@ pub(crate) async fn create(
         })?);
     }
     dry_run(ctx, &query, &reads).await?;
+    let mut spec = a.spec.clone();
     let transform = match a.spec.kind {
+        // On a shared catalog the refreshing node re-derives a transform
+        // view by one-minute buckets of its base, as it re-aggregates an
+        // aggregating view's (other nodes' writes cannot apply its
+        // function here).
+        ViewKind::Transform if engine.shares_catalog() => {
+            spec.bucket_ns = SHARED_TRANSFORM_BUCKET.as_nanos() as i64;
+            spec.origin_ns = 0;
+            None
+        }
         ViewKind::Transform => Some(compile_transform(ctx, &plan, &a.schema)?),
         _ => None,
     };
@@ -242,7 +255,7 @@ pub(crate) async fn create(
             NewView {
                 base_table_id: base.id,
                 query,
-                spec: a.spec.clone(),
+                spec,
                 progress,
             },
         )
@@ -318,7 +331,7 @@ pub(crate) async fn refresh(
             format!("materialized view \"{name}\" does not exist"),
         ));
     };
-    if view.spec.kind != ViewKind::Transform {
+    if view.spec.kind != ViewKind::Transform || engine.shares_catalog() {
         let _lock = engine.lock_view(name).await;
         full_refresh(engine, ctx, &view).await?;
     }

@@ -2,9 +2,11 @@
 //! catalog says another node committed something, [`Engine::sync_catalog`]
 //! reads it again and takes in tables created, altered or dropped
 //! elsewhere, the files other nodes persisted, compacted or expired, and
-//! plain views. This node's buffered rows and its WAL positions stay as
-//! they are. Materialized views created on another node are not taken in
-//! yet (their refresh would run on two nodes).
+//! plain and materialized views. This node's buffered rows and its WAL
+//! positions stay as they are. A materialized view is refreshed by the
+//! node holding the `views` lease; every node marks the buckets its own
+//! writes invalidate and publishes them in the catalog for that node
+//! ([`Engine::publish_invalidations`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -36,16 +38,8 @@ impl Engine {
                 ))
             })
             .await?;
-        let foreign_views: HashSet<i64> = views
-            .iter()
-            .map(|v| v.table_id)
-            .filter(|id| !self.is_view(*id))
-            .collect();
         let mut seen = BTreeSet::new();
         for def in tables {
-            if foreign_views.contains(&def.id) {
-                continue;
-            }
             let (files, positions) = files.remove(&def.id).unwrap_or_default();
             seen.insert(def.name.clone());
             match self.state(&def.name) {
@@ -65,13 +59,36 @@ impl Engine {
             let tables = self.inner.tables.read().unwrap_or_else(|e| e.into_inner());
             tables
                 .iter()
-                .filter(|(name, state)| !seen.contains(*name) && !self.is_view(state.def().id))
+                .filter(|(name, _)| !seen.contains(*name))
                 .map(|(_, state)| state.clone())
                 .collect()
         };
         for state in gone {
             info!(table = %state.def().name, "table dropped by another node");
             self.forget(&state);
+        }
+        // Materialized views: new ones attached (their tables are in by
+        // now), known ones with the progress their refresher recorded.
+        for view in views {
+            match self.view_state(&view.name) {
+                Some(known) if known.def().table_id == view.table_id => {
+                    known
+                        .def
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .progress = view.progress;
+                }
+                _ => {
+                    let name = view.name.clone();
+                    match self.attach_view(view, BTreeMap::new()) {
+                        Ok(()) => {
+                            info!(view = %name, "materialized view created by another node");
+                            self.invalidate_buffered(&name);
+                        }
+                        Err(e) => warn!(view = %name, error = %e, "materialized view not taken in"),
+                    }
+                }
+            }
         }
         *self
             .inner
@@ -121,7 +138,8 @@ impl Engine {
     /// Drops a table from memory only (the catalog no longer has it, and
     /// the node that dropped it deletes its files).
     fn forget(&self, state: &TableState) {
-        let name = state.def().name;
+        let (name, id) = (state.def().name, state.def().id);
+        self.detach_view(id);
         self.inner
             .tables
             .write()
@@ -129,6 +147,13 @@ impl Engine {
             .remove(&name);
         let data = std::mem::take(&mut *state.data());
         self.inner.buffered.fetch_sub(data.bytes, Ordering::SeqCst);
+    }
+
+    /// Whether other nodes share this node's catalog (PostgreSQL): what
+    /// they read of this node's data is kept a while for them
+    /// (`EngineConfig::peer_grace` is not zero).
+    pub fn shares_catalog(&self) -> bool {
+        !self.inner.config.peer_grace.is_zero()
     }
 
     /// Takes or renews this node's lease on `job` for `ttl`; whether it may

@@ -36,5 +36,5 @@ pub use provider::{
 pub use remote::{BufferRequest, BufferScanExec, BufferSource};
 pub use sextant_clock::Clock;
 pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};
-pub use views::{BucketRefresh, RefreshOutcome, ViewStats, bucket_start};
+pub use views::{BucketRefresh, RefreshOutcome, VIEWS_LEASE, ViewStats, bucket_start};
 pub use wal::SyncMode;

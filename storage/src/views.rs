@@ -36,6 +36,9 @@ use crate::state::{
     ViewStatus, conform, make_chunk,
 };
 
+/// The lease under which one node of a shared catalog refreshes views.
+pub const VIEWS_LEASE: &str = "views";
+
 /// The start of the bucket `t` falls in.
 pub fn bucket_start(t: i64, width: i64, origin: i64) -> i64 {
     origin + (t - origin).div_euclid(width) * width
@@ -115,8 +118,8 @@ pub struct ViewStats {
 /// in `ranges` are replaced by `rows`.
 #[derive(Debug)]
 pub struct BucketRefresh {
-    /// The invalidations (bucket, generation) this refresh read and covers.
-    pub done: Vec<(i64, u64)>,
+    /// The invalidations this refresh read and covers.
+    pub done: Vec<Invalidation>,
     /// Time ranges `[from, to)` of whole buckets whose rows are replaced.
     pub ranges: Vec<(i64, i64)>,
     /// The new rows of those ranges, in the view's schema.
@@ -145,6 +148,17 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
+    }
+
+    /// Every view's state.
+    fn view_states(&self) -> Vec<Arc<ViewState>> {
+        self.inner
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn state_by_id(&self, id: i64) -> Option<Arc<TableState>> {
@@ -201,7 +215,9 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(def.table_id, view.clone());
-        if kind == ViewKind::Aggregate {
+        // On a shared catalog a transform view is refreshed by buckets too
+        // (see `Engine::shares_catalog`).
+        if kind == ViewKind::Aggregate || (kind == ViewKind::Transform && self.shares_catalog()) {
             base.dependents
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -239,6 +255,12 @@ impl Engine {
         let (def, vdef) = self.inner.catalog.create_view(table, view)?;
         self.register(&def);
         self.attach_view(vdef.clone(), BTreeMap::new())?;
+        // On a shared catalog the refreshing node's backfill covers the
+        // files; each ingest node marks its buffered rows (here, and where
+        // the view is taken in).
+        if self.shares_catalog() {
+            self.invalidate_buffered(&vdef.name);
+        }
         info!(view = %vdef.name, base = %vdef.base_table, kind = vdef.spec.kind.as_str(), "materialized view created");
         Ok((def, vdef))
     }
@@ -377,17 +399,89 @@ impl Engine {
         })
     }
 
-    /// The invalid buckets of a view, oldest first, at most `limit`.
-    pub fn pending_buckets(&self, view: &str, limit: usize) -> Vec<(i64, u64)> {
+    /// The invalid buckets of a view this node knows in memory, oldest
+    /// first, at most `limit`.
+    pub fn pending_buckets(&self, view: &str, limit: usize) -> Vec<Invalidation> {
+        let node = &self.inner.config.node_id;
         self.view_state(view)
             .map(|v| {
+                let id = v.def().table_id;
                 v.pending()
                     .iter()
                     .take(limit)
-                    .map(|(b, g)| (*b, *g))
+                    .map(|(b, g)| Invalidation {
+                        view_id: id,
+                        node: node.clone(),
+                        bucket_ns: *b,
+                        generation: *g,
+                    })
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The invalid buckets a refresh of `view` must re-aggregate, oldest
+    /// first, at most `limit`: this node's, and on a shared catalog every
+    /// node's (this node publishes its own first, so that the catalog has
+    /// them all; see [`Engine::publish_invalidations`]).
+    pub async fn invalidated(&self, view: &str, limit: usize) -> Result<Vec<Invalidation>> {
+        if !self.shares_catalog() {
+            return Ok(self.pending_buckets(view, limit));
+        }
+        let Some(v) = self.view_state(view) else {
+            return Ok(vec![]);
+        };
+        self.publish_invalidations().await?;
+        let id = v.def().table_id;
+        self.in_catalog(move |c| c.view_invalidations(id, limit))
+            .await
+    }
+
+    /// On a shared catalog: records in the catalog the buckets this node's
+    /// writes invalidated since it last did, for whichever node refreshes
+    /// the views, and forgets them here. Every write's invalidation is
+    /// made after its rows are visible in this node's buffer, so a refresh
+    /// that reads it from the catalog then reads those rows too.
+    pub async fn publish_invalidations(&self) -> Result<()> {
+        if !self.shares_catalog() {
+            return Ok(());
+        }
+        let views = self.view_states();
+        let mut out = vec![];
+        for v in &views {
+            out.extend(self.pending_buckets(&v.def().name, usize::MAX));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let published = out.clone();
+        self.in_catalog(move |c| c.add_invalidations(&published))
+            .await?;
+        for v in &views {
+            let id = v.def().table_id;
+            let mut p = v.pending();
+            for i in out.iter().filter(|i| i.view_id == id) {
+                if p.get(&i.bucket_ns) == Some(&i.generation) {
+                    p.remove(&i.bucket_ns);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A view another node created, taken in: the buckets of this node's
+    /// buffered base rows, written before it knew the view, are invalid.
+    pub(crate) fn invalidate_buffered(&self, view: &str) {
+        let Some(v) = self.view_state(view) else {
+            return;
+        };
+        let Some(base) = self.state_by_id(v.def().base_table_id) else {
+            return;
+        };
+        let chunks = base.data().chunks.clone();
+        for c in &chunks {
+            invalidate_chunk(&self.inner, &base, c);
+        }
     }
 
     /// Records a view's backfill progress.
@@ -417,6 +511,7 @@ impl Engine {
             let id = v.def().table_id;
             out.extend(v.pending().iter().map(|(b, g)| Invalidation {
                 view_id: id,
+                node: self.inner.config.node_id.clone(),
                 bucket_ns: *b,
                 generation: *g,
             }));
@@ -521,23 +616,20 @@ impl Engine {
             let id = d.def().table_id;
             invalidate.extend(buckets.into_iter().map(|b| Invalidation {
                 view_id: id,
+                node: self.inner.config.node_id.clone(),
                 bucket_ns: b,
                 generation,
             }));
         }
-        let done: Vec<Invalidation> = r
-            .done
-            .iter()
-            .map(|(b, g)| Invalidation {
-                view_id: def.id,
-                bucket_ns: *b,
-                generation: *g,
-            })
-            .collect();
+        let done = r.done.clone();
         let remove: Vec<i64> = affected.iter().map(|f| f.id).collect();
         let (view_id, progress) = (def.id, r.progress.clone());
         let inv = invalidate.clone();
         let add_files = add.clone();
+        // On a shared catalog, only while this node holds the views lease.
+        let holder = self
+            .shares_catalog()
+            .then(|| self.inner.config.node_id.clone());
         let committed = self
             .in_catalog(move |c| {
                 c.commit_refresh(Refresh {
@@ -547,6 +639,7 @@ impl Engine {
                     done: &done,
                     invalidate: &inv,
                     progress: progress.as_ref(),
+                    lease: holder.as_deref().map(|h| (VIEWS_LEASE, h)),
                 })
             })
             .await;
@@ -570,9 +663,10 @@ impl Engine {
         }
         {
             let mut p = v.pending();
-            for (b, g) in &r.done {
-                if p.get(b) == Some(g) {
-                    p.remove(b);
+            let own = &self.inner.config.node_id;
+            for i in r.done.iter().filter(|i| &i.node == own) {
+                if p.get(&i.bucket_ns) == Some(&i.generation) {
+                    p.remove(&i.bucket_ns);
                 }
             }
         }
@@ -588,14 +682,7 @@ impl Engine {
 
     /// The figures of every view.
     pub fn view_stats(&self) -> Vec<ViewStats> {
-        let views: Vec<Arc<ViewState>> = self
-            .inner
-            .views
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let views = self.view_states();
         let mut out: Vec<ViewStats> = views
             .into_iter()
             .map(|v| {
@@ -783,6 +870,11 @@ pub(crate) fn load_views(engine: &Engine) -> Result<()> {
         .fetch_max(max_gen.max(named) + 1, Ordering::SeqCst);
     let views = catalog.views()?;
     let n = views.len();
+    // On a shared catalog the recorded invalidations stay there, where
+    // the refreshing node reads them; memory holds what is not published.
+    if engine.shares_catalog() {
+        pending.clear();
+    }
     for def in views {
         let p = pending.remove(&def.table_id).unwrap_or_default();
         if let Err(e) = engine.attach_view(def.clone(), p) {

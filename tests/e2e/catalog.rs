@@ -502,3 +502,83 @@ async fn an_alert_rule_on_two_nodes_fires_once() {
         rows(&[&["1"]])
     );
 }
+
+/// The connection to the catalog database over TLS (tests/postgres.sh
+/// serves TLS with a certificate its own authority signed): with
+/// `--catalog-ca` and `sslmode=require` every connection of the node is
+/// encrypted, as PostgreSQL's `pg_stat_ssl` shows, and the node works; an
+/// authority that did not sign the server's certificate stops the start
+/// with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_connection_is_tls_verified_against_catalog_ca() {
+    let ca = std::env::var("SEXTANT_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!(
+            "SEXTANT_TEST_POSTGRES_CA is not set: tests/run-all.sh sets it to the authority \
+             of the server tests/postgres.sh starts (DIR/ca.pem)"
+        )
+    });
+    let url = fresh_database("tls").await;
+    let (base, db) = url.rsplit_once('/').unwrap();
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let tls_url = format!("{url}?sslmode=require");
+    let a = node_on(&tls_url, &store, "a", &["--catalog-ca", &ca]);
+    let on_a = a.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, v BIGINT); \
+         INSERT INTO m VALUES ('2024-01-01T00:00:00Z', 1); FLUSH TABLE m",
+    )
+    .await
+    .unwrap();
+    assert!(a.log().contains("tls=true"), "{}", a.log_tail(20));
+    // The node's connections (its catalog connection and the one that
+    // listens for other nodes' changes), as the server sees them.
+    let connections = format!(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{db}'"
+    );
+    let got = catalog_rows(&format!("{base}/postgres"), &connections).await;
+    assert_eq!(got, rows(&[&["2", "0"]]), "encrypted, plain");
+    assert_eq!(
+        catalog_rows(&url, "SELECT count(*) FROM sextant.files").await,
+        rows(&[&["1"]])
+    );
+
+    // An authority that did not sign the server's certificate.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=another-ca", "-keyout"])
+        .arg(other.path().join("ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let data = tempfile::tempdir().unwrap();
+    let (status, stderr) = start_expecting_failure(
+        data.path(),
+        &[
+            "--cluster-secret",
+            SECRET,
+            "--catalog",
+            &tls_url,
+            "--catalog-ca",
+            other_ca.to_str().unwrap(),
+        ],
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the catalog in PostgreSQL (--catalog)")
+            && stderr.contains("invalid peer certificate"),
+        "{stderr}"
+    );
+}

@@ -404,3 +404,150 @@ async fn a_worker_lost_mid_query_fails_the_query_naming_it() {
         }
     }
 }
+
+/// What `view` holds and what its query gives on the same node, until they
+/// are equal (within `secs`); the rows.
+async fn view_follows(
+    client: &tokio_postgres::Client,
+    view: &str,
+    query: &str,
+    secs: u64,
+) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = match client.simple_query(view).await {
+            Ok(_) => text_rows(client, view).await,
+            Err(e) => vec![vec![format!("error: {e:?}")]],
+        };
+        let want = match client.simple_query(query).await {
+            Ok(_) => text_rows(client, query).await,
+            Err(e) => vec![vec![format!("error: {e:?}")]],
+        };
+        if got == want && !want.is_empty() && !want[0][0].starts_with("error") {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{view}: {got:?} after {secs} s, want {want:?} ({query})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const AGG_VIEW: &str = "SELECT time, host, n, v FROM m_1m ORDER BY time, host";
+const AGG_QUERY: &str = "SELECT date_bin(INTERVAL '1 minute', time) AS time, host, count(*) AS n, \
+     sum(v) AS v FROM m GROUP BY 1, 2 ORDER BY 1, 2";
+const TRANSFORM_VIEW: &str = "SELECT time, node, id FROM m_big ORDER BY node, id";
+const TRANSFORM_QUERY: &str = "SELECT time, node, id FROM m WHERE v > 3 ORDER BY node, id";
+
+/// Materialized views on a cluster: created on an ingest node, refreshed by
+/// the node holding the `views` lease (a compact node), from writes on
+/// both ingest nodes, buffered and flushed; every node reads them equal to
+/// their query. REFRESH elsewhere names the holder. When the holder is
+/// killed, the other compact node takes the lease and the views keep
+/// following. (The compact nodes do not serve as query workers here, so
+/// that killing one fails no query; three_nodes... covers that layout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn materialized_views_follow_writes_on_every_node_and_move_with_their_lease() {
+    let url = fresh_database("views").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let b = node(&url, &store, "b", "ingest,query");
+    let mut c = node(&url, &store, "c", "compact");
+    let on_a = a.connect().await;
+    let on_b = b.connect().await;
+    let on_c = c.connect().await;
+    on_a.batch_execute(
+        "CREATE TABLE m (time TIMESTAMP NOT NULL, host TEXT, node TEXT, id BIGINT, v BIGINT)",
+    )
+    .await
+    .unwrap();
+    eventually_rows(
+        &on_c,
+        "SELECT holder FROM system.leases WHERE job = 'views'",
+        rows(&[&["c"]]),
+    )
+    .await;
+    // Rows on b before the views exist: b takes them in and marks them.
+    assert_eq!(write(&a, "a", 0, 300).unwrap(), 204);
+    assert_eq!(write(&b, "b", 0, 200).unwrap(), 204);
+    on_a.batch_execute(
+        "CREATE MATERIALIZED VIEW m_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, \
+         host, count(*) AS n, sum(v) AS v FROM m GROUP BY 1, 2; \
+         CREATE MATERIALIZED VIEW m_big AS SELECT time, node, id FROM m WHERE v > 3",
+    )
+    .await
+    .unwrap();
+    for client in [&on_a, &on_b, &on_c] {
+        let got = view_follows(client, AGG_VIEW, AGG_QUERY, 20).await;
+        assert_eq!(got.len(), 5 * 3, "five minutes of three hosts: {got:?}");
+        view_follows(client, TRANSFORM_VIEW, TRANSFORM_QUERY, 20).await;
+    }
+    // Buffered writes on both ingest nodes (some into buckets the view has
+    // already, some rows a second time: the base is append-only, so the
+    // view has them twice too), then a flush on one of them.
+    assert_eq!(write(&a, "a", 250, 700).unwrap(), 204);
+    assert_eq!(write(&b, "b", 100, 400).unwrap(), 204);
+    on_b.batch_execute("FLUSH TABLE m").await.unwrap();
+    for client in [&on_a, &on_b, &on_c] {
+        view_follows(client, AGG_VIEW, AGG_QUERY, 20).await;
+        view_follows(client, TRANSFORM_VIEW, TRANSFORM_QUERY, 20).await;
+    }
+    assert!(
+        !a.log().contains("materialized view refresh failed")
+            && !b.log().contains("refreshed in full"),
+        "a and b do not refresh"
+    );
+    // REFRESH on a node that does not hold the lease names the holder.
+    let e = on_a
+        .batch_execute("REFRESH MATERIALIZED VIEW m_1m")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "55006", "{db:?}");
+    assert!(db.message().contains("node c holds it"), "{db:?}");
+    on_c.batch_execute("REFRESH MATERIALIZED VIEW m_1m")
+        .await
+        .unwrap();
+    view_follows(&on_a, AGG_VIEW, AGG_QUERY, 5).await;
+
+    // c dies; d, the other compact node, takes the lease when it expires
+    // (10 s) and the views keep following writes on a and b.
+    let d = node(&url, &store, "d", "compact");
+    let on_d = d.connect().await;
+    drop(on_c);
+    c.kill9();
+    assert_eq!(write(&a, "a", 700, 800).unwrap(), 204);
+    assert_eq!(write(&b, "b", 400, 500).unwrap(), 204);
+    eventually_rows_within(
+        &on_d,
+        "SELECT holder FROM system.leases WHERE job = 'views'",
+        rows(&[&["d"]]),
+        30,
+    )
+    .await;
+    for client in [&on_a, &on_d] {
+        view_follows(client, AGG_VIEW, AGG_QUERY, 30).await;
+        view_follows(client, TRANSFORM_VIEW, TRANSFORM_QUERY, 30).await;
+    }
+}
+
+async fn eventually_rows_within(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    want: Vec<Vec<String>>,
+    secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if client.simple_query(sql).await.is_ok() && text_rows(client, sql).await == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: not {want:?} after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -7,8 +7,11 @@ Spans come into a from the OpenTelemetry SDK's OTLP/HTTP exporter, line
 protocol into a, INSERTs into b over psycopg; c answers over pgwire
 (psycopg) and over Flight SQL (ADBC, with `?` parameters) with every row
 before any flush, after FLUSH on a and b (the files are then in the bucket),
-and after COMPACT TABLE on c. Nodes with certificates talk to each other
-over TLS, trusting the certificate authority --cluster-ca names.
+and after COMPACT TABLE on c. Every other ingest protocol works on either
+ingest node too (OTLP/gRPC, Prometheus remote write, NDJSON, Flight SQL
+bulk ingest through ADBC, COPY), counted from c. Nodes with certificates
+talk to each other over TLS, trusting the certificate authority
+--cluster-ca names.
 """
 
 import os
@@ -19,13 +22,16 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import psycopg
+import pyarrow as pa
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_traces
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_traces
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from conftest import Server
+from remote_write import pb_series, snappy, write_request
 from test_s3 import BUCKET, S3, s3  # noqa: F401  (s3: the moto fixture)
 
 SECRET = "python-cluster-secret-0123456789"
@@ -123,6 +129,88 @@ def test_three_nodes_with_real_clients(s3, catalog, tmp_path):
         compacted = conn.execute("SELECT count(*) FROM system.files WHERE table_name = 'cpu'").fetchone()
         assert compacted == (1,)
     answers("after COMPACT TABLE on c")
+
+
+def test_every_ingest_protocol_on_either_ingest_node(s3, catalog, tmp_path):
+    a = node(tmp_path, s3, catalog, "a", "ingest,query")
+    b = node(tmp_path, s3, catalog, "b", "ingest,query")
+    c = node(tmp_path, s3, catalog, "c", "query,compact")
+    t0_ms = 1764547200000
+
+    # OTLP/gRPC spans into b, through the SDK's gRPC exporter.
+    provider = TracerProvider(resource=Resource.create({"service.name": "grpc-on-b"}))
+    provider.add_span_processor(SimpleSpanProcessor(
+        grpc_traces.OTLPSpanExporter(endpoint=b.grpc_endpoint, insecure=True, timeout=10)))
+    tracer = provider.get_tracer("sextant.tests.cluster")
+    for i in range(30):
+        with tracer.start_as_current_span(f"op-{i}"):
+            pass
+    provider.shutdown()
+
+    # Prometheus remote write: one series into a, another into b, same metric.
+    for server, job in ((a, "on-a"), (b, "on-b")):
+        body = snappy(write_request(pb_series(
+            [("__name__", "rw_requests_total"), ("job", job)],
+            [(float(i), t0_ms + i * 1000) for i in range(40)],
+        )))
+        status, _, resp = server.post("/api/v1/write", body, {
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+        })
+        assert status == 204, resp
+
+    # NDJSON into b.
+    ndjson = "".join(f'{{"time": {t0_ms + i}, "kind": "k{i % 2}", "n": {i}}}\n' for i in range(50))
+    status, _, resp = b.post("/v1/ingest/events", ndjson.encode(), {"Content-Type": "application/x-ndjson"})
+    assert status < 300, resp
+
+    # Flight SQL bulk ingest through ADBC into a, then into b (which takes
+    # the table a created in).
+    def batch(first):
+        return pa.table({
+            "time": pa.array([t0_ms * 1_000_000 + first + i for i in range(20)], pa.timestamp("ns", tz="UTC")),
+            "v": pa.array([float(first + i) for i in range(20)]),
+        })
+    with flight_sql.connect(f"grpc://{a.addrs['flight']}", autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("bulk", batch(0), mode="create")
+    deadline = time.time() + 10
+    while True:
+        try:
+            with flight_sql.connect(f"grpc://{b.addrs['flight']}", autocommit=True) as conn, conn.cursor() as cur:
+                cur.adbc_ingest("bulk", batch(100), mode="append")
+            break
+        except Exception as e:  # noqa: BLE001 (b may not have taken the table in yet)
+            assert time.time() < deadline, f"b never took bulk in: {e}"
+            time.sleep(0.1)
+
+    # COPY into b over psycopg.
+    with psycopg.connect(b.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE copied (time TIMESTAMP NOT NULL, word TEXT)")
+        with conn.cursor().copy("COPY copied (time, word) FROM STDIN") as copy:
+            for i in range(25):
+                copy.write_row((f"2025-12-01T00:00:{i:02d}Z", f"w{i}"))
+
+    want = {
+        "SELECT service_name, count(*) FROM otel_traces GROUP BY 1 ORDER BY 1": [("grpc-on-b", 30)],
+        "SELECT job, count(*), sum(value) FROM rw_requests_total GROUP BY 1 ORDER BY 1":
+            [("on-a", 40, 780.0), ("on-b", 40, 780.0)],
+        "SELECT kind, count(*), sum(n) FROM events GROUP BY 1 ORDER BY 1": [("k0", 25, 600), ("k1", 25, 625)],
+        "SELECT count(*), sum(v) FROM bulk": [(40, 2380.0)],
+        "SELECT count(*), min(word), max(word) FROM copied": [(25, "w0", "w9")],
+    }
+
+    def answers(stage):
+        with psycopg.connect(c.dsn(), autocommit=True) as conn:
+            for sql, rows in want.items():
+                assert conn.execute(sql).fetchall() == rows, (stage, sql)
+
+    answers("before any flush: from a's and b's buffers")
+    for server in (a, b):
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            for table in ("otel_traces", "rw_requests_total", "events", "bulk", "copied"):
+                conn.execute(f"FLUSH TABLE {table}")
+    answers("after FLUSH on a and b: from the bucket")
 
 
 def make_ca_and_cert(directory: Path):

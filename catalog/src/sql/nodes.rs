@@ -59,6 +59,33 @@ pub(super) fn nodes(tx: &mut dyn Tx) -> Result<Vec<NodeInfo>> {
 
 /// Takes or renews the lease `name` for `holder` until `now_ns + ttl_ns`:
 /// free, expired or already `holder`'s. Whether `holder` holds it now.
+/// Fails unless `holder` holds the lease `job` at `now_ns` (read in the
+/// transaction of the commit it guards).
+pub(super) fn check_lease(tx: &mut dyn Tx, job: &str, holder: &str, now_ns: i64) -> Result<()> {
+    let current = tx.query_opt(
+        "SELECT holder, expires_at_ns FROM leases WHERE name = $1",
+        params![job],
+    )?;
+    let who = match current {
+        Some(row) => {
+            let (who, until) = (row.text(0)?, row.int(1)?);
+            if who == holder && until >= now_ns {
+                return Ok(());
+            }
+            if until >= now_ns {
+                format!("node {who}")
+            } else {
+                "no node".to_string()
+            }
+        }
+        None => "no node".to_string(),
+    };
+    Err(CatalogError::LeaseNotHeld {
+        job: job.to_string(),
+        holder: who,
+    })
+}
+
 pub(super) fn hold_lease(
     tx: &mut dyn Tx,
     name: &str,

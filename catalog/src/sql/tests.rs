@@ -262,6 +262,13 @@ fn version_1_catalogs_are_upgraded() {
     assert_eq!(version, SCHEMA_VERSION);
 }
 
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
 fn views_and_their_invalidations(place: &Place) {
     let c = place.open();
     let base = c.create_table(new_table("cpu")).unwrap();
@@ -287,11 +294,13 @@ fn views_and_their_invalidations(place: &Place) {
         .unwrap();
     assert_eq!((v.table_id, v.base_table.as_str()), (t.id, "cpu"));
     assert_eq!(c.views().unwrap(), vec![v.clone()]);
-    let inv = |bucket_ns, generation| Invalidation {
+    let by = |node: &str, bucket_ns, generation| Invalidation {
         view_id: t.id,
+        node: node.into(),
         bucket_ns,
         generation,
     };
+    let inv = |bucket_ns, generation| by("a", bucket_ns, generation);
     // Persisting base rows records their buckets; a later generation wins.
     c.commit_files_invalidating(base.id, vec![], 5, &[inv(60, 1), inv(120, 2)])
         .unwrap();
@@ -307,10 +316,57 @@ fn views_and_their_invalidations(place: &Place) {
         done: &[inv(60, 2), inv(120, 2)],
         invalidate: &[],
         progress: Some(&progress),
+        lease: None,
     })
     .unwrap();
     assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3)]);
     assert_eq!(c.views().unwrap()[0].progress, progress);
+    // Each node's generations count on their own: a refresh that read node
+    // a's generation 3 leaves node b's generation 1 of the same bucket, and
+    // a node publishes the buckets its buffered rows touch without files.
+    c.add_invalidations(&[by("b", 60, 1), by("b", 180, 9)])
+        .unwrap();
+    assert_eq!(
+        c.view_invalidations(t.id, 2).unwrap(),
+        vec![inv(60, 3), by("b", 60, 1)]
+    );
+    c.commit_refresh(Refresh {
+        view_id: t.id,
+        remove: &[],
+        add: vec![],
+        done: &[inv(60, 3), by("b", 180, 9)],
+        invalidate: &[],
+        progress: None,
+        lease: None,
+    })
+    .unwrap();
+    assert_eq!(c.invalidations().unwrap(), vec![by("b", 60, 1)]);
+    // On a shared catalog only the holder of the views lease commits.
+    let refresh = |holder| Refresh {
+        view_id: t.id,
+        remove: &[],
+        add: vec![],
+        done: &[],
+        invalidate: &[],
+        progress: None,
+        lease: Some(("views", holder)),
+    };
+    assert!(matches!(
+        c.commit_refresh(refresh("a")),
+        Err(CatalogError::LeaseNotHeld { .. })
+    ));
+    assert!(
+        c.hold_lease("views", "a", now_ns(), 3_600_000_000_000)
+            .unwrap()
+    );
+    c.commit_refresh(refresh("a")).unwrap();
+    let Err(e) = c.commit_refresh(refresh("b")) else {
+        panic!("node b committed a refresh under node a's lease");
+    };
+    assert_eq!(
+        e.to_string(),
+        "this node does not hold the \"views\" lease (node a holds it)"
+    );
     assert_eq!(c.files(t.id).unwrap().len(), 1);
     // The base cannot go while the view reads it; the view can.
     assert!(matches!(
@@ -784,13 +840,24 @@ fn a_sqlite_catalog_from_before_nodes_is_adopted() {
             "{SCHEMA_V1} {v7} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 7; \
              INSERT INTO tables (name, columns, time_column, options, created_at_ns, persisted_seq) \
              VALUES ('cpu', '[]', 'time', '{{\"retention_secs\":null,\"partition_secs\":3600}}', 1, 42); \
-             UPDATE seq_floor SET seq = 50;"
+             UPDATE seq_floor SET seq = 50; \
+             INSERT INTO invalidations VALUES (9, 60, 4);"
         ))
         .unwrap();
     }
     let c = SqliteCatalog::open(&path).unwrap().for_node("n1").unwrap();
     assert_eq!(c.table("cpu").unwrap().unwrap().persisted_seq, 42);
     assert_eq!(c.max_persisted_seq().unwrap(), 50);
+    // Its invalidations (layout 10 adds their node) are n1's too.
+    assert_eq!(
+        c.invalidations().unwrap(),
+        vec![Invalidation {
+            view_id: 9,
+            node: "n1".into(),
+            bucket_ns: 60,
+            generation: 4
+        }]
+    );
     let other = SqliteCatalog::open(&path).unwrap().for_node("n2").unwrap();
     assert_eq!(other.table("cpu").unwrap().unwrap().persisted_seq, 0);
     assert_eq!(other.max_persisted_seq().unwrap(), 0);

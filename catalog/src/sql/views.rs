@@ -12,18 +12,40 @@ use crate::{
     TableDef, ViewDef, ViewProgress, ViewSpec,
 };
 
-/// Records invalidations; a bucket already invalid keeps the newer generation.
+/// Records invalidations; a bucket a node already invalidated keeps the
+/// newer of its generations.
 pub(super) fn insert_invalidations(tx: &mut dyn Tx, inv: &[Invalidation]) -> Result<()> {
     for i in inv {
         tx.execute(
-            "INSERT INTO invalidations (view_id, bucket_ns, generation) VALUES ($1, $2, $3) \
-             ON CONFLICT (view_id, bucket_ns) DO UPDATE SET generation = \
+            "INSERT INTO invalidations (view_id, node_id, bucket_ns, generation) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (view_id, node_id, bucket_ns) DO UPDATE SET generation = \
              CASE WHEN invalidations.generation > excluded.generation \
              THEN invalidations.generation ELSE excluded.generation END",
-            params![i.view_id, i.bucket_ns, i.generation],
+            params![i.view_id, &i.node, i.bucket_ns, i.generation],
         )?;
     }
     Ok(())
+}
+
+/// The invalidations of a catalog from before nodes (node `''`) become
+/// the first node's, as its positions do.
+pub(super) fn adopt_invalidations(tx: &mut dyn Tx, node: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE invalidations SET node_id = $1 WHERE node_id = '' \
+         AND NOT EXISTS (SELECT 1 FROM invalidations i WHERE i.node_id = $1)",
+        params![node],
+    )?;
+    Ok(())
+}
+
+fn read_invalidation(r: &Row) -> Result<Invalidation> {
+    Ok(Invalidation {
+        view_id: r.int(0)?,
+        node: r.text(1)?,
+        bucket_ns: r.int(2)?,
+        generation: r.uint(3)?,
+    })
 }
 
 const VIEW_QUERY: &str = "SELECT v.table_id, t.name, v.base_table_id, coalesce(b.name, ''), \
@@ -81,17 +103,27 @@ pub(super) fn views(tx: &mut dyn Tx) -> Result<Vec<ViewDef>> {
 
 pub(super) fn invalidations(tx: &mut dyn Tx) -> Result<Vec<Invalidation>> {
     tx.query(
-        "SELECT view_id, bucket_ns, generation FROM invalidations ORDER BY view_id, bucket_ns",
+        "SELECT view_id, node_id, bucket_ns, generation FROM invalidations \
+         ORDER BY view_id, bucket_ns, node_id",
         &[],
     )?
     .iter()
-    .map(|r| {
-        Ok(Invalidation {
-            view_id: r.int(0)?,
-            bucket_ns: r.int(1)?,
-            generation: r.uint(2)?,
-        })
-    })
+    .map(read_invalidation)
+    .collect()
+}
+
+pub(super) fn view_invalidations(
+    tx: &mut dyn Tx,
+    view_id: i64,
+    limit: usize,
+) -> Result<Vec<Invalidation>> {
+    tx.query(
+        "SELECT view_id, node_id, bucket_ns, generation FROM invalidations \
+         WHERE view_id = $1 ORDER BY bucket_ns, node_id LIMIT $2",
+        params![view_id, limit.min(i64::MAX as usize) as i64],
+    )?
+    .iter()
+    .map(read_invalidation)
     .collect()
 }
 
@@ -115,13 +147,16 @@ pub(super) fn commit_refresh(
     r: &Refresh<'_>,
     now: i64,
 ) -> Result<Vec<ParquetFile>> {
+    if let Some((job, holder)) = r.lease {
+        super::nodes::check_lease(tx, job, holder, now)?;
+    }
     delete_files(tx, r.view_id, r.remove)?;
     let added = insert_files(tx, r.view_id, &r.add, now)?;
     for d in r.done {
         tx.execute(
-            "DELETE FROM invalidations WHERE view_id = $1 AND bucket_ns = $2 \
-             AND generation <= $3",
-            params![r.view_id, d.bucket_ns, d.generation],
+            "DELETE FROM invalidations WHERE view_id = $1 AND node_id = $2 \
+             AND bucket_ns = $3 AND generation <= $4",
+            params![r.view_id, &d.node, d.bucket_ns, d.generation],
         )?;
     }
     insert_invalidations(tx, r.invalidate)?;

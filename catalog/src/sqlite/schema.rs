@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 9;
+pub(crate) const SCHEMA_VERSION: i64 = 10;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -176,6 +176,23 @@ CREATE TABLE leases (
 );
 ";
 
+/// Invalidations by node: each node's generations count on their own, so
+/// a refresh clears only the ones it read of the node that made them.
+/// Those of a catalog from before belong to node `''`, which the first
+/// node to open it adopts.
+pub(super) const SCHEMA_V10: &str = "
+CREATE TABLE invalidations_by_node (
+    view_id INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    bucket_ns INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (view_id, node_id, bucket_ns)
+) WITHOUT ROWID;
+INSERT INTO invalidations_by_node SELECT view_id, '', bucket_ns, generation FROM invalidations;
+DROP TABLE invalidations;
+ALTER TABLE invalidations_by_node RENAME TO invalidations;
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -187,6 +204,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (7, SCHEMA_V7),
     (8, SCHEMA_V8),
     (9, SCHEMA_V9),
+    (10, SCHEMA_V10),
 ];
 
 /// Opens the catalog on `conn` (`path` names it in errors): checks,

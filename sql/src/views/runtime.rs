@@ -236,6 +236,10 @@ pub(super) async fn backfill_transform(
 /// (re-deriving its rows of replayed writes), restarting interrupted
 /// backfills. Call before any write is accepted.
 pub async fn start_views(engine: &Engine, ctx: &SessionContext) {
+    // On a shared catalog transform views are refreshed by buckets.
+    if engine.shares_catalog() {
+        return;
+    }
     for view in engine.views() {
         if view.spec.kind != ViewKind::Transform {
             continue;
@@ -302,7 +306,7 @@ pub(super) async fn full_refresh(
 ) -> Result<(), SqlError> {
     let started = Instant::now();
     let base_newest = engine.time_range(&view.base_table).map(|(_, max)| max);
-    let done = engine.pending_buckets(&view.name, usize::MAX);
+    let done = engine.invalidated(&view.name, usize::MAX).await?;
     let rows = compute(ctx, &view.query, None).await?;
     let outcome = engine
         .commit_refresh(
@@ -347,7 +351,13 @@ pub(super) async fn step(
         return Ok(false);
     };
     let started = Instant::now();
-    match view.spec.kind {
+    // On a shared catalog a transform view is refreshed by buckets too:
+    // other nodes' writes cannot apply its function here.
+    let kind = match view.spec.kind {
+        ViewKind::Transform if engine.shares_catalog() => ViewKind::Aggregate,
+        k => k,
+    };
+    match kind {
         ViewKind::Transform => {
             if view.progress.backfill.is_none() {
                 let newest = engine.time_range(&view.base_table).map(|(_, max)| max);
@@ -374,7 +384,7 @@ pub(super) async fn step(
                     .map(|_| true);
             }
             let base_newest = engine.time_range(&view.base_table).map(|(_, max)| max);
-            let pending = engine.pending_buckets(name, MAX_BUCKETS_PER_STEP);
+            let pending = engine.invalidated(name, MAX_BUCKETS_PER_STEP).await?;
             if pending.is_empty() {
                 engine.update_view_status(name, |s| s.materialized_ns = base_newest);
                 return Ok(false);
@@ -383,13 +393,14 @@ pub(super) async fn step(
             // what the view has.
             let cutoff = engine.retention_cutoff(&view.base_table, engine.now_ns());
             let mut ranges: Vec<(i64, i64)> = vec![];
-            for (b, _) in &pending {
+            // Oldest first; one bucket may come from several nodes.
+            for b in pending.iter().map(|i| i.bucket_ns) {
                 if cutoff.is_some_and(|c| b + w <= c) {
                     continue;
                 }
                 match ranges.last_mut() {
-                    Some((_, hi)) if *hi == *b => *hi = b + w,
-                    _ => ranges.push((*b, b + w)),
+                    Some((_, hi)) if *hi >= b => *hi = (*hi).max(b + w),
+                    _ => ranges.push((b, b + w)),
                 }
             }
             let rows = if ranges.is_empty() {
@@ -504,13 +515,17 @@ pub(super) async fn backfill_step(
     Ok(())
 }
 
-/// The background refresher, until `shutdown`.
+/// The background refresher, until `shutdown`. On a shared catalog every
+/// node publishes the buckets its writes invalidated at each round, and
+/// the node holding the views lease (a compact node) runs the refreshes.
 pub async fn run_refresher(
     engine: Engine,
     ctx: Arc<SessionContext>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    // Taken over this long after its holder stops renewing it.
+    let lease = (interval * 3).max(Duration::from_secs(10));
     let mut busy = false;
     // A failing view is retried after 1 s, then 2 s, ... up to a minute.
     let mut backoff: std::collections::HashMap<String, (Instant, Duration)> = Default::default();
@@ -522,12 +537,26 @@ pub async fn run_refresher(
             }
         }
         busy = false;
+        if engine.shares_catalog() {
+            if let Err(e) = engine.publish_invalidations().await {
+                warn!(error = %e, "cannot publish this node's view invalidations; will retry");
+            }
+            if !engine.hold_lease(sextant_storage::VIEWS_LEASE, lease).await {
+                continue;
+            }
+        }
         // Creation order: a view over a view comes after the view it reads.
         let mut views = engine.views();
         views.sort_by_key(|v| v.table_id);
         for v in views {
             if shutdown.is_cancelled() {
                 return;
+            }
+            // Renewed before each view: a long round keeps it.
+            if engine.shares_catalog()
+                && !engine.hold_lease(sextant_storage::VIEWS_LEASE, lease).await
+            {
+                break;
             }
             if backoff
                 .get(&v.name)
