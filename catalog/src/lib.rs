@@ -301,6 +301,30 @@ pub struct Invalidation {
     pub generation: u64,
 }
 
+/// A `DELETE FROM t WHERE predicate`: hides the matching rows of the
+/// table's files with ids up to `files_upto` until compaction rewrites
+/// them, and of `node`'s buffered rows with WAL sequence numbers up to
+/// `seq` (those are removed from its buffer at once, and again when its WAL
+/// is replayed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// Its id (deletes apply in id order).
+    pub id: i64,
+    /// The table.
+    pub table_id: i64,
+    /// The condition, as SQL over the table's columns (constant: `now()`
+    /// already replaced by the time of the statement).
+    pub predicate: String,
+    /// The newest file of the table when the delete ran.
+    pub files_upto: i64,
+    /// The node that ran it.
+    pub node: String,
+    /// That node's WAL sequence number when it ran.
+    pub seq: u64,
+    /// When it ran (ns).
+    pub created_at_ns: i64,
+}
+
 /// What [`Catalog::commit_refresh`] commits.
 #[derive(Debug)]
 pub struct Refresh<'a> {
@@ -488,6 +512,13 @@ pub trait Catalog: Send + Sync + Debug {
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)>;
     /// Every view, ordered by name.
     fn views(&self) -> Result<Vec<ViewDef>>;
+    /// Records a delete (its id and time are the catalog's).
+    fn add_delete(&self, delete: Delete) -> Result<Delete>;
+    /// Every delete not yet forgotten, by id.
+    fn deletes(&self) -> Result<Vec<Delete>>;
+    /// Forgets deletes that no longer hide anything (their files were
+    /// rewritten and their node's buffer persisted past them).
+    fn forget_deletes(&self, ids: &[i64]) -> Result<()>;
     /// Every recorded invalidation.
     fn invalidations(&self) -> Result<Vec<Invalidation>>;
     /// The recorded invalidations of one view, oldest bucket first, at most

@@ -158,6 +158,19 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         in_tx(self, views::invalidations)
     }
 
+    fn add_delete(&self, delete: crate::Delete) -> Result<crate::Delete> {
+        let now = self.now();
+        in_tx(self, |tx| tables::add_delete(tx, &delete, now))
+    }
+
+    fn deletes(&self) -> Result<Vec<crate::Delete>> {
+        in_tx(self, tables::deletes)
+    }
+
+    fn forget_deletes(&self, ids: &[i64]) -> Result<()> {
+        in_tx(self, |tx| tables::forget_deletes(tx, ids))
+    }
+
     fn view_invalidations(&self, view_id: i64, limit: usize) -> Result<Vec<Invalidation>> {
         in_tx(self, |tx| views::view_invalidations(tx, view_id, limit))
     }

@@ -154,7 +154,9 @@ impl Planned {
                 }
             }
             Planned::Change(Change::Sextant(s)) => match s {
-                SextantStatement::Flush(_) | SextantStatement::Compact(_) => count_schema(),
+                SextantStatement::Flush(_)
+                | SextantStatement::Compact(_)
+                | SextantStatement::Delete(_) => count_schema(),
                 SextantStatement::CreateTable(_)
                 | SextantStatement::AlterTable(_)
                 | SextantStatement::DropTable(_)

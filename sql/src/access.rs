@@ -478,6 +478,8 @@ pub(crate) fn authorize_statement(
         S::AlterTable(alter) => each(std::slice::from_ref(&alter.name)),
         S::DropTable(drop) => each(&drop.names),
         S::Flush(tables) | S::Compact(tables) => each(tables),
+        // Removing rows changes the table: ALL on it (or an admin).
+        S::Delete(d) => each(std::slice::from_ref(&d.table)),
         S::RefreshView(name) => each(std::slice::from_ref(name)),
         S::CreateView(_) | S::DropView(_) => {
             Ok(directory.check(who, Action::Admin("create or drop materialized views"))?)

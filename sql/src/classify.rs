@@ -70,6 +70,8 @@ pub enum SextantStatement {
     DropAlert { name: String, if_exists: bool },
     /// `KILL [QUERY] id`.
     Kill(u64),
+    /// `DELETE FROM t [WHERE ...]` (see [`crate::delete`]).
+    Delete(crate::delete::DeleteStatement),
     /// `CREATE USER`, `ALTER USER`, `DROP USER`, `GRANT`, `REVOKE`,
     /// `CREATE TOKEN`, `DROP TOKEN` (see [`crate::access`]).
     Access(AccessStatement),
@@ -164,6 +166,7 @@ pub fn classify(stmt: &str) -> Result<Classified, SqlError> {
             return parsed(S::DropAlert { name, if_exists });
         }
         Kind::Kill => return parsed(S::Kill(crate::queries::parse_kill(stmt)?)),
+        Kind::Delete => return parsed(S::Delete(crate::delete::parse(stmt)?)),
         Kind::Access => return parsed(S::Access(crate::access::parse(stmt)?)),
     })
 }
@@ -187,6 +190,7 @@ enum Kind {
     DropAlert,
     Kill,
     Access,
+    Delete,
     /// DataFusion's, as this text.
     Sql(String),
 }
@@ -219,6 +223,9 @@ fn kind(stmt: &str) -> Kind {
     }
     if first("kill") {
         return Kind::Kill;
+    }
+    if kw(0) == Keyword::DELETE {
+        return Kind::Delete;
     }
     if kw(0) == Keyword::SHOW && second("alerts") && words.len() == 2 {
         return Kind::Sql(SHOW_ALERTS.to_string());

@@ -21,6 +21,7 @@ mod ast;
 mod classify;
 mod clock;
 mod context;
+mod delete;
 mod error;
 mod indexes;
 pub mod pgcompat;
@@ -41,6 +42,7 @@ pub use classify::{
     AccessStatement, AlterTable, Classified, DropObjects, SextantStatement, classify, split,
 };
 pub use context::session_context;
+pub use delete::DeleteStatement;
 pub use error::SqlError;
 pub use pipeline::{Planned, plan, plan_other, plan_select};
 pub use queries::{

@@ -53,6 +53,7 @@ pub async fn execute(
         S::DropIndex(drop) => crate::indexes::drop(drop, engine).await,
         S::DropView(drop) => crate::views::drop(drop, engine).await,
         S::RefreshView(name) => crate::views::refresh(name, engine, ctx).await,
+        S::Delete(d) => crate::delete::execute(d, engine, ctx).await,
         S::CreateAlert { def, if_not_exists } => {
             crate::alerts::create(def, *if_not_exists, ctx).await
         }

@@ -147,6 +147,14 @@ impl Engine {
                 buffers: Default::default(),
             }),
         };
+        // Deletes: their files filtered, and the replayed chunks they cover
+        // without their rows again.
+        for delete in engine.inner.catalog.deletes()? {
+            let Some(state) = by_id_state(&engine, delete.table_id) else {
+                continue;
+            };
+            engine.take_delete(&state, Arc::new(delete))?;
+        }
         load_views(&engine)?;
         *engine
             .inner
@@ -569,11 +577,16 @@ impl Engine {
     pub fn snapshot(&self, table: &str) -> Option<Snapshot> {
         let state = self.state(table)?;
         let def = state.def();
-        let (mut chunks, files, positions) = {
+        let (mut chunks, files, positions, deletes) = {
             let data = state.data();
             let mut positions = data.positions.clone();
             positions.insert(self.inner.config.node_id.clone(), data.own_position);
-            (data.chunks.clone(), data.files.clone(), positions)
+            (
+                data.chunks.clone(),
+                data.files.clone(),
+                positions,
+                data.deletes.clone(),
+            )
         };
         // Chunks written before the table gained columns get null columns.
         for c in &mut chunks {
@@ -588,6 +601,7 @@ impl Engine {
             chunks,
             files,
             positions,
+            deletes,
         })
     }
 
@@ -898,6 +912,10 @@ fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
         dir = d.parent();
     }
     Ok(())
+}
+
+fn by_id_state(engine: &Engine, id: i64) -> Option<Arc<TableState>> {
+    engine.states().into_iter().find(|s| s.def().id == id)
 }
 
 fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {

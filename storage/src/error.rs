@@ -72,6 +72,9 @@ pub enum StorageError {
     /// A write to a node that does not ingest (`--mode` without `ingest`).
     #[error("node {0} does not accept writes (its --mode has no ingest): write to an ingest node")]
     NotIngest(String),
+    /// Something this build does not do yet, said plainly.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl StorageError {
@@ -92,6 +95,7 @@ impl StorageError {
             StorageError::Encoding(_) => SqlState::INTERNAL_ERROR,
             StorageError::Stale(_) => SqlState::SERIALIZATION_FAILURE,
             StorageError::NotIngest(_) => SqlState::READ_ONLY_SQL_TRANSACTION,
+            StorageError::Unsupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod codec;
 mod config;
+mod deletes;
 mod engine;
 mod error;
 mod follow;
@@ -24,6 +25,7 @@ mod views;
 pub mod wal;
 
 pub use config::{EngineConfig, LifecycleConfig};
+pub use deletes::{DeletePlan, predicate_expr};
 pub use engine::{TableStats, WalStats};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;

@@ -222,6 +222,7 @@ impl Engine {
             .state(name)
             .ok_or_else(|| CatalogError::TableNotFound(name.into()))?;
         let summary = self.compact(&state, 2, "COMPACT TABLE", false).await?;
+        self.forget_deletes(&state).await?;
         // What no query holds goes now; the rest at the next sweep.
         self.sweep_retired().await;
         Ok(summary)
@@ -241,8 +242,15 @@ impl Engine {
         let target = self.inner.config.lifecycle.compaction_target_bytes.max(1);
         let small = target / 2;
         let mut by_partition: BTreeMap<i64, Vec<Arc<ParquetFile>>> = BTreeMap::new();
-        for f in state.data().files.iter() {
-            if f.file.bytes < small {
+        // Files a delete covers are rewritten without its rows, whatever
+        // their size and however many there are.
+        let (deletes, files) = {
+            let data = state.data();
+            (data.deletes.clone(), data.files.clone())
+        };
+        let covered = |f: &ParquetFile| deletes.iter().any(|d| f.id <= d.files_upto);
+        for f in files.iter() {
+            if f.file.bytes < small || covered(f) {
                 by_partition
                     .entry(f.file.partition_start_ns)
                     .or_default()
@@ -251,7 +259,8 @@ impl Engine {
         }
         let mut summary = CompactionSummary::default();
         for (partition, mut files) in by_partition {
-            if files.len() < min_files.max(2) {
+            let dirty = files.iter().any(|f| covered(f));
+            if files.len() < min_files.max(2) && !dirty {
                 continue;
             }
             files.sort_by_key(|f| (f.file.min_time_ns, f.id));
@@ -267,7 +276,10 @@ impl Engine {
                 bins.last_mut().expect("one bin at least").push(f);
             }
             let mut compacted = false;
-            for bin in bins.into_iter().filter(|b| b.len() >= 2) {
+            for bin in bins
+                .into_iter()
+                .filter(|b| b.len() >= 2 || b.iter().any(|f| covered(f)))
+            {
                 let started = Instant::now();
                 let started_at_ns = self.now_ns();
                 let (files_in, bytes_in, rows) = (
@@ -358,14 +370,25 @@ impl Engine {
         let def = state.def();
         // Files to compact are small (under half the target): read whole.
         let objects = self.fetch(files).await?;
+        // Each file without the rows of the deletes that cover it.
+        let deletes = state.data().deletes.clone();
+        let filters = files
+            .iter()
+            .map(|f| crate::deletes::visible(&deletes, f.id, &def.schema))
+            .collect::<Result<Vec<_>>>()?;
         let schema = def.schema.clone();
         let time_col = def.time_column.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let row_group_rows = self.inner.config.row_group_rows;
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
-            for bytes in objects {
-                batches.extend(decode(bytes, &schema)?);
+            for (bytes, keep) in objects.into_iter().zip(filters) {
+                for batch in decode(bytes, &schema)? {
+                    batches.push(match &keep {
+                        Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
+                        None => batch,
+                    });
+                }
             }
             encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
         })
@@ -453,6 +476,9 @@ impl Engine {
                 };
                 if let Err(e) = result {
                     warn!(table = %state.def().name, error = %e, "compaction failed; will retry");
+                }
+                if let Err(e) = self.forget_deletes(&state).await {
+                    warn!(table = %state.def().name, error = %e, "could not forget applied deletes; will retry");
                 }
             }
             self.sweep_retired().await;

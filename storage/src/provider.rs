@@ -7,6 +7,7 @@
 //! that tells EXPLAIN what was scanned and what was skipped. An INSERT goes
 //! through [`SextantSink`] into [`Engine::write`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -391,7 +392,13 @@ impl TableProvider for SextantTable {
                 scan_projection.clone(),
             )?);
         }
-        if !files.is_empty() {
+        // Files some delete covers are read apart, their rows filtered.
+        let mut by_deletes: BTreeMap<usize, Vec<Arc<ParquetFile>>> = BTreeMap::new();
+        for f in &files {
+            let covering = snap.deletes.iter().filter(|d| f.id <= d.files_upto).count();
+            by_deletes.entry(covering).or_default().push(f.clone());
+        }
+        for (covering, files) in by_deletes {
             let mut source = ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone());
             if let Some(p) = &predicate {
@@ -402,12 +409,39 @@ impl TableProvider for SextantTable {
             for (i, f) in files.iter().enumerate() {
                 groups[i % n].push(PartitionedFile::new(f.file.path.clone(), f.file.bytes));
             }
-            let config = FileScanConfigBuilder::new(object_store_url(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(scan_projection.clone())?
-                .with_limit(scan_limit)
-                .build();
-            children.push(DataSourceExec::from_data_source(config));
+            let filter = match covering {
+                0 => None,
+                _ => crate::deletes::visible(&snap.deletes, files[0].id, &schema)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            };
+            let builder = FileScanConfigBuilder::new(object_store_url(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect());
+            let Some(filter) = filter else {
+                let config = builder
+                    .with_projection_indices(scan_projection.clone())?
+                    .with_limit(scan_limit)
+                    .build();
+                children.push(DataSourceExec::from_data_source(config));
+                continue;
+            };
+            // Every column (the deletes' conditions may read any), then
+            // the ones the query reads.
+            let all: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(builder.build());
+            let df_schema = DFSchema::try_from(schema.clone())?;
+            let keep = state.create_physical_expr(filter, &df_schema)?;
+            let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(keep, all)?);
+            let wanted: Vec<usize> = match &scan_projection {
+                Some(p) => p.clone(),
+                None => (0..schema.fields().len()).collect(),
+            };
+            let exprs = wanted
+                .iter()
+                .map(|i| {
+                    let name = schema.field(*i).name();
+                    Ok((physical_col(name, &schema)?, name.clone()))
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            children.push(Arc::new(ProjectionExec::try_new(exprs, filtered)?));
         }
         let mut input = if children.is_empty() {
             let projected = match projection {

@@ -49,6 +49,9 @@ pub struct Snapshot {
     /// Each node's WAL position that `files` cover (this node's included):
     /// a node's rows above its position are in its buffer, not in `files`.
     pub positions: BTreeMap<String, u64>,
+    /// Deletes whose rows some of `files` may still hold (`chunks` are
+    /// without them already): see [`crate::deletes::visible`].
+    pub deletes: Vec<Arc<sextant_catalog::Delete>>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +73,8 @@ pub(crate) struct TableData {
     /// The highest sequence number of a chunk no longer retained: a reader
     /// whose position is below it would miss rows.
     pub(crate) released_upto: u64,
+    /// Deletes not yet applied to every file ([`crate::deletes`]).
+    pub(crate) deletes: Vec<Arc<sextant_catalog::Delete>>,
 }
 
 impl TableData {

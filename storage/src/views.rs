@@ -320,6 +320,7 @@ impl Engine {
                     chunks,
                     files: data.files.clone(),
                     positions: BTreeMap::new(),
+                    deletes: data.deletes.clone(),
                 })
             } else {
                 for c in data.chunks.iter().filter(|c| c.seq > floor) {

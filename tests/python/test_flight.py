@@ -473,3 +473,19 @@ def test_errors_carry_the_sqlstate_in_metadata(server):
 
     assert get_flight_info("SELECT * FROM nope")[:2] == (grpc.StatusCode.NOT_FOUND, "42P01")
     assert get_flight_info("SELEC 1")[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "42601")
+
+
+def test_adbc_delete_reports_the_rows_it_removed(server):
+    """DELETE over Flight SQL through ADBC: the rows go, the count comes back."""
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE gone (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE)")
+        cur.adbc_ingest("gone", pa.table({
+            "time": pa.array([T0_NS + i for i in range(10)], pa.timestamp("ns", tz="UTC")),
+            "host": [f"h{i % 2}" for i in range(10)],
+            "v": [float(i) for i in range(10)],
+        }), mode="append")
+        cur.execute("DELETE FROM gone WHERE host = 'h0'")
+        assert cur.fetchall() == [(5,)]
+        cur.execute("SELECT count(*), sum(v) FROM gone")
+        assert cur.fetchall() == [(5, 25.0)]
+    assert pg_rows(server, "SELECT host FROM gone GROUP BY host") == [("h1",)]

@@ -97,3 +97,40 @@ def test_statement_timeout_stops_the_whole_statement(server):
             "AND query NOT LIKE '%system.queries%' ORDER BY query_id"
         ).fetchall()
         assert states == [("cancelled", "canceling statement due to statement timeout")] * 2, states
+
+
+def test_delete_counts_rows_and_they_stay_gone(server):
+    """DELETE through psycopg: rowcount is the command tag's count, the rows
+    go from the buffer and from Parquet, and stay gone after a restart and
+    after compaction; an error names the problem with its SQLSTATE."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE del (time TIMESTAMP NOT NULL, host TEXT, v BIGINT)")
+        conn.execute(
+            "INSERT INTO del SELECT to_timestamp(1704067200 + value), 'h' || (value % 4), value "
+            "FROM generate_series(1, 400)"
+        )
+        conn.execute("FLUSH TABLE del")
+        conn.execute(
+            "INSERT INTO del SELECT to_timestamp(1704070000 + value), 'h' || (value % 4), value "
+            "FROM generate_series(1, 100)"
+        )
+        cur = conn.execute("DELETE FROM del WHERE host = 'h1'")
+        assert cur.rowcount == 125
+        assert cur.statusmessage == "DELETE 125"
+        # With parameters, as psycopg sends them (server-side binding).
+        cur = conn.execute(
+            "DELETE FROM del WHERE v > %s AND time < %s",
+            (390, dt.datetime(2024, 1, 1, 0, 59, tzinfo=UTC)),
+        )
+        assert cur.rowcount == 8  # 391..400 but 393 and 397 (h1, gone already)
+        with pytest.raises(errors.UndefinedColumn):
+            conn.execute("DELETE FROM del WHERE nope = 1")
+        want = conn.execute("SELECT host, count(*), sum(v) FROM del GROUP BY host ORDER BY host").fetchall()
+    # kill -9: the deleted rows still in the WAL are deleted again on replay.
+    server.stop(signal.SIGKILL)
+    server.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT host, count(*), sum(v) FROM del GROUP BY host ORDER BY host").fetchall() == want
+        conn.execute("COMPACT TABLE del")
+        assert conn.execute("SELECT host, count(*), sum(v) FROM del GROUP BY host ORDER BY host").fetchall() == want
+        assert conn.execute("SELECT count(*) FROM del WHERE host = 'h1'").fetchone() == (0,)

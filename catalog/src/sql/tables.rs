@@ -258,6 +258,7 @@ pub(super) fn drop_table(
     tx.execute("DELETE FROM persisted WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM files WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM indexes WHERE table_id = $1", params![def.id])?;
+    tx.execute("DELETE FROM deletes WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM tables WHERE id = $1", params![def.id])?;
     Ok((def, files))
 }
@@ -515,4 +516,52 @@ pub(super) fn indexes(tx: &mut dyn Tx) -> Result<Vec<IndexDef>> {
         })
     })
     .collect()
+}
+
+pub(super) fn add_delete(tx: &mut dyn Tx, d: &crate::Delete, now: i64) -> Result<crate::Delete> {
+    if tx.query_int(
+        "SELECT count(*) FROM tables WHERE id = $1",
+        params![d.table_id],
+    )? == 0
+    {
+        return Err(CatalogError::TableNotFound(format!("id {}", d.table_id)));
+    }
+    let id = tx.query_int(
+        "INSERT INTO deletes (table_id, predicate, files_upto, node_id, seq, created_at_ns) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        params![d.table_id, &d.predicate, d.files_upto, &d.node, d.seq, now],
+    )?;
+    Ok(crate::Delete {
+        id,
+        created_at_ns: now,
+        ..d.clone()
+    })
+}
+
+pub(super) fn deletes(tx: &mut dyn Tx) -> Result<Vec<crate::Delete>> {
+    tx.query(
+        "SELECT id, table_id, predicate, files_upto, node_id, seq, created_at_ns \
+         FROM deletes ORDER BY id",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(crate::Delete {
+            id: r.int(0)?,
+            table_id: r.int(1)?,
+            predicate: r.text(2)?,
+            files_upto: r.int(3)?,
+            node: r.text(4)?,
+            seq: r.uint(5)?,
+            created_at_ns: r.int(6)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn forget_deletes(tx: &mut dyn Tx, ids: &[i64]) -> Result<()> {
+    for id in ids {
+        tx.execute("DELETE FROM deletes WHERE id = $1", params![*id])?;
+    }
+    Ok(())
 }

@@ -125,7 +125,40 @@ on_both_stores!(
     each_node_has_its_own_wal_positions,
     nodes_register_heartbeat_and_stop,
     a_lease_is_held_renewed_and_taken_over_once_expired,
+    deletes_survive_reopen_and_go_with_their_table,
 );
+
+fn deletes_survive_reopen_and_go_with_their_table(place: &Place) {
+    let t = place.open().create_table(new_table("cpu")).unwrap();
+    let delete = |predicate: &str, files_upto, seq| Delete {
+        id: 0,
+        table_id: t.id,
+        predicate: predicate.into(),
+        files_upto,
+        node: "n".into(),
+        seq,
+        created_at_ns: 0,
+    };
+    let a = place
+        .open()
+        .add_delete(delete("host = 'a'", 3, 10))
+        .unwrap();
+    let b = place.open().add_delete(delete("v > 1", 5, 12)).unwrap();
+    assert!(a.id < b.id && a.created_at_ns > 0);
+    let c = place.open();
+    assert_eq!(c.deletes().unwrap(), vec![a.clone(), b.clone()]);
+    c.forget_deletes(&[a.id]).unwrap();
+    assert_eq!(c.deletes().unwrap(), vec![b]);
+    assert!(matches!(
+        c.add_delete(Delete {
+            table_id: 999,
+            ..delete("x", 0, 0)
+        }),
+        Err(CatalogError::TableNotFound(_))
+    ));
+    c.drop_table("cpu").unwrap();
+    assert!(c.deletes().unwrap().is_empty());
+}
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

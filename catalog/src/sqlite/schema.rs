@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 10;
+pub(crate) const SCHEMA_VERSION: i64 = 11;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -193,6 +193,21 @@ DROP TABLE invalidations;
 ALTER TABLE invalidations_by_node RENAME TO invalidations;
 ";
 
+/// Deletes (`DELETE FROM t WHERE ...`): a predicate that hides the rows of
+/// the table's files up to `files_upto` (by id) until compaction rewrites
+/// them, and the node's buffered rows up to its WAL sequence `seq`.
+pub(super) const SCHEMA_V11: &str = "
+CREATE TABLE deletes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL,
+    predicate TEXT NOT NULL,
+    files_upto INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -205,6 +220,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (8, SCHEMA_V8),
     (9, SCHEMA_V9),
     (10, SCHEMA_V10),
+    (11, SCHEMA_V11),
 ];
 
 /// Opens the catalog on `conn` (`path` names it in errors): checks,

@@ -541,6 +541,7 @@ impl Service {
             if let (text, None) = &portal.statement.statement
                 && let Planned::Sextant(s) = own_plan(&self.ctx, client, text).await?
             {
+                let s = bind_parameters(s, portal, &self.ctx).await?;
                 return Ok(vec![self.run_sextant(client, &s).await?]);
             }
             Ok(vec![
@@ -550,6 +551,36 @@ impl Service {
         .await?;
         Ok(ran.remove(0))
     }
+}
+
+/// A Sextant statement with the portal's parameters: `DELETE ... WHERE
+/// host = $1` takes them (typed as the client says, or as the condition
+/// places them); the others take none.
+async fn bind_parameters(
+    stmt: statements::SextantStatement,
+    portal: &Portal<DfStatement>,
+    ctx: &SessionContext,
+) -> PgWireResult<statements::SextantStatement> {
+    let statements::SextantStatement::Delete(mut d) = stmt else {
+        return Ok(stmt);
+    };
+    if portal.parameters.is_empty() {
+        return Ok(statements::SextantStatement::Delete(d));
+    }
+    let types = d.parameter_types(ctx).await.map_err(pg_error)?;
+    let types: Vec<Option<&datafusion::arrow::datatypes::DataType>> =
+        types.iter().map(|t| t.as_ref()).collect();
+    let values =
+        datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?;
+    d.params = match values {
+        datafusion::common::ParamValues::List(list) => list.into_iter().map(|v| v.value).collect(),
+        datafusion::common::ParamValues::Map(_) => {
+            return Err(pg_error(SqlError::syntax(
+                "DELETE takes positional parameters ($1, $2, ...)",
+            )));
+        }
+    };
+    Ok(statements::SextantStatement::Delete(d))
 }
 
 /// Extended-protocol parser: Sextant's statements are kept as text for
