@@ -118,6 +118,14 @@ pub(crate) async fn plan(
         ..sextant_sql::Session::server()
     };
     let plan = match sextant_sql::plan(ctx, stmt, &session).await? {
+        // A DELETE's condition may take parameters: their types, to
+        // describe and bind them.
+        sextant_sql::Planned::Sextant(SextantStatement::Delete(mut d)) => {
+            d.param_types = d.parameter_types(ctx).await?;
+            return Ok(Planned::Change(Change::Sextant(SextantStatement::Delete(
+                d,
+            ))));
+        }
         sextant_sql::Planned::Sextant(s) => return Ok(Planned::Change(Change::Sextant(s))),
         sextant_sql::Planned::Query { plan, .. } => plan,
         sextant_sql::Planned::Other(stmt) => sextant_sql::plan_other(ctx, stmt, &session).await?,
@@ -179,6 +187,21 @@ impl Planned {
     /// The parameters (`$1`, `$2`, ...) the statement takes, in order; a
     /// type is `Null` where DataFusion cannot infer it.
     pub(crate) fn parameter_schema(&self) -> Result<Schema, SqlError> {
+        if let Planned::Change(Change::Sextant(SextantStatement::Delete(d))) = self {
+            return Ok(Schema::new(
+                d.param_types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        Field::new(
+                            format!("${}", i + 1),
+                            t.clone().unwrap_or(DataType::Null),
+                            true,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            ));
+        }
         let (Planned::Query(p) | Planned::Change(Change::Plan(p))) = self else {
             return Ok(Schema::empty());
         };
@@ -250,6 +273,10 @@ impl Planned {
         Ok(match self {
             Planned::Query(p) => Planned::Query(bind(p)?),
             Planned::Change(Change::Plan(p)) => Planned::Change(Change::Plan(bind(p)?)),
+            Planned::Change(Change::Sextant(SextantStatement::Delete(mut d))) => {
+                d.params = values;
+                Planned::Change(Change::Sextant(SextantStatement::Delete(d)))
+            }
             s @ Planned::Change(Change::Sextant(_)) => s,
         })
     }

@@ -38,6 +38,10 @@ pub struct DeleteStatement {
     /// (pgwire's extended protocol) with the types
     /// [`DeleteStatement::parameter_types`] gives.
     pub params: Vec<ScalarValue>,
+    /// The types of its parameters, once a front end asked for them to
+    /// describe the statement (Flight SQL); see
+    /// [`DeleteStatement::parameter_types`].
+    pub param_types: Vec<Option<DataType>>,
 }
 
 impl DeleteStatement {
@@ -110,6 +114,7 @@ pub(crate) fn parse(sql: &str) -> Result<DeleteStatement, SqlError> {
         table: table_name(name)?,
         condition: d.selection.as_ref().map(|e| e.to_string()),
         params: vec![],
+        param_types: vec![],
     })
 }
 

@@ -488,4 +488,9 @@ def test_adbc_delete_reports_the_rows_it_removed(server):
         assert cur.fetchall() == [(5,)]
         cur.execute("SELECT count(*), sum(v) FROM gone")
         assert cur.fetchall() == [(5, 25.0)]
+        # With a ? parameter, as ADBC's DB-API binds it.
+        cur.execute("DELETE FROM gone WHERE v > ?", parameters=(6.0,))
+        assert cur.fetchall() == [(2,)]  # 7 and 9
+        cur.execute("SELECT count(*), sum(v) FROM gone")
+        assert cur.fetchall() == [(3, 9.0)]
     assert pg_rows(server, "SELECT host FROM gone GROUP BY host") == [("h1",)]
