@@ -2,7 +2,7 @@
 //! `system.files`, `system.wal`, `system.compactions`,
 //! `system.materialized_views`, `system.alerts`, `system.alert_events`,
 //! `system.metrics`, `system.queries`, `system.users`, `system.grants`,
-//! `system.tokens`, `system.nodes`, `system.leases`).
+//! `system.tokens`, `system.nodes`, `system.leases`, `system.deletes`).
 //! Each is computed from the engine's (or the alert rules') state
 //! when a query scans it.
 
@@ -114,6 +114,7 @@ pub(crate) fn schema(engine: &Engine) -> Result<Arc<dyn SchemaProvider>> {
         views_table(),
         nodes_table(),
         leases_table(),
+        deletes_table(),
     ] {
         schema.register_table(
             name.to_string(),
@@ -387,6 +388,40 @@ fn leases_table() -> (&'static str, SchemaRef, Build) {
         }),
     );
     ("leases", schema, build)
+}
+
+/// The deletes whose rows some files still hold (until compaction
+/// rewrites them): docs/storage.md, "DELETE".
+fn deletes_table() -> (&'static str, SchemaRef, Build) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("condition", DataType::Utf8, false),
+        Field::new("deleted_at", ts(), false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("files_to_rewrite", DataType::UInt64, false),
+    ]));
+    let build = with_schema(
+        schema.clone(),
+        Arc::new(|e: &Engine| {
+            let deletes = e.delete_stats();
+            Ok(vec![
+                Arc::new(StringArray::from_iter_values(
+                    deletes.iter().map(|d| d.table.clone()),
+                )) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(
+                    deletes.iter().map(|d| d.delete.predicate.clone()),
+                )),
+                utc(deletes.iter().map(|d| Some(d.delete.created_at_ns))),
+                Arc::new(StringArray::from_iter_values(
+                    deletes.iter().map(|d| d.delete.node.clone()),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    deletes.iter().map(|d| d.files as u64),
+                )),
+            ])
+        }),
+    );
+    ("deletes", schema, build)
 }
 
 /// Each materialized view: its definition and how its maintenance is going.

@@ -362,7 +362,7 @@ fn filter_system(
     };
     let rule: Option<Option<(&'static str, Vec<String>)>> = match scan.table_name.table() {
         "queries" | "users" | "grants" | "tokens" => Some(own("user_name")),
-        "tables" | "files" | "compactions" => Some(readable("table_name")),
+        "tables" | "files" | "compactions" | "deletes" => Some(readable("table_name")),
         "materialized_views" => Some(readable("view_name")),
         // Its figures name every table, as /metrics does.
         "metrics" if directory.readable_tables(who).is_none() => Some(None),

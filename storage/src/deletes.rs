@@ -124,7 +124,36 @@ impl TableData {
     }
 }
 
+/// A delete as `system.deletes` shows it.
+#[derive(Debug, Clone)]
+pub struct DeleteStats {
+    /// The table's name.
+    pub table: String,
+    /// The delete.
+    pub delete: Arc<Delete>,
+    /// Files of the table it still covers (compaction rewrites them).
+    pub files: usize,
+}
+
 impl Engine {
+    /// Every delete not yet forgotten, oldest first.
+    pub fn delete_stats(&self) -> Vec<DeleteStats> {
+        let mut out = vec![];
+        for state in self.states() {
+            let name = state.def().name;
+            let data = state.data();
+            for d in &data.deletes {
+                out.push(DeleteStats {
+                    table: name.clone(),
+                    delete: d.clone(),
+                    files: data.files.iter().filter(|f| f.id <= d.files_upto).count(),
+                });
+            }
+        }
+        out.sort_by_key(|s| s.delete.id);
+        out
+    }
+
     /// Runs `DELETE FROM table WHERE ...`: `plan` gets the table as it is
     /// now (held still: no persistence or compaction of it meanwhile) and
     /// returns the constant predicate, the rows it matches and the view

@@ -25,7 +25,7 @@ mod views;
 pub mod wal;
 
 pub use config::{EngineConfig, LifecycleConfig};
-pub use deletes::{DeletePlan, predicate_expr};
+pub use deletes::{DeletePlan, DeleteStats, predicate_expr};
 pub use engine::{TableStats, WalStats};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
