@@ -10,6 +10,8 @@
 //!   restart, SQL errors, no listener beyond loopback without
 //!   `--allow-unauthenticated`.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
+//! - `delete`: a `DELETE` among concurrent writers holds across `kill -9`
+//!   and compaction.
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
@@ -24,6 +26,7 @@ mod basic;
 mod catalog;
 mod cluster;
 mod crash;
+mod delete;
 mod engine;
 mod flight;
 mod ingest;
