@@ -106,11 +106,7 @@ pub async fn run(
         None => sextant_clock::Clock::System,
     };
     let node_id = node::id(config.node_id.as_deref(), &data_dir)?;
-    let postgres = config
-        .catalog
-        .as_deref()
-        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
-    if config.catalog_ca.is_some() && !postgres {
+    if config.catalog_ca.is_some() && !config.catalog.as_deref().is_some_and(is_postgres_url) {
         return Err(
             "--catalog-ca applies to a catalog in PostgreSQL (--catalog postgres://...)".into(),
         );
@@ -418,6 +414,11 @@ pub async fn run(
     Ok(())
 }
 
+/// Whether `--catalog` names a PostgreSQL database.
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The catalog `--catalog` names: the SQLite file in the data directory
 /// by default, or a PostgreSQL database.
 fn open_catalog(
@@ -427,9 +428,7 @@ fn open_catalog(
     node_id: &str,
 ) -> Result<Arc<dyn Catalog>, StartError> {
     let url = config.catalog.as_deref();
-    if let Some(url) =
-        url.filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
-    {
+    if let Some(url) = url.filter(|u| is_postgres_url(u)) {
         let what = || "cannot open the catalog in PostgreSQL (--catalog)".to_string();
         let catalog = context(
             PostgresCatalog::connect_with_ca(url, config.catalog_ca.as_deref()),

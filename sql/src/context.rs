@@ -97,6 +97,21 @@ pub(crate) fn drop_stale_aliases(ctx: &SessionContext) {
     }
 }
 
+/// The rows of one table as `snapshot` has them, in a session of their own
+/// (a view's backfill, a DELETE's count).
+pub(crate) fn snapshot_frame(
+    engine: &Engine,
+    snapshot: sextant_storage::Snapshot,
+) -> Result<datafusion::prelude::DataFrame> {
+    let ctx = SessionContext::new();
+    ctx.register_object_store(object_store_url().as_ref(), engine.object_store().clone());
+    let table = Arc::new(sextant_storage::SextantTable::from_snapshot(
+        engine.clone(),
+        snapshot,
+    ));
+    ctx.read_table(table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

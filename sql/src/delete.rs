@@ -22,7 +22,7 @@ use datafusion::sql::sqlparser::ast::{FromTable, Statement, TableFactor};
 use futures::StreamExt;
 use sextant_catalog::ViewKind;
 use sextant_sqlstate::SqlState;
-use sextant_storage::{DeletePlan, Engine, SextantTable, Snapshot, StorageError, bucket_start};
+use sextant_storage::{DeletePlan, Engine, Snapshot, StorageError, bucket_start};
 
 use crate::ast::{Done, parse_one, table_name};
 use crate::error::SqlError;
@@ -249,13 +249,7 @@ async fn matching(
     time_column: &str,
     views: &[(String, i64, i64)],
 ) -> Result<(u64, Vec<(String, i64)>), SqlError> {
-    let ctx = SessionContext::new();
-    ctx.register_object_store(
-        sextant_storage::object_store_url().as_ref(),
-        engine.object_store().clone(),
-    );
-    let table = Arc::new(SextantTable::from_snapshot(engine.clone(), snapshot));
-    let df = ctx.read_table(table)?.filter(predicate.is_true())?;
+    let df = crate::context::snapshot_frame(engine, snapshot)?.filter(predicate.is_true())?;
     // No view follows the table (a reference table has no time to read):
     // the count is enough.
     if views.is_empty() {

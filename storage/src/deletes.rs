@@ -21,6 +21,7 @@ use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use sextant_catalog::{CatalogError, Delete};
 use tracing::info;
@@ -40,17 +41,25 @@ pub struct DeletePlan {
     pub buckets: Vec<(String, i64)>,
 }
 
-/// The rows of `batch` for which `keep` (from [`visible`], or a delete's
-/// predicate `IS NOT TRUE`) is true.
-pub(crate) fn keep_matching(batch: &RecordBatch, keep: &Expr) -> Result<RecordBatch> {
-    let schema = DFSchema::try_from(batch.schema())
+/// `keep` (from [`visible`], or a delete's predicate `IS NOT TRUE`)
+/// compiled for batches of `schema`.
+pub(crate) fn compile(
+    keep: &Expr,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let df_schema = DFSchema::try_from(schema.clone())
         .map_err(|e| StorageError::InvalidData(format!("delete predicate: {e}")))?;
-    let ctx = SessionContext::new();
-    let keep = keep.clone();
-    let physical = ctx
-        .create_physical_expr(keep, &schema)
-        .map_err(|e| StorageError::InvalidData(format!("delete predicate: {e}")))?;
-    let mask = physical
+    SessionContext::new()
+        .create_physical_expr(keep.clone(), &df_schema)
+        .map_err(|e| StorageError::InvalidData(format!("delete predicate: {e}")))
+}
+
+/// The rows of `batch` for which the compiled `keep` is true.
+pub(crate) fn keep_matching(
+    batch: &RecordBatch,
+    keep: &Arc<dyn PhysicalExpr>,
+) -> Result<RecordBatch> {
+    let mask = keep
         .evaluate(batch)
         .and_then(|v| v.into_array(batch.num_rows()))
         .map_err(|e| StorageError::InvalidData(format!("delete predicate: {e}")))?;
@@ -101,7 +110,10 @@ impl TableData {
         schema: &arrow::datatypes::SchemaRef,
     ) -> Result<usize> {
         // NULL keeps a row, as in SQL.
-        let keep = predicate_expr(&delete.predicate, schema)?.is_not_true();
+        let keep = compile(
+            &predicate_expr(&delete.predicate, schema)?.is_not_true(),
+            schema,
+        )?;
         let mut freed = 0usize;
         let mut chunks = std::mem::take(&mut self.chunks);
         let result = (|| {

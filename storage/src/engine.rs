@@ -150,7 +150,7 @@ impl Engine {
         // Deletes: their files filtered, and the replayed chunks they cover
         // without their rows again.
         for delete in engine.inner.catalog.deletes()? {
-            let Some(state) = by_id_state(&engine, delete.table_id) else {
+            let Some(state) = engine.state_by_id(delete.table_id) else {
                 continue;
             };
             engine.take_delete(&state, Arc::new(delete))?;
@@ -912,10 +912,6 @@ fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
         dir = d.parent();
     }
     Ok(())
-}
-
-fn by_id_state(engine: &Engine, id: i64) -> Option<Arc<TableState>> {
-    engine.states().into_iter().find(|s| s.def().id == id)
 }
 
 fn check_time(batch: &RecordBatch, def: &TableDef) -> Result<()> {

@@ -374,7 +374,11 @@ impl Engine {
         let deletes = state.data().deletes.clone();
         let filters = files
             .iter()
-            .map(|f| crate::deletes::visible(&deletes, f.id, &def.schema))
+            .map(|f| {
+                crate::deletes::visible(&deletes, f.id, &def.schema)?
+                    .map(|keep| crate::deletes::compile(&keep, &def.schema))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         let schema = def.schema.clone();
         let time_col = def.time_column.clone();

@@ -403,22 +403,24 @@ impl Engine {
     /// The invalid buckets of a view this node knows in memory, oldest
     /// first, at most `limit`.
     pub fn pending_buckets(&self, view: &str, limit: usize) -> Vec<Invalidation> {
-        let node = &self.inner.config.node_id;
         self.view_state(view)
-            .map(|v| {
-                let id = v.def().table_id;
-                v.pending()
-                    .iter()
-                    .take(limit)
-                    .map(|(b, g)| Invalidation {
-                        view_id: id,
-                        node: node.clone(),
-                        bucket_ns: *b,
-                        generation: *g,
-                    })
-                    .collect()
-            })
+            .map(|v| self.marks(&v, limit))
             .unwrap_or_default()
+    }
+
+    /// This node's invalid buckets of `v` in memory, at most `limit`.
+    fn marks(&self, v: &ViewState, limit: usize) -> Vec<Invalidation> {
+        let id = v.def().table_id;
+        v.pending()
+            .iter()
+            .take(limit)
+            .map(|(b, g)| Invalidation {
+                view_id: id,
+                node: self.inner.config.node_id.clone(),
+                bucket_ns: *b,
+                generation: *g,
+            })
+            .collect()
     }
 
     /// The invalid buckets a refresh of `view` must re-aggregate, oldest
@@ -450,7 +452,7 @@ impl Engine {
         let views = self.view_states();
         let mut out = vec![];
         for v in &views {
-            out.extend(self.pending_buckets(&v.def().name, usize::MAX));
+            out.extend(self.marks(v, usize::MAX));
         }
         if out.is_empty() {
             return Ok(());
@@ -507,17 +509,10 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .aggregates
             .clone();
-        let mut out = vec![];
-        for v in views {
-            let id = v.def().table_id;
-            out.extend(v.pending().iter().map(|(b, g)| Invalidation {
-                view_id: id,
-                node: self.inner.config.node_id.clone(),
-                bucket_ns: *b,
-                generation: *g,
-            }));
-        }
-        out
+        views
+            .iter()
+            .flat_map(|v| self.marks(v, usize::MAX))
+            .collect()
     }
 
     /// The transform views of a table, persisted before it.

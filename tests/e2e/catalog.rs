@@ -256,7 +256,17 @@ pub(crate) async fn eventually_rows(
     sql: &str,
     want: Vec<Vec<String>>,
 ) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    eventually_rows_within(client, sql, want, 10).await
+}
+
+/// [`eventually_rows`], waiting `secs` at most.
+pub(crate) async fn eventually_rows_within(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    want: Vec<Vec<String>>,
+    secs: u64,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let got = match client.simple_query(sql).await {
             Ok(_) => text_rows(client, sql).await,
@@ -271,7 +281,7 @@ pub(crate) async fn eventually_rows(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{sql}: {got:?} after 10 s, want {want:?}"
+            "{sql}: {got:?} after {secs} s, want {want:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sextant_tests::{Server, http_post, text_rows};
 
-use crate::catalog::{eventually_rows, fresh_database, node_on, rows};
+use crate::catalog::{eventually_rows, eventually_rows_within, fresh_database, node_on, rows};
 
 fn node(url: &str, store: &str, id: &str, mode: &str) -> Server {
     node_on(url, store, id, &["--mode", mode])
@@ -530,24 +530,5 @@ async fn materialized_views_follow_writes_on_every_node_and_move_with_their_leas
     for client in [&on_a, &on_d] {
         view_follows(client, AGG_VIEW, AGG_QUERY, 30).await;
         view_follows(client, TRANSFORM_VIEW, TRANSFORM_QUERY, 30).await;
-    }
-}
-
-async fn eventually_rows_within(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    want: Vec<Vec<String>>,
-    secs: u64,
-) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if client.simple_query(sql).await.is_ok() && text_rows(client, sql).await == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: not {want:?} after {secs} s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

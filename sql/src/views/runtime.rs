@@ -22,7 +22,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use sextant_catalog::{TIME_COLUMN, ViewDef, ViewKind, ViewProgress};
-use sextant_storage::{BucketRefresh, Engine, SextantTable, TransformFn, bucket_start};
+use sextant_storage::{BucketRefresh, Engine, TransformFn, bucket_start};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -198,13 +198,7 @@ pub(super) async fn backfill_transform(
         .sum::<u64>()
         + snapshot.files.iter().map(|f| f.file.rows).sum::<u64>();
     engine.update_view_status(name, |s| s.backfill_rows = Some((0, total)));
-    let ctx = SessionContext::new();
-    ctx.register_object_store(
-        sextant_storage::object_store_url().as_ref(),
-        engine.object_store().clone(),
-    );
-    let table = Arc::new(SextantTable::from_snapshot(engine.clone(), snapshot));
-    let df = ctx.read_table(table)?;
+    let df = crate::context::snapshot_frame(engine, snapshot)?;
     let mut stream = df.execute_stream().await?;
     let mut done = 0u64;
     let mut last_log = Instant::now();
