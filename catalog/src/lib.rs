@@ -50,6 +50,49 @@ pub const SCHEMA_NAME: &str = "public";
 pub const TIME_COLUMN: &str = "time";
 /// Partition duration when a table does not say otherwise.
 pub const DEFAULT_PARTITION: Duration = Duration::from_secs(3600);
+/// The hidden column of a keyed table that orders the writes of one key:
+/// each write's version (see [`TableKey`]). Queries do not see it.
+pub const VERSION_COLUMN: &str = "_sextant_version";
+/// Field metadata that marks a column as a tag (line protocol) or label
+/// (remote write): part of the key of a table keyed by its tags.
+pub const TAG_METADATA: &str = "sextant.tag";
+
+/// A table's key: a row whose key equals an earlier row's replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableKey {
+    /// The key columns, in order (the time column among them, except in a
+    /// reference table).
+    pub columns: Vec<String>,
+    /// Keyed by tags: every column marked [`TAG_METADATA`] joins the key
+    /// when it appears (line protocol, remote write).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tags: bool,
+    /// How a newer row replaces an older one.
+    #[serde(default)]
+    pub merge: Merge,
+}
+
+/// How a newer row of a key replaces the stored one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    /// The newer row replaces the older whole (SQL `PRIMARY KEY`, remote write).
+    #[default]
+    LastRow,
+    /// Each column takes the newest non-null value (line protocol: a point
+    /// merges its fields into the stored one; fields it lacks keep theirs).
+    LastNonNull,
+}
+
+impl Merge {
+    /// Its name as `system.tables` and EXPLAIN show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Merge::LastRow => "last_row",
+            Merge::LastNonNull => "last_non_null",
+        }
+    }
+}
 
 /// A table as the catalog knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +127,8 @@ pub struct TableOptions {
     /// the time a protocol wrote) that queries do not see
     /// ([`TableDef::visible_schema`]); it has no retention.
     pub reference: bool,
+    /// The table's key; `None`: append-only.
+    pub key: Option<TableKey>,
 }
 
 impl Default for TableOptions {
@@ -92,22 +137,26 @@ impl Default for TableOptions {
             retention: None,
             partition_duration: DEFAULT_PARTITION,
             reference: false,
+            key: None,
         }
     }
 }
 
 impl TableDef {
     /// The columns queries see: a reference table's internal time column
-    /// (the first) left out.
+    /// (the first) and a keyed table's [`VERSION_COLUMN`] left out.
     pub fn visible_schema(&self) -> SchemaRef {
-        if !self.options.reference {
+        if !self.options.reference && self.options.key.is_none() {
             return self.schema.clone();
         }
         let fields: Vec<_> = self
             .schema
             .fields()
             .iter()
-            .filter(|f| f.name() != &self.time_column)
+            .filter(|f| {
+                !(self.options.reference && f.name() == &self.time_column)
+                    && f.name() != VERSION_COLUMN
+            })
             .cloned()
             .collect();
         std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(

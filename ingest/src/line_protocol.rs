@@ -102,7 +102,8 @@ pub fn decode(
                 },
             ));
         }
-        if let Err(reason) = rows.push(time, &values) {
+        let tags = parsed.series.tag_set.as_ref().map_or(0, |t| t.len());
+        if let Err(reason) = rows.push_tagged(time, &values, 0..tags) {
             rejected.push(Rejected {
                 line: i + 1,
                 reason: reason.to_string(),

@@ -195,7 +195,7 @@ pub fn decode(
             values[0].1 = Value::F64(s.value);
             // Checked in `check_series`.
             let time = s.timestamp * NANOS_PER_MILLI;
-            if let Err(reason) = rows.push(time, &values) {
+            if let Err(reason) = rows.push_tagged(time, &values, 1..values.len()) {
                 // The types are the same for every sample of a series, so
                 // this happens at the first one (`k == 0`) or not at all.
                 rejected_samples += series.samples.len() - k;

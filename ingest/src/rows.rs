@@ -149,7 +149,13 @@ struct Column {
     data_type: DataType,
     builder: Builder,
     len: usize,
+    /// A tag (line protocol) or label (remote write): part of the key of
+    /// the table it creates ([`TAG_METADATA`]).
+    tag: bool,
 }
+
+/// Field metadata marking a tag column (the catalog's `TAG_METADATA`).
+pub const TAG_METADATA: &str = "sextant.tag";
 
 /// Accumulates the rows of one table within one request.
 pub struct TableRows {
@@ -203,6 +209,17 @@ impl TableRows {
 
     /// Adds one row, or rejects it whole with the reason.
     pub fn push(&mut self, time_ns: i64, values: &[(&str, Value<'_>)]) -> Result<(), IngestError> {
+        self.push_tagged(time_ns, values, 0..0)
+    }
+
+    /// Adds one row whose values at `tags` are tags (or labels), or
+    /// rejects it whole with the reason.
+    pub fn push_tagged(
+        &mut self,
+        time_ns: i64,
+        values: &[(&str, Value<'_>)],
+        tags: std::ops::Range<usize>,
+    ) -> Result<(), IngestError> {
         for (i, (name, v)) in values.iter().enumerate() {
             if *name == TIME {
                 return Err(IngestError::InvalidRow(format!(
@@ -233,7 +250,7 @@ impl TableRows {
                 _ => {}
             }
         }
-        for (name, v) in values {
+        for (i, (name, v)) in values.iter().enumerate() {
             let idx = match self.index.get(*name) {
                 Some(&i) => i,
                 None => {
@@ -245,6 +262,7 @@ impl TableRows {
                         data_type: dt,
                         builder,
                         len: self.rows,
+                        tag: tags.contains(&i),
                     });
                     self.index.insert(name.to_string(), self.columns.len() - 1);
                     self.columns.len() - 1
@@ -270,7 +288,12 @@ impl TableRows {
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(self.times.finish().with_timezone("UTC"))];
         for c in &mut self.columns {
             c.builder.append_nulls(self.rows - c.len);
-            fields.push(Field::new(&c.name, c.data_type.clone(), true));
+            let mut field = Field::new(&c.name, c.data_type.clone(), true);
+            if c.tag {
+                field =
+                    field.with_metadata([(TAG_METADATA.to_string(), "true".to_string())].into());
+            }
+            fields.push(field);
             arrays.push(c.builder.finish());
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map(Some)

@@ -138,6 +138,9 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
         Field::new("time_column", DataType::Utf8, true),
         Field::new("partition", DataType::Utf8, true),
         Field::new("retention", DataType::Utf8, true),
+        // NULL for an append-only table.
+        Field::new("key", DataType::Utf8, true),
+        Field::new("merge", DataType::Utf8, true),
         Field::new("buffered_rows", DataType::UInt64, false),
         Field::new("buffered_bytes", DataType::UInt64, false),
         Field::new("files", DataType::UInt64, false),
@@ -171,6 +174,13 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                 }))),
                 Arc::new(StringArray::from_iter(
                     s.iter().map(|t| t.def.options.retention.map(interval_text)),
+                )),
+                Arc::new(StringArray::from_iter(s.iter().map(|t| {
+                    t.def.options.key.as_ref().map(|k| k.columns.join(", "))
+                }))),
+                Arc::new(StringArray::from_iter(
+                    s.iter()
+                        .map(|t| t.def.options.key.as_ref().map(|k| k.merge.name())),
                 )),
                 u(&|t| t.buffered_rows),
                 u(&|t| t.buffered_bytes),

@@ -7,7 +7,7 @@
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, TimeUnit, TimestampNanosecondType};
-use sextant_catalog::TableOptions;
+use sextant_catalog::{Merge, TableKey, TableOptions};
 use sextant_storage::{Engine, StorageError};
 
 /// What a write did.
@@ -62,6 +62,28 @@ fn within_retention(
     Ok((filter_record_batch(&batch, &keep)?, dropped))
 }
 
+/// What a table a protocol creates is like. Line protocol's and remote
+/// write's are keyed by their tags (labels) and time, so a retried request
+/// changes nothing: a point merges its fields into the stored one, as in
+/// InfluxDB; a sample replaces the one of its series and time, as in
+/// Prometheus. NDJSON rows and OpenTelemetry records have no natural key
+/// (docs/otel-schema.md): append-only.
+fn new_table_options(protocol: &str) -> TableOptions {
+    let merge = match protocol {
+        "line_protocol" => Merge::LastNonNull,
+        "prometheus_remote_write" => Merge::LastRow,
+        _ => return TableOptions::default(),
+    };
+    TableOptions {
+        key: Some(TableKey {
+            columns: vec![],
+            tags: true,
+            merge,
+        }),
+        ..TableOptions::default()
+    }
+}
+
 /// Creates missing tables and columns, drops the rows beyond retention,
 /// then writes every batch. The writes are issued together so that one
 /// WAL sync covers them all; the call returns once all are durable.
@@ -80,7 +102,7 @@ pub(crate) async fn write_batches(
         async move {
             for (table, batch) in &batches {
                 engine
-                    .ensure_columns(table, batch.schema_ref(), TableOptions::default())
+                    .ensure_columns(table, batch.schema_ref(), new_table_options(protocol))
                     .await?;
             }
             let mut written = Written::default();
@@ -112,4 +134,15 @@ pub(crate) async fn write_batches(
         span,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ingest_marks_tags_as_the_catalog_reads_them() {
+        assert_eq!(
+            sextant_ingest::rows::TAG_METADATA,
+            sextant_catalog::TAG_METADATA
+        );
+    }
 }

@@ -152,6 +152,27 @@ pub(crate) async fn execute(
             format!("this DELETE condition cannot be kept (only built-in functions can): {e}"),
         )
     })?;
+    // A keyed table's rows go by key: a condition on other columns would
+    // remove an older row of a key whose newer row stays, or the reverse.
+    if let Some(key) = &def.options.key {
+        let mut other: Vec<String> = expr
+            .column_refs()
+            .into_iter()
+            .filter(|c| !key.columns.contains(&c.name))
+            .map(|c| format!("\"{}\"", c.name))
+            .collect();
+        other.sort();
+        other.dedup();
+        if !other.is_empty() {
+            return Err(SqlError::unsupported(format!(
+                "DELETE from keyed table \"{table}\" can filter on its key columns ({}) only, \
+                 as InfluxDB's can; {} {} not in the key",
+                key.columns.join(", "),
+                other.join(", "),
+                if other.len() == 1 { "is" } else { "are" }
+            )));
+        }
+    }
     let views: Vec<(String, i64, i64)> = engine
         .views()
         .into_iter()

@@ -12,10 +12,11 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    CreateTable, CreateTableOptions, Ident, ObjectName, SqlOption, Statement,
+    ColumnOption, CreateTable, CreateTableOptions, Ident, ObjectName, SqlOption, Statement,
+    TableConstraint,
 };
 use sextant_auth::Principal;
-use sextant_catalog::{NewTable, TIME_COLUMN, TableOptions};
+use sextant_catalog::{Merge, NewTable, TIME_COLUMN, TableKey, TableOptions};
 use sextant_storage::Engine;
 
 use crate::ast::{AlterTable, Done, DropObjects, option_text, set_option, table_name};
@@ -98,6 +99,7 @@ async fn create_table(
         });
     }
     let schema = column_schema(&mut ct, ctx).await?;
+    let key = primary_key(&ct)?;
     let schema = if schema.index_of(TIME_COLUMN).is_err() {
         // A reference table (host -> team): no time column of its own.
         if options.retention.is_some() {
@@ -110,6 +112,18 @@ async fn create_table(
         with_internal_time(schema)
     } else {
         with_time_column(&name, schema)?
+    };
+    let schema = match key {
+        Some(columns) => {
+            let schema = with_key(&name, schema, &columns, options.reference)?;
+            options.key = Some(TableKey {
+                columns,
+                tags: false,
+                merge: Merge::LastRow,
+            });
+            schema
+        }
+        None => schema,
     };
     match engine
         .create_table(NewTable {
@@ -133,11 +147,105 @@ async fn create_table(
     })
 }
 
+/// The columns of `PRIMARY KEY (a, b)` or of a column's `PRIMARY KEY`.
+fn primary_key(ct: &CreateTable) -> Result<Option<Vec<String>>, SqlError> {
+    let normal = |i: &Ident| match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
+    };
+    let mut keys: Vec<Vec<String>> = vec![];
+    for c in &ct.constraints {
+        if let TableConstraint::PrimaryKey(pk) = c {
+            let cols = pk
+                .columns
+                .iter()
+                .map(|c| match &c.column.expr {
+                    datafusion::sql::sqlparser::ast::Expr::Identifier(i) => Ok(normal(i)),
+                    other => Err(SqlError::syntax(format!(
+                        "a primary key is made of columns, not {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            keys.push(cols);
+        }
+    }
+    for col in &ct.columns {
+        if col
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+        {
+            keys.push(vec![normal(&col.name)]);
+        }
+    }
+    if keys.len() > 1 {
+        return Err(SqlError::invalid_definition(format!(
+            "table \"{}\" has more than one primary key",
+            ct.name
+        )));
+    }
+    Ok(keys.pop())
+}
+
+/// Checks a key against the columns (each once, each a column; the time
+/// column among them unless the table is a reference table) and makes its
+/// columns NOT NULL, as a primary key's are.
+fn with_key(
+    table: &str,
+    schema: Schema,
+    key: &[String],
+    reference: bool,
+) -> Result<Schema, SqlError> {
+    for (i, c) in key.iter().enumerate() {
+        if key[..i].contains(c) {
+            return Err(SqlError::invalid_definition(format!(
+                "column \"{c}\" appears twice in the primary key of table \"{table}\""
+            )));
+        }
+        if reference && c == TIME_COLUMN || schema.index_of(c).is_err() {
+            return Err(SqlError::new(
+                SqlState::UNDEFINED_COLUMN,
+                format!(
+                    "column \"{c}\" named in the primary key of table \"{table}\" does not exist"
+                ),
+            ));
+        }
+    }
+    if !reference && !key.iter().any(|c| c == TIME_COLUMN) {
+        return Err(SqlError::invalid_definition(format!(
+            "the primary key of table \"{table}\" must include its time column: \
+             PRIMARY KEY ({}, time) (a row is one point of a series)",
+            key.join(", ")
+        )));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let f = f.as_ref().clone();
+            if key.contains(f.name()) {
+                f.with_nullable(false)
+            } else {
+                f
+            }
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
 /// Arrow types of the columns, as DataFusion maps SQL type names.
 async fn column_schema(ct: &mut CreateTable, ctx: &SessionContext) -> Result<Schema, SqlError> {
     let mut plain = ct.clone();
     plain.table_options = CreateTableOptions::None;
     plain.if_not_exists = false;
+    // The key is checked on its own ([`with_key`]), with its own errors.
+    plain
+        .constraints
+        .retain(|c| !matches!(c, TableConstraint::PrimaryKey(_)));
+    for c in &mut plain.columns {
+        c.options
+            .retain(|o| !matches!(o.option, ColumnOption::PrimaryKey(_)));
+    }
     plain.name = ObjectName::from(vec![Ident::new("sextant_column_probe")]);
     let plan = ctx
         .state()

@@ -238,6 +238,7 @@ pub(crate) async fn create(
             .partition
             .unwrap_or_else(|| default_partition(&a.spec, &base.options)),
         reference: false,
+        key: None,
     };
     let progress = ViewProgress {
         // A full view's first refresh counts as its backfill.

@@ -19,6 +19,9 @@
 //!   2026-01-01T00:00:00Z here (`--manual-clock`), and returns once every
 //!   alert evaluation and notification due by then has run (`advance clock
 //!   0s` just waits for those due now); as the user of `connect as`, if any.
+//! - `write line protocol` and the lines on the lines below it: an
+//!   InfluxDB line-protocol write (`POST /api/v2/write`, nanosecond
+//!   timestamps); an error is the HTTP status and body.
 //! - `connect as <user> <password>`: a new connection, logged in as that
 //!   user (SCRAM, or MD5 for a user made with MD5); later restarts
 //!   reconnect as it too. Until a file makes
@@ -175,6 +178,28 @@ fn returns_rows(sql: &str) -> bool {
     )
 }
 
+impl Sextant {
+    async fn write_line_protocol(&mut self, body: &str) -> Result<DBOutput<ColType>, SqlError> {
+        let addr = self.server.lock().await.http_addr();
+        let body = body.to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            sextant_tests::http_post(
+                addr,
+                "/api/v2/write?precision=ns",
+                &[("Content-Type", "text/plain")],
+                body.as_bytes(),
+            )
+        })
+        .await
+        .map_err(|e| SqlError(e.to_string()))?
+        .map_err(|e| SqlError(format!("write line protocol: {e}")))?;
+        if r.status != 204 {
+            return Err(SqlError(format!("{} {}", r.status, r.body)));
+        }
+        Ok(DBOutput::StatementComplete(0))
+    }
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for Sextant {
     type Error = SqlError;
@@ -186,6 +211,9 @@ impl sqllogictest::AsyncDB for Sextant {
             self.login = Some((user.to_string(), password.to_string()));
             self.reconnect().await?;
             return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(("write line protocol", body)) = sql.trim().split_once('\n') {
+            return self.write_line_protocol(body).await;
         }
         match sql
             .trim()

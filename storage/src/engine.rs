@@ -22,8 +22,8 @@ use arrow::datatypes::{Field, Schema};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sextant_catalog::{
-    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TIME_COLUMN, TableDef,
-    TableOptions,
+    Catalog, CatalogError, NewParquetFile, NewTable, ParquetFile, TAG_METADATA, TIME_COLUMN,
+    TableDef, TableOptions, VERSION_COLUMN,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::codec;
 use crate::config::EngineConfig;
 use crate::error::{Result, StorageError};
+use crate::keys::{KeyOrder, Versions};
 use crate::persist::encode_partitions;
 use crate::state::{
     Chunk, Derived, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
@@ -81,6 +82,14 @@ impl Engine {
             by_id.insert(def.id, state.clone());
             tables.insert(def.name.clone(), state);
         }
+        let versions = Versions::new(&config.node_id);
+        for state in tables.values() {
+            for f in &state.data().files {
+                if let Some(v) = crate::keys::newest_in(&f.file) {
+                    versions.observe(v);
+                }
+            }
+        }
         let floor = catalog.max_persisted_seq()? + 1;
         let started = Instant::now();
         let mut replayed = 0u64;
@@ -108,6 +117,14 @@ impl Engine {
                 let batch =
                     codec::decode_batch(payload).map_err(|e| format!("WAL record {seq}: {e}"))?;
                 let chunk = make_chunk(seq, batch, &def).map_err(|e| e.to_string())?;
+                if let Some(v) = chunk
+                    .batch
+                    .column_by_name(VERSION_COLUMN)
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+                    .and_then(arrow::compute::max)
+                {
+                    versions.observe(v);
+                }
                 let size = chunk.batch.get_array_memory_size();
                 let mut data = state.data();
                 data.bytes += size;
@@ -145,6 +162,7 @@ impl Engine {
                 closing: CancellationToken::new(),
                 leases: Mutex::new(Default::default()),
                 buffers: Default::default(),
+                versions,
             }),
         };
         // Deletes: their files filtered, and the replayed chunks they cover
@@ -318,7 +336,7 @@ impl Engine {
     /// Creates a table.
     pub async fn create_table(&self, table: NewTable) -> Result<TableDef> {
         let _ddl = self.inner.ddl.lock().await;
-        let def = self.inner.catalog.create_table(table)?;
+        let def = self.inner.catalog.create_table(keyed(table))?;
         self.register(&def);
         info!(table = %def.name, id = def.id, "table created");
         Ok(def)
@@ -355,12 +373,16 @@ impl Engine {
                         f.as_ref().clone().with_nullable(nullable)
                     })
                     .collect();
-                let created = self.inner.catalog.create_table(NewTable {
+                let mut options = options;
+                if let Some(k) = options.key.as_mut().filter(|k| k.tags) {
+                    k.columns = tag_key(fields.iter(), &[]);
+                }
+                let created = self.inner.catalog.create_table(keyed(NewTable {
                     name: table.to_string(),
                     schema: Arc::new(Schema::new(fields)),
                     time_column: TIME_COLUMN.to_string(),
                     options,
-                });
+                }));
                 match created {
                     Ok(def) => {
                         self.register(&def);
@@ -386,10 +408,19 @@ impl Engine {
             .map(|f| f.as_ref().clone())
             .collect();
         fields.extend(missing.iter().map(|f| f.clone().with_nullable(true)));
-        let def = self
+        let mut def = self
             .inner
             .catalog
             .set_schema(table, Arc::new(Schema::new(fields)))?;
+        // A table keyed by its tags: new tags join the key.
+        if let Some(k) = def.options.key.as_ref().filter(|k| k.tags) {
+            let columns = tag_key(def.schema.fields().iter().map(|f| f.as_ref()), &k.columns);
+            if columns != k.columns {
+                let mut options = def.options.clone();
+                options.key.as_mut().expect("keyed").columns = columns;
+                def = self.inner.catalog.set_options(table, options)?;
+            }
+        }
         *state.def.write().unwrap_or_else(|e| e.into_inner()) = def.clone();
         // Another node may have added a column of the same name meanwhile.
         missing_columns(&def, schema)?;
@@ -514,8 +545,14 @@ impl Engine {
         let batch = conform(&batch, &def.schema).map_err(|e| e.in_table(&def.name))?;
         check_time(&batch, &def)?;
         self.wait_for_space().await?;
-
+        // A keyed table's write gets its version; its duplicates merge (each
+        // row counts as written: the later replaced the earlier).
         let rows = batch.num_rows() as u64;
+        let batch = match KeyOrder::of(&def, &def.schema)? {
+            Some(k) => crate::keys::stamp(&batch, &k, self.inner.versions.next(self.now_ns()))?,
+            None => batch,
+        };
+
         let mut written = 0u64;
         for piece in split_for_wal(&batch) {
             let piece_rows = piece.num_rows() as u64;
@@ -536,8 +573,8 @@ impl Engine {
         if self.inner.buffered.load(Ordering::SeqCst) > self.inner.config.buffer_limit_bytes / 2 {
             self.inner.persist_wake.notify_one();
         }
-        debug_assert_eq!(written, rows);
-        Ok(written)
+        debug_assert!(written <= rows);
+        Ok(rows)
     }
 
     async fn wait_for_space(&self) -> Result<()> {
@@ -672,8 +709,16 @@ impl Engine {
             .map(|c| conform(&c.batch, &schema))
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
+        let key = KeyOrder::of(&def, &schema)?;
         let encoded = tokio::task::spawn_blocking(move || {
-            encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
+            encode_partitions(
+                &schema,
+                &batches,
+                &time_col,
+                partition_ns,
+                row_group_rows,
+                key.as_ref(),
+            )
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
@@ -873,6 +918,34 @@ impl Engine {
 /// the object store may have created the partition and table directories.
 /// Columns of `schema` the table lacks; an error if a column exists with a
 /// different type.
+/// A keyed table gets its hidden version column.
+fn keyed(mut table: NewTable) -> NewTable {
+    if table.options.key.is_some() && table.schema.index_of(VERSION_COLUMN).is_err() {
+        let fields: Vec<Field> = table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .chain(std::iter::once(crate::keys::version_field()))
+            .collect();
+        table.schema = Arc::new(Schema::new(fields));
+    }
+    table
+}
+
+/// The key of a table keyed by its tags: the key it has, then the tags it
+/// lacks (in column order), then the time column last.
+fn tag_key<'a>(fields: impl Iterator<Item = &'a Field>, had: &[String]) -> Vec<String> {
+    let mut key: Vec<String> = had.iter().filter(|c| *c != TIME_COLUMN).cloned().collect();
+    for f in fields {
+        if f.metadata().contains_key(TAG_METADATA) && !key.contains(f.name()) {
+            key.push(f.name().clone());
+        }
+    }
+    key.push(TIME_COLUMN.to_string());
+    key
+}
+
 fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
     let mut missing = vec![];
     for f in schema.fields() {

@@ -41,6 +41,10 @@ impl Engine {
         let mut seen = BTreeSet::new();
         for def in tables {
             let (files, positions) = files.remove(&def.id).unwrap_or_default();
+            // Versions here go above the other nodes' (a hybrid clock).
+            for v in files.iter().filter_map(|f| crate::keys::newest_in(&f.file)) {
+                self.inner.versions.observe(v);
+            }
             seen.insert(def.name.clone());
             match self.state(&def.name) {
                 Some(state) if state.def().id == def.id => {

@@ -16,6 +16,7 @@ mod engine;
 mod error;
 mod follow;
 mod instrumented;
+mod keys;
 mod lifecycle;
 mod persist;
 mod provider;

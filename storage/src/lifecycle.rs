@@ -249,8 +249,11 @@ impl Engine {
             (data.deletes.clone(), data.files.clone())
         };
         let covered = |f: &ParquetFile| deletes.iter().any(|d| f.id <= d.files_upto);
+        // A keyed table's partition in more than one file needs a merge in
+        // every query: all its files become one, whatever their sizes.
+        let keyed = state.def().options.key.is_some();
         for f in files.iter() {
-            if f.file.bytes < small || covered(f) {
+            if f.file.bytes < small || covered(f) || keyed {
                 by_partition
                     .entry(f.file.partition_start_ns)
                     .or_default()
@@ -268,7 +271,10 @@ impl Engine {
             let mut bins: Vec<Vec<Arc<ParquetFile>>> = vec![vec![]];
             let mut bin_bytes = 0;
             for f in files {
-                if bin_bytes + f.file.bytes > target && !bins.last().is_some_and(|b| b.is_empty()) {
+                if bin_bytes + f.file.bytes > target
+                    && !keyed
+                    && !bins.last().is_some_and(|b| b.is_empty())
+                {
                     bins.push(vec![]);
                     bin_bytes = 0;
                 }
@@ -384,6 +390,7 @@ impl Engine {
         let time_col = def.time_column.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let row_group_rows = self.inner.config.row_group_rows;
+        let key = crate::keys::KeyOrder::of(&def, &schema)?;
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
             for (bytes, keep) in objects.into_iter().zip(filters) {
@@ -394,7 +401,14 @@ impl Engine {
                     });
                 }
             }
-            encode_partitions(&schema, &batches, &time_col, partition_ns, row_group_rows)
+            encode_partitions(
+                &schema,
+                &batches,
+                &time_col,
+                partition_ns,
+                row_group_rows,
+                key.as_ref(),
+            )
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;

@@ -18,6 +18,7 @@ use sextant_catalog::ColumnStats;
 use std::collections::BTreeMap;
 
 use crate::error::{Result, StorageError};
+use crate::keys::KeyOrder;
 use crate::state::conform;
 
 /// Rows per Parquet row group by default: large enough for efficient
@@ -35,14 +36,16 @@ pub(crate) struct EncodedFile {
 }
 
 /// Sorts `batches` by `time_col` and encodes one Parquet file per partition
-/// of width `partition_ns`, in row groups of `row_group_rows`. CPU-bound:
-/// call from a blocking thread.
+/// of width `partition_ns`, in row groups of `row_group_rows`. A keyed
+/// table's file is sorted by its key instead, one row per key
+/// ([`crate::keys`]). CPU-bound: call from a blocking thread.
 pub(crate) fn encode_partitions(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     time_col: &str,
     partition_ns: i64,
     row_group_rows: usize,
+    key: Option<&KeyOrder>,
 ) -> Result<Vec<EncodedFile>> {
     let all = concat_batches(schema, batches)?;
     if all.num_rows() == 0 {
@@ -67,7 +70,10 @@ pub(crate) fn encode_partitions(
         let next = partition.saturating_add(partition_ns);
         // Sorted, so the partition ends at the first time >= next.
         let end = start + times.values()[start..].partition_point(|&t| t < next);
-        let piece = sorted.slice(start, end - start);
+        let mut piece = sorted.slice(start, end - start);
+        if let Some(k) = key {
+            piece = crate::keys::sort_dedup(&piece, k)?;
+        }
         files.push(EncodedFile {
             partition_start_ns: partition,
             min_time_ns: times.value(start),

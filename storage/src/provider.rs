@@ -255,6 +255,9 @@ impl TableProvider for SextantTable {
                 .snapshot(&self.name)
                 .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?,
         };
+        if snap.def.options.key.is_some() {
+            return self.scan_keyed(state, snap, projection, filters, limit);
+        }
         // The snapshot is the truth for this query, even if the table
         // gained columns since planning started. A reference table's
         // internal time column (the first) is read only if a query could
@@ -278,6 +281,167 @@ impl TableProvider for SextantTable {
             None => (1..schema.fields().len()).collect(),
         });
         let projection = visible.as_ref().or(projection);
+        let remote = self.fixed.is_none() && self.engine.buffer_source().is_some();
+        self.plan_scan(
+            state, snap, schema, projection, filters, limit, remote, true,
+        )
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op}: Sextant tables are append-only"
+            )));
+        }
+        let sink = SextantSink {
+            engine: self.engine.clone(),
+            table: self.name.clone(),
+            schema: self.schema.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+impl SextantTable {
+    /// A keyed table's scan: the partitions held in one file each, with no
+    /// buffered rows, read as they are (their files have one row per key);
+    /// the rest read whole (pruned by filters on key columns only, since a
+    /// newer row of a key must meet the older before any other filter),
+    /// merged by key and deduplicated ([`crate::keys`]).
+    fn scan_keyed(
+        &self,
+        state: &dyn Session,
+        snap: Snapshot,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let def = &snap.def;
+        let reference = def.options.reference;
+        let mut fields = vec![];
+        if reference {
+            fields.push(Arc::new(
+                def.schema.field_with_name(&def.time_column)?.clone(),
+            ));
+        }
+        fields.extend(self.schema.fields().iter().cloned());
+        fields.push(Arc::new(
+            def.schema
+                .field_with_name(sextant_catalog::VERSION_COLUMN)?
+                .clone(),
+        ));
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let offset = usize::from(reference);
+        let visible: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| i + offset).collect(),
+            None => (offset..offset + self.schema.fields().len()).collect(),
+        };
+        let k = crate::keys::KeyOrder::of(def, &schema)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .ok_or_else(|| DataFusionError::Internal("a keyed scan without a key".into()))?;
+        let remote = self.fixed.is_none() && self.engine.buffer_source().is_some();
+        let width = def.options.partition_duration.as_nanos() as i64;
+        let mut per_partition: BTreeMap<i64, usize> = BTreeMap::new();
+        for f in &snap.files {
+            *per_partition.entry(f.file.partition_start_ns).or_default() += 1;
+        }
+        let alone = |f: &ParquetFile| {
+            let p = f.file.partition_start_ns;
+            !remote
+                && per_partition.get(&p) == Some(&1)
+                && !snap
+                    .chunks
+                    .iter()
+                    .any(|c| c.max_time_ns >= p && c.min_time_ns < p.saturating_add(width))
+        };
+        let (clean, dirty): (Vec<_>, Vec<_>) = snap.files.iter().cloned().partition(|f| alone(f));
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
+        if !clean.is_empty() {
+            let only = Snapshot {
+                chunks: vec![],
+                files: clean,
+                ..snap.clone()
+            };
+            plans.push(self.plan_scan(
+                state,
+                only,
+                schema.clone(),
+                Some(&visible),
+                filters,
+                limit,
+                false,
+                true,
+            )?);
+        }
+        if !dirty.is_empty() || !snap.chunks.is_empty() || remote {
+            let names: Vec<String> = k
+                .key
+                .iter()
+                .map(|&i| schema.field(i).name().clone())
+                .collect();
+            let on_key: Vec<Expr> = filters
+                .iter()
+                .filter(|f| f.column_refs().iter().all(|c| names.contains(&c.name)))
+                .cloned()
+                .collect();
+            let rest = Snapshot {
+                files: dirty,
+                ..snap
+            };
+            // No predicate inside the Parquet scan: it would let the optimizer
+            // take its columns as constant and drop them from the sort the
+            // merge needs, while rows of other values still come out of a
+            // file (only row groups are skipped). Files are pruned above.
+            let all = self.plan_scan(
+                state,
+                rest,
+                schema.clone(),
+                None,
+                &on_key,
+                None,
+                remote,
+                false,
+            )?;
+            let merged = crate::keys::deduplicate(all, &k, names)?;
+            let scanned = merged.schema();
+            let exprs = visible
+                .iter()
+                .map(|&i| {
+                    let name = schema.field(i).name();
+                    Ok((physical_col(name, &scanned)?, name.clone()))
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            plans.push(Arc::new(ProjectionExec::try_new(exprs, merged)?));
+        }
+        match plans.len() {
+            0 => Ok(Arc::new(EmptyExec::new(Arc::new(
+                schema.project(&visible)?,
+            )))),
+            1 => Ok(plans.remove(0)),
+            _ => UnionExec::try_new(plans),
+        }
+    }
+
+    /// The scan of `snap` with `schema` (the visible columns and any hidden
+    /// ones the caller reads): pruned by `filters`, its buffered rows read
+    /// in place, or from every ingest node when `remote`.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_scan(
+        &self,
+        state: &dyn Session,
+        snap: Snapshot,
+        schema: SchemaRef,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        remote: bool,
+        parquet_predicate: bool,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // Rows past the table's retention are invisible from the moment
         // they pass it, whether or not their files are gone yet: the
         // cutoff prunes like a filter and is applied to the rows below.
@@ -341,8 +505,8 @@ impl TableProvider for SextantTable {
         // which needs the time column even if the query does not.
         // Several ingest nodes: each one's buffered rows above the position
         // the files cover, read from that node (their times are unknown here).
-        let buffers = match (&self.fixed, self.engine.buffer_source()) {
-            (None, Some(source)) => Some(source.clone()),
+        let buffers = match self.engine.buffer_source() {
+            Some(source) if remote => Some(source.clone()),
             _ => None,
         };
         let straddle = (buffers.is_some() && retention.is_some())
@@ -384,7 +548,9 @@ impl TableProvider for SextantTable {
             let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
             let n = parts.len();
             for (i, c) in chunks.iter().enumerate() {
-                parts[i % n].push(c.batch.clone());
+                let batch = crate::state::conform(&c.batch, &schema)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                parts[i % n].push(batch);
             }
             children.push(MemorySourceConfig::try_new_exec(
                 &parts,
@@ -401,7 +567,7 @@ impl TableProvider for SextantTable {
         for (covering, files) in by_deletes {
             let mut source = ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone());
-            if let Some(p) = &predicate {
+            if let Some(p) = predicate.as_ref().filter(|_| parquet_predicate) {
                 source = source.with_predicate(p.clone());
             }
             let n = target.min(files.len());
@@ -497,25 +663,6 @@ impl TableProvider for SextantTable {
             Arc::new(files),
             input,
         )))
-    }
-
-    async fn insert_into(
-        &self,
-        _state: &dyn Session,
-        input: Arc<dyn ExecutionPlan>,
-        insert_op: InsertOp,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if insert_op != InsertOp::Append {
-            return Err(DataFusionError::NotImplemented(format!(
-                "{insert_op}: Sextant tables are append-only"
-            )));
-        }
-        let sink = SextantSink {
-            engine: self.engine.clone(),
-            table: self.name.clone(),
-            schema: self.schema.clone(),
-        };
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
 

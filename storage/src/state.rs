@@ -283,6 +283,8 @@ pub(crate) struct Inner {
     /// nodes on a shared catalog); unset, a query reads this node's
     /// chunks in place.
     pub(crate) buffers: std::sync::OnceLock<Arc<dyn crate::remote::BufferSource>>,
+    /// Versions of writes to keyed tables ([`crate::keys`]).
+    pub(crate) versions: crate::keys::Versions,
 }
 
 /// The storage engine. Cheap to clone.

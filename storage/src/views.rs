@@ -576,6 +576,7 @@ impl Engine {
                 sextant_catalog::TIME_COLUMN,
                 partition_ns,
                 row_group_rows,
+                None,
             )
         })
         .await

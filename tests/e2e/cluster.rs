@@ -532,3 +532,94 @@ async fn materialized_views_follow_writes_on_every_node_and_move_with_their_leas
         view_follows(client, TRANSFORM_VIEW, TRANSFORM_QUERY, 30).await;
     }
 }
+
+/// The last write of each key of `k`: its value and node.
+type Last = std::collections::BTreeMap<i64, (i64, &'static str)>;
+
+/// One round of writes to every key of `k`, alternating between `a` and
+/// `b` (and which of them starts, per key).
+async fn write_keys(
+    round: i64,
+    a: &tokio_postgres::Client,
+    b: &tokio_postgres::Client,
+    last: &mut Last,
+) {
+    for key in 0..10 {
+        let (client, name) = if (round + key) % 2 == 0 {
+            (a, "a")
+        } else {
+            (b, "b")
+        };
+        let v = round * 100 + key;
+        client
+            .batch_execute(&format!(
+                "INSERT INTO k VALUES ('2024-01-01T00:00:00Z', {key}, {v}, '{name}')"
+            ))
+            .await
+            .unwrap();
+        last.insert(key, (v, name));
+    }
+}
+
+fn last_rows(last: &Last) -> Vec<Vec<String>> {
+    last.iter()
+        .map(|(k, (v, n))| vec![k.to_string(), v.to_string(), n.to_string()])
+        .collect()
+}
+
+/// Two ingest nodes write the same keys of a keyed table, one write after
+/// the other, alternating; every node reads the last write of each key,
+/// from the buffers, from the files after FLUSH on both, and after
+/// compaction on the third node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
+    let url = fresh_database("cluster_keys").await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let b = node(&url, &store, "b", "ingest,query");
+    let c = node(&url, &store, "c", "query,compact");
+    let on_c = c.connect().await;
+    on_c.batch_execute(
+        "CREATE TABLE k (time TIMESTAMP NOT NULL, key BIGINT, v BIGINT, node TEXT, PRIMARY KEY (key, time))",
+    )
+    .await
+    .unwrap();
+    let (on_a, on_b) = (a.connect().await, b.connect().await);
+    let mut last = Last::new();
+    const READ: &str = "SELECT key, v, node FROM k ORDER BY key";
+    for round in 1..=3 {
+        write_keys(round, &on_a, &on_b, &mut last).await;
+    }
+    for (name, client) in [("a", &on_a), ("b", &on_b), ("c", &on_c)] {
+        assert_eq!(
+            text_rows(client, READ).await,
+            last_rows(&last),
+            "buffers, read on {name}"
+        );
+    }
+    on_a.batch_execute("FLUSH TABLE k").await.unwrap();
+    write_keys(4, &on_a, &on_b, &mut last).await;
+    on_b.batch_execute("FLUSH TABLE k").await.unwrap();
+    for (name, client) in [("a", &on_a), ("b", &on_b), ("c", &on_c)] {
+        assert_eq!(
+            text_rows(client, READ).await,
+            last_rows(&last),
+            "files and buffers, read on {name}"
+        );
+    }
+    on_a.batch_execute("FLUSH TABLE k").await.unwrap();
+    on_c.batch_execute("COMPACT TABLE k").await.unwrap();
+    eventually_rows(
+        &on_c,
+        "SELECT count(*) FROM system.files WHERE table_name = 'k'",
+        rows(&[&["1"]]),
+    )
+    .await;
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, READ, last_rows(&last)).await;
+    }
+    // Both nodes wrote the last writes of some keys.
+    let nodes: BTreeSet<&str> = last.values().map(|(_, n)| *n).collect();
+    assert_eq!(nodes.len(), 2, "{last:?}");
+}

@@ -12,6 +12,8 @@
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
 //! - `delete`: a `DELETE` among concurrent writers holds across `kill -9`
 //!   and compaction.
+//! - `keys`: keyed tables against a model through crashes; EXPLAIN shows
+//!   the merge until compaction.
 //! - `engine`: pruning in EXPLAIN, memory and buffer limits, WAL damage, psql.
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
@@ -30,6 +32,7 @@ mod delete;
 mod engine;
 mod flight;
 mod ingest;
+mod keys;
 mod lifecycle;
 mod observe;
 mod views;

@@ -494,3 +494,33 @@ def test_adbc_delete_reports_the_rows_it_removed(server):
         cur.execute("SELECT count(*), sum(v) FROM gone")
         assert cur.fetchall() == [(3, 9.0)]
     assert pg_rows(server, "SELECT host FROM gone GROUP BY host") == [("h1",)]
+
+
+def test_adbc_ingest_follows_the_key(server):
+    """Bulk ingest (DoPut) into a keyed table: a row of a key already
+    stored replaces it, whether the stored row is buffered or in Parquet,
+    and a key twice in one batch keeps the later row."""
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE kput (time TIMESTAMP NOT NULL, host TEXT, v DOUBLE, PRIMARY KEY (host, time))"
+        )
+
+        def put(hosts, values):
+            cur.adbc_ingest("kput", pa.table({
+                "time": pa.array([T0_NS] * len(hosts), pa.timestamp("ns", tz="UTC")),
+                "host": hosts,
+                "v": values,
+            }), mode="append")
+
+        put(["a", "b", "a"], [1.0, 2.0, 3.0])
+        cur.execute("SELECT host, v FROM kput ORDER BY host")
+        assert cur.fetchall() == [("a", 3.0), ("b", 2.0)]
+        cur.execute("FLUSH TABLE kput")
+        put(["b"], [20.0])
+        cur.execute("SELECT host, v FROM kput WHERE v > ? ORDER BY host", parameters=(1.5,))
+        assert cur.fetchall() == [("a", 3.0), ("b", 20.0)]
+        # The same batch again (a retry) changes nothing.
+        put(["b"], [20.0])
+        cur.execute("SELECT count(*), sum(v) FROM kput")
+        assert cur.fetchall() == [(2, 23.0)]
+    assert pg_rows(server, "SELECT host, v FROM kput ORDER BY host") == [("a", 3.0), ("b", 20.0)]

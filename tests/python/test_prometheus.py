@@ -15,7 +15,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -189,3 +193,96 @@ def test_remote_write_rejects_bad_snappy(server):
     assert "snappy" in error.lower(), error
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+class FlakyProxy:
+    """Between Prometheus and Sextant: forwards every remote-write request,
+    and answers 500 to the first one Sextant accepted (its samples are
+    written), as a proxy or network that loses an answer does. Prometheus
+    then sends that request again."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.lock = threading.Lock()
+        self.failed = None  # the body answered 500 after Sextant wrote it
+        self.resent = 0  # how many times Prometheus sent it again
+        self.requests = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {
+                    k: v for k, v in self.headers.items()
+                    if k.lower() in ("content-encoding", "content-type", "user-agent")
+                    or k.lower().startswith("x-prometheus")
+                }
+                req = urllib.request.Request(proxy.target + self.path, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        status, out = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, out = e.code, e.read()
+                with proxy.lock:
+                    proxy.requests += 1
+                    if status == 204 and proxy.failed is None:
+                        proxy.failed = body
+                        status, out = 500, b"the answer was lost on the way (a test)"
+                    elif proxy.failed is not None and body == proxy.failed:
+                        proxy.resent += 1
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_retried_remote_write_adds_no_samples(server, tmp_path):
+    """A request Sextant wrote but whose answer Prometheus did not get is
+    sent again (Prometheus retries 5xx): every table of remote write is
+    keyed by labels and time, so the second copy replaces the first."""
+    proxy = FlakyProxy(server.http_url)
+    prom = Prometheus(prometheus_bin(), tmp_path, proxy.url)
+    prom.start()
+    try:
+        deadline = time.time() + WAIT_S
+        while time.time() < deadline and proxy.resent == 0:
+            if prom.proc.poll() is not None:
+                pytest.fail(f"prometheus exited with {prom.proc.returncode}" + logs(server, prom))
+            time.sleep(0.2)
+        assert proxy.resent > 0, (
+            f"Prometheus did not resend the failed request ({proxy.requests} requests)" + logs(server, prom)
+        )
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            wait_for_rows(conn, "SELECT count(*) FROM up", server, prom)
+            tables = [
+                r[0] for r in conn.execute(
+                    "SELECT table_name FROM system.tables WHERE key IS NOT NULL ORDER BY 1"
+                ).fetchall()
+            ]
+            assert "up" in tables, tables
+            checked = 0
+            for t in tables:
+                # A sample stored twice is two equal rows.
+                total, distinct = conn.execute(
+                    f'SELECT (SELECT count(*) FROM "{t}"), (SELECT count(*) FROM (SELECT DISTINCT * FROM "{t}") d)'
+                ).fetchone()
+                assert total == distinct, f"{t}: {total} rows, {distinct} distinct" + logs(server, prom)
+                checked += total
+            assert checked > 0
+            print(f"{len(tables)} tables, {checked} samples, no duplicates; "
+                  f"the failed request was resent {proxy.resent} time(s) of {proxy.requests}")
+    finally:
+        prom.stop()
+        proxy.close()

@@ -134,3 +134,31 @@ def test_delete_counts_rows_and_they_stay_gone(server):
         conn.execute("COMPACT TABLE del")
         assert conn.execute("SELECT host, count(*), sum(v) FROM del GROUP BY host ORDER BY host").fetchall() == want
         assert conn.execute("SELECT count(*) FROM del WHERE host = 'h1'").fetchone() == (0,)
+
+
+def test_copy_and_insert_follow_the_key(server):
+    """COPY and INSERT into a keyed table: the later row of a key replaces
+    the earlier, in the buffer, in Parquet and after compaction; a retried
+    COPY changes nothing."""
+    rows = [("2024-01-01T00:00:00Z", "a", 1), ("2024-01-01T00:00:00Z", "b", 2), ("2024-01-01T00:01:00Z", "a", 3)]
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE kcopy (time TIMESTAMP NOT NULL, host TEXT, v BIGINT, PRIMARY KEY (host, time))"
+        )
+        for _ in range(2):  # the second COPY is a retry of the first
+            with conn.cursor().copy("COPY kcopy (time, host, v) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+        assert conn.execute("SELECT count(*), sum(v) FROM kcopy").fetchone() == (3, 6)
+        conn.execute("FLUSH TABLE kcopy")
+        cur = conn.execute(
+            "INSERT INTO kcopy VALUES (%s, %s, %s)", (dt.datetime(2024, 1, 1, tzinfo=UTC), "b", 20)
+        )
+        assert cur.rowcount == 1
+        want = [("a", 1), ("a", 3), ("b", 20)]
+        assert conn.execute("SELECT host, v FROM kcopy ORDER BY host, time").fetchall() == want
+        conn.execute("FLUSH TABLE kcopy")
+        conn.execute("COMPACT TABLE kcopy")
+        assert conn.execute("SELECT host, v FROM kcopy ORDER BY host, time").fetchall() == want
+        with pytest.raises(errors.NotNullViolation):
+            conn.execute("INSERT INTO kcopy VALUES ('2024-01-01T00:02:00Z', NULL, 1)")

@@ -39,6 +39,8 @@ struct StoredOptions {
     partition_secs: u64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     reference: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<crate::TableKey>,
 }
 
 /// Inserts `files` of a table.
@@ -113,6 +115,7 @@ fn encode_options(o: &TableOptions) -> Result<String> {
         retention_secs: o.retention.map(|d| d.as_secs()),
         partition_secs: o.partition_duration.as_secs(),
         reference: o.reference,
+        key: o.key.clone(),
     })
 }
 
@@ -122,6 +125,7 @@ fn decode_options(text: &str) -> Result<TableOptions> {
         retention: o.retention_secs.map(Duration::from_secs),
         partition_duration: Duration::from_secs(o.partition_secs),
         reference: o.reference,
+        key: o.key,
     })
 }
 
