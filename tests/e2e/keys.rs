@@ -117,7 +117,8 @@ async fn table_rows(c: &tokio_postgres::Client, table: &str) -> BTreeMap<Key, Ve
     let sql = format!(
         "SELECT host, CAST(extract(epoch FROM time) AS BIGINT), a, b FROM {table} ORDER BY 1, 2"
     );
-    for r in c.query(&sql, &[]).await.unwrap() {
+    let got = c.query(&sql, &[]).await;
+    for r in got.unwrap_or_else(|e| panic!("{sql}: {e:?}")) {
         let host: String = r.get(0);
         let secs: i64 = r.get(1);
         let t = (secs * 1_000_000_000 - T0) / (25 * MINUTE);
@@ -162,8 +163,8 @@ async fn upserts_and_deletes_equal_a_model_through_flushes_compactions_and_crash
         let mut value = 0i64;
         if lp {
             // The table exists from its first point on.
-            write_lines(&server, format!("lp,host=h0 a=0i {}", time_of(0))).await;
-            model.insert((0, 0), vec![Some(0), None]);
+            write_lines(&server, format!("lp,host=h0 a=0i,b=0i {}", time_of(0))).await;
+            model.insert((0, 0), vec![Some(0), Some(0)]);
         }
         for step in 0..steps {
             let what = if let Some(s) = lifecycle_step(&mut rng, &mut server, &mut c, table).await {
