@@ -364,8 +364,20 @@ async fn plan(c: &tokio_postgres::Client, sql: &str) -> String {
         .join("\n")
 }
 
+/// The plan docs/storage.md shows for a keyed table (`DedupExec: key=[host,
+/// time], merge=last_row` over a sort by key and version) is the one EXPLAIN
+/// prints, until compaction leaves one file per partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_merge_until_compaction() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/storage.md"))
+        .unwrap();
+    let shown: Vec<String> = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("DedupExec: "))
+        .take(2)
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(shown.len(), 2, "docs/storage.md shows the merge");
     let server = Server::start(&[]);
     let c = server.connect().await;
     c.batch_execute(
@@ -386,6 +398,12 @@ async fn explain_shows_the_merge_until_compaction() {
     );
     // The partition alone in its file (02:00) is read without the merge.
     assert!(p.contains("files=1 scanned"), "{p}");
+    // As docs/storage.md shows it: the merge, then the sort by key and version.
+    let dedup = p
+        .find(&shown[0])
+        .unwrap_or_else(|| panic!("{} in {p}", shown[0]));
+    let sort = shown[1].split(", preserve").next().unwrap();
+    assert!(p[dedup..].contains(sort), "{sort} below the merge: {p}");
     assert!(!plan(&c, "SELECT * FROM plain").await.contains("DedupExec"));
     c.batch_execute("FLUSH TABLE m; COMPACT TABLE m")
         .await

@@ -687,9 +687,15 @@ def remote_write(server, body, **headers):
     return server.post("/api/v1/write", body, h)
 
 
+SEEDS = iter(range(1_000_000))
+
+
 def seed_remote_write(server, acked):
+    # New samples each time: the same ones again would replace the stored
+    # ones (a remote-write table is keyed by labels and time).
+    t = NOW_MS + next(SEEDS) * 2000
     body = snappy(write_request(
-        pb_series([("__name__", "rw_seed"), ("job", "a")], [(1.0, NOW_MS), (2.0, NOW_MS + 1000)]),
+        pb_series([("__name__", "rw_seed"), ("job", "a")], [(1.0, t), (2.0, t + 1000)]),
     ))
     status, _, resp = remote_write(server, body)
     assert status == 204, (status, resp)

@@ -33,7 +33,7 @@ DOCS = {
     "docs/alerts.md": (1, 2, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
     "docs/observability.md": (1, 0, []),
     "docs/security.md": (1, 2, []),
-    "docs/storage.md": (2, 0, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
+    "docs/storage.md": (3, 0, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
     "docs/views.md": (3, 0, [
         "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
         "INSERT INTO cpu VALUES (now(), 'web-1', 42.5)",
@@ -770,6 +770,8 @@ BLOCK_TESTS = {
     ("docs/otel-schema.md", '{"partialSuccess"'): "test_docs_blocks::test_otel_schema_partial_success_sample",
     ("docs/storage.md", "AWS_ENDPOINT_URL="): "test_s3::test_storage_md_command_runs_on_s3",
     ("docs/storage.md", "files_opened=1, ..."): "tests/e2e/lifecycle.rs::a_trace_id_lookup_skips_row_groups_by_bloom_filter",
+    ("docs/storage.md", "DedupExec: key=[host, time], merge=last_row"):
+        "tests/e2e/keys.rs::explain_shows_the_merge_until_compaction",
 }
 # The printed answers of the `-- example:` queries (psql's output).
 EXAMPLE_OUTPUT = "test_docs_queries::test_documented_outputs_are_what_psql_prints"
