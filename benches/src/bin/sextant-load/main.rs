@@ -16,13 +16,15 @@
 //! `--scenario views` runs the materialized-view benchmark instead
 //! ([`views`]): ingest with 0, 1 and 5 views, and a 30-day dashboard panel
 //! on views and on the base table; `--scenario cluster` the query suite on
-//! one node and on three ([`cluster`]).
+//! one node and on three ([`cluster`]); `--scenario keys` the cost of a
+//! key ([`keys`]).
 
 mod answer;
 mod cluster;
 mod encode;
 mod generate;
 mod ingest;
+mod keys;
 mod overhead;
 mod queries;
 mod servers;
@@ -128,6 +130,9 @@ enum Scenario {
     /// The query suite on one node and on a three-node cluster (catalog in
     /// PostgreSQL, Parquet in moto's S3), and the cluster's overhead.
     Cluster,
+    /// The cost of a key: the TSBS rows into a keyed and an append-only
+    /// table, before and after compaction, DuckDB beside.
+    Keys,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -359,6 +364,8 @@ async fn run(a: Args) -> Result<(), String> {
             report.push_str(&views::run(&a, &sextant_bin, &work).await?);
         } else if a.scenario == Scenario::Cluster {
             report.push_str(&cluster::run(&a, &sextant_bin, &work).await?);
+        } else if a.scenario == Scenario::Keys {
+            report.push_str(&keys::run(&a, &sextant_bin, &work).await?);
         } else {
             let baseline = a
                 .baseline_bin
