@@ -10,13 +10,16 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use prost::Message;
-use sextant_storage::{BufferScanExec, BufferSource, decode_table_scan, encode_table_scan};
+use sextant_storage::{
+    BufferScanExec, BufferSource, decode_dedup, decode_table_scan, encode_dedup, encode_table_scan,
+};
 
 use crate::Cluster;
 use crate::buffers::BufferProto;
 
 const BUFFER_SCAN: u8 = 1;
 const TABLE_SCAN: u8 = 2;
+const DEDUP: u8 = 3;
 
 /// The codec; see the module.
 #[derive(Debug)]
@@ -58,6 +61,12 @@ impl PhysicalExtensionCodec for SextantCodec {
                 })?;
                 decode_table_scan(&String::from_utf8_lossy(summary), input)
             }
+            Some((&DEDUP, text)) => {
+                let input = inputs.first().cloned().ok_or_else(|| {
+                    DataFusionError::Internal("a merge by key arrived without its input".into())
+                })?;
+                decode_dedup(&String::from_utf8_lossy(text), input)
+            }
             _ => Err(DataFusionError::Internal(
                 "not a plan node Sextant encoded".into(),
             )),
@@ -80,6 +89,11 @@ impl PhysicalExtensionCodec for SextantCodec {
         if let Some(summary) = encode_table_scan(node.as_ref()) {
             buf.push(TABLE_SCAN);
             buf.extend_from_slice(summary.as_bytes());
+            return Ok(());
+        }
+        if let Some(text) = encode_dedup(node.as_ref()) {
+            buf.push(DEDUP);
+            buf.extend_from_slice(text.as_bytes());
             return Ok(());
         }
         Err(DataFusionError::NotImplemented(format!(

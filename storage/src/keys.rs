@@ -257,6 +257,50 @@ pub(crate) fn deduplicate(
     Ok(Arc::new(DedupExec::new(merged, k.clone(), names)))
 }
 
+/// What [`decode_dedup`] needs of a [`DedupExec`] (for a plan that runs
+/// on another node of a cluster); `None` for another plan node.
+pub fn encode_dedup(plan: &dyn ExecutionPlan) -> Option<String> {
+    let d = plan.downcast_ref::<DedupExec>()?;
+    Some(
+        serde_json::json!({
+            "key": d.key.key,
+            "version": d.key.version,
+            "merge": d.key.merge.name(),
+            "names": d.names,
+        })
+        .to_string(),
+    )
+}
+
+/// A [`DedupExec`] over `input` from what [`encode_dedup`] wrote.
+pub fn decode_dedup(text: &str, input: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let bad = || DataFusionError::Internal(format!("a merge by key encoded as {text}"));
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    let numbers = |k: &str| -> Option<Vec<usize>> {
+        v[k].as_array()?
+            .iter()
+            .map(|n| n.as_u64().map(|n| n as usize))
+            .collect()
+    };
+    let key = KeyOrder {
+        key: numbers("key").ok_or_else(bad)?,
+        version: v["version"].as_u64().ok_or_else(bad)? as usize,
+        merge: match v["merge"].as_str() {
+            Some("last_row") => Merge::LastRow,
+            Some("last_non_null") => Merge::LastNonNull,
+            _ => return Err(bad()),
+        },
+    };
+    let names: Vec<String> = v["names"]
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|n| n.as_str().map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    Ok(Arc::new(DedupExec::new(input, key, names)))
+}
+
 /// Keeps one row per key of an input sorted by (key, version): shown in
 /// EXPLAIN as `DedupExec: key=[...], merge=...`.
 #[derive(Debug)]

@@ -30,6 +30,7 @@ pub use deletes::{DeletePlan, DeleteStats, predicate_expr};
 pub use engine::{TableStats, WalStats};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
+pub use keys::{decode_dedup, encode_dedup};
 pub use lifecycle::CompactionSummary;
 pub use persist::DEFAULT_ROW_GROUP_ROWS;
 pub use provider::{

@@ -618,6 +618,21 @@ async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
             "files and buffers, read on {name}"
         );
     }
+    // A distributed plan (one file per task) merges by key the same way.
+    let dist = c.connect().await;
+    dist.batch_execute("SET distributed.file_scan_config_bytes_per_partition = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&dist, READ).await,
+        last_rows(&last),
+        "a distributed plan"
+    );
+    let plan = format!("{:?}", text_rows(&dist, &format!("EXPLAIN {READ}")).await);
+    assert!(
+        plan.contains("Stage 1") && plan.contains("DedupExec: key=[key, time]"),
+        "the merge above the stages: {plan}"
+    );
     on_a.batch_execute("FLUSH TABLE k").await.unwrap();
     // c compacts the files it has taken in; again until a's last flush is
     // among them.

@@ -142,7 +142,10 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
         .zip(append.answers.iter().zip(&keyed.answers))
     {
         if let Some(d) = x.difference(y) {
-            return Err(format!("{}: keyed and append-only answers differ: {d}", q.name));
+            return Err(format!(
+                "{}: keyed and append-only answers differ: {d}",
+                q.name
+            ));
         }
     }
     // DuckDB on the keyed table's compacted files.
