@@ -33,7 +33,7 @@ use crate::codec;
 use crate::config::EngineConfig;
 use crate::error::{Result, StorageError};
 use crate::keys::{KeyOrder, Versions};
-use crate::persist::encode_partitions;
+use crate::persist::encode_table;
 use crate::state::{
     Chunk, Derived, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
     time_array,
@@ -701,27 +701,16 @@ impl Engine {
             return Ok(0);
         };
         let started = Instant::now();
-        let schema = def.schema.clone();
-        let time_col = def.time_column.clone();
-        let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let batches = chunks
             .iter()
-            .map(|c| conform(&c.batch, &schema))
+            .map(|c| conform(&c.batch, &def.schema))
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
-        let key = KeyOrder::of(&def, &schema)?;
-        let encoded = tokio::task::spawn_blocking(move || {
-            encode_partitions(
-                &schema,
-                &batches,
-                &time_col,
-                partition_ns,
-                row_group_rows,
-                key.as_ref(),
-            )
-        })
-        .await
-        .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
+        let table = def.clone();
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_table(&table, &batches, row_group_rows))
+                .await
+                .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
 
         let mut new_files = Vec::with_capacity(encoded.len());
         for (i, f) in encoded.into_iter().enumerate() {

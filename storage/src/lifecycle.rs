@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{Result, StorageError};
-use crate::persist::{decode, encode_partitions};
+use crate::persist::{decode, encode_table};
 use crate::state::{Engine, TableState, partition_label};
 
 /// What a compaction did to one table.
@@ -386,29 +386,19 @@ impl Engine {
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let schema = def.schema.clone();
-        let time_col = def.time_column.clone();
-        let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let row_group_rows = self.inner.config.row_group_rows;
-        let key = crate::keys::KeyOrder::of(&def, &schema)?;
+        let table = def.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
             for (bytes, keep) in objects.into_iter().zip(filters) {
-                for batch in decode(bytes, &schema)? {
+                for batch in decode(bytes, &table.schema)? {
                     batches.push(match &keep {
                         Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
                         None => batch,
                     });
                 }
             }
-            encode_partitions(
-                &schema,
-                &batches,
-                &time_col,
-                partition_ns,
-                row_group_rows,
-                key.as_ref(),
-            )
+            encode_table(&table, &batches, row_group_rows)
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;

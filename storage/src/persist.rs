@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use sextant_catalog::ColumnStats;
+use sextant_catalog::{ColumnStats, TableDef};
 use std::collections::BTreeMap;
 
 use crate::error::{Result, StorageError};
@@ -85,6 +85,23 @@ pub(crate) fn encode_partitions(
         start = end;
     }
     Ok(files)
+}
+
+/// [`encode_partitions`] of a table's rows: its schema, time column,
+/// partition width and key.
+pub(crate) fn encode_table(
+    def: &TableDef,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<Vec<EncodedFile>> {
+    encode_partitions(
+        &def.schema,
+        batches,
+        &def.time_column,
+        def.options.partition_duration.as_nanos() as i64,
+        row_group_rows,
+        KeyOrder::of(def, &def.schema)?.as_ref(),
+    )
 }
 
 /// Start of the partition holding `t`.

@@ -12,16 +12,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::generate;
-use crate::ingest::{self, Target};
+use crate::ingest;
 use crate::servers::Sextant;
+use crate::views::line_protocol;
 use crate::{Args, DAY, DAY_START_NS, bodies, clone_body, cpu_ddl, encode, median, pg, timed};
-
-fn line_protocol(sx: &Sextant) -> Target {
-    Target::Http {
-        url: format!("http://{}/api/v2/write?precision=ns", sx.http),
-        content_type: "text/plain",
-    }
-}
 
 struct Run {
     rows_per_s: f64,
@@ -147,34 +141,11 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
     }
     // DuckDB on the keyed table's compacted files.
     let objects = objects.ok_or("no keyed run")?;
-    let spec = serde_json::json!({
-        "tables": { "cpu": objects.join("cpu/*/*.parquet") },
-        "database": work.join("duckdb-keys.db"),
-        "runs": a.runs,
-        "queries": queries.iter().map(|q| serde_json::json!({"name": q.name, "sql": q.duckdb})).collect::<Vec<_>>(),
-    });
-    let spec_path = work.join("duckdb-keys.json");
-    std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb_peer.py");
-    let out = std::process::Command::new(&a.python)
-        .arg(&script)
-        .arg(&spec_path)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", a.python.display()))?;
-    if !out.status.success() {
-        return Err(format!("duckdb_peer.py failed ({})", out.status));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("duckdb_peer.py output: {e}"))?;
-    let duck: Vec<f64> = v["parquet"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|t| t["hot_ms"].as_f64().unwrap_or(f64::NAN))
-                .collect()
-        })
-        .unwrap_or_default();
+    let duck: Vec<f64> = crate::duckdb_on(a, &objects, &["cpu"], work, "duckdb-keys", &queries)?
+        .parquet
+        .iter()
+        .map(|t| t.hot_ms)
+        .collect();
 
     let mut report = String::new();
     let _ = writeln!(

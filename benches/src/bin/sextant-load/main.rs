@@ -920,18 +920,43 @@ struct Duck {
 /// Runs benches/duckdb_peer.py: the suite on Sextant's Parquet files, then
 /// on the same data loaded into a DuckDB database.
 fn duckdb(a: &Args, objects: &Path, work: &Path, suite: &[queries::Query]) -> Result<Duck, String> {
+    duckdb_on(
+        a,
+        objects,
+        &["otel_logs", "otel_traces", "cpu"],
+        work,
+        "duckdb",
+        suite,
+    )
+}
+
+/// Runs benches/duckdb_peer.py on `tables` of Sextant's object store
+/// `objects`; its database and spec are `work/<name>.db` and `.json`.
+fn duckdb_on(
+    a: &Args,
+    objects: &Path,
+    tables: &[&str],
+    work: &Path,
+    name: &str,
+    suite: &[queries::Query],
+) -> Result<Duck, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb_peer.py");
+    let tables: serde_json::Map<String, serde_json::Value> = tables
+        .iter()
+        .map(|t| {
+            (
+                t.to_string(),
+                serde_json::json!(objects.join(format!("{t}/*/*.parquet"))),
+            )
+        })
+        .collect();
     let spec = serde_json::json!({
-        "tables": {
-            "otel_logs": objects.join("otel_logs/*/*.parquet"),
-            "otel_traces": objects.join("otel_traces/*/*.parquet"),
-            "cpu": objects.join("cpu/*/*.parquet"),
-        },
-        "database": work.join("duckdb.db"),
+        "tables": tables,
+        "database": work.join(format!("{name}.db")),
         "runs": a.runs,
         "queries": suite.iter().map(|q| serde_json::json!({"name": q.name, "sql": q.duckdb})).collect::<Vec<_>>(),
     });
-    let spec_path = work.join("duckdb-spec.json");
+    let spec_path = work.join(format!("{name}.json"));
     std::fs::write(&spec_path, spec.to_string()).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(&a.python)
         .arg(&script)

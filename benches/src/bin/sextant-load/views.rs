@@ -50,7 +50,7 @@ const VIEWS: [(&str, &str); 5] = [
 ];
 
 /// Line protocol writes to `sx`.
-fn line_protocol(sx: &Sextant) -> Target {
+pub(crate) fn line_protocol(sx: &Sextant) -> Target {
     Target::Http {
         url: format!(
             "http://{}/api/v2/write?bucket=b&org=o&precision=ns",
