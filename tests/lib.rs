@@ -876,10 +876,17 @@ where
 /// Runs `sql` over the simple query protocol and returns every row as the
 /// text Postgres clients see, `NULL` for nulls.
 pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    message_rows(
+        client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
+    )
+}
+
+/// The rows of a simple query's answer, as [`text_rows`] gives them.
+pub fn message_rows(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<String>> {
+    messages
         .into_iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => Some(

@@ -372,6 +372,14 @@ pub struct Delete {
     pub seq: u64,
     /// When it ran (ns).
     pub created_at_ns: i64,
+    /// How far each node's write buffer it covers: that node's rows up to
+    /// this WAL sequence number (its own and, on a shared catalog, each
+    /// ingest node's, recorded as the node takes the delete in).
+    pub bounds: BTreeMap<String, u64>,
+    /// The rows each node in `bounds` removed from its buffer when it took
+    /// the delete in (the node that ran it counts its own in the command
+    /// tag: 0 here).
+    pub removed: BTreeMap<String, u64>,
 }
 
 /// What [`Catalog::commit_refresh`] commits.
@@ -545,17 +553,20 @@ pub trait Catalog: Send + Sync + Debug {
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
     ) -> Result<Vec<ParquetFile>> {
-        self.commit_files_invalidating(table_id, files, persisted_seq, &[])
+        self.commit_files_invalidating(table_id, files, persisted_seq, &[], i64::MAX)
     }
     /// [`Catalog::commit_files`], recording in the same transaction the
     /// view buckets the persisted rows invalidate (so they outlive the WAL
-    /// records that caused them).
+    /// records that caused them). Refused ([`CatalogError::Conflict`]) if
+    /// the table has a delete newer than `deletes_seen`, the newest this
+    /// node has taken in: the files could hold rows it removes.
     fn commit_files_invalidating(
         &self,
         table_id: i64,
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
         invalidate: &[Invalidation],
+        deletes_seen: i64,
     ) -> Result<Vec<ParquetFile>>;
     /// Creates a materialized view and its table in one transaction.
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)>;
@@ -565,6 +576,11 @@ pub trait Catalog: Send + Sync + Debug {
     fn add_delete(&self, delete: Delete) -> Result<Delete>;
     /// Every delete not yet forgotten, by id.
     fn deletes(&self) -> Result<Vec<Delete>>;
+    /// Records that `node`'s buffer is covered by delete `id` up to `seq`
+    /// and that it removed `rows` there, unless the node recorded it
+    /// before; the recorded position, or `None` if the delete was
+    /// forgotten.
+    fn bound_delete(&self, id: i64, node: &str, seq: u64, rows: u64) -> Result<Option<u64>>;
     /// Forgets deletes that no longer hide anything (their files were
     /// rewritten and their node's buffer persisted past them).
     fn forget_deletes(&self, ids: &[i64]) -> Result<()>;
@@ -587,12 +603,14 @@ pub trait Catalog: Send + Sync + Debug {
     fn commit_refresh(&self, refresh: Refresh<'_>) -> Result<Vec<ParquetFile>>;
     /// Atomically removes files of a table and adds others (compaction,
     /// retention). Nothing changes if any file to remove is not, or no
-    /// longer, the table's ([`CatalogError::FileNotFound`]).
+    /// longer, the table's ([`CatalogError::FileNotFound`]). Files added
+    /// are refused as [`Catalog::commit_files_invalidating`] says.
     fn replace_files(
         &self,
         table_id: i64,
         remove: &[i64],
         add: Vec<NewParquetFile>,
+        deletes_seen: i64,
     ) -> Result<Vec<ParquetFile>>;
     /// Files of one table, ordered by id.
     fn files(&self, table_id: i64) -> Result<Vec<ParquetFile>>;

@@ -34,7 +34,7 @@ use crate::{CatalogError, Result};
 pub type PostgresCatalog = SqlCatalog<PostgresStore>;
 
 /// Layout version of the `sextant` schema written by this build.
-const LAYOUT_VERSION: i64 = 5;
+const LAYOUT_VERSION: i64 = 6;
 /// Serializes the nodes that check or create the layout at once: "SXTC".
 const LAYOUT_LOCK: i64 = 0x5358_5443;
 /// How often a transaction that conflicts with another node's is tried.
@@ -210,6 +210,18 @@ CREATE TABLE sextant.deletes (
 );
 ";
 
+/// Each node's WAL position a delete covers, as in SQLite's layout 12.
+const LAYOUT_V6: &str = "
+CREATE TABLE sextant.delete_bounds (
+    delete_id BIGINT NOT NULL,
+    node_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    rows BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (delete_id, node_id)
+);
+INSERT INTO sextant.delete_bounds (delete_id, node_id, seq) SELECT id, node_id, seq FROM sextant.deletes;
+";
+
 /// `(version, statements)` that bring an older layout up to
 /// [`LAYOUT_VERSION`], each in the transaction that records its version.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -217,6 +229,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, LAYOUT_V3),
     (4, LAYOUT_V4),
     (5, LAYOUT_V5),
+    (6, LAYOUT_V6),
 ];
 
 /// This node's connection to the catalog database.

@@ -128,9 +128,13 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         files: Vec<NewParquetFile>,
         persisted_seq: u64,
         invalidate: &[Invalidation],
+        deletes_seen: i64,
     ) -> Result<Vec<ParquetFile>> {
         let now = self.now();
         in_tx(self, |tx| {
+            if !files.is_empty() {
+                tables::check_deletes_seen(tx, table_id, deletes_seen)?;
+            }
             tables::commit_files_invalidating(
                 tx,
                 &self.node,
@@ -167,6 +171,10 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         in_tx(self, tables::deletes)
     }
 
+    fn bound_delete(&self, id: i64, node: &str, seq: u64, rows: u64) -> Result<Option<u64>> {
+        in_tx(self, |tx| tables::bound_delete(tx, id, node, seq, rows))
+    }
+
     fn forget_deletes(&self, ids: &[i64]) -> Result<()> {
         in_tx(self, |tx| tables::forget_deletes(tx, ids))
     }
@@ -193,9 +201,13 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         table_id: i64,
         remove: &[i64],
         add: Vec<NewParquetFile>,
+        deletes_seen: i64,
     ) -> Result<Vec<ParquetFile>> {
         let now = self.now();
         in_tx(self, |tx| {
+            if !add.is_empty() {
+                tables::check_deletes_seen(tx, table_id, deletes_seen)?;
+            }
             tables::delete_files(tx, table_id, remove)?;
             tables::insert_files(tx, table_id, &add, now)
         })

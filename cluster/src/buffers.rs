@@ -25,6 +25,19 @@ use crate::SECRET_HEADER;
 /// The `type_url` of a buffer ticket.
 pub const BUFFER_TICKET_TYPE: &str = "type.googleapis.com/sextant.BufferScan";
 
+/// The `type_url` of a ticket that asks a node to take in the deletes
+/// another node ran ([`Engine::take_in_deletes`]); it answers one row, the
+/// rows it removed from its buffer (`rows`, UInt64).
+pub const DELETES_TICKET_TYPE: &str = "type.googleapis.com/sextant.TakeDeletes";
+
+/// A deletes ticket: the table the delete was of (for the logs; the node
+/// takes in every delete it has not).
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct DeletesProto {
+    #[prost(string, tag = "1")]
+    pub(crate) table: String,
+}
+
 /// A buffer scan as it travels: in a Flight ticket and in an encoded plan.
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct BufferProto {
@@ -89,9 +102,89 @@ fn to_df(e: StorageError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// The answer to a ticket from a peer: a buffer ticket's rows (the schema
+/// and batches of this node's buffered rows), or a deletes ticket's count;
+/// `None` if `ticket` is neither.
+pub async fn answer_peer_ticket(
+    engine: &Engine,
+    ticket: &Any,
+) -> Option<Result<(SchemaRef, Vec<RecordBatch>), StorageError>> {
+    if ticket.type_url != DELETES_TICKET_TYPE {
+        return answer_buffer_ticket(engine, ticket);
+    }
+    let answer = async {
+        let proto = DeletesProto::decode(ticket.value.as_ref())
+            .map_err(|e| StorageError::InvalidData(format!("deletes ticket: {e}")))?;
+        let rows = engine.take_in_deletes().await?;
+        tracing::debug!(table = %proto.table, rows, "deletes taken in on request");
+        let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+            "rows",
+            arrow::datatypes::DataType::UInt64,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::UInt64Array::from(vec![rows]))],
+        )?;
+        Ok((schema as SchemaRef, vec![batch]))
+    };
+    Some(answer.await)
+}
+
+/// Asks `node` at `address` to take in the deletes of `table`; the rows
+/// it removed from its buffer on this request (not those it removed when
+/// it read the catalog just before).
+pub(crate) async fn announce(
+    node: String,
+    address: String,
+    channel: Result<Channel, String>,
+    secret: String,
+    table: String,
+) -> Result<u64, String> {
+    let failed = |e: String| format!("node {node} ({}): {e}", crate::host_port(&address));
+    let channel = channel.map_err(&failed)?;
+    let ticket = Any {
+        type_url: DELETES_TICKET_TYPE.to_string(),
+        value: DeletesProto { table }.encode_to_vec().into(),
+    };
+    let mut call = tonic::Request::new(Ticket {
+        ticket: ticket.encode_to_vec().into(),
+    });
+    call.set_timeout(std::time::Duration::from_secs(30));
+    call.metadata_mut().insert(
+        SECRET_HEADER,
+        secret
+            .parse()
+            .map_err(|e| failed(format!("cluster secret: {e}")))?,
+    );
+    let mut client = FlightServiceClient::new(channel);
+    let response = client
+        .do_get(call)
+        .await
+        .map_err(|s| failed(s.message().to_string()))?;
+    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+        response
+            .into_inner()
+            .map_err(|s| FlightError::Tonic(Box::new(s))),
+    )
+    .try_collect()
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    let mut rows = 0;
+    for b in &batches {
+        let counts = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::UInt64Array>()
+            .ok_or_else(|| failed("its answer is not a row count".into()))?;
+        rows += counts.iter().flatten().sum::<u64>();
+    }
+    Ok(rows)
+}
+
 /// The answer to a buffer ticket from a peer: the schema and batches of
 /// this node's buffered rows; `None` if `ticket` is not a buffer ticket.
-pub fn answer_buffer_ticket(
+fn answer_buffer_ticket(
     engine: &Engine,
     ticket: &Any,
 ) -> Option<Result<(SchemaRef, Vec<RecordBatch>), StorageError>> {

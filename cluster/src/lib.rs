@@ -43,6 +43,7 @@ use datafusion_distributed::{
     CoordinatorToWorkerMsg, ExecuteTaskRequest, GetWorkerInfoRequest, GetWorkerInfoResponse,
     SetPlanRequest, WorkerToCoordinatorMsg,
 };
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use sextant_catalog::NodeInfo;
@@ -52,7 +53,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::warn;
 use url::Url;
 
-pub use buffers::{BUFFER_TICKET_TYPE, answer_buffer_ticket};
+pub use buffers::{BUFFER_TICKET_TYPE, DELETES_TICKET_TYPE, answer_peer_ticket};
 
 /// The metadata key that carries the cluster secret on node-to-node calls.
 pub const SECRET_HEADER: &str = "x-sextant-cluster-secret";
@@ -459,6 +460,37 @@ impl BufferSource for Cluster {
             nodes.push(self.node_id.clone());
         }
         nodes
+    }
+
+    fn announce_deletes(&self, table: String) -> BoxFuture<'static, Result<(), String>> {
+        let now = self.engine.now_ns();
+        let targets: Vec<(String, String)> = self
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(id, p)| **id != self.node_id && p.node.state(now) == "up")
+            .filter_map(|(id, p)| Some((id.clone(), p.flight.clone()?)))
+            .collect();
+        let calls: Vec<_> = targets
+            .into_iter()
+            .map(|(node, address)| {
+                let channel = self.channel(&address);
+                buffers::announce(node, address, channel, self.secret.clone(), table.clone())
+            })
+            .collect();
+        Box::pin(async move {
+            let failed: Vec<String> = futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .filter_map(|answer| answer.err())
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not every node took it in: {}", failed.join("; ")))
+            }
+        })
     }
 
     fn fetch(&self, node: &str, request: BufferRequest) -> DfResult<SendableRecordBatchStream> {

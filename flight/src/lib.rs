@@ -623,7 +623,7 @@ impl FlightSqlService for FlightSql {
         if request.extensions().get::<Peer>().is_none() {
             return Err(invalid(format!("unknown ticket {}", message.type_url)));
         }
-        match sextant_cluster::answer_buffer_ticket(&self.engine, &message) {
+        match sextant_cluster::answer_peer_ticket(&self.engine, &message).await {
             Some(Ok((schema, batches))) => Ok(batches_response(schema, batches)),
             Some(Err(e)) => Err(status(SqlError::new(e.sqlstate(), e.to_string()))),
             None => Err(invalid(format!("unknown ticket {}", message.type_url))),

@@ -15,6 +15,7 @@
 //! compaction, takes a snapshot for the caller to count (and to find the
 //! view buckets that change) with, commits, then removes the rows.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -27,7 +28,7 @@ use sextant_catalog::{CatalogError, Delete};
 use tracing::info;
 
 use crate::error::{Result, StorageError};
-use crate::state::{Engine, Snapshot, TableData, TableState};
+use crate::state::{Chunk, Engine, Snapshot, TableData, TableState};
 
 /// What the caller of [`Engine::delete`] found in the snapshot.
 #[derive(Debug, Clone)]
@@ -102,37 +103,54 @@ pub(crate) fn visible(
 }
 
 impl TableData {
-    /// Removes the rows `delete` matches from the chunks it covers (this
-    /// node's, up to its `seq`); returns the bytes freed.
+    /// Removes the rows `delete` matches from this node's chunks up to
+    /// `bound` (buffered, and persisted but retained for other nodes'
+    /// queries); returns the bytes freed, the rows removed and the
+    /// buffered chunks as they were before (for the view buckets they
+    /// touch).
     pub(crate) fn apply_delete(
         &mut self,
         delete: &Delete,
+        bound: u64,
         schema: &arrow::datatypes::SchemaRef,
-    ) -> Result<usize> {
+    ) -> Result<(usize, u64, Vec<Chunk>)> {
         // NULL keeps a row, as in SQL.
         let keep = compile(
             &predicate_expr(&delete.predicate, schema)?.is_not_true(),
             schema,
         )?;
-        let mut freed = 0usize;
+        let (mut freed, mut rows, mut touched) = (0usize, 0u64, vec![]);
         let mut chunks = std::mem::take(&mut self.chunks);
         let result = (|| {
-            for c in chunks.iter_mut().filter(|c| c.seq <= delete.seq) {
+            for c in chunks.iter_mut().filter(|c| c.seq <= bound) {
                 let batch = crate::state::conform(&c.batch, schema)?;
                 let kept = keep_matching(&batch, &keep)?;
                 if kept.num_rows() == c.batch.num_rows() {
                     continue;
                 }
+                touched.push(c.clone());
+                rows += (c.batch.num_rows() - kept.num_rows()) as u64;
                 let before = c.batch.get_array_memory_size();
                 c.batch = kept;
                 freed += before.saturating_sub(c.batch.get_array_memory_size());
+            }
+            // Persisted already: older than the delete, whatever the bound.
+            for (_, c) in self.retained.iter_mut() {
+                let batch = crate::state::conform(&c.batch, schema)?;
+                c.batch = keep_matching(&batch, &keep)?;
             }
             Ok::<_, StorageError>(())
         })();
         chunks.retain(|c| c.batch.num_rows() > 0);
         self.chunks = chunks;
         self.bytes = self.bytes.saturating_sub(freed);
-        result.map(|()| freed)
+        result.map(|()| (freed, rows, touched))
+    }
+
+    /// The newest delete this node has taken in (0 for none): its commits
+    /// of files say it, and the catalog refuses them if there is a newer.
+    pub(crate) fn deletes_seen(&self) -> i64 {
+        self.deletes.iter().map(|d| d.id).max().unwrap_or(0)
     }
 }
 
@@ -188,29 +206,14 @@ impl Engine {
             ))
             .into());
         }
-        if self.shares_catalog() {
-            return Err(StorageError::Unsupported(format!(
-                "DELETE on a cluster (a shared catalog) is not supported yet: \"{table}\" is written by several nodes"
-            ))
-            .into());
-        }
         let _persisting = state.persisting.lock().await;
         let _compacting = state.compacting.lock().await;
-        // Every chunk up to `boundary` is in the snapshot (writes apply in
-        // sequence order); later ones are not deleted.
-        let (snapshot, boundary) = {
-            let data = state.data();
-            let boundary = data.chunks.iter().map(|c| c.seq).max().unwrap_or(0).max(
-                self.inner
-                    .applied_seq
-                    .load(std::sync::atomic::Ordering::SeqCst),
-            );
-            drop(data);
-            let snapshot = self
-                .snapshot(table)
-                .ok_or_else(|| StorageError::from(CatalogError::TableNotFound(table.into())))?;
-            (snapshot, boundary)
-        };
+        // The chunks counted are the chunks the delete covers (writes
+        // apply in sequence order).
+        let snapshot = self
+            .snapshot(table)
+            .ok_or_else(|| StorageError::from(CatalogError::TableNotFound(table.into())))?;
+        let boundary = snapshot.chunks.iter().map(|c| c.seq).max().unwrap_or(0);
         let files_upto = snapshot.files.iter().map(|f| f.id).max().unwrap_or(0);
         let planned = plan(snapshot).await?;
         let delete = Delete {
@@ -221,12 +224,16 @@ impl Engine {
             node: self.inner.config.node_id.clone(),
             seq: boundary,
             created_at_ns: 0,
+            bounds: Default::default(),
+            removed: Default::default(),
         };
         let delete = self
             .in_catalog(move |c| c.add_delete(delete))
             .await
             .map_err(E::from)?;
+        let id = delete.id;
         self.take_delete(&state, Arc::new(delete))?;
+        drop((_persisting, _compacting));
         for (view, bucket) in &planned.buckets {
             if let Some(v) = self.view_state(view) {
                 let generation = self
@@ -236,23 +243,55 @@ impl Engine {
                 v.pending().insert(*bucket, generation);
             }
         }
-        info!(table, rows = planned.rows, predicate = %planned.predicate, "rows deleted");
-        Ok(planned.rows)
+        // On a shared catalog every other node takes it in before the
+        // statement returns: the ingest nodes remove the rows from their
+        // buffers (and count them), every node filters its files.
+        let mut rows = planned.rows;
+        if let Some(peers) = self.buffer_source().filter(|_| self.shares_catalog()) {
+            peers
+                .announce_deletes(table.to_string())
+                .await
+                .map_err(|e| {
+                    StorageError::Peers(format!(
+                        "the DELETE is committed (delete {id}) but {e}; \
+                         that node applies it when it next reads the catalog"
+                    ))
+                })?;
+            // Each ingest node recorded what it removed, whether it took the
+            // delete in on this request or just before, on a catalog read.
+            let own = self.inner.config.node_id.clone();
+            let recorded = self.in_catalog(|c| c.deletes()).await.map_err(E::from)?;
+            rows += recorded
+                .iter()
+                .filter(|d| d.id == id)
+                .flat_map(|d| d.removed.iter())
+                .filter(|(node, _)| **node != own)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+        }
+        info!(table, rows, predicate = %planned.predicate, "rows deleted");
+        Ok(rows)
     }
 
-    /// A committed delete, applied to this table in memory: its rows leave
-    /// the buffer and queries of the files it covers filter them.
-    pub(crate) fn take_delete(&self, state: &TableState, delete: Arc<Delete>) -> Result<()> {
+    /// A committed delete, applied to this table in memory: queries of the
+    /// files it covers filter its rows, and its rows leave this node's
+    /// buffer up to the bound it has for this node (none: nothing here
+    /// is covered). Returns the rows removed from the buffer; the view
+    /// buckets they were in are invalidated.
+    pub(crate) fn take_delete(&self, state: &TableState, delete: Arc<Delete>) -> Result<u64> {
         let schema = state.def().schema;
-        let freed = {
+        let own = &self.inner.config.node_id;
+        let (freed, rows, touched) = {
             let mut data = state.data();
             data.deletes.push(delete.clone());
-            if delete.node == self.inner.config.node_id {
-                data.apply_delete(&delete, &schema)?
-            } else {
-                0
+            match delete.bounds.get(own) {
+                Some(bound) => data.apply_delete(&delete, *bound, &schema)?,
+                None => (0, 0, vec![]),
             }
         };
+        for chunk in &touched {
+            crate::views::invalidate_chunk(&self.inner, state, chunk);
+        }
         self.inner.buffered.fetch_sub(
             freed.min(
                 self.inner
@@ -261,20 +300,120 @@ impl Engine {
             ),
             std::sync::atomic::Ordering::SeqCst,
         );
-        Ok(())
+        Ok(rows)
+    }
+
+    /// The WAL position up to which a delete taken now covers `state`'s
+    /// buffer: its newest chunk (writes apply in sequence order, so every
+    /// write of the table applied so far is at or below it; one applied
+    /// later is not covered, after a restart too). Persistence moves the
+    /// table's position to its newest chunk, so the delete can be
+    /// forgotten once this node persisted the table.
+    pub(crate) fn boundary(state: &TableState) -> u64 {
+        state.data().chunks.iter().map(|c| c.seq).max().unwrap_or(0)
+    }
+
+    /// On a shared catalog: takes in the deletes other nodes ran that this
+    /// node has not (on a peer's request at once, else at the next catalog
+    /// read), and lets go of those forgotten. An ingest node records how
+    /// far its buffer each covers (everything it holds now) and removes
+    /// their rows; returns the rows removed. Held against this node's
+    /// persistence and compaction of the table meanwhile, so that no file
+    /// it commits afterwards has those rows.
+    pub async fn take_in_deletes(&self) -> Result<u64> {
+        let known_before: HashSet<i64> = self
+            .states()
+            .iter()
+            .flat_map(|s| s.data().deletes.iter().map(|d| d.id).collect::<Vec<_>>())
+            .collect();
+        let listed = self.in_catalog(|c| c.deletes()).await?;
+        let ids: HashSet<i64> = listed.iter().map(|d| d.id).collect();
+        for state in self.states() {
+            state
+                .data()
+                .deletes
+                .retain(|d| ids.contains(&d.id) || !known_before.contains(&d.id));
+        }
+        let own = self.inner.config.node_id.clone();
+        let mut removed = 0;
+        for mut delete in listed {
+            let Some(state) = self.state_by_id(delete.table_id) else {
+                continue;
+            };
+            let known = |state: &TableState| state.data().deletes.iter().any(|d| d.id == delete.id);
+            if known(&state) {
+                continue;
+            }
+            let _persisting = state.persisting.lock().await;
+            let _compacting = state.compacting.lock().await;
+            if known(&state) {
+                continue;
+            }
+            // Taken in first, then recorded with the rows it removed (the
+            // node that ran it adds them to its command tag). Not recorded
+            // (the catalog failed): a restart records it again.
+            let bound = (self.inner.config.ingest && !delete.bounds.contains_key(&own))
+                .then(|| Self::boundary(&state));
+            if let Some(seq) = bound {
+                delete.bounds.insert(own.clone(), seq);
+            }
+            let table = state.def().name;
+            let rows = self.take_delete(&state, Arc::new(delete.clone()))?;
+            if let Some(seq) = bound {
+                let (id, node) = (delete.id, own.clone());
+                self.in_catalog(move |c| c.bound_delete(id, &node, seq, rows))
+                    .await?;
+            }
+            info!(table = %table, delete = delete.id, node = %delete.node, rows, "delete taken in from another node");
+            removed += rows;
+        }
+        Ok(removed)
     }
 
     /// Forgets the deletes of `state` that hide nothing any more: no file
     /// they cover is left and this node persisted past them.
     pub(crate) async fn forget_deletes(&self, state: &TableState) -> Result<()> {
         let own = self.inner.config.node_id.clone();
+        if state.data().deletes.is_empty() {
+            return Ok(());
+        }
+        // On a shared catalog, every ingest node must have taken it in
+        // (one that was down does when it starts), as the catalog has it
+        // now: the nodes record it there.
+        let (ingest, bounds): (Vec<String>, BTreeMap<i64, BTreeMap<String, u64>>) =
+            if self.shares_catalog() {
+                let (nodes, deletes) = self.in_catalog(|c| Ok((c.nodes()?, c.deletes()?))).await?;
+                (
+                    nodes
+                        .into_iter()
+                        .filter(|n| n.modes.split(',').any(|m| m.trim() == "ingest"))
+                        .map(|n| n.id)
+                        .collect(),
+                    deletes.into_iter().map(|d| (d.id, d.bounds)).collect(),
+                )
+            } else {
+                (vec![], BTreeMap::new())
+            };
         let done: Vec<i64> = {
             let data = state.data();
             let oldest_file = data.files.iter().map(|f| f.id).min().unwrap_or(i64::MAX);
+            // Each node's buffer persisted past the delete's bound for it:
+            // no WAL replay brings its rows back.
+            let persisted_past = |node: &String, bound: &u64| {
+                let position = if *node == own {
+                    data.own_position
+                } else {
+                    data.positions.get(node).copied().unwrap_or(0)
+                };
+                *bound <= position
+            };
             data.deletes
                 .iter()
                 .filter(|d| {
-                    d.files_upto < oldest_file && (d.node != own || d.seq <= data.own_position)
+                    let bounds = bounds.get(&d.id).unwrap_or(&d.bounds);
+                    d.files_upto < oldest_file
+                        && bounds.iter().all(|(n, b)| persisted_past(n, b))
+                        && ingest.iter().all(|n| bounds.contains_key(n))
                 })
                 .map(|d| d.id)
                 .collect()

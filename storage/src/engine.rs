@@ -167,11 +167,23 @@ impl Engine {
         };
         // Deletes: their files filtered, and the replayed chunks they cover
         // without their rows again.
-        for delete in engine.inner.catalog.deletes()? {
+        for mut delete in engine.inner.catalog.deletes()? {
             let Some(state) = engine.state_by_id(delete.table_id) else {
                 continue;
             };
-            engine.take_delete(&state, Arc::new(delete))?;
+            // One another node ran while this one was down covers every
+            // row its WAL replayed.
+            let own = &engine.inner.config.node_id;
+            let bound = (engine.inner.config.ingest && !delete.bounds.contains_key(own))
+                .then(|| Engine::boundary(&state));
+            if let Some(seq) = bound {
+                delete.bounds.insert(own.clone(), seq);
+            }
+            let id = delete.id;
+            let rows = engine.take_delete(&state, Arc::new(delete))?;
+            if let Some(seq) = bound {
+                engine.inner.catalog.bound_delete(id, own, seq, rows)?;
+            }
         }
         load_views(&engine)?;
         *engine
@@ -724,11 +736,13 @@ impl Engine {
         }
 
         let invalidations = self.invalidations_of(state);
+        let deletes_seen = state.data().deletes_seen();
         let committed = match self.inner.catalog.commit_files_invalidating(
             def.id,
             new_files.clone(),
             max_seq,
             &invalidations,
+            deletes_seen,
         ) {
             Ok(c) => c,
             Err(e) => {
@@ -749,6 +763,7 @@ impl Engine {
             let persisted: Vec<Chunk> = data.chunks.drain(..keep).collect();
             data.bytes -= freed;
             data.files.extend(committed.into_iter().map(Arc::new));
+            data.local_commits += 1;
             data.own_position = data.own_position.max(max_seq);
             data.retain(persisted, self.inner.config.peer_grace);
             data.oldest_chunk_at = (!data.chunks.is_empty()).then(Instant::now);

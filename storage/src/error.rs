@@ -73,6 +73,10 @@ pub enum StorageError {
     #[error("node {0} does not accept writes (its --mode has no ingest): write to an ingest node")]
     NotIngest(String),
     /// Something this build does not do yet, said plainly.
+    /// Other nodes of the cluster did not answer a request that needed
+    /// them all.
+    #[error("{0}")]
+    Peers(String),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -96,6 +100,7 @@ impl StorageError {
             StorageError::Stale(_) => SqlState::SERIALIZATION_FAILURE,
             StorageError::NotIngest(_) => SqlState::READ_ONLY_SQL_TRANSACTION,
             StorageError::Unsupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            StorageError::Peers(_) => SqlState::IO_ERROR,
         }
     }
 }

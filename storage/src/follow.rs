@@ -27,7 +27,28 @@ const POLL: Duration = Duration::from_secs(10);
 impl Engine {
     /// Takes in what other nodes changed in the catalog; see the module.
     pub async fn sync_catalog(&self) -> Result<()> {
+        // A read this node's own commits overtook is read again.
+        for _ in 0..3 {
+            if !self.sync_once().await? {
+                break;
+            }
+        }
+        self.take_in_deletes().await?;
+        Ok(())
+    }
+
+    /// One read of the catalog, taken in; whether it was stale for a table
+    /// (this node committed files of it meanwhile).
+    async fn sync_once(&self) -> Result<bool> {
         let _ddl = self.inner.ddl.lock().await;
+        // This node's own commits from here on make what is read stale for
+        // their tables (the read may come before them, its taking in
+        // after).
+        let commits: BTreeMap<i64, u64> = self
+            .states()
+            .iter()
+            .map(|s| (s.def().id, s.data().local_commits))
+            .collect();
         let (tables, mut files, views, plain_views) = self
             .in_catalog(|catalog| {
                 Ok((
@@ -38,7 +59,7 @@ impl Engine {
                 ))
             })
             .await?;
-        let mut seen = BTreeSet::new();
+        let (mut seen, mut stale) = (BTreeSet::new(), false);
         for def in tables {
             let (files, positions) = files.remove(&def.id).unwrap_or_default();
             // Versions here go above the other nodes' (a hybrid clock).
@@ -48,7 +69,8 @@ impl Engine {
             seen.insert(def.name.clone());
             match self.state(&def.name) {
                 Some(state) if state.def().id == def.id => {
-                    self.take_in(&state, def, files, positions).await
+                    let seen = commits.get(&def.id).copied();
+                    stale |= !self.take_in(&state, def, files, positions, seen).await;
                 }
                 other => {
                     if let Some(old) = other {
@@ -102,19 +124,23 @@ impl Engine {
             .into_iter()
             .map(|v| (v.name.clone(), v))
             .collect();
-        Ok(())
+        Ok(stale)
     }
 
     /// A table this node knows, as the catalog has it now: its schema and
     /// options, and exactly the catalog's files (under the locks this node's
-    /// own persistence and compaction take while they commit).
+    /// own persistence and compaction take while they commit) unless this
+    /// node committed files of it since the read (`commits` is how many it
+    /// had before): then the read is stale (false) and is not taken (the
+    /// positions go with the files they were read with).
     async fn take_in(
         &self,
         state: &TableState,
         def: TableDef,
         files: Vec<sextant_catalog::ParquetFile>,
         positions: BTreeMap<String, u64>,
-    ) {
+        commits: Option<u64>,
+    ) -> bool {
         let _persisting = state.persisting.lock().await;
         let _compacting = state.compacting.lock().await;
         {
@@ -126,6 +152,9 @@ impl Engine {
             };
         }
         let mut data = state.data();
+        if Some(data.local_commits) != commits {
+            return false;
+        }
         data.positions = positions;
         let listed: HashSet<i64> = files.iter().map(|f| f.id).collect();
         // Files another node replaced or expired: that node deletes them.
@@ -137,6 +166,7 @@ impl Engine {
                 .filter(|f| !have.contains(&f.id))
                 .map(Arc::new),
         );
+        true
     }
 
     /// Drops a table from memory only (the catalog no longer has it, and

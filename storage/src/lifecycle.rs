@@ -125,8 +125,11 @@ impl Engine {
     ) -> Result<Vec<Arc<ParquetFile>>> {
         let table_id = state.def().id;
         let ids: Vec<i64> = remove.iter().map(|f| f.id).collect();
+        // Held still by the caller's compaction lock: the deletes the
+        // rewritten rows went through.
+        let seen = state.data().deletes_seen();
         let added = self
-            .in_catalog(move |c| c.replace_files(table_id, &ids, add))
+            .in_catalog(move |c| c.replace_files(table_id, &ids, add, seen))
             .await?;
         Ok(self.apply_swap(state, remove, added))
     }
@@ -148,6 +151,7 @@ impl Engine {
                 data.files.drain(..).partition(|f| gone.contains(&f.id));
             data.files = keep;
             data.files.extend(added.iter().cloned());
+            data.local_commits += 1;
             out
         };
         self.retire(retired);

@@ -52,6 +52,13 @@ pub trait BufferSource: fmt::Debug + Send + Sync {
     /// `node`'s buffered rows for `request`, as a stream that fails with an
     /// error naming the node if it cannot be reached.
     fn fetch(&self, node: &str, request: BufferRequest) -> DfResult<SendableRecordBatchStream>;
+    /// Asks every other node that is up to take in the deletes of `table`
+    /// committed so far ([`Engine::take_in_deletes`]); which nodes did not
+    /// answer and why.
+    fn announce_deletes(
+        &self,
+        table: String,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<(), String>>;
 }
 
 impl Engine {

@@ -75,6 +75,9 @@ pub(crate) struct TableData {
     pub(crate) released_upto: u64,
     /// Deletes not yet applied to every file ([`crate::deletes`]).
     pub(crate) deletes: Vec<Arc<sextant_catalog::Delete>>,
+    /// How many times this node changed `files` by its own commits: a
+    /// catalog read from before the latest is stale for this table.
+    pub(crate) local_commits: u64,
 }
 
 impl TableData {

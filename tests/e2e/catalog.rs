@@ -5,7 +5,7 @@
 //! catalog rows in PostgreSQL; nothing is kept in a SQLite file; an
 //! unreachable catalog database stops the start with a message naming it.
 
-use sextant_tests::{Server, http_post, start_expecting_failure, text_rows};
+use sextant_tests::{Server, http_post, message_rows, start_expecting_failure, text_rows};
 
 /// The cluster secret every node of these tests shares.
 pub(crate) const SECRET: &str = "e2e-cluster-secret-0123456789";
@@ -269,7 +269,7 @@ pub(crate) async fn eventually_rows_within(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let got = match client.simple_query(sql).await {
-            Ok(_) => text_rows(client, sql).await,
+            Ok(messages) => message_rows(messages),
             Err(e) => vec![vec![format!(
                 "error: {}",
                 e.as_db_error()

@@ -22,6 +22,19 @@ fn node(url: &str, store: &str, id: &str, mode: &str) -> Server {
     node_on(url, store, id, &["--mode", mode])
 }
 
+/// The three nodes of docs/cluster.md on a fresh catalog database `name`
+/// and a fresh object store (kept while the returned directory lives): a
+/// (ingest,query), b (ingest,query), c (query,compact).
+async fn three_nodes(name: &str) -> (tempfile::TempDir, Server, Server, Server) {
+    let url = fresh_database(name).await;
+    let objects = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", objects.path().display());
+    let a = node(&url, &store, "a", "ingest,query");
+    let b = node(&url, &store, "b", "ingest,query");
+    let c = node(&url, &store, "c", "query,compact");
+    (objects, a, b, c)
+}
+
 /// Line protocol rows `m,host=h<i%3>,node=<node> id=<i>i,v=<i>i <t>` for
 /// ids `from..to`.
 fn lines(node: &str, from: u64, to: u64) -> Vec<u8> {
@@ -573,12 +586,7 @@ fn last_rows(last: &Last) -> Vec<Vec<String>> {
 /// compaction on the third node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
-    let url = fresh_database("cluster_keys").await;
-    let objects = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", objects.path().display());
-    let a = node(&url, &store, "a", "ingest,query");
-    let b = node(&url, &store, "b", "ingest,query");
-    let c = node(&url, &store, "c", "query,compact");
+    let (_objects, a, b, c) = three_nodes("cluster_keys").await;
     let on_c = c.connect().await;
     on_c.batch_execute(
         "CREATE TABLE k (time TIMESTAMP NOT NULL, key BIGINT, v BIGINT, node TEXT, PRIMARY KEY (key, time))",
@@ -659,4 +667,140 @@ async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
     // Both nodes wrote the last writes of some keys.
     let nodes: BTreeSet<&str> = last.values().map(|(_, n)| *n).collect();
     assert_eq!(nodes.len(), 2, "{last:?}");
+}
+
+/// `DELETE` on a cluster: the rows of the table are in a's files, a's
+/// buffer and b's buffer; a DELETE run on c (which buffers nothing)
+/// counts them all and no node shows them once it returns; b killed -9
+/// and restarted replays its WAL without them. A DELETE run while b is
+/// down says so (it is committed), and b applies it when it starts. After
+/// flushes and compaction the files no longer hold the rows and the
+/// deletes are forgotten; a row written again afterwards is there. An
+/// aggregating view over the table stays equal to its query throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_one_node_removes_the_rows_of_every_node() {
+    let (_objects, a, mut b, c) = three_nodes("cluster_delete").await;
+    let on_c = c.connect().await;
+    on_c.batch_execute(
+        "CREATE TABLE d (time TIMESTAMP NOT NULL, host TEXT, v BIGINT); \
+         CREATE MATERIALIZED VIEW d_1m AS SELECT date_bin(INTERVAL '1 minute', time) AS time, \
+         host, count(*) AS n, sum(v) AS v FROM d GROUP BY 1, 2",
+    )
+    .await
+    .unwrap();
+    const VIEW: &str = "SELECT time, host, n, v FROM d_1m ORDER BY time, host";
+    const QUERY: &str = "SELECT date_bin(INTERVAL '1 minute', time) AS time, host, count(*) AS n, \
+         sum(v) AS v FROM d GROUP BY 1, 2 ORDER BY 1, 2";
+    let (on_a, on_b) = (a.connect().await, b.connect().await);
+    for client in [&on_a, &on_b] {
+        eventually_rows(client, "SELECT count(*) FROM d", rows(&[&["0"]])).await;
+    }
+    let insert = |from: i64, to: i64, hosts: &'static [&'static str]| {
+        let values: Vec<String> = (from..to)
+            .map(|i| {
+                format!(
+                    "(to_timestamp({}), '{}', {i})",
+                    1_704_067_200 + i,
+                    hosts[i as usize % hosts.len()]
+                )
+            })
+            .collect();
+        format!("INSERT INTO d VALUES {}", values.join(", "))
+    };
+    // a: 20 rows in a file, 6 in its buffer; b: 10 in its buffer.
+    on_a.batch_execute(&insert(0, 20, &["x", "y"]))
+        .await
+        .unwrap();
+    on_a.batch_execute("FLUSH TABLE d").await.unwrap();
+    on_a.batch_execute(&insert(20, 26, &["x", "y"]))
+        .await
+        .unwrap();
+    on_b.batch_execute(&insert(100, 110, &["x", "y"]))
+        .await
+        .unwrap();
+    const HOSTS: &str = "SELECT host, count(*) FROM d GROUP BY host ORDER BY host";
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, HOSTS, rows(&[&["x", "18"], &["y", "18"]])).await;
+    }
+    let deleted = on_c
+        .execute("DELETE FROM d WHERE host = 'x'", &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 18, "the file's, a's and b's rows");
+    // Gone everywhere once the statement returned: no waiting.
+    for (name, client) in [("a", &on_a), ("b", &on_b), ("c", &on_c)] {
+        assert_eq!(
+            text_rows(client, HOSTS).await,
+            rows(&[&["y", "18"]]),
+            "after DELETE, on {name}"
+        );
+    }
+    // The view re-aggregates the buckets of the rows deleted everywhere.
+    let view = view_follows(&on_c, VIEW, QUERY, 30).await;
+    assert!(
+        view.iter().all(|r| r[1] == "y"),
+        "the view has no x rows: {view:?}"
+    );
+    // b's WAL still has its x rows: the restart leaves them out again.
+    b.kill9();
+    b.restart();
+    let on_b = b.connect().await;
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, HOSTS, rows(&[&["y", "18"]])).await;
+    }
+
+    // b down while a DELETE runs: committed, and said to be incomplete.
+    on_b.batch_execute(&insert(200, 206, &["y", "z"]))
+        .await
+        .unwrap();
+    b.kill9();
+    let err = on_a
+        .execute("DELETE FROM d WHERE host = 'z'", &[])
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "58030", "{db:?}");
+    assert!(
+        db.message().contains("committed") && db.message().contains("node b ("),
+        "the error says the delete is committed and names b: {}",
+        db.message()
+    );
+    eprintln!("DELETE with b down: {}", db.message());
+    b.restart();
+    let on_b = b.connect().await;
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, HOSTS, rows(&[&["y", "21"]])).await;
+    }
+
+    // Flushed and compacted: the files hold only what is visible, and
+    // the deletes hide nothing more.
+    on_a.batch_execute("FLUSH TABLE d").await.unwrap();
+    on_b.batch_execute("FLUSH TABLE d").await.unwrap();
+    let (mut files, mut deletes) = (vec![], vec![]);
+    for _ in 0..40 {
+        if let Err(e) = on_c.batch_execute("COMPACT TABLE d").await {
+            eprintln!("COMPACT TABLE d: {e:?}");
+        }
+        files = text_rows(
+            &on_c,
+            "SELECT count(*), sum(rows) FROM system.files WHERE table_name = 'd'",
+        )
+        .await;
+        deletes = text_rows(
+            &on_c,
+            "SELECT count(*) FROM system.deletes WHERE table_name = 'd'",
+        )
+        .await;
+        if files == rows(&[&["1", "21"]]) && deletes == rows(&[&["0"]]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(files, rows(&[&["1", "21"]]), "one file of the 21 y rows");
+    assert_eq!(deletes, rows(&[&["0"]]), "both deletes forgotten");
+    on_b.batch_execute(&insert(300, 301, &["x"])).await.unwrap();
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, HOSTS, rows(&[&["x", "1"], &["y", "21"]])).await;
+    }
+    view_follows(&on_a, VIEW, QUERY, 30).await;
 }

@@ -262,6 +262,10 @@ pub(super) fn drop_table(
     tx.execute("DELETE FROM persisted WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM files WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM indexes WHERE table_id = $1", params![def.id])?;
+    tx.execute(
+        "DELETE FROM delete_bounds WHERE delete_id IN (SELECT id FROM deletes WHERE table_id = $1)",
+        params![def.id],
+    )?;
     tx.execute("DELETE FROM deletes WHERE table_id = $1", params![def.id])?;
     tx.execute("DELETE FROM tables WHERE id = $1", params![def.id])?;
     Ok((def, files))
@@ -530,19 +534,90 @@ pub(super) fn add_delete(tx: &mut dyn Tx, d: &crate::Delete, now: i64) -> Result
     {
         return Err(CatalogError::TableNotFound(format!("id {}", d.table_id)));
     }
+    // Every file committed before the delete is covered: a file another
+    // node commits later is refused until that node has taken the delete
+    // in ([`check_deletes_seen`]).
+    let newest_file = tx.query_int(
+        "SELECT coalesce(max(id), 0) FROM files WHERE table_id = $1",
+        params![d.table_id],
+    )?;
+    let files_upto = d.files_upto.max(newest_file);
     let id = tx.query_int(
         "INSERT INTO deletes (table_id, predicate, files_upto, node_id, seq, created_at_ns) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        params![d.table_id, &d.predicate, d.files_upto, &d.node, d.seq, now],
+        params![d.table_id, &d.predicate, files_upto, &d.node, d.seq, now],
     )?;
+    tx.execute(
+        "INSERT INTO delete_bounds (delete_id, node_id, seq) VALUES ($1, $2, $3)",
+        params![id, &d.node, d.seq],
+    )?;
+    let mut bounds = d.bounds.clone();
+    bounds.insert(d.node.clone(), d.seq);
+    let mut removed = d.removed.clone();
+    removed.insert(d.node.clone(), 0);
     Ok(crate::Delete {
         id,
+        files_upto,
         created_at_ns: now,
+        bounds,
+        removed,
         ..d.clone()
     })
 }
 
+/// Records how far `node`'s buffer a delete covers and the rows it
+/// removed there, unless it already said; returns the recorded position,
+/// `None` if the delete is gone.
+pub(super) fn bound_delete(
+    tx: &mut dyn Tx,
+    id: i64,
+    node: &str,
+    seq: u64,
+    rows: u64,
+) -> Result<Option<u64>> {
+    if tx.query_int("SELECT count(*) FROM deletes WHERE id = $1", params![id])? == 0 {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO delete_bounds (delete_id, node_id, seq, rows) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (delete_id, node_id) DO NOTHING",
+        params![id, node, seq, rows],
+    )?;
+    let row = tx.query_opt(
+        "SELECT seq FROM delete_bounds WHERE delete_id = $1 AND node_id = $2",
+        params![id, node],
+    )?;
+    row.map(|r| r.uint(0)).transpose()
+}
+
+/// Refuses a commit of files of `table_id` by a node that has not taken
+/// in every delete of the table (the newest it has is `seen`): its files
+/// could hold rows such a delete removes, and no delete covers them.
+pub(super) fn check_deletes_seen(tx: &mut dyn Tx, table_id: i64, seen: i64) -> Result<()> {
+    let newest = tx.query_int(
+        "SELECT coalesce(max(id), 0) FROM deletes WHERE table_id = $1",
+        params![table_id],
+    )?;
+    if newest > seen {
+        return Err(CatalogError::Conflict(format!(
+            "a DELETE (id {newest}) of this table ran on another node since this node last read \
+             the catalog; it takes the delete in and commits again"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn deletes(tx: &mut dyn Tx) -> Result<Vec<crate::Delete>> {
+    type ByNode = std::collections::BTreeMap<String, u64>;
+    let mut bounds: std::collections::BTreeMap<i64, (ByNode, ByNode)> = Default::default();
+    for r in tx.query(
+        "SELECT delete_id, node_id, seq, rows FROM delete_bounds",
+        &[],
+    )? {
+        let (seqs, rows) = bounds.entry(r.int(0)?).or_default();
+        seqs.insert(r.text(1)?, r.uint(2)?);
+        rows.insert(r.text(1)?, r.uint(3)?);
+    }
     tx.query(
         "SELECT id, table_id, predicate, files_upto, node_id, seq, created_at_ns \
          FROM deletes ORDER BY id",
@@ -550,14 +625,18 @@ pub(super) fn deletes(tx: &mut dyn Tx) -> Result<Vec<crate::Delete>> {
     )?
     .iter()
     .map(|r| {
+        let id = r.int(0)?;
+        let (bounds, removed) = bounds.remove(&id).unwrap_or_default();
         Ok(crate::Delete {
-            id: r.int(0)?,
+            id,
             table_id: r.int(1)?,
             predicate: r.text(2)?,
             files_upto: r.int(3)?,
             node: r.text(4)?,
             seq: r.uint(5)?,
             created_at_ns: r.int(6)?,
+            bounds,
+            removed,
         })
     })
     .collect()
@@ -566,6 +645,10 @@ pub(super) fn deletes(tx: &mut dyn Tx) -> Result<Vec<crate::Delete>> {
 pub(super) fn forget_deletes(tx: &mut dyn Tx, ids: &[i64]) -> Result<()> {
     for id in ids {
         tx.execute("DELETE FROM deletes WHERE id = $1", params![*id])?;
+        tx.execute(
+            "DELETE FROM delete_bounds WHERE delete_id = $1",
+            params![*id],
+        )?;
     }
     Ok(())
 }

@@ -126,6 +126,7 @@ on_both_stores!(
     nodes_register_heartbeat_and_stop,
     a_lease_is_held_renewed_and_taken_over_once_expired,
     deletes_survive_reopen_and_go_with_their_table,
+    a_delete_covers_every_earlier_file_and_fences_later_ones,
 );
 
 fn deletes_survive_reopen_and_go_with_their_table(place: &Place) {
@@ -138,6 +139,8 @@ fn deletes_survive_reopen_and_go_with_their_table(place: &Place) {
         node: "n".into(),
         seq,
         created_at_ns: 0,
+        bounds: BTreeMap::new(),
+        removed: BTreeMap::new(),
     };
     let a = place
         .open()
@@ -157,6 +160,61 @@ fn deletes_survive_reopen_and_go_with_their_table(place: &Place) {
         Err(CatalogError::TableNotFound(_))
     ));
     c.drop_table("cpu").unwrap();
+    assert!(c.deletes().unwrap().is_empty());
+}
+
+fn a_delete_covers_every_earlier_file_and_fences_later_ones(place: &Place) {
+    let c = place.open();
+    let t = c.create_table(new_table("cpu")).unwrap();
+    let files = c
+        .commit_files(t.id, vec![file("cpu/a.parquet")], 3)
+        .unwrap();
+    // Another node committed a file this node did not know of yet.
+    let d = c
+        .add_delete(Delete {
+            id: 0,
+            table_id: t.id,
+            predicate: "host = 'a'".into(),
+            files_upto: 0,
+            node: "n1".into(),
+            seq: 10,
+            created_at_ns: 0,
+            bounds: BTreeMap::new(),
+            removed: BTreeMap::new(),
+        })
+        .unwrap();
+    assert_eq!(d.files_upto, files[0].id);
+    assert_eq!(d.bounds, BTreeMap::from([("n1".to_string(), 10)]));
+    // A node that has not taken the delete in commits no file.
+    let seen = d.id - 1;
+    let refused = c.commit_files_invalidating(t.id, vec![file("cpu/b.parquet")], 4, &[], seen);
+    assert!(
+        matches!(refused, Err(CatalogError::Conflict(_))),
+        "{refused:?}"
+    );
+    let refused = c.replace_files(t.id, &[files[0].id], vec![file("cpu/c.parquet")], seen);
+    assert!(
+        matches!(refused, Err(CatalogError::Conflict(_))),
+        "{refused:?}"
+    );
+    // Removing files only (retention) needs no delete taken in.
+    assert_eq!(c.files(t.id).unwrap().len(), 1);
+    // Once it has, it does; its bound is recorded once.
+    assert_eq!(c.bound_delete(d.id, "n2", 7, 4).unwrap(), Some(7));
+    assert_eq!(c.bound_delete(d.id, "n2", 9, 5).unwrap(), Some(7));
+    c.commit_files_invalidating(t.id, vec![file("cpu/b.parquet")], 4, &[], d.id)
+        .unwrap();
+    let reopened = place.open().deletes().unwrap();
+    assert_eq!(
+        reopened[0].bounds,
+        BTreeMap::from([("n1".to_string(), 10), ("n2".to_string(), 7)])
+    );
+    assert_eq!(
+        reopened[0].removed,
+        BTreeMap::from([("n1".to_string(), 0), ("n2".to_string(), 4)])
+    );
+    c.forget_deletes(&[d.id]).unwrap();
+    assert_eq!(c.bound_delete(d.id, "n3", 1, 0).unwrap(), None);
     assert!(c.deletes().unwrap().is_empty());
 }
 
@@ -240,19 +298,32 @@ fn replace_files_is_all_or_nothing(place: &Place) {
         .unwrap();
     // One of the files to remove is unknown: nothing changes.
     let err = c
-        .replace_files(t.id, &[old[0].id, 999], vec![file("cpu/c.parquet")])
+        .replace_files(
+            t.id,
+            &[old[0].id, 999],
+            vec![file("cpu/c.parquet")],
+            i64::MAX,
+        )
         .unwrap_err();
     assert!(matches!(err, CatalogError::FileNotFound(999)), "{err}");
     assert_eq!(c.files(t.id).unwrap(), old);
     // Both known: swapped in one transaction.
     let added = c
-        .replace_files(t.id, &[old[0].id, old[1].id], vec![file("cpu/c.parquet")])
+        .replace_files(
+            t.id,
+            &[old[0].id, old[1].id],
+            vec![file("cpu/c.parquet")],
+            i64::MAX,
+        )
         .unwrap();
     assert_eq!(c.files(t.id).unwrap(), added);
     assert_eq!(added[0].file.path, "cpu/c.parquet");
     // A file of another table is not this table's.
     let u = c.create_table(new_table("mem")).unwrap();
-    assert!(c.replace_files(u.id, &[added[0].id], vec![]).is_err());
+    assert!(
+        c.replace_files(u.id, &[added[0].id], vec![], i64::MAX)
+            .is_err()
+    );
 }
 
 fn compactions_are_recorded_newest_first(place: &Place) {
@@ -335,9 +406,9 @@ fn views_and_their_invalidations(place: &Place) {
     };
     let inv = |bucket_ns, generation| by("a", bucket_ns, generation);
     // Persisting base rows records their buckets; a later generation wins.
-    c.commit_files_invalidating(base.id, vec![], 5, &[inv(60, 1), inv(120, 2)])
+    c.commit_files_invalidating(base.id, vec![], 5, &[inv(60, 1), inv(120, 2)], i64::MAX)
         .unwrap();
-    c.commit_files_invalidating(base.id, vec![], 6, &[inv(60, 3), inv(60, 1)])
+    c.commit_files_invalidating(base.id, vec![], 6, &[inv(60, 3), inv(60, 1)], i64::MAX)
         .unwrap();
     assert_eq!(c.invalidations().unwrap(), vec![inv(60, 3), inv(120, 2)]);
     // A refresh that read generation 2 of bucket 60 leaves generation 3.

@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 11;
+pub(crate) const SCHEMA_VERSION: i64 = 12;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -208,6 +208,20 @@ CREATE TABLE deletes (
 );
 ";
 
+/// Each node's WAL position a delete covers and the rows it removed from
+/// its buffer (a cluster's ingest nodes each cut their own buffer; the
+/// node that ran it has a row too).
+pub(super) const SCHEMA_V12: &str = "
+CREATE TABLE delete_bounds (
+    delete_id INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (delete_id, node_id)
+);
+INSERT INTO delete_bounds (delete_id, node_id, seq) SELECT id, node_id, seq FROM deletes;
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -221,6 +235,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (9, SCHEMA_V9),
     (10, SCHEMA_V10),
     (11, SCHEMA_V11),
+    (12, SCHEMA_V12),
 ];
 
 /// Opens the catalog on `conn` (`path` names it in errors): checks,
