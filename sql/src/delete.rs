@@ -17,7 +17,7 @@ use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::{FromTable, Statement, TableFactor};
 use futures::StreamExt;
 use sextant_catalog::ViewKind;
@@ -152,27 +152,15 @@ pub(crate) async fn execute(
             format!("this DELETE condition cannot be kept (only built-in functions can): {e}"),
         )
     })?;
-    // A keyed table's rows go by key: a condition on other columns would
-    // remove an older row of a key whose newer row stays, or the reverse.
-    if let Some(key) = &def.options.key {
-        let mut other: Vec<String> = expr
-            .column_refs()
-            .into_iter()
-            .filter(|c| !key.columns.contains(&c.name))
-            .map(|c| format!("\"{}\"", c.name))
-            .collect();
-        other.sort();
-        other.dedup();
-        if !other.is_empty() {
-            return Err(SqlError::unsupported(format!(
-                "DELETE from keyed table \"{table}\" can filter on its key columns ({}) only, \
-                 as InfluxDB's can; {} {} not in the key",
-                key.columns.join(", "),
-                other.join(", "),
-                if other.len() == 1 { "is" } else { "are" }
-            )));
-        }
-    }
+    // A keyed table's rows go by key: a condition on other columns holds
+    // for a key's current row, not for its older ones, so it is turned
+    // into the keys whose current row it matches (below).
+    let by_keys: Option<Vec<String>> = def.options.key.as_ref().and_then(|key| {
+        expr.column_refs()
+            .iter()
+            .any(|c| !key.columns.contains(&c.name))
+            .then(|| key.columns.clone())
+    });
     let views: Vec<(String, i64, i64)> = engine
         .views()
         .into_iter()
@@ -180,16 +168,38 @@ pub(crate) async fn execute(
         .map(|v| (v.name, v.spec.bucket_ns, v.spec.origin_ns))
         .collect();
     let time_column = def.time_column.clone();
+    let keyed = def.options.key.is_some();
     let rows = engine
         .delete(table, |snapshot: Snapshot| {
             let engine = engine.clone();
+            let ctx = ctx.clone();
             async move {
-                let (rows, buckets) =
-                    matching(&engine, snapshot, expr, &time_column, &views).await?;
-                Ok::<_, SqlError>(DeletePlan {
+                let Some(key) = by_keys else {
+                    // A keyed table on a cluster: its rows counted as a
+                    // query reads them, one per key, from every node.
+                    let everywhere = keyed && engine.shares_catalog();
+                    let frame = if everywhere {
+                        ctx.table(table.as_str()).await?
+                    } else {
+                        crate::context::snapshot_frame(&engine, snapshot)?
+                    };
+                    let (rows, buckets) = matching(frame, expr, &time_column, &views).await?;
+                    return Ok::<_, SqlError>(DeletePlan {
+                        predicate,
+                        rows,
+                        buckets,
+                        counts_every_node: everywhere,
+                    });
+                };
+                let schema = snapshot.def.schema.clone();
+                let (predicate, rows, buckets) =
+                    matching_keys(&ctx, table, &schema, &predicate, &key, &time_column, &views)
+                        .await?;
+                Ok(DeletePlan {
                     predicate,
                     rows,
                     buckets,
+                    counts_every_node: true,
                 })
             }
         })
@@ -261,16 +271,146 @@ async fn constant_condition(
     Ok(sql.to_string())
 }
 
-/// The rows of `snapshot` that `predicate` matches, and the buckets of
+/// The most keys a `DELETE` of a keyed table by other columns removes (its
+/// condition becomes a list of them, kept until compaction).
+const MAX_KEYS: usize = 10_000;
+
+/// A keyed table's `DELETE` by a condition on other columns: the keys
+/// whose current row the constant `predicate` matches, read as any query
+/// reads the table (on a cluster, every ingest node's buffer too), as a
+/// condition on the `key` columns (`host = 'a' AND time IN (...) OR ...`,
+/// a NULL tag as `IS NULL`); with the rows it matches and the buckets of
+/// `views` they fall in.
+async fn matching_keys(
+    ctx: &SessionContext,
+    table: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    predicate: &str,
+    key: &[String],
+    time_column: &str,
+    views: &[(String, i64, i64)],
+) -> Result<(String, u64, Vec<(String, i64)>), SqlError> {
+    let columns: Vec<String> = key.iter().map(|c| format!("\"{c}\"")).collect();
+    let batches = ctx
+        .sql(&format!(
+            "SELECT {} FROM \"{table}\" WHERE {predicate} LIMIT {}",
+            columns.join(", "),
+            MAX_KEYS + 1
+        ))
+        .await?
+        .collect()
+        .await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > MAX_KEYS {
+        return Err(SqlError::new(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "this DELETE matches more than {MAX_KEYS} rows of a keyed table by columns outside \
+                 its key ({}); delete by key columns and time, or in smaller time ranges",
+                key.join(", ")
+            ),
+        ));
+    }
+    // Keys by their columns other than time, each with its times.
+    let grouping: Vec<&String> = key.iter().filter(|c| *c != time_column).collect();
+    let has_time = grouping.len() < key.len();
+    let mut groups: Vec<(Vec<ScalarValue>, Vec<ScalarValue>)> = vec![];
+    let mut index: std::collections::HashMap<Vec<ScalarValue>, usize> = Default::default();
+    let mut times_ns: Vec<i64> = vec![];
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let value = |name: &str| -> Result<ScalarValue, SqlError> {
+                let column = batch.column_by_name(name).ok_or_else(|| {
+                    SqlError::from(StorageError::InvalidData(format!("no key column {name}")))
+                })?;
+                Ok(ScalarValue::try_from_array(column, row)?)
+            };
+            let values = grouping
+                .iter()
+                .map(|c| value(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let at = *index.entry(values.clone()).or_insert_with(|| {
+                groups.push((values, vec![]));
+                groups.len() - 1
+            });
+            if has_time {
+                let time = value(time_column)?;
+                if let Ok(ScalarValue::TimestampNanosecond(Some(t), _)) =
+                    time.cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None))
+                {
+                    times_ns.push(t);
+                }
+                groups[at].1.push(time);
+            }
+        }
+    }
+    let terms: Vec<Expr> = groups
+        .into_iter()
+        .map(|(values, times)| {
+            let mut terms: Vec<Expr> = grouping
+                .iter()
+                .zip(values)
+                .map(|(c, v)| {
+                    let column = Expr::Column(Column::new_unqualified(c.as_str()));
+                    if v.is_null() {
+                        column.is_null()
+                    } else {
+                        column.eq(Expr::Literal(v, None))
+                    }
+                })
+                .collect();
+            if has_time {
+                let list = times.into_iter().map(|t| Expr::Literal(t, None)).collect();
+                terms.push(Expr::Column(Column::new_unqualified(time_column)).in_list(list, false));
+            }
+            terms
+                .into_iter()
+                .reduce(Expr::and)
+                .unwrap_or(Expr::Literal(ScalarValue::Boolean(Some(true)), None))
+        })
+        .collect();
+    let condition = any_of(terms);
+    let sql = datafusion::sql::unparser::expr_to_sql(&condition)
+        .map_err(|e| SqlError::unsupported(format!("this DELETE condition cannot be kept: {e}")))?
+        .to_string();
+    // What storage will evaluate, read back as it will be.
+    sextant_storage::predicate_expr(&sql, schema)?;
+    let buckets = views
+        .iter()
+        .flat_map(|(name, w, o)| {
+            times_ns
+                .iter()
+                .map(|t| bucket_start(*t, *w, *o))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(move |b| (name.clone(), b))
+        })
+        .collect();
+    Ok((sql, rows as u64, buckets))
+}
+
+/// `a OR b OR ...` as a balanced tree (a chain of thousands would be
+/// too deep to parse back); `false` for none.
+fn any_of(mut terms: Vec<Expr>) -> Expr {
+    match terms.len() {
+        0 => Expr::Literal(ScalarValue::Boolean(Some(false)), None),
+        1 => terms.remove(0),
+        n => {
+            let right = terms.split_off(n / 2);
+            any_of(terms).or(any_of(right))
+        }
+    }
+}
+
+/// The rows of `table` that `predicate` matches, and the buckets of
 /// `views` (name, width, origin) their times fall in.
 async fn matching(
-    engine: &Engine,
-    snapshot: Snapshot,
+    table: DataFrame,
     predicate: Expr,
     time_column: &str,
     views: &[(String, i64, i64)],
 ) -> Result<(u64, Vec<(String, i64)>), SqlError> {
-    let df = crate::context::snapshot_frame(engine, snapshot)?.filter(predicate.is_true())?;
+    let df = table.filter(predicate.is_true())?;
     // No view follows the table (a reference table has no time to read):
     // the count is enough.
     if views.is_empty() {

@@ -40,6 +40,11 @@ pub struct DeletePlan {
     pub rows: u64,
     /// Buckets of aggregating views whose rows change: (view, bucket start).
     pub buckets: Vec<(String, i64)>,
+    /// `rows` counts every node's rows (a keyed table's, read as a query
+    /// reads it: one row per key), not only the snapshot's (this node's
+    /// buffer and the files, to which each other ingest node adds what it
+    /// removes from its buffer).
+    pub counts_every_node: bool,
 }
 
 /// `keep` (from [`visible`], or a delete's predicate `IS NOT TRUE`)
@@ -247,6 +252,7 @@ impl Engine {
         // statement returns: the ingest nodes remove the rows from their
         // buffers (and count them), every node filters its files.
         let mut rows = planned.rows;
+        let counts_every_node = planned.counts_every_node;
         if let Some(peers) = self.buffer_source().filter(|_| self.shares_catalog()) {
             peers
                 .announce_deletes(table.to_string())
@@ -260,7 +266,11 @@ impl Engine {
             // Each ingest node recorded what it removed, whether it took the
             // delete in on this request or just before, on a catalog read.
             let own = self.inner.config.node_id.clone();
-            let recorded = self.in_catalog(|c| c.deletes()).await.map_err(E::from)?;
+            let recorded = if counts_every_node {
+                vec![]
+            } else {
+                self.in_catalog(|c| c.deletes()).await.map_err(E::from)?
+            };
             rows += recorded
                 .iter()
                 .filter(|d| d.id == id)

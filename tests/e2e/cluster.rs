@@ -583,7 +583,8 @@ fn last_rows(last: &Last) -> Vec<Vec<String>> {
 /// Two ingest nodes write the same keys of a keyed table, one write after
 /// the other, alternating; every node reads the last write of each key,
 /// from the buffers, from the files after FLUSH on both, and after
-/// compaction on the third node.
+/// compaction on the third node; a DELETE by a column outside the key
+/// goes by each key's current row, wherever it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
     let (_objects, a, b, c) = three_nodes("cluster_keys").await;
@@ -667,6 +668,31 @@ async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
     // Both nodes wrote the last writes of some keys.
     let nodes: BTreeSet<&str> = last.values().map(|(_, n)| *n).collect();
     assert_eq!(nodes.len(), 2, "{last:?}");
+    // A DELETE by a column outside the key, on c, which buffers nothing:
+    // it goes by each key's current row, in a's and b's buffers (500 and
+    // up), not by the older rows in the file (all below 500).
+    write_keys(5, &on_a, &on_b, &mut last).await;
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, READ, last_rows(&last)).await;
+    }
+    let n = on_c
+        .execute("DELETE FROM k WHERE v < 505", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 5, "keys 0 to 4");
+    last.retain(|_, (v, _)| *v >= 505);
+    for (name, client) in [("a", &on_a), ("b", &on_b), ("c", &on_c)] {
+        assert_eq!(
+            text_rows(client, READ).await,
+            last_rows(&last),
+            "after DELETE by v, on {name}"
+        );
+    }
+    on_a.batch_execute("FLUSH TABLE k").await.unwrap();
+    on_b.batch_execute("FLUSH TABLE k").await.unwrap();
+    for client in [&on_a, &on_b, &on_c] {
+        eventually_rows(client, READ, last_rows(&last)).await;
+    }
 }
 
 /// `DELETE` on a cluster: the rows of the table are in a's files, a's

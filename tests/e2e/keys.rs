@@ -1,6 +1,7 @@
 //! Keyed tables end to end.
 //!
-//! - A property test: random upserts and deletes by key, against a model
+//! - A property test: random upserts and deletes (by key, and by a field:
+//!   the keys whose current row matches), against a model
 //!   (a map by key), across flushes, compactions, clean restarts and
 //!   `kill -9`; after every step the table equals the model. Twice: a SQL
 //!   table with `PRIMARY KEY` (the newer row replaces the older), and a
@@ -79,9 +80,27 @@ async fn delete_step(
     c: &tokio_postgres::Client,
     table: &str,
     model: &mut BTreeMap<Key, Vec<Option<i64>>>,
+    newest: i64,
 ) -> String {
     let host = rng.random_range(0..HOSTS);
-    if rng.random_bool(0.5) {
+    let kind = rng.random_range(0..3);
+    if kind == 2 {
+        // By a field: the keys whose current `a` matches go, with their
+        // older rows; a key whose older `a` matched stays.
+        let below = rng.random_range(0..=newest + 1);
+        let n = c
+            .execute(&format!("DELETE FROM {table} WHERE a < {below}"), &[])
+            .await
+            .unwrap();
+        let before = model.len();
+        model.retain(|_, f| f[0].is_none_or(|a| a >= below));
+        assert_eq!(
+            n as usize,
+            before - model.len(),
+            "DELETE a < {below}: count"
+        );
+        format!("delete a<{below}")
+    } else if kind == 0 {
         let n = c
             .execute(&format!("DELETE FROM {table} WHERE host = 'h{host}'"), &[])
             .await
@@ -170,7 +189,7 @@ async fn upserts_and_deletes_equal_a_model_through_flushes_compactions_and_crash
             let what = if let Some(s) = lifecycle_step(&mut rng, &mut server, &mut c, table).await {
                 s.to_string()
             } else if rng.random_range(0..10) == 0 && !model.is_empty() {
-                delete_step(&mut rng, &c, table, &mut model).await
+                delete_step(&mut rng, &c, table, &mut model, value).await
             } else {
                 // One write of 1..=4 rows; keys may repeat within it.
                 let n = rng.random_range(1..=4);
