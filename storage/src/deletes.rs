@@ -313,6 +313,26 @@ impl Engine {
         Ok(rows)
     }
 
+    /// Takes in a delete another node ran (or one ran before this node's
+    /// restart): an ingest node without a bound of its own in it covers
+    /// its buffer as it is now. That bound and the rows removed, for the
+    /// caller to record in the catalog; `None` if there was nothing to
+    /// record.
+    pub(crate) fn take_in_delete(
+        &self,
+        state: &TableState,
+        mut delete: Delete,
+    ) -> Result<Option<(u64, u64)>> {
+        let own = &self.inner.config.node_id;
+        let bound = (self.inner.config.ingest && !delete.bounds.contains_key(own))
+            .then(|| Self::boundary(state));
+        if let Some(seq) = bound {
+            delete.bounds.insert(own.clone(), seq);
+        }
+        let rows = self.take_delete(state, Arc::new(delete))?;
+        Ok(bound.map(|seq| (seq, rows)))
+    }
+
     /// The WAL position up to which a delete taken now covers `state`'s
     /// buffer: its newest chunk (writes apply in sequence order, so every
     /// write of the table applied so far is at or below it; one applied
@@ -346,7 +366,7 @@ impl Engine {
         }
         let own = self.inner.config.node_id.clone();
         let mut removed = 0;
-        for mut delete in listed {
+        for delete in listed {
             let Some(state) = self.state_by_id(delete.table_id) else {
                 continue;
             };
@@ -362,19 +382,18 @@ impl Engine {
             // Taken in first, then recorded with the rows it removed (the
             // node that ran it adds them to its command tag). Not recorded
             // (the catalog failed): a restart records it again.
-            let bound = (self.inner.config.ingest && !delete.bounds.contains_key(&own))
-                .then(|| Self::boundary(&state));
-            if let Some(seq) = bound {
-                delete.bounds.insert(own.clone(), seq);
-            }
+            let (id, node) = (delete.id, delete.node.clone());
             let table = state.def().name;
-            let rows = self.take_delete(&state, Arc::new(delete.clone()))?;
-            if let Some(seq) = bound {
-                let (id, node) = (delete.id, own.clone());
-                self.in_catalog(move |c| c.bound_delete(id, &node, seq, rows))
-                    .await?;
-            }
-            info!(table = %table, delete = delete.id, node = %delete.node, rows, "delete taken in from another node");
+            let rows = match self.take_in_delete(&state, delete)? {
+                Some((seq, rows)) => {
+                    let own = own.clone();
+                    self.in_catalog(move |c| c.bound_delete(id, &own, seq, rows))
+                        .await?;
+                    rows
+                }
+                None => 0,
+            };
+            info!(table = %table, delete = id, node = %node, rows, "delete taken in from another node");
             removed += rows;
         }
         Ok(removed)

@@ -167,21 +167,15 @@ impl Engine {
         };
         // Deletes: their files filtered, and the replayed chunks they cover
         // without their rows again.
-        for mut delete in engine.inner.catalog.deletes()? {
+        for delete in engine.inner.catalog.deletes()? {
             let Some(state) = engine.state_by_id(delete.table_id) else {
                 continue;
             };
             // One another node ran while this one was down covers every
             // row its WAL replayed.
-            let own = &engine.inner.config.node_id;
-            let bound = (engine.inner.config.ingest && !delete.bounds.contains_key(own))
-                .then(|| Engine::boundary(&state));
-            if let Some(seq) = bound {
-                delete.bounds.insert(own.clone(), seq);
-            }
             let id = delete.id;
-            let rows = engine.take_delete(&state, Arc::new(delete))?;
-            if let Some(seq) = bound {
+            if let Some((seq, rows)) = engine.take_in_delete(&state, delete)? {
+                let own = &engine.inner.config.node_id;
                 engine.inner.catalog.bound_delete(id, own, seq, rows)?;
             }
         }

@@ -418,6 +418,32 @@ async fn a_worker_lost_mid_query_fails_the_query_naming_it() {
     }
 }
 
+/// `COMPACT TABLE table` on `client` again (a compaction that finds a file
+/// gone meanwhile, 58030, is retried) until `check` reads `want`, for
+/// about 10 s; what `check` read last.
+async fn compact_until(
+    client: &tokio_postgres::Client,
+    table: &str,
+    check: &str,
+    want: Vec<Vec<String>>,
+) -> Vec<Vec<String>> {
+    let mut got = vec![];
+    for _ in 0..40 {
+        if let Err(e) = client
+            .batch_execute(&format!("COMPACT TABLE {table}"))
+            .await
+        {
+            eprintln!("COMPACT TABLE {table}: {e:?}");
+        }
+        got = text_rows(client, check).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    got
+}
+
 /// What `view` holds and what its query gives on the same node, until they
 /// are equal (within `secs`); the rows.
 async fn view_follows(
@@ -645,22 +671,13 @@ async fn the_last_write_of_a_key_wins_across_two_ingest_nodes() {
     on_a.batch_execute("FLUSH TABLE k").await.unwrap();
     // c compacts the files it has taken in; again until a's last flush is
     // among them.
-    let mut files = vec![];
-    for _ in 0..40 {
-        // A compaction that finds a file gone meanwhile (58030) is retried.
-        if let Err(e) = on_c.batch_execute("COMPACT TABLE k").await {
-            eprintln!("COMPACT TABLE k: {e:?}");
-        }
-        files = text_rows(
-            &on_c,
-            "SELECT count(*) FROM system.files WHERE table_name = 'k'",
-        )
-        .await;
-        if files == rows(&[&["1"]]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let files = compact_until(
+        &on_c,
+        "k",
+        "SELECT count(*) FROM system.files WHERE table_name = 'k'",
+        rows(&[&["1"]]),
+    )
+    .await;
     assert_eq!(files, rows(&[&["1"]]), "one file after compaction");
     for client in [&on_a, &on_b, &on_c] {
         eventually_rows(client, READ, last_rows(&last)).await;
@@ -802,26 +819,16 @@ async fn a_delete_on_one_node_removes_the_rows_of_every_node() {
     // the deletes hide nothing more.
     on_a.batch_execute("FLUSH TABLE d").await.unwrap();
     on_b.batch_execute("FLUSH TABLE d").await.unwrap();
-    let (mut files, mut deletes) = (vec![], vec![]);
-    for _ in 0..40 {
-        if let Err(e) = on_c.batch_execute("COMPACT TABLE d").await {
-            eprintln!("COMPACT TABLE d: {e:?}");
-        }
-        files = text_rows(
-            &on_c,
-            "SELECT count(*), sum(rows) FROM system.files WHERE table_name = 'd'",
-        )
-        .await;
-        deletes = text_rows(
-            &on_c,
-            "SELECT count(*) FROM system.deletes WHERE table_name = 'd'",
-        )
-        .await;
-        if files == rows(&[&["1", "21"]]) && deletes == rows(&[&["0"]]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let got = compact_until(
+        &on_c,
+        "d",
+        "SELECT f.n, f.r, d.n FROM \
+         (SELECT count(*) AS n, sum(rows) AS r FROM system.files WHERE table_name = 'd') f, \
+         (SELECT count(*) AS n FROM system.deletes WHERE table_name = 'd') d",
+        rows(&[&["1", "21", "0"]]),
+    )
+    .await;
+    let (files, deletes) = (vec![got[0][..2].to_vec()], vec![got[0][2..].to_vec()]);
     assert_eq!(files, rows(&[&["1", "21"]]), "one file of the 21 y rows");
     assert_eq!(deletes, rows(&[&["0"]]), "both deletes forgotten");
     on_b.batch_execute(&insert(300, 301, &["x"])).await.unwrap();
