@@ -32,6 +32,8 @@
 
 #![warn(missing_docs)]
 
+pub mod faultfs;
+
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};

@@ -91,7 +91,7 @@ pub async fn run(
     telemetry: Option<SelfTelemetry>,
 ) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    context(std::fs::create_dir_all(&data_dir), || {
+    context(sextant_storage::wal::create_dir_durable(&data_dir), || {
         format!("cannot create data directory {}", data_dir.display())
     })?;
     let (store, local_root) = object_store(&config)?;
@@ -475,7 +475,7 @@ fn object_store(
     });
     if let Some(path) = url.strip_prefix("file://") {
         let root = absolute(Path::new(path));
-        context(std::fs::create_dir_all(&root), || {
+        context(sextant_storage::wal::create_dir_durable(&root), || {
             format!("cannot create object directory {}", root.display())
         })?;
         let fs = context(LocalFileSystem::new_with_prefix(&root), || {

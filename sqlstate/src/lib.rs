@@ -214,6 +214,8 @@ impl SqlState {
             SqlState::OUT_OF_MEMORY => status(503, RESOURCE_EXHAUSTED, false),
             SqlState::PROGRAM_LIMIT_EXCEEDED => status(413, RESOURCE_EXHAUSTED, false),
             SqlState::ADMIN_SHUTDOWN => status(503, UNAVAILABLE, true),
+            // A failed WAL write or object store request: the next may succeed.
+            SqlState::IO_ERROR => status(503, UNAVAILABLE, true),
             SqlState::SERIALIZATION_FAILURE => status(503, ABORTED, true),
             SqlState::QUERY_CANCELED => status(408, CANCELLED, false),
             SqlState::FEATURE_NOT_SUPPORTED => status(501, UNIMPLEMENTED, false),
@@ -251,6 +253,7 @@ mod tests {
         assert_eq!(s(SqlState::INSUFFICIENT_RESOURCES), (503, 8, true));
         assert_eq!(s(SqlState::ADMIN_SHUTDOWN), (503, 14, true));
         assert_eq!(s(SqlState::DISK_FULL), (507, 8, true));
+        assert_eq!(s(SqlState::IO_ERROR), (503, 14, true));
         assert_eq!(s(SqlState::PROGRAM_LIMIT_EXCEEDED), (413, 8, false));
         assert_eq!(s(SqlState::DATATYPE_MISMATCH), (400, 3, false));
         assert_eq!(s(SqlState::INVALID_TEXT_REPRESENTATION), (400, 3, false));

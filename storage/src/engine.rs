@@ -912,10 +912,6 @@ impl Engine {
     }
 }
 
-/// fsyncs a new file and every directory from its parent up to `root`, since
-/// the object store may have created the partition and table directories.
-/// Columns of `schema` the table lacks; an error if a column exists with a
-/// different type.
 /// A keyed table gets its hidden version column.
 fn keyed(mut table: NewTable) -> NewTable {
     if table.options.key.is_some() && table.schema.index_of(VERSION_COLUMN).is_err() {
@@ -944,6 +940,8 @@ fn tag_key<'a>(fields: impl Iterator<Item = &'a Field>, had: &[String]) -> Vec<S
     key
 }
 
+/// Columns of `schema` the table lacks; an error if a column exists with a
+/// different type.
 fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
     let mut missing = vec![];
     for f in schema.fields() {
@@ -972,6 +970,8 @@ fn is_text(t: &arrow::datatypes::DataType) -> bool {
     matches!(t, Utf8 | Utf8View | LargeUtf8)
 }
 
+/// fsyncs a new file and every directory from its parent up to `root`, since
+/// the object store may have created the partition and table directories.
 fn fsync_file_and_dirs(file: &Path, root: &Path) -> std::io::Result<()> {
     std::fs::File::open(file)?.sync_all()?;
     let mut dir = file.parent();

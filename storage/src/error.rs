@@ -72,11 +72,11 @@ pub enum StorageError {
     /// A write to a node that does not ingest (`--mode` without `ingest`).
     #[error("node {0} does not accept writes (its --mode has no ingest): write to an ingest node")]
     NotIngest(String),
-    /// Something this build does not do yet, said plainly.
     /// Other nodes of the cluster did not answer a request that needed
     /// them all.
     #[error("{0}")]
     Peers(String),
+    /// Something this build does not do yet, said plainly.
     #[error("{0}")]
     Unsupported(String),
 }
@@ -95,6 +95,7 @@ impl StorageError {
             StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => {
                 SqlState::ADMIN_SHUTDOWN
             }
+            StorageError::Wal(WalError::DiskFull { .. }) => SqlState::DISK_FULL,
             StorageError::Wal(_) | StorageError::ObjectStore(_) => SqlState::IO_ERROR,
             StorageError::Encoding(_) => SqlState::INTERNAL_ERROR,
             StorageError::Stale(_) => SqlState::SERIALIZATION_FAILURE,

@@ -29,6 +29,22 @@
 //! yet written looks like after power loss) is cut off. Any other bad record
 //! stops start-up with [`WalError::Corrupt`], because skipping it could drop
 //! acknowledged data.
+//!
+//! # A failed write or fsync
+//!
+//! A group whose write or fsync fails is not acknowledged and not applied.
+//! The WAL then no longer trusts the bytes after the last successful fsync
+//! of the active segment: after a failed fsync the kernel may have dropped
+//! those dirty pages and marked them clean (PostgreSQL's "fsyncgate"), so an
+//! fsync retried on them could succeed for data that is not on disk. It never
+//! retries. At once (and, while that fails, before each next group) it cuts
+//! the active segment back to what the last successful fsync covered, fsyncs
+//! that cut, closes the segment, and writes on in a new one; a segment file
+//! it created whose records were never fsynced is removed. Until that
+//! succeeds every append fails with the error, so a full disk refuses writes (the error's kind is
+//! [`io::ErrorKind::StorageFull`]) and ingest resumes by itself once space is
+//! freed. With [`SyncMode::Never`] the records cut this way were already
+//! acknowledged: they stay in the write buffer and are durable once persisted.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -110,6 +126,19 @@ pub enum WalError {
         #[source]
         source: io::Error,
     },
+    /// The file system holding the WAL is full (ENOSPC): the write was not
+    /// applied, and may be retried once space is freed.
+    #[error(
+        "the disk holding the WAL is full ({}: {source}); the write was not applied: retry once space is freed",
+        path.display()
+    )]
+    DiskFull {
+        /// File or directory the operation was on.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// A `.wal` file does not start with the segment magic number.
     #[error(
         "{} is not a Sextant WAL segment (bad magic number); refusing to start (move the file out of the WAL directory if it does not belong there)",
@@ -162,9 +191,8 @@ pub enum WalError {
         /// The callback's error.
         message: String,
     },
-    /// An earlier write or fsync failed, so the WAL accepts no more appends:
-    /// after a failed fsync the kernel may have dropped the dirty pages, so
-    /// retrying could acknowledge data that is not on disk.
+    /// The in-memory state the WAL feeds is no longer known (an `apply` step
+    /// panicked), so the WAL accepts no more appends.
     #[error("the WAL refuses writes after an earlier failure ({reason}); restart the server")]
     Failed {
         /// The failure that stopped the WAL.
@@ -208,7 +236,7 @@ struct Shared {
     sync: SyncMode,
     segment_bytes: u64,
     state: Mutex<State>,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
     /// fsyncs of segment data, so tests can see group commit at work.
     syncs: AtomicU64,
 }
@@ -220,6 +248,16 @@ struct State {
     active: Option<ActiveSegment>,
     next_seq: u64,
     scratch: Vec<u8>,
+}
+
+/// Why the WAL is not taking appends as they come.
+#[derive(Clone)]
+enum Failure {
+    /// A write or fsync failed: the active segment must be cut back to its
+    /// last fsync before the next group ([`Shared::recover`]).
+    Io(String),
+    /// An `apply` step panicked: no more appends until a restart.
+    Fatal(String),
 }
 
 struct ClosedSegment {
@@ -235,6 +273,10 @@ struct ActiveSegment {
     last_seq: Option<u64>,
     bytes: u64,
     unsynced: bool,
+    /// What the last successful fsync covered: the length and last record
+    /// (`None`: no record is durable yet).
+    synced_bytes: u64,
+    synced_last_seq: Option<u64>,
 }
 
 struct Request {
@@ -268,7 +310,7 @@ impl Wal {
         mut replay: impl FnMut(u64, &[u8]) -> Result<(), String>,
     ) -> Result<Wal, WalError> {
         let dir = config.dir;
-        fs::create_dir_all(&dir).map_err(|source| io_err(&dir, source))?;
+        create_dir_durable(&dir).map_err(|source| io_err(&dir, source))?;
         let files = list_segments(&dir)?;
 
         let mut closed = VecDeque::new();
@@ -343,7 +385,8 @@ impl Wal {
     /// them together, issues one fsync, then for each record in sequence order runs `apply(seq)`
     /// on the writer thread and answers its caller. So `apply` runs only for durable records, in
     /// strict sequence order. If the write or fsync fails, every append of that group gets the
-    /// error, no `apply` runs, and the WAL refuses all later appends ([`WalError::Failed`]).
+    /// error and no `apply` runs; the next group first cuts the WAL back to its last fsync (see
+    /// the module documentation) and gets that step's error while it fails.
     /// Dropping the returned future does not withdraw a queued record.
     pub async fn append(
         &self,
@@ -356,7 +399,7 @@ impl Wal {
                 max: MAX_PAYLOAD,
             });
         }
-        if let Some(reason) = self.inner.shared.failure() {
+        if let Some(Failure::Fatal(reason)) = self.inner.shared.failure() {
             return Err(WalError::Failed { reason });
         }
         let (resp, answer) = oneshot::channel();
@@ -449,21 +492,77 @@ impl Wal {
 }
 
 impl Shared {
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         lock(&self.failure).clone()
     }
 
+    /// Marks the WAL as needing [`Shared::recover`] before the next group.
     fn poison(&self, err: &WalError) {
         let mut failure = lock(&self.failure);
         if failure.is_none() {
-            error!(error = %err, "WAL write failed; refusing further appends");
-            *failure = Some(err.to_string());
+            error!(error = %err, "WAL write failed; the unacknowledged records are dropped and the next write starts a new segment");
+            *failure = Some(Failure::Io(err.to_string()));
         }
     }
 
-    /// Every data fsync goes through here. A failed fsync poisons the WAL: the
-    /// kernel may already have dropped the dirty pages (PostgreSQL's
-    /// "fsyncgate"), so a retry could report success for lost data.
+    /// Stops the WAL until a restart.
+    fn poison_fatal(&self, reason: String) {
+        error!(%reason, "refusing further WAL appends until a restart");
+        *lock(&self.failure) = Some(Failure::Fatal(reason));
+    }
+
+    /// After a failed write or fsync: cuts the active segment back to what
+    /// its last successful fsync covered (never fsyncing the unknown bytes
+    /// again), makes the cut durable and closes the segment, and removes
+    /// segment files whose records were never fsynced. The next group then
+    /// starts a new segment. Clears the failure on success.
+    fn recover(&self) -> Result<(), WalError> {
+        let mut st = lock(&self.state);
+        st.scratch.clear();
+        if let Some(active) = st.active.as_ref() {
+            if active.synced_last_seq.is_some() {
+                active
+                    .file
+                    .set_len(active.synced_bytes)
+                    .and_then(|()| active.file.sync_all())
+                    .map_err(|source| io_err(&active.path, source))?;
+            } else {
+                remove_if_present(&active.path)?;
+            }
+        }
+        if let Some(active) = st.active.take()
+            && let Some(last_seq) = active.synced_last_seq
+        {
+            st.closed.push_back(ClosedSegment {
+                path: active.path,
+                last_seq: Some(last_seq),
+                bytes: active.synced_bytes,
+            });
+        }
+        // A segment created during the failed group (rotation) that is not
+        // the active one: its name is at or after the next seq.
+        for (first_seq, path) in list_segments(&self.dir)? {
+            let known = st.closed.iter().any(|c| c.path == path);
+            if first_seq >= st.next_seq && !known {
+                remove_if_present(&path)?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        let reason = match lock(&self.failure).take() {
+            Some(Failure::Io(reason)) => reason,
+            other => {
+                *lock(&self.failure) = other;
+                return Ok(());
+            }
+        };
+        info!(dir = %self.dir.display(), next_seq = st.next_seq, after = %reason, "WAL recovered from a failed write: cut back to its last fsync; writing on in a new segment");
+        Ok(())
+    }
+
+    /// Every data fsync goes through here. A failed fsync marks the WAL for
+    /// [`Shared::recover`], never a retry: the kernel may already have dropped
+    /// the dirty pages (PostgreSQL's "fsyncgate"), so a retry could report
+    /// success for lost data.
     fn sync_segment(&self, file: &File, path: &Path) -> Result<(), WalError> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
@@ -531,6 +630,8 @@ impl Shared {
         if let Some(active) = st.active.as_mut().filter(|a| a.unsynced) {
             self.sync_segment(&active.file, &active.path)?;
             active.unsynced = false;
+            active.synced_bytes = active.bytes;
+            active.synced_last_seq = active.last_seq;
         }
         Ok(())
     }
@@ -560,11 +661,12 @@ impl Shared {
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         header[..8].copy_from_slice(&SEGMENT_MAGIC);
         header[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-        file.write_all(&header)
-            .map_err(|source| io_err(&path, source))?;
         // The header is made durable by the first group's fsync; a crash before
         // that leaves a short or zero segment, which replay drops as torn. The
-        // directory entry, though, must be durable before any ack.
+        // directory entry, though, must be durable before any ack. A file
+        // left by a failure here is removed by `recover`.
+        file.write_all(&header)
+            .map_err(|source| io_err(&path, source))?;
         sync_dir(&self.dir)?;
         debug!(file = %path.display(), "WAL segment created");
         Ok(ActiveSegment {
@@ -573,6 +675,8 @@ impl Shared {
             last_seq: None,
             bytes: SEGMENT_HEADER_LEN,
             unsynced: true,
+            synced_bytes: 0,
+            synced_last_seq: None,
         })
     }
 }
@@ -644,7 +748,7 @@ fn writer_loop(shared: &Shared, rx: &Receiver<Request>) -> Result<(), WalError> 
         }
     }
     // Every sender is gone and the queue is drained: make everything durable.
-    if let Some(reason) = shared.failure() {
+    if let Some(Failure::Io(reason) | Failure::Fatal(reason)) = shared.failure() {
         return Err(WalError::Failed { reason });
     }
     let mut st = lock(&shared.state);
@@ -660,13 +764,17 @@ fn background_sync(shared: &Shared) {
     let _ = shared.sync_active(&mut st);
 }
 
-/// Writes, syncs, applies and answers one group. Returns whether anything was written.
+/// Writes, syncs, applies and answers one group (after recovering from an
+/// earlier failed one). Returns whether anything was written.
 fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
-    if let Some(reason) = shared.failure() {
+    let refused = match shared.failure() {
+        None => None,
+        Some(Failure::Fatal(reason)) => Some(WalError::Failed { reason }),
+        Some(Failure::Io(_)) => shared.recover().err(),
+    };
+    if let Some(err) = refused {
         for req in batch.drain(..) {
-            let _ = req.resp.send(Err(WalError::Failed {
-                reason: reason.clone(),
-            }));
+            let _ = req.resp.send(Err(duplicate(&err)));
         }
         return false;
     }
@@ -698,11 +806,9 @@ fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
                         // The caller's in-memory state is now unknown; stop taking
                         // writes rather than build on it. The record is durable and
                         // will be replayed after a restart.
-                        let err = WalError::Failed {
-                            reason: format!("the apply step of WAL record {seq} panicked"),
-                        };
-                        shared.poison(&err);
-                        Err(err)
+                        let reason = format!("the apply step of WAL record {seq} panicked");
+                        shared.poison_fatal(reason.clone());
+                        Err(WalError::Failed { reason })
                     }
                 };
                 let _ = resp.send(answer);
@@ -711,6 +817,12 @@ fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
         }
         Err(e) => {
             shared.poison(&e);
+            // Cut back at once, before answering, so that the unknown bytes
+            // go (and free their space); if that fails too, the next group
+            // tries again.
+            if let Err(again) = shared.recover() {
+                warn!(error = %again, "WAL could not cut back after a failed write; the next write tries again");
+            }
             for req in batch.drain(..) {
                 let _ = req.resp.send(Err(duplicate(&e)));
             }
@@ -723,6 +835,10 @@ fn commit_group(shared: &Shared, batch: &mut Vec<Request>) -> bool {
 fn duplicate(err: &WalError) -> WalError {
     match err {
         WalError::Io { path, source } => WalError::Io {
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        WalError::DiskFull { path, source } => WalError::DiskFull {
             path: path.clone(),
             source: io::Error::new(source.kind(), source.to_string()),
         },
@@ -984,6 +1100,35 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 }
 
 /// Makes file creations and deletions in `dir` survive power loss.
+/// Creates `dir` and its missing parents, and makes each new directory's
+/// entry durable by fsyncing its parent (a directory made but not synced
+/// into its parent can vanish in a power cut, with everything in it).
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), WalError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(io_err(path, source)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
     #[cfg(unix)]
     File::open(dir)
@@ -995,9 +1140,11 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
 }
 
 fn io_err(path: &Path, source: io::Error) -> WalError {
-    WalError::Io {
-        path: path.to_path_buf(),
-        source,
+    let path = path.to_path_buf();
+    if source.kind() == io::ErrorKind::StorageFull {
+        WalError::DiskFull { path, source }
+    } else {
+        WalError::Io { path, source }
     }
 }
 

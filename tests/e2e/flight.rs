@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 type Client = FlightSqlServiceClient<Channel>;
 
-async fn client(server: &Server) -> Client {
+pub(crate) async fn client(server: &Server) -> Client {
     let addr = server
         .flight_addr()
         .expect("the ready file names a Flight SQL address");
@@ -74,7 +74,7 @@ async fn query_err(c: &mut Client, sql: &str) -> (Code, String) {
     }
 }
 
-fn code(e: FlightError) -> (Code, String) {
+pub(crate) fn code(e: FlightError) -> (Code, String) {
     match e {
         FlightError::Tonic(s) => (s.code(), s.message().to_string()),
         other => panic!("not a gRPC status: {other}"),

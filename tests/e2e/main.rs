@@ -19,6 +19,8 @@
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
 //! - `lifecycle`: compaction under concurrent queries, retention, orphans.
 //! - `observe`: JSON logs with the query span.
+//! - `power`: power loss, a full disk and a failing fsync on a file system
+//!   that forgets what was not fsynced (FUSE).
 //! - `views`: materialized views equal their query through late data and
 //!   `kill -9`; they refuse writes and show as views to catalogs.
 
@@ -35,4 +37,5 @@ mod ingest;
 mod keys;
 mod lifecycle;
 mod observe;
+mod power;
 mod views;

@@ -1,0 +1,271 @@
+//! Power loss, a full disk and a failing fsync, on a file system that
+//! forgets what was not fsynced (`sextant_tests::faultfs`, FUSE).
+//!
+//! - The crash test of `crash` with a power cut instead of a bare
+//!   `kill -9`: every acknowledged row survives with `--wal-sync always`
+//!   (the WAL, the SQLite catalog, Parquet files and the directory entries
+//!   of all three live on the forgetful file system, and `FLUSH TABLE` runs
+//!   every other cycle), and with `--wal-sync never` the same test loses
+//!   acknowledged rows: proof that it can tell.
+//! - A full disk (ENOSPC): writes are refused with 53100 / HTTP 507 /
+//!   gRPC `RESOURCE_EXHAUSTED` while
+//!   queries go on; once space is freed ingest resumes without a restart,
+//!   and nothing acknowledged is lost through a power cut.
+//! - An fsync that fails (EIO, with the dirty data dropped as Linux does):
+//!   the write is not acknowledged, the next one succeeds in a new segment,
+//!   and after a power cut every acknowledged row is there and the failed
+//!   one is not.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use sextant_tests::faultfs::FaultFs;
+use sextant_tests::{Server, env_or, http_post, text_rows};
+use tempfile::TempDir;
+
+use crate::crash::CrashTest;
+
+/// A mounted test file system with a data directory whose entry is durable.
+struct Disk {
+    fs: FaultFs,
+    data: PathBuf,
+    _mountpoint: TempDir,
+}
+
+fn disk() -> Disk {
+    let mountpoint = tempfile::tempdir().expect("mount point");
+    let fs = FaultFs::mount(mountpoint.path());
+    let data = fs.path().join("data");
+    std::fs::create_dir(&data).expect("create the data directory");
+    // Whoever creates the data directory makes its entry durable; from
+    // there on it is the server's job.
+    File::open(fs.path())
+        .and_then(|d| d.sync_all())
+        .expect("fsync the mount point");
+    Disk {
+        fs,
+        data,
+        _mountpoint: mountpoint,
+    }
+}
+
+/// Runs the crash cycles with a power cut after each `kill -9`; returns the
+/// test's state for its totals.
+async fn power_cycles(wal_sync: &str, cycles: u32, allow_loss: bool) -> (CrashTest, Disk, u32) {
+    let seed: u64 = env_or("SEXTANT_CRASH_SEED", rand::random());
+    println!(
+        "power-loss test (--wal-sync {wal_sync}): seed {seed} (reproduce with SEXTANT_CRASH_SEED={seed}), up to {cycles} cycles"
+    );
+    let mut disk = disk();
+    let mut server = Server::start_in(&disk.data, &["--wal-sync", wal_sync]);
+    let mut test = CrashTest::new(&server, seed, 2).await;
+    let mut ran = 0;
+    for cycle in 1..=cycles {
+        ran = cycle;
+        let fs = &mut disk.fs;
+        let report = test
+            .cycle(&mut server, cycle, cycles, allow_loss, |server| {
+                server.kill9();
+                fs.power_cut();
+            })
+            .await;
+        if allow_loss && !report.lost.is_empty() {
+            break;
+        }
+    }
+    drop(server);
+    (test, disk, ran)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_power_loss() {
+    let cycles: u32 = env_or("SEXTANT_POWER_CYCLES", 10);
+    let (test, disk, _) = power_cycles("always", cycles, false).await;
+    assert!(
+        test.acked_total > 0,
+        "no INSERT was acknowledged in {cycles} cycles; the test proved nothing"
+    );
+    assert!(
+        test.flushes_total > 0,
+        "no FLUSH TABLE succeeded: the Parquet files and the catalog were not put to the test"
+    );
+    let stats = disk.fs.stats();
+    println!("power-loss test: file system: {stats:?}");
+    assert_eq!(stats.power_cuts, u64::from(cycles));
+    test.report("power-loss test (--wal-sync always)", cycles);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_loses_acknowledged_writes_with_wal_sync_never() {
+    let (test, disk, cycles) = power_cycles("never", 5, true).await;
+    test.report("power-loss test (--wal-sync never)", cycles);
+    println!("file system: {:?}", disk.fs.stats());
+    assert!(
+        test.lost_total > 0,
+        "with --wal-sync never, {cycles} power cuts lost no acknowledged row: the power-loss test cannot tell a WAL that skips fsync"
+    );
+}
+
+/// `count(*)` of `t` over pgwire.
+async fn count(server: &Server) -> i64 {
+    let rows = text_rows(&server.connect().await, "SELECT count(*) FROM t").await;
+    rows[0][0].parse().expect("a count")
+}
+
+/// `n` line-protocol rows of `t` starting at `first` (one per second).
+fn lines(first: u64, n: u64) -> Vec<u8> {
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "t,host=h{} v={i}i,pad=\"{}\" {}\n",
+                i % 7,
+                "x".repeat(200),
+                1_767_225_600 + i
+            )
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn write_lines(server: &Server, first: u64, n: u64) -> sextant_tests::HttpResponse {
+    http_post(
+        server.http_addr(),
+        "/api/v2/write?bucket=b&precision=s",
+        &[],
+        &lines(first, n),
+    )
+    .expect("HTTP request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_and_ingest_resumes_once_space_is_freed() {
+    let mut disk = disk();
+    let mut server = Server::start_in(&disk.data, &[]);
+    let r = write_lines(&server, 0, 100);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let mut acked = 100;
+
+    // 2 MiB more room, then write until the disk is full.
+    disk.fs
+        .set_capacity(Some(disk.fs.used_bytes() + 2 * 1024 * 1024));
+    let refused = loop {
+        let r = write_lines(&server, acked, 500);
+        match r.status {
+            204 => acked += 500,
+            _ => break r,
+        }
+        assert!(acked < 1_000_000, "the disk never filled up");
+    };
+    println!(
+        "disk full after {acked} rows: HTTP {}: {}",
+        refused.status, refused.body
+    );
+    assert_eq!(refused.status, 507, "{}", refused.body);
+    let body: serde_json::Value = serde_json::from_str(&refused.body).expect("a JSON body");
+    let message = body.to_string();
+    assert!(
+        message.contains("full") && message.contains("No space left on device"),
+        "the error names the problem: {message}"
+    );
+    assert!(disk.fs.stats().enospc > 0);
+    // The refused write was cut back out of the WAL, which freed its bytes
+    // again: take away what is left so that every write is refused.
+    disk.fs.set_capacity(Some(disk.fs.used_bytes()));
+
+    // pgwire: 53100; queries still answer.
+    let client = server.connect().await;
+    let err = client
+        .batch_execute("INSERT INTO t (time, host, v) VALUES (now(), 'x', -1)")
+        .await
+        .expect_err("an INSERT on a full disk");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53100", "{db:?}");
+    // Flight SQL: RESOURCE_EXHAUSTED.
+    let (code, message) = crate::flight::code(
+        crate::flight::client(&server)
+            .await
+            .execute_update(
+                "INSERT INTO t (time, host, v) VALUES (now(), 'x', -1)".into(),
+                None,
+            )
+            .await
+            .expect_err("a Flight SQL INSERT on a full disk"),
+    );
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+    assert_eq!(count(&server).await, i64::try_from(acked).unwrap());
+    let still = write_lines(&server, acked, 500);
+    assert_eq!(still.status, 507, "still full: {}", still.body);
+
+    // Space is freed: ingest resumes without a restart.
+    disk.fs.set_capacity(None);
+    let r = write_lines(&server, acked, 500);
+    assert_eq!(r.status, 204, "after space was freed: {}", r.body);
+    acked += 500;
+    client
+        .batch_execute("INSERT INTO t (time, host, v) VALUES ('2026-01-02T00:00:00Z', 'x', -1)")
+        .await
+        .expect("INSERT after space was freed");
+    acked += 1;
+    assert_eq!(count(&server).await, i64::try_from(acked).unwrap());
+
+    // Nothing acknowledged is lost, through a power cut.
+    server.kill9();
+    disk.fs.power_cut();
+    server.restart();
+    assert_eq!(count(&server).await, i64::try_from(acked).unwrap());
+    let r = write_lines(&server, 10_000_000, 10);
+    assert_eq!(r.status, 204, "after the restart: {}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wal_fsync_is_not_acknowledged_and_the_wal_goes_on() {
+    let mut disk = disk();
+    let mut server = Server::start_in(&disk.data, &[]);
+    let r = write_lines(&server, 0, 100);
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    disk.fs.fail_fsyncs(".wal", 1);
+    let failed = write_lines(&server, 1_000, 50);
+    println!("failed fsync: HTTP {}: {}", failed.status, failed.body);
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert!(
+        failed.body.contains("Input/output error"),
+        "the error names the problem: {}",
+        failed.body
+    );
+    assert_eq!(disk.fs.stats().eio, 1);
+
+    // The WAL does not retry the fsync (the data is gone from the page
+    // cache's dirty set): it cuts the segment back and goes on in a new one.
+    let r = write_lines(&server, 2_000, 100);
+    assert_eq!(
+        r.status, 204,
+        "the write after the failed fsync: {}",
+        r.body
+    );
+    let v = text_rows(
+        &server.connect().await,
+        "SELECT count(*), count(*) FILTER (WHERE v >= 1000 AND v < 2000) FROM t",
+    )
+    .await;
+    assert_eq!(v, vec![vec!["200".to_string(), "0".to_string()]]);
+
+    server.kill9();
+    disk.fs.power_cut();
+    server.restart();
+    let v = text_rows(
+        &server.connect().await,
+        "SELECT count(*), count(*) FILTER (WHERE v >= 1000 AND v < 2000) FROM t",
+    )
+    .await;
+    assert_eq!(
+        v,
+        vec![vec!["200".to_string(), "0".to_string()]],
+        "after a power cut: every acknowledged row, not the failed write"
+    );
+    assert!(
+        server.log().contains("WAL recovered from a failed write"),
+        "{}",
+        server.log_tail(30)
+    );
+}
