@@ -149,6 +149,7 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         peer_grace: Duration::ZERO,
         ingest: true,
         compact: true,
+        skip_damaged_files: false,
     };
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite")).unwrap();
     let store = LocalFileSystem::new_with_prefix(&objects).unwrap();

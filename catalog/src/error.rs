@@ -68,6 +68,11 @@ pub enum CatalogError {
     /// The file is not a Sextant catalog, or a stored value cannot be read back.
     #[error("catalog is corrupt: {0}")]
     Corrupt(String),
+    /// [`crate::SqliteCatalog::open_existing`] found no catalog: no file,
+    /// or one without a Sextant catalog in it (new, emptied, or with its
+    /// SQLite WAL lost).
+    #[error("{0} holds no Sextant catalog")]
+    Empty(String),
     /// SQLite failed (I/O, locking, ...).
     #[error("catalog storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -109,6 +114,7 @@ impl CatalogError {
             CatalogError::FileNotFound(_)
             | CatalogError::UnsupportedVersion { .. }
             | CatalogError::Corrupt(_)
+            | CatalogError::Empty(_)
             | CatalogError::Sqlite(_)
             | CatalogError::Postgres(_) => SqlState::IO_ERROR,
             CatalogError::Conflict(_) => SqlState::SERIALIZATION_FAILURE,

@@ -39,7 +39,28 @@ impl SqlCatalog<SqliteStore> {
     /// Opens (or creates) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Ok(Self::new(schema::init(conn, &path.display().to_string())?))
+        Ok(Self::new(schema::init(
+            conn,
+            &path.display().to_string(),
+            true,
+        )?))
+    }
+
+    /// Opens the catalog at `path`, which must hold one: a missing file, or
+    /// one without a Sextant catalog in it, is [`crate::CatalogError::Empty`]
+    /// and is left as it is (nothing is created or written).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        if !path.exists() {
+            return Err(crate::CatalogError::Empty(name));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        Ok(Self::new(schema::init(conn, &name, false)?))
     }
 
     /// An in-memory catalog, for tests.
@@ -47,6 +68,7 @@ impl SqlCatalog<SqliteStore> {
         Ok(Self::new(schema::init(
             Connection::open_in_memory()?,
             ":memory:",
+            true,
         )?))
     }
 }

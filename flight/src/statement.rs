@@ -165,6 +165,7 @@ impl Planned {
                 SextantStatement::Flush(_)
                 | SextantStatement::Compact(_)
                 | SextantStatement::Delete(_) => count_schema(),
+                SextantStatement::Check(_) => sextant_sql::check_schema(),
                 SextantStatement::CreateTable(_)
                 | SextantStatement::AlterTable(_)
                 | SextantStatement::DropTable(_)

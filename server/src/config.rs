@@ -157,6 +157,14 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_BACKPRESSURE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub backpressure_timeout: Duration,
 
+    /// Queries leave out the Parquet files found damaged (missing,
+    /// truncated, or not decoding: by an earlier read or `CHECK TABLE`)
+    /// instead of failing on them. A file not yet known to be damaged
+    /// still fails the first query that reads it. Damaged files show in
+    /// system.files either way.
+    #[arg(long, env = "SEXTANT_SKIP_DAMAGED_FILES")]
+    pub skip_damaged_files: bool,
+
     /// Size at which a WAL segment file is closed and a new one started.
     #[arg(long, env = "SEXTANT_WAL_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub wal_segment_size: u64,

@@ -111,7 +111,13 @@ pub async fn run(
             "--catalog-ca applies to a catalog in PostgreSQL (--catalog postgres://...)".into(),
         );
     }
-    let catalog = open_catalog(&config, &data_dir, clock.clone(), &node_id)?;
+    let catalog = open_catalog(
+        &config,
+        &data_dir,
+        local_root.as_deref(),
+        clock.clone(),
+        &node_id,
+    )?;
     // Several nodes on one catalog: a cluster.
     let shared = catalog.changes().is_some();
     let secret = match (&config.cluster_secret, shared) {
@@ -157,6 +163,7 @@ pub async fn run(
         },
         ingest: config.mode.ingest,
         compact: config.mode.compact,
+        skip_damaged_files: config.skip_damaged_files,
         lifecycle: LifecycleConfig {
             compaction_target_bytes: config.compaction_target_size,
             compaction_min_files: config.compaction_min_files as usize,
@@ -424,6 +431,7 @@ fn is_postgres_url(url: &str) -> bool {
 fn open_catalog(
     config: &ServeConfig,
     data_dir: &Path,
+    local_objects: Option<&Path>,
     clock: sextant_clock::Clock,
     node_id: &str,
 ) -> Result<Arc<dyn Catalog>, StartError> {
@@ -451,9 +459,56 @@ fn open_catalog(
         },
     };
     let what = || format!("cannot open catalog {}", path.display());
-    let catalog = context(SqliteCatalog::open(&path), what)?;
+    // Data that only a catalog makes sense of: the catalog must be there.
+    let catalog = match data_without_catalog(data_dir, local_objects) {
+        Some(found) => match SqliteCatalog::open_existing(&path) {
+            Err(sextant_catalog::CatalogError::Empty(_)) => {
+                return Err(format!(
+                    "the catalog {} is missing or holds no catalog, but {found}: refusing to start with an empty catalog, which would hide that data (and drop the WAL's records of tables it does not know). Restore the catalog file from a backup, or move the data directory away to start afresh",
+                    path.display()
+                )
+                .into());
+            }
+            opened => context(opened, what)?,
+        },
+        None => context(SqliteCatalog::open(&path), what)?,
+    };
     let catalog = context(catalog.for_node(node_id), what)?;
     Ok(Arc::new(catalog.with_clock(clock)))
+}
+
+/// What a data directory holds that only a catalog makes sense of: WAL
+/// segments, or files under the local object directory.
+fn data_without_catalog(data_dir: &Path, local_objects: Option<&Path>) -> Option<String> {
+    let wal = data_dir.join("wal");
+    let segments = std::fs::read_dir(&wal)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                .count()
+        })
+        .unwrap_or(0);
+    if segments > 0 {
+        return Some(format!("{} holds {segments} WAL segment(s)", wal.display()));
+    }
+    let root = local_objects?;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                return Some(format!(
+                    "{} holds Parquet files (such as {})",
+                    root.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
+    None
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {

@@ -210,6 +210,7 @@ fn files_table() -> (&'static str, SchemaRef, Build) {
         Field::new("rows", DataType::UInt64, false),
         Field::new("bytes", DataType::UInt64, false),
         Field::new("created_at", ts(), false),
+        Field::new("damage", DataType::Utf8, true),
     ]));
     let build = with_schema(
         schema.clone(),
@@ -238,6 +239,9 @@ fn files_table() -> (&'static str, SchemaRef, Build) {
                     files.iter().map(|(_, f)| f.file.bytes),
                 )),
                 t(&|f| f.created_at_ns),
+                Arc::new(StringArray::from_iter(
+                    files.iter().map(|(_, f)| e.file_damage(&f.file.path)),
+                )),
             ])
         }),
     );

@@ -477,7 +477,7 @@ pub(crate) fn authorize_statement(
         S::DropIndex(_) => Ok(directory.check(who, Action::Admin("drop indexes"))?),
         S::AlterTable(alter) => each(std::slice::from_ref(&alter.name)),
         S::DropTable(drop) => each(&drop.names),
-        S::Flush(tables) | S::Compact(tables) => each(tables),
+        S::Flush(tables) | S::Compact(tables) | S::Check(tables) => each(tables),
         // Removing rows changes the table: ALL on it (or an admin).
         S::Delete(d) => each(std::slice::from_ref(&d.table)),
         S::RefreshView(name) => each(std::slice::from_ref(name)),

@@ -40,6 +40,8 @@ pub enum SextantStatement {
     Flush(Vec<String>),
     /// `COMPACT TABLE a, b`.
     Compact(Vec<String>),
+    /// `CHECK TABLE a, b`: reads every persisted file of the tables whole.
+    Check(Vec<String>),
     /// `CREATE MATERIALIZED VIEW`, as sqlparser reads it.
     CreateView(Box<CreateView>),
     /// `DROP MATERIALIZED VIEW [IF EXISTS] a, b`.
@@ -128,6 +130,7 @@ pub fn classify(stmt: &str) -> Result<Classified, SqlError> {
         }
         Kind::Flush => return parsed(S::Flush(crate::ast::table_list(stmt, "FLUSH")?)),
         Kind::Compact => return parsed(S::Compact(crate::ast::table_list(stmt, "COMPACT")?)),
+        Kind::Check => return parsed(S::Check(crate::ast::table_list(stmt, "CHECK")?)),
         Kind::CreateView => return parsed(S::CreateView(crate::views::parse_create(stmt)?)),
         Kind::CreatePlainView => return parsed(crate::views::parse_create_plain(stmt)?),
         Kind::DropPlainView => {
@@ -178,6 +181,7 @@ enum Kind {
     DropTable,
     Flush,
     Compact,
+    Check,
     CreateView,
     CreatePlainView,
     DropPlainView,
@@ -245,6 +249,7 @@ fn kind(stmt: &str) -> Kind {
         (Keyword::NoKeyword, Keyword::TABLE | Keyword::TABLES) if first("compact") => Kind::Compact,
         (Keyword::DROP, Keyword::TABLE) => Kind::DropTable,
         (Keyword::FLUSH, Keyword::TABLE | Keyword::TABLES) => Kind::Flush,
+        (Keyword::CHECK, Keyword::TABLE | Keyword::TABLES) => Kind::Check,
         (Keyword::SHOW, Keyword::TABLES) if words.len() == 2 => {
             Kind::Sql("SELECT table_name FROM system.tables ORDER BY table_name".to_string())
         }

@@ -124,10 +124,8 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::ResourcesExhausted(_) => SqlState::OUT_OF_MEMORY,
         // A persisted file that cannot be read: the object store failed.
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => SqlState::IO_ERROR,
-        DataFusionError::ParquetError(_)
-            if lower.contains("object") || lower.contains("fetch") || lower.contains("i/o") =>
-        {
-            SqlState::IO_ERROR
+        DataFusionError::ParquetError(_) | DataFusionError::ArrowError(..) if is_parquet(e) => {
+            parquet_code(&lower)
         }
         DataFusionError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
         DataFusionError::ArrowError(a, _) => arrow_code(a, &lower),
@@ -146,6 +144,10 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
     };
     let message = if code == SqlState::NOT_NULL_VIOLATION {
         format!("null value violates not-null constraint ({message})")
+    } else if code == SqlState::DATA_CORRUPTED || code == SqlState::UNDEFINED_FILE {
+        format!(
+            "{message}: a persisted file is damaged or missing; other time ranges of the table can still be queried (system.files shows the damaged files, CHECK TABLE reads every file of a table, and --skip-damaged-files leaves the damaged ones out)"
+        )
     } else {
         message
     };
@@ -158,6 +160,29 @@ fn syntax_message(e: &datafusion::sql::sqlparser::parser::ParserError) -> String
     match e {
         P::ParserError(m) | P::TokenizerError(m) => format!("syntax error: {m}"),
         P::RecursionLimitExceeded => "syntax error: the statement is nested too deeply".into(),
+    }
+}
+
+/// Whether `e` is the Parquet reader's (a persisted file being read).
+fn is_parquet(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ParquetError(_) => true,
+        DataFusionError::ArrowError(a, _) => {
+            matches!(a.as_ref(), arrow::error::ArrowError::ParquetError(_))
+        }
+        _ => false,
+    }
+}
+
+/// A Parquet file that is not there (58P01), that the object store could
+/// not serve for now (58030, retry), or that does not read back (XX001).
+fn parquet_code(lower: &str) -> SqlState {
+    if lower.contains("not found") {
+        SqlState::UNDEFINED_FILE
+    } else if lower.contains("object store") && !lower.contains("range") {
+        SqlState::IO_ERROR
+    } else {
+        SqlState::DATA_CORRUPTED
     }
 }
 

@@ -50,5 +50,5 @@ pub use queries::{
     register_cancel_backend,
 };
 pub use session::Session;
-pub use statements::execute;
+pub use statements::{check_schema, execute};
 pub use views::runtime::{run_refresher, start_views};

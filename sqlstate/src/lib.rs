@@ -118,8 +118,12 @@ states! {
     ADMIN_SHUTDOWN = "57P01";
     /// 58030: storage (disk, object store, catalog) failed.
     IO_ERROR = "58030";
+    /// 58P01: a file the catalog lists is missing from the object store.
+    UNDEFINED_FILE = "58P01";
     /// XX000: a failure inside Sextant.
     INTERNAL_ERROR = "XX000";
+    /// XX001: a persisted file is damaged (it does not decode).
+    DATA_CORRUPTED = "XX001";
 }
 
 impl SqlState {
@@ -184,6 +188,7 @@ const ABORTED: i32 = 10;
 const UNIMPLEMENTED: i32 = 12;
 const INTERNAL: i32 = 13;
 const UNAVAILABLE: i32 = 14;
+const DATA_LOSS: i32 = 15;
 const UNAUTHENTICATED: i32 = 16;
 
 fn status(http: u16, grpc: i32, retry: bool) -> ProtocolStatus {
@@ -216,6 +221,8 @@ impl SqlState {
             SqlState::ADMIN_SHUTDOWN => status(503, UNAVAILABLE, true),
             // A failed WAL write or object store request: the next may succeed.
             SqlState::IO_ERROR => status(503, UNAVAILABLE, true),
+            // Stored data is damaged or gone: retrying will not help.
+            SqlState::DATA_CORRUPTED | SqlState::UNDEFINED_FILE => status(500, DATA_LOSS, false),
             SqlState::SERIALIZATION_FAILURE => status(503, ABORTED, true),
             SqlState::QUERY_CANCELED => status(408, CANCELLED, false),
             SqlState::FEATURE_NOT_SUPPORTED => status(501, UNIMPLEMENTED, false),
@@ -254,6 +261,7 @@ mod tests {
         assert_eq!(s(SqlState::ADMIN_SHUTDOWN), (503, 14, true));
         assert_eq!(s(SqlState::DISK_FULL), (507, 8, true));
         assert_eq!(s(SqlState::IO_ERROR), (503, 14, true));
+        assert_eq!(s(SqlState::DATA_CORRUPTED), (500, 15, false));
         assert_eq!(s(SqlState::PROGRAM_LIMIT_EXCEEDED), (413, 8, false));
         assert_eq!(s(SqlState::DATATYPE_MISMATCH), (400, 3, false));
         assert_eq!(s(SqlState::INVALID_TEXT_REPRESENTATION), (400, 3, false));

@@ -50,6 +50,9 @@ pub struct EngineConfig {
     /// This node runs the singleton jobs when it holds their lease
     /// (`--mode` has `compact`).
     pub compact: bool,
+    /// Scans leave out files found damaged (`--skip-damaged-files`)
+    /// instead of failing on them.
+    pub skip_damaged_files: bool,
 }
 
 /// How files are kept in shape.

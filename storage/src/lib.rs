@@ -11,6 +11,7 @@
 
 mod codec;
 mod config;
+mod damage;
 mod deletes;
 mod engine;
 mod error;
@@ -27,7 +28,7 @@ pub mod wal;
 
 pub use config::{EngineConfig, LifecycleConfig};
 pub use deletes::{DeletePlan, DeleteStats, predicate_expr};
-pub use engine::{TableStats, WalStats};
+pub use engine::{FileCheck, TableStats, WalStats};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
 pub use keys::{decode_dedup, encode_dedup};

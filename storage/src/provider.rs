@@ -494,11 +494,13 @@ impl SextantTable {
             .filter(|(c, k)| **k && c.max_time_ns >= cutoff)
             .map(|(c, _)| c)
             .collect();
+        let skip_damaged = self.engine.inner.config.skip_damaged_files;
         let files: Vec<Arc<ParquetFile>> = snap
             .files
             .iter()
             .zip(&file_keep)
             .filter(|(f, k)| **k && f.file.max_time_ns >= cutoff)
+            .filter(|(f, _)| !skip_damaged || self.engine.inner.damage.get(&f.file.path).is_none())
             .map(|(f, _)| f.clone())
             .collect();
         // Containers that straddle the cutoff need their rows filtered,
@@ -566,7 +568,11 @@ impl SextantTable {
         }
         for (covering, files) in by_deletes {
             let mut source = ParquetSource::new(schema.clone())
-                .with_table_parquet_options(state.table_options().parquet.clone());
+                .with_table_parquet_options(state.table_options().parquet.clone())
+                .with_parquet_file_reader_factory(Arc::new(crate::damage::RecordingFactory::new(
+                    self.engine.inner.store.clone(),
+                    self.engine.inner.damage.clone(),
+                )));
             if let Some(p) = predicate.as_ref().filter(|_| parquet_predicate) {
                 source = source.with_predicate(p.clone());
             }

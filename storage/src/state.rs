@@ -288,6 +288,8 @@ pub(crate) struct Inner {
     pub(crate) buffers: std::sync::OnceLock<Arc<dyn crate::remote::BufferSource>>,
     /// Versions of writes to keyed tables ([`crate::keys`]).
     pub(crate) versions: crate::keys::Versions,
+    /// Persisted files found damaged ([`crate::damage`]).
+    pub(crate) damage: Arc<crate::damage::Damage>,
 }
 
 /// The storage engine. Cheap to clone.

@@ -18,7 +18,8 @@
 //!
 //! Reproduce a failure with the printed seed: `SEXTANT_CRASH_SEED=<seed>`
 //! (timing still varies). `SEXTANT_CRASH_CYCLES` sets the number of cycles
-//! (default 20).
+//! (default 20), `SEXTANT_CRASH_SECONDS` a time after which no new cycle
+//! starts (`tests/soak.sh` runs both for long).
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -448,17 +449,29 @@ impl CrashTest {
     }
 }
 
+/// `SEXTANT_CRASH_SECONDS`: stop starting cycles after this long (the
+/// soak, `tests/soak.sh`), whatever the count.
+pub(crate) fn out_of_time(started: Instant) -> bool {
+    let seconds: u64 = env_or("SEXTANT_CRASH_SECONDS", u64::MAX);
+    started.elapsed() >= Duration::from_secs(seconds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill9() {
     let seed: u64 = env_or("SEXTANT_CRASH_SEED", rand::random());
-    let cycles: u32 = env_or("SEXTANT_CRASH_CYCLES", 20);
+    let mut cycles: u32 = env_or("SEXTANT_CRASH_CYCLES", 20);
     println!("crash test: seed {seed} (reproduce with SEXTANT_CRASH_SEED={seed}), {cycles} cycles");
 
+    let started = Instant::now();
     let mut server = Server::start(&[]);
     let mut test = CrashTest::new(&server, seed, FLUSH_EVERY).await;
     for cycle in 1..=cycles {
         test.cycle(&mut server, cycle, cycles, false, Server::kill9)
             .await;
+        if out_of_time(started) {
+            cycles = cycle;
+            break;
+        }
     }
     assert!(
         test.acked_total > 0,

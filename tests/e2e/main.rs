@@ -10,6 +10,9 @@
 //!   restart, SQL errors, no listener beyond loopback without
 //!   `--allow-unauthenticated`.
 //! - `crash`: acknowledged writes survive repeated `kill -9`.
+//! - `damage`: damaged, truncated and missing Parquet files are named and
+//!   the rest of the table answers; `CHECK TABLE`; a damaged or missing
+//!   catalog stops start-up.
 //! - `delete`: a `DELETE` among concurrent writers holds across `kill -9`
 //!   and compaction.
 //! - `keys`: keyed tables against a model through crashes; EXPLAIN shows
@@ -30,6 +33,7 @@ mod basic;
 mod catalog;
 mod cluster;
 mod crash;
+mod damage;
 mod delete;
 mod engine;
 mod flight;

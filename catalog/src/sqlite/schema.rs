@@ -238,9 +238,54 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (12, SCHEMA_V12),
 ];
 
+/// SQLite's `quick_check` of an existing catalog: a damaged catalog stops
+/// start-up with what SQLite found, rather than serving (or silently
+/// rewriting) a partial one.
+fn check_integrity(conn: &Connection, path: &str) -> Result<()> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(());
+    }
+    Err(CatalogError::Corrupt(format!(
+        "{path} is damaged (SQLite's quick_check: {}); refusing to start: restore the catalog from a backup",
+        problems.join("; ")
+    )))
+}
+
 /// Opens the catalog on `conn` (`path` names it in errors): checks,
-/// creates or upgrades its layout.
-pub(super) fn init(conn: Connection, path: &str) -> Result<SqliteStore> {
+/// creates or upgrades its layout. A file SQLite cannot read as a database
+/// is [`CatalogError::Corrupt`].
+/// `create`: make the layout in a file that has none; otherwise such a file
+/// is [`CatalogError::Empty`] and is not written.
+pub(super) fn init(conn: Connection, path: &str, create: bool) -> Result<SqliteStore> {
+    init_checked(conn, path, create).map_err(|e| match e {
+        CatalogError::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            CatalogError::Corrupt(format!(
+                "{path} is damaged ({}); refusing to start: restore the catalog from a backup",
+                msg.unwrap_or_else(|| f.to_string())
+            ))
+        }
+        e => e,
+    })
+}
+
+fn init_checked(conn: Connection, path: &str, create: bool) -> Result<SqliteStore> {
+    if !create {
+        // Read before anything writes: a file without a catalog stays as
+        // it is for whoever recovers it.
+        let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        if app_id == 0 {
+            return Err(CatalogError::Empty(path.to_string()));
+        }
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(Duration::from_secs(10))?;
@@ -269,6 +314,7 @@ pub(super) fn init(conn: Connection, path: &str) -> Result<SqliteStore> {
             });
         }
         (APPLICATION_ID, v) => {
+            check_integrity(&conn, path)?;
             for (to, statements) in MIGRATIONS.iter().filter(|(to, _)| *to > v) {
                 conn.execute_batch(&format!(
                     "BEGIN; {statements} PRAGMA user_version = {to}; COMMIT;"
