@@ -761,16 +761,35 @@ impl Engine {
         self.persist(&state).await
     }
 
-    #[tracing::instrument(name = "persist", skip_all, fields(table = %state.def().name))]
     async fn persist(&self, state: &Arc<TableState>) -> Result<usize> {
+        self.persist_upto(state, u64::MAX).await
+    }
+
+    /// Persists the table's buffered rows of writes up to WAL sequence
+    /// number `limit`.
+    #[tracing::instrument(name = "persist", skip_all, fields(table = %state.def().name))]
+    async fn persist_upto(&self, state: &Arc<TableState>, limit: u64) -> Result<usize> {
         // Rows derived for transform views go first: a base write leaves
-        // the WAL only once its derived rows are in Parquet too.
+        // the WAL only once its derived rows are in Parquet too. So the
+        // base's boundary is fixed before the views are persisted, and
+        // they are persisted up to it: a write applied meanwhile (its view
+        // rows too late for the views' files) stays in the buffer. Apply
+        // makes a write's view rows visible before its base rows, so every
+        // view row of a base write up to the boundary is in the views'
+        // files.
+        let boundary = state.data().chunks.last().map_or(0, |c| c.seq).min(limit);
         for view in self.transform_tables(state) {
-            Box::pin(self.persist(&view)).await?;
+            Box::pin(self.persist_upto(&view, boundary)).await?;
         }
         let _one_at_a_time = state.persisting.lock().await;
         let def = state.def();
-        let chunks = state.data().chunks.clone();
+        let chunks: Vec<Chunk> = state
+            .data()
+            .chunks
+            .iter()
+            .take_while(|c| c.seq <= boundary)
+            .cloned()
+            .collect();
         let Some(max_seq) = chunks.last().map(|c| c.seq) else {
             return Ok(0);
         };

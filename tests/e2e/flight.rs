@@ -24,7 +24,7 @@ use sextant_tests::{Server, text_rows};
 use tonic::Code;
 use tonic::transport::Channel;
 
-type Client = FlightSqlServiceClient<Channel>;
+pub(crate) type Client = FlightSqlServiceClient<Channel>;
 
 pub(crate) async fn client(server: &Server) -> Client {
     let addr = server

@@ -9,7 +9,8 @@
 //! - `basic`: health endpoint, create/insert/select, clean shutdown and
 //!   restart, SQL errors, no listener beyond loopback without
 //!   `--allow-unauthenticated`.
-//! - `crash`: acknowledged writes survive repeated `kill -9`.
+//! - `crash`: acknowledged writes survive repeated `kill -9`, through every
+//!   ingest path (`paths`) while background jobs run.
 //! - `damage`: damaged, truncated and missing Parquet files are named and
 //!   the rest of the table answers; `CHECK TABLE`; a damaged or missing
 //!   catalog stops start-up.
@@ -41,5 +42,6 @@ mod ingest;
 mod keys;
 mod lifecycle;
 mod observe;
+mod paths;
 mod power;
 mod views;
