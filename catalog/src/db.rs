@@ -126,4 +126,14 @@ pub(crate) trait Store: Send + Sync + Debug {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// See [`crate::Catalog::snapshot`].
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// See [`crate::Catalog::change_count`].
+    fn change_count(&self) -> u64 {
+        0
+    }
 }

@@ -73,6 +73,9 @@ pub enum CatalogError {
     /// SQLite WAL lost).
     #[error("{0} holds no Sextant catalog")]
     Empty(String),
+    /// A file beside the catalog (its snapshot) could not be written or read.
+    #[error("catalog file error: {0}")]
+    Io(String),
     /// SQLite failed (I/O, locking, ...).
     #[error("catalog storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -115,6 +118,7 @@ impl CatalogError {
             | CatalogError::UnsupportedVersion { .. }
             | CatalogError::Corrupt(_)
             | CatalogError::Empty(_)
+            | CatalogError::Io(_)
             | CatalogError::Sqlite(_)
             | CatalogError::Postgres(_) => SqlState::IO_ERROR,
             CatalogError::Conflict(_) => SqlState::SERIALIZATION_FAILURE,

@@ -710,4 +710,18 @@ pub trait Catalog: Send + Sync + Debug {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// The whole catalog as the bytes of one consistent database file, to
+    /// keep a copy of it beside the data (the object store) from which a
+    /// new node can start when this one's disk is lost. `None`: the catalog
+    /// lives elsewhere and is kept there (PostgreSQL), or in memory.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// A counter that moves with every change this process commits, so
+    /// that a snapshot is taken only when something changed.
+    fn change_count(&self) -> u64 {
+        0
+    }
 }

@@ -365,6 +365,14 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         self.store.changes()
     }
 
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.store.snapshot()
+    }
+
+    fn change_count(&self) -> u64 {
+        self.store.change_count()
+    }
+
     fn max_persisted_seq(&self) -> Result<u64> {
         in_tx(self, |tx| tables::max_persisted_seq(tx, &self.node))
     }

@@ -26,6 +26,8 @@ pub type SqliteCatalog = SqlCatalog<SqliteStore>;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The database file (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl SqlCatalog<SqliteStore> {
@@ -129,5 +131,40 @@ impl Store for SqliteStore {
         let out = body(&mut tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// `VACUUM INTO` a file beside the catalog (`<catalog>.snapshot`), read
+    /// back and removed: one consistent, compact database file, taken
+    /// between two transactions.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push(".snapshot");
+        let copy = std::path::PathBuf::from(name);
+        let io = |what: &str, e: std::io::Error| {
+            crate::CatalogError::Io(format!("{what} {}: {e}", copy.display()))
+        };
+        // VACUUM INTO refuses an existing file (one left by a crash).
+        match std::fs::remove_file(&copy) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", e)),
+        }
+        {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            conn.execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])?;
+        }
+        let bytes = std::fs::read(&copy).map_err(|e| io("cannot read", e))?;
+        std::fs::remove_file(&copy).map_err(|e| io("cannot remove", e))?;
+        Ok(Some(bytes))
+    }
+
+    fn change_count(&self) -> u64 {
+        self.conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total_changes()
     }
 }

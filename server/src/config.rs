@@ -218,6 +218,15 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_MANUAL_CLOCK", hide = true, value_parser = parse_time)]
     pub manual_clock: Option<i64>,
 
+    /// How often, at most, the SQLite catalog is copied to the object store
+    /// (`_catalog/catalog.sqlite`) after a change; files committed or
+    /// replaced are copied within a fraction of a second. A node started
+    /// on an empty data directory restores the catalog from that copy, so
+    /// that with --object-store s3://... the data outlives the machine.
+    /// 0s turns the copies off. No copies with a catalog in PostgreSQL.
+    #[arg(long, env = "SEXTANT_CATALOG_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub catalog_snapshot_interval: Duration,
+
     /// An object in the store that no table refers to (written, then the
     /// server crashed before committing it) is deleted once it is this old.
     #[arg(long, env = "SEXTANT_ORPHAN_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]

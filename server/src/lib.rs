@@ -111,6 +111,9 @@ pub async fn run(
             "--catalog-ca applies to a catalog in PostgreSQL (--catalog postgres://...)".into(),
         );
     }
+    if config.catalog_snapshot_interval > Duration::ZERO {
+        restore_catalog(&config, &data_dir, store.as_ref()).await?;
+    }
     let catalog = open_catalog(
         &config,
         &data_dir,
@@ -293,6 +296,11 @@ pub async fn run(
 
     let background = tokio::spawn(engine.clone().run_background(shutdown.clone()));
     let lifecycle = tokio::spawn(engine.clone().run_lifecycle(shutdown.clone()));
+    let snapshots = tokio::spawn(
+        engine
+            .clone()
+            .run_snapshots(config.catalog_snapshot_interval, shutdown.clone()),
+    );
     let refresher = tokio::spawn(sextant_sql::run_refresher(
         engine.clone(),
         ctx.clone(),
@@ -407,6 +415,7 @@ pub async fn run(
     let _ = refresher.await;
     let _ = scheduler.await;
     let _ = follower.await;
+    let _ = snapshots.await;
     if cluster.is_some() && config.mode.ingest {
         // Other nodes read a stopped node's rows from Parquet alone.
         for table in engine.table_names() {
@@ -475,6 +484,69 @@ fn open_catalog(
     };
     let catalog = context(catalog.for_node(node_id), what)?;
     Ok(Arc::new(catalog.with_clock(clock)))
+}
+
+/// The SQLite catalog file `--catalog` names (or the default), `None` for
+/// a catalog in PostgreSQL.
+fn sqlite_catalog_path(config: &ServeConfig, data_dir: &Path) -> Option<PathBuf> {
+    match config.catalog.as_deref() {
+        None => Some(data_dir.join("catalog.sqlite")),
+        Some(url) => url.strip_prefix("sqlite://").map(PathBuf::from),
+    }
+}
+
+/// A node that lost its disk: no catalog file and no WAL in the data
+/// directory, but a catalog snapshot on the object store (whose Parquet
+/// files it lists). The snapshot
+/// becomes the catalog file (written whole and fsynced before it is put in
+/// place), and the log says what it cannot bring back.
+async fn restore_catalog(
+    config: &ServeConfig,
+    data_dir: &Path,
+    store: &dyn ObjectStore,
+) -> Result<(), StartError> {
+    let Some(path) = sqlite_catalog_path(config, data_dir) else {
+        return Ok(());
+    };
+    if path.exists() || data_without_catalog(data_dir, None).is_some() {
+        return Ok(());
+    }
+    let found = context(sextant_storage::fetch_catalog_snapshot(store).await, || {
+        "cannot read the catalog snapshot from the object store".to_string()
+    })?;
+    let Some((bytes, about)) = found else {
+        return Ok(());
+    };
+    let written = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || write_durably(&path, &bytes)
+    })
+    .await?;
+    context(written, || {
+        format!("cannot write the restored catalog {}", path.display())
+    })?;
+    warn!(
+        catalog = %path.display(),
+        "no catalog here: restored it from the snapshot on the object store ({about})"
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to `path` as a whole: a temporary file beside it,
+/// fsynced, renamed into place, and the directory fsynced.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sextant_storage::wal::create_dir_durable(dir)?;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".restoring");
+    let tmp = PathBuf::from(name);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// What a data directory holds that only a catalog makes sense of: WAL

@@ -158,6 +158,7 @@ impl Engine {
                 persist_wake: Notify::new(),
                 ddl: tokio::sync::Mutex::new(()),
                 retired: Mutex::new(vec![]),
+                snapshots: Default::default(),
                 persist_failure: Mutex::new(None),
                 closing: CancellationToken::new(),
                 leases: Mutex::new(Default::default()),
@@ -855,6 +856,7 @@ impl Engine {
             let mut d = state.def.write().unwrap_or_else(|e| e.into_inner());
             d.persisted_seq = d.persisted_seq.max(max_seq);
         }
+        self.snapshot_soon();
         self.truncate_wal();
         let m = sextant_metrics::metrics();
         m.persist_seconds.observe(started.elapsed().as_secs_f64());

@@ -22,6 +22,7 @@ mod lifecycle;
 mod persist;
 mod provider;
 mod remote;
+mod snapshot;
 mod state;
 mod views;
 pub mod wal;
@@ -40,6 +41,7 @@ pub use provider::{
 };
 pub use remote::{BufferRequest, BufferScanExec, BufferSource};
 pub use sextant_clock::Clock;
+pub use snapshot::{MANIFEST_OBJECT, SNAPSHOT_OBJECT, fetch as fetch_catalog_snapshot};
 pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};
 pub use views::{BucketRefresh, RefreshOutcome, VIEWS_LEASE, ViewStats, bucket_start};
 pub use wal::SyncMode;

@@ -74,17 +74,30 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(files.into_iter().map(|f| (now, f)));
+        // Their objects go once a snapshot no longer names them.
+        self.snapshot_soon();
     }
 
     /// Deletes the objects of retired files no query holds any more.
     /// Returns how many were deleted.
     pub async fn sweep_retired(&self) -> usize {
+        let newest = self
+            .inner
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(at, _)| *at)
+            .max();
+        if let Some(newest) = newest {
+            self.snapshot_for_retired(newest).await;
+        }
         let grace = self.inner.config.peer_grace;
         let free: Vec<Arc<ParquetFile>> = {
             let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
-            let (free, held): (Vec<_>, Vec<_>) = retired
-                .drain(..)
-                .partition(|(at, f)| Arc::strong_count(f) == 1 && at.elapsed() >= grace);
+            let (free, held): (Vec<_>, Vec<_>) = retired.drain(..).partition(|(at, f)| {
+                Arc::strong_count(f) == 1 && at.elapsed() >= grace && self.snapshot_covers(*at)
+            });
             *retired = held;
             free.into_iter().map(|(_, f)| f).collect()
         };
@@ -418,6 +431,9 @@ impl Engine {
     /// Deletes objects no table's files name (live or retired) that are
     /// older than the grace period. Returns how many were deleted.
     pub async fn remove_orphans(&self, grace: Duration) -> Result<usize> {
+        if !self.snapshot_taken() {
+            return Ok(0);
+        }
         let mut known: HashSet<String> = HashSet::new();
         for state in self.states() {
             known.extend(state.data().files.iter().map(|f| f.file.path.clone()));

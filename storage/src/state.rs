@@ -290,6 +290,8 @@ pub(crate) struct Inner {
     pub(crate) versions: crate::keys::Versions,
     /// Persisted files found damaged ([`crate::damage`]).
     pub(crate) damage: Arc<crate::damage::Damage>,
+    /// Catalog snapshots on the object store ([`crate::snapshot`]).
+    pub(crate) snapshots: crate::snapshot::Snapshots,
 }
 
 /// The storage engine. Cheap to clone.

@@ -22,6 +22,9 @@
 //! - `flight`: Arrow Flight SQL with the Rust client.
 //! - `ingest`: line protocol and JSON over HTTP, with bad input.
 //! - `lifecycle`: compaction under concurrent queries, retention, orphans.
+//! - `machine`: a new node on an empty data directory restores the
+//!   catalog from the snapshot on the object store after the old one's
+//!   disk is lost.
 //! - `observe`: JSON logs with the query span.
 //! - `power`: power loss, a full disk and a failing fsync on a file system
 //!   that forgets what was not fsynced (FUSE).
@@ -41,6 +44,7 @@ mod flight;
 mod ingest;
 mod keys;
 mod lifecycle;
+mod machine;
 mod observe;
 mod paths;
 mod power;

@@ -9,10 +9,15 @@ the standard AWS variables.
   error, backpressure starts once the write buffer is full, Sextant is even
   killed with SIGKILL and restarted while the store is down, and once the
   store is back every acknowledged row is there exactly once.
+- Losing the machine: a new node on an empty data directory restores the
+  catalog from the copy in the bucket and answers as the old one did.
 """
 
+import json
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
 import time
@@ -299,3 +304,69 @@ def test_s3_outage_under_ingest_loses_nothing(s3, tmp_path):
     server.start()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT k) FROM s").fetchone() == (ingest.acked, ingest.acked)
+
+
+def test_a_new_node_restores_the_catalog_from_the_bucket(s3, tmp_path):
+    """Losing the machine: the old node's data directory (WAL, SQLite
+    catalog) is deleted; a new node on an empty one and the same bucket
+    restores the catalog from the copy the old one kept in the bucket
+    (`_catalog/`), and answers as before for everything persisted."""
+    prefix = "sextant/lost"
+    args = ["--object-store", f"s3://{BUCKET}/{prefix}", "--catalog-snapshot-interval", "1s"]
+    (tmp_path / "old" / "data").mkdir(parents=True)
+    old = Server(tmp_path / "old" / "data", args, env=s3.env)
+    old.start()
+    with psycopg.connect(old.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE m (time TIMESTAMP NOT NULL, k BIGINT, host TEXT, v DOUBLE)")
+        for i in range(3):
+            conn.execute(rows_sql("m", i * 500, 500))
+            conn.execute("FLUSH TABLE m")
+        conn.execute("COMPACT TABLE m")
+        conn.execute(
+            "CREATE MATERIALIZED VIEW m_hosts AS SELECT date_bin(INTERVAL '1 hour', time) AS time, "
+            "host, count(*) AS n FROM m GROUP BY 1, 2"
+        )
+        conn.execute("REFRESH MATERIALIZED VIEW m_hosts")
+        before = conn.execute(SUMMARY).fetchall()
+        view = conn.execute("SELECT host, n FROM m_hosts ORDER BY host").fetchall()
+        conn.execute("CREATE USER admin WITH SUPERUSER PASSWORD 'admin-pw'")
+    dsn = old.dsn().replace("user=sextant", "user=admin password=admin-pw")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # Acknowledged, in the WAL only: the lost disk takes it along.
+        conn.execute(rows_sql("m", 1500, 4))
+    deadline = time.time() + 30
+    while True:
+        keys = s3.keys(prefix + "/_catalog/")
+        manifest = None
+        if f"{prefix}/_catalog/manifest.json" in keys:
+            body = s3.client().get_object(Bucket=BUCKET, Key=f"{prefix}/_catalog/manifest.json")["Body"].read()
+            manifest = json.loads(body)
+            if manifest["unpersisted_rows"] == 4 and manifest["tables"] == 2:
+                break
+        assert time.time() < deadline, f"no catalog copy with 4 unpersisted rows: {keys} {manifest}"
+        time.sleep(0.1)
+    assert old.stop(signal.SIGKILL) != 0
+    shutil.rmtree(tmp_path / "old" / "data")
+
+    new = Server(tmp_path / "new" / "data", args, env=s3.env)
+    (tmp_path / "new" / "data").mkdir(parents=True)
+    new.start()
+    assert "4 acknowledged rows were in the old node's WAL and write buffer only" in new.log()
+    # The line docs/durability.md quotes, with other times, ids and counts.
+    doc = (Path(__file__).resolve().parents[2] / "docs/durability.md").read_text()
+    quoted = next(ln for ln in doc.splitlines() if ln.startswith("WARN sextant_server: no catalog here"))
+
+    def shape(text):
+        return re.sub(r"\d+", "#", re.sub(r"node-[0-9a-f]+", "node-#", text))
+
+    assert shape(quoted) in shape(new.log()), new.log()
+    # Nothing of the catalog is on the new node's disk but the restored file.
+    assert list(new.data_dir.rglob("*.parquet")) == []
+    dsn = new.dsn().replace("user=sextant", "user=admin password=admin-pw")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute(SUMMARY).fetchall() == before
+        assert conn.execute("SELECT host, n FROM m_hosts ORDER BY host").fetchall() == view
+        assert {r[3] for r in conn.execute("CHECK TABLE m, m_hosts")} == {"ok"}
+        conn.execute(rows_sql("m", 2000, 10))
+        conn.execute("FLUSH TABLE m")
+        assert conn.execute("SELECT count(*) FROM m").fetchone() == (1510,)

@@ -330,5 +330,6 @@ fn init_checked(conn: Connection, path: &str, create: bool) -> Result<SqliteStor
     }
     Ok(SqliteStore {
         conn: Mutex::new(conn),
+        path: (path != ":memory:").then(|| std::path::PathBuf::from(path)),
     })
 }
