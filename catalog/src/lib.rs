@@ -30,6 +30,20 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+/// For the fuzz targets: the decoders of what the catalog stores as text
+/// (a table's columns and options, a file's column statistics), which a
+/// catalog restored from an object store's snapshot feeds to start-up.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a table's stored columns, options and a file's statistics;
+    /// an error is fine, a panic is not.
+    pub fn decode_records(columns: &str, options: &str, stats: &str) {
+        let _ = crate::sql::tables::decode_schema(columns);
+        let _ = crate::sql::tables::decode_options(options);
+        let _ = crate::sql::tables::decode_column_stats("fuzz.parquet", stats);
+    }
+}
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;

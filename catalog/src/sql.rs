@@ -10,7 +10,7 @@
 
 mod alerts;
 mod nodes;
-mod tables;
+pub(crate) mod tables;
 #[cfg(test)]
 mod tests;
 mod users;

@@ -29,7 +29,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::codec;
 use crate::config::EngineConfig;
 use crate::error::{Result, StorageError};
 use crate::keys::{KeyOrder, Versions};
@@ -105,7 +104,8 @@ impl Engine {
             floor,
             |seq, payload| {
                 last_seq = last_seq.max(seq);
-                let table_id = codec::table_id(payload).map_err(|e| e.to_string())?;
+                let table_id =
+                    sextant_wal::payload::table_id(payload).map_err(|e| e.to_string())?;
                 // A dropped table's records, or records already in Parquet.
                 let Some(state) = by_id.get(&table_id) else {
                     return Ok(());
@@ -114,8 +114,8 @@ impl Engine {
                 if seq <= def.persisted_seq {
                     return Ok(());
                 }
-                let batch =
-                    codec::decode_batch(payload).map_err(|e| format!("WAL record {seq}: {e}"))?;
+                let batch = sextant_wal::payload::decode_batch(payload)
+                    .map_err(|e| format!("WAL record {seq}: {e}"))?;
                 let chunk = make_chunk(seq, batch, &def).map_err(|e| e.to_string())?;
                 if let Some(v) = chunk
                     .batch
@@ -564,7 +564,7 @@ impl Engine {
         let mut written = 0u64;
         for piece in split_for_wal(&batch) {
             let piece_rows = piece.num_rows() as u64;
-            let payload = codec::encode(def.id, &piece)?;
+            let payload = sextant_wal::payload::encode(def.id, &piece)?;
             let derived = Self::derive(&state, &piece)?;
             let chunk_template = make_chunk(0, piece, &def)?;
             let state = state.clone();

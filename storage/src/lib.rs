@@ -9,7 +9,6 @@
 //! [`SextantTable`], which unions buffer chunks with Parquet files after
 //! pruning both by time and column statistics.
 
-mod codec;
 mod config;
 mod damage;
 mod deletes;
@@ -25,7 +24,7 @@ mod remote;
 mod snapshot;
 mod state;
 mod views;
-pub mod wal;
+pub use sextant_wal as wal;
 
 pub use config::{EngineConfig, LifecycleConfig};
 pub use deletes::{DeletePlan, DeleteStats, predicate_expr};

@@ -96,7 +96,7 @@ pub(super) fn encode_schema(schema: &Schema) -> Result<String> {
     to_json(&cols)
 }
 
-pub(super) fn decode_schema(text: &str) -> Result<SchemaRef> {
+pub(crate) fn decode_schema(text: &str) -> Result<SchemaRef> {
     let cols: Vec<StoredColumn> = from_json(text, "columns")?;
     let fields = cols
         .into_iter()
@@ -119,7 +119,7 @@ fn encode_options(o: &TableOptions) -> Result<String> {
     })
 }
 
-fn decode_options(text: &str) -> Result<TableOptions> {
+pub(crate) fn decode_options(text: &str) -> Result<TableOptions> {
     let o: StoredOptions = from_json(text, "options")?;
     Ok(TableOptions {
         retention: o.retention_secs.map(Duration::from_secs),
@@ -149,10 +149,18 @@ fn read_table(row: &Row) -> Result<TableDef> {
 const FILE_COLUMNS: &str = "id, table_id, path, partition_start_ns, min_time_ns, max_time_ns, \
                             rows, bytes, column_stats, created_at_ns";
 
+/// A file's column statistics as the catalog keeps them (JSON).
+pub(crate) fn decode_column_stats(
+    path: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, crate::ColumnStats>> {
+    serde_json::from_str(text)
+        .map_err(|e| CatalogError::Corrupt(format!("file {path}: statistics: {e}")))
+}
+
 fn read_file(row: &Row) -> Result<ParquetFile> {
     let path = row.text(2)?;
-    let column_stats = serde_json::from_str(&row.text(8)?)
-        .map_err(|e| CatalogError::Corrupt(format!("file {path}: statistics: {e}")))?;
+    let column_stats = decode_column_stats(&path, &row.text(8)?)?;
     Ok(ParquetFile {
         id: row.int(0)?,
         table_id: row.int(1)?,

@@ -1,4 +1,5 @@
-//! Write-ahead log: every write is framed, checksummed and appended to the active
+//! Write-ahead log: every write (its payload: [`payload`], a table id and
+//! an Arrow IPC batch) is framed, checksummed and appended to the active
 //! segment by one writer thread ("sextant-wal"), which batches all queued appends
 //! into one write and one fsync (group commit), then runs each record's `apply`
 //! (insert into the write buffer) in sequence order and acknowledges the caller.
@@ -45,6 +46,8 @@
 //! [`io::ErrorKind::StorageFull`]) and ingest resumes by itself once space is
 //! freed. With [`SyncMode::Never`] the records cut this way were already
 //! acknowledged: they stay in the write buffer and are durable once persisted.
+
+pub mod payload;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -697,6 +700,29 @@ fn flush_scratch(st: &mut State) -> Result<(), WalError> {
     Ok(())
 }
 
+/// The bytes of a whole segment file holding `payloads` as the records
+/// `first_seq`, `first_seq + 1`, ...: for tests and fuzzing, which write
+/// it under [`segment_file_name`] and replay it with [`Wal::open`].
+pub fn segment_bytes(first_seq: u64, payloads: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&SEGMENT_MAGIC);
+    out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0; 6]);
+    for (seq, payload) in (first_seq..).zip(payloads) {
+        encode_header(&mut out, seq, payload);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// The file name of the segment whose first record is `first_seq`.
+pub fn segment_file_name(first_seq: u64) -> String {
+    format!(
+        "{first_seq:0width$}{SEGMENT_SUFFIX}",
+        width = SEGMENT_NAME_DIGITS
+    )
+}
+
 fn encode_header(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("payload length is capped by MAX_PAYLOAD");
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
@@ -1093,10 +1119,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
-    dir.join(format!(
-        "{first_seq:0width$}{SEGMENT_SUFFIX}",
-        width = SEGMENT_NAME_DIGITS
-    ))
+    dir.join(segment_file_name(first_seq))
 }
 
 /// Makes file creations and deletions in `dir` survive power loss.
