@@ -455,17 +455,12 @@ fn open_catalog(
         info!(node = node_id, "catalog in PostgreSQL");
         return Ok(Arc::new(catalog.with_clock(clock)));
     }
-    let path = match url {
-        None => data_dir.join("catalog.sqlite"),
-        Some(url) => match url.strip_prefix("sqlite://") {
-            Some(path) => PathBuf::from(path),
-            None => {
-                return Err(format!(
-                    "--catalog {url}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB"
-                )
-                .into());
-            }
-        },
+    let Some(path) = sqlite_catalog_path(config, data_dir) else {
+        return Err(format!(
+            "--catalog {}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+            url.unwrap_or_default()
+        )
+        .into());
     };
     let what = || format!("cannot open catalog {}", path.display());
     // Data that only a catalog makes sense of: the catalog must be there.
@@ -487,7 +482,7 @@ fn open_catalog(
 }
 
 /// The SQLite catalog file `--catalog` names (or the default), `None` for
-/// a catalog in PostgreSQL.
+/// any other URL (PostgreSQL, or one that is not understood).
 fn sqlite_catalog_path(config: &ServeConfig, data_dir: &Path) -> Option<PathBuf> {
     match config.catalog.as_deref() {
         None => Some(data_dir.join("catalog.sqlite")),
@@ -534,12 +529,12 @@ async fn restore_catalog(
 
 /// Writes `bytes` to `path` as a whole: a temporary file beside it,
 /// fsynced, renamed into place, and the directory fsynced.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     sextant_storage::wal::create_dir_durable(dir)?;
     let mut name = path.as_os_str().to_owned();
-    name.push(".restoring");
+    name.push(".tmp");
     let tmp = PathBuf::from(name);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;

@@ -56,19 +56,9 @@ pub(crate) fn id(flag: Option<&str>, data_dir: &Path) -> Result<String, StartErr
                 )
                 .into());
             }
-            let tmp = path.with_extension("tmp");
-            context(std::fs::write(&tmp, format!("{id}\n")), || {
-                format!("cannot write {}", tmp.display())
-            })?;
-            context(std::fs::File::open(&tmp).and_then(|f| f.sync_all()), || {
-                format!("cannot sync {}", tmp.display())
-            })?;
-            context(std::fs::rename(&tmp, &path), || {
-                format!("cannot write {}", path.display())
-            })?;
             context(
-                std::fs::File::open(data_dir).and_then(|d| d.sync_all()),
-                || format!("cannot sync {}", data_dir.display()),
+                crate::write_durably(&path, format!("{id}\n").as_bytes()),
+                || format!("cannot write {}", path.display()),
             )?;
             Ok(id)
         }
