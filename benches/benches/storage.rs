@@ -139,6 +139,7 @@ fn engine(dir: &std::path::Path, sync: SyncMode) -> Engine {
         wal_sync: sync,
         wal_segment_bytes: 64 << 20,
         buffer_limit_bytes: 16 << 30,
+        inflight_limit_bytes: 1 << 30,
         persist_age: Duration::from_secs(3600),
         backpressure_timeout: Duration::from_secs(30),
         local_object_root: Some(objects.clone()),

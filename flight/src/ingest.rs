@@ -92,6 +92,10 @@ pub(crate) async fn ingest(
     directory
         .check(who, action)
         .map_err(sextant_auth::grpc::auth_status)?;
+    // What the stream holds at once (the batches pending, and their
+    // concatenation) is admitted before it is read, and grown for a
+    // larger batch.
+    let mut admission = engine.admit(2 * WRITE_BYTES).await.map_err(storage)?;
     let mut batches = FlightRecordBatchStream::new_from_flight_data(crate::data_messages(stream));
     let mut prepared: Option<Target> = None;
     let mut pending: Vec<RecordBatch> = vec![];
@@ -110,6 +114,10 @@ pub(crate) async fn ingest(
         };
         let batch = target.convert(&batch)?;
         pending_bytes += batch.get_array_memory_size();
+        admission
+            .grow_to(2 * pending_bytes.max(WRITE_BYTES))
+            .await
+            .map_err(storage)?;
         pending.push(batch);
         if pending_bytes >= WRITE_BYTES {
             written += target.write(engine, std::mem::take(&mut pending)).await?;

@@ -140,6 +140,12 @@ pub struct Decoded {
     pub rejected_samples: usize,
 }
 
+/// The size a remote-write body says it unpacks to (snappy's header),
+/// before anything is unpacked; `None` when the header is not snappy's.
+pub fn decoded_len(body: &[u8]) -> Option<usize> {
+    snap::raw::decompress_len(body).ok()
+}
+
 /// Decodes a remote-write body. `max_decoded` bounds the decompressed size;
 /// `schema_of` gives the current schema of an existing table.
 pub fn decode(

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub buffer_bytes: IntGauge,
     /// Rows in the write buffer, not yet persisted.
     pub buffer_rows: IntGauge,
+    /// Bytes of the ingest requests admitted and not yet answered.
+    pub ingest_inflight_bytes: IntGauge,
+    /// Bytes the server's allocator has handed out (in use).
+    pub memory_allocated_bytes: IntGauge,
+    /// Bytes of memory the server's allocator holds resident.
+    pub memory_resident_bytes: IntGauge,
     /// Seconds one table's persistence to Parquet took.
     pub persist_seconds: Histogram,
     /// Parquet files written by persistence.
@@ -176,6 +182,21 @@ impl Metrics {
                 &r,
                 "sextant_buffer_rows",
                 "Rows in the write buffer, not yet persisted to Parquet (the persistence backlog)",
+            ),
+            ingest_inflight_bytes: gauge(
+                &r,
+                "sextant_ingest_inflight_bytes",
+                "Bytes of the ingest requests being read, decoded and written (their admissions; at most --ingest-inflight-limit)",
+            ),
+            memory_allocated_bytes: gauge(
+                &r,
+                "sextant_memory_allocated_bytes",
+                "Bytes the allocator (jemalloc) has handed out: the memory in use",
+            ),
+            memory_resident_bytes: gauge(
+                &r,
+                "sextant_memory_resident_bytes",
+                "Bytes of memory the allocator (jemalloc) holds resident, in use or not yet returned",
             ),
             persist_seconds: histogram(
                 &r,

@@ -143,17 +143,26 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_QUERY_MEMORY_LIMIT", default_value = "4GiB", value_parser = parse_bytes)]
     pub query_memory_limit: u64,
 
-    /// Size of the in-memory write buffer. Persistence to Parquet starts at
-    /// half of it; past it, writers wait (and then get a retryable error).
+    /// Size of the in-memory write buffer, with what persistence holds
+    /// while it encodes. Persistence to Parquet starts at half of it; past
+    /// it, writers wait (and then get a retryable error).
     #[arg(long, env = "SEXTANT_BUFFER_LIMIT", default_value = "1GiB", value_parser = parse_bytes)]
     pub buffer_limit: u64,
+
+    /// Memory the ingest requests being read, decoded and written may hold
+    /// together (about three times their bodies' bytes). Past it, a request
+    /// waits before its body is read, and after --backpressure-timeout is
+    /// refused with HTTP 503 / gRPC RESOURCE_EXHAUSTED / SQLSTATE 53000.
+    #[arg(long, env = "SEXTANT_INGEST_INFLIGHT_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
+    pub ingest_inflight_limit: u64,
 
     /// Buffered rows older than this are persisted to Parquet (e.g. 5m, 30s).
     #[arg(long, env = "SEXTANT_PERSIST_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub persist_interval: Duration,
 
     /// How long a write waits for write-buffer space (while persistence catches
-    /// up) before it is refused with HTTP 503 / gRPC RESOURCE_EXHAUSTED / SQLSTATE 53000.
+    /// up) or for room among the requests in flight (--ingest-inflight-limit)
+    /// before it is refused with HTTP 503 / gRPC RESOURCE_EXHAUSTED / SQLSTATE 53000.
     #[arg(long, env = "SEXTANT_BACKPRESSURE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub backpressure_timeout: Duration,
 

@@ -272,6 +272,9 @@ pub(crate) struct Pending {
     columns: Vec<Field>,
     options: Options,
     data: Vec<u8>,
+    /// The data's admission ([`Engine::admit`]), grown as it comes, held
+    /// until the write is answered.
+    admission: Option<sextant_storage::Admission>,
 }
 
 /// Starts a COPY FROM STDIN: the connection now expects CopyData.
@@ -293,6 +296,7 @@ pub(crate) fn start_in<C: ClientInfo>(client: &C, copy: Copy) -> Response {
         columns,
         options,
         data: vec![],
+        admission: None,
     });
     Response::CopyIn(CopyResponse::new(0, n, futures::stream::empty()))
 }
@@ -303,9 +307,42 @@ fn pending<C: ClientInfo>(client: &C) -> Arc<CopyInState> {
         .get_or_insert_with(CopyInState::default)
 }
 
-/// A CopyData message of a COPY FROM STDIN.
-pub(crate) fn data<C: ClientInfo>(client: &C, data: CopyData) -> PgWireResult<()> {
+/// A CopyData message of a COPY FROM STDIN: kept once the engine admits
+/// the data so far ([`Engine::admit`]; while it waits, the connection is
+/// not read).
+pub(crate) async fn data<C: ClientInfo + Sync>(
+    client: &C,
+    engine: &Engine,
+    data: CopyData,
+) -> PgWireResult<()> {
     let state = pending(client);
+    let (want, admission) = {
+        let mut guard = state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.as_mut() else {
+            return Err(pg_error(SqlError::new(
+                SqlState::PROTOCOL_VIOLATION,
+                "COPY data without a COPY FROM STDIN",
+            )));
+        };
+        if p.data.len() + data.data.len() > MAX_COPY_BYTES {
+            *guard = None;
+            return Err(pg_error(SqlError::new(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "COPY data exceeds {} MiB: split it into several COPY statements",
+                    MAX_COPY_BYTES >> 20
+                ),
+            )));
+        }
+        (
+            (p.data.len() + data.data.len()) * crate::web::ADMITTED_PER_BODY_BYTE,
+            p.admission.take(),
+        )
+    };
+    let admitted = match admission {
+        Some(mut a) => a.grow_to(want).await.map(|()| a),
+        None => engine.admit(want).await,
+    };
     let mut guard = state.0.lock().unwrap_or_else(|e| e.into_inner());
     let Some(p) = guard.as_mut() else {
         return Err(pg_error(SqlError::new(
@@ -313,18 +350,17 @@ pub(crate) fn data<C: ClientInfo>(client: &C, data: CopyData) -> PgWireResult<()
             "COPY data without a COPY FROM STDIN",
         )));
     };
-    if p.data.len() + data.data.len() > MAX_COPY_BYTES {
-        *guard = None;
-        return Err(pg_error(SqlError::new(
-            SqlState::PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "COPY data exceeds {} MiB: split it into several COPY statements",
-                MAX_COPY_BYTES >> 20
-            ),
-        )));
+    match admitted {
+        Ok(a) => {
+            p.admission = Some(a);
+            p.data.extend_from_slice(&data.data);
+            Ok(())
+        }
+        Err(e) => {
+            *guard = None;
+            Err(pg_error(SqlError::from(e)))
+        }
     }
-    p.data.extend_from_slice(&data.data);
-    Ok(())
 }
 
 /// CopyDone: parses the rows and writes them; answers `COPY n`.

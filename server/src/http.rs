@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -33,7 +33,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::otlp::{self, Signal};
-use crate::web::{AppState, HttpError, may_write, read_body};
+use crate::web::{
+    ADMITTED_PER_BODY_BYTE, AppState, HttpError, may_write, read_body, read_raw_body,
+};
 use crate::write::{Written, write_batches};
 
 /// At most this many rejected lines are listed in an error body.
@@ -338,7 +340,7 @@ async fn write_line_protocol(
     body: Body,
 ) -> Result<StatusCode, HttpError> {
     let precision = precision(&params)?;
-    let body = read_body(&state, &headers, body).await?;
+    let (body, _admitted) = read_body(&state, &headers, body).await?;
     let text = String::from_utf8(body)
         .map_err(|e| HttpError::bad_request(format!("line protocol must be UTF-8: {e}")))?;
     let engine = &state.engine;
@@ -365,7 +367,7 @@ async fn ingest_json(
         )));
     }
     let precision = precision(&params)?;
-    let body = read_body(&state, &headers, body).await?;
+    let (body, _admitted) = read_body(&state, &headers, body).await?;
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
     let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())?;
     let written = write_tables(&state, &who, vec![rows], "json").await?;
@@ -408,17 +410,13 @@ async fn remote_write(
             ),
         ));
     }
-    let raw: Bytes = axum::body::to_bytes(body, state.max_body)
-        .await
-        .map_err(|_| {
-            HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body is larger than {} bytes (--max-body-size)",
-                    state.max_body
-                ),
-            )
-        })?;
+    // Held until the write is answered.
+    let (raw, mut admission) = read_raw_body(&state, &headers, body).await?;
+    if let Some(unpacked) = prometheus::decoded_len(&raw) {
+        admission
+            .grow_to(unpacked.min(state.max_body) * ADMITTED_PER_BODY_BYTE)
+            .await?;
+    }
     let engine = &state.engine;
     let decoded = prometheus::decode(&raw, state.max_body, &|t| engine.table(t).map(|d| d.schema))?;
     let written = write_tables(&state, &who, decoded.tables, "prometheus_remote_write").await?;

@@ -146,6 +146,7 @@ pub async fn run(
         },
         wal_segment_bytes: config.wal_segment_size,
         buffer_limit_bytes: config.buffer_limit as usize,
+        inflight_limit_bytes: config.ingest_inflight_limit as usize,
         persist_age: config.persist_interval,
         backpressure_timeout: config.backpressure_timeout,
         local_object_root: local_root,

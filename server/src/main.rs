@@ -8,6 +8,12 @@ use tracing::info;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+/// jemalloc, with background threads that return freed pages to the
+/// system: under sustained ingest, glibc's per-thread arenas kept about
+/// seven times the memory in use resident (docs/durability.md, "Overload").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     let Command::Serve(config) = cli.command;

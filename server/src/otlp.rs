@@ -248,6 +248,16 @@ fn caller<T>(request: &Request<T>) -> sextant_auth::Principal {
 }
 
 impl Collector {
+    /// The engine's admission of a request (tonic has read and decoded
+    /// its message already; this bounds what the rows decoded from it
+    /// hold while they are written).
+    async fn admit(&self, bytes: usize) -> Result<sextant_storage::Admission, Status> {
+        self.engine
+            .admit(bytes * crate::web::ADMITTED_PER_BODY_BYTE)
+            .await
+            .map_err(grpc_status)
+    }
+
     async fn export(
         &self,
         signal: Signal,
@@ -294,8 +304,9 @@ impl LogsService for Collector {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        let d = otlp::decode_logs(request.get_ref(), self.engine.now_ns());
         let bytes = prost::Message::encoded_len(request.get_ref());
+        let _admitted = self.admit(bytes).await?;
+        let d = otlp::decode_logs(request.get_ref(), self.engine.now_ns());
         let d = Collector::export(self, Signal::Logs, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| ExportLogsPartialSuccess {
@@ -312,8 +323,9 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        let d = otlp::decode_traces(request.get_ref());
         let bytes = prost::Message::encoded_len(request.get_ref());
+        let _admitted = self.admit(bytes).await?;
+        let d = otlp::decode_traces(request.get_ref());
         let d = Collector::export(self, Signal::Traces, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
@@ -332,8 +344,9 @@ impl MetricsService for Collector {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
-        let d = otlp::decode_metrics(request.get_ref());
         let bytes = prost::Message::encoded_len(request.get_ref());
+        let _admitted = self.admit(bytes).await?;
+        let d = otlp::decode_metrics(request.get_ref());
         let d = Collector::export(self, Signal::Metrics, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: partial(d).map(|(rejected, error_message)| {
@@ -513,7 +526,7 @@ pub(crate) async fn export_http(
 ) -> Result<Response, OtlpHttpErrorResponse> {
     let encoding = content_encoding(&headers).map_err(OtlpHttpErrorResponse)?;
     let fail = |e: HttpError| OtlpHttpErrorResponse(otlp_error(e, encoding));
-    let bytes = read_body(&state, &headers, body).await.map_err(fail)?;
+    let (bytes, _admitted) = read_body(&state, &headers, body).await.map_err(fail)?;
     let mut decoded = signal
         .decode(&bytes, encoding, state.engine.now_ns())
         .map_err(|e| fail(e.into()))?;

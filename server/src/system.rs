@@ -741,6 +741,17 @@ impl Gauges {
         m.buffer_rows
             .set(tables.iter().map(|t| t.buffered_rows as i64).sum());
         m.query_memory_bytes.set(self.pool.reserved() as i64);
+        m.ingest_inflight_bytes
+            .set(self.engine.inflight_bytes() as i64);
+        // jemalloc's figures, as of a new epoch.
+        if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+            if let Ok(n) = tikv_jemalloc_ctl::stats::allocated::read() {
+                m.memory_allocated_bytes.set(n as i64);
+            }
+            if let Ok(n) = tikv_jemalloc_ctl::stats::resident::read() {
+                m.memory_resident_bytes.set(n as i64);
+            }
+        }
         for v in self.engine.view_stats() {
             if let (Some(base), Some(done)) = (v.base_newest_ns, v.status.materialized_ns) {
                 m.view_lag_seconds

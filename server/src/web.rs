@@ -15,7 +15,7 @@ use sextant_alerts::Alerts;
 use sextant_auth::{Action, AuthError, Directory, Principal};
 use sextant_ingest::IngestError;
 use sextant_sqlstate::SqlState;
-use sextant_storage::{Engine, StorageError};
+use sextant_storage::{Admission, Engine, StorageError};
 
 use crate::system::Gauges;
 
@@ -143,12 +143,19 @@ impl From<IngestError> for HttpError {
     }
 }
 
-/// Reads the whole body, bounded, and gunzips it if it says so.
-pub(crate) async fn read_body(
+/// Memory a request is admitted for, per byte of its body (unpacked): the
+/// body, the rows decoded from it, and their WAL record.
+pub(crate) const ADMITTED_PER_BODY_BYTE: usize = 3;
+
+/// Reads the whole body, bounded, once the engine admits it
+/// ([`sextant_storage::Engine::admit`]: by its declared length before it
+/// is read, by its length read when none was declared). The admission is
+/// held until the write is answered.
+pub(crate) async fn read_raw_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<(Bytes, Admission), HttpError> {
     let too_large = || {
         HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,38 +165,68 @@ pub(crate) async fn read_body(
             ),
         )
     };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if declared > state.max_body {
+        return Err(too_large());
+    }
+    let mut admission = state
+        .engine
+        .admit(declared * ADMITTED_PER_BODY_BYTE)
+        .await?;
     let raw: Bytes = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| too_large())?;
+    admission
+        .grow_to(raw.len() * ADMITTED_PER_BODY_BYTE)
+        .await?;
+    Ok((raw, admission))
+}
+
+/// [`read_raw_body`], gunzipped if it says so (the admission grown to the
+/// unpacked size).
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Admission), HttpError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity")
         .trim()
         .to_ascii_lowercase();
-    match encoding.as_str() {
-        "identity" | "" => Ok(raw.to_vec()),
-        "gzip" | "x-gzip" => {
-            // Read one byte past the limit to tell "exactly at" from "over".
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(state.max_body as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| HttpError::bad_request(format!("body is not valid gzip: {e}")))?;
-            if out.len() > state.max_body {
-                return Err(HttpError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "gzip body expands past {} bytes (--max-body-size)",
-                        state.max_body
-                    ),
-                ));
-            }
-            Ok(out)
-        }
-        other => Err(HttpError::new(
+    if !matches!(encoding.as_str(), "identity" | "" | "gzip" | "x-gzip") {
+        return Err(HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Encoding {other:?} is not supported: send identity or gzip"),
-        )),
+            format!("Content-Encoding {encoding:?} is not supported: send identity or gzip"),
+        ));
     }
+    let (raw, mut admission) = read_raw_body(state, headers, body).await?;
+    if matches!(encoding.as_str(), "identity" | "") {
+        return Ok((raw.to_vec(), admission));
+    }
+    // Read one byte past the limit to tell "exactly at" from "over".
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .take(state.max_body as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| HttpError::bad_request(format!("body is not valid gzip: {e}")))?;
+    if out.len() > state.max_body {
+        return Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "gzip body expands past {} bytes (--max-body-size)",
+                state.max_body
+            ),
+        ));
+    }
+    drop(raw);
+    admission
+        .grow_to(out.len() * ADMITTED_PER_BODY_BYTE)
+        .await?;
+    Ok((out, admission))
 }

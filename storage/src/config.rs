@@ -19,8 +19,12 @@ pub struct EngineConfig {
     pub wal_sync: SyncMode,
     /// Rotate WAL segments past this size.
     pub wal_segment_bytes: u64,
-    /// Write-buffer size past which writers wait; persistence starts at half.
+    /// Write-buffer size past which writers wait; persistence starts at
+    /// half. It counts what persistence holds while it encodes, too.
     pub buffer_limit_bytes: usize,
+    /// Bytes the ingest requests in flight may hold together
+    /// ([`crate::Engine::admit`]).
+    pub inflight_limit_bytes: usize,
     /// Buffered rows older than this are persisted even if the buffer is small.
     pub persist_age: Duration,
     /// How long a writer waits for buffer space before it gets a retryable error.

@@ -143,6 +143,7 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "WAL replayed"
         );
+        let gate = crate::admission::Gate::new(config.inflight_limit_bytes);
         let engine = Self {
             inner: Arc::new(Inner {
                 config,
@@ -165,6 +166,7 @@ impl Engine {
                 buffers: Default::default(),
                 versions,
                 damage: Default::default(),
+                gate,
             }),
         };
         // Deletes: their files filtered, and the replayed chunks they cover
@@ -586,8 +588,15 @@ impl Engine {
     }
 
     async fn wait_for_space(&self) -> Result<()> {
+        self.wait_for_space_until(
+            tokio::time::Instant::now() + self.inner.config.backpressure_timeout,
+        )
+        .await
+    }
+
+    /// Waits while the write buffer is full, until `deadline`.
+    pub(crate) async fn wait_for_space_until(&self, deadline: tokio::time::Instant) -> Result<()> {
         let limit = self.inner.config.buffer_limit_bytes;
-        let deadline = Instant::now() + self.inner.config.backpressure_timeout;
         loop {
             if self.inner.closing.is_cancelled() {
                 return Err(StorageError::ShuttingDown);
@@ -597,7 +606,7 @@ impl Engine {
                 return Ok(());
             }
             self.inner.persist_wake.notify_one();
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 let failure = self.inner.persist_failure.lock().unwrap().clone();
                 let cause =
                     failure.map_or_else(String::new, |e| format!(" (persistence is failing: {e})"));
@@ -767,9 +776,55 @@ impl Engine {
     }
 
     /// Persists the table's buffered rows of writes up to WAL sequence
-    /// number `limit`.
+    /// number `limit`, in pieces of at most [`Self::piece_bytes`] each (so
+    /// that what persistence holds while it encodes stays bounded, however
+    /// large the buffer): each piece its own files, committed and freed
+    /// before the next is read.
     #[tracing::instrument(name = "persist", skip_all, fields(table = %state.def().name))]
     async fn persist_upto(&self, state: &Arc<TableState>, limit: u64) -> Result<usize> {
+        let target = state.data().chunks.last().map_or(0, |c| c.seq).min(limit);
+        let piece = self.piece_bytes();
+        let mut files = 0;
+        loop {
+            let boundary = {
+                let data = state.data();
+                let mut bytes = 0;
+                let mut boundary = None;
+                for c in data.chunks.iter().take_while(|c| c.seq <= target) {
+                    boundary = Some(c.seq);
+                    bytes += c.batch.get_array_memory_size();
+                    if bytes >= piece {
+                        break;
+                    }
+                }
+                boundary
+            };
+            let Some(boundary) = boundary else {
+                // The base has nothing (left) up to the target; its views
+                // may still have rows up to it.
+                for view in self.transform_tables(state) {
+                    files += Box::pin(self.persist_upto(&view, target)).await?;
+                }
+                return Ok(files);
+            };
+            files += self.persist_piece(state, boundary).await?;
+            if boundary >= target {
+                return Ok(files);
+            }
+        }
+    }
+
+    /// The most buffered bytes one persistence step reads at once, and the
+    /// most decoded bytes one compaction step merges: an eighth of the
+    /// buffer limit (at least 8 MiB). Encoding a piece holds about twice
+    /// its size again (the rows gathered and sorted, and the file).
+    pub(crate) fn piece_bytes(&self) -> usize {
+        (self.inner.config.buffer_limit_bytes / 8).max(8 << 20)
+    }
+
+    /// Persists the buffered rows of writes up to WAL sequence number
+    /// `boundary` (at most about [`Self::piece_bytes`] of them).
+    async fn persist_piece(&self, state: &Arc<TableState>, boundary: u64) -> Result<usize> {
         // Rows derived for transform views go first: a base write leaves
         // the WAL only once its derived rows are in Parquet too. So the
         // base's boundary is fixed before the views are persisted, and
@@ -778,7 +833,6 @@ impl Engine {
         // makes a write's view rows visible before its base rows, so every
         // view row of a base write up to the boundary is in the views'
         // files.
-        let boundary = state.data().chunks.last().map_or(0, |c| c.seq).min(limit);
         for view in self.transform_tables(state) {
             Box::pin(self.persist_upto(&view, boundary)).await?;
         }
@@ -801,6 +855,12 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
         let table = def.clone();
+        // What encoding holds (the rows gathered and sorted, and the
+        // file) counts against the buffer limit while it lasts, so that
+        // writers wait rather than push memory past it.
+        let piece_bytes: usize = chunks.iter().map(|c| c.batch.get_array_memory_size()).sum();
+        state.measured(piece_bytes, chunks.iter().map(|c| c.batch.num_rows()).sum());
+        let working = Working::hold(&self.inner, 2 * piece_bytes);
         let encoded =
             tokio::task::spawn_blocking(move || encode_table(&table, &batches, row_group_rows))
                 .await
@@ -852,6 +912,7 @@ impl Engine {
             freed
         };
         self.inner.buffered.fetch_sub(freed, Ordering::SeqCst);
+        drop(working);
         {
             let mut d = state.def.write().unwrap_or_else(|e| e.into_inner());
             d.persisted_seq = d.persisted_seq.max(max_seq);
@@ -1188,4 +1249,34 @@ fn with_reference_time(batch: RecordBatch, def: &TableDef) -> Result<RecordBatch
         std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
         columns,
     )?)
+}
+
+/// Bytes persistence or compaction holds while it decodes, sorts and
+/// encodes, counted in the write buffer's total until dropped: writers
+/// wait rather than push memory past `--buffer-limit`.
+pub(crate) struct Working {
+    inner: Arc<crate::state::Inner>,
+    bytes: usize,
+}
+
+impl Working {
+    pub(crate) fn hold(inner: &Arc<crate::state::Inner>, bytes: usize) -> Self {
+        inner.buffered.fetch_add(bytes, Ordering::SeqCst);
+        Self {
+            inner: inner.clone(),
+            bytes,
+        }
+    }
+
+    /// Holds `more` bytes besides.
+    pub(crate) fn grow(&mut self, more: usize) {
+        self.inner.buffered.fetch_add(more, Ordering::SeqCst);
+        self.bytes += more;
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.inner.buffered.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }

@@ -53,6 +53,19 @@ pub enum StorageError {
         /// Empty, or why persistence is failing (` (persistence is failing: ...)`).
         cause: String,
     },
+    /// The ingest requests in flight held `--ingest-inflight-limit` for
+    /// the whole `--backpressure-timeout`.
+    #[error(
+        "too many writes in flight: {in_flight} bytes of requests are being written (limit {limit}, --ingest-inflight-limit) and none finished within {waited:?}; the write was not applied, retry it"
+    )]
+    Overloaded {
+        /// Bytes the requests in flight hold.
+        in_flight: usize,
+        /// The configured limit.
+        limit: usize,
+        /// How long this one waited (`--backpressure-timeout`).
+        waited: std::time::Duration,
+    },
     /// Object storage failed.
     #[error("object storage: {0}")]
     ObjectStore(#[from] object_store::Error),
@@ -91,7 +104,9 @@ impl StorageError {
             StorageError::NotNull { .. } => SqlState::NOT_NULL_VIOLATION,
             StorageError::InvalidData(_) => SqlState::DATA_EXCEPTION,
             StorageError::TypeConflict { .. } => SqlState::DATATYPE_MISMATCH,
-            StorageError::BufferFull { .. } => SqlState::INSUFFICIENT_RESOURCES,
+            StorageError::BufferFull { .. } | StorageError::Overloaded { .. } => {
+                SqlState::INSUFFICIENT_RESOURCES
+            }
             StorageError::Wal(WalError::Closed) | StorageError::ShuttingDown => {
                 SqlState::ADMIN_SHUTDOWN
             }

@@ -9,6 +9,7 @@
 //! [`SextantTable`], which unions buffer chunks with Parquet files after
 //! pruning both by time and column statistics.
 
+mod admission;
 mod config;
 mod damage;
 mod deletes;
@@ -26,6 +27,7 @@ mod state;
 mod views;
 pub use sextant_wal as wal;
 
+pub use admission::Admission;
 pub use config::{EngineConfig, LifecycleConfig};
 pub use deletes::{DeletePlan, DeleteStats, predicate_expr};
 pub use engine::{FileCheck, TableStats, WalStats};

@@ -269,8 +269,13 @@ impl Engine {
         // A keyed table's partition in more than one file needs a merge in
         // every query: all its files become one, whatever their sizes.
         let keyed = state.def().options.key.is_some();
+        // And small in memory: a file half the merge bound or more (by the
+        // table's last measured bytes per row) is left as it is, so that
+        // merged files are not read again and again.
+        let bound = self.piece_bytes() as u64;
+        let fits = |f: &ParquetFile| state.estimate(f.file.rows).is_none_or(|b| b < bound / 2);
         for f in files.iter() {
-            if f.file.bytes < small || covered(f) || keyed {
+            if (f.file.bytes < small && fits(f)) || covered(f) || keyed {
                 by_partition
                     .entry(f.file.partition_start_ns)
                     .or_default()
@@ -287,30 +292,31 @@ impl Engine {
             // Bins of about the target size; each becomes one file.
             let mut bins: Vec<Vec<Arc<ParquetFile>>> = vec![vec![]];
             let mut bin_bytes = 0;
+            let mut bin_memory = 0;
             for f in files {
-                if bin_bytes + f.file.bytes > target
+                let memory = state.estimate(f.file.rows).unwrap_or(0);
+                if (bin_bytes + f.file.bytes > target || bin_memory + memory > bound)
                     && !keyed
                     && !bins.last().is_some_and(|b| b.is_empty())
                 {
                     bins.push(vec![]);
                     bin_bytes = 0;
+                    bin_memory = 0;
                 }
                 bin_bytes += f.file.bytes;
+                bin_memory += memory;
                 bins.last_mut().expect("one bin at least").push(f);
             }
             let mut compacted = false;
-            for bin in bins
-                .into_iter()
-                .filter(|b| b.len() >= 2 || b.iter().any(|f| covered(f)))
-            {
+            // A bin merged in part (the memory bound) goes on with the rest.
+            let mut queue: std::collections::VecDeque<_> = bins.into();
+            while let Some(bin) = queue.pop_front() {
+                if bin.len() < 2 && !bin.iter().any(|f| covered(f)) {
+                    continue;
+                }
                 let started = Instant::now();
                 let started_at_ns = self.now_ns();
-                let (files_in, bytes_in, rows) = (
-                    bin.len(),
-                    bin.iter().map(|f| f.file.bytes).sum::<u64>(),
-                    bin.iter().map(|f| f.file.rows).sum::<u64>(),
-                );
-                let written = match self.merge(state, partition, &bin).await {
+                let (written, merged) = match self.merge(state, partition, &bin).await {
                     Ok(w) => w,
                     // COMPACT TABLE reports it; the background retries later.
                     Err(e) if !throttle => return Err(e),
@@ -319,9 +325,20 @@ impl Engine {
                         continue;
                     }
                 };
+                // The files merged: the bin, or its first files up to the
+                // memory bound (the others are the next bin).
+                if merged < bin.len() {
+                    queue.push_front(bin[merged..].to_vec());
+                }
+                let bin = &bin[..merged];
+                let (files_in, bytes_in, rows) = (
+                    bin.len(),
+                    bin.iter().map(|f| f.file.bytes).sum::<u64>(),
+                    bin.iter().map(|f| f.file.rows).sum::<u64>(),
+                );
                 let bytes_out: u64 = written.iter().map(|f| f.bytes).sum();
                 let files_out = written.len();
-                match self.swap_files(state, &bin, written.clone()).await {
+                match self.swap_files(state, bin, written.clone()).await {
                     Ok(_) => {}
                     // A file went meanwhile (retention): the partition
                     // waits for the next run; the new objects go now.
@@ -382,14 +399,19 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Reads the rows of `files`, sorts them by time and writes them as new
-    /// objects (not yet committed).
+    /// Reads the rows of `files` in order, sorts them by time and writes
+    /// them as new objects (not yet committed); returns them with how many
+    /// of `files` they hold. Decoding stops once the rows read reach
+    /// [`Engine::piece_bytes`] (after two files at least), so that what a
+    /// merge holds stays bounded however small the files are on disk; a
+    /// keyed table's partition is merged whole (its files must become one).
+    /// What the merge holds counts against the buffer limit while it lasts.
     async fn merge(
         &self,
         state: &TableState,
         partition: i64,
         files: &[Arc<ParquetFile>],
-    ) -> Result<Vec<NewParquetFile>> {
+    ) -> Result<(Vec<NewParquetFile>, usize)> {
         let def = state.def();
         // Files to compact are small (under half the target): read whole.
         let objects = self.fetch(files).await?;
@@ -405,27 +427,52 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
         let table = def.clone();
-        let encoded = tokio::task::spawn_blocking(move || {
+        let bound = if def.options.key.is_some() {
+            usize::MAX
+        } else {
+            self.piece_bytes()
+        };
+        let mut working = crate::engine::Working::hold(&self.inner, 0);
+        let (encoded, merged, working, decoded, rows) = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
+            let mut decoded = 0;
+            let mut merged = 0;
             for (bytes, keep) in objects.into_iter().zip(filters) {
+                if merged >= 2 && decoded >= bound {
+                    break;
+                }
+                merged += 1;
                 for batch in decode(bytes, &table.schema)? {
-                    batches.push(match &keep {
+                    let batch = match &keep {
                         Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
                         None => batch,
-                    });
+                    };
+                    let size = batch.get_array_memory_size();
+                    decoded += size;
+                    // The rows, and their sorted copy.
+                    working.grow(2 * size);
+                    batches.push(batch);
                 }
             }
-            encode_table(&table, &batches, row_group_rows)
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            let encoded = encode_table(&table, &batches, row_group_rows)?;
+            Ok::<_, StorageError>((encoded, merged, working, decoded, rows))
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;
-        let newest = files.iter().map(|f| f.id).max().unwrap_or_default();
+        state.measured(decoded, rows);
+        let newest = files[..merged]
+            .iter()
+            .map(|f| f.id)
+            .max()
+            .unwrap_or_default();
         let mut out = vec![];
         for (i, f) in encoded.into_iter().enumerate() {
             let path = self.object_name(&def.name, partition, &format!("c{newest:019}"), i);
             out.push(self.put_file(path, f).await?);
         }
-        Ok(out)
+        drop(working);
+        Ok((out, merged))
     }
 
     /// Deletes objects no table's files name (live or retired) that are

@@ -126,9 +126,29 @@ pub(crate) struct TableState {
     pub(crate) compacting: tokio::sync::Mutex<()>,
     /// Materialized views that follow this table.
     pub(crate) dependents: RwLock<Dependents>,
+    /// Bytes one row takes in memory (Arrow), as persistence and
+    /// compaction last measured it; 0 until then. Compaction reads it to
+    /// tell the files it can merge within its memory bound.
+    pub(crate) row_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl TableState {
+    /// Notes that `rows` rows took `bytes` in memory.
+    pub(crate) fn measured(&self, bytes: usize, rows: usize) {
+        if let Some(per_row) = bytes.checked_div(rows) {
+            self.row_bytes
+                .store(per_row.max(1) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes `rows` rows would take in memory, if known.
+    pub(crate) fn estimate(&self, rows: u64) -> Option<u64> {
+        match self.row_bytes.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            b => Some(rows.saturating_mul(b)),
+        }
+    }
+
     pub(crate) fn new(
         def: TableDef,
         files: Vec<ParquetFile>,
@@ -146,6 +166,7 @@ impl TableState {
             persisting: tokio::sync::Mutex::new(()),
             compacting: tokio::sync::Mutex::new(()),
             dependents: RwLock::new(Dependents::default()),
+            row_bytes: Default::default(),
         }
     }
 
@@ -292,6 +313,8 @@ pub(crate) struct Inner {
     pub(crate) damage: Arc<crate::damage::Damage>,
     /// Catalog snapshots on the object store ([`crate::snapshot`]).
     pub(crate) snapshots: crate::snapshot::Snapshots,
+    /// The ingest requests in flight ([`crate::admission`]).
+    pub(crate) gate: crate::admission::Gate,
 }
 
 /// The storage engine. Cheap to clone.

@@ -158,6 +158,79 @@ async fn a_small_write_buffer_persists_early_instead_of_growing() {
     );
 }
 
+#[tokio::test]
+async fn persistence_and_compaction_hold_an_eighth_of_the_buffer_limit_at_a_time() {
+    // 64 MiB of buffer: pieces of 8 MiB; about 24 MiB buffered, under the
+    // half (32 MiB) at which persistence by size would start.
+    let server = Server::start(&["--buffer-limit", "64MiB", "--persist-interval", "1h"]);
+    let client = server.connect().await;
+    client
+        .batch_execute("CREATE TABLE pieces (time TIMESTAMP NOT NULL, body TEXT)")
+        .await
+        .unwrap();
+    for i in 0..25 {
+        // ~0.9 MiB per insert, all in one hour (one partition).
+        client
+            .batch_execute(&format!(
+                "INSERT INTO pieces SELECT to_timestamp_millis({} + value), \
+                 concat(repeat('y', 100), CAST(value AS TEXT)) FROM generate_series(1, 5000)",
+                1_704_067_200_000i64 + i * 60_000
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("insert {i}: {e:?}"));
+    }
+    let buffered = one_i64(
+        &client,
+        "SELECT CAST(buffered_bytes AS BIGINT) FROM system.tables WHERE table_name = 'pieces'",
+    )
+    .await;
+    assert!(
+        (16 << 20..32 << 20).contains(&buffered),
+        "{buffered} bytes buffered"
+    );
+    client.batch_execute("FLUSH TABLE pieces").await.unwrap();
+    let files = one_i64(
+        &client,
+        "SELECT count(*) FROM system.files WHERE table_name = 'pieces'",
+    )
+    .await;
+    // One file per piece of at most 8 MiB (the piece that crosses 8 MiB
+    // ends there).
+    let least = buffered / (9 << 20);
+    assert!(
+        files > least && files <= buffered / (7 << 20) + 1,
+        "{files} files for {buffered} bytes in pieces of 8 MiB"
+    );
+    assert_eq!(
+        one_i64(&client, "SELECT count(*) FROM pieces").await,
+        125_000
+    );
+    // Compaction merges within the same bound: files of half of it or more
+    // in memory are left as they are.
+    client.batch_execute("COMPACT TABLE pieces").await.unwrap();
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM system.files WHERE table_name = 'pieces'",
+        )
+        .await,
+        files,
+        "compaction merged files past its memory bound"
+    );
+    assert_eq!(
+        one_i64(&client, "SELECT count(*) FROM pieces").await,
+        125_000
+    );
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT CAST(buffered_rows AS BIGINT) FROM system.tables WHERE table_name = 'pieces'"
+        )
+        .await,
+        0
+    );
+}
+
 fn wal_segments(data: &Path) -> Vec<PathBuf> {
     let mut segs: Vec<PathBuf> = fs::read_dir(data.join("wal"))
         .unwrap()

@@ -26,6 +26,8 @@
 //!   catalog from the snapshot on the object store after the old one's
 //!   disk is lost.
 //! - `observe`: JSON logs with the query span.
+//! - `overload`: past `--ingest-inflight-limit`, every ingest path waits,
+//!   then is refused with its protocol's retryable error; queries answer.
 //! - `power`: power loss, a full disk and a failing fsync on a file system
 //!   that forgets what was not fsynced (FUSE).
 //! - `views`: materialized views equal their query through late data and
@@ -46,6 +48,7 @@ mod keys;
 mod lifecycle;
 mod machine;
 mod observe;
+mod overload;
 mod paths;
 mod power;
 mod views;

@@ -358,7 +358,7 @@ impl CopyHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        copy::data(client, data)
+        copy::data(client, &self.engine, data).await
     }
 
     async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>

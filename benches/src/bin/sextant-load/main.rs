@@ -17,7 +17,8 @@
 //! ([`views`]): ingest with 0, 1 and 5 views, and a 30-day dashboard panel
 //! on views and on the base table; `--scenario cluster` the query suite on
 //! one node and on three ([`cluster`]); `--scenario keys` the cost of a
-//! key ([`keys`]).
+//! key ([`keys`]); `--scenario overload` ten times the sustainable ingest
+//! rate, with refusals, memory and queries measured ([`overload`]).
 
 mod answer;
 mod cluster;
@@ -26,6 +27,7 @@ mod generate;
 mod ingest;
 mod keys;
 mod overhead;
+mod overload;
 mod queries;
 mod servers;
 mod views;
@@ -116,6 +118,20 @@ struct Args {
     /// build without the instrumentation, e.g. of the commit before it).
     #[arg(long, env = "SEXTANT_LOAD_BASELINE_BIN")]
     baseline_bin: Option<PathBuf>,
+    /// A flag for the server of `--scenario overload` (repeat it for more,
+    /// e.g. `--sextant-arg=--buffer-limit=256MiB`).
+    #[arg(long, env = "SEXTANT_LOAD_SEXTANT_ARG", allow_hyphen_values = true)]
+    sextant_arg: Vec<String>,
+    /// How long `--scenario overload` offers its load.
+    #[arg(long, env = "SEXTANT_LOAD_OVERLOAD_SECONDS", default_value_t = 180)]
+    overload_seconds: u64,
+    /// The offered request rate of `--scenario overload`, in multiples of
+    /// the sustainable rate it measures first.
+    #[arg(long, env = "SEXTANT_LOAD_OVERLOAD_FACTOR", default_value_t = 10.0)]
+    overload_factor: f64,
+    /// Requests `--scenario overload` keeps in flight at most (its clients).
+    #[arg(long, env = "SEXTANT_LOAD_OVERLOAD_CLIENTS", default_value_t = 256)]
+    overload_clients: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +149,9 @@ enum Scenario {
     /// The cost of a key: the TSBS rows into a keyed and an append-only
     /// table, before and after compaction, DuckDB beside.
     Keys,
+    /// Ten times the sustainable ingest rate from many clients: refusals,
+    /// peak RSS, queries meanwhile, and every acknowledged row kept.
+    Overload,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -366,6 +385,8 @@ async fn run(a: Args) -> Result<(), String> {
             report.push_str(&cluster::run(&a, &sextant_bin, &work).await?);
         } else if a.scenario == Scenario::Keys {
             report.push_str(&keys::run(&a, &sextant_bin, &work).await?);
+        } else if a.scenario == Scenario::Overload {
+            report.push_str(&overload::run(&a, &sextant_bin, &work).await?);
         } else {
             let baseline = a
                 .baseline_bin

@@ -105,6 +105,21 @@ impl Sextant {
         drop(self);
         Sextant::start_with_env(&bin, &dir, &args, &env)
     }
+
+    /// Kills the server (SIGKILL: no shutdown, as a crash) and starts it
+    /// again on the same data.
+    pub(crate) fn kill_and_start(mut self) -> Result<Self, String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (bin, dir, args, env) = (
+            self.bin.clone(),
+            self.data_dir.clone(),
+            self.args.clone(),
+            self.env.clone(),
+        );
+        drop(self);
+        Sextant::start_with_env(&bin, &dir, &args, &env)
+    }
 }
 
 impl Drop for Sextant {
