@@ -9,10 +9,11 @@
 //! with a retryable error ([`StorageError::BufferFull`] or
 //! [`StorageError::Overloaded`]: SQLSTATE 53000, HTTP 503 with
 //! `Retry-After`, gRPC `RESOURCE_EXHAUSTED`). Waiting requests are admitted
-//! in arrival order.
+//! in arrival order; they may ask for as much as the limit together, and
+//! a request beyond that is refused at once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -28,6 +29,20 @@ const UNIT: usize = 1024;
 pub(crate) struct Gate {
     permits: Arc<Semaphore>,
     limit_units: usize,
+    /// Units the requests waiting for admission ask for together: at most
+    /// the limit, so that the queue cannot outgrow what the limit lets in
+    /// within the backpressure timeout; a request past it is refused at
+    /// once (its client retries later instead of holding a connection).
+    waiting: AtomicUsize,
+}
+
+/// A request's units among the waiting, until dropped.
+struct Waiting<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
 }
 
 impl Gate {
@@ -36,6 +51,7 @@ impl Gate {
         Self {
             permits: Arc::new(Semaphore::new(limit_units)),
             limit_units,
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -107,15 +123,25 @@ impl Engine {
 
     async fn acquire(&self, units: usize, deadline: Instant) -> Result<OwnedSemaphorePermit> {
         let gate = &self.inner.gate;
+        if let Ok(permit) = gate.permits.clone().try_acquire_many_owned(units as u32) {
+            return Ok(permit);
+        }
+        let ahead = gate.waiting.fetch_add(units, Ordering::SeqCst);
+        let _waiting = Waiting(&gate.waiting, units);
+        let overloaded = |waited| StorageError::Overloaded {
+            in_flight: gate.in_flight_bytes(),
+            waiting: ahead * UNIT,
+            limit: gate.limit_units * UNIT,
+            waited,
+        };
+        if ahead > 0 && ahead + units > gate.limit_units {
+            return Err(overloaded(None));
+        }
         let acquire = gate.permits.clone().acquire_many_owned(units as u32);
         tokio::select! {
             p = acquire => p.map_err(|_| StorageError::ShuttingDown),
             _ = tokio::time::sleep_until(deadline) => {
-                Err(StorageError::Overloaded {
-                    in_flight: gate.in_flight_bytes(),
-                    limit: gate.limit_units * UNIT,
-                    waited: self.inner.config.backpressure_timeout,
-                })
+                Err(overloaded(Some(self.inner.config.backpressure_timeout)))
             }
             _ = self.inner.closing.cancelled() => Err(StorageError::ShuttingDown),
         }

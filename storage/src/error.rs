@@ -54,17 +54,18 @@ pub enum StorageError {
         cause: String,
     },
     /// The ingest requests in flight held `--ingest-inflight-limit` for
-    /// the whole `--backpressure-timeout`.
-    #[error(
-        "too many writes in flight: {in_flight} bytes of requests are being written (limit {limit}, --ingest-inflight-limit) and none finished within {waited:?}; the write was not applied, retry it"
-    )]
+    /// the whole `--backpressure-timeout` (`waited`), or so many more were
+    /// waiting already that this one was refused at once.
+    #[error("{}", overloaded(*in_flight, *waiting, *limit, *waited))]
     Overloaded {
         /// Bytes the requests in flight hold.
         in_flight: usize,
+        /// Bytes the requests waiting ahead of this one ask for.
+        waiting: usize,
         /// The configured limit.
         limit: usize,
-        /// How long this one waited (`--backpressure-timeout`).
-        waited: std::time::Duration,
+        /// How long this one waited (`--backpressure-timeout`), if it did.
+        waited: Option<std::time::Duration>,
     },
     /// Object storage failed.
     #[error("object storage: {0}")]
@@ -155,4 +156,21 @@ impl From<parquet::errors::ParquetError> for StorageError {
     fn from(e: parquet::errors::ParquetError) -> Self {
         Self::Encoding(e.to_string())
     }
+}
+
+fn overloaded(
+    in_flight: usize,
+    waiting: usize,
+    limit: usize,
+    waited: Option<std::time::Duration>,
+) -> String {
+    let why = match waited {
+        Some(waited) => format!(
+            "{in_flight} bytes of requests are being written (limit {limit}, --ingest-inflight-limit) and none finished within {waited:?}"
+        ),
+        None => format!(
+            "{in_flight} bytes of requests are being written and {waiting} more are waiting (limit {limit} each, --ingest-inflight-limit)"
+        ),
+    };
+    format!("too many writes in flight: {why}; the write was not applied, retry it")
 }

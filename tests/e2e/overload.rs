@@ -133,6 +133,45 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
         "docs/ingest.md does not quote the refusal"
     );
 
+    // While one request waits for the whole limit, the next is refused at
+    // once: the queue holds at most the limit.
+    let mut waiter = TcpStream::connect(server.http_addr()).unwrap();
+    waiter
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        waiter,
+        "POST /api/v2/write?bucket=b&precision=ns HTTP/1.1\r\nHost: sextant\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let at_once = http_post(
+        server.http_addr(),
+        "/api/v2/write?bucket=b&precision=ns",
+        &[("Content-Type", "text/plain")],
+        b"crash_lp,writer=2 n=2i 1700000000000000001\n",
+    )
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "refused after {:?}, not at once",
+        started.elapsed()
+    );
+    assert_eq!(at_once.status, 503, "{}", at_once.body);
+    assert_eq!(at_once.header("retry-after"), Some("5"));
+    let error: serde_json::Value = serde_json::from_str(&at_once.body).unwrap();
+    assert_eq!(
+        error["error"],
+        "too many writes in flight: 1048576 bytes of requests are being written and 1048576 more \
+         are waiting (limit 1048576 each, --ingest-inflight-limit); the write was not applied, \
+         retry it"
+    );
+    let mut answer = String::new();
+    waiter.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
     // Queries, and SQL writes, are not held up.
     client
         .batch_execute("INSERT INTO t VALUES (now(), 1, 1)")

@@ -109,6 +109,33 @@ async fn power_loss_loses_acknowledged_writes_with_wal_sync_never() {
     );
 }
 
+/// docs/durability.md quotes one run's summary lines of both power-loss
+/// tests: they have the shape `CrashTest::report` prints.
+#[test]
+fn durability_md_quotes_the_power_loss_summaries() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/durability.md"),
+    )
+    .expect("read docs/durability.md");
+    for sync in ["always", "never"] {
+        let prefix = format!("power-loss test (--wal-sync {sync}): ");
+        let line = doc
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("docs/durability.md quotes no {prefix:?} line"));
+        let shape: Vec<&str> = line[prefix.len()..]
+            .split(' ')
+            .map(|w| if w.parse::<u64>().is_ok() { "N" } else { w })
+            .collect();
+        assert_eq!(
+            shape.join(" "),
+            "N cycles, N acknowledged rows, N acknowledged rows lost, slowest restart N ms",
+            "{line}"
+        );
+    }
+}
+
 /// `count(*)` of `t` over pgwire.
 async fn count(server: &Server) -> i64 {
     let rows = text_rows(&server.connect().await, "SELECT count(*) FROM t").await;
