@@ -173,10 +173,13 @@ pub(crate) async fn read_raw_body(
     if declared > state.max_body {
         return Err(too_large());
     }
-    let mut admission = state
-        .engine
-        .admit(declared * ADMITTED_PER_BODY_BYTE)
-        .await?;
+    let mut admission = match state.engine.admit(declared * ADMITTED_PER_BODY_BYTE).await {
+        Ok(a) => a,
+        Err(e) => {
+            drain(body, state.max_body).await;
+            return Err(e.into());
+        }
+    };
     let raw: Bytes = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| too_large())?;
@@ -184,6 +187,22 @@ pub(crate) async fn read_raw_body(
         .grow_to(raw.len() * ADMITTED_PER_BODY_BYTE)
         .await?;
     Ok((raw, admission))
+}
+
+/// Reads a refused request's body and drops it, chunk by chunk (up to
+/// `limit` bytes): a client still sending its body then reads the refusal,
+/// where a connection closed on unread data would reach it as a reset, the
+/// write in doubt.
+async fn drain(body: Body, limit: usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while read <= limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 /// [`read_raw_body`], gunzipped if it says so (the admission grown to the

@@ -146,14 +146,16 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // A body of 640 kB, sent whole before the answer is read: the refusal
+    // reads (and drops) it, so the client gets the answer, not a reset.
     let started = Instant::now();
     let at_once = http_post(
         server.http_addr(),
         "/api/v2/write?bucket=b&precision=ns",
         &[("Content-Type", "text/plain")],
-        b"crash_lp,writer=2 n=2i 1700000000000000001\n",
+        body.replace("held,", "crash_lp,").as_bytes(),
     )
-    .unwrap();
+    .expect("the refusal is read, not a reset connection");
     assert!(
         started.elapsed() < Duration::from_millis(700),
         "refused after {:?}, not at once",
@@ -168,6 +170,8 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
          are waiting (limit 1048576 each, --ingest-inflight-limit); the write was not applied, \
          retry it"
     );
+    // The waiter is refused after its second, once it has sent its body.
+    waiter.write_all(body.as_bytes()).unwrap();
     let mut answer = String::new();
     waiter.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
