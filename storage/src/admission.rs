@@ -151,10 +151,4 @@ impl Engine {
     pub fn inflight_bytes(&self) -> usize {
         self.inner.gate.in_flight_bytes()
     }
-
-    /// Bytes in the write buffer, with what persistence holds while it
-    /// encodes.
-    pub fn buffered_bytes(&self) -> usize {
-        self.inner.buffered.load(Ordering::SeqCst)
-    }
 }

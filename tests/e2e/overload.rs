@@ -24,6 +24,21 @@ fn gauge(server: &Server, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
+/// A connection that has sent the head of a line-protocol write declaring
+/// `len` bytes of body, and none of the body yet.
+fn declare_write(server: &Server, len: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(server.http_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/v2/write?bucket=b&precision=ns HTTP/1.1\r\nHost: sextant\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client
         .query_one(&format!("SELECT count(*) FROM ({sql}) AS q"), &[])
@@ -54,22 +69,13 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
         }
     }
 
-    // A line-protocol request that declares 400 kB (admitted for three
+    // A line-protocol request that declares 640 kB (admitted for three
     // times that: the whole limit) and sends only its first bytes holds
     // the gate while its body is read.
     let body: String = (0..16_000)
         .map(|i| format!("held,tag=x v={i}i {}\n", 1_700_000_000_000_000_000i64 + i))
         .collect();
-    let mut holder = TcpStream::connect(server.http_addr()).unwrap();
-    holder
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        holder,
-        "POST /api/v2/write?bucket=b&precision=ns HTTP/1.1\r\nHost: sextant\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let mut holder = declare_write(&server, body.len());
     holder.write_all(&body.as_bytes()[..100]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while gauge(&server, "sextant_ingest_inflight_bytes") < (1 << 20) as f64 {
@@ -135,16 +141,7 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
 
     // While one request waits for the whole limit, the next is refused at
     // once: the queue holds at most the limit.
-    let mut waiter = TcpStream::connect(server.http_addr()).unwrap();
-    waiter
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        waiter,
-        "POST /api/v2/write?bucket=b&precision=ns HTTP/1.1\r\nHost: sextant\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
+    let mut waiter = declare_write(&server, body.len());
     std::thread::sleep(Duration::from_millis(300));
     // A body of 640 kB, sent whole before the answer is read: the refusal
     // reads (and drops) it, so the client gets the answer, not a reset.
