@@ -302,3 +302,6 @@ pub fn remote_write(series: usize, samples: usize) -> WriteRequest {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod admission;

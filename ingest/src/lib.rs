@@ -74,3 +74,42 @@ impl Precision {
         t.checked_mul(factor)
     }
 }
+
+/// A request body's wire format, for what decoding and writing it holds
+/// in memory ([`Wire::admitted_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Line protocol text.
+    LineProtocol,
+    /// NDJSON (or a JSON array) of rows.
+    Ndjson,
+    /// Prometheus remote write, per byte of the snappy-decompressed body.
+    RemoteWrite,
+    /// An OTLP export request, by signal and encoding.
+    Otlp(otlp::Signal, otlp::Encoding),
+    /// PostgreSQL `COPY FROM STDIN` text or CSV.
+    Copy,
+}
+
+impl Wire {
+    /// The memory a request of `body` bytes (unpacked) is admitted for
+    /// before it is read: the body, what the decoder builds from it (a
+    /// protobuf message's many small allocations, the Arrow columns), and
+    /// the WAL record of the rows. The factors are the peaks measured on
+    /// the benchmark bodies of `sextant-benches` with about a third more
+    /// (its tests check them again): an OTLP metrics message, whose data
+    /// points are a few bytes each on the wire, decodes to fifteen times
+    /// its size.
+    pub fn admitted_bytes(self, body: usize) -> usize {
+        use otlp::{Encoding::*, Signal::*};
+        let per_byte = match self {
+            Wire::LineProtocol | Wire::Copy => 4,
+            Wire::Ndjson | Wire::Otlp(Logs | Traces, Json) => 5,
+            Wire::RemoteWrite | Wire::Otlp(Metrics, Json) => 7,
+            Wire::Otlp(Logs, Protobuf) => 8,
+            Wire::Otlp(Traces, Protobuf) => 12,
+            Wire::Otlp(Metrics, Protobuf) => 20,
+        };
+        body.saturating_mul(per_byte)
+    }
+}

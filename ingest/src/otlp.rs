@@ -66,6 +66,17 @@ pub const TABLES: [&str; 7] = [LOGS, TRACES, GAUGE, SUM, HISTOGRAM, EXP_HISTOGRA
 /// At most this many rejection reasons are quoted in the error message.
 const MAX_REASONS: usize = 5;
 
+/// The three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Log records.
+    Logs,
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+}
+
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub buffer_rows: IntGauge,
     /// Bytes of the ingest requests admitted and not yet answered.
     pub ingest_inflight_bytes: IntGauge,
+    /// Bytes persistence and compaction hold while they work.
+    pub buffer_work_bytes: IntGauge,
     /// Bytes the server's allocator has handed out (in use).
     pub memory_allocated_bytes: IntGauge,
     /// Bytes of memory the server's allocator holds resident.
@@ -187,6 +189,11 @@ impl Metrics {
                 &r,
                 "sextant_ingest_inflight_bytes",
                 "Bytes of the ingest requests being read, decoded and written (their admissions; at most --ingest-inflight-limit)",
+            ),
+            buffer_work_bytes: gauge(
+                &r,
+                "sextant_buffer_work_bytes",
+                "Bytes persistence and compaction hold while they sort, merge and encode (at most a quarter of --buffer-limit, kept for them)",
             ),
             memory_allocated_bytes: gauge(
                 &r,

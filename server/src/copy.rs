@@ -335,7 +335,7 @@ pub(crate) async fn data<C: ClientInfo + Sync>(
             )));
         }
         (
-            (p.data.len() + data.data.len()) * crate::web::ADMITTED_PER_BODY_BYTE,
+            sextant_ingest::Wire::Copy.admitted_bytes(p.data.len() + data.data.len()),
             p.admission.take(),
         )
     };

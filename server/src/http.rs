@@ -28,14 +28,12 @@ use axum::routing::{get, post};
 use serde_json::json;
 use sextant_auth::{Action, AuthError, Principal};
 use sextant_ingest::rows::TableRows;
-use sextant_ingest::{Precision, Rejected, json as ndjson, line_protocol, prometheus};
+use sextant_ingest::{Precision, Rejected, Wire, json as ndjson, line_protocol, prometheus};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::otlp::{self, Signal};
-use crate::web::{
-    ADMITTED_PER_BODY_BYTE, AppState, HttpError, may_write, read_body, read_raw_body,
-};
+use crate::web::{AppState, HttpError, may_write, read_body, read_raw_body};
 use crate::write::{Written, write_batches};
 
 /// At most this many rejected lines are listed in an error body.
@@ -340,7 +338,7 @@ async fn write_line_protocol(
     body: Body,
 ) -> Result<StatusCode, HttpError> {
     let precision = precision(&params)?;
-    let (body, _admitted) = read_body(&state, &headers, body).await?;
+    let (body, _admitted) = read_body(&state, &headers, body, Wire::LineProtocol).await?;
     let text = String::from_utf8(body)
         .map_err(|e| HttpError::bad_request(format!("line protocol must be UTF-8: {e}")))?;
     let engine = &state.engine;
@@ -367,7 +365,7 @@ async fn ingest_json(
         )));
     }
     let precision = precision(&params)?;
-    let (body, _admitted) = read_body(&state, &headers, body).await?;
+    let (body, _admitted) = read_body(&state, &headers, body, Wire::Ndjson).await?;
     let mut rows = TableRows::new(&table, state.engine.table(&table).map(|d| d.schema));
     let rejected = ndjson::decode(&body, &mut rows, precision, state.engine.now_ns())?;
     let written = write_tables(&state, &who, vec![rows], "json").await?;
@@ -411,10 +409,10 @@ async fn remote_write(
         ));
     }
     // Held until the write is answered.
-    let (raw, mut admission) = read_raw_body(&state, &headers, body).await?;
+    let (raw, mut admission) = read_raw_body(&state, &headers, body, Wire::RemoteWrite).await?;
     if let Some(unpacked) = prometheus::decoded_len(&raw) {
         admission
-            .grow_to(unpacked.min(state.max_body) * ADMITTED_PER_BODY_BYTE)
+            .grow_to(Wire::RemoteWrite.admitted_bytes(unpacked.min(state.max_body)))
             .await?;
     }
     let engine = &state.engine;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -40,7 +41,7 @@ use prost::Message;
 use serde_json::json;
 use sextant_ingest::IngestError;
 use sextant_ingest::otlp::{self, Decoded, Encoding};
-use sextant_storage::{Engine, StorageError};
+use sextant_storage::{Admission, Engine, StorageError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -62,6 +63,16 @@ pub(crate) enum Signal {
 }
 
 impl Signal {
+    /// The wire format of a request of this signal in `encoding`.
+    pub(crate) fn wire(self, encoding: Encoding) -> sextant_ingest::Wire {
+        let signal = match self {
+            Signal::Logs => otlp::Signal::Logs,
+            Signal::Traces => otlp::Signal::Traces,
+            Signal::Metrics => otlp::Signal::Metrics,
+        };
+        sextant_ingest::Wire::Otlp(signal, encoding)
+    }
+
     /// Decodes a request; a log record without a time gets `now_ns`.
     fn decode(self, body: &[u8], encoding: Encoding, now_ns: i64) -> Result<Decoded, IngestError> {
         Ok(match self {
@@ -248,14 +259,27 @@ fn caller<T>(request: &Request<T>) -> sextant_auth::Principal {
 }
 
 impl Collector {
-    /// The engine's admission of a request (tonic has read and decoded
-    /// its message already; this bounds what the rows decoded from it
-    /// hold while they are written).
-    async fn admit(&self, bytes: usize) -> Result<sextant_storage::Admission, Status> {
-        self.engine
-            .admit(bytes * crate::web::ADMITTED_PER_BODY_BYTE)
-            .await
-            .map_err(grpc_status)
+    /// The request's admission ([`AdmitGrpc`] took it for the message's
+    /// length on the wire before tonic read it), grown to what the decoded
+    /// message of `bytes` holds while its rows are written.
+    async fn admit<T>(
+        &self,
+        signal: Signal,
+        request: &Request<T>,
+        bytes: usize,
+    ) -> Result<Admission, Status> {
+        let want = signal.wire(Encoding::Protobuf).admitted_bytes(bytes);
+        let held = request
+            .extensions()
+            .get::<Admitted>()
+            .and_then(|a| a.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        match held {
+            Some(mut admission) => {
+                admission.grow_to(want).await.map_err(grpc_status)?;
+                Ok(admission)
+            }
+            None => self.engine.admit(want).await.map_err(grpc_status),
+        }
     }
 
     async fn export(
@@ -305,7 +329,7 @@ impl LogsService for Collector {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let _admitted = self.admit(bytes).await?;
+        let _admitted = self.admit(Signal::Logs, &request, bytes).await?;
         let d = otlp::decode_logs(request.get_ref(), self.engine.now_ns());
         let d = Collector::export(self, Signal::Logs, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportLogsServiceResponse {
@@ -324,7 +348,7 @@ impl TraceService for Collector {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let _admitted = self.admit(bytes).await?;
+        let _admitted = self.admit(Signal::Traces, &request, bytes).await?;
         let d = otlp::decode_traces(request.get_ref());
         let d = Collector::export(self, Signal::Traces, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -345,7 +369,7 @@ impl MetricsService for Collector {
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
         let bytes = prost::Message::encoded_len(request.get_ref());
-        let _admitted = self.admit(bytes).await?;
+        let _admitted = self.admit(Signal::Metrics, &request, bytes).await?;
         let d = otlp::decode_metrics(request.get_ref());
         let d = Collector::export(self, Signal::Metrics, d, bytes, &caller(&request)).await?;
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
@@ -371,8 +395,14 @@ pub async fn serve_grpc(
     use tonic::service::interceptor::InterceptedService;
     let auth = sextant_auth::grpc::authenticator(directory.clone(), "otlp_grpc");
     let c = Collector { engine, directory };
+    let admit = AdmitGrpc {
+        inner: (),
+        engine: c.engine.clone(),
+        max_message,
+    };
     let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(client_error_codes))
+        .layer(admit)
         .add_service(InterceptedService::new(
             LogsServiceServer::new(c.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -398,6 +428,106 @@ pub async fn serve_grpc(
             async move { stop.cancelled().await },
         )
         .await
+}
+
+/// The admission of a gRPC request, taken before its message is read; the
+/// handler takes it out ([`Collector::admit`]) and holds it.
+#[derive(Clone)]
+struct Admitted(Arc<std::sync::Mutex<Option<Admission>>>);
+
+/// Admits each gRPC request ([`Engine::admit`]) for what its message holds
+/// (by the length in the message's five-byte prefix) before the rest of
+/// it is read, as the HTTP front end does by `Content-Length`: otherwise
+/// tonic would read and decode every message sent at once before a
+/// handler could say no. A refusal is the handler's (`RESOURCE_EXHAUSTED`
+/// with `RetryInfo`), given before the message is read. A message over the
+/// size limit goes on unadmitted, for tonic to refuse.
+#[derive(Clone)]
+struct AdmitGrpc<S> {
+    inner: S,
+    engine: Engine,
+    max_message: usize,
+}
+
+impl<S> tower::Layer<S> for AdmitGrpc<()> {
+    type Service = AdmitGrpc<S>;
+
+    fn layer(&self, inner: S) -> AdmitGrpc<S> {
+        AdmitGrpc {
+            inner,
+            engine: self.engine.clone(),
+            max_message: self.max_message,
+        }
+    }
+}
+
+type GrpcRequest = axum::http::Request<tonic::body::Body>;
+type GrpcResponse = axum::http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<GrpcRequest> for AdmitGrpc<S>
+where
+    S: tower::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<GrpcResponse, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GrpcRequest) -> Self::Future {
+        // The service polled ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let engine = self.engine.clone();
+        let max_message = self.max_message;
+        Box::pin(async move {
+            let signal = match request.uri().path() {
+                p if p.starts_with("/opentelemetry.proto.collector.logs.") => Signal::Logs,
+                p if p.starts_with("/opentelemetry.proto.collector.trace.") => Signal::Traces,
+                p if p.starts_with("/opentelemetry.proto.collector.metrics.") => Signal::Metrics,
+                _ => return inner.call(request).await,
+            };
+            let (mut parts, body) = request.into_parts();
+            let mut stream = Body::new(body).into_data_stream();
+            // Up to the message's length prefix.
+            let mut read: Vec<axum::body::Bytes> = vec![];
+            let mut prefix = Vec::with_capacity(5);
+            while prefix.len() < 5 {
+                match futures::StreamExt::next(&mut stream).await {
+                    Some(Ok(chunk)) => {
+                        prefix.extend(chunk.iter().take(5 - prefix.len()));
+                        read.push(chunk);
+                    }
+                    _ => break,
+                }
+            }
+            let length = (prefix.len() == 5)
+                .then(|| u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
+                .filter(|&n| n <= max_message);
+            if let Some(length) = length {
+                let want = signal.wire(Encoding::Protobuf).admitted_bytes(length);
+                match engine.admit(want).await {
+                    Ok(admission) => {
+                        parts
+                            .extensions
+                            .insert(Admitted(Arc::new(std::sync::Mutex::new(Some(admission)))));
+                    }
+                    Err(e) => return Ok(grpc_status(e).into_http()),
+                }
+            }
+            let rest = futures::stream::iter(read.into_iter().map(Ok)).chain(stream);
+            let body = tonic::body::Body::new(Body::from_stream(rest));
+            inner
+                .call(axum::http::Request::from_parts(parts, body))
+                .await
+        })
+    }
 }
 
 /// gRPC answers a request body that is not the expected protobuf message
@@ -526,7 +656,9 @@ pub(crate) async fn export_http(
 ) -> Result<Response, OtlpHttpErrorResponse> {
     let encoding = content_encoding(&headers).map_err(OtlpHttpErrorResponse)?;
     let fail = |e: HttpError| OtlpHttpErrorResponse(otlp_error(e, encoding));
-    let (bytes, _admitted) = read_body(&state, &headers, body).await.map_err(fail)?;
+    let (bytes, _admitted) = read_body(&state, &headers, body, signal.wire(encoding))
+        .await
+        .map_err(fail)?;
     let mut decoded = signal
         .decode(&bytes, encoding, state.engine.now_ns())
         .map_err(|e| fail(e.into()))?;

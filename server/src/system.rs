@@ -743,6 +743,7 @@ impl Gauges {
         m.query_memory_bytes.set(self.pool.reserved() as i64);
         m.ingest_inflight_bytes
             .set(self.engine.inflight_bytes() as i64);
+        m.buffer_work_bytes.set(self.engine.working_bytes() as i64);
         // jemalloc's figures, as of a new epoch.
         if tikv_jemalloc_ctl::epoch::advance().is_ok() {
             if let Ok(n) = tikv_jemalloc_ctl::stats::allocated::read() {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
 use sextant_alerts::Alerts;
 use sextant_auth::{Action, AuthError, Directory, Principal};
-use sextant_ingest::IngestError;
+use sextant_ingest::{IngestError, Wire};
 use sextant_sqlstate::SqlState;
 use sextant_storage::{Admission, Engine, StorageError};
 
@@ -143,18 +143,16 @@ impl From<IngestError> for HttpError {
     }
 }
 
-/// Memory a request is admitted for, per byte of its body (unpacked): the
-/// body, the rows decoded from it, and their WAL record.
-pub(crate) const ADMITTED_PER_BODY_BYTE: usize = 3;
-
 /// Reads the whole body, bounded, once the engine admits it
-/// ([`sextant_storage::Engine::admit`]: by its declared length before it
-/// is read, by its length read when none was declared). The admission is
-/// held until the write is answered.
+/// ([`sextant_storage::Engine::admit`], for what a body of its `wire`
+/// format holds while it is decoded and written: by its declared length
+/// before it is read, by its length read when none was declared). The
+/// admission is held until the write is answered.
 pub(crate) async fn read_raw_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    wire: Wire,
 ) -> Result<(Bytes, Admission), HttpError> {
     let too_large = || {
         HttpError::new(
@@ -173,7 +171,7 @@ pub(crate) async fn read_raw_body(
     if declared > state.max_body {
         return Err(too_large());
     }
-    let mut admission = match state.engine.admit(declared * ADMITTED_PER_BODY_BYTE).await {
+    let mut admission = match state.engine.admit(wire.admitted_bytes(declared)).await {
         Ok(a) => a,
         Err(e) => {
             drain(body, state.max_body).await;
@@ -183,9 +181,7 @@ pub(crate) async fn read_raw_body(
     let raw: Bytes = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| too_large())?;
-    admission
-        .grow_to(raw.len() * ADMITTED_PER_BODY_BYTE)
-        .await?;
+    admission.grow_to(wire.admitted_bytes(raw.len())).await?;
     Ok((raw, admission))
 }
 
@@ -211,6 +207,7 @@ pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    wire: Wire,
 ) -> Result<(Vec<u8>, Admission), HttpError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -224,7 +221,7 @@ pub(crate) async fn read_body(
             format!("Content-Encoding {encoding:?} is not supported: send identity or gzip"),
         ));
     }
-    let (raw, mut admission) = read_raw_body(state, headers, body).await?;
+    let (raw, mut admission) = read_raw_body(state, headers, body, wire).await?;
     if matches!(encoding.as_str(), "identity" | "") {
         return Ok((raw.to_vec(), admission));
     }
@@ -244,8 +241,6 @@ pub(crate) async fn read_body(
         ));
     }
     drop(raw);
-    admission
-        .grow_to(out.len() * ADMITTED_PER_BODY_BYTE)
-        .await?;
+    admission.grow_to(wire.admitted_bytes(out.len())).await?;
     Ok((out, admission))
 }

@@ -151,4 +151,10 @@ impl Engine {
     pub fn inflight_bytes(&self) -> usize {
         self.inner.gate.in_flight_bytes()
     }
+
+    /// Bytes persistence and compaction hold while they work (taken from
+    /// the quarter of `--buffer-limit` kept for them).
+    pub fn working_bytes(&self) -> usize {
+        self.inner.work.in_use()
+    }
 }

@@ -144,6 +144,7 @@ impl Engine {
             "WAL replayed"
         );
         let gate = crate::admission::Gate::new(config.inflight_limit_bytes);
+        let work = WorkReserve::new(config.buffer_limit_bytes);
         let engine = Self {
             inner: Arc::new(Inner {
                 config,
@@ -167,6 +168,7 @@ impl Engine {
                 versions,
                 damage: Default::default(),
                 gate,
+                work,
             }),
         };
         // Deletes: their files filtered, and the replayed chunks they cover
@@ -596,7 +598,8 @@ impl Engine {
 
     /// Waits while the write buffer is full, until `deadline`.
     pub(crate) async fn wait_for_space_until(&self, deadline: tokio::time::Instant) -> Result<()> {
-        let limit = self.inner.config.buffer_limit_bytes;
+        // The rest is kept for persistence and compaction (WorkReserve).
+        let limit = self.inner.config.buffer_limit_bytes - self.inner.work.bytes;
         loop {
             if self.inner.closing.is_cancelled() {
                 return Err(StorageError::ShuttingDown);
@@ -856,11 +859,10 @@ impl Engine {
         let row_group_rows = self.inner.config.row_group_rows;
         let table = def.clone();
         // What encoding holds (the rows gathered and sorted, and the
-        // file) counts against the buffer limit while it lasts, so that
-        // writers wait rather than push memory past it.
+        // file) comes from the part of the buffer limit kept for it.
         let piece_bytes: usize = chunks.iter().map(|c| c.batch.get_array_memory_size()).sum();
         state.measured(piece_bytes, chunks.iter().map(|c| c.batch.num_rows()).sum());
-        let working = Working::hold(&self.inner, 2 * piece_bytes);
+        let working = Working::acquire(&self.inner, 2 * piece_bytes).await;
         let encoded =
             tokio::task::spawn_blocking(move || encode_table(&table, &batches, row_group_rows))
                 .await
@@ -1251,32 +1253,55 @@ fn with_reference_time(batch: RecordBatch, def: &TableDef) -> Result<RecordBatch
     )?)
 }
 
-/// Bytes persistence or compaction holds while it decodes, sorts and
-/// encodes, counted in the write buffer's total until dropped: writers
-/// wait rather than push memory past `--buffer-limit`.
-pub(crate) struct Working {
-    inner: Arc<crate::state::Inner>,
+/// The part of `--buffer-limit` kept for what persistence and compaction
+/// hold while they decode, sort and encode ([`Working`]): a quarter, twice
+/// the most either reads at once ([`Engine::piece_bytes`]). Writers wait
+/// once the rows buffered reach the rest, so the two together stay within
+/// the limit.
+pub(crate) struct WorkReserve {
+    permits: Arc<tokio::sync::Semaphore>,
+    units: usize,
     bytes: usize,
 }
 
-impl Working {
-    pub(crate) fn hold(inner: &Arc<crate::state::Inner>, bytes: usize) -> Self {
-        inner.buffered.fetch_add(bytes, Ordering::SeqCst);
+/// The reserve's unit: permits count KiB.
+const WORK_UNIT: usize = 1024;
+
+impl WorkReserve {
+    pub(crate) fn new(buffer_limit: usize) -> Self {
+        let bytes = buffer_limit / 4;
+        let units = bytes.div_ceil(WORK_UNIT).clamp(1, u32::MAX as usize >> 1);
         Self {
-            inner: inner.clone(),
+            permits: Arc::new(tokio::sync::Semaphore::new(units)),
+            units,
             bytes,
         }
     }
 
-    /// Holds `more` bytes besides.
-    pub(crate) fn grow(&mut self, more: usize) {
-        self.inner.buffered.fetch_add(more, Ordering::SeqCst);
-        self.bytes += more;
+    /// Bytes of the reserve in use.
+    pub(crate) fn in_use(&self) -> usize {
+        (self.units - self.permits.available_permits()) * WORK_UNIT
     }
 }
 
-impl Drop for Working {
-    fn drop(&mut self) {
-        self.inner.buffered.fetch_sub(self.bytes, Ordering::SeqCst);
+/// Bytes persistence or compaction holds while it decodes, sorts and
+/// encodes, taken from the [`WorkReserve`] (waiting for it) until dropped.
+pub(crate) struct Working {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Working {
+    /// Waits for `bytes` of the reserve (all of it at most: a piece larger
+    /// than the reserve works alone).
+    pub(crate) async fn acquire(inner: &Arc<crate::state::Inner>, bytes: usize) -> Self {
+        let reserve = &inner.work;
+        let units = bytes.div_ceil(WORK_UNIT).clamp(1, reserve.units) as u32;
+        let permit = reserve
+            .permits
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("the work reserve is never closed");
+        Self { _permit: permit }
     }
 }

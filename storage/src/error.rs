@@ -48,7 +48,7 @@ pub enum StorageError {
     BufferFull {
         /// Bytes buffered.
         used: usize,
-        /// The configured limit.
+        /// The writers' share of `--buffer-limit` (three quarters).
         limit: usize,
         /// Empty, or why persistence is failing (` (persistence is failing: ...)`).
         cause: String,

@@ -432,7 +432,20 @@ impl Engine {
         } else {
             self.piece_bytes()
         };
-        let mut working = crate::engine::Working::hold(&self.inner, 0);
+        // What the merge holds (the files read, their rows decoded, and
+        // the rows sorted) comes from the part of the buffer limit kept
+        // for it: by the table's bytes per row, as last measured, up to
+        // two and a half pieces (the reserve at most); the whole reserve
+        // when unknown.
+        let estimate = files.iter().try_fold(0u64, |sum, f| {
+            Some(
+                sum.saturating_add(f.file.bytes)
+                    .saturating_add(state.estimate(f.file.rows)?.saturating_mul(2)),
+            )
+        });
+        let cap = self.piece_bytes().saturating_mul(5) / 2;
+        let need = estimate.map_or(usize::MAX, |e| (e as usize).min(cap));
+        let working = crate::engine::Working::acquire(&self.inner, need).await;
         let (encoded, merged, working, decoded, rows) = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];
             let mut decoded = 0;
@@ -447,10 +460,7 @@ impl Engine {
                         Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
                         None => batch,
                     };
-                    let size = batch.get_array_memory_size();
-                    decoded += size;
-                    // The rows, and their sorted copy.
-                    working.grow(2 * size);
+                    decoded += batch.get_array_memory_size();
                     batches.push(batch);
                 }
             }

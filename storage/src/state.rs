@@ -315,6 +315,8 @@ pub(crate) struct Inner {
     pub(crate) snapshots: crate::snapshot::Snapshots,
     /// The ingest requests in flight ([`crate::admission`]).
     pub(crate) gate: crate::admission::Gate,
+    /// What persistence and compaction may hold while they work.
+    pub(crate) work: crate::engine::WorkReserve,
 }
 
 /// The storage engine. Cheap to clone.

@@ -69,7 +69,7 @@ async fn every_ingest_path_waits_then_is_refused_while_the_writes_in_flight_hold
         }
     }
 
-    // A line-protocol request that declares 640 kB (admitted for three
+    // A line-protocol request that declares 640 kB (admitted for four
     // times that: the whole limit) and sends only its first bytes holds
     // the gate while its body is read.
     let body: String = (0..16_000)
