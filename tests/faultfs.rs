@@ -94,6 +94,9 @@ impl FaultFs {
             MountOption::FSName("sextant-faultfs".into()),
             MountOption::DefaultPermissions,
         ];
+        // Other users too (`allow_other`): a PostgreSQL server runs as
+        // `postgres`.
+        config.acl = fuser::SessionACL::All;
         let fs = Fs {
             state: self.state.clone(),
         };
@@ -179,6 +182,10 @@ struct Node {
     /// The last name it was linked under (for fault rules).
     name: OsString,
     perm: u16,
+    /// Owner and group (PostgreSQL insists that its data directory be its
+    /// own); kept like the data, not only across power cuts.
+    uid: u32,
+    gid: u32,
     mtime: SystemTime,
     /// Open handles; an unlinked file stays readable while open.
     open: u32,
@@ -203,7 +210,10 @@ enum Kind {
 impl State {
     fn new() -> State {
         let mut nodes = HashMap::new();
-        nodes.insert(INodeNo::ROOT.0, Node::dir(OsString::from("/"), 0o755));
+        nodes.insert(
+            INodeNo::ROOT.0,
+            Node::dir(OsString::from("/"), 0o755, (0, 0)),
+        );
         State {
             nodes,
             next_ino: INodeNo::ROOT.0 + 1,
@@ -278,8 +288,8 @@ impl State {
             kind,
             perm: node.perm,
             nlink,
-            uid: 0,
-            gid: 0,
+            uid: node.uid,
+            gid: node.gid,
             rdev: 0,
             blksize: BLOCK as u32,
             flags: 0,
@@ -485,10 +495,12 @@ impl State {
 }
 
 impl Node {
-    fn file(name: OsString, perm: u16) -> Node {
+    fn file(name: OsString, perm: u16, (uid, gid): (u32, u32)) -> Node {
         Node {
             name,
             perm,
+            uid,
+            gid,
             mtime: SystemTime::now(),
             open: 0,
             kind: Kind::File {
@@ -500,10 +512,12 @@ impl Node {
         }
     }
 
-    fn dir(name: OsString, perm: u16) -> Node {
+    fn dir(name: OsString, perm: u16, (uid, gid): (u32, u32)) -> Node {
         Node {
             name,
             perm,
+            uid,
+            gid,
             mtime: SystemTime::now(),
             open: 0,
             kind: Kind::Dir {
@@ -551,8 +565,8 @@ impl Filesystem for Fs {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
@@ -570,10 +584,12 @@ impl Filesystem for Fs {
         {
             return reply.error(e);
         }
-        if let Some(mode) = mode
-            && let Some(node) = st.nodes.get_mut(&ino.0)
-        {
-            node.perm = perm(mode, 0);
+        if let Some(node) = st.nodes.get_mut(&ino.0) {
+            if let Some(mode) = mode {
+                node.perm = perm(mode, 0);
+            }
+            node.uid = uid.unwrap_or(node.uid);
+            node.gid = gid.unwrap_or(node.gid);
         }
         match st.attr(ino.0) {
             Some(attr) => reply.attr(&TTL, &attr),
@@ -583,7 +599,7 @@ impl Filesystem for Fs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -591,7 +607,7 @@ impl Filesystem for Fs {
         reply: ReplyEntry,
     ) {
         let mut st = self.state();
-        let node = Node::dir(name.to_owned(), perm(mode, umask));
+        let node = Node::dir(name.to_owned(), perm(mode, umask), (req.uid(), req.gid()));
         match st.create(parent.0, name, node) {
             Ok(ino) => reply.entry(&TTL, &st.attr(ino).expect("just made"), Generation(0)),
             Err(e) => reply.error(e),
@@ -844,7 +860,7 @@ impl Filesystem for Fs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -867,7 +883,7 @@ impl Filesystem for Fs {
             None => match st.create(
                 parent.0,
                 name,
-                Node::file(name.to_owned(), perm(mode, umask)),
+                Node::file(name.to_owned(), perm(mode, umask), (req.uid(), req.gid())),
             ) {
                 Ok(ino) => ino,
                 Err(e) => return reply.error(e),

@@ -84,6 +84,13 @@ async fn power_cycles(wal_sync: &str, cycles: u32, allow_loss: bool) -> (CrashTe
 async fn acknowledged_writes_survive_power_loss() {
     let cycles: u32 = env_or("SEXTANT_POWER_CYCLES", 10);
     let (test, disk, cycles) = power_cycles("always", cycles, false).await;
+    check_and_report(&test, &disk, cycles, "power-loss test (--wal-sync always)");
+}
+
+/// A run without loss proves something only if writes were acknowledged,
+/// `FLUSH TABLE` put the Parquet files and the catalog to the test, and
+/// every cycle cut the power; then its totals are printed as `name`.
+fn check_and_report(test: &CrashTest, disk: &Disk, cycles: u32, name: &str) {
     assert!(
         test.acked_total() > 0,
         "no write was acknowledged in {cycles} cycles; the test proved nothing"
@@ -93,9 +100,9 @@ async fn acknowledged_writes_survive_power_loss() {
         "no FLUSH TABLE succeeded: the Parquet files and the catalog were not put to the test"
     );
     let stats = disk.fs.stats();
-    println!("power-loss test: file system: {stats:?}");
+    println!("{name}: file system: {stats:?}");
     assert_eq!(stats.power_cuts, u64::from(cycles));
-    test.report("power-loss test (--wal-sync always)", cycles);
+    test.report(name, cycles);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +116,233 @@ async fn power_loss_loses_acknowledged_writes_with_wal_sync_never() {
     );
 }
 
-/// docs/durability.md quotes one run's summary lines of both power-loss
+/// A PostgreSQL 15 server (Debian's binaries, run as the `postgres` user)
+/// whose data directory is on the forgetful file system: the shared
+/// catalog (`--catalog postgres://...`) under power cuts, its durability
+/// PostgreSQL's own fsyncs. Its socket and log are outside.
+struct PostgresOnDisk {
+    data: PathBuf,
+    port: u16,
+    outside: TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Runs `program` as the `postgres` user; panics with its output on failure.
+fn as_postgres(program: &str, args: &[&str]) {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", program])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} as postgres: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PostgresOnDisk {
+    /// initdb (which fsyncs what it wrote) on `disk`, then starts it.
+    fn init(disk: &Disk) -> PostgresOnDisk {
+        assert!(
+            std::path::Path::new(PG_BIN).join("initdb").exists(),
+            "PostgreSQL 15 is not installed (tests/run-all.sh installs postgresql-15)"
+        );
+        let id = |flag: &str| -> u32 {
+            let out = std::process::Command::new("id")
+                .args([flag, "postgres"])
+                .output()
+                .expect("id postgres");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("the postgres user's id")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let root = disk.fs.path().join("pg");
+        std::fs::create_dir(&root).expect("create the PostgreSQL directory");
+        std::os::unix::fs::chown(&root, Some(uid), Some(gid)).expect("chown to postgres");
+        for dir in [disk.fs.path(), root.as_path()] {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .expect("fsync the PostgreSQL directory's entry");
+        }
+        let outside = tempfile::tempdir().expect("a directory for the socket and log");
+        std::os::unix::fs::chown(outside.path(), Some(uid), Some(gid)).expect("chown to postgres");
+        let data = root.join("data");
+        as_postgres(
+            &format!("{PG_BIN}/initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale",
+                "C",
+            ],
+        );
+        // initdb fsyncs what is inside the data directory, not the
+        // directory's own entry (a power cut forgot it on the first run).
+        File::open(&root)
+            .and_then(|d| d.sync_all())
+            .expect("fsync the data directory's entry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let pg = PostgresOnDisk {
+            data,
+            port,
+            outside,
+        };
+        pg.start();
+        pg
+    }
+
+    /// Starts it (recovering from its WAL after a power cut) and waits
+    /// until it accepts connections.
+    fn start(&self) {
+        let log = self.outside.path().join("log");
+        as_postgres(
+            &format!("{PG_BIN}/pg_ctl"),
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-w",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1",
+                    self.port,
+                    self.outside.path().display()
+                ),
+                "start",
+            ],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `kill -9` of the postmaster and every process it started, as a
+    /// power cut stops them; returns once all are gone.
+    fn kill9(&self) {
+        let Ok(pid) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return;
+        };
+        let Some(postmaster) = pid
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        // Its children, found before it dies (they are reparented after).
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so from the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster)
+                && let Ok(pid) = entry.file_name().to_string_lossy().parse()
+            {
+                pids.push(pid);
+            }
+        }
+        // kill(1): those already gone are no error here.
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .args(pids.iter().map(i32::to_string))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pids
+            .iter()
+            .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL's processes {pids:?} outlived kill -9"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for PostgresOnDisk {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The all-paths crash test on a PostgreSQL catalog whose data directory,
+/// like Sextant's WAL and Parquet files, is on the forgetful file system:
+/// each cut kills both servers and forgets what neither fsynced; every
+/// acknowledged row survives, and so does every file the catalog lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_power_loss_on_a_postgres_catalog() {
+    let cycles: u32 = env_or("SEXTANT_POWER_PG_CYCLES", 4);
+    let seed: u64 = env_or("SEXTANT_CRASH_SEED", rand::random());
+    println!(
+        "power-loss test on a PostgreSQL catalog: seed {seed} (reproduce with SEXTANT_CRASH_SEED={seed}), {cycles} cycles"
+    );
+    let mut disk = disk();
+    let pg = PostgresOnDisk::init(&disk);
+    let url = pg.url();
+    let mut server = Server::start_in(
+        &disk.data,
+        &[
+            "--wal-sync",
+            "always",
+            "--catalog",
+            &url,
+            "--cluster-secret",
+            crate::catalog::SECRET,
+        ],
+    );
+    let mut test = CrashTest::new(&server, seed, 2, &crate::paths::Path::ALL).await;
+    for cycle in 1..=cycles {
+        let fs = &mut disk.fs;
+        let pg = &pg;
+        test.cycle(&mut server, cycle, cycles, false, |server| {
+            server.kill9();
+            pg.kill9();
+            fs.power_cut();
+            pg.start();
+        })
+        .await;
+    }
+    drop(server);
+    // PostgreSQL came back from each cut by replaying its own WAL.
+    let log = std::fs::read_to_string(pg.outside.path().join("log")).expect("PostgreSQL's log");
+    assert_eq!(
+        log.matches("automatic recovery in progress").count(),
+        cycles as usize,
+        "PostgreSQL did not recover once per power cut:\n{log}"
+    );
+    check_and_report(
+        &test,
+        &disk,
+        cycles,
+        "power-loss test on a PostgreSQL catalog (--wal-sync always)",
+    );
+}
+
+/// docs/durability.md quotes one run's summary lines of the power-loss
 /// tests: they have the shape `CrashTest::report` prints.
 #[test]
 fn durability_md_quotes_the_power_loss_summaries() {
@@ -117,12 +350,15 @@ fn durability_md_quotes_the_power_loss_summaries() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/durability.md"),
     )
     .expect("read docs/durability.md");
-    for sync in ["always", "never"] {
-        let prefix = format!("power-loss test (--wal-sync {sync}): ");
+    for prefix in [
+        "power-loss test (--wal-sync always): ",
+        "power-loss test (--wal-sync never): ",
+        "power-loss test on a PostgreSQL catalog (--wal-sync always): ",
+    ] {
         let line = doc
             .lines()
             .map(str::trim)
-            .find(|l| l.starts_with(&prefix))
+            .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("docs/durability.md quotes no {prefix:?} line"));
         let shape: Vec<&str> = line[prefix.len()..]
             .split(' ')

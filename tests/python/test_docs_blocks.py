@@ -746,6 +746,8 @@ BLOCK_TESTS = {
         "tests/e2e/cluster.rs::a_distributed_aggregate_answers_as_the_single_node_plan",
     ("docs/durability.md", "power-loss test (--wal-sync always)"):
         "tests/e2e/power.rs::durability_md_quotes_the_power_loss_summaries",
+    ("docs/durability.md", "power-loss test on a PostgreSQL catalog"):
+        "tests/e2e/power.rs::durability_md_quotes_the_power_loss_summaries",
     ("docs/durability.md", "WARN sextant_server: no catalog here"):
         "test_s3::test_a_new_node_restores_the_catalog_from_the_bucket",
     ("docs/flight-sql.md", "import datetime"): "test_docs_blocks::test_flight_sql_python_example_runs",

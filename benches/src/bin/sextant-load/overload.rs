@@ -232,7 +232,7 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
     // Peaks of the server's own gauges, once a second: allocated, write
     // buffer (with persistence's and compaction's working memory not
     // included), writes in flight.
-    let mut peaks = [0u64; 3];
+    let mut peaks = [0u64; 5];
     while Instant::now() < end {
         let now = Instant::now();
         while due <= now {
@@ -412,10 +412,12 @@ pub(crate) async fn run(a: &Args, bin: &Path, work: &Path) -> Result<String, Str
     }
     let _ = writeln!(
         r,
-        "Peaks of the server's gauges (sampled once a second): `sextant_memory_allocated_bytes` {} MiB, `sextant_buffer_bytes` {} MiB, `sextant_ingest_inflight_bytes` {} MiB.\n",
+        "Peaks of the server's gauges (sampled once a second): `sextant_memory_allocated_bytes` {} MiB, `sextant_buffer_bytes` {} MiB, `sextant_buffer_work_bytes` {} MiB, `sextant_ingest_inflight_bytes` {} MiB; the three limited ones together at most {} MiB.\n",
         peaks[0] >> 20,
         peaks[1] >> 20,
-        peaks[2] >> 20
+        peaks[3] >> 20,
+        peaks[2] >> 20,
+        peaks[4] >> 20
     );
     let _ = writeln!(r, "- {live}\n- {restarted}\n");
     // The RSS over time, in 10 s steps, to show it levels off.
@@ -482,9 +484,10 @@ async fn send(
     tally.first_failure.lock().unwrap().get_or_insert(failure);
 }
 
-/// The server's allocated bytes, write-buffer bytes and bytes in flight,
+/// The server's allocated bytes, write-buffer bytes, bytes in flight,
+/// bytes persistence and compaction hold, and the last three together,
 /// from `/metrics`.
-async fn gauges(client: &reqwest::Client, http: &str) -> Option<[u64; 3]> {
+async fn gauges(client: &reqwest::Client, http: &str) -> Option<[u64; 5]> {
     let text = client
         .get(format!("http://{http}/metrics"))
         .timeout(Duration::from_secs(5))
@@ -499,9 +502,16 @@ async fn gauges(client: &reqwest::Client, http: &str) -> Option<[u64; 3]> {
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0) as u64
     };
-    Some([
-        read("sextant_memory_allocated_bytes "),
+    let limited = [
         read("sextant_buffer_bytes "),
         read("sextant_ingest_inflight_bytes "),
+        read("sextant_buffer_work_bytes "),
+    ];
+    Some([
+        read("sextant_memory_allocated_bytes "),
+        limited[0],
+        limited[1],
+        limited[2],
+        limited.iter().sum(),
     ])
 }
