@@ -2,14 +2,8 @@
 //! of its body, measured on this crate's bodies against what the server
 //! admits it for ([`sextant_ingest::Wire::admitted_bytes`]).
 //!
-//! A counting allocator (the system's underneath) keeps, per thread, the
-//! bytes allocated and their peak; each case runs on one thread, so other
+//! Each case runs on one thread, counted by [`crate::counting`], so other
 //! tests running beside it do not count.
-
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -20,51 +14,7 @@ use sextant_ingest::otlp::{self, Encoding, Signal};
 use sextant_ingest::rows::TableRows;
 use sextant_ingest::{Precision, Wire, json, line_protocol, prometheus};
 
-thread_local! {
-    static NOW: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-fn count(delta: isize) {
-    let _ = NOW.try_with(|now| {
-        now.set(now.get() + delta);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now.get())));
-    });
-}
-
-// SAFETY: every call goes to `System` unchanged; the counters are
-// thread-local cells, touched without allocating.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-/// The most this thread holds at once, above what it held before, while
-/// `f` runs.
-fn peak_of(f: impl FnOnce()) -> usize {
-    let base = NOW.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    f();
-    (PEAK.with(Cell::get) - base).max(0) as usize
-}
+use crate::counting::peak_of;
 
 /// What the server does with a body after reading it: decode, then the
 /// WAL record of each table's rows, while the rows are held.

@@ -305,3 +305,7 @@ pub fn remote_write(series: usize, samples: usize) -> WriteRequest {
 
 #[cfg(test)]
 mod admission;
+#[cfg(test)]
+mod counting;
+#[cfg(test)]
+mod working;

@@ -819,10 +819,16 @@ impl Engine {
 
     /// The most buffered bytes one persistence step reads at once, and the
     /// most decoded bytes one compaction step merges: an eighth of the
-    /// buffer limit (at least 8 MiB). Encoding a piece holds about twice
-    /// its size again (the rows gathered and sorted, and the file).
-    pub(crate) fn piece_bytes(&self) -> usize {
+    /// buffer limit (at least 8 MiB). Encoding a piece holds less than
+    /// the piece again beside it ([`crate::persist::encoding_bytes`]).
+    pub fn piece_bytes(&self) -> usize {
         (self.inner.config.buffer_limit_bytes / 8).max(8 << 20)
+    }
+
+    /// The most bytes persistence and compaction took from the part of the
+    /// buffer limit kept for their work at once, since the last call.
+    pub fn take_work_peak(&self) -> usize {
+        self.inner.work.peak.swap(0, Ordering::SeqCst) * WORK_UNIT
     }
 
     /// Persists the buffered rows of writes up to WAL sequence number
@@ -858,11 +864,15 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
         let table = def.clone();
-        // What encoding holds (the rows gathered and sorted, and the
-        // file) comes from the part of the buffer limit kept for it.
+        // What encoding holds beside the rows comes from the part of the
+        // buffer limit kept for it.
         let piece_bytes: usize = chunks.iter().map(|c| c.batch.get_array_memory_size()).sum();
         state.measured(piece_bytes, chunks.iter().map(|c| c.batch.num_rows()).sum());
-        let working = Working::acquire(&self.inner, 2 * piece_bytes).await;
+        let working = Working::acquire(
+            &self.inner,
+            crate::persist::encoding_bytes(&def, piece_bytes),
+        )
+        .await;
         let encoded =
             tokio::task::spawn_blocking(move || encode_table(&table, &batches, row_group_rows))
                 .await
@@ -1262,6 +1272,8 @@ pub(crate) struct WorkReserve {
     permits: Arc<tokio::sync::Semaphore>,
     units: usize,
     bytes: usize,
+    /// The most units in use at once since [`Engine::take_work_peak`].
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 /// The reserve's unit: permits count KiB.
@@ -1275,6 +1287,7 @@ impl WorkReserve {
             permits: Arc::new(tokio::sync::Semaphore::new(units)),
             units,
             bytes,
+            peak: Default::default(),
         }
     }
 
@@ -1302,6 +1315,10 @@ impl Working {
             .acquire_many_owned(units)
             .await
             .expect("the work reserve is never closed");
+        reserve.peak.fetch_max(
+            reserve.units - reserve.permits.available_permits(),
+            Ordering::SeqCst,
+        );
         Self { _permit: permit }
     }
 }

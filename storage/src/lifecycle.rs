@@ -433,18 +433,23 @@ impl Engine {
             self.piece_bytes()
         };
         // What the merge holds (the files read, their rows decoded, and
-        // the rows sorted) comes from the part of the buffer limit kept
-        // for it: by the table's bytes per row, as last measured, up to
-        // two and a half pieces (the reserve at most); the whole reserve
-        // when unknown.
+        // what encoding them holds beside them) comes from the part of the
+        // buffer limit kept for it: by the table's bytes per row, as last
+        // measured, up to two and a half pieces (the reserve at most); the
+        // whole reserve when unknown.
         let estimate = files.iter().try_fold(0u64, |sum, f| {
             Some(
                 sum.saturating_add(f.file.bytes)
-                    .saturating_add(state.estimate(f.file.rows)?.saturating_mul(2)),
+                    .saturating_add(state.estimate(f.file.rows)?),
             )
         });
         let cap = self.piece_bytes().saturating_mul(5) / 2;
-        let need = estimate.map_or(usize::MAX, |e| (e as usize).min(cap));
+        let need = estimate.map_or(usize::MAX, |e| {
+            let decoded = e as usize;
+            decoded
+                .saturating_add(crate::persist::encoding_bytes(&def, decoded))
+                .min(cap)
+        });
         let working = crate::engine::Working::acquire(&self.inner, need).await;
         let (encoded, merged, working, decoded, rows) = tokio::task::spawn_blocking(move || {
             let mut batches: Vec<RecordBatch> = vec![];

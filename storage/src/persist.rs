@@ -1,12 +1,16 @@
 //! Buffer chunks → sorted Parquet files, one or more per time partition.
 //!
-//! Rows are sorted by time, split at partition boundaries, and each piece is
-//! encoded as Parquet (zstd, page statistics and page index, bloom filters
-//! on id columns) with per-column min/max kept for the catalog so queries
-//! can prune files before any I/O, then row groups, then pages.
+//! Rows are ordered by time (only the time column is gathered and sorted),
+//! split at partition boundaries, and each piece is gathered from the input
+//! a few thousand rows at a time into the Parquet writer (zstd, page
+//! statistics and page index, bloom filters on id columns), so encoding
+//! holds the order, the compressed row group and file beside its input, not
+//! a sorted copy of it. Per-column min/max are kept for the catalog so queries can prune
+//! files before any I/O, then row groups, then pages. A keyed table's piece
+//! is sorted by key and deduplicated whole ([`crate::keys`]).
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray};
-use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
+use arrow::array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::{SortOptions, concat, interleave_record_batch, sort_to_indices, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
@@ -24,6 +28,10 @@ use crate::state::conform;
 /// Rows per Parquet row group by default: large enough for efficient
 /// scans, small enough that row-group statistics still prune.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Rows gathered in order and handed to the Parquet writer at a time
+/// (which encodes and compresses them into its row group as they come).
+const GATHER_ROWS: usize = 8 * 1024;
 
 /// One encoded file for one time partition.
 pub(crate) struct EncodedFile {
@@ -47,21 +55,46 @@ pub(crate) fn encode_partitions(
     row_group_rows: usize,
     key: Option<&KeyOrder>,
 ) -> Result<Vec<EncodedFile>> {
-    let all = concat_batches(schema, batches)?;
-    if all.num_rows() == 0 {
+    let row_group_rows = row_group_rows.max(1);
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
         return Ok(vec![]);
     }
     let time_idx = schema.index_of(time_col)?;
+    let time_columns: Vec<&dyn Array> = batches
+        .iter()
+        .map(|b| b.column(time_idx).as_ref())
+        .collect();
+    let all_times = concat(&time_columns)?;
     let order = sort_to_indices(
-        all.column(time_idx),
+        &all_times,
         Some(SortOptions {
             descending: false,
             nulls_first: false,
         }),
         None,
     )?;
-    let sorted = take_record_batch(&all, &order)?;
-    let times = time_values(sorted.column(time_idx))?;
+    let sorted_times = take(&all_times, &order, None)?;
+    drop(all_times);
+    let times = time_values(&sorted_times)?;
+    // Where each batch starts among all the rows, to find a row's batch.
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |at, b| {
+            let start = *at;
+            *at += b.num_rows();
+            Some(start)
+        })
+        .collect();
+    let locate = |row: u32| {
+        let row = row as usize;
+        let b = starts.partition_point(|&s| s <= row) - 1;
+        (b, row - starts[b])
+    };
+    let gather = |range: std::ops::Range<usize>| -> Result<RecordBatch> {
+        let rows: Vec<(usize, usize)> = order.values()[range].iter().map(|&r| locate(r)).collect();
+        Ok(interleave_record_batch(&batches, &rows)?)
+    };
 
     let mut files = vec![];
     let mut start = 0;
@@ -70,22 +103,48 @@ pub(crate) fn encode_partitions(
         let next = partition.saturating_add(partition_ns);
         // Sorted, so the partition ends at the first time >= next.
         let end = start + times.values()[start..].partition_point(|&t| t < next);
-        let mut piece = sorted.slice(start, end - start);
+        let mut file = FileWriter::new(schema, end - start, row_group_rows)?;
         if let Some(k) = key {
-            piece = crate::keys::sort_dedup(&piece, k)?;
+            file.write(&crate::keys::sort_dedup(&gather(start..end)?, k)?)?;
+        } else {
+            let mut at = start;
+            while at < end {
+                let to = (at + GATHER_ROWS).min(end);
+                file.write(&gather(at..to)?)?;
+                at = to;
+            }
         }
+        let (rows, column_stats, bytes) = file.finish()?;
         files.push(EncodedFile {
             partition_start_ns: partition,
             min_time_ns: times.value(start),
             max_time_ns: times.value(end - 1),
-            rows: piece.num_rows() as u64,
-            column_stats: column_stats(&piece)?,
-            bytes: write_parquet(&piece, row_group_rows)?,
+            rows,
+            column_stats,
+            bytes,
         });
         start = end;
     }
     Ok(files)
 }
+
+/// The most [`encode_table`] holds beside `bytes` of a table's rows in
+/// memory: the rows' order, the rows gathered in it a few thousand at a
+/// time, and the files (compressed), less than the rows themselves, or
+/// twice that for a keyed table (its rows sorted by key and deduplicated
+/// whole); and per column what the Parquet writer keeps until a row group
+/// is written (its dictionary and the page it fills, up to a mebibyte
+/// each). Measured by sextant-benches' `working` test.
+pub(crate) fn encoding_bytes(def: &TableDef, bytes: usize) -> usize {
+    let rows = if def.options.key.is_some() { 2 } else { 1 };
+    bytes
+        .saturating_mul(rows)
+        .saturating_add(def.schema.fields().len() * PER_COLUMN_BYTES)
+}
+
+/// The Parquet writer's dictionary page and data page limits (its
+/// defaults, a mebibyte each), per column.
+const PER_COLUMN_BYTES: usize = 2 << 20;
 
 /// [`encode_partitions`] of a table's rows: its schema, time column,
 /// partition width and key.
@@ -131,48 +190,112 @@ pub(crate) fn is_id_column(name: &str, dt: &DataType) -> bool {
         )
 }
 
-fn write_parquet(batch: &RecordBatch, row_group_rows: usize) -> Result<Vec<u8>> {
-    let row_group_rows = row_group_rows.max(1);
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(row_group_rows))
-        .set_created_by(format!("sextant {}", env!("CARGO_PKG_VERSION")));
-    let ndv = batch.num_rows().clamp(1, row_group_rows) as u64;
-    for field in batch.schema().fields() {
-        if is_id_column(field.name(), field.data_type()) {
-            let col = ColumnPath::from(field.name().as_str());
-            props = props
-                .set_column_bloom_filter_enabled(col.clone(), true)
-                .set_column_bloom_filter_fpp(col.clone(), 0.01)
-                .set_column_bloom_filter_max_ndv(col, ndv);
-        }
-    }
-    let props = props.build();
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-    w.write(batch)?;
-    w.close()?;
-    Ok(out)
+/// One Parquet file written a row group at a time, keeping each column's
+/// null count and its smallest and largest values for the catalog.
+struct FileWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    schema: SchemaRef,
+    rows: u64,
+    columns: Vec<ColumnBounds>,
 }
 
-/// Min/max/null count per column, as strings that `ScalarValue::try_from_string`
-/// turns back into typed values for pruning. Types without an order are skipped.
-fn column_stats(batch: &RecordBatch) -> Result<BTreeMap<String, ColumnStats>> {
-    let mut out = BTreeMap::new();
-    for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
-        let mut stats = ColumnStats {
-            null_count: col.null_count() as u64,
-            ..Default::default()
-        };
-        if orderable(field.data_type()) && col.null_count() < col.len() {
-            let (min, max) = min_max(col)?;
-            stats.min = Some(min.into());
-            stats.max = Some(max.into());
+/// A column's null count, and its smallest and largest values so far (one
+/// row each, copied out of the batches written, which are not kept).
+#[derive(Default)]
+struct ColumnBounds {
+    null_count: u64,
+    min: Option<ArrayRef>,
+    max: Option<ArrayRef>,
+}
+
+impl ColumnBounds {
+    fn add(&mut self, col: &ArrayRef) -> Result<()> {
+        self.null_count += col.null_count() as u64;
+        if orderable(col.data_type()) && col.null_count() < col.len() {
+            let (lo, hi) = min_max(col)?;
+            self.min = Some(extreme(self.min.take(), col, lo, |(lo, _)| lo)?);
+            self.max = Some(extreme(self.max.take(), col, hi, |(_, hi)| hi)?);
         }
-        out.insert(field.name().clone(), stats);
+        Ok(())
     }
-    Ok(out)
+}
+
+/// Row `i` of `col` copied out, or the smaller or larger (`pick`) of it and
+/// `so_far`.
+fn extreme(
+    so_far: Option<ArrayRef>,
+    col: &ArrayRef,
+    i: usize,
+    pick: fn((usize, usize)) -> usize,
+) -> Result<ArrayRef> {
+    let row = take(col, &UInt32Array::from(vec![i as u32]), None)?;
+    let Some(so_far) = so_far else {
+        return Ok(row);
+    };
+    let both = concat(&[so_far.as_ref(), row.as_ref()])?;
+    let i = pick(min_max(&both)?);
+    Ok(take(&both, &UInt32Array::from(vec![i as u32]), None)?)
+}
+
+impl FileWriter {
+    /// A writer for a file of `rows` rows (which sizes the bloom filters).
+    fn new(schema: &SchemaRef, rows: usize, row_group_rows: usize) -> Result<Self> {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .set_created_by(format!("sextant {}", env!("CARGO_PKG_VERSION")));
+        let ndv = rows.clamp(1, row_group_rows) as u64;
+        for field in schema.fields() {
+            if is_id_column(field.name(), field.data_type()) {
+                let col = ColumnPath::from(field.name().as_str());
+                props = props
+                    .set_column_bloom_filter_enabled(col.clone(), true)
+                    .set_column_bloom_filter_fpp(col.clone(), 0.01)
+                    .set_column_bloom_filter_max_ndv(col, ndv);
+            }
+        }
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?;
+        Ok(Self {
+            writer,
+            schema: schema.clone(),
+            rows: 0,
+            columns: schema
+                .fields()
+                .iter()
+                .map(|_| ColumnBounds::default())
+                .collect(),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        for (col, bounds) in batch.columns().iter().zip(&mut self.columns) {
+            bounds.add(col)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// The rows written, each column's statistics (as strings that
+    /// `ScalarValue::try_from_string` turns back into typed values for
+    /// pruning; types without an order have none), and the file.
+    fn finish(self) -> Result<(u64, BTreeMap<String, ColumnStats>, Vec<u8>)> {
+        let mut stats = BTreeMap::new();
+        for (field, bounds) in self.schema.fields().iter().zip(self.columns) {
+            let mut s = ColumnStats {
+                null_count: bounds.null_count,
+                ..Default::default()
+            };
+            if let (Some(min), Some(max)) = (bounds.min, bounds.max) {
+                s.min = Some(format_value(&min)?.into());
+                s.max = Some(format_value(&max)?.into());
+            }
+            stats.insert(field.name().clone(), s);
+        }
+        let bytes = self.writer.into_inner()?;
+        Ok((self.rows, stats, bytes))
+    }
 }
 
 fn orderable(dt: &DataType) -> bool {
@@ -181,7 +304,9 @@ fn orderable(dt: &DataType) -> bool {
         || matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Boolean)
 }
 
-fn min_max(col: &ArrayRef) -> Result<(String, String)> {
+/// The positions of the smallest and largest non-null values of `col`,
+/// which holds at least one.
+fn min_max(col: &ArrayRef) -> Result<(usize, usize)> {
     let order = sort_to_indices(
         col,
         Some(SortOptions {
@@ -191,11 +316,15 @@ fn min_max(col: &ArrayRef) -> Result<(String, String)> {
         None,
     )?;
     let non_null = col.len() - col.null_count();
-    let (lo, hi) = (order.value(0) as usize, order.value(non_null - 1) as usize);
     // NaN sorts above every number, as it does in DataFusion's comparisons,
     // so a NaN maximum never prunes a file that holds a match.
-    let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())?;
-    Ok((fmt.value(lo).to_string(), fmt.value(hi).to_string()))
+    Ok((order.value(0) as usize, order.value(non_null - 1) as usize))
+}
+
+/// The value of a one-row array, as text.
+fn format_value(row: &ArrayRef) -> Result<String> {
+    let fmt = ArrayFormatter::try_new(row.as_ref(), &FormatOptions::default())?;
+    Ok(fmt.value(0).to_string())
 }
 
 /// The rows of one Parquet object, conformed to `schema`. CPU-bound.
