@@ -44,6 +44,41 @@ impl SqlError {
     }
 }
 
+/// `fut`, with a panic in it turned into an internal error (XX000) that
+/// says that `what` ("the query planner") failed on the statement and why,
+/// instead of taking the connection's task down with it. The panic is
+/// still logged by the panic hook, with its backtrace.
+pub async fn contain_panic<F: std::future::Future>(
+    what: &str,
+    fut: F,
+) -> Result<F::Output, SqlError> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            SqlError::internal(format!("{what} failed on this statement ({why})"))
+        })
+}
+
+/// DataFusion's planning of a statement, a panic in it (a shape of
+/// statement its planner does not expect) contained ([`contain_panic`]).
+pub(crate) async fn plan_contained(
+    ctx: &datafusion::prelude::SessionContext,
+    stmt: datafusion::sql::sqlparser::ast::Statement,
+) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
+    let state = ctx.state();
+    let planning = state.statement_to_plan(datafusion::sql::parser::Statement::Statement(
+        Box::new(stmt),
+    ));
+    Ok(contain_panic("the query planner", planning).await??)
+}
+
 impl From<StorageError> for SqlError {
     fn from(e: StorageError) -> Self {
         Self::new(e.sqlstate(), e.to_string())

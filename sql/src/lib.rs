@@ -43,7 +43,7 @@ pub use classify::{
 };
 pub use context::session_context;
 pub use delete::DeleteStatement;
-pub use error::SqlError;
+pub use error::{SqlError, contain_panic};
 pub use pipeline::{Planned, plan, plan_other, plan_select};
 pub use queries::{
     CANCELED, Queries, QueryGuard, QueryInfo, RowStream, TIMED_OUT, guarded,

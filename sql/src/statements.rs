@@ -248,12 +248,7 @@ async fn column_schema(ct: &mut CreateTable, ctx: &SessionContext) -> Result<Sch
             .retain(|o| !matches!(o.option, ColumnOption::PrimaryKey(_)));
     }
     plain.name = ObjectName::from(vec![Ident::new("sextant_column_probe")]);
-    let plan = ctx
-        .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            Statement::CreateTable(plain),
-        )))
-        .await?;
+    let plan = crate::error::plan_contained(ctx, Statement::CreateTable(plain)).await?;
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
             Ok(c.input.schema().as_arrow().clone())

@@ -28,6 +28,8 @@
 //! - `observe`: JSON logs with the query span.
 //! - `overload`: past `--ingest-inflight-limit`, every ingest path waits,
 //!   then is refused with its protocol's retryable error; queries answer.
+//! - `pgfuzz`: random extended-query message sequences after login, built
+//!   from the sqllogictest statements, answered without a crash or hang.
 //! - `power`: power loss, a full disk and a failing fsync on a file system
 //!   that forgets what was not fsynced (FUSE).
 //! - `views`: materialized views equal their query through late data and
@@ -50,5 +52,6 @@ mod machine;
 mod observe;
 mod overload;
 mod paths;
+mod pgfuzz;
 mod power;
 mod views;

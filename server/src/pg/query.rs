@@ -429,7 +429,10 @@ impl SimpleQueryHandler for Service {
         if stmts.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        sextant_sql::run_as(principal(client), self.run_simple(client, stmts)).await
+        let run = sextant_sql::run_as(principal(client), self.run_simple(client, stmts));
+        sextant_sql::contain_panic("the server", run)
+            .await
+            .map_err(pg_error)?
     }
 }
 
@@ -511,7 +514,10 @@ impl ExtendedQueryHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        sextant_sql::run_as(principal(client), self.run_portal(client, portal, max_rows)).await
+        let run = sextant_sql::run_as(principal(client), self.run_portal(client, portal, max_rows));
+        sextant_sql::contain_panic("the server", run)
+            .await
+            .map_err(pg_error)?
     }
 }
 

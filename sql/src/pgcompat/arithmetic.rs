@@ -101,6 +101,26 @@ pub(crate) fn literals_in_range(stmt: &Statement) -> Result<(), SqlError> {
     }
 }
 
+/// A scalar subquery that selects no column (`(SELECT FROM t)`), which
+/// DataFusion's planner indexes for its type (a panic): PostgreSQL's error
+/// instead (42601).
+pub(crate) fn subqueries_have_a_column(stmt: &Statement) -> Result<(), SqlError> {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    let mut empty = false;
+    let _ = stmt.visit(&mut ExprVisitor(|e: &SqlExpr| {
+        if let SqlExpr::Subquery(q) = e
+            && let SetExpr::Select(select) = q.body.as_ref()
+            && select.projection.is_empty()
+        {
+            empty = true;
+        }
+    }));
+    match empty {
+        true => Err(SqlError::syntax("subquery must return only one column")),
+        false => Ok(()),
+    }
+}
+
 struct ExprVisitor<F>(F);
 
 impl<F: FnMut(&SqlExpr)> datafusion::sql::sqlparser::ast::Visitor for ExprVisitor<F> {

@@ -37,7 +37,13 @@ pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(mut stmts) if stmts.len() == 1 => {
             let mut stmt = stmts.remove(0);
+            // sqlparser reads a bare `SHOW` as showing no variable, which
+            // the SHOW hook indexes (a panic); PostgreSQL's error instead.
+            if matches!(&stmt, Statement::ShowVariable { variable } if variable.is_empty()) {
+                return Err(SqlError::syntax("syntax error at end of input"));
+            }
             super::arithmetic::literals_in_range(&stmt)?;
+            super::arithmetic::subqueries_have_a_column(&stmt)?;
             super::rules::templates::templates(&mut stmt)?;
             name_output_columns(&mut stmt);
             names_that_must_resolve(&mut stmt);
@@ -250,12 +256,7 @@ pub async fn plan_statement(
     ctx: &datafusion::prelude::SessionContext,
     stmt: Statement,
 ) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
-    Ok(ctx
-        .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            stmt,
-        )))
-        .await?)
+    crate::error::plan_contained(ctx, stmt).await
 }
 
 #[cfg(test)]

@@ -312,6 +312,22 @@ pub fn arrow_schema_to_pg_fields(
     data_format_options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
     let _ = data_format_options;
+    // Sextant patch: as PostgreSQL does, a Bind must give no result format
+    // code, one for all, or one per column (ERROR 08P01); fewer made
+    // `format_for` index past them.
+    if let Format::Individual(codes) = format {
+        if codes.len() != schema.fields().len() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_owned(),
+                "08P01".to_owned(),
+                format!(
+                    "bind message has {} result formats but query has {} columns",
+                    codes.len(),
+                    schema.fields().len()
+                ),
+            ))));
+        }
+    }
     schema
         .fields()
         .iter()

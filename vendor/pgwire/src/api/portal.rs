@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 
 use crate::api::Type;
 use crate::api::results::QueryResponse;
-use crate::error::{PgWireError, PgWireResult};
+use crate::error::{ErrorInfo, PgWireError, PgWireResult};
 use crate::messages::data::FORMAT_CODE_BINARY;
 use crate::messages::extendedquery::Bind;
 use crate::types::FromSqlText;
@@ -74,7 +74,13 @@ impl Format {
         match self {
             Format::UnifiedText => FieldFormat::Text,
             Format::UnifiedBinary => FieldFormat::Binary,
-            Format::Individual(fv) => FieldFormat::from(fv[idx]),
+            // Sextant patch: a Bind with fewer format codes than fields
+            // indexed past them and panicked; such a Bind is refused in
+            // `Portal::try_new` (parameters) and by the row description
+            // (results), so this only guards the index.
+            Format::Individual(fv) => fv
+                .get(idx)
+                .map_or(FieldFormat::Text, |code| FieldFormat::from(*code)),
         }
     }
 
@@ -106,6 +112,21 @@ impl<S: Clone> Portal<S> {
             .portal_name
             .clone()
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+
+        // Sextant patch: as PostgreSQL does, a Bind must give no parameter
+        // format code, one for all, or one per parameter (ERROR 08P01; the
+        // session goes on after Sync).
+        let formats = bind.parameter_format_codes.len();
+        if formats > 1 && formats != bind.parameters.len() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".to_owned(),
+                "08P01".to_owned(),
+                format!(
+                    "bind message has {formats} parameter formats but {} parameters",
+                    bind.parameters.len()
+                ),
+            ))));
+        }
 
         // param format
         let param_format = Format::from_codes(&bind.parameter_format_codes);
@@ -217,7 +238,9 @@ impl<S: Clone> Portal<S> {
                 let row_schema = response.row_schema();
                 let data_rows = response.data_rows();
 
-                let mut rows = Vec::with_capacity(if max_rows == 0 { 256 } else { max_rows });
+                // Sextant patch: at most 256 ahead (a client's max_rows of
+                // 2^31 reserved that many rows up front and aborted).
+                let mut rows = Vec::with_capacity(if max_rows == 0 { 256 } else { max_rows.min(256) });
                 let mut suspended = true;
                 while max_rows == 0 || rows.len() < max_rows {
                     if let Some(row) = data_rows.next().await {

@@ -293,7 +293,9 @@ pub trait ExtendedQueryHandler: Send + Sync {
         client.set_state(super::PgWireConnectionState::QueryInProgress);
 
         let portal_name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let max_rows = message.max_rows as usize;
+        // Sextant patch: as in PostgreSQL, max_rows <= 0 means all rows (a
+        // negative one became a huge usize and aborted an allocation).
+        let max_rows = message.max_rows.max(0) as usize;
 
         let portal = match client.portal_store().get_portal(portal_name) {
             Some(Entry::Value(portal)) => portal,
