@@ -31,6 +31,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 pub(crate) fn register(ctx: &SessionContext) {
     subqueries_under_case_as_null::register(ctx);
     names_that_must_resolve::register(ctx);
+    in_subquery::register(ctx);
 }
 
 /// An identifier as Postgres folds it: lower case unless quoted.
