@@ -1040,11 +1040,13 @@ def test_json_bad_table_name(small):
 def server_that_cannot_persist(start_server, tmp_path, backpressure_timeout):
     """A server with a 1 MiB write buffer whose persistence cannot write a
     single file (its object directory is a regular file: `objects`, which
-    the caller turns back into a directory to let it persist again)."""
+    the caller turns back into a directory to let it persist again).
+    Catalog snapshots are off: the first one is written in the background
+    just after start-up and would re-create the directory under the test."""
     objects = tmp_path / "objects"
     server = start_server(
         "--buffer-limit", "1MiB", "--backpressure-timeout", backpressure_timeout, "--persist-interval", "1h",
-        "--object-store", f"file://{objects}",
+        "--object-store", f"file://{objects}", "--catalog-snapshot-interval", "0s",
     )
     if objects.exists():
         shutil.rmtree(objects)
