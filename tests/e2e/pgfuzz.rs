@@ -20,14 +20,15 @@
 //! - every ErrorResponse carries a five-character SQLSTATE and a message;
 //! - the server stays up, logs no panic but those it answered as errors
 //!   ("the query planner failed on this statement (...)"), stays under
-//!   6 GiB with `--query-memory-limit 512MB --buffer-limit 256MB`
+//!   3 GiB with `--query-memory-limit 512MB --buffer-limit 256MB`
 //!   (`PGFUZZ_RSS_LIMIT_MB`), and answers a query at the end with the rows
 //!   it was given.
 //!
 //! `PGFUZZ_SECONDS` (default 20) bounds the run, `PGFUZZ_EXECUTIONS` (if
 //! set) stops it after that many sequences, `PGFUZZ_SEED` fixes the random
 //! seed (a failure prints the seed and the sequence), `PGFUZZ_CONNECTIONS`
-//! (default 2) runs that many clients at once.
+//! (default 2) runs that many clients at once, and `PGFUZZ_ROUND_SECONDS`
+//! (default: the whole run) starts a fresh server that often.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -511,6 +512,14 @@ struct Tally {
     planner_failures: AtomicU64,
 }
 
+impl Tally {
+    /// Adds the panics a connection saw answered as errors, when it ends.
+    fn count_contained(&self, conn: &Conn) {
+        self.planner_failures
+            .fetch_add(conn.planner_failures, Ordering::Relaxed);
+    }
+}
+
 async fn client(
     addr: SocketAddr,
     seed: u64,
@@ -549,9 +558,7 @@ async fn client(
         };
         if let Err(e) = conn.stream.get_mut().write_all(&bytes).await {
             if damaged {
-                tally
-                    .planner_failures
-                    .fetch_add(conn.planner_failures, Ordering::Relaxed);
+                tally.count_contained(&conn);
                 conn = Conn::open(addr).await;
                 parsed.clear();
                 continue;
@@ -598,127 +605,55 @@ async fn client(
                     return Err(fail("connection closed without an ErrorResponse".into()));
                 }
                 tally.closed.fetch_add(1, Ordering::Relaxed);
-                tally
-                    .planner_failures
-                    .fetch_add(conn.planner_failures, Ordering::Relaxed);
+                tally.count_contained(&conn);
                 conn = Conn::open(addr).await;
                 parsed.clear();
             }
         }
     }
-    tally
-        .planner_failures
-        .fetch_add(conn.planner_failures, Ordering::Relaxed);
+    tally.count_contained(&conn);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_query_messages_after_login() {
     let seconds: u64 = env_or("PGFUZZ_SECONDS", 20);
+    let round_seconds: u64 = env_or("PGFUZZ_ROUND_SECONDS", seconds).max(1);
     let limit: u64 = env_or("PGFUZZ_EXECUTIONS", u64::MAX);
     let connections: u64 = env_or("PGFUZZ_CONNECTIONS", 2);
     let seed: u64 = env_or("PGFUZZ_SEED", rand::rng().random());
+    // With the limits the server runs under, a server that grows past this
+    // is stopped before it takes the machine, and fails the run.
+    let rss_limit_mb: u64 = env_or("PGFUZZ_RSS_LIMIT_MB", 3072);
     let corpus = Arc::new(corpus());
     assert!(
         corpus.len() > 500,
         "{} statements in the corpus",
         corpus.len()
     );
-    // Release-speed runs have seen 3.2 GiB with these limits (the cause is
-    // not found yet, docs/durability.md); 6 GiB still stops a runaway (one
-    // reached 24 GiB with the default limits) before it takes the machine.
-    let rss_limit_mb: u64 = env_or("PGFUZZ_RSS_LIMIT_MB", 6144);
-    let server = Server::start(&["--query-memory-limit", "512MB", "--buffer-limit", "256MB"]);
-    let control = server.connect().await;
-    // The corpus's tables, with its rows where its statements give them.
-    for sql in corpus.iter() {
-        let upper = sql.trim_start().to_ascii_uppercase();
-        if upper.starts_with("CREATE") || upper.starts_with("INSERT") {
-            let _ = control.batch_execute(sql).await;
-        }
-    }
-    control
-        .batch_execute(
-            "CREATE TABLE fuzz_control (time TIMESTAMP NOT NULL, n BIGINT); \
-             INSERT INTO fuzz_control VALUES (now(), 1), (now(), 2), (now(), 3)",
-        )
-        .await
-        .unwrap();
     let tally = Arc::new(Tally::default());
-    // Queries are bounded by --query-memory-limit: a server that grows past
-    // the limit by far is stopped (before it takes the machine) and fails
-    // the run.
-    let pid = server.pid().unwrap();
-    let over = Arc::new(AtomicU64::new(0));
-    let control = Arc::new(control);
-    let running = Arc::new(std::sync::Mutex::new(String::new()));
-    let watchdog = {
-        let over = over.clone();
-        let control = control.clone();
-        let running = running.clone();
-        tokio::spawn(async move {
-            loop {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let rss_kb: u64 = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    .unwrap_or(0);
-                if rss_kb > rss_limit_mb * 1024 {
-                    over.store(rss_kb / 1024, Ordering::SeqCst);
-                    // What was running, to name the statement that grew.
-                    let list = control.simple_query(
-                        "SELECT protocol, duration_ms, query FROM system.queries \
-                         WHERE state = 'running' ORDER BY duration_ms DESC",
-                    );
-                    if let Ok(Ok(rows)) = tokio::time::timeout(Duration::from_secs(5), list).await {
-                        *running.lock().unwrap() =
-                            format!("{:#?}", sextant_tests::message_rows(rows));
-                    }
-                    let _ = std::process::Command::new("kill")
-                        .args(["-9", &pid.to_string()])
-                        .status();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let clients: Vec<_> = (0..connections)
-        .map(|i| {
-            tokio::spawn(client(
-                server.pg_addr(),
-                seed.wrapping_add(i),
-                corpus.clone(),
-                deadline,
-                limit,
-                tally.clone(),
-            ))
-        })
-        .collect();
-    let mut failures = vec![];
-    for c in clients {
-        if let Err(e) = c.await.unwrap() {
-            failures.push(e);
-        }
+    let end = started + Duration::from_secs(seconds);
+    let mut rounds = 0u64;
+    while Instant::now() < end && tally.executions.load(Ordering::Relaxed) < limit {
+        let round_seed = seed.wrapping_add(rounds.wrapping_mul(1 << 32));
+        let deadline = end.min(Instant::now() + Duration::from_secs(round_seconds));
+        let fuzz = Round {
+            seed: round_seed,
+            corpus: corpus.clone(),
+            connections,
+            deadline,
+            limit,
+            rss_limit_mb,
+        };
+        fuzz.run(&tally).await;
+        rounds += 1;
     }
-    watchdog.abort();
-    let over = over.load(Ordering::SeqCst);
-    assert!(
-        over == 0,
-        "the server's memory reached {over} MiB (--query-memory-limit 512MB, --buffer-limit 256MB; stopped at {rss_limit_mb} MiB) \
-         while these statements ran: {}\nthe clients' last sequences:\n{}",
-        running.lock().unwrap(),
-        failures.join("\n\n")
-    );
-    let log = server.log();
     let executions = tally.executions.load(Ordering::Relaxed);
     println!(
         "pgwire extended-query fuzzing (seed {seed}): {executions} sequences, {} messages, \
-         {} errors answered ({} of them a panic contained), {} connections closed after damaged bytes, in {:.0} s ({} statements in the corpus)",
+         {} errors answered ({} of them a panic contained), {} connections closed after damaged bytes, \
+         in {:.0} s, {rounds} servers ({} statements in the corpus)",
         tally.messages.load(Ordering::Relaxed),
         tally.errors.load(Ordering::Relaxed),
         tally.planner_failures.load(Ordering::Relaxed),
@@ -726,17 +661,129 @@ async fn extended_query_messages_after_login() {
         started.elapsed().as_secs_f64(),
         corpus.len(),
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    // Every panic the server logged is one the planner had on a statement,
-    // answered as an error.
-    let panics = log.matches("panicked at").count() as u64;
-    let contained = tally.planner_failures.load(Ordering::Relaxed);
-    assert!(
-        panics <= contained,
-        "the server logged {panics} panics, {contained} of them answered as errors:\n{}",
-        server.log_tail(80)
-    );
     assert!(executions > 0);
-    let rows = sextant_tests::text_rows(&control, "SELECT sum(n) FROM fuzz_control").await;
-    assert_eq!(rows, vec![vec!["6".to_string()]]);
+}
+
+/// One server, fresh, fuzzed until `deadline` by `connections` clients
+/// (`PGFUZZ_ROUND_SECONDS` makes long runs a series of these, so that
+/// tables the fuzzed statements grow, `INSERT INTO cpu SELECT * FROM cpu`
+/// among them, do not slow the run down round after round).
+struct Round {
+    seed: u64,
+    corpus: Arc<Vec<String>>,
+    connections: u64,
+    deadline: Instant,
+    limit: u64,
+    rss_limit_mb: u64,
+}
+
+impl Round {
+    async fn run(self, tally: &Arc<Tally>) {
+        let Round {
+            seed,
+            corpus,
+            connections,
+            deadline,
+            limit,
+            rss_limit_mb,
+        } = self;
+        let server = Server::start(&["--query-memory-limit", "512MB", "--buffer-limit", "256MB"]);
+        let control = server.connect().await;
+        // The corpus's tables, with its rows where its statements give them.
+        for sql in corpus.iter() {
+            let upper = sql.trim_start().to_ascii_uppercase();
+            if upper.starts_with("CREATE") || upper.starts_with("INSERT") {
+                let _ = control.batch_execute(sql).await;
+            }
+        }
+        control
+            .batch_execute(
+                "CREATE TABLE fuzz_control (time TIMESTAMP NOT NULL, n BIGINT); \
+                 INSERT INTO fuzz_control VALUES (now(), 1), (now(), 2), (now(), 3)",
+            )
+            .await
+            .unwrap();
+        let contained_before = tally.planner_failures.load(Ordering::Relaxed);
+        // Queries are bounded by --query-memory-limit: a server that grows
+        // past the limit by far is stopped (before it takes the machine)
+        // and fails the run.
+        let pid = server.pid().unwrap();
+        let over = Arc::new(AtomicU64::new(0));
+        let control = Arc::new(control);
+        let running = Arc::new(std::sync::Mutex::new(String::new()));
+        let watchdog = {
+            let over = over.clone();
+            let control = control.clone();
+            let running = running.clone();
+            tokio::spawn(async move {
+                loop {
+                    let status =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    let rss_kb: u64 = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                        .unwrap_or(0);
+                    if rss_kb > rss_limit_mb * 1024 {
+                        over.store(rss_kb / 1024, Ordering::SeqCst);
+                        // What was running, to name the statement that grew.
+                        let list = control.simple_query(
+                            "SELECT protocol, duration_ms, query FROM system.queries \
+                             WHERE state = 'running' ORDER BY duration_ms DESC",
+                        );
+                        if let Ok(Ok(rows)) =
+                            tokio::time::timeout(Duration::from_secs(5), list).await
+                        {
+                            *running.lock().unwrap() =
+                                format!("{:#?}", sextant_tests::message_rows(rows));
+                        }
+                        let _ = std::process::Command::new("kill")
+                            .args(["-9", &pid.to_string()])
+                            .status();
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let clients: Vec<_> = (0..connections)
+            .map(|i| {
+                tokio::spawn(client(
+                    server.pg_addr(),
+                    seed.wrapping_add(i),
+                    corpus.clone(),
+                    deadline,
+                    limit,
+                    tally.clone(),
+                ))
+            })
+            .collect();
+        let mut failures = vec![];
+        for c in clients {
+            if let Err(e) = c.await.unwrap() {
+                failures.push(e);
+            }
+        }
+        watchdog.abort();
+        let over = over.load(Ordering::SeqCst);
+        assert!(
+            over == 0,
+            "the server's memory reached {over} MiB (--query-memory-limit 512MB, --buffer-limit 256MB; stopped at {rss_limit_mb} MiB) \
+             while these statements ran: {}\nthe clients' last sequences:\n{}",
+            running.lock().unwrap(),
+            failures.join("\n\n")
+        );
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        // Every panic the server logged is one the planner had on a
+        // statement, answered as an error.
+        let panics = server.log().matches("panicked at").count() as u64;
+        let contained = tally.planner_failures.load(Ordering::Relaxed) - contained_before;
+        assert!(
+            panics <= contained,
+            "seed {seed}: the server logged {panics} panics, {contained} of them answered as errors:\n{}",
+            server.log_tail(80)
+        );
+        let rows = sextant_tests::text_rows(&control, "SELECT sum(n) FROM fuzz_control").await;
+        assert_eq!(rows, vec![vec!["6".to_string()]]);
+    }
 }

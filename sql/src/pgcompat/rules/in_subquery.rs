@@ -5,13 +5,16 @@
 //! DataFusion's `array_has` except that a list that is one value for the
 //! whole batch (the subquery's) is hashed once: `array_has` copied it once
 //! per row, rows times its length in memory, which no limit counts (pgfuzz
-//! saw a server pass 3 GiB on a 100,000-row table).
+//! saw a server pass 3 GiB on a 100,000-row table). The hash set is kept
+//! for the next batches of the same list: built once per batch, a list of
+//! millions took seconds a batch, and a statement timeout waited for
+//! tokio's cooperative budget (128 batches) to end.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, GenericListArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -89,14 +92,92 @@ const IN_LIST: &str = "sextant_in_list";
 pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(InList {
         array_has: datafusion::functions_nested::array_has::array_has_udf(),
+        last: Mutex::default(),
     }));
 }
 
 /// `array_has(list, x)`, with a list that is one value for the batch
 /// looked up in a hash set of its values.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct InList {
     array_has: Arc<ScalarUDF>,
+    /// The set of the list seen last, for the next batches of its query.
+    last: Mutex<Option<Arc<ValueSet>>>,
+}
+
+impl PartialEq for InList {
+    fn eq(&self, other: &Self) -> bool {
+        self.array_has == other.array_has
+    }
+}
+
+impl Eq for InList {}
+
+impl std::hash::Hash for InList {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.array_has.hash(state);
+    }
+}
+
+/// The non-NULL values of one list scalar, in the row format, hashed.
+#[derive(Debug)]
+struct ValueSet {
+    /// The list it was built from: alive only while its plan is (a weak
+    /// reference also keeps its address from being reused by another).
+    list: Weak<dyn Array>,
+    converter: RowConverter,
+    values: HashSet<Box<[u8]>>,
+}
+
+impl ValueSet {
+    fn of(list: &ArrayRef, values: &ArrayRef) -> Result<ValueSet> {
+        let converter = RowConverter::new(vec![SortField::new(values.data_type().clone())])?;
+        let rows = converter.convert_columns(std::slice::from_ref(values))?;
+        let values = (0..values.len())
+            .filter(|&i| values.is_valid(i))
+            .map(|i| Box::from(rows.row(i).as_ref()))
+            .collect();
+        Ok(ValueSet {
+            list: Arc::downgrade(list),
+            converter,
+            values,
+        })
+    }
+
+    fn is_of(&self, list: &ArrayRef) -> bool {
+        self.list.upgrade().is_some_and(|l| Arc::ptr_eq(&l, list))
+    }
+
+    /// For each needle, whether the list holds it (NULL for a NULL needle;
+    /// a NULL value matches nothing), as `array_has` answers.
+    fn contains(&self, needles: &ArrayRef) -> Result<BooleanArray> {
+        let rows = self
+            .converter
+            .convert_columns(std::slice::from_ref(needles))?;
+        Ok((0..needles.len())
+            .map(|i| {
+                needles
+                    .is_valid(i)
+                    .then(|| self.values.contains(rows.row(i).as_ref()))
+            })
+            .collect())
+    }
+}
+
+impl InList {
+    /// The set of `list` (whose values are `values`): the last one if it
+    /// is of this list, else built and kept in its place.
+    fn set_of(&self, list: &ArrayRef, values: &ArrayRef) -> Result<Arc<ValueSet>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = last.as_ref().filter(|s| s.is_of(list)) {
+            return Ok(set.clone());
+        }
+        // A set whose list is gone is dropped before the new one is built.
+        *last = None;
+        let set = Arc::new(ValueSet::of(list, values)?);
+        *last = Some(set.clone());
+        Ok(set)
+    }
 }
 
 impl ScalarUDFImpl for InList {
@@ -111,44 +192,80 @@ impl ScalarUDFImpl for InList {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [ColumnarValue::Scalar(list), ColumnarValue::Array(needles)] = args.args.as_slice()
-            && let Some(values) = list_values(list)
+            && let Some((list, values)) = list_values(list)
             && values.data_type() == needles.data_type()
         {
-            return Ok(ColumnarValue::Array(Arc::new(contains(&values, needles)?)));
+            let set = self.set_of(&list, &values)?;
+            return Ok(ColumnarValue::Array(Arc::new(set.contains(needles)?)));
         }
         self.array_has.invoke_with_args(args)
     }
 }
 
-/// The values of a one-row list scalar, or `None` when it is not one (or
-/// NULL, which `array_has` answers).
-fn list_values(list: &ScalarValue) -> Option<ArrayRef> {
-    let array: ArrayRef = match list {
-        ScalarValue::List(a) => a.clone(),
-        ScalarValue::LargeList(a) => a.clone(),
-        _ => return None,
-    };
-    if array.len() != 1 || array.is_null(0) {
-        return None;
+/// A one-row list scalar's array and its values, or `None` when it is not
+/// one (or NULL, which `array_has` answers).
+fn list_values(list: &ScalarValue) -> Option<(ArrayRef, ArrayRef)> {
+    fn one<O: datafusion::arrow::array::OffsetSizeTrait>(
+        a: &Arc<GenericListArray<O>>,
+    ) -> Option<(ArrayRef, ArrayRef)> {
+        (a.len() == 1 && !a.is_null(0)).then(|| (a.clone() as ArrayRef, a.value(0)))
     }
-    match array.data_type() {
-        DataType::List(_) => Some(array.as_list::<i32>().value(0)),
-        DataType::LargeList(_) => Some(array.as_list::<i64>().value(0)),
+    match list {
+        ScalarValue::List(a) => one(a),
+        ScalarValue::LargeList(a) => one(a),
         _ => None,
     }
 }
 
-/// For each needle, whether `values` holds it (NULL for a NULL needle; a
-/// NULL value matches nothing), as `array_has` answers.
-fn contains(values: &ArrayRef, needles: &ArrayRef) -> Result<BooleanArray> {
-    let converter = RowConverter::new(vec![SortField::new(values.data_type().clone())])?;
-    let hay = converter.convert_columns(std::slice::from_ref(values))?;
-    let set: HashSet<_> = (0..values.len())
-        .filter(|&i| values.is_valid(i))
-        .map(|i| hay.row(i))
-        .collect();
-    let rows = converter.convert_columns(std::slice::from_ref(needles))?;
-    Ok((0..needles.len())
-        .map(|i| needles.is_valid(i).then(|| set.contains(&rows.row(i))))
-        .collect())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, ListArray};
+    use datafusion::arrow::datatypes::Int64Type;
+
+    fn list(values: &[Option<i64>]) -> ScalarValue {
+        ScalarValue::List(Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            [Some(values.to_vec())],
+        )))
+    }
+
+    fn in_list() -> InList {
+        InList {
+            array_has: datafusion::functions_nested::array_has::array_has_udf(),
+            last: Mutex::default(),
+        }
+    }
+
+    #[test]
+    fn a_list_is_hashed_once_for_all_its_batches() {
+        let udf = in_list();
+        let first = list(&[Some(1), None, Some(3)]);
+        let (l, v) = list_values(&first).expect("a one-row list");
+        let set = udf.set_of(&l, &v).unwrap();
+        // The next batch of the same plan gets the same set, not a new one.
+        let (l2, v2) = list_values(&first.clone()).unwrap();
+        assert!(Arc::ptr_eq(&set, &udf.set_of(&l2, &v2).unwrap()));
+        let needles: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(3)]));
+        assert_eq!(
+            set.contains(&needles).unwrap(),
+            BooleanArray::from(vec![Some(true), Some(false), None, Some(true)])
+        );
+
+        // An equal list of another plan is another list: a new set.
+        let other = list(&[Some(1), None, Some(3)]);
+        let (l3, v3) = list_values(&other).unwrap();
+        let set3 = udf.set_of(&l3, &v3).unwrap();
+        assert!(!Arc::ptr_eq(&set, &set3));
+
+        // A set does not outlive its list as a match.
+        drop((other, l3, v3));
+        assert!(!set3.is_of(&l));
+        assert!(
+            udf.last
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|s| s.list.upgrade().is_none())
+        );
+    }
 }
