@@ -136,6 +136,13 @@ impl FaultFs {
         lock(&self.state).capacity = bytes;
     }
 
+    /// Refuse growth of the files whose name starts with `prefix` with
+    /// ENOSPC, as a full disk would, while others still grow (`None`: no
+    /// such files): how a full disk meets one writer and not another.
+    pub fn set_full_for(&self, prefix: Option<&str>) {
+        lock(&self.state).full_for = prefix.map(str::to_owned);
+    }
+
     /// Bytes of file data now (current state).
     pub fn used_bytes(&self) -> u64 {
         lock(&self.state).used()
@@ -174,8 +181,15 @@ struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     capacity: Option<u64>,
+    /// Files named with this prefix cannot grow ([`FaultFs::set_full_for`]).
+    full_for: Option<String>,
     fsync_faults: Vec<(String, u32)>,
     stats: Stats,
+    /// Link counts of every linked inode, computed when first asked for
+    /// after a change of any directory's entries (a lookup would otherwise
+    /// walk every directory, which made long runs with thousands of files
+    /// slow down cycle after cycle).
+    link_counts: std::cell::OnceCell<HashMap<u64, u32>>,
 }
 
 struct Node {
@@ -218,8 +232,10 @@ impl State {
             nodes,
             next_ino: INodeNo::ROOT.0 + 1,
             capacity: None,
+            full_for: None,
             fsync_faults: Vec::new(),
             stats: Stats::default(),
+            link_counts: std::cell::OnceCell::new(),
         }
     }
 
@@ -235,15 +251,18 @@ impl State {
         if ino == INodeNo::ROOT.0 {
             return 1;
         }
-        let n = self
-            .nodes
-            .values()
-            .filter_map(|n| match &n.kind {
-                Kind::Dir { entries, .. } => Some(entries.values().filter(|&&i| i == ino).count()),
-                Kind::File { .. } => None,
-            })
-            .sum::<usize>();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let counts = self.link_counts.get_or_init(|| {
+            let mut counts = HashMap::new();
+            for node in self.nodes.values() {
+                if let Kind::Dir { entries, .. } = &node.kind {
+                    for &child in entries.values() {
+                        *counts.entry(child).or_insert(0u32) += 1;
+                    }
+                }
+            }
+            counts
+        });
+        counts.get(&ino).copied().unwrap_or(0)
     }
 
     /// File bytes of every file that is linked or open.
@@ -305,6 +324,7 @@ impl State {
     }
 
     fn entries_mut(&mut self, dir: u64) -> Result<&mut BTreeMap<OsString, u64>, Errno> {
+        self.link_counts.take();
         match self.nodes.get_mut(&dir).map(|n| &mut n.kind) {
             Some(Kind::Dir { entries, .. }) => Ok(entries),
             Some(Kind::File { .. }) => Err(Errno::ENOTDIR),
@@ -339,14 +359,20 @@ impl State {
     /// Checks that `ino` is a file that may grow to `len` bytes (ENOSPC
     /// past the capacity).
     fn make_room(&mut self, ino: u64, len: usize) -> Result<(), Errno> {
-        let now = match self.nodes.get(&ino).map(|n| &n.kind) {
-            Some(Kind::File { data, .. }) => data.len(),
-            Some(Kind::Dir { .. }) => return Err(Errno::EISDIR),
+        let (now, name) = match self.nodes.get(&ino).map(|n| (&n.kind, &n.name)) {
+            Some((Kind::File { data, .. }, name)) => (data.len(), name),
+            Some((Kind::Dir { .. }, _)) => return Err(Errno::EISDIR),
             None => return Err(Errno::ENOENT),
         };
+        let full_here = self
+            .full_for
+            .as_deref()
+            .is_some_and(|p| name.to_string_lossy().starts_with(p));
         if len > now
-            && let Some(capacity) = self.capacity
-            && self.used() + (len - now) as u64 > capacity
+            && (full_here
+                || self
+                    .capacity
+                    .is_some_and(|capacity| self.used() + (len - now) as u64 > capacity))
         {
             self.stats.enospc += 1;
             return Err(Errno::ENOSPC);
@@ -449,6 +475,7 @@ impl State {
 
     /// The current state becomes the durable one; unreachable nodes go.
     fn power_cut(&mut self) {
+        self.link_counts.take();
         let mut lost = 0u64;
         for node in self.nodes.values_mut() {
             node.open = 0;

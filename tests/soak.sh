@@ -9,6 +9,8 @@
 # 20 and 10 cycles.
 #
 # Usage: tests/soak.sh [cycles] [seconds]   (default: 1000 cycles, no time limit)
+# The power-loss test starts on a new disk every SEXTANT_POWER_ROUND cycles
+# (default 25 here), as each cycle reads back every row written so far.
 # Needs root and /dev/fuse for the power-loss half. Environment as for the
 # tests: CARGO_TARGET_DIR, SEXTANT_CRASH_SEED to replay a seed.
 set -euo pipefail
@@ -20,6 +22,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sextant/target}"
 # and would build everything again).
 cargo build --quiet --workspace --all-targets
 export SEXTANT_CRASH_CYCLES=$cycles SEXTANT_PATHS_CYCLES=$cycles SEXTANT_POWER_CYCLES=$cycles
+export SEXTANT_POWER_ROUND="${SEXTANT_POWER_ROUND:-25}"
 if [ -n "$seconds" ]; then
   export SEXTANT_CRASH_SECONDS=$seconds
 fi

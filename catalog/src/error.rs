@@ -114,6 +114,12 @@ impl CatalogError {
             CatalogError::AlertNotFound(_)
             | CatalogError::UserNotFound(_)
             | CatalogError::TokenNotFound(_) => SqlState::UNDEFINED_OBJECT,
+            // SQLITE_FULL: the disk under the catalog is full.
+            CatalogError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                SqlState::DISK_FULL
+            }
             CatalogError::FileNotFound(_)
             | CatalogError::UnsupportedVersion { .. }
             | CatalogError::Corrupt(_)

@@ -157,6 +157,12 @@ fn classify_datafusion(e: &DataFusionError) -> SqlError {
         }
         DataFusionError::Plan(_) => SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
         DataFusionError::ResourcesExhausted(_) => SqlState::OUT_OF_MEMORY,
+        // A spill file or a write on a full disk.
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_)
+            if sextant_sqlstate::is_disk_full(e) =>
+        {
+            SqlState::DISK_FULL
+        }
         // A persisted file that cannot be read: the object store failed.
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => SqlState::IO_ERROR,
         DataFusionError::ParquetError(_) | DataFusionError::ArrowError(..) if is_parquet(e) => {

@@ -143,6 +143,26 @@ impl SqlState {
     }
 }
 
+/// Whether `error`, or an error that caused it, is the operating system's
+/// "No space left on device" (ENOSPC) or a disk quota's: 53100 wherever it
+/// surfaces (the WAL, a Parquet file written to a local object store, a
+/// spill file), as the WAL's own disk-full error is.
+pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 impl fmt::Display for SqlState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
@@ -247,6 +267,30 @@ fn by_class(sqlstate: &str) -> ProtocolStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_found_among_the_causes() {
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "unable to copy data to file")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert!(is_disk_full(&std::io::Error::from_raw_os_error(28)));
+        assert!(is_disk_full(&Wrapped(std::io::Error::from_raw_os_error(
+            28
+        ))));
+        assert!(!is_disk_full(&Wrapped(std::io::Error::from_raw_os_error(
+            13
+        ))));
+        assert!(!is_disk_full(&Wrapped(std::io::Error::other("full"))));
+    }
 
     #[test]
     fn every_protocol_follows_the_sqlstate() {

@@ -112,6 +112,9 @@ impl StorageError {
                 SqlState::ADMIN_SHUTDOWN
             }
             StorageError::Wal(WalError::DiskFull { .. }) => SqlState::DISK_FULL,
+            StorageError::ObjectStore(e) if sextant_sqlstate::is_disk_full(e) => {
+                SqlState::DISK_FULL
+            }
             StorageError::Wal(_) | StorageError::ObjectStore(_) => SqlState::IO_ERROR,
             StorageError::Encoding(_) => SqlState::INTERNAL_ERROR,
             StorageError::Stale(_) => SqlState::SERIALIZATION_FAILURE,
