@@ -74,26 +74,35 @@ fn copy_shifted(batch: &RecordBatch, time: usize, shift: i64) -> RecordBatch {
     RecordBatch::try_new(batch.schema(), columns).unwrap()
 }
 
-#[test]
-fn persistence_and_compaction_hold_at_most_what_they_reserve() {
-    let group = Group::new();
+/// A runtime whose every thread, and this one, counts in `group`.
+fn counted_runtime(group: &'static Group) -> tokio::runtime::Runtime {
     group.join();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .on_thread_start(move || group.join())
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// 5,000 rows of TSBS cpu, decoded from line protocol.
+fn cpu_rows() -> RecordBatch {
     let lp = crate::line_protocol(5_000);
     let cpu = line_protocol::decode(&lp, Precision::Nanoseconds, crate::START_NS, &|_| None);
-    let cpu = cpu
-        .tables
+    cpu.tables
         .into_iter()
         .next()
         .unwrap()
         .finish()
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn persistence_and_compaction_hold_at_most_what_they_reserve() {
+    let group = Group::new();
+    let rt = counted_runtime(group);
+    let cpu = cpu_rows();
     let logs = otlp::decode_logs(&crate::otlp_logs(5_000), crate::START_NS);
     let (_, logs) = logs.tables.into_iter().next().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -148,5 +157,65 @@ fn persistence_and_compaction_hold_at_most_what_they_reserve() {
         }
         e.close().await.unwrap();
         assert!(short.is_empty(), "held more than reserved: {short:#?}");
+    });
+}
+
+/// Rows whose times are scattered over decades, one per day: a file per
+/// row, and persistence holds about 15 KB per file beyond what it
+/// reserves: 300 MB for these 20,000 rows (3 GiB in a pgfuzz run). Not
+/// profiled yet; sending each file to the object store as soon as it was
+/// encoded did not change the peak, so most of it is likely the files'
+/// metadata and column statistics, three copies of it until the commit.
+/// A known gap (docs/durability.md, "Not covered yet"); the test is the
+/// reproduction for its fix.
+#[test]
+#[ignore = "known gap: persistence of rows scattered over many partitions holds more than it reserves (docs/durability.md)"]
+fn persistence_of_rows_scattered_over_decades_holds_at_most_what_it_reserves() {
+    let group = Group::new();
+    let rt = counted_runtime(group);
+    let cpu = cpu_rows();
+    let schema = cpu.schema();
+    let time = schema
+        .fields()
+        .iter()
+        .position(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+        .unwrap();
+    let day = 86_400_000_000_000i64;
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let e = engine(dir.path());
+        e.create_table(NewTable {
+            name: "scattered".into(),
+            schema: schema.clone(),
+            time_column: schema.field(time).name().clone(),
+            options: TableOptions::default(),
+        })
+        .await
+        .unwrap();
+        let mut rows = 0;
+        for copy in 0..4i64 {
+            let mut b = copy_shifted(&cpu, time, 0);
+            let mut columns = b.columns().to_vec();
+            let tz = match schema.field(time).data_type() {
+                DataType::Timestamp(_, tz) => tz.clone(),
+                _ => None,
+            };
+            columns[time] = Arc::new(
+                TimestampNanosecondArray::from_iter_values(
+                    (0..b.num_rows() as i64).map(|i| (copy * 5_000 + i) * day),
+                )
+                .with_timezone_opt(tz),
+            );
+            b = RecordBatch::try_new(schema.clone(), columns).unwrap();
+            rows += b.num_rows();
+            e.write("scattered", b).await.unwrap();
+        }
+        let (held, _) = group.peak_of(e.flush_table("scattered")).await;
+        let reserved = e.take_work_peak();
+        eprintln!(
+            "scattered: persisting {rows} rows, one a day (a file each), held at most {held}, reserved at most {reserved}"
+        );
+        e.close().await.unwrap();
+        assert!(held <= reserved, "held {held} > reserved {reserved}");
     });
 }

@@ -133,6 +133,18 @@ pub async fn serve(
 #[derive(Clone, Copy)]
 struct Peer;
 
+/// `fut` as `who`, with a panic in it answered as INTERNAL (SQLSTATE
+/// XX000, "the server failed on this statement (...)") instead of
+/// resetting the stream, as pgwire answers it ([`sextant_sql::contain_panic`]).
+async fn run_contained<F: std::future::Future>(
+    who: Principal,
+    fut: F,
+) -> Result<F::Output, Status> {
+    sextant_sql::contain_panic("the server", sextant_sql::run_as(who, fut))
+        .await
+        .map_err(status)
+}
+
 /// The principal the interceptor left on `request` (nobody if none, whom
 /// every check refuses).
 fn who<T>(request: &Request<T>) -> Principal {
@@ -594,11 +606,11 @@ impl FlightSqlService for FlightSql {
         debug!(sql = %sextant_sql::redact(&query.query), "Flight SQL query");
         let sql = single(&query.query).map_err(status)?;
         let who = who(&request);
-        sextant_sql::run_as(
+        run_contained(
             who.clone(),
             self.flight_info(sql, None, request.into_inner(), &who),
         )
-        .await
+        .await?
     }
 
     async fn get_flight_info_prepared_statement(
@@ -608,11 +620,11 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.lookup(&cmd.prepared_statement_handle)?;
         let who = who(&request);
-        sextant_sql::run_as(
+        run_contained(
             who.clone(),
             self.flight_info(sql, params, request.into_inner(), &who),
         )
-        .await
+        .await?
     }
 
     async fn do_get_fallback(
@@ -648,7 +660,7 @@ impl FlightSqlService for FlightSql {
             let (_, mut batches) = from_ipc(&body.params)?;
             batches.pop()
         };
-        sextant_sql::run_as(who.clone(), self.stream_query(&body.sql, params, &who)).await
+        run_contained(who.clone(), self.stream_query(&body.sql, params, &who)).await?
     }
 
     async fn do_put_statement_update(
@@ -676,7 +688,7 @@ impl FlightSqlService for FlightSql {
             }
             Ok(total)
         };
-        sextant_sql::run_as(who.clone(), run).await
+        run_contained(who.clone(), run).await?
     }
 
     async fn do_put_statement_ingest(
@@ -730,7 +742,7 @@ impl FlightSqlService for FlightSql {
                 .map_err(status)?;
             Ok(self.run_change(planned, params.as_ref(), &who).await?.2)
         });
-        sextant_sql::run_as(who.clone(), run).await
+        run_contained(who.clone(), run).await?
     }
 
     async fn do_action_create_prepared_statement(
@@ -741,8 +753,8 @@ impl FlightSqlService for FlightSql {
         no_transactions(&query.transaction_id)?;
         let sql = single(&query.query).map_err(status)?;
         let who = who(&request);
-        let planned = sextant_sql::run_as(who.clone(), statement::plan(&self.ctx, &sql, &who))
-            .await
+        let planned = run_contained(who.clone(), statement::plan(&self.ctx, &sql, &who))
+            .await?
             .map_err(status)?;
         let parameters = planned.parameter_schema().map_err(status)?;
         let dataset = planned.schema();

@@ -111,9 +111,8 @@ pub async fn run(
             "--catalog-ca applies to a catalog in PostgreSQL (--catalog postgres://...)".into(),
         );
     }
-    if config.catalog_snapshot_interval > Duration::ZERO {
-        restore_catalog(&config, &data_dir, store.as_ref()).await?;
-    }
+    let restored = config.catalog_snapshot_interval > Duration::ZERO
+        && restore_catalog(&config, &data_dir, store.as_ref()).await?;
     let catalog = open_catalog(
         &config,
         &data_dir,
@@ -246,6 +245,10 @@ pub async fn run(
     let ctx = Arc::new(ctx);
     // Transform views attach before any write is accepted.
     sextant_sql::start_views(&engine, &ctx).await;
+    if restored {
+        // The catalog copy can list view rows its base lost with the WAL.
+        sextant_sql::rebuild_views(&engine, &ctx).await;
+    }
 
     let pg = bind(config.pg_addr, "pgwire (--pg-addr)").await?;
     let http = bind(config.http_addr, "HTTP (--http-addr)").await?;
@@ -495,23 +498,23 @@ fn sqlite_catalog_path(config: &ServeConfig, data_dir: &Path) -> Option<PathBuf>
 /// directory, but a catalog snapshot on the object store (whose Parquet
 /// files it lists). The snapshot
 /// becomes the catalog file (written whole and fsynced before it is put in
-/// place), and the log says what it cannot bring back.
+/// place), and the log says what it cannot bring back. Whether it did.
 async fn restore_catalog(
     config: &ServeConfig,
     data_dir: &Path,
     store: &dyn ObjectStore,
-) -> Result<(), StartError> {
+) -> Result<bool, StartError> {
     let Some(path) = sqlite_catalog_path(config, data_dir) else {
-        return Ok(());
+        return Ok(false);
     };
     if path.exists() || data_without_catalog(data_dir, None).is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let found = context(sextant_storage::fetch_catalog_snapshot(store).await, || {
         "cannot read the catalog snapshot from the object store".to_string()
     })?;
     let Some((bytes, about)) = found else {
-        return Ok(());
+        return Ok(false);
     };
     let written = tokio::task::spawn_blocking({
         let path = path.clone();
@@ -525,7 +528,7 @@ async fn restore_catalog(
         catalog = %path.display(),
         "no catalog here: restored it from the snapshot on the object store ({about})"
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Writes `bytes` to `path` as a whole: a temporary file beside it,

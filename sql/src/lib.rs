@@ -51,4 +51,4 @@ pub use queries::{
 };
 pub use session::Session;
 pub use statements::{check_schema, execute};
-pub use views::runtime::{run_refresher, start_views};
+pub use views::runtime::{rebuild_views, run_refresher, start_views};

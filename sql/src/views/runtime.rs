@@ -255,6 +255,30 @@ pub async fn start_views(engine: &Engine, ctx: &SessionContext) {
     }
 }
 
+/// After the catalog was restored from its copy on the object store (a
+/// node on an empty data directory): every view is recomputed in full from
+/// what was restored, the views a view reads before it. The copy can list
+/// view files that are ahead of their base: rows an aggregating view took
+/// from the lost write buffer, or a filtering view's rows persisted before
+/// its base's. A view that cannot be recomputed keeps what was restored,
+/// and its status and the log say why.
+pub async fn rebuild_views(engine: &Engine, ctx: &SessionContext) {
+    let mut pending = engine.views();
+    while !pending.is_empty() {
+        // A view whose base is a view waiting its turn goes later.
+        let ready = pending
+            .iter()
+            .position(|v| !pending.iter().any(|w| w.name == v.base_table))
+            .unwrap_or(0);
+        let view = pending.remove(ready);
+        let _lock = engine.lock_view(&view.name).await;
+        if let Err(e) = full_refresh(engine, ctx, &view).await {
+            warn!(view = %view.name, error = %e, "the restored view could not be recomputed from its base; it keeps the rows of the catalog copy");
+            engine.update_view_status(&view.name, |s| s.last_error = Some(e.to_string()));
+        }
+    }
+}
+
 /// Runs the view's query, restricted to base rows in `ranges` (whole
 /// buckets) if given.
 pub(super) async fn compute(
