@@ -429,6 +429,18 @@ fn write_lines(server: &Server, first: u64, n: u64) -> sextant_tests::HttpRespon
     .expect("HTTP request")
 }
 
+/// `FLUSH TABLE t`, which must fail (`when`, for the output): its
+/// SQLSTATE and message.
+async fn refused_flush(client: &tokio_postgres::Client, when: &str) -> (String, String) {
+    let err = client
+        .batch_execute("FLUSH TABLE t")
+        .await
+        .expect_err("FLUSH TABLE succeeded");
+    let db = err.as_db_error().expect("a server error");
+    println!("FLUSH TABLE {when}: {} {}", db.code().code(), db.message());
+    (db.code().code().to_string(), db.message().to_string())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_ingest_resumes_once_space_is_freed() {
     let mut disk = disk();
@@ -489,18 +501,9 @@ async fn a_full_disk_refuses_writes_and_ingest_resumes_once_space_is_freed() {
     assert_eq!(still.status, 507, "still full: {}", still.body);
     // Persistence on the full disk: the Parquet file cannot be written;
     // FLUSH TABLE says so with 53100 and the rows stay in the buffer.
-    let err = client
-        .batch_execute("FLUSH TABLE t")
-        .await
-        .expect_err("FLUSH TABLE on a full disk");
-    let db = err.as_db_error().expect("a server error");
-    println!(
-        "FLUSH TABLE on a full disk: {} {}",
-        db.code().code(),
-        db.message()
-    );
-    assert_eq!(db.code().code(), "53100", "{db:?}");
-    assert!(db.message().contains("No space left on device"), "{db:?}");
+    let (code, message) = refused_flush(&client, "on a full disk").await;
+    assert_eq!(code, "53100", "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
     assert_eq!(count(&server).await, i64::try_from(acked).unwrap());
 
     // Space is freed: ingest resumes without a restart.
@@ -519,18 +522,9 @@ async fn a_full_disk_refuses_writes_and_ingest_resumes_once_space_is_freed() {
     // in the catalog is refused (SQLITE_FULL): 53100 again, and the rows
     // stay where they were.
     disk.fs.set_full_for(Some("catalog.sqlite"));
-    let err = client
-        .batch_execute("FLUSH TABLE t")
-        .await
-        .expect_err("FLUSH TABLE with the catalog on a full disk");
-    let db = err.as_db_error().expect("a server error");
-    println!(
-        "FLUSH TABLE with the catalog on a full disk: {} {}",
-        db.code().code(),
-        db.message()
-    );
-    assert_eq!(db.code().code(), "53100", "{db:?}");
-    assert!(db.message().contains("full"), "{db:?}");
+    let (code, message) = refused_flush(&client, "with the catalog on a full disk").await;
+    assert_eq!(code, "53100", "{message}");
+    assert!(message.contains("full"), "{message}");
     assert_eq!(count(&server).await, i64::try_from(acked).unwrap());
     disk.fs.set_full_for(None);
     client
