@@ -39,11 +39,22 @@ impl Group {
     /// The most the group holds at once, above what it held before, while
     /// `f` runs.
     pub(crate) async fn peak_of<T>(&self, f: impl Future<Output = T>) -> (usize, T) {
+        let (peak, _, out) = self.peak_and_kept_of(f).await;
+        (peak, out)
+    }
+
+    /// [`Self::peak_of`], and what the group still holds above what it
+    /// held before once `f` is done (what `f` keeps, less what it freed).
+    pub(crate) async fn peak_and_kept_of<T>(
+        &self,
+        f: impl Future<Output = T>,
+    ) -> (usize, isize, T) {
         let base = self.now.load(Ordering::SeqCst);
         self.peak.store(base, Ordering::SeqCst);
         let out = f.await;
         let peak = self.peak.load(Ordering::SeqCst);
-        ((peak - base).max(0) as usize, out)
+        let kept = self.now.load(Ordering::SeqCst) - base;
+        ((peak - base).max(0) as usize, kept, out)
     }
 }
 

@@ -131,7 +131,7 @@ impl<S: Store> Catalog for SqlCatalog<S> {
         deletes_seen: i64,
     ) -> Result<Vec<ParquetFile>> {
         let now = self.now();
-        in_tx(self, |tx| {
+        let ids = in_tx(self, |tx| {
             if !files.is_empty() {
                 tables::check_deletes_seen(tx, table_id, deletes_seen)?;
             }
@@ -144,7 +144,8 @@ impl<S: Store> Catalog for SqlCatalog<S> {
                 invalidate,
                 now,
             )
-        })
+        })?;
+        Ok(tables::committed(table_id, files, ids, now))
     }
 
     fn create_view(&self, table: NewTable, view: NewView) -> Result<(TableDef, ViewDef)> {
@@ -193,7 +194,8 @@ impl<S: Store> Catalog for SqlCatalog<S> {
 
     fn commit_refresh(&self, r: Refresh<'_>) -> Result<Vec<ParquetFile>> {
         let now = self.now();
-        in_tx(self, |tx| views::commit_refresh(tx, &r, now))
+        let ids = in_tx(self, |tx| views::commit_refresh(tx, &r, now))?;
+        Ok(tables::committed(r.view_id, r.add, ids, now))
     }
 
     fn replace_files(
@@ -211,6 +213,7 @@ impl<S: Store> Catalog for SqlCatalog<S> {
             tables::delete_files(tx, table_id, remove)?;
             tables::insert_files(tx, table_id, &add, now)
         })
+        .map(|ids| tables::committed(table_id, add, ids, now))
     }
 
     fn record_compaction(&self, run: &CompactionRun) -> Result<()> {

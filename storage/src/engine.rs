@@ -11,7 +11,7 @@
 //! The state this moves data through (the engine handle, tables, chunks,
 //! view bookkeeping) is in `state`; its configuration in `config`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +32,9 @@ use tracing::{info, warn};
 use crate::config::EngineConfig;
 use crate::error::{Result, StorageError};
 use crate::keys::{KeyOrder, Versions};
-use crate::persist::encode_table;
+use crate::persist::{
+    EncodedFile, MAX_PIECE_PARTITIONS, add_partitions, encode_table, split_by_partitions,
+};
 use crate::state::{
     Chunk, Derived, Engine, Inner, Snapshot, TableState, conform, make_chunk, partition_label,
     time_array,
@@ -566,7 +568,12 @@ impl Engine {
         };
 
         let mut written = 0u64;
+        let mut pieces = vec![];
         for piece in split_for_wal(&batch) {
+            pieces.extend(split_by_partitions(piece, &def)?);
+        }
+        drop(batch);
+        for piece in pieces {
             let piece_rows = piece.num_rows() as u64;
             let payload = sextant_wal::payload::encode(def.id, &piece)?;
             let derived = Self::derive(&state, &piece)?;
@@ -790,13 +797,16 @@ impl Engine {
         let mut files = 0;
         loop {
             let boundary = {
+                let def = state.def();
                 let data = state.data();
                 let mut bytes = 0;
+                let mut partitions = HashSet::new();
                 let mut boundary = None;
                 for c in data.chunks.iter().take_while(|c| c.seq <= target) {
                     boundary = Some(c.seq);
                     bytes += c.batch.get_array_memory_size();
-                    if bytes >= piece {
+                    add_partitions(c, &def, &mut partitions);
+                    if bytes >= piece || partitions.len() >= MAX_PIECE_PARTITIONS {
                         break;
                     }
                 }
@@ -868,32 +878,62 @@ impl Engine {
         // buffer limit kept for it.
         let piece_bytes: usize = chunks.iter().map(|c| c.batch.get_array_memory_size()).sum();
         state.measured(piece_bytes, chunks.iter().map(|c| c.batch.num_rows()).sum());
+        let mut partitions = HashSet::new();
+        for c in &chunks {
+            add_partitions(c, &def, &mut partitions);
+        }
         let working = Working::acquire(
             &self.inner,
-            crate::persist::encoding_bytes(&def, piece_bytes),
+            crate::persist::encoding_bytes(&def, piece_bytes, partitions.len()),
         )
         .await;
-        let encoded =
-            tokio::task::spawn_blocking(move || encode_table(&table, &batches, row_group_rows))
-                .await
-                .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))??;
-
-        let mut new_files = Vec::with_capacity(encoded.len());
-        for (i, f) in encoded.into_iter().enumerate() {
+        // Each file goes to the object store as soon as it is encoded, so
+        // one is held at a time, however many partitions the rows cover.
+        let (sink, mut encoded) = tokio::sync::mpsc::channel::<EncodedFile>(1);
+        let encoder = tokio::task::spawn_blocking(move || {
+            encode_table(&table, &batches, row_group_rows, &mut |f| {
+                sink.blocking_send(f)
+                    .map_err(|_| StorageError::Encoding("persistence stopped".into()))
+            })
+        });
+        let mut new_files = vec![];
+        let mut failed = None;
+        while let Some(f) = encoded.recv().await {
             let path = self.object_name(
                 &def.name,
                 f.partition_start_ns,
                 &format!("{max_seq:020}"),
-                i,
+                new_files.len(),
             );
-            new_files.push(self.put_file(path, f).await?);
+            match self.put_file(path, f).await {
+                Ok(f) => new_files.push(f),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(encoded);
+        let done = encoder
+            .await
+            .map_err(|e| StorageError::Encoding(format!("persist task failed: {e}")))
+            .and_then(|r| r);
+        if let Some(e) = failed.or(done.err()) {
+            let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
+            self.discard(&paths).await;
+            return Err(e);
         }
 
         let invalidations = self.invalidations_of(state);
         let deletes_seen = state.data().deletes_seen();
+        // The files go to the catalog (not a copy: each holds its columns'
+        // statistics, and a piece can have a file for each of many
+        // partitions); their paths stay here to remove them if the commit
+        // fails.
+        let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
         let committed = match self.inner.catalog.commit_files_invalidating(
             def.id,
-            new_files.clone(),
+            new_files,
             max_seq,
             &invalidations,
             deletes_seen,
@@ -901,7 +941,7 @@ impl Engine {
             Ok(c) => c,
             Err(e) => {
                 // Not committed: the objects are unreferenced; remove them.
-                self.discard(&new_files).await;
+                self.discard(&paths).await;
                 return Err(e.into());
             }
         };

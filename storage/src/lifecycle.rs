@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{Result, StorageError};
-use crate::persist::{decode, encode_table};
+use crate::persist::{collect_files, decode, encode_table};
 use crate::state::{Engine, TableState, partition_label};
 
 /// What a compaction did to one table.
@@ -182,14 +182,11 @@ impl Engine {
             .map_err(|e| StorageError::Encoding(format!("catalog task failed: {e}")))??)
     }
 
-    /// Deletes objects written for files that were never committed.
-    pub(crate) async fn discard(&self, files: &[NewParquetFile]) {
-        for f in files {
-            let _ = self
-                .inner
-                .store
-                .delete(&ObjectPath::from(f.path.as_str()))
-                .await;
+    /// Deletes the objects (by path) written for files that were never
+    /// committed.
+    pub(crate) async fn discard(&self, paths: &[String]) {
+        for p in paths {
+            let _ = self.inner.store.delete(&ObjectPath::from(p.as_str())).await;
         }
     }
 
@@ -338,12 +335,13 @@ impl Engine {
                 );
                 let bytes_out: u64 = written.iter().map(|f| f.bytes).sum();
                 let files_out = written.len();
-                match self.swap_files(state, bin, written.clone()).await {
+                let paths: Vec<String> = written.iter().map(|f| f.path.clone()).collect();
+                match self.swap_files(state, bin, written).await {
                     Ok(_) => {}
                     // A file went meanwhile (retention): the partition
                     // waits for the next run; the new objects go now.
                     Err(e) => {
-                        self.discard(&written).await;
+                        self.discard(&paths).await;
                         if !throttle {
                             return Err(e);
                         }
@@ -447,7 +445,7 @@ impl Engine {
         let need = estimate.map_or(usize::MAX, |e| {
             let decoded = e as usize;
             decoded
-                .saturating_add(crate::persist::encoding_bytes(&def, decoded))
+                .saturating_add(crate::persist::encoding_bytes(&def, decoded, 1))
                 .min(cap)
         });
         let working = crate::engine::Working::acquire(&self.inner, need).await;
@@ -470,7 +468,8 @@ impl Engine {
                 }
             }
             let rows = batches.iter().map(|b| b.num_rows()).sum();
-            let encoded = encode_table(&table, &batches, row_group_rows)?;
+            let encoded =
+                collect_files(|sink| encode_table(&table, &batches, row_group_rows, sink))?;
             Ok::<_, StorageError>((encoded, merged, working, decoded, rows))
         })
         .await

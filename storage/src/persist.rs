@@ -19,11 +19,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sextant_catalog::{ColumnStats, TableDef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{Result, StorageError};
 use crate::keys::KeyOrder;
-use crate::state::conform;
+use crate::state::{Chunk, conform};
 
 /// Rows per Parquet row group by default: large enough for efficient
 /// scans, small enough that row-group statistics still prune.
@@ -44,9 +44,12 @@ pub(crate) struct EncodedFile {
 }
 
 /// Sorts `batches` by `time_col` and encodes one Parquet file per partition
-/// of width `partition_ns`, in row groups of `row_group_rows`. A keyed
-/// table's file is sorted by its key instead, one row per key
-/// ([`crate::keys`]). CPU-bound: call from a blocking thread.
+/// of width `partition_ns`, in row groups of `row_group_rows`, handing
+/// each to `sink` as soon as it is encoded (so one is held at a time,
+/// however many partitions the rows cover). A keyed table's file is
+/// sorted by its key instead, one row per key ([`crate::keys`]).
+/// CPU-bound: call from a blocking thread.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_partitions(
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -54,11 +57,12 @@ pub(crate) fn encode_partitions(
     partition_ns: i64,
     row_group_rows: usize,
     key: Option<&KeyOrder>,
-) -> Result<Vec<EncodedFile>> {
+    sink: &mut dyn FnMut(EncodedFile) -> Result<()>,
+) -> Result<()> {
     let row_group_rows = row_group_rows.max(1);
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     if batches.is_empty() {
-        return Ok(vec![]);
+        return Ok(());
     }
     let time_idx = schema.index_of(time_col)?;
     let time_columns: Vec<&dyn Array> = batches
@@ -96,7 +100,6 @@ pub(crate) fn encode_partitions(
         Ok(interleave_record_batch(&batches, &rows)?)
     };
 
-    let mut files = vec![];
     let mut start = 0;
     while start < times.len() {
         let partition = partition_start(times.value(start), partition_ns);
@@ -115,32 +118,40 @@ pub(crate) fn encode_partitions(
             }
         }
         let (rows, column_stats, bytes) = file.finish()?;
-        files.push(EncodedFile {
+        sink(EncodedFile {
             partition_start_ns: partition,
             min_time_ns: times.value(start),
             max_time_ns: times.value(end - 1),
             rows,
             column_stats,
             bytes,
-        });
+        })?;
         start = end;
     }
-    Ok(files)
+    Ok(())
 }
 
 /// The most [`encode_table`] holds beside `bytes` of a table's rows in
 /// memory: the rows' order, the rows gathered in it a few thousand at a
 /// time, and the files (compressed), less than the rows themselves, or
 /// twice that for a keyed table (its rows sorted by key and deduplicated
-/// whole); and per column what the Parquet writer keeps until a row group
-/// is written (its dictionary and the page it fills, up to a mebibyte
-/// each). Measured by sextant-benches' `working` test.
-pub(crate) fn encoding_bytes(def: &TableDef, bytes: usize) -> usize {
+/// whole); per column what the Parquet writer keeps until a row group is
+/// written (its dictionary and the page it fills, up to a mebibyte each);
+/// and per file (one per partition of `partitions`) its entry until the
+/// step commits. Measured by sextant-benches' `working` tests.
+pub(crate) fn encoding_bytes(def: &TableDef, bytes: usize, partitions: usize) -> usize {
     let rows = if def.options.key.is_some() { 2 } else { 1 };
     bytes
         .saturating_mul(rows)
         .saturating_add(def.schema.fields().len() * PER_COLUMN_BYTES)
+        .saturating_add(partitions.saturating_mul(PER_FILE_BYTES))
 }
+
+/// What a persistence step holds per file it writes until it commits
+/// them: the file's catalog entry (path, times, its columns' smallest and
+/// largest values as text, about 3.5 KB for 21 columns), the text of it the
+/// catalog stores, and the writer's buffers of a small file.
+const PER_FILE_BYTES: usize = 8 << 10;
 
 /// The Parquet writer's dictionary page and data page limits (its
 /// defaults, a mebibyte each), per column.
@@ -152,7 +163,8 @@ pub(crate) fn encode_table(
     def: &TableDef,
     batches: &[RecordBatch],
     row_group_rows: usize,
-) -> Result<Vec<EncodedFile>> {
+    sink: &mut dyn FnMut(EncodedFile) -> Result<()>,
+) -> Result<()> {
     encode_partitions(
         &def.schema,
         batches,
@@ -160,7 +172,88 @@ pub(crate) fn encode_table(
         def.options.partition_duration.as_nanos() as i64,
         row_group_rows,
         KeyOrder::of(def, &def.schema)?.as_ref(),
+        sink,
     )
+}
+
+/// The files an encoder (given its sink) makes, all of them.
+pub(crate) fn collect_files(
+    encode: impl FnOnce(&mut dyn FnMut(EncodedFile) -> Result<()>) -> Result<()>,
+) -> Result<Vec<EncodedFile>> {
+    let mut files = vec![];
+    encode(&mut |f| {
+        files.push(f);
+        Ok(())
+    })?;
+    Ok(files)
+}
+
+/// The most time partitions one buffer chunk covers, and about the most
+/// one persistence step writes files for (it takes no more chunks once
+/// its rows cover this many): what a step holds for each file until its
+/// commit (the file's entry, with its columns' statistics) stays bounded,
+/// whatever the rows' times. A write covering more is split into several
+/// WAL records ([`split_by_partitions`]).
+pub(crate) const MAX_PIECE_PARTITIONS: usize = 512;
+
+/// Adds to `set` the partitions (start times) `chunk`'s rows cover: every
+/// partition from its first time to its last when they are few, else
+/// exactly those its rows fall in.
+pub(crate) fn add_partitions(chunk: &Chunk, def: &TableDef, set: &mut HashSet<i64>) {
+    let width = partition_width(def);
+    let (first, last) = (
+        partition_start(chunk.min_time_ns, width),
+        partition_start(chunk.max_time_ns, width),
+    );
+    let span = (last as i128 - first as i128) / width as i128;
+    if span < MAX_PIECE_PARTITIONS as i128 {
+        set.extend((0..=span as i64).map(|i| first + i * width));
+        return;
+    }
+    match crate::state::time_array(&chunk.batch, def) {
+        Ok(times) => set.extend(times.values().iter().map(|&t| partition_start(t, width))),
+        Err(_) => set.extend([first, last]),
+    }
+}
+
+/// `batch` in pieces whose rows each cover at most
+/// [`MAX_PIECE_PARTITIONS`] time partitions: itself if it covers no more,
+/// else its rows in time order, cut where a partition starts.
+pub(crate) fn split_by_partitions(batch: RecordBatch, def: &TableDef) -> Result<Vec<RecordBatch>> {
+    let width = partition_width(def);
+    let times = crate::state::time_array(&batch, def)?;
+    let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) else {
+        return Ok(vec![batch]);
+    };
+    let span =
+        (partition_start(max, width) as i128 - partition_start(min, width) as i128) / width as i128;
+    if span < MAX_PIECE_PARTITIONS as i128 {
+        return Ok(vec![batch]);
+    }
+    let order = sort_to_indices(times, None, None)?;
+    let sorted = arrow::compute::take_record_batch(&batch, &order)?;
+    drop(batch);
+    let times = crate::state::time_array(&sorted, def)?.values();
+    let mut pieces = vec![];
+    let (mut start, mut partitions, mut current) = (0, 0, None);
+    for (row, &t) in times.iter().enumerate() {
+        let p = partition_start(t, width);
+        if current == Some(p) {
+            continue;
+        }
+        current = Some(p);
+        if partitions == MAX_PIECE_PARTITIONS {
+            pieces.push(sorted.slice(start, row - start));
+            (start, partitions) = (row, 0);
+        }
+        partitions += 1;
+    }
+    pieces.push(sorted.slice(start, times.len() - start));
+    Ok(pieces)
+}
+
+fn partition_width(def: &TableDef) -> i64 {
+    (def.options.partition_duration.as_nanos() as i64).max(1)
 }
 
 /// Start of the partition holding `t`.

@@ -30,7 +30,7 @@ use sextant_catalog::{
 use tracing::{info, warn};
 
 use crate::error::{Result, StorageError};
-use crate::persist::{decode, encode_partitions};
+use crate::persist::{collect_files, decode, encode_partitions};
 use crate::state::{
     Chunk, Derived, Engine, Inner, Snapshot, TableState, Transform, TransformFn, ViewState,
     ViewStatus, conform, make_chunk,
@@ -570,14 +570,17 @@ impl Engine {
                     batches.push(outside(&b, &ranges)?);
                 }
             }
-            encode_partitions(
-                &schema,
-                &batches,
-                sextant_catalog::TIME_COLUMN,
-                partition_ns,
-                row_group_rows,
-                None,
-            )
+            collect_files(|sink| {
+                encode_partitions(
+                    &schema,
+                    &batches,
+                    sextant_catalog::TIME_COLUMN,
+                    partition_ns,
+                    row_group_rows,
+                    None,
+                    sink,
+                )
+            })
         })
         .await
         .map_err(|e| StorageError::Encoding(format!("refresh task failed: {e}")))??;
@@ -622,7 +625,7 @@ impl Engine {
         let remove: Vec<i64> = affected.iter().map(|f| f.id).collect();
         let (view_id, progress) = (def.id, r.progress.clone());
         let inv = invalidate.clone();
-        let add_files = add.clone();
+        let paths: Vec<String> = add.iter().map(|f| f.path.clone()).collect();
         // On a shared catalog, only while this node holds the views lease.
         let holder = self
             .shares_catalog()
@@ -632,7 +635,7 @@ impl Engine {
                 c.commit_refresh(Refresh {
                     view_id,
                     remove: &remove,
-                    add: add_files,
+                    add,
                     done: &done,
                     invalidate: &inv,
                     progress: progress.as_ref(),
@@ -643,7 +646,7 @@ impl Engine {
         let committed = match committed {
             Ok(c) => c,
             Err(e) => {
-                self.discard(&add).await;
+                self.discard(&paths).await;
                 return Err(e);
             }
         };

@@ -20,7 +20,7 @@
 //! - every ErrorResponse carries a five-character SQLSTATE and a message;
 //! - the server stays up, logs no panic but those it answered as errors
 //!   ("the query planner failed on this statement (...)"), stays under
-//!   6 GiB with `--query-memory-limit 512MB --buffer-limit 256MB`
+//!   3 GiB with `--query-memory-limit 512MB --buffer-limit 256MB`
 //!   (`PGFUZZ_RSS_LIMIT_MB`), and answers a query at the end with the rows
 //!   it was given.
 //!
@@ -623,10 +623,8 @@ async fn extended_query_messages_after_login() {
     let connections: u64 = env_or("PGFUZZ_CONNECTIONS", 2);
     let seed: u64 = env_or("PGFUZZ_SEED", rand::rng().random());
     // With the limits the server runs under, a server that grows past this
-    // is stopped before it takes the machine, and fails the run. 3 GiB
-    // once persistence of rows scattered over many partitions is bounded
-    // (docs/durability.md); until then CI's short runs stop at 6 GiB.
-    let rss_limit_mb: u64 = env_or("PGFUZZ_RSS_LIMIT_MB", 6144);
+    // is stopped before it takes the machine, and fails the run.
+    let rss_limit_mb: u64 = env_or("PGFUZZ_RSS_LIMIT_MB", 3072);
     let corpus = Arc::new(corpus());
     assert!(
         corpus.len() > 500,

@@ -43,16 +43,18 @@ struct StoredOptions {
     key: Option<crate::TableKey>,
 }
 
-/// Inserts `files` of a table.
+/// Inserts `files` of a table; their catalog ids, in order. The
+/// transaction may run again (a retry), so it only borrows the files;
+/// [`committed`] makes the entries of them once it has committed.
 pub(super) fn insert_files(
     tx: &mut dyn Tx,
     table_id: i64,
     files: &[NewParquetFile],
     now: i64,
-) -> Result<Vec<ParquetFile>> {
-    let mut out = Vec::with_capacity(files.len());
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(files.len());
     for f in files {
-        let id = tx.query_int(
+        ids.push(tx.query_int(
             "INSERT INTO files (table_id, path, partition_start_ns, min_time_ns, max_time_ns, \
              rows, bytes, column_stats, created_at_ns) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -67,15 +69,31 @@ pub(super) fn insert_files(
                 to_json(&f.column_stats)?,
                 now
             ],
-        )?;
-        out.push(ParquetFile {
+        )?);
+    }
+    Ok(ids)
+}
+
+/// The committed entries of `files` inserted as `ids` at `now` (moved,
+/// not copied: a persistence step can commit thousands of files, each
+/// with its columns' statistics).
+pub(crate) fn committed(
+    table_id: i64,
+    files: Vec<NewParquetFile>,
+    ids: Vec<i64>,
+    now: i64,
+) -> Vec<ParquetFile> {
+    debug_assert_eq!(files.len(), ids.len());
+    files
+        .into_iter()
+        .zip(ids)
+        .map(|(file, id)| ParquetFile {
             id,
             table_id,
-            file: f.clone(),
+            file,
             created_at_ns: now,
-        });
-    }
-    Ok(out)
+        })
+        .collect()
 }
 
 pub(super) fn encode_schema(schema: &Schema) -> Result<String> {
@@ -339,7 +357,7 @@ pub(super) fn commit_files_invalidating(
     persisted_seq: u64,
     invalidate: &[Invalidation],
     now: i64,
-) -> Result<Vec<ParquetFile>> {
+) -> Result<Vec<i64>> {
     if tx.query_int(
         "SELECT count(*) FROM tables WHERE id = $1",
         params![table_id],
@@ -353,9 +371,9 @@ pub(super) fn commit_files_invalidating(
          CASE WHEN persisted.seq > excluded.seq THEN persisted.seq ELSE excluded.seq END",
         params![table_id, node, persisted_seq],
     )?;
-    let committed = insert_files(tx, table_id, files, now)?;
+    let ids = insert_files(tx, table_id, files, now)?;
     insert_invalidations(tx, invalidate)?;
-    Ok(committed)
+    Ok(ids)
 }
 
 /// Deletes the files `remove` of a table; all or nothing.

@@ -8,8 +8,8 @@ use super::tables::{decode_schema, delete_files, encode_schema, insert_files, in
 use super::{from_json, to_json};
 use crate::db::{Row, Tx, params};
 use crate::{
-    CatalogError, Invalidation, NewTable, NewView, ParquetFile, PlainView, Refresh, Result,
-    TableDef, ViewDef, ViewProgress, ViewSpec,
+    CatalogError, Invalidation, NewTable, NewView, PlainView, Refresh, Result, TableDef, ViewDef,
+    ViewProgress, ViewSpec,
 };
 
 /// Records invalidations; a bucket a node already invalidated keeps the
@@ -142,11 +142,7 @@ pub(super) fn set_view_progress(
     Ok(())
 }
 
-pub(super) fn commit_refresh(
-    tx: &mut dyn Tx,
-    r: &Refresh<'_>,
-    now: i64,
-) -> Result<Vec<ParquetFile>> {
+pub(super) fn commit_refresh(tx: &mut dyn Tx, r: &Refresh<'_>, now: i64) -> Result<Vec<i64>> {
     if let Some((job, holder)) = r.lease {
         super::nodes::check_lease(tx, job, holder, now)?;
     }
