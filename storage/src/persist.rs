@@ -103,9 +103,13 @@ pub(crate) fn encode_partitions(
     let mut start = 0;
     while start < times.len() {
         let partition = partition_start(times.value(start), partition_ns);
-        let next = partition.saturating_add(partition_ns);
-        // Sorted, so the partition ends at the first time >= next.
-        let end = start + times.values()[start..].partition_point(|&t| t < next);
+        // Sorted, so the partition ends at the first time at or past the
+        // next one's start, if there is one before the end of time.
+        let end = match (times.value(start).div_euclid(partition_ns) + 1).checked_mul(partition_ns)
+        {
+            Some(next) => start + times.values()[start..].partition_point(|&t| t < next),
+            None => times.len(),
+        };
         let mut file = FileWriter::new(schema, end - start, row_group_rows)?;
         if let Some(k) = key {
             file.write(&crate::keys::sort_dedup(&gather(start..end)?, k)?)?;
@@ -256,9 +260,10 @@ fn partition_width(def: &TableDef) -> i64 {
     (def.options.partition_duration.as_nanos() as i64).max(1)
 }
 
-/// Start of the partition holding `t`.
+/// Start of the partition holding `t` (the earliest time there is, for
+/// the partition that would start before it).
 pub(crate) fn partition_start(t: i64, partition_ns: i64) -> i64 {
-    t.div_euclid(partition_ns) * partition_ns
+    t.div_euclid(partition_ns).saturating_mul(partition_ns)
 }
 
 fn time_values(col: &ArrayRef) -> Result<&TimestampNanosecondArray> {
