@@ -101,8 +101,9 @@ pub(crate) fn register(ctx: &SessionContext) {
 #[derive(Debug)]
 struct InList {
     array_has: Arc<ScalarUDF>,
-    /// The set of the list seen last, for the next batches of its query.
-    last: Mutex<Option<Arc<ValueSet>>>,
+    /// The sets of the lists seen last (one function serves every
+    /// query), for the next batches of their queries.
+    last: Mutex<Vec<Arc<ValueSet>>>,
 }
 
 impl PartialEq for InList {
@@ -164,18 +165,33 @@ impl ValueSet {
     }
 }
 
+/// How many lists' sets are kept at once: each running query's (or
+/// partition's) next batch finds its own, however the queries interleave.
+const KEPT_SETS: usize = 8;
+
 impl InList {
-    /// The set of `list` (whose values are `values`): the last one if it
-    /// is of this list, else built and kept in its place.
+    /// The set of `list` (whose values are `values`): a kept one if it is
+    /// of this list, else built (without the lock: a long build holds up
+    /// no other query's lookup) and kept in place of the oldest.
     fn set_of(&self, list: &ArrayRef, values: &ArrayRef) -> Result<Arc<ValueSet>> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = last.as_ref().filter(|s| s.is_of(list)) {
-            return Ok(set.clone());
+        {
+            let mut kept = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            // Sets whose lists are gone (their plans are done) go first.
+            kept.retain(|s| s.list.strong_count() > 0);
+            if let Some(set) = kept.iter().find(|s| s.is_of(list)) {
+                return Ok(set.clone());
+            }
         }
-        // A set whose list is gone is dropped before the new one is built.
-        *last = None;
         let set = Arc::new(ValueSet::of(list, values)?);
-        *last = Some(set.clone());
+        let mut kept = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = kept.iter().find(|s| s.is_of(list)) {
+            // Another partition of the plan built it meanwhile.
+            return Ok(other.clone());
+        }
+        if kept.len() >= KEPT_SETS {
+            kept.remove(0);
+        }
+        kept.push(set.clone());
         Ok(set)
     }
 }
@@ -257,15 +273,20 @@ mod tests {
         let set3 = udf.set_of(&l3, &v3).unwrap();
         assert!(!Arc::ptr_eq(&set, &set3));
 
-        // A set does not outlive its list as a match.
+        // Two plans whose batches interleave each keep their set (one
+        // function serves every query): the first list's set was not
+        // replaced by the second's.
+        let (l4, v4) = list_values(&first).unwrap();
+        assert!(Arc::ptr_eq(&set, &udf.set_of(&l4, &v4).unwrap()));
+        assert!(Arc::ptr_eq(&set3, &udf.set_of(&l3, &v3).unwrap()));
+
+        // A set does not outlive its list as a match, and is let go at the
+        // next lookup.
         drop((other, l3, v3));
         assert!(!set3.is_of(&l));
-        assert!(
-            udf.last
-                .lock()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|s| s.list.upgrade().is_none())
-        );
+        udf.set_of(&l, &v).unwrap();
+        let kept = udf.last.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert!(Arc::ptr_eq(&kept[0], &set));
     }
 }
