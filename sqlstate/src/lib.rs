@@ -86,6 +86,8 @@ states! {
     AMBIGUOUS_COLUMN = "42702";
     /// 42703: a column that does not exist.
     UNDEFINED_COLUMN = "42703";
+    /// 42P02: a parameter (`$n`) that no statement can have.
+    UNDEFINED_PARAMETER = "42P02";
     /// 42704: an object (user, token, alert, setting) that does not exist.
     UNDEFINED_OBJECT = "42704";
     /// 42710: an object (user, token, alert) that exists already.

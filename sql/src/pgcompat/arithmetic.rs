@@ -101,6 +101,35 @@ pub(crate) fn literals_in_range(stmt: &Statement) -> Result<(), SqlError> {
     }
 }
 
+/// The most parameters a statement can have: the Bind message counts
+/// them in 16 bits.
+const MAX_PARAMETERS: u64 = 65_535;
+
+/// Refuses a parameter past the last one a Bind message can carry
+/// (`$999991500`): DataFusion sizes the parameter types of an INSERT by the
+/// highest number (a vector of a billion entries). PostgreSQL's 42P02.
+pub(crate) fn parameters_in_range(stmt: &Statement) -> Result<(), SqlError> {
+    let mut bad = None;
+    let _ = stmt.visit(&mut ExprVisitor(|e: &SqlExpr| {
+        if let SqlExpr::Value(v) = e
+            && let Value::Placeholder(name) = &v.value
+            && name.strip_prefix('$').is_some_and(|n| {
+                !n.parse::<u64>()
+                    .is_ok_and(|n| (1..=MAX_PARAMETERS).contains(&n))
+            })
+        {
+            bad = Some(name.clone());
+        }
+    }));
+    match bad {
+        Some(name) => Err(SqlError::new(
+            SqlState::UNDEFINED_PARAMETER,
+            format!("there is no parameter {name}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A scalar subquery that selects no column (`(SELECT FROM t)`), which
 /// DataFusion's planner indexes for its type (a panic): PostgreSQL's error
 /// instead (42601).

@@ -43,6 +43,7 @@ pub fn parse_statement(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
                 return Err(SqlError::syntax("syntax error at end of input"));
             }
             super::arithmetic::literals_in_range(&stmt)?;
+            super::arithmetic::parameters_in_range(&stmt)?;
             super::arithmetic::subqueries_have_a_column(&stmt)?;
             super::rules::templates::templates(&mut stmt)?;
             name_output_columns(&mut stmt);
@@ -169,6 +170,7 @@ fn compatibility_parse(sql: &str, session: &Session<'_>) -> Result<Statement, Sq
         return Err(SqlError::syntax("expected exactly one statement"));
     }
     let mut stmt = stmts.remove(0);
+    super::arithmetic::parameters_in_range(&stmt)?;
     name_output_columns(&mut stmt);
     sextant_rules(&mut stmt, session);
     Ok(stmt)
