@@ -220,6 +220,23 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_ALERT_MEMORY_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
     pub alert_memory_limit: u64,
 
+    /// PromQL (the Prometheus HTTP API): how far back an instant vector
+    /// selector looks for a series' latest sample (Prometheus's
+    /// --query.lookback-delta).
+    #[arg(long, env = "SEXTANT_PROMQL_LOOKBACK_DELTA", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub promql_lookback_delta: Duration,
+
+    /// PromQL: longest a query may run (Prometheus's --query.timeout); a
+    /// request's `timeout` parameter can only shorten it.
+    #[arg(long, env = "SEXTANT_PROMQL_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub promql_timeout: Duration,
+
+    /// PromQL: most samples a query may hold at once (Prometheus's
+    /// --query.max-samples); the series it reads also count against
+    /// --query-memory-limit.
+    #[arg(long, env = "SEXTANT_PROMQL_MAX_SAMPLES", default_value = "50000000")]
+    pub promql_max_samples: usize,
+
     /// For tests: the server's clock (retention, token expiry, catalog
     /// times, ingest times of points without one, SQL's `now()`, alert
     /// rules) starts at this time (RFC 3339) and moves only by

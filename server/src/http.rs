@@ -82,6 +82,7 @@ pub(crate) async fn serve(
         )
         .route("/api/v1/write", post(remote_write))
         .route("/metrics", get(metrics_text))
+        .merge(crate::prom::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -16,6 +16,7 @@ mod node;
 pub mod otlp;
 pub mod pg;
 mod pg_session;
+mod prom;
 mod self_telemetry;
 mod system;
 mod web;
@@ -224,6 +225,14 @@ pub async fn run(
     )?;
     let alerts = open_alerts(&engine, &ctx, &config)?.for_node(&node_id, config.mode.compact);
     system::register_alerts(&ctx, &alerts)?;
+    // PromQL from SQL (views and alert rules too).
+    ctx.register_udtf(
+        "promql",
+        Arc::new(sextant_promql::PromqlFunction {
+            lookback_ms: config.promql_lookback_delta.as_millis() as i64,
+            max_samples: config.promql_max_samples,
+        }),
+    );
     let queries = sextant_sql::Queries::new(clock.clone());
     sextant_sql::register_cancel_backend(&ctx, &queries);
     system::register_queries(&ctx, &queries)?;
@@ -356,6 +365,12 @@ pub async fn run(
             gauges,
             directory.clone(),
             config.max_body_size as usize,
+            ctx.clone(),
+            prom::PromSettings {
+                lookback: config.promql_lookback_delta,
+                timeout: config.promql_timeout,
+                max_samples: config.promql_max_samples,
+            },
         ),
         tls.as_ref().map(|t| t.acceptor(&[b"http/1.1"])),
         shutdown.clone(),

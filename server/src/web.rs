@@ -26,6 +26,9 @@ pub(crate) struct AppState {
     pub(crate) directory: Arc<Directory>,
     pub(crate) alerts: Alerts,
     pub(crate) gauges: Arc<Gauges>,
+    /// The SQL session PromQL reads its series through.
+    pub(crate) ctx: Arc<datafusion::prelude::SessionContext>,
+    pub(crate) promql: crate::prom::PromSettings,
 }
 
 impl AppState {
@@ -35,6 +38,8 @@ impl AppState {
         gauges: Arc<Gauges>,
         directory: Arc<Directory>,
         max_body: usize,
+        ctx: Arc<datafusion::prelude::SessionContext>,
+        promql: crate::prom::PromSettings,
     ) -> Self {
         Self {
             engine,
@@ -42,6 +47,8 @@ impl AppState {
             directory,
             alerts,
             gauges,
+            ctx,
+            promql,
         }
     }
 }

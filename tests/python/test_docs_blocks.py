@@ -32,6 +32,7 @@ DOCS = {
     "README.md": (1, 1, []),
     "docs/alerts.md": (1, 2, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
     "docs/observability.md": (1, 0, []),
+    "docs/promql.md": (1, 0, []),
     "docs/security.md": (1, 2, []),
     "docs/storage.md": (3, 0, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
     "docs/views.md": (3, 0, [
