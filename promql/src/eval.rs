@@ -728,6 +728,13 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_past_what_the_parser_holds_is_bad_data() {
+        // Found by the fuzz target: promql-parser panicked on it.
+        let e = run("a[800000000000000000000000:1m]", &params(1000)).unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::BadData, "{e}");
+    }
+
+    #[test]
     fn a_subquery_of_billions_of_steps_stops_at_the_sample_limit() {
         let e = run("max_over_time(vector(1)[100y:1ms])", &params(1_000_000)).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Execution, "{e}");

@@ -417,7 +417,11 @@ fn depth(e: &parser::Expr) -> usize {
 }
 
 fn parse_and_convert(text: &str) -> Result<Expr, PromError> {
-    let tree = parser::parse(text).map_err(|e| PromError::bad_data(format!("parse error: {e}")))?;
+    // promql-parser panics on some inputs (a duration of 8e23 seconds:
+    // `Duration::from_secs_f64`); such an input is malformed PromQL.
+    let tree = std::panic::catch_unwind(|| parser::parse(text))
+        .unwrap_or_else(|_| Err("the expression holds a number out of range".to_string()))
+        .map_err(|e| PromError::bad_data(format!("parse error: {e}")))?;
     if depth(&tree) > MAX_DEPTH {
         return Err(PromError::bad_data(format!(
             "parse error: the expression nests deeper than {MAX_DEPTH} levels"
