@@ -73,16 +73,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, func: &str, args: &[Expr]) -> Result<Mat,
     };
     let mut names = NameCache::default();
     if let Some(f) = simple {
-        return ev.range_eval(&[&args[0]], &mut |v, _| {
-            Ok(v[0]
-                .iter()
-                .map(|s| Sample {
-                    metric: names.drop(&s.metric),
-                    t: s.t,
-                    v: f(s.v),
-                })
-                .collect())
-        });
+        return map_values(ev, &args[0], &|s| f(s.v));
     }
     let empty = || Arc::new(Labels::empty());
     match func {
@@ -129,16 +120,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, func: &str, args: &[Expr]) -> Result<Mat,
                         .collect())
                 });
             }
-            ev.range_eval(&[&args[0]], &mut |v, _| {
-                Ok(v[0]
-                    .iter()
-                    .map(|s| Sample {
-                        metric: names.drop(&s.metric),
-                        t: s.t,
-                        v: s.t as f64 / 1000.0,
-                    })
-                    .collect())
-            })
+            map_values(ev, &args[0], &|s| s.t as f64 / 1000.0)
         }
         "clamp" | "clamp_min" | "clamp_max" => {
             let refs: Vec<&Expr> = args.iter().collect();
@@ -230,16 +212,7 @@ pub(crate) fn call(ev: &Evaluator<'_>, func: &str, args: &[Expr]) -> Result<Mat,
                     }])
                 });
             }
-            ev.range_eval(&[&args[0]], &mut |v, _| {
-                Ok(v[0]
-                    .iter()
-                    .map(|s| Sample {
-                        metric: names.drop(&s.metric),
-                        t: s.t,
-                        v: part(go_int64(s.v)),
-                    })
-                    .collect())
-            })
+            map_values(ev, &args[0], &|s| part(go_int64(s.v)))
         }
         other => Err(PromError::bad_data(format!(
             "function \"{other}\" is not supported"
@@ -305,6 +278,26 @@ fn date_part(func: &str) -> fn(i64) -> f64 {
         "month" => |s| at(s).map_or(f64::NAN, |t| t.month() as f64),
         _ => |s| at(s).map_or(f64::NAN, |t| t.year() as f64),
     }
+}
+
+/// The samples of `arg` without `__name__`, each value given by `f`
+/// (the math, date and `timestamp` functions).
+fn map_values(
+    ev: &Evaluator<'_>,
+    arg: &Expr,
+    f: &dyn Fn(&Sample) -> f64,
+) -> Result<Mat, PromError> {
+    let mut names = NameCache::default();
+    ev.range_eval(&[arg], &mut |v, _| {
+        Ok(v[0]
+            .iter()
+            .map(|s| Sample {
+                metric: names.drop(&s.metric),
+                t: s.t,
+                v: f(s),
+            })
+            .collect())
+    })
 }
 
 /// Label sets without `__name__`, worked out once per series.
