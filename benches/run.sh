@@ -13,7 +13,10 @@
 #   5. unless BENCH_SKIP_CLUSTER=1, the query suite on one node and on a
 #      three-node cluster (catalog in PostgreSQL, Parquet in moto's S3), to
 #      benches/results/cluster.md;
-#   6. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
+#   6. unless BENCH_SKIP_PROMQL=1, PromQL range queries on Sextant and on
+#      Prometheus 2.42 (/usr/bin/prometheus: apt-get install prometheus)
+#      over the same remote-written samples, to benches/results/promql.md;
+#   7. unless BENCH_SKIP_CRITERION=1, the criterion benchmarks (storage
 #      path and decoders).
 # Extra arguments go to sextant-load (e.g. --logs 200000 for a quick run);
 # `target/release/sextant-load --help` lists them.
@@ -41,6 +44,11 @@ if [ "${BENCH_SKIP_CLUSTER:-0}" != 1 ]; then
   echo "==> load tool: one node and a three-node cluster"
   "$CARGO_TARGET_DIR/release/sextant-load" --scenario cluster --python .venv/bin/python \
     --report benches/results/cluster.md "$@"
+fi
+
+if [ "${BENCH_SKIP_PROMQL:-0}" != 1 ]; then
+  echo "==> load tool: PromQL against Prometheus"
+  "$CARGO_TARGET_DIR/release/sextant-load" --scenario promql --report benches/results/promql.md
 fi
 
 if [ "${BENCH_SKIP_CRITERION:-0}" != 1 ]; then

@@ -300,6 +300,7 @@ pub fn remote_write(series: usize, samples: usize) -> WriteRequest {
                 ..Default::default()
             })
             .collect(),
+        metadata: vec![],
     }
 }
 

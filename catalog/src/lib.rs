@@ -19,6 +19,9 @@
 //! the history ([`AlertEvent`]) and notifications ([`Delivery`]) each
 //! evaluation produces, so a restart resumes exactly where the rules were.
 //!
+//! Prometheus metric metadata ([`MetricMetadata`]: a family's type, help
+//! and unit, from remote write) is kept by family name, the latest wins.
+//!
 //! Users ([`StoredUser`]: a SCRAM verifier and grants) and access tokens
 //! ([`StoredToken`]: a hash, never the secret) are kept as JSON the auth
 //! crate owns; dropping a user drops its tokens in the same transaction.
@@ -480,6 +483,18 @@ pub struct StoredUser {
     pub created_at_ns: i64,
 }
 
+/// A Prometheus metric family's metadata, as remote write carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricMetadata {
+    /// The family's name (a histogram's, without `_bucket`).
+    pub metric: String,
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`,
+    /// `info`, `stateset` or `unknown`.
+    pub kind: String,
+    pub help: String,
+    pub unit: String,
+}
+
 /// A Sextant process as the catalog knows it: each node registers when it
 /// starts, heartbeats while it runs, and says when it stops cleanly.
 #[derive(Debug, Clone, PartialEq)]
@@ -702,6 +717,11 @@ pub trait Catalog: Send + Sync + Debug {
     fn create_token(&self, token: &StoredToken) -> Result<()>;
     /// Removes a token.
     fn drop_token(&self, name: &str) -> Result<()>;
+
+    /// Records metric families' metadata, replacing what each had.
+    fn put_metric_metadata(&self, metadata: &[MetricMetadata]) -> Result<()>;
+    /// Every metric family's metadata, by name.
+    fn metric_metadata(&self) -> Result<Vec<MetricMetadata>>;
 
     /// Records that `node` started (again): its modes, addresses and start.
     fn register_node(&self, node: &NodeInfo) -> Result<()>;

@@ -34,7 +34,7 @@ use crate::{CatalogError, Result};
 pub type PostgresCatalog = SqlCatalog<PostgresStore>;
 
 /// Layout version of the `sextant` schema written by this build.
-const LAYOUT_VERSION: i64 = 6;
+const LAYOUT_VERSION: i64 = 7;
 /// Serializes the nodes that check or create the layout at once: "SXTC".
 const LAYOUT_LOCK: i64 = 0x5358_5443;
 /// How often a transaction that conflicts with another node's is tried.
@@ -222,6 +222,17 @@ CREATE TABLE sextant.delete_bounds (
 INSERT INTO sextant.delete_bounds (delete_id, node_id, seq) SELECT id, node_id, seq FROM sextant.deletes;
 ";
 
+/// Prometheus metric metadata, as in SQLite's layout 13.
+const LAYOUT_V7: &str = "
+CREATE TABLE sextant.metric_metadata (
+    metric TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    help TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    updated_at_ns BIGINT NOT NULL
+);
+";
+
 /// `(version, statements)` that bring an older layout up to
 /// [`LAYOUT_VERSION`], each in the transaction that records its version.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -230,6 +241,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, LAYOUT_V4),
     (5, LAYOUT_V5),
     (6, LAYOUT_V6),
+    (7, LAYOUT_V7),
 ];
 
 /// This node's connection to the catalog database.

@@ -2,13 +2,15 @@
 //! implements [`Catalog`] by running each call in one transaction of its
 //! store, with the statements of the module of its domain: [`tables`]
 //! (tables, their files, compactions and indexes), [`views`] (materialized
-//! views, their invalidations, plain views), [`alerts`] (rules, events and
+//! views, their invalidations, plain views), [`metadata`] (Prometheus
+//! metric metadata), [`alerts`] (rules, events and
 //! the delivery outbox), [`users`] (users and tokens) and [`nodes`] (the
 //! registry of nodes). A catalog is opened for one node
 //! ([`for_node`]): the WAL positions it reads and writes are
 //! that node's.
 
 mod alerts;
+mod metadata;
 mod nodes;
 pub(crate) mod tables;
 #[cfg(test)]
@@ -23,8 +25,8 @@ use sextant_clock::Clock;
 use crate::db::{Store, Tx, params};
 use crate::{
     AlertEvent, Catalog, CatalogError, CompactionRun, Delivery, IndexDef, Invalidation, Lease,
-    NewParquetFile, NewTable, NewView, NodeInfo, ParquetFile, PlainView, Refresh, Result,
-    StoredAlert, StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
+    MetricMetadata, NewParquetFile, NewTable, NewView, NodeInfo, ParquetFile, PlainView, Refresh,
+    Result, StoredAlert, StoredToken, StoredUser, TableDef, TableOptions, ViewDef, ViewProgress,
 };
 
 /// The catalog kept in a SQL database: SQLite ([`crate::SqliteCatalog`]) or
@@ -329,6 +331,15 @@ impl<S: Store> Catalog for SqlCatalog<S> {
 
     fn create_token(&self, token: &StoredToken) -> Result<()> {
         in_tx(self, |tx| users::create_token(tx, token))
+    }
+
+    fn put_metric_metadata(&self, metadata: &[MetricMetadata]) -> Result<()> {
+        let now = self.now();
+        in_tx(self, |tx| metadata::put(tx, metadata, now))
+    }
+
+    fn metric_metadata(&self) -> Result<Vec<MetricMetadata>> {
+        in_tx(self, metadata::all)
     }
 
     fn drop_token(&self, name: &str) -> Result<()> {

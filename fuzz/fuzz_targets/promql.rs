@@ -66,8 +66,8 @@ fuzz_target!(|data: &[u8]| {
     let mut gauge: Vec<f64> = (0..40).map(|i| (i as f64).sin() * 1e3).collect();
     gauge.push(f64::from_bits(STALE_NAN));
     for p in [
-        Params { start: START, end: START, step: 0, lookback: 300_000, max_samples: 100_000 },
-        Params { start: START - 300_000, end: START + 300_000, step: 30_000, lookback: 300_000, max_samples: 100_000 },
+        Params { start: START, end: START, step: 0, lookback: 300_000, max_samples: 100_000, subquery_step: 60_000 },
+        Params { start: START - 300_000, end: START + 300_000, step: 30_000, lookback: 300_000, max_samples: 100_000, subquery_step: 60_000 },
     ] {
         let mut d = Data::new();
         for (sel, _, _) in eval::selector_ranges(&expr, &p) {

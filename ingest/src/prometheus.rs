@@ -45,8 +45,10 @@
 //! type. The other series are written. Series with neither samples nor
 //! histograms are skipped.
 //!
-//! Exemplars and metric metadata (`WriteRequest.metadata`: type, help, unit)
-//! are accepted and ignored. A series carrying both float samples and
+//! Metric metadata (`WriteRequest.metadata`: a metric family's type, help
+//! and unit, which Prometheus sends in requests of their own every
+//! `metadata_config.send_interval`) comes back in [`Decoded::metadata`] for
+//! the server to keep. Exemplars are accepted and ignored. A series carrying both float samples and
 //! native histograms (which Prometheus never sends) keeps its samples; its
 //! histograms are dropped and counted in [`Decoded::rejected_samples`].
 
@@ -64,13 +66,50 @@ pub const VALUE: &str = "value";
 /// The metric-name label, whose value names the table.
 pub const METRIC_NAME: &str = "__name__";
 
-/// `prometheus.WriteRequest` of remote write 1.0. `metadata` (field 3) is
-/// not modelled: prost skips it.
+/// `prometheus.WriteRequest` of remote write 1.0.
 #[derive(Clone, PartialEq, Message)]
 pub struct WriteRequest {
     /// The series and their samples.
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// Metric families' metadata.
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// `prometheus.MetricMetadata`: what a metric family is.
+#[derive(Clone, PartialEq, Message)]
+pub struct MetricMetadata {
+    /// `MetricType`: 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gauge
+    /// histogram, 5 summary, 6 info, 7 stateset.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// The family's name (a histogram's, without `_bucket`).
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    /// Its HELP text.
+    #[prost(string, tag = "4")]
+    pub help: String,
+    /// Its UNIT.
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+impl MetricMetadata {
+    /// The type as Prometheus's metadata API names it (`counter`, ...);
+    /// a number this version does not know is `unknown`.
+    pub fn type_name(&self) -> &'static str {
+        match self.r#type {
+            1 => "counter",
+            2 => "gauge",
+            3 => "histogram",
+            4 => "gaugehistogram",
+            5 => "summary",
+            6 => "info",
+            7 => "stateset",
+            _ => "unknown",
+        }
+    }
 }
 
 /// `prometheus.TimeSeries`: one label set and its samples.
@@ -138,6 +177,9 @@ pub struct Decoded {
     /// Samples (float and native histogram) of rejected series, plus any
     /// histograms dropped from series that also had float samples.
     pub rejected_samples: usize,
+    /// The metric metadata the request carried, those with a family name
+    /// of 1 to 128 printable characters (others are dropped).
+    pub metadata: Vec<MetricMetadata>,
 }
 
 /// The size a remote-write body says it unpacks to (snappy's header),
@@ -153,7 +195,12 @@ pub fn decode(
     max_decoded: usize,
     schema_of: &dyn Fn(&str) -> Option<SchemaRef>,
 ) -> Result<Decoded, IngestError> {
-    let req = decompress_and_parse(body, max_decoded)?;
+    let mut req = decompress_and_parse(body, max_decoded)?;
+    let mut metadata = std::mem::take(&mut req.metadata);
+    metadata.retain(|m| {
+        let n = &m.metric_family_name;
+        !n.is_empty() && n.len() <= 128 && !n.chars().any(char::is_control)
+    });
 
     let mut tables: Vec<TableRows> = vec![];
     let mut index: HashMap<&str, usize> = HashMap::new();
@@ -219,6 +266,7 @@ pub fn decode(
         rejected,
         samples,
         rejected_samples,
+        metadata,
     })
 }
 
@@ -358,7 +406,10 @@ mod tests {
     }
 
     fn decode_series(ts: Vec<TimeSeries>) -> Decoded {
-        let body = encode_write_request(&WriteRequest { timeseries: ts });
+        let body = encode_write_request(&WriteRequest {
+            timeseries: ts,
+            metadata: vec![],
+        });
         decode(&body, 1 << 20, &|_| None).unwrap()
     }
 
@@ -534,6 +585,7 @@ mod tests {
                 series(&[("__name__", "m"), ("job", "x")], &[(1.0, T0), (2.0, T0)]),
                 series(&[("__name__", "m")], &[(3.0, T0)]),
             ],
+            metadata: vec![],
         };
         let d = decode(&encode_write_request(&req), 1 << 20, &|t| {
             (t == "m").then(|| schema.clone())
@@ -548,6 +600,49 @@ mod tests {
                 .contains("column \"job\" of table \"m\" is bigint, but this value is text"),
             "{:?}",
             d.rejected
+        );
+    }
+
+    #[test]
+    fn metadata_comes_back_with_its_type_named_as_prometheus_names_it() {
+        let meta = |t: i32, name: &str| MetricMetadata {
+            r#type: t,
+            metric_family_name: name.into(),
+            help: format!("help of {name}"),
+            unit: "seconds".into(),
+        };
+        let req = WriteRequest {
+            timeseries: vec![],
+            metadata: vec![
+                meta(3, "http_request_duration_seconds"),
+                meta(1, ""),
+                meta(42, "odd"),
+                meta(2, "bad\nname"),
+            ],
+        };
+        let d = decode(&encode_write_request(&req), 1 << 20, &|_| None).unwrap();
+        assert!(d.tables.is_empty());
+        let got: Vec<(&str, &str, &str)> = d
+            .metadata
+            .iter()
+            .map(|m| {
+                (
+                    m.metric_family_name.as_str(),
+                    m.type_name(),
+                    m.help.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "http_request_duration_seconds",
+                    "histogram",
+                    "help of http_request_duration_seconds"
+                ),
+                ("odd", "unknown", "help of odd"),
+            ]
         );
     }
 

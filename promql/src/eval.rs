@@ -72,6 +72,10 @@ pub struct Params {
     /// At most this many points held at once (Prometheus's
     /// `--query.max-samples`, 50 million).
     pub max_samples: usize,
+    /// Milliseconds between the points of a subquery written without a
+    /// step (`x[5m:]`): Prometheus's `global.evaluation_interval`
+    /// ([`DEFAULT_SUBQUERY_STEP`] by default).
+    pub subquery_step: i64,
 }
 
 /// Interval of a subquery without a step: 2.42's global evaluation
@@ -314,7 +318,7 @@ impl<'a> Evaluator<'a> {
         else {
             return Err(PromError::internal("not a subquery"));
         };
-        let interval = step.unwrap_or(DEFAULT_SUBQUERY_STEP);
+        let interval = step.unwrap_or(self.query.subquery_step).max(1);
         let (from, to) = match self.at_time(*at) {
             Some(t) => (t, t),
             None => (from, to),
@@ -705,6 +709,7 @@ mod tests {
             step: 0,
             lookback: 300_000,
             max_samples,
+            subquery_step: DEFAULT_SUBQUERY_STEP,
         }
     }
 

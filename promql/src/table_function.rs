@@ -35,6 +35,7 @@ use crate::{ErrorKind, Params, PromError, TableSource, Value, params};
 pub struct PromqlFunction {
     pub lookback_ms: i64,
     pub max_samples: usize,
+    pub subquery_step_ms: i64,
 }
 
 fn schema() -> SchemaRef {
@@ -197,6 +198,7 @@ impl TableFunctionImpl for PromqlFunction {
                 step,
                 lookback: self.lookback_ms,
                 max_samples: self.max_samples,
+                subquery_step: self.subquery_step_ms,
             },
         }))
     }

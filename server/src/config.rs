@@ -237,6 +237,11 @@ pub struct ServeConfig {
     #[arg(long, env = "SEXTANT_PROMQL_MAX_SAMPLES", default_value = "50000000")]
     pub promql_max_samples: usize,
 
+    /// PromQL: the step of a subquery written without one (`x[5m:]`);
+    /// Prometheus takes its global.evaluation_interval.
+    #[arg(long, env = "SEXTANT_PROMQL_SUBQUERY_STEP", default_value = "1m", value_parser = parse_positive_duration)]
+    pub promql_subquery_step: Duration,
+
     /// For tests: the server's clock (retention, token expiry, catalog
     /// times, ingest times of points without one, SQL's `now()`, alert
     /// rules) starts at this time (RFC 3339) and moves only by
@@ -311,6 +316,15 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
         .ok_or_else(|| format!("'{s}' is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))
+}
+
+/// A duration of at least a millisecond (`30s`, `1m`).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("{s:?} is shorter than a millisecond"));
+    }
+    Ok(d)
 }
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `4GiB`, `1GB`, `100MB`.

@@ -419,6 +419,9 @@ async fn remote_write(
     let engine = &state.engine;
     let decoded = prometheus::decode(&raw, state.max_body, &|t| engine.table(t).map(|d| d.schema))?;
     let written = write_tables(&state, &who, decoded.tables, "prometheus_remote_write").await?;
+    if !decoded.metadata.is_empty() {
+        crate::prom::keep_metadata(&state, &who, decoded.metadata).await?;
+    }
     if !decoded.rejected.is_empty() {
         sextant_metrics::metrics()
             .rejected_points

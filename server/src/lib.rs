@@ -231,6 +231,7 @@ pub async fn run(
         Arc::new(sextant_promql::PromqlFunction {
             lookback_ms: config.promql_lookback_delta.as_millis() as i64,
             max_samples: config.promql_max_samples,
+            subquery_step_ms: config.promql_subquery_step.as_millis() as i64,
         }),
     );
     let queries = sextant_sql::Queries::new(clock.clone());
@@ -370,6 +371,7 @@ pub async fn run(
                 lookback: config.promql_lookback_delta,
                 timeout: config.promql_timeout,
                 max_samples: config.promql_max_samples,
+                subquery_step: config.promql_subquery_step,
             },
         ),
         tls.as_ref().map(|t| t.acceptor(&[b"http/1.1"])),

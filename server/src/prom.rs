@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sextant_auth::{Action, Principal};
+use sextant_catalog::MetricMetadata;
 use sextant_promql::{ErrorKind, Params, PromError, TableSource, json, params};
 
 use crate::web::AppState;
@@ -33,6 +34,7 @@ pub(crate) struct PromSettings {
     pub(crate) lookback: Duration,
     pub(crate) timeout: Duration,
     pub(crate) max_samples: usize,
+    pub(crate) subquery_step: Duration,
 }
 
 /// The API's routes.
@@ -214,6 +216,7 @@ async fn query(
                 step: 0,
                 lookback: state.promql.lookback.as_millis() as i64,
                 max_samples: state.promql.max_samples,
+                subquery_step: state.promql.subquery_step.as_millis() as i64,
             };
             let v = run(&state, &who, text, p, timeout).await.map_err(|e| {
                 if e.kind == ErrorKind::BadData && e.message.starts_with("parse error") {
@@ -259,6 +262,7 @@ async fn query_range(
                 step,
                 lookback: state.promql.lookback.as_millis() as i64,
                 max_samples: state.promql.max_samples,
+                subquery_step: state.promql.subquery_step.as_millis() as i64,
             };
             let v = run(&state, &who, text, p, timeout).await?;
             Ok(json::query_data(&v))
@@ -297,8 +301,124 @@ async fn buildinfo() -> Response {
     .to_string()))
 }
 
-async fn metadata() -> Response {
-    answer(Ok("{}".to_string()))
+/// The tables a metric family's series land in: the family's own name,
+/// and a counter's `_total`, a histogram's or summary's `_bucket`, `_sum`
+/// and `_count`, `_created`, an info's `_info`.
+fn family_tables(family: &str) -> impl Iterator<Item = String> + '_ {
+    [
+        "", "_total", "_bucket", "_sum", "_count", "_created", "_info",
+    ]
+    .into_iter()
+    .map(move |suffix| format!("{family}{suffix}"))
+}
+
+/// Keeps the metric metadata a remote write carried. Prometheus resends
+/// every family's metadata each `metadata_config.send_interval` (a
+/// minute), so only what differs from what this process last committed
+/// goes to the catalog; the latest report of a family wins. A family is
+/// kept when `who` may write one of its tables.
+pub(crate) async fn keep_metadata(
+    state: &AppState,
+    who: &Principal,
+    metadata: Vec<sextant_ingest::prometheus::MetricMetadata>,
+) -> Result<(), crate::web::HttpError> {
+    let mut changed: std::collections::BTreeMap<String, MetricMetadata> = Default::default();
+    {
+        let known = state
+            .metric_metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for m in metadata {
+            let family = m.metric_family_name.as_str();
+            if !family_tables(family)
+                .any(|t| state.directory.check(who, Action::Insert(&t)).is_ok())
+            {
+                continue;
+            }
+            let entry = MetricMetadata {
+                metric: family.to_string(),
+                kind: m.type_name().to_string(),
+                help: m.help,
+                unit: m.unit,
+            };
+            if known.get(family) == Some(&entry) {
+                changed.remove(family);
+            } else {
+                changed.insert(entry.metric.clone(), entry);
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<MetricMetadata> = changed.into_values().collect();
+    let catalog = state.engine.catalog().clone();
+    let committed = entries.clone();
+    tokio::task::spawn_blocking(move || catalog.put_metric_metadata(&committed))
+        .await
+        .map_err(|e| {
+            crate::web::HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("metadata: {e}"))
+        })?
+        .map_err(sextant_storage::StorageError::from)?;
+    let mut known = state
+        .metric_metadata
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for m in entries {
+        known.insert(m.metric.clone(), m);
+    }
+    Ok(())
+}
+
+/// `/api/v1/metadata`: each metric family's type, help and unit, as
+/// remote write reported them; `metric` picks one family, `limit` caps how
+/// many (in name order). A family shows when `who` may read one of its
+/// tables.
+async fn metadata(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let form = Form::read(&state, &uri, &headers, body).await?;
+            let limit = match form.get("limit") {
+                None => None,
+                Some(v) => {
+                    let n: i64 = v
+                        .parse()
+                        .map_err(|_| PromError::bad_data("limit must be a number"))?;
+                    usize::try_from(n).ok()
+                }
+            };
+            let metric = form.get("metric");
+            let catalog = state.engine.catalog().clone();
+            let all = tokio::task::spawn_blocking(move || catalog.metric_metadata())
+                .await
+                .map_err(|e| PromError::internal(e.to_string()))?
+                .map_err(|e| PromError::internal(e.to_string()))?;
+            let mut out = serde_json::Map::new();
+            for m in all {
+                if limit.is_some_and(|n| out.len() >= n) {
+                    break;
+                }
+                if metric.is_some_and(|want| want != m.metric)
+                    || !family_tables(&m.metric)
+                        .any(|t| state.directory.check(&who, Action::Select(&t)).is_ok())
+                {
+                    continue;
+                }
+                out.insert(
+                    m.metric,
+                    serde_json::json!([{"type": m.kind, "help": m.help, "unit": m.unit}]),
+                );
+            }
+            Ok(serde_json::Value::Object(out).to_string())
+        }
+        .await,
+    )
 }
 
 /// The selectors of `match[]` (none: every metric).

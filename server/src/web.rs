@@ -29,6 +29,10 @@ pub(crate) struct AppState {
     /// The SQL session PromQL reads its series through.
     pub(crate) ctx: Arc<datafusion::prelude::SessionContext>,
     pub(crate) promql: crate::prom::PromSettings,
+    /// The metric metadata this process last committed, by family (see
+    /// [`crate::prom::keep_metadata`]).
+    pub(crate) metric_metadata:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, sextant_catalog::MetricMetadata>>>,
 }
 
 impl AppState {
@@ -49,6 +53,7 @@ impl AppState {
             gauges,
             ctx,
             promql,
+            metric_metadata: Default::default(),
         }
     }
 }

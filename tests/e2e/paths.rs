@@ -404,6 +404,7 @@ fn http_request(path: Path, keys: &[Key]) -> HttpWrite {
                         .collect(),
                     ..Default::default()
                 }],
+                metadata: vec![],
             };
             (
                 "/api/v1/write".into(),

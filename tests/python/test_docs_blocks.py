@@ -731,6 +731,9 @@ NOT_RUN = "not run: "
 RELEASE = ("a release build (about 30 minutes cold on this 2-core machine) does not fit the CI budget, "
            "and CI never builds debug and release both")
 BLOCK_TESTS = {
+    ("docs/promql.md", '{"status":"success","data":{"go_goroutines"'): (
+        "test_promql::test_prometheus_scraping_itself_into_sextant_answers_as_prometheus"
+    ),
     ("README.md", "cargo run --release -- serve"): NOT_RUN + RELEASE + "; every test starts the same "
         "binary built for debug, and `tests/run-all.sh` is what .ci/run runs",
     ("README.md", "psql -h 127.0.0.1"): "test_docs_blocks::test_readme_quickstart_in_psql",
@@ -740,6 +743,8 @@ BLOCK_TESTS = {
     ("docs/alerts.md", "{"): "tests/e2e/alerts.rs::documented_notification",
     ("docs/benchmarks.md", "benches/run.sh"): NOT_RUN + RELEASE + "; the figures in the document are its output",
     ("docs/benchmarks.md", "sextant-load --logs"): NOT_RUN + RELEASE,
+    ("docs/benchmarks.md", "target/release/sextant-load --scenario promql"): NOT_RUN + RELEASE
+        + "; the figures below it are its output",
     ("docs/cluster.md", "export SEXTANT_CATALOG="): NOT_RUN + "fixed ports and directories under /var/lib; "
         "tests/e2e/cluster.rs starts the same three nodes with the same flags (ports the system picks, "
         "temporary directories) on a real PostgreSQL 15",

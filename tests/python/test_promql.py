@@ -26,6 +26,7 @@ import pytest
 from psycopg import sql
 from conftest import Server
 from remote_write import STALE_NAN, pb_series, snappy, write_request
+from test_docs_blocks import ROOT, code_blocks
 from test_prometheus import free_port, prometheus_bin
 
 STEP_MS = 15_000
@@ -33,15 +34,18 @@ SPAN_MS = 45 * 60 * 1000
 
 
 class PromServer:
-    """Prometheus with nothing to scrape, taking remote writes."""
+    """Prometheus with nothing to scrape, taking remote writes; or, with
+    `config` (a function of its own address giving its configuration),
+    doing what that says."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, config=None):
         import subprocess
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp_path / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1m\n")
+        path = tmp_path / "prometheus.yml"
+        path.write_text(config(f"127.0.0.1:{self.port}") if config else "global:\n  scrape_interval: 1m\n")
+        config = path
         self.log_path = tmp_path / "prometheus.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -51,6 +55,9 @@ class PromServer:
                 f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-remote-write-receiver",
+                # Stop at once, not a minute later, when what it
+                # remote-writes to has gone (a restarted Sextant's new port).
+                "--storage.remote.flush-deadline=1s",
             ],
             stdout=log,
             stderr=log,
@@ -359,8 +366,15 @@ def compare_all(prom_url, sextant_url, end_ms):
         ((end_ms - SPAN_MS) / 1000, end_ms / 1000, "60"),
         ((end_ms - SPAN_MS) / 1000 + 67, end_ms / 1000 + 400, "37s"),
     ]
+    return compare(prom_url, sextant_url, EXPRESSIONS + BAD, instants, ranges, t_mid)
+
+
+def compare(prom_url, sextant_url, expressions, instants, ranges, t_mid):
+    """Asks every expression of both, as an instant query at each of
+    `instants` (GET) and a range query over each of `ranges` (form POST),
+    `{T}` replaced by `t_mid`; returns (evaluations, disagreements)."""
     evaluations, answered, wrong = 0, 0, []
-    for text in EXPRESSIONS + BAD:
+    for text in expressions:
         expr = text.replace("{T}", f"{t_mid:.3f}")
         ordered = expr.startswith(("sort", "topk", "bottomk"))
         asks = [("/api/v1/query", {"query": expr, "time": f"{t:.3f}"}, "GET") for t in instants]
@@ -657,3 +671,226 @@ def test_a_query_past_its_timeout_stops_with_prometheus_timeout_error(server):
     assert state == [("cancelled",)], state
     status, answer = api(server.http_url, "/api/v1/query", {"query": "1+1"})
     assert (status, answer["data"]["result"][1]) == (200, "2"), answer
+
+
+# PromQL over what Prometheus scrapes of itself: counters, gauges, a
+# summary (go_gc_duration_seconds) and histograms
+# (prometheus_http_request_duration_seconds) of a real process. `{T}` is a
+# time inside the minute.
+SCRAPED = [
+    "up",
+    'up{job="prometheus"}',
+    'prometheus_http_requests_total{handler="/metrics"}',
+    'prometheus_http_requests_total{code!="200"}',
+    'prometheus_http_requests_total{handler=~"/api/v1/.*"}',
+    'prometheus_http_requests_total{handler!~"/api/v1/.*", code="200"}',
+    '{__name__=~"go_memstats_.*_bytes", job="prometheus"}',
+    '{__name__=~"scrape_.*"}',
+    "go_goroutines offset 10s",
+    "go_goroutines @ {T}",
+    "process_cpu_seconds_total[20s]",
+    "scrape_duration_seconds[15s] offset 10s",
+    "rate(process_cpu_seconds_total[30s])",
+    'rate(prometheus_http_requests_total{handler="/metrics"}[20s])',
+    "irate(process_cpu_seconds_total[30s])",
+    'increase(prometheus_http_requests_total{handler="/metrics"}[30s])',
+    "delta(go_goroutines[30s])",
+    "idelta(go_memstats_alloc_bytes[30s])",
+    "deriv(go_memstats_alloc_bytes[30s])",
+    "predict_linear(go_memstats_alloc_bytes[30s], 60)",
+    "avg_over_time(go_goroutines[30s])",
+    "min_over_time(scrape_duration_seconds[30s])",
+    "max_over_time(scrape_duration_seconds[30s])",
+    "sum_over_time(scrape_samples_scraped[30s])",
+    "count_over_time(up[30s])",
+    "last_over_time(go_memstats_alloc_bytes[30s])",
+    "stddev_over_time(scrape_duration_seconds[30s])",
+    "stdvar_over_time(go_goroutines[30s])",
+    "quantile_over_time(0.9, scrape_duration_seconds[30s])",
+    "present_over_time(up[30s])",
+    "absent_over_time(up[30s])",
+    'absent_over_time(nonexistent{job="x"}[30s])',
+    "changes(go_memstats_alloc_bytes[30s])",
+    "resets(go_memstats_heap_alloc_bytes[30s])",
+    "resets(process_cpu_seconds_total[30s])",
+    "holt_winters(go_memstats_alloc_bytes[30s], 0.5, 0.5)",
+    "sum(rate(prometheus_http_requests_total[30s]))",
+    "sum by (handler) (rate(prometheus_http_requests_total[30s]))",
+    "sum without (code) (prometheus_http_requests_total)",
+    "avg by (job) (go_memstats_alloc_bytes)",
+    "min(scrape_duration_seconds)",
+    "max by (quantile) (go_gc_duration_seconds)",
+    "count(prometheus_http_requests_total)",
+    "count by (code) (prometheus_http_requests_total)",
+    "group by (handler) (prometheus_http_requests_total)",
+    "stddev(go_gc_duration_seconds)",
+    "stdvar(prometheus_http_requests_total)",
+    "topk(3, prometheus_http_requests_total)",
+    "bottomk(2, go_gc_duration_seconds)",
+    "quantile(0.5, go_gc_duration_seconds)",
+    'count_values("goroutines", go_goroutines)',
+    'count_values("version", prometheus_build_info)',
+    "histogram_quantile(0.9, rate(prometheus_http_request_duration_seconds_bucket[30s]))",
+    'histogram_quantile(0.5, sum by (le) (rate(prometheus_http_request_duration_seconds_bucket{handler="/metrics"}[30s])))',
+    "histogram_quantile(0.99, prometheus_http_response_size_bytes_bucket)",
+    'label_replace(up, "host", "$1", "instance", "(.*):.*")',
+    'label_join(up, "id", "/", "job", "instance")',
+    "abs(deriv(go_memstats_alloc_bytes[30s]))",
+    "ceil(scrape_duration_seconds * 1000)",
+    "floor(go_memstats_alloc_bytes / 1e6)",
+    "round(go_memstats_alloc_bytes / 1e6, 0.1)",
+    "clamp(go_goroutines, 10, 30)",
+    "clamp_min(go_goroutines, 40)",
+    "clamp_max(go_goroutines, 20)",
+    "sqrt(go_memstats_alloc_bytes)",
+    "exp(-scrape_duration_seconds)",
+    "ln(go_memstats_alloc_bytes)",
+    "log2(go_goroutines)",
+    "log10(process_resident_memory_bytes)",
+    "time()",
+    "timestamp(up)",
+    "vector(1)",
+    "scalar(up)",
+    "scalar(prometheus_http_requests_total)",
+    "sort(go_gc_duration_seconds)",
+    "sort_desc(prometheus_http_requests_total)",
+    "absent(up)",
+    'absent(nonexistent{job="x"})',
+    "prometheus_http_requests_total * on(instance, job) group_left(version) prometheus_build_info",
+    "prometheus_build_info * on(instance) group_right(version) prometheus_http_requests_total",
+    "go_memstats_alloc_bytes > bool 1e6",
+    "scrape_duration_seconds > 0.001",
+    "up == bool 1",
+    "up and on(job) go_goroutines",
+    "up or go_goroutines",
+    'prometheus_http_requests_total unless on(handler) prometheus_http_requests_total{handler="/metrics"}',
+    "go_memstats_alloc_bytes / go_memstats_sys_bytes",
+    "process_resident_memory_bytes - ignoring(job) process_virtual_memory_bytes",
+    "max_over_time(rate(process_cpu_seconds_total[10s])[30s:5s])",
+    "rate(process_cpu_seconds_total[30s:2s])",
+    "avg_over_time(go_goroutines[30s:])",
+    "sum(up @ end())",
+    "go_goroutines @ start()",
+    "hour(timestamp(up))",
+    "minute()",
+    "day_of_week()",
+]
+
+
+def scrape_config(url):
+    """Prometheus scraping itself every second and remote-writing it all to
+    `url`: one shard, so samples arrive in the order they were scraped, and
+    metric metadata every 5 s (the default is a minute)."""
+    return lambda me: f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["{me}"]
+remote_write:
+  - url: {url}/api/v1/write
+    queue_config:
+      max_shards: 1
+      batch_send_deadline: 1s
+    metadata_config:
+      send_interval: 5s
+"""
+
+
+def latest_scrape(url):
+    """The time (s) of the latest `up` sample `url` holds, or None."""
+    status, answer = api(url, "/api/v1/query", {"query": "max(timestamp(up))"})
+    if status != 200 or not answer["data"]["result"]:
+        return None
+    return float(answer["data"]["result"][0]["value"][1])
+
+
+def flush_every_table(server, compact=False):
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        _, names = api(server.http_url, "/api/v1/label/__name__/values", {})
+        for t in names["data"]:
+            conn.execute(sql.SQL("FLUSH TABLE {}").format(sql.Identifier(t)))
+            if compact:
+                conn.execute(sql.SQL("COMPACT TABLE {}").format(sql.Identifier(t)))
+        return len(names["data"])
+
+
+def test_prometheus_scraping_itself_into_sextant_answers_as_prometheus(tmp_path):
+    """The real Prometheus scrapes itself every second for a minute and
+    remote-writes what it scrapes to Sextant; then the same PromQL is asked
+    of both at the same times over that minute: in Sextant's write buffer
+    and Parquet files at once (every table was flushed half way), then
+    after flushing and compacting every table and a restart. Sextant's
+    /api/v1/metadata answers what Prometheus's does, from the metadata
+    remote write carried. Both evaluate a subquery without a step every
+    second (Prometheus's evaluation_interval, Sextant's
+    --promql-subquery-step)."""
+    (tmp_path / "data").mkdir()
+    server = Server(tmp_path / "data", ["--promql-subquery-step", "1s"])
+    server.start()
+    prom = PromServer(tmp_path, scrape_config(server.http_url))
+    try:
+        began = time.time()
+        first = None
+        while first is None and time.time() < began + 30:
+            time.sleep(0.5)
+            first = latest_scrape(prom.url)
+        assert first is not None, "Prometheus scraped nothing in 30 s:\n" + prom.log_path.read_text()[-3000:]
+        time.sleep(30)
+        tables = flush_every_table(server)
+        time.sleep(30)
+        # Every evaluation is at or before `end`; Sextant holds every sample
+        # up to it once it holds a later scrape (one shard: in order).
+        end = math.floor(time.time()) - 3
+        deadline = time.time() + 60
+        while (latest_scrape(server.http_url) or 0) <= end:
+            assert time.time() < deadline, "Sextant is behind Prometheus's remote write:\n" + server.log()[-3000:]
+            time.sleep(0.5)
+
+        # Metadata: Prometheus's own (from its target) and Sextant's (from
+        # remote write, sent every 5 s).
+        _, theirs = api(prom.url, "/api/v1/metadata", {})
+        assert len(theirs["data"]) > 50, theirs
+        deadline = time.time() + 30
+        while True:
+            _, ours = api(server.http_url, "/api/v1/metadata", {})
+            if ours["data"] == theirs["data"] or time.time() > deadline:
+                break
+            time.sleep(1)
+        assert ours["data"] == theirs["data"], {
+            k: (theirs["data"].get(k), ours["data"].get(k))
+            for k in set(theirs["data"]) | set(ours["data"])
+            if theirs["data"].get(k) != ours["data"].get(k)
+        }
+        for params in ({"metric": "go_goroutines"}, {"metric": "nonexistent"}, {"limit": "0"}):
+            assert api(server.http_url, "/api/v1/metadata", params) == api(prom.url, "/api/v1/metadata", params), params
+        # docs/promql.md's example is the answer for go_goroutines.
+        (example,) = [b for b in code_blocks((ROOT / "docs/promql.md").read_text(), "json") if "go_goroutines" in b]
+        assert api(server.http_url, "/api/v1/metadata", {"metric": "go_goroutines"}) == (200, json.loads(example))
+        _, some = api(server.http_url, "/api/v1/metadata", {"limit": "3"})
+        assert len(some["data"]) == 3, some
+        status, bad = api(server.http_url, "/api/v1/metadata", {"limit": "x"})
+        assert (status, bad["errorType"]) == (400, "bad_data"), bad
+
+        start = first + 2
+        instants = [end, end - 7.5, end - 25.3, start + 20]
+        ranges = [(start, end, "5"), (start + 3.3, end, "2s")]
+        n = len(SCRAPED)
+        evaluations, wrong = compare(prom.url, server.http_url, SCRAPED, instants, ranges, end - 17)
+        print(f"promql over Prometheus scraping itself ({tables} metrics, write buffer and Parquet): "
+              f"{n} expressions, {evaluations} evaluations, {evaluations - len(wrong)} agree")
+        assert not wrong, f"{len(wrong)} of {evaluations} disagree:\n" + "\n".join(wrong[:40])
+
+        flush_every_table(server, compact=True)
+        server.stop()
+        server.start()
+        evaluations, wrong = compare(prom.url, server.http_url, SCRAPED, instants, ranges, end - 17)
+        print(f"promql over Prometheus scraping itself (compacted, after a restart): "
+              f"{n} expressions, {evaluations} evaluations, {evaluations - len(wrong)} agree")
+        assert not wrong, f"{len(wrong)} of {evaluations} disagree:\n" + "\n".join(wrong[:40])
+        # The metadata is in the catalog: the restart kept it.
+        _, after = api(server.http_url, "/api/v1/metadata", {})
+        assert after["data"] == ours["data"]
+    finally:
+        prom.stop()

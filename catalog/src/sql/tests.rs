@@ -127,7 +127,35 @@ on_both_stores!(
     a_lease_is_held_renewed_and_taken_over_once_expired,
     deletes_survive_reopen_and_go_with_their_table,
     a_delete_covers_every_earlier_file_and_fences_later_ones,
+    metric_metadata_is_replaced_by_family_and_survives_reopen,
 );
+
+fn metric_metadata_is_replaced_by_family_and_survives_reopen(place: &Place) {
+    let meta = |metric: &str, kind: &str, help: &str| crate::MetricMetadata {
+        metric: metric.into(),
+        kind: kind.into(),
+        help: help.into(),
+        unit: String::new(),
+    };
+    {
+        let c = place.open();
+        assert!(c.metric_metadata().unwrap().is_empty());
+        c.put_metric_metadata(&[
+            meta("up", "gauge", "1 if the target is up"),
+            meta("http_requests_total", "counter", "requests"),
+        ])
+        .unwrap();
+        c.put_metric_metadata(&[meta("up", "unknown", "it's \"up\"")])
+            .unwrap();
+    }
+    assert_eq!(
+        place.open().metric_metadata().unwrap(),
+        [
+            meta("http_requests_total", "counter", "requests"),
+            meta("up", "unknown", "it's \"up\""),
+        ]
+    );
+}
 
 fn deletes_survive_reopen_and_go_with_their_table(place: &Place) {
     let t = place.open().create_table(new_table("cpu")).unwrap();

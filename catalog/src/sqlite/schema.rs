@@ -16,7 +16,7 @@ use crate::{CatalogError, Result};
 pub(crate) const APPLICATION_ID: i64 = 0x5358_5443;
 /// Layout version written by this build. Version 1 catalogs are upgraded
 /// in place (see [`MIGRATIONS`]).
-pub(crate) const SCHEMA_VERSION: i64 = 12;
+pub(crate) const SCHEMA_VERSION: i64 = 13;
 
 pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE tables (
@@ -222,6 +222,17 @@ CREATE TABLE delete_bounds (
 INSERT INTO delete_bounds (delete_id, node_id, seq) SELECT id, node_id, seq FROM deletes;
 ";
 
+/// Prometheus metric metadata from remote write, by family name.
+pub(super) const SCHEMA_V13: &str = "
+CREATE TABLE metric_metadata (
+    metric TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    help TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL
+);
+";
+
 /// `(version, statements)`: applied in order to bring an older catalog up
 /// to [`SCHEMA_VERSION`], each in the transaction that sets its version.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -236,6 +247,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (10, SCHEMA_V10),
     (11, SCHEMA_V11),
     (12, SCHEMA_V12),
+    (13, SCHEMA_V13),
 ];
 
 /// SQLite's `quick_check` of an existing catalog: a damaged catalog stops

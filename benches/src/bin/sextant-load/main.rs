@@ -18,7 +18,9 @@
 //! on views and on the base table; `--scenario cluster` the query suite on
 //! one node and on three ([`cluster`]); `--scenario keys` the cost of a
 //! key ([`keys`]); `--scenario overload` ten times the sustainable ingest
-//! rate, with refusals, memory and queries measured ([`overload`]).
+//! rate, with refusals, memory and queries measured ([`overload`]);
+//! `--scenario promql` PromQL queries on Sextant and on Prometheus 2.42
+//! over the same remote-written samples ([`promql`]).
 
 mod answer;
 mod cluster;
@@ -28,6 +30,7 @@ mod ingest;
 mod keys;
 mod overhead;
 mod overload;
+mod promql;
 mod queries;
 mod servers;
 mod views;
@@ -132,6 +135,22 @@ struct Args {
     /// Requests `--scenario overload` keeps in flight at most (its clients).
     #[arg(long, env = "SEXTANT_LOAD_OVERLOAD_CLIENTS", default_value_t = 256)]
     overload_clients: usize,
+    /// Series of each metric of `--scenario promql` (the counter and the
+    /// histogram buckets): 10 per host.
+    #[arg(long, env = "SEXTANT_LOAD_PROMQL_SERIES", default_value_t = 1000)]
+    promql_series: u32,
+    /// Hours of samples (every 10 s) of `--scenario promql`, ending now; at
+    /// least 2.
+    #[arg(long, env = "SEXTANT_LOAD_PROMQL_HOURS", default_value_t = 24)]
+    promql_hours: u32,
+    /// The Prometheus `--scenario promql` compares with (2.42, Debian's
+    /// package).
+    #[arg(
+        long,
+        env = "SEXTANT_LOAD_PROMETHEUS_BIN",
+        default_value = "/usr/bin/prometheus"
+    )]
+    prometheus_bin: PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +171,9 @@ enum Scenario {
     /// Ten times the sustainable ingest rate from many clients: refusals,
     /// peak RSS, queries meanwhile, and every acknowledged row kept.
     Overload,
+    /// PromQL range queries on Sextant and on Prometheus 2.42 over the same
+    /// remote-written samples: times, answers compared, load time, peak RSS.
+    Promql,
 }
 
 /// The data's day: 2026-11-22 (UTC).
@@ -387,6 +409,8 @@ async fn run(a: Args) -> Result<(), String> {
             report.push_str(&keys::run(&a, &sextant_bin, &work).await?);
         } else if a.scenario == Scenario::Overload {
             report.push_str(&overload::run(&a, &sextant_bin, &work).await?);
+        } else if a.scenario == Scenario::Promql {
+            report.push_str(&promql::run(&a, &sextant_bin, &work).await?);
         } else {
             let baseline = a
                 .baseline_bin

@@ -1,6 +1,7 @@
 //! The processes a run measures: a Sextant server (the release binary, port
-//! 0, a fresh data directory) and a PostgreSQL 15 cluster of its own
-//! (initdb as the `postgres` user when run as root). Both stop on drop.
+//! 0, a fresh data directory), a PostgreSQL 15 cluster of its own (initdb
+//! as the `postgres` user when run as root) and a Prometheus taking remote
+//! writes. Each stops on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -124,17 +125,97 @@ impl Sextant {
 
 impl Drop for Sextant {
     fn drop(&mut self) {
-        unsafe_free_sigterm(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
+}
+
+/// SIGTERM, then SIGKILL if the process is still there 30 s later.
+fn terminate(child: &mut Child) {
+    unsafe_free_sigterm(child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Prometheus (`--scenario promql`) with nothing to scrape, taking remote
+/// writes, its TSDB and log in a directory of its own.
+pub(crate) struct Prometheus {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl Prometheus {
+    pub(crate) fn start(bin: &Path, dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 1m\n").map_err(|e| e.to_string())?;
+        let log_path = dir.join("prometheus.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let port = free_port()?;
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut p = Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = p.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "prometheus exited ({status}); see {}",
+                    log_path.display()
+                ));
+            }
+            if answers_200(port, "/-/ready") {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                return Err("prometheus did not become ready in 120 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// Whether `GET path` on 127.0.0.1:`port` answers 200.
+fn answers_200(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    // The status line: "HTTP/1.x 200".
+    let mut status = [0u8; 12];
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_ok()
+        && s.read_exact(&mut status).is_ok()
+        && status.ends_with(b" 200")
 }
 
 /// SIGTERM through kill(1), which keeps this crate free of unsafe code.
