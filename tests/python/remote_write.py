@@ -4,8 +4,9 @@ A tiny protobuf encoder for `prometheus.WriteRequest` and snappy's block
 format (what /api/v1/write expects: `Content-Encoding: snappy`). Field
 numbers are those of the prost messages in ingest/src/prometheus.rs:
 
-    WriteRequest  timeseries = 1
+    WriteRequest  timeseries = 1, metadata = 3
     TimeSeries    labels = 1, samples = 2
+    MetricMetadata type = 1 (enum), metric_family_name = 2, help = 4, unit = 5
     Label         name = 1, value = 2
     Sample        value = 1 (double), timestamp = 2 (int64, ms)
 
@@ -62,6 +63,19 @@ def pb_series(labels, samples) -> bytes:
     return b"".join(field_bytes(1, pb_label(n, v)) for n, v in labels) + b"".join(
         field_bytes(2, pb_sample(v, t)) for v, t in samples
     )
+
+
+METRIC_TYPES = ["unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset"]
+
+
+def pb_metadata(kind: str, family: str, help_text: str, unit: str = "") -> bytes:
+    """prometheus.MetricMetadata, as a WriteRequest field (metadata = 3):
+    `kind` is the type's name as Prometheus's API writes it ("counter")."""
+    body = (
+        varint(1 << 3 | 0) + varint(METRIC_TYPES.index(kind))
+        + field_bytes(2, family.encode()) + field_bytes(4, help_text.encode()) + field_bytes(5, unit.encode())
+    )
+    return field_bytes(3, body)
 
 
 def write_request(*series) -> bytes:

@@ -9,14 +9,19 @@ protocol into a, INSERTs into b over psycopg; c answers over pgwire
 before any flush, after FLUSH on a and b (the files are then in the bucket),
 and after COMPACT TABLE on c. Every other ingest protocol works on either
 ingest node too (OTLP/gRPC, Prometheus remote write, NDJSON, Flight SQL
-bulk ingest through ADBC, COPY), counted from c. Nodes with certificates
+bulk ingest through ADBC, COPY), counted from c, and c answers PromQL
+over the remote-written series and the metadata written to a. Nodes with certificates
 talk to each other over TLS, trusting the certificate authority
 --cluster-ca names.
 """
 
+import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -31,7 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from conftest import Server
-from remote_write import pb_series, snappy, write_request
+from remote_write import pb_metadata, pb_series, snappy, write_request
 from test_s3 import BUCKET, S3, s3  # noqa: F401  (s3: the moto fixture)
 
 SECRET = "python-cluster-secret-0123456789"
@@ -147,12 +152,21 @@ def test_every_ingest_protocol_on_either_ingest_node(s3, catalog, tmp_path):
             pass
     provider.shutdown()
 
-    # Prometheus remote write: one series into a, another into b, same metric.
-    for server, job in ((a, "on-a"), (b, "on-b")):
-        body = snappy(write_request(pb_series(
+    # Prometheus remote write: one series into a, another into b, same
+    # metric; its metadata (in a request of its own, as Prometheus sends
+    # it) into a.
+    series_into_a, series_into_b = (
+        snappy(write_request(pb_series(
             [("__name__", "rw_requests_total"), ("job", job)],
             [(float(i), t0_ms + i * 1000) for i in range(40)],
         )))
+        for job in ("on-a", "on-b")
+    )
+    for server, body in (
+        (a, series_into_a),
+        (b, series_into_b),
+        (a, snappy(pb_metadata("counter", "rw_requests_total", "Requests, by job."))),
+    ):
         status, _, resp = server.post("/api/v1/write", body, {
             "Content-Encoding": "snappy",
             "Content-Type": "application/x-protobuf",
@@ -204,6 +218,22 @@ def test_every_ingest_protocol_on_either_ingest_node(s3, catalog, tmp_path):
         with psycopg.connect(c.dsn(), autocommit=True) as conn:
             for sql, rows in want.items():
                 assert conn.execute(sql).fetchall() == rows, (stage, sql)
+        # PromQL on c over both nodes' series: each counter rose by 1 a
+        # second, so its last value at t0 + 39 s is 39 and its rate over
+        # the 30 s before is 1.
+        for expr, want_values in (
+            ("sum by (job) (rw_requests_total)", {"on-a": "39", "on-b": "39"}),
+            ("rate(rw_requests_total[30s])", {"on-a": "1", "on-b": "1"}),
+        ):
+            status, answer = prom_api(c, "/api/v1/query", {"query": expr, "time": str(t0_ms / 1000 + 39)})
+            assert status == 200, (stage, expr, answer)
+            got = {s["metric"]["job"]: s["value"][1] for s in answer["data"]["result"]}
+            assert got == want_values, (stage, expr, answer)
+        # The metadata written to a, from c (the catalog they share).
+        assert prom_api(c, "/api/v1/metadata", {}) == (200, {
+            "status": "success",
+            "data": {"rw_requests_total": [{"type": "counter", "help": "Requests, by job.", "unit": ""}]},
+        }), stage
 
     answers("before any flush: from a's and b's buffers")
     for server in (a, b):
@@ -211,6 +241,16 @@ def test_every_ingest_protocol_on_either_ingest_node(s3, catalog, tmp_path):
             for table in ("otel_traces", "rw_requests_total", "events", "bulk", "copied"):
                 conn.execute(f"FLUSH TABLE {table}")
     answers("after FLUSH on a and b: from the bucket")
+
+
+def prom_api(server: Server, path: str, params: dict):
+    """(status, JSON answer) of `server`'s Prometheus HTTP API."""
+    url = f"{server.http_url}{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def make_ca_and_cert(directory: Path):

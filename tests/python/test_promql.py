@@ -673,6 +673,41 @@ def test_a_query_past_its_timeout_stops_with_prometheus_timeout_error(server):
     assert (status, answer["data"]["result"][1]) == (200, "2"), answer
 
 
+def test_kill_query_stops_a_running_promql_query(server):
+    """A PromQL query shows in system.queries while it runs, and KILL QUERY
+    stops it: 503 with errorType canceled, as Prometheus 2.42 answers a
+    cancelled query; the server answers the next query."""
+    import threading
+
+    now = time.time()
+    expr = "max_over_time(vector(1)[1h:1s])"
+    params = {"query": expr, "start": now - 11000 * 60, "end": now, "step": "60"}
+    result = {}
+    t = threading.Thread(
+        target=lambda: result.update(answer=api(server.http_url, "/api/v1/query_range", params, "POST"))
+    )
+    t.start()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        deadline = time.time() + 30
+        row = None
+        while row is None:
+            assert time.time() < deadline and t.is_alive(), ("never seen running", result)
+            row = conn.execute(
+                "SELECT query_id FROM system.queries WHERE protocol = 'promql' AND query = %s AND state = 'running'",
+                (expr,),
+            ).fetchone()
+            time.sleep(0.05)
+        conn.execute(f"KILL QUERY {row[0]}")
+        t.join(timeout=60)
+        assert not t.is_alive()
+        status, answer = result["answer"]
+        assert (status, answer["status"], answer["errorType"]) == (503, "error", "canceled"), answer
+        state = conn.execute("SELECT state FROM system.queries WHERE query_id = %s", (row[0],)).fetchone()
+        assert state == ("cancelled",), state
+    status, answer = api(server.http_url, "/api/v1/query", {"query": "1+1"})
+    assert (status, answer["data"]["result"][1]) == (200, "2"), answer
+
+
 # PromQL over what Prometheus scrapes of itself: counters, gauges, a
 # summary (go_gc_duration_seconds) and histograms
 # (prometheus_http_request_duration_seconds) of a real process. `{T}` is a
