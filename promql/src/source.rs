@@ -188,7 +188,7 @@ impl TableSource {
         projection.extend(labels.iter().map(|l| col(quoted(l))));
         let df = df.select(projection).map_err(|e| df_error(&e))?;
         let mut stream = df.execute_stream().await.map_err(|e| df_error(&e))?;
-        let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         let first = out.len();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| df_error(&e))?;
@@ -262,7 +262,7 @@ impl TableSource {
         table: &str,
         labels: &[String],
         batch: &RecordBatch,
-        index: &mut HashMap<Vec<Option<String>>, usize>,
+        index: &mut HashMap<Vec<u8>, usize>,
         out: &mut Vec<Series>,
     ) -> Result<(), PromError> {
         let n = batch.num_rows();
@@ -280,22 +280,27 @@ impl TableSource {
             .map_err(|e| PromError::internal(e.to_string()))?;
         let texts: Vec<&arrow::array::StringArray> =
             texts.iter().map(|a| a.as_string::<i32>()).collect();
-        let mut key: Vec<Option<String>> = Vec::with_capacity(labels.len());
+        // The row's label values as one byte string (each value's length,
+        // then its bytes; an empty or NULL value as no bytes at all), built
+        // in one buffer: a row of a series already seen allocates nothing.
+        let mut key: Vec<u8> = Vec::new();
         for row in 0..n {
             if time.is_null(row) || value.is_null(row) {
                 continue;
             }
             key.clear();
-            key.extend(texts.iter().map(|a| {
-                (!a.is_null(row) && !a.value(row).is_empty()).then(|| a.value(row).to_string())
-            }));
-            let i = match index.get(&key) {
+            for a in &texts {
+                let v = if a.is_null(row) { "" } else { a.value(row) };
+                key.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                key.extend_from_slice(v.as_bytes());
+            }
+            let i = match index.get(key.as_slice()) {
                 Some(&i) => i,
                 None => {
                     let mut pairs = vec![(METRIC_NAME.to_string(), table.to_string())];
-                    for (l, v) in labels.iter().zip(&key) {
-                        if let Some(v) = v {
-                            pairs.push((l.clone(), v.clone()));
+                    for (l, a) in labels.iter().zip(&texts) {
+                        if !a.is_null(row) && !a.value(row).is_empty() {
+                            pairs.push((l.clone(), a.value(row).to_string()));
                         }
                     }
                     let size: usize = pairs.iter().map(|(a, b)| a.len() + b.len() + 48).sum();
