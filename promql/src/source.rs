@@ -284,35 +284,24 @@ impl TableSource {
         // then its bytes; an empty or NULL value as no bytes at all), built
         // in one buffer: a row of a series already seen allocates nothing.
         let mut key: Vec<u8> = Vec::new();
+        // The previous row's series: rows come sorted by series more often
+        // than not, and a row whose label values are the previous row's is
+        // of its series without building or hashing its key.
+        let mut prev: Option<(usize, usize)> = None;
         for row in 0..n {
             if time.is_null(row) || value.is_null(row) {
                 continue;
             }
-            key.clear();
-            for a in &texts {
-                let v = if a.is_null(row) { "" } else { a.value(row) };
-                key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                key.extend_from_slice(v.as_bytes());
-            }
-            let i = match index.get(key.as_slice()) {
-                Some(&i) => i,
-                None => {
-                    let mut pairs = vec![(METRIC_NAME.to_string(), table.to_string())];
-                    for (l, a) in labels.iter().zip(&texts) {
-                        if !a.is_null(row) && !a.value(row).is_empty() {
-                            pairs.push((l.clone(), a.value(row).to_string()));
-                        }
-                    }
-                    let size: usize = pairs.iter().map(|(a, b)| a.len() + b.len() + 48).sum();
-                    self.grow(size)?;
-                    out.push(Series {
-                        metric: Arc::new(Labels::new(pairs)),
-                        points: Vec::new(),
-                    });
-                    index.insert(key.clone(), out.len() - 1);
-                    out.len() - 1
-                }
+            let same = |p: usize| {
+                texts
+                    .iter()
+                    .all(|a| label_value(a, row) == label_value(a, p))
             };
+            let i = match prev {
+                Some((p, i)) if same(p) => i,
+                _ => self.series_of(table, labels, &texts, row, &mut key, index, out)?,
+            };
+            prev = Some((row, i));
             // Nanoseconds to milliseconds, as Prometheus keeps them.
             out[i].points.push(Point {
                 t: time.value(row).div_euclid(1_000_000),
@@ -320,6 +309,45 @@ impl TableSource {
             });
         }
         Ok(())
+    }
+
+    /// The index in `out` of the series of `row`, added if it is new.
+    #[allow(clippy::too_many_arguments)]
+    fn series_of(
+        &mut self,
+        table: &str,
+        labels: &[String],
+        texts: &[&arrow::array::StringArray],
+        row: usize,
+        key: &mut Vec<u8>,
+        index: &mut HashMap<Vec<u8>, usize>,
+        out: &mut Vec<Series>,
+    ) -> Result<usize, PromError> {
+        key.clear();
+        for a in texts {
+            let v = label_value(a, row);
+            key.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            key.extend_from_slice(v.as_bytes());
+        }
+        Ok(match index.get(key.as_slice()) {
+            Some(&i) => i,
+            None => {
+                let mut pairs = vec![(METRIC_NAME.to_string(), table.to_string())];
+                for (l, a) in labels.iter().zip(texts) {
+                    if !a.is_null(row) && !a.value(row).is_empty() {
+                        pairs.push((l.clone(), a.value(row).to_string()));
+                    }
+                }
+                let size: usize = pairs.iter().map(|(a, b)| a.len() + b.len() + 48).sum();
+                self.grow(size)?;
+                out.push(Series {
+                    metric: Arc::new(Labels::new(pairs)),
+                    points: Vec::new(),
+                });
+                index.insert(key.clone(), out.len() - 1);
+                out.len() - 1
+            }
+        })
     }
 
     fn grow(&mut self, bytes: usize) -> Result<(), PromError> {
@@ -374,6 +402,11 @@ fn df_error(e: &datafusion::error::DataFusionError) -> PromError {
         )),
         other => PromError::internal(format!("reading series: {other}")),
     }
+}
+
+/// A label's value in `row`: NULL is the empty value.
+fn label_value(a: &arrow::array::StringArray, row: usize) -> &str {
+    if a.is_null(row) { "" } else { a.value(row) }
 }
 
 /// Sorts by time; of points with one timestamp the last read wins.
