@@ -224,7 +224,10 @@ EXPRESSIONS = [
     "group by (job) (http_requests_total)",
     "stddev(node_temp_celsius)",
     "stdvar(http_requests_total)",
-    "topk(2, http_requests_total)",
+    # Every series is 0 at the first sample: topk among equal values keeps
+    # whichever came first in an order Prometheus does not define (its
+    # own, in-memory, is the order series were created), so `> 0`.
+    "topk(2, http_requests_total > 0)",
     "bottomk(1, rate(http_requests_total[5m]))",
     "quantile(0.5, http_requests_total)",
     'count_values("value", build_info)',
@@ -760,8 +763,10 @@ SCRAPED = [
     "group by (handler) (prometheus_http_requests_total)",
     "stddev(go_gc_duration_seconds)",
     "stdvar(prometheus_http_requests_total)",
-    "topk(3, prometheus_http_requests_total)",
-    "bottomk(2, go_gc_duration_seconds)",
+    # topk, bottomk and sort over values that cannot tie (byte counts):
+    # among equal values each keeps an order Prometheus does not define.
+    'topk(2, {__name__=~"go_memstats_(alloc|sys|heap_inuse|stack_inuse)_bytes"})',
+    'bottomk(2, {__name__=~"go_memstats_(alloc|sys|heap_inuse|stack_inuse)_bytes"})',
     "quantile(0.5, go_gc_duration_seconds)",
     'count_values("goroutines", go_goroutines)',
     'count_values("version", prometheus_build_info)',
@@ -787,8 +792,8 @@ SCRAPED = [
     "vector(1)",
     "scalar(up)",
     "scalar(prometheus_http_requests_total)",
-    "sort(go_gc_duration_seconds)",
-    "sort_desc(prometheus_http_requests_total)",
+    'sort({__name__=~"go_memstats_(alloc|sys|heap_inuse|stack_inuse)_bytes"})',
+    'sort_desc({__name__=~"go_memstats_(alloc|sys|heap_inuse|stack_inuse)_bytes"})',
     "absent(up)",
     'absent(nonexistent{job="x"})',
     "prometheus_http_requests_total * on(instance, job) group_left(version) prometheus_build_info",
