@@ -154,6 +154,15 @@ struct Column {
     tag: bool,
 }
 
+impl Column {
+    /// Appends `v` as row `row`, after nulls for the rows that had no value.
+    fn append(&mut self, row: usize, v: &Value<'_>) {
+        self.builder.append_nulls(row - self.len);
+        self.builder.append(v);
+        self.len = row + 1;
+    }
+}
+
 /// Field metadata marking a tag column (the catalog's `TAG_METADATA`).
 pub const TAG_METADATA: &str = "sextant.tag";
 
@@ -164,6 +173,10 @@ pub struct TableRows {
     times: TimestampNanosecondBuilder,
     columns: Vec<Column>,
     index: HashMap<String, usize>,
+    /// The columns of the previous row's values, in its order: a row with
+    /// the same names in the same order (most rows) is checked against
+    /// them alone, without looking each name up.
+    layout: Vec<usize>,
     rows: usize,
 }
 
@@ -176,6 +189,7 @@ impl TableRows {
             times: TimestampNanosecondBuilder::new(),
             columns: vec![],
             index: HashMap::new(),
+            layout: vec![],
             rows: 0,
         }
     }
@@ -220,6 +234,21 @@ impl TableRows {
         values: &[(&str, Value<'_>)],
         tags: std::ops::Range<usize>,
     ) -> Result<(), IngestError> {
+        // The previous row's columns, all distinct and none `time`, checked
+        // when that row was: same names in the same order, values that fit.
+        if values.len() == self.layout.len()
+            && values.iter().zip(&self.layout).all(|((name, v), &c)| {
+                let col = &self.columns[c];
+                col.name == *name && v.fits(&col.data_type)
+            })
+        {
+            for ((_, v), &c) in values.iter().zip(&self.layout) {
+                self.columns[c].append(self.rows, v);
+            }
+            self.times.append_value(time_ns);
+            self.rows += 1;
+            return Ok(());
+        }
         for (i, (name, v)) in values.iter().enumerate() {
             if *name == TIME {
                 return Err(IngestError::InvalidRow(format!(
@@ -250,6 +279,7 @@ impl TableRows {
                 _ => {}
             }
         }
+        self.layout.clear();
         for (i, (name, v)) in values.iter().enumerate() {
             let idx = match self.index.get(*name) {
                 Some(&i) => i,
@@ -268,10 +298,8 @@ impl TableRows {
                     self.columns.len() - 1
                 }
             };
-            let col = &mut self.columns[idx];
-            col.builder.append_nulls(self.rows - col.len);
-            col.builder.append(v);
-            col.len = self.rows + 1;
+            self.layout.push(idx);
+            self.columns[idx].append(self.rows, v);
         }
         self.times.append_value(time_ns);
         self.rows += 1;

@@ -65,6 +65,7 @@ pub fn session_context(
     ctx.register_catalog(DATABASE_NAME, Arc::new(catalog));
     datafusion_functions_json::register_all(&mut ctx)?;
     crate::pgcompat::register(&ctx, engine)?;
+    crate::utc_trunc::register(&ctx);
     crate::clock::register_time_functions(&ctx, engine.clock());
     drop_stale_aliases(&ctx);
     Ok(ctx)

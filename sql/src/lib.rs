@@ -29,6 +29,7 @@ mod pipeline;
 mod queries;
 mod session;
 mod statements;
+mod utc_trunc;
 mod views;
 mod words;
 

@@ -36,6 +36,48 @@ pub(crate) fn suite(seed: u64, day: &str, trace: u64) -> Vec<Query> {
         .map(|f| format!("max({f}) AS max_{f}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let fields = crate::generate::CPU_FIELDS;
+    let agg = |f: &str, n: usize| {
+        fields[..n]
+            .iter()
+            .map(|c| format!("{f}({c}) AS {f}_{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let host_list = |n: usize| {
+        (0..n)
+            .map(|h| format!("'host_{}'", h * 7 % 100))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // TSBS single-groupby-M-H-T: the max of M fields per minute over H
+    // hosts for T hours.
+    let single_groupby = |name, m: usize, h: usize, hours: u32| {
+        same(
+            name,
+            format!(
+                "SELECT date_trunc('minute', time) AS minute, {} FROM cpu \
+                 WHERE hostname IN ({}) AND time >= '{day}T{:02}:00:00Z' AND time < '{day}T{:02}:00:00Z' \
+                 GROUP BY 1 ORDER BY 1",
+                agg("max", m),
+                host_list(h),
+                10,
+                10 + hours
+            ),
+        )
+    };
+    // TSBS double-groupby-N: the mean of N fields per host per hour over
+    // 12 hours.
+    let double_groupby = |name, n: usize| {
+        same(
+            name,
+            format!(
+                "SELECT date_trunc('hour', time) AS hour, hostname, {} FROM cpu \
+                 WHERE time >= '{day}T00:00:00Z' AND time < '{day}T12:00:00Z' GROUP BY 1, 2 ORDER BY 1, 2",
+                agg("avg", n)
+            ),
+        )
+    };
     vec![
         same(
             "errors per service, last hour",
@@ -110,6 +152,41 @@ pub(crate) fn suite(seed: u64, day: &str, trace: u64) -> Vec<Query> {
         same(
             "TSBS high-cpu-all",
             "SELECT count(*) FROM cpu WHERE usage_user > 90.0".into(),
+        ),
+        single_groupby("TSBS single-groupby-1-1-1", 1, 1, 1),
+        single_groupby("TSBS single-groupby-1-1-12", 1, 1, 12),
+        single_groupby("TSBS single-groupby-1-8-1", 1, 8, 1),
+        single_groupby("TSBS single-groupby-5-1-1", 5, 1, 1),
+        single_groupby("TSBS single-groupby-5-1-12", 5, 1, 12),
+        single_groupby("TSBS single-groupby-5-8-1", 5, 8, 1),
+        double_groupby("TSBS double-groupby-5", 5),
+        double_groupby("TSBS double-groupby-all", fields.len()),
+        same(
+            "TSBS cpu-max-all-1",
+            format!(
+                "SELECT date_trunc('hour', time) AS hour, {} FROM cpu \
+                 WHERE hostname IN ({}) AND time >= '{day}T08:00:00Z' AND time < '{day}T16:00:00Z' \
+                 GROUP BY 1 ORDER BY 1",
+                agg("max", fields.len()),
+                host_list(1)
+            ),
+        ),
+        same(
+            "TSBS high-cpu-1",
+            format!(
+                "SELECT time, hostname, {} FROM cpu \
+                 WHERE usage_user > 90.0 AND hostname IN ({}) \
+                 AND time >= '{day}T06:00:00Z' AND time < '{day}T18:00:00Z' ORDER BY time",
+                fields.join(", "),
+                host_list(1)
+            ),
+        ),
+        same(
+            "TSBS groupby-orderby-limit",
+            format!(
+                "SELECT date_trunc('minute', time) AS minute, max(usage_user) AS max_usage_user FROM cpu \
+                 WHERE time < '{day}T18:00:00Z' GROUP BY 1 ORDER BY 1 DESC LIMIT 5"
+            ),
         ),
     ]
 }
