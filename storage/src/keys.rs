@@ -10,9 +10,10 @@
 //!
 //! - a write: its own duplicates, before the WAL append ([`sort_dedup`]);
 //! - persistence and compaction: each file holds one row per key, sorted;
-//! - a query: [`DedupExec`] above a sort-preserving merge of the buffer and
-//!   the files of the partitions where more than one container holds rows
-//!   (a partition in one file, with no buffered rows, is read as it is).
+//! - a query: [`DedupExec`] above a sort-preserving merge of the containers
+//!   (buffered writes and files) that may share a key: with time in the
+//!   key, those whose time ranges overlap; otherwise those of a partition
+//!   in more than one container (the scan, `crate::provider`).
 
 use std::fmt;
 use std::ops::Range;

@@ -49,7 +49,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 use futures::StreamExt;
-use sextant_catalog::ParquetFile;
+use sextant_catalog::{ParquetFile, TableDef};
 
 use crate::error::StorageError;
 use crate::state::{Chunk, Engine, Snapshot};
@@ -308,9 +308,11 @@ impl TableProvider for SextantTable {
 }
 
 impl SextantTable {
-    /// A keyed table's scan: the partitions held in one file each, with no
-    /// buffered rows, read as they are (their files have one row per key);
-    /// the rest read whole (pruned by filters on key columns only, since a
+    /// A keyed table's scan: the containers that cannot share a key with
+    /// any other read as they are (each has one row per key): with time in
+    /// the key, those whose time range meets no other's
+    /// ([`alone_in_time`]); otherwise the files alone in their partition.
+    /// The rest read whole (pruned by filters on key columns only, since a
     /// newer row of a key must meet the older before any other filter),
     /// merged by key and deduplicated ([`crate::keys`]).
     fn scan_keyed(
@@ -345,25 +347,23 @@ impl SextantTable {
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .ok_or_else(|| DataFusionError::Internal("a keyed scan without a key".into()))?;
         let remote = self.fixed.is_none() && self.engine.buffer_source().is_some();
-        let width = def.options.partition_duration.as_nanos() as i64;
-        let mut per_partition: BTreeMap<i64, usize> = BTreeMap::new();
-        for f in &snap.files {
-            *per_partition.entry(f.file.partition_start_ns).or_default() += 1;
-        }
-        let alone = |f: &ParquetFile| {
-            let p = f.file.partition_start_ns;
-            !remote
-                && per_partition.get(&p) == Some(&1)
-                && !snap
-                    .chunks
-                    .iter()
-                    .any(|c| c.max_time_ns >= p && c.min_time_ns < p.saturating_add(width))
+        let time_in_key = k
+            .key
+            .iter()
+            .any(|&i| schema.field(i).name() == &def.time_column);
+        let (clean, clean_chunks, dirty, dirty_chunks) = if remote {
+            // Other nodes' buffered rows may meet any of these.
+            (vec![], vec![], snap.files.clone(), snap.chunks.clone())
+        } else if time_in_key {
+            alone_in_time(&snap.files, &snap.chunks)
+        } else {
+            let (clean, dirty) = alone_in_partition(def, &snap.files, &snap.chunks);
+            (clean, vec![], dirty, snap.chunks.clone())
         };
-        let (clean, dirty): (Vec<_>, Vec<_>) = snap.files.iter().cloned().partition(|f| alone(f));
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = vec![];
-        if !clean.is_empty() {
+        if !clean.is_empty() || !clean_chunks.is_empty() {
             let only = Snapshot {
-                chunks: vec![],
+                chunks: clean_chunks,
                 files: clean,
                 ..snap.clone()
             };
@@ -378,7 +378,7 @@ impl SextantTable {
                 true,
             )?);
         }
-        if !dirty.is_empty() || !snap.chunks.is_empty() || remote {
+        if !dirty.is_empty() || !dirty_chunks.is_empty() || remote {
             let names: Vec<String> = k
                 .key
                 .iter()
@@ -391,6 +391,7 @@ impl SextantTable {
                 .collect();
             let rest = Snapshot {
                 files: dirty,
+                chunks: dirty_chunks,
                 ..snap
             };
             // No predicate inside the Parquet scan: it would let the optimizer
@@ -670,6 +671,88 @@ impl SextantTable {
             input,
         )))
     }
+}
+
+type Split = (
+    Vec<Arc<ParquetFile>>,
+    Vec<Chunk>,
+    Vec<Arc<ParquetFile>>,
+    Vec<Chunk>,
+);
+
+/// A keyed table whose key holds its time column: a container (a file, or
+/// a buffered write) whose time range meets no other container's holds
+/// keys no other one has, and it holds each of them once (a file is
+/// deduplicated when written, a buffered write when accepted), so it is
+/// read as it is. The others, in groups of overlapping time ranges, need
+/// the merge. Returns (clean files, clean chunks, files and chunks to merge).
+fn alone_in_time(files: &[Arc<ParquetFile>], chunks: &[Chunk]) -> Split {
+    // (min, max, file index or chunk index)
+    let mut spans: Vec<(i64, i64, Result<usize, usize>)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.file.min_time_ns, f.file.max_time_ns, Ok(i)))
+        .chain(
+            chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.min_time_ns, c.max_time_ns, Err(i))),
+        )
+        .collect();
+    spans.sort_by_key(|s| (s.0, s.1));
+    let mut split: Split = (vec![], vec![], vec![], vec![]);
+    let mut group: Vec<Result<usize, usize>> = vec![];
+    let mut group_max = i64::MIN;
+    let close = |group: &mut Vec<Result<usize, usize>>, split: &mut Split| {
+        let alone = group.len() == 1;
+        for item in group.drain(..) {
+            match (item, alone) {
+                (Ok(i), true) => split.0.push(files[i].clone()),
+                (Err(i), true) => split.1.push(chunks[i].clone()),
+                (Ok(i), false) => split.2.push(files[i].clone()),
+                (Err(i), false) => split.3.push(chunks[i].clone()),
+            }
+        }
+    };
+    for (min, max, item) in spans {
+        if !group.is_empty() && min > group_max {
+            close(&mut group, &mut split);
+        }
+        group_max = if group.is_empty() {
+            max
+        } else {
+            group_max.max(max)
+        };
+        group.push(item);
+    }
+    close(&mut group, &mut split);
+    // The buffer's writes in the order they were accepted.
+    split.1.sort_by_key(|c| c.seq);
+    split.3.sort_by_key(|c| c.seq);
+    split
+}
+
+/// A keyed table whose key does not hold its time column: the files alone
+/// in their partition, with no buffered rows in it, are read as they are;
+/// the other files need the merge. Returns (clean, to merge).
+fn alone_in_partition(
+    def: &TableDef,
+    files: &[Arc<ParquetFile>],
+    chunks: &[Chunk],
+) -> (Vec<Arc<ParquetFile>>, Vec<Arc<ParquetFile>>) {
+    let width = def.options.partition_duration.as_nanos() as i64;
+    let mut per_partition: BTreeMap<i64, usize> = BTreeMap::new();
+    for f in files {
+        *per_partition.entry(f.file.partition_start_ns).or_default() += 1;
+    }
+    let alone = |f: &ParquetFile| {
+        let p = f.file.partition_start_ns;
+        per_partition.get(&p) == Some(&1)
+            && !chunks
+                .iter()
+                .any(|c| c.max_time_ns >= p && c.min_time_ns < p.saturating_add(width))
+    };
+    files.iter().cloned().partition(|f| alone(f))
 }
 
 /// Which containers may hold matching rows; all of them without a predicate

@@ -431,4 +431,23 @@ async fn explain_shows_the_merge_until_compaction() {
     assert!(!p.contains("DedupExec"), "after compaction: {p}");
     let rows = text_rows(&c, "SELECT host, v FROM m ORDER BY time").await;
     assert_eq!(rows, vec![vec!["a", "2"], vec!["a", "1"]]);
+
+    // Buffered writes whose time ranges meet no other's are read as they
+    // are; a write over another's range sends both to the merge.
+    c.batch_execute(
+        "CREATE TABLE n (time TIMESTAMP NOT NULL, host TEXT, v BIGINT, PRIMARY KEY (host, time));
+         INSERT INTO n VALUES ('2024-01-01T00:00:00Z', 'a', 1), ('2024-01-01T00:01:00Z', 'b', 1);
+         INSERT INTO n VALUES ('2024-01-01T00:02:00Z', 'a', 1)",
+    )
+    .await
+    .unwrap();
+    let p = plan(&c, "SELECT host, v FROM n").await;
+    assert!(!p.contains("DedupExec"), "writes apart in time: {p}");
+    c.batch_execute("INSERT INTO n VALUES ('2024-01-01T00:01:00Z', 'b', 2)")
+        .await
+        .unwrap();
+    let p = plan(&c, "SELECT host, v FROM n").await;
+    assert!(p.contains("DedupExec"), "a write over another's range: {p}");
+    let rows = text_rows(&c, "SELECT host, v FROM n ORDER BY time").await;
+    assert_eq!(rows, vec![vec!["a", "1"], vec!["b", "2"], vec!["a", "1"]]);
 }
