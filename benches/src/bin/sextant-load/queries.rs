@@ -1,6 +1,6 @@
-//! The query suite: about ten questions an on-call engineer asks, each in
-//! the SQL of Sextant, DuckDB and PostgreSQL (the same text where the
-//! dialects agree).
+//! The query suite: the questions an on-call engineer asks of logs and
+//! traces, and the whole TSBS devops `cpu-only` set, each in the SQL of
+//! Sextant, DuckDB and PostgreSQL (the same text where the dialects agree).
 
 use crate::generate::{hex, trace_id};
 
