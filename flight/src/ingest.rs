@@ -272,7 +272,7 @@ impl Target {
             .zip(self.schema.fields())
             .map(|((col, ty), field)| {
                 if col.data_type() == ty {
-                    Ok(col.clone())
+                    compact(col)
                 } else {
                     cast_with_options(col, ty, &STRICT).map_err(|e| {
                         invalid(format!(
@@ -402,9 +402,59 @@ fn lossless(from: &DataType, to: &DataType) -> bool {
     }
 }
 
+/// `col` in buffers of its own. A batch decoded from Arrow IPC has every
+/// column in slices of the one message it came in, and Arrow counts the
+/// whole message for each of them (`get_array_memory_size`): a 13-column
+/// batch counted 13 times its size, which the admission of the request
+/// and the write buffer's accounting then reserved. Copying each column
+/// frees the message and makes the count true.
+fn compact(col: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef, Status> {
+    let data = col.to_data();
+    let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
+    copy.try_extend(0, 0, data.len())
+        .map_err(|e| invalid(format!("cannot copy a column of the ingest stream: {e}")))?;
+    Ok(arrow::array::make_array(copy.freeze()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch that came through Flight is counted at about its size once
+    /// its columns are compacted, and far above it before.
+    #[tokio::test]
+    async fn decoded_batches_are_counted_at_their_size() {
+        use arrow::array::{ArrayRef, StringArray};
+        use arrow_flight::encode::FlightDataEncoderBuilder;
+        let text: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..5_000).map(|i| format!("a log body of some length, number {i}")),
+        ));
+        let fields: Vec<Field> = (0..13)
+            .map(|i| Field::new(format!("c{i}"), DataType::Utf8, true))
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), vec![text; 13]).unwrap();
+        let size = batch.get_array_memory_size();
+        let encoded = FlightDataEncoderBuilder::new()
+            .build(futures::stream::iter([Ok(batch)]))
+            .map(|d| d.map_err(|e| FlightError::ExternalError(Box::new(e))));
+        let decoded: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(encoded)
+            .map(|b| b.unwrap())
+            .collect()
+            .await;
+        let decoded = &decoded[0];
+        assert!(decoded.get_array_memory_size() > 5 * size, "{size}");
+        let compacted = RecordBatch::try_new(
+            decoded.schema(),
+            decoded
+                .columns()
+                .iter()
+                .map(|c| compact(c).unwrap())
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(&compacted, decoded);
+        assert!(compacted.get_array_memory_size() <= size * 3 / 2, "{size}");
+    }
 
     #[test]
     fn lossless_conversions() {
