@@ -35,7 +35,9 @@ pub fn session_context(
         .with_memory_limit(memory_limit as usize, 1.0)
         .build_arc()?;
     runtime.register_object_store(object_store_url().as_ref(), store);
-    let config = SessionConfig::new()
+    // DataFusion's own options may be set in the environment, each as its
+    // name in capitals with `_` for `.` (DATAFUSION_EXECUTION_BATCH_SIZE).
+    let config = SessionConfig::from_env()?
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
         // Sextant's own information_schema (pgcompat::register).

@@ -57,6 +57,36 @@ use crate::state::{Chunk, Engine, Snapshot};
 /// URL under which the engine's object store is registered with DataFusion.
 pub const OBJECT_STORE_URL: &str = "sextant://objects/";
 
+/// The schema queries read a table with: its text columns as `Utf8View`
+/// (the stored schema is unchanged). Parquet's reader then makes views into
+/// a dictionary page's values instead of copying each value out, and
+/// filters, sorts and group-bys move 16-byte views instead of strings, as
+/// DataFusion does for its own Parquet tables. INSERTs are conformed back
+/// to the stored schema by [`Engine::write`].
+pub(crate) fn read_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8))
+    {
+        return schema.clone();
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
 /// The object store URL as DataFusion wants it.
 pub fn object_store_url() -> ObjectStoreUrl {
     ObjectStoreUrl::parse(OBJECT_STORE_URL).expect("static URL parses")
@@ -97,7 +127,7 @@ impl SchemaProvider for SextantSchema {
             });
             Arc::new(SextantTable {
                 engine: self.engine.clone(),
-                schema: def.visible_schema(),
+                schema: read_schema(&def.visible_schema()),
                 name: def.name,
                 definition,
                 fixed: None,
@@ -207,7 +237,7 @@ impl SextantTable {
         Self {
             engine,
             name: snapshot.def.name.clone(),
-            schema: snapshot.def.visible_schema(),
+            schema: read_schema(&snapshot.def.visible_schema()),
             definition: None,
             fixed: Some(snapshot),
         }
@@ -529,11 +559,11 @@ impl SextantTable {
 
         let target = state.config().target_partitions().max(1);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = vec![];
+        let wanted = match &scan_projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
         if let Some(source) = &buffers {
-            let wanted = match &scan_projection {
-                Some(p) => Arc::new(schema.project(p)?),
-                None => schema.clone(),
-            };
             for node in source.nodes() {
                 let request = crate::remote::BufferRequest {
                     table: self.name.clone(),
@@ -550,15 +580,16 @@ impl SextantTable {
         } else if !chunks.is_empty() {
             let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
             let n = parts.len();
+            // Only the columns read are conformed (text becomes views).
             for (i, c) in chunks.iter().enumerate() {
-                let batch = crate::state::conform(&c.batch, &schema)
+                let batch = crate::state::conform(&c.batch, &wanted)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 parts[i % n].push(batch);
             }
             children.push(MemorySourceConfig::try_new_exec(
                 &parts,
-                schema.clone(),
-                scan_projection.clone(),
+                wanted.clone(),
+                None,
             )?);
         }
         // Files some delete covers are read apart, their rows filtered.
@@ -603,11 +634,11 @@ impl SextantTable {
             let df_schema = DFSchema::try_from(schema.clone())?;
             let keep = state.create_physical_expr(filter, &df_schema)?;
             let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(keep, all)?);
-            let wanted: Vec<usize> = match &scan_projection {
+            let read: Vec<usize> = match &scan_projection {
                 Some(p) => p.clone(),
                 None => (0..schema.fields().len()).collect(),
             };
-            let exprs = wanted
+            let exprs = read
                 .iter()
                 .map(|i| {
                     let name = schema.field(*i).name();

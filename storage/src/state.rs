@@ -410,5 +410,11 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
             }
         }
     }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    // With no columns (a `count(*)`), the rows are counted all the same.
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }
