@@ -1178,7 +1178,7 @@ fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
     Ok(missing)
 }
 
-fn is_text(t: &arrow::datatypes::DataType) -> bool {
+pub(crate) fn is_text(t: &arrow::datatypes::DataType) -> bool {
     use arrow::datatypes::DataType::{LargeUtf8, Utf8, Utf8View};
     matches!(t, Utf8 | Utf8View | LargeUtf8)
 }

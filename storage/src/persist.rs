@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sextant_catalog::{ColumnStats, TableDef};
@@ -345,12 +345,28 @@ impl FileWriter {
             .set_created_by(format!("sextant {}", env!("CARGO_PKG_VERSION")));
         let ndv = rows.clamp(1, row_group_rows) as u64;
         for field in schema.fields() {
+            let col = ColumnPath::from(field.name().as_str());
+            // Timestamps, sorted or nearly (the time column, an end or an
+            // observed time beside it), as deltas: a dictionary of values
+            // that are almost all distinct costs more than the values.
+            if matches!(field.data_type(), DataType::Timestamp(_, _)) {
+                props = props
+                    .set_column_dictionary_enabled(col.clone(), false)
+                    .set_column_encoding(col.clone(), Encoding::DELTA_BINARY_PACKED);
+            }
             if is_id_column(field.name(), field.data_type()) {
-                let col = ColumnPath::from(field.name().as_str());
                 props = props
                     .set_column_bloom_filter_enabled(col.clone(), true)
                     .set_column_bloom_filter_fpp(col.clone(), 0.01)
-                    .set_column_bloom_filter_max_ndv(col, ndv);
+                    .set_column_bloom_filter_max_ndv(col.clone(), ndv);
+                // Random ids, as text: the lengths apart from the bytes,
+                // which zstd then packs to near their entropy (hex to
+                // about half); a dictionary of them only adds its indexes.
+                if crate::engine::is_text(field.data_type()) {
+                    props = props
+                        .set_column_dictionary_enabled(col.clone(), false)
+                        .set_column_encoding(col, Encoding::DELTA_LENGTH_BYTE_ARRAY);
+                }
             }
         }
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?;
@@ -431,4 +447,83 @@ pub(crate) fn decode(bytes: bytes::Bytes, schema: &SchemaRef) -> Result<Vec<Reco
         .with_batch_size(64 * 1024)
         .build()?;
     reader.map(|b| conform(&b?, schema)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use std::sync::Arc;
+
+    /// Timestamps are written as deltas and text ids without a dictionary
+    /// (lengths apart from bytes); other text keeps its dictionary; what
+    /// is read back is what was written.
+    #[test]
+    fn timestamps_are_deltas_and_text_ids_have_no_dictionary() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("trace_id", DataType::Utf8, true),
+            Field::new("service_name", DataType::Utf8, true),
+        ]));
+        let n = 5000;
+        let times = TimestampNanosecondArray::from_iter_values((0..n).map(|i| i * 1_000_003))
+            .with_timezone("UTC");
+        let ids: StringArray = (0..n)
+            .map(|i| {
+                Some(format!(
+                    "{:032x}",
+                    (i as u128).wrapping_mul(0x9e3779b97f4a7c15)
+                ))
+            })
+            .collect();
+        let services: StringArray = (0..n).map(|i| Some(format!("svc-{}", i % 7))).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(times), Arc::new(ids), Arc::new(services)],
+        )
+        .unwrap();
+        let mut files = vec![];
+        encode_partitions(
+            &schema,
+            std::slice::from_ref(&batch),
+            "time",
+            i64::MAX,
+            1 << 20,
+            None,
+            &mut |f| {
+                files.push(f);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(files.len(), 1);
+        let bytes = bytes::Bytes::from(files.remove(0).bytes);
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let rg = reader.metadata().row_group(0);
+        let column = |name: &str| {
+            (0..rg.num_columns())
+                .map(|i| rg.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap()
+        };
+        let time = column("time");
+        assert!(time.encodings().any(|e| e == Encoding::DELTA_BINARY_PACKED));
+        assert!(time.dictionary_page_offset().is_none());
+        let id = column("trace_id");
+        assert!(
+            id.encodings()
+                .any(|e| e == Encoding::DELTA_LENGTH_BYTE_ARRAY)
+        );
+        assert!(id.dictionary_page_offset().is_none());
+        assert!(column("service_name").dictionary_page_offset().is_some());
+        let back = decode(bytes, &schema).unwrap();
+        let back = arrow::compute::concat_batches(&schema, &back).unwrap();
+        assert_eq!(back, batch);
+    }
 }

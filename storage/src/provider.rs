@@ -607,6 +607,13 @@ impl SextantTable {
                 )));
             if let Some(p) = predicate.as_ref().filter(|_| parquet_predicate) {
                 source = source.with_predicate(p.clone());
+                // A lookup by id matches a few rows of a row group: the id
+                // column is decoded first and the others only where it
+                // matched (DataFusion's late materialization, which costs
+                // more than it saves for filters that keep many rows).
+                if filters.iter().any(|f| pins_an_id(f, &schema)) {
+                    source = source.with_pushdown_filters(true);
+                }
             }
             let n = target.min(files.len());
             let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]; n];
@@ -784,6 +791,34 @@ fn alone_in_partition(
                 .any(|c| c.max_time_ns >= p && c.min_time_ns < p.saturating_add(width))
     };
     files.iter().cloned().partition(|f| alone(f))
+}
+
+/// Whether `filter` is (or is a conjunction holding) an id column equal
+/// to a constant or in a list of them (`trace_id = '...'`).
+fn pins_an_id(filter: &Expr, schema: &SchemaRef) -> bool {
+    use datafusion::logical_expr::{BinaryExpr as Binary, expr::InList};
+    let is_id = |e: &Expr| match e {
+        Expr::Column(c) => schema
+            .field_with_name(&c.name)
+            .is_ok_and(|f| crate::persist::is_id_column(f.name(), f.data_type())),
+        _ => false,
+    };
+    match filter {
+        Expr::BinaryExpr(Binary { left, op, right }) => match op {
+            Operator::And => pins_an_id(left, schema) || pins_an_id(right, schema),
+            Operator::Eq => {
+                (is_id(left) && matches!(right.as_ref(), Expr::Literal(..)))
+                    || (is_id(right) && matches!(left.as_ref(), Expr::Literal(..)))
+            }
+            _ => false,
+        },
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) => is_id(expr) && list.iter().all(|e| matches!(e, Expr::Literal(..))),
+        _ => false,
+    }
 }
 
 /// Which containers may hold matching rows; all of them without a predicate
