@@ -145,8 +145,9 @@ pub struct ServeConfig {
 
     /// Size of the in-memory write buffer, with what persistence holds
     /// while it encodes. Persistence to Parquet starts at half of it; past
-    /// it, writers wait (and then get a retryable error).
-    #[arg(long, env = "SEXTANT_BUFFER_LIMIT", default_value = "1GiB", value_parser = parse_bytes)]
+    /// it, writers wait (and then get a retryable error). A larger buffer
+    /// takes bursts faster, persisting after them, at the cost of memory.
+    #[arg(long, env = "SEXTANT_BUFFER_LIMIT", default_value = "256MiB", value_parser = parse_bytes)]
     pub buffer_limit: u64,
 
     /// Memory the ingest requests being read, decoded and written may hold
