@@ -20,7 +20,7 @@ use crate::GuardedPlanner;
 /// `memory_limit` bytes; every plan is checked for the principal running
 /// it against `directory` ([`crate::run_as`]); Postgres' catalog,
 /// functions and types are there ([`crate::pgcompat::register`]), and the
-/// JSON functions; `now()` reads the engine's clock when it is manual.
+/// JSON functions and `matches_term`; `now()` reads the engine's clock when it is manual.
 /// `distribute`, on a node of a cluster, makes the planner distribute
 /// the plans it makes (around the guarded planner).
 pub fn session_context(
@@ -68,6 +68,8 @@ pub fn session_context(
     datafusion_functions_json::register_all(&mut ctx)?;
     crate::pgcompat::register(&ctx, engine)?;
     crate::utc_trunc::register(&ctx);
+    // Token search, which the token index answers where files have one.
+    ctx.register_udf(sextant_storage::matches_term_udf());
     crate::clock::register_time_functions(&ctx, engine.clock());
     drop_stale_aliases(&ctx);
     Ok(ctx)

@@ -169,6 +169,7 @@ impl Engine {
                 buffers: Default::default(),
                 versions,
                 damage: Default::default(),
+                token_indexes: Default::default(),
                 gate,
                 work,
             }),

@@ -295,6 +295,8 @@ struct FileWriter {
     schema: SchemaRef,
     rows: u64,
     columns: Vec<ColumnBounds>,
+    /// The token index of the columns meant for search, if any.
+    tokens: Option<crate::tokens::IndexBuilder>,
 }
 
 /// A column's null count, and its smallest and largest values so far (one
@@ -373,6 +375,7 @@ impl FileWriter {
         Ok(Self {
             writer,
             schema: schema.clone(),
+            tokens: crate::tokens::IndexBuilder::new(schema, rows, row_group_rows),
             rows: 0,
             columns: schema
                 .fields()
@@ -387,6 +390,9 @@ impl FileWriter {
             bounds.add(col)?;
         }
         self.rows += batch.num_rows() as u64;
+        if let Some(tokens) = &mut self.tokens {
+            tokens.add(batch);
+        }
         self.writer.write(batch)?;
         Ok(())
     }
@@ -394,7 +400,20 @@ impl FileWriter {
     /// The rows written, each column's statistics (as strings that
     /// `ScalarValue::try_from_string` turns back into typed values for
     /// pruning; types without an order have none), and the file.
-    fn finish(self) -> Result<(u64, BTreeMap<String, ColumnStats>, Vec<u8>)> {
+    fn finish(mut self) -> Result<(u64, BTreeMap<String, ColumnStats>, Vec<u8>)> {
+        if let Some(tokens) = self.tokens.take() {
+            // The last row group is written first, to know them all.
+            self.writer.flush()?;
+            let groups: Vec<usize> = self
+                .writer
+                .flushed_row_groups()
+                .iter()
+                .map(|g| g.num_rows() as usize)
+                .collect();
+            if let Some(kv) = tokens.finish(&groups) {
+                self.writer.append_key_value_metadata(kv);
+            }
+        }
         let mut stats = BTreeMap::new();
         for (field, bounds) in self.schema.fields().iter().zip(self.columns) {
             let mut s = ColumnStats {

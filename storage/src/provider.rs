@@ -25,6 +25,7 @@ use datafusion::common::{
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::source::DataSourceExec;
@@ -286,7 +287,9 @@ impl TableProvider for SextantTable {
                 .ok_or_else(|| DataFusionError::Plan(format!("table '{}' not found", self.name)))?,
         };
         if snap.def.options.key.is_some() {
-            return self.scan_keyed(state, snap, projection, filters, limit);
+            return self
+                .scan_keyed(state, snap, projection, filters, limit)
+                .await;
         }
         // The snapshot is the truth for this query, even if the table
         // gained columns since planning started. A reference table's
@@ -315,6 +318,7 @@ impl TableProvider for SextantTable {
         self.plan_scan(
             state, snap, schema, projection, filters, limit, remote, true,
         )
+        .await
     }
 
     async fn insert_into(
@@ -345,7 +349,7 @@ impl SextantTable {
     /// The rest read whole (pruned by filters on key columns only, since a
     /// newer row of a key must meet the older before any other filter),
     /// merged by key and deduplicated ([`crate::keys`]).
-    fn scan_keyed(
+    async fn scan_keyed(
         &self,
         state: &dyn Session,
         snap: Snapshot,
@@ -397,16 +401,19 @@ impl SextantTable {
                 files: clean,
                 ..snap.clone()
             };
-            plans.push(self.plan_scan(
-                state,
-                only,
-                schema.clone(),
-                Some(&visible),
-                filters,
-                limit,
-                false,
-                true,
-            )?);
+            plans.push(
+                self.plan_scan(
+                    state,
+                    only,
+                    schema.clone(),
+                    Some(&visible),
+                    filters,
+                    limit,
+                    false,
+                    true,
+                )
+                .await?,
+            );
         }
         if !dirty.is_empty() || !dirty_chunks.is_empty() || remote {
             let names: Vec<String> = k
@@ -428,16 +435,18 @@ impl SextantTable {
             // take its columns as constant and drop them from the sort the
             // merge needs, while rows of other values still come out of a
             // file (only row groups are skipped). Files are pruned above.
-            let all = self.plan_scan(
-                state,
-                rest,
-                schema.clone(),
-                None,
-                &on_key,
-                None,
-                remote,
-                false,
-            )?;
+            let all = self
+                .plan_scan(
+                    state,
+                    rest,
+                    schema.clone(),
+                    None,
+                    &on_key,
+                    None,
+                    remote,
+                    false,
+                )
+                .await?;
             let merged = crate::keys::deduplicate(all, &k, names)?;
             let scanned = merged.schema();
             let exprs = visible
@@ -462,7 +471,7 @@ impl SextantTable {
     /// ones the caller reads): pruned by `filters`, its buffered rows read
     /// in place, or from every ingest node when `remote`.
     #[allow(clippy::too_many_arguments)]
-    fn plan_scan(
+    async fn plan_scan(
         &self,
         state: &dyn Session,
         snap: Snapshot,
@@ -534,6 +543,18 @@ impl SextantTable {
             .filter(|(f, _)| !skip_damaged || self.engine.inner.damage.get(&f.file.path).is_none())
             .map(|(f, _)| f.clone())
             .collect();
+        // `matches_term` filters: only the row groups whose token index
+        // may hold the term are read, and no file that has none.
+        let required: Vec<(String, Vec<String>)> = if parquet_predicate {
+            filters
+                .iter()
+                .filter_map(crate::tokens::required_tokens)
+                .filter(|(c, _)| schema.index_of(c).is_ok())
+                .collect()
+        } else {
+            vec![]
+        };
+        let (files, access, token_skipped) = self.token_prune(files, &required).await;
         // Containers that straddle the cutoff need their rows filtered,
         // which needs the time column even if the query does not.
         // Several ingest nodes: each one's buffered rows above the position
@@ -618,7 +639,11 @@ impl SextantTable {
             let n = target.min(files.len());
             let mut groups: Vec<Vec<PartitionedFile>> = vec![vec![]; n];
             for (i, f) in files.iter().enumerate() {
-                groups[i % n].push(PartitionedFile::new(f.file.path.clone(), f.file.bytes));
+                let mut file = PartitionedFile::new(f.file.path.clone(), f.file.bytes);
+                if let Some(plan) = access.get(&f.id) {
+                    file = file.with_extension(plan.clone());
+                }
+                groups[i % n].push(file);
             }
             let filter = match covering {
                 0 => None,
@@ -704,10 +729,95 @@ impl SextantTable {
                 chunks_total: snap.chunks.len(),
                 files_scanned: files.len(),
                 files_total: snap.files.len(),
+                token_row_groups_skipped: token_skipped,
             },
             Arc::new(files),
             input,
         )))
+    }
+}
+
+impl SextantTable {
+    /// The files that may hold rows matching every `required` term (by
+    /// their token indexes, [`crate::tokens`]), the row groups to read of
+    /// those where some are skipped (by file id), and how many row groups
+    /// of the files kept were skipped. A file without an index is kept
+    /// whole.
+    async fn token_prune(
+        &self,
+        files: Vec<Arc<ParquetFile>>,
+        required: &[(String, Vec<String>)],
+    ) -> (
+        Vec<Arc<ParquetFile>>,
+        std::collections::HashMap<i64, ParquetAccessPlan>,
+        usize,
+    ) {
+        let mut access = std::collections::HashMap::new();
+        if required.is_empty() || files.is_empty() {
+            return (files, access, 0);
+        }
+        let indexes: Vec<Option<Arc<crate::tokens::FileIndex>>> =
+            futures::stream::iter(files.clone())
+                .map(|f| async move { self.token_index(&f).await })
+                .buffered(16)
+                .collect()
+                .await;
+        let mut kept = Vec::with_capacity(files.len());
+        let mut skipped = 0;
+        for (f, index) in files.into_iter().zip(indexes) {
+            let Some(groups) = index.and_then(|i| i.row_groups(required)) else {
+                kept.push(f);
+                continue;
+            };
+            if !groups.iter().any(|&g| g) {
+                continue;
+            }
+            if groups.iter().any(|&g| !g) {
+                let mut plan = ParquetAccessPlan::new_all(groups.len());
+                for (i, _) in groups.iter().enumerate().filter(|(_, g)| !**g) {
+                    plan.skip(i);
+                    skipped += 1;
+                }
+                access.insert(f.id, plan);
+            }
+            kept.push(f);
+        }
+        (kept, access, skipped)
+    }
+
+    /// A file's token index, read from its footer once and then kept;
+    /// `None` if it has none or cannot be read (then it is read whole, and
+    /// the scan reports what is wrong with it).
+    async fn token_index(&self, f: &Arc<ParquetFile>) -> Option<Arc<crate::tokens::FileIndex>> {
+        use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+        let cache = &self.engine.inner.token_indexes;
+        if let Some(index) = cache.get(&f.file.path) {
+            return Some(index);
+        }
+        // Through the scan's own reader, which notes a damaged file.
+        let factory = crate::damage::RecordingFactory::new(
+            self.engine.inner.store.clone(),
+            self.engine.inner.damage.clone(),
+        );
+        let mut reader = factory
+            .create_reader(
+                0,
+                PartitionedFile::new(f.file.path.clone(), f.file.bytes),
+                None,
+                &datafusion::physical_plan::metrics::ExecutionPlanMetricsSet::new(),
+            )
+            .ok()?;
+        let metadata = match reader.get_metadata(None).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(path = %f.file.path, error = %e, "token index not read");
+                return None;
+            }
+        };
+        let index =
+            Arc::new(crate::tokens::FileIndex::from_metadata(&metadata).unwrap_or_default());
+        cache.put(&f.file.path, index.clone());
+        Some(index)
     }
 }
 
@@ -941,6 +1051,7 @@ pub fn decode_table_scan(
         chunks_total: n("chunks_total"),
         files_scanned: n("files_scanned"),
         files_total: n("files_total"),
+        token_row_groups_skipped: n("token_row_groups_skipped"),
     };
     Ok(Arc::new(SextantScanExec::new(
         summary,
@@ -961,6 +1072,7 @@ pub fn encode_table_scan(plan: &dyn ExecutionPlan) -> Option<String> {
             "chunks_total": s.chunks_total,
             "files_scanned": s.files_scanned,
             "files_total": s.files_total,
+            "token_row_groups_skipped": s.token_row_groups_skipped,
         })
         .to_string(),
     )
@@ -974,6 +1086,8 @@ struct ScanSummary {
     chunks_total: usize,
     files_scanned: usize,
     files_total: usize,
+    /// Row groups of the files scanned that the token index skipped.
+    token_row_groups_skipped: usize,
 }
 
 /// The root of a table scan: passes its input through and shows in EXPLAIN
@@ -1020,7 +1134,15 @@ impl DisplayAs for SextantScanExec {
             s.files_total - s.files_scanned,
             s.chunks_scanned,
             s.chunks_total - s.chunks_scanned
-        )
+        )?;
+        if s.token_row_groups_skipped > 0 {
+            write!(
+                f,
+                ", row_groups={} skipped by the token index",
+                s.token_row_groups_skipped
+            )?;
+        }
+        Ok(())
     }
 }
 

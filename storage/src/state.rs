@@ -133,8 +133,15 @@ pub(crate) struct TableState {
 }
 
 impl TableState {
-    /// Notes that `rows` rows took `bytes` in memory.
+    /// Notes that `rows` rows took `bytes` in memory. A few rows are
+    /// mostly their arrays' fixed costs (a one-row write measures
+    /// kilobytes a row): they count only while nothing better is known,
+    /// or a small write would keep compaction from merging files it can.
     pub(crate) fn measured(&self, bytes: usize, rows: usize) {
+        let known = self.row_bytes.load(std::sync::atomic::Ordering::Relaxed) != 0;
+        if known && rows < 1024 {
+            return;
+        }
         if let Some(per_row) = bytes.checked_div(rows) {
             self.row_bytes
                 .store(per_row.max(1) as u64, std::sync::atomic::Ordering::Relaxed);
@@ -311,6 +318,8 @@ pub(crate) struct Inner {
     pub(crate) versions: crate::keys::Versions,
     /// Persisted files found damaged ([`crate::damage`]).
     pub(crate) damage: Arc<crate::damage::Damage>,
+    /// Token indexes of the files read by `matches_term` ([`crate::tokens`]).
+    pub(crate) token_indexes: crate::tokens::TokenCache,
     /// Catalog snapshots on the object store ([`crate::snapshot`]).
     pub(crate) snapshots: crate::snapshot::Snapshots,
     /// The ingest requests in flight ([`crate::admission`]).

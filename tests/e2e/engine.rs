@@ -79,7 +79,7 @@ async fn flushed_rows_are_served_from_parquet_and_pruned_by_time() {
         "a one-hour query must read one file of 24: {line}"
     );
     let line = scan_line(&client, "SELECT count(*) FROM day").await;
-    assert!(line.contains("files=24 scanned, 0 skipped"), "{line}");
+    assert!(line.contains("files=3 scanned, 0 skipped"), "{line}");
     // Column statistics prune as well: v grows with time.
     let line = scan_line(&client, "SELECT * FROM day WHERE v >= 1380").await;
     assert!(line.contains("files=1 scanned, 23 skipped"), "{line}");
@@ -94,6 +94,112 @@ async fn flushed_rows_are_served_from_parquet_and_pruned_by_time() {
     assert!(text.contains("files=1 scanned, 23 skipped"), "{text}");
     // The Parquet reader's own count: one file opened of the day's 24.
     assert!(text.contains("files_opened=1,"), "{text}");
+}
+
+/// `matches_term` over three hours of logs: the answer is the same from the
+/// buffer, from Parquet, after compaction and after a restart, and the
+/// token index reads only the row groups that may hold the term.
+#[tokio::test]
+async fn a_token_search_reads_only_the_row_groups_that_hold_the_term() {
+    let mut server = Server::start(&["--row-group-rows", "1000"]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE logs (time TIMESTAMP NOT NULL, body TEXT); \
+             INSERT INTO logs SELECT to_timestamp(1704067200 + value * 6 / 5), \
+             CASE WHEN value IN (3005, 3006) THEN 'deadlock on shard ' || CAST(value AS VARCHAR) \
+             WHEN value = 6000 THEN 'deadlocks are not this' \
+             ELSE 'request ' || CAST(value AS VARCHAR) || ' served' END \
+             FROM generate_series(0, 8999)",
+        )
+        .await
+        .unwrap();
+    const DEADLOCK: &str = "SELECT count(*) FROM logs WHERE matches_term(body, 'deadlock')";
+    const LIKE: &str = "SELECT count(*) FROM logs WHERE body LIKE '%deadlock%'";
+    // From the buffer (no index there): the function alone.
+    assert_eq!(one_i64(&client, DEADLOCK).await, 2);
+    assert_eq!(one_i64(&client, LIKE).await, 3);
+    client.batch_execute("FLUSH TABLE logs").await.unwrap();
+    // 3 hourly files of 3 row groups: rows 3005 and 3006 are in the
+    // first row group of hour 1.
+    let line = scan_line(&client, DEADLOCK).await;
+    assert!(
+        line.contains("files=1 scanned, 2 skipped")
+            && line.contains("row_groups=2 skipped by the token index"),
+        "{line}"
+    );
+    assert_eq!(one_i64(&client, DEADLOCK).await, 2);
+    // A phrase needs all its tokens; a common token reads everything.
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM logs WHERE matches_term(body, 'shard 3006')"
+        )
+        .await,
+        1
+    );
+    let line = scan_line(
+        &client,
+        "SELECT count(*) FROM logs WHERE matches_term(body, 'served')",
+    )
+    .await;
+    assert!(
+        line.contains("files=3 scanned, 0 skipped") && !line.contains("row_groups"),
+        "{line}"
+    );
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM logs WHERE matches_term(body, 'served')"
+        )
+        .await,
+        8997
+    );
+    // No file holds the term: none is read, the answer is 0.
+    let line = scan_line(
+        &client,
+        "SELECT count(*) FROM logs WHERE matches_term(body, 'panic')",
+    )
+    .await;
+    assert!(line.contains("files=0 scanned, 3 skipped"), "{line}");
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM logs WHERE matches_term(body, 'panic')"
+        )
+        .await,
+        0
+    );
+    // A buffered row is found beside the files.
+    client
+        .batch_execute("INSERT INTO logs VALUES ('2024-01-01T01:30:00Z', 'deadlock again')")
+        .await
+        .unwrap();
+    assert_eq!(one_i64(&client, DEADLOCK).await, 3);
+    client
+        .batch_execute("FLUSH TABLE logs; COMPACT TABLE logs")
+        .await
+        .unwrap();
+    // Hour 1's two files became one, with an index of its own.
+    assert_eq!(
+        one_i64(
+            &client,
+            "SELECT count(*) FROM system.files WHERE table_name = 'logs'"
+        )
+        .await,
+        3
+    );
+    drop(client);
+    server.terminate();
+    server.restart();
+    let client = server.connect().await;
+    assert_eq!(one_i64(&client, DEADLOCK).await, 3);
+    assert_eq!(one_i64(&client, LIKE).await, 4);
+    let line = scan_line(&client, DEADLOCK).await;
+    assert!(
+        line.contains("files=1 scanned") && line.contains("skipped by the token index"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

@@ -159,6 +159,44 @@ def test_adbc_ingest_modes_and_durability(server):
         assert cur.fetchall() == [("z", 9)]
 
 
+def test_token_search_through_flight_sql_and_pgwire(server):
+    """Logs ingested through Arrow Flight, searched with matches_term and a
+    bound term (ADBC's ?, psycopg's %s), from the buffer and from Parquet;
+    the expected counts come from Python's regex over the same bodies."""
+    words = ["request", "served", "deadlock", "deadlocks", "shard", "cache", "miss"]
+    rng = random.Random(7)
+    bodies = [" ".join(rng.choice(words) for _ in range(6)) + f" #{i}" for i in range(5000)]
+    times = pa.array([T0_NS + i * 10**9 for i in range(5000)], pa.timestamp("ns", tz="UTC"))
+    table = pa.table({"time": times, "body": bodies})
+
+    def expected(term):
+        return sum(1 for b in bodies if re.search(rf"(?<![^\W_]){re.escape(term)}(?![^\W_])", b))
+
+    def flight_count(cur, term):
+        cur.execute("SELECT count(*) FROM searchlogs WHERE matches_term(body, ?)", parameters=(term,))
+        return cur.fetchall()[0][0]
+
+    def pg_count(term):
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM searchlogs WHERE matches_term(body, %s)", (term,)).fetchone()[0]
+
+    terms = ["deadlock", "deadlocks", "shard miss", "#4999", "absent"]
+    with connect(server) as conn, conn.cursor() as cur:
+        assert cur.adbc_ingest("searchlogs", table, mode="create") == 5000
+        for term in terms:
+            assert flight_count(cur, term) == expected(term), term
+            assert pg_count(term) == expected(term), term
+        cur.execute("FLUSH TABLE searchlogs")
+        cur.fetchall()
+        for term in terms:
+            assert flight_count(cur, term) == expected(term), term
+            assert pg_count(term) == expected(term), term
+        # No file holds the term: the index says so, and none is read.
+        cur.execute("EXPLAIN SELECT count(*) FROM searchlogs WHERE matches_term(body, 'absent')")
+        plan = "\n".join(str(r[1]) for r in cur.fetchall())
+        assert re.search(r"files=0 scanned, [1-9]\d* skipped", plan), plan
+
+
 def test_adbc_get_objects_and_info(server):
     with connect(server) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE)")
