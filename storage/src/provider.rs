@@ -545,16 +545,12 @@ impl SextantTable {
             .collect();
         // `matches_term` filters: only the row groups whose token index
         // may hold the term are read, and no file that has none.
-        let required: Vec<(String, Vec<String>)> = if parquet_predicate {
-            filters
-                .iter()
-                .filter_map(crate::tokens::required_tokens)
-                .filter(|(c, _)| schema.index_of(c).is_ok())
-                .collect()
+        let needs: Vec<crate::tokens::Need> = if parquet_predicate {
+            filters.iter().filter_map(crate::tokens::need).collect()
         } else {
             vec![]
         };
-        let (files, access, token_skipped) = self.token_prune(files, &required).await;
+        let (files, access, token_skipped) = self.token_prune(files, needs).await;
         // Containers that straddle the cutoff need their rows filtered,
         // which needs the time column even if the query does not.
         // Several ingest nodes: each one's buffered rows above the position
@@ -738,7 +734,7 @@ impl SextantTable {
 }
 
 impl SextantTable {
-    /// The files that may hold rows matching every `required` term (by
+    /// The files that may hold rows matching every filter of `needs` (by
     /// their token indexes, [`crate::tokens`]), the row groups to read of
     /// those where some are skipped (by file id), and how many row groups
     /// of the files kept were skipped. A file without an index is kept
@@ -746,16 +742,17 @@ impl SextantTable {
     async fn token_prune(
         &self,
         files: Vec<Arc<ParquetFile>>,
-        required: &[(String, Vec<String>)],
+        needs: Vec<crate::tokens::Need>,
     ) -> (
         Vec<Arc<ParquetFile>>,
         std::collections::HashMap<i64, ParquetAccessPlan>,
         usize,
     ) {
         let mut access = std::collections::HashMap::new();
-        if required.is_empty() || files.is_empty() {
+        if needs.is_empty() || files.is_empty() {
             return (files, access, 0);
         }
+        let need = crate::tokens::Need::All(needs);
         let indexes: Vec<Option<Arc<crate::tokens::FileIndex>>> =
             futures::stream::iter(files.clone())
                 .map(|f| async move { self.token_index(&f).await })
@@ -765,7 +762,7 @@ impl SextantTable {
         let mut kept = Vec::with_capacity(files.len());
         let mut skipped = 0;
         for (f, index) in files.into_iter().zip(indexes) {
-            let Some(groups) = index.and_then(|i| i.row_groups(required)) else {
+            let Some(groups) = index.and_then(|i| i.row_groups(&need)) else {
                 kept.push(f);
                 continue;
             };

@@ -247,32 +247,54 @@ fn texts(array: &ArrayRef) -> DfResult<Vec<Option<String>>> {
     })
 }
 
-/// The tokens a filter requires of `column` if it is
-/// `matches_term(<column>, '<term>')` with a term that has some.
-pub(crate) fn required_tokens(filter: &Expr) -> Option<(String, Vec<String>)> {
-    let Expr::ScalarFunction(f) = filter else {
-        return None;
-    };
-    if f.func.name() != FUNCTION_NAME {
-        return None;
+/// What a filter needs of a row group's tokens for any row there to
+/// match it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Need {
+    /// `matches_term(<column>, '<term>')`: every token of the term.
+    Tokens { column: String, tokens: Vec<String> },
+    /// `a AND b`: what each needs.
+    All(Vec<Need>),
+    /// `a OR b`: what one of them needs.
+    Any(Vec<Need>),
+}
+
+/// What `filter` needs of the tokens, if it is made of `matches_term`
+/// calls on a column and a constant term with some tokens, `AND` and
+/// `OR` (an `AND` whose other side is anything else needs what this side
+/// needs).
+pub(crate) fn need(filter: &Expr) -> Option<Need> {
+    match filter {
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::And => {
+            match (need(&b.left), need(&b.right)) {
+                (Some(l), Some(r)) => Some(Need::All(vec![l, r])),
+                (l, r) => l.or(r),
+            }
+        }
+        Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Or => {
+            Some(Need::Any(vec![need(&b.left)?, need(&b.right)?]))
+        }
+        Expr::ScalarFunction(f) if f.func.name() == FUNCTION_NAME => {
+            let [column, term] = f.args.as_slice() else {
+                return None;
+            };
+            let column = match column {
+                Expr::Column(c) => c.name.clone(),
+                Expr::Cast(c) => match c.expr.as_ref() {
+                    Expr::Column(c) => c.name.clone(),
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            let term = match term {
+                Expr::Literal(v, _) => scalar_text(v).ok()??,
+                _ => return None,
+            };
+            let tokens: Vec<String> = tokens(&term).map(str::to_string).collect();
+            (!tokens.is_empty()).then_some(Need::Tokens { column, tokens })
+        }
+        _ => None,
     }
-    let [column, term] = f.args.as_slice() else {
-        return None;
-    };
-    let column = match column {
-        Expr::Column(c) => c.name.clone(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Column(c) => c.name.clone(),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    let term = match term {
-        Expr::Literal(v, _) => scalar_text(v).ok()??,
-        _ => return None,
-    };
-    let required: Vec<String> = tokens(&term).map(str::to_string).collect();
-    (!required.is_empty()).then_some((column, required))
 }
 
 /// Builds a file's token index as its rows are written: one filter per
@@ -419,21 +441,30 @@ impl FileIndex {
         })
     }
 
-    /// For each row group, whether it may hold every token of every
-    /// `(column, tokens)` required; `None` if no required column has an
-    /// index here.
-    pub(crate) fn row_groups(&self, required: &[(String, Vec<String>)]) -> Option<Vec<bool>> {
-        let mut keep: Option<Vec<bool>> = None;
-        for (column, tokens) in required {
-            let Some(filters) = self.columns.get(column) else {
-                continue;
-            };
-            let keep = keep.get_or_insert_with(|| vec![true; filters.len()]);
-            for (k, f) in keep.iter_mut().zip(filters) {
-                *k = *k && tokens.iter().all(|t| f.check(t.as_str()));
+    /// For each row group, whether it may hold what `need` needs; `None`
+    /// if that is unknown here (no index of a column it names).
+    pub(crate) fn row_groups(&self, need: &Need) -> Option<Vec<bool>> {
+        match need {
+            Need::Tokens { column, tokens } => {
+                let filters = self.columns.get(column)?;
+                Some(
+                    filters
+                        .iter()
+                        .map(|f| tokens.iter().all(|t| f.check(t.as_str())))
+                        .collect(),
+                )
             }
+            // Unknown parts of an AND leave the known ones.
+            Need::All(parts) => parts
+                .iter()
+                .filter_map(|p| self.row_groups(p))
+                .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| *x && *y).collect()),
+            // An unknown part of an OR may match anywhere.
+            Need::Any(parts) => parts
+                .iter()
+                .map(|p| self.row_groups(p))
+                .reduce(|a, b| Some(a?.iter().zip(&b?).map(|(x, y)| *x || *y).collect()))?,
         }
-        keep
     }
 }
 
@@ -539,11 +570,9 @@ mod tests {
                 .collect();
             index.columns.insert(name.clone(), filters);
         }
-        let req = |term: &str| {
-            vec![(
-                "body".to_string(),
-                tokens(term).map(str::to_string).collect(),
-            )]
+        let req = |term: &str| Need::Tokens {
+            column: "body".to_string(),
+            tokens: tokens(term).map(str::to_string).collect(),
         };
         assert_eq!(
             index.row_groups(&req("deadlock")),
@@ -561,9 +590,46 @@ mod tests {
             index.row_groups(&req("250")),
             Some(vec![false, false, true])
         );
+        let other = || Need::Tokens {
+            column: "other".to_string(),
+            tokens: vec!["x".to_string()],
+        };
+        assert_eq!(index.row_groups(&other()), None);
+        // OR: either; AND: both; an unknown side of an AND is left out, of
+        // an OR makes the whole unknown.
+        let any = Need::Any(vec![req("deadlock"), req("250")]);
+        assert_eq!(index.row_groups(&any), Some(vec![false, true, true]));
+        let all = Need::All(vec![req("served"), req("250")]);
+        assert_eq!(index.row_groups(&all), Some(vec![false, false, true]));
+        let all = Need::All(vec![other(), req("deadlock")]);
+        assert_eq!(index.row_groups(&all), Some(vec![false, true, false]));
         assert_eq!(
-            index.row_groups(&[("other".to_string(), vec!["x".to_string()])]),
+            index.row_groups(&Need::Any(vec![other(), req("deadlock")])),
             None
         );
+    }
+
+    /// What a filter needs, from the expressions DataFusion pushes down.
+    #[test]
+    fn filters_become_needs() {
+        use datafusion::logical_expr::{col, lit};
+        let udf = Arc::new(matches_term_udf());
+        let mt = |term: &str| udf.call(vec![col("body"), lit(term)]);
+        let tokens = |t: &[&str]| Need::Tokens {
+            column: "body".to_string(),
+            tokens: t.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(need(&mt("shard 7")), Some(tokens(&["shard", "7"])));
+        assert_eq!(need(&mt("--")), None);
+        assert_eq!(
+            need(&mt("a").or(mt("b"))),
+            Some(Need::Any(vec![tokens(&["a"]), tokens(&["b"])]))
+        );
+        assert_eq!(need(&mt("a").or(col("x").gt(lit(1)))), None);
+        assert_eq!(
+            need(&mt("a").and(col("x").gt(lit(1)))),
+            Some(tokens(&["a"]))
+        );
+        assert_eq!(need(&udf.call(vec![col("body"), col("term")])), None);
     }
 }

@@ -170,6 +170,22 @@ async fn a_token_search_reads_only_the_row_groups_that_hold_the_term() {
         .await,
         0
     );
+    // OR: the row groups of either; with a filter the index cannot
+    // answer, every row group.
+    const EITHER: &str = "SELECT count(*) FROM logs \
+                          WHERE matches_term(body, 'deadlock') OR matches_term(body, 'panic')";
+    let line = scan_line(&client, EITHER).await;
+    assert!(
+        line.contains("files=1 scanned, 2 skipped")
+            && line.contains("row_groups=2 skipped by the token index"),
+        "{line}"
+    );
+    assert_eq!(one_i64(&client, EITHER).await, 2);
+    const UNKNOWN: &str = "SELECT count(*) FROM logs \
+                           WHERE matches_term(body, 'deadlock') OR body = 'request 7 served'";
+    let line = scan_line(&client, UNKNOWN).await;
+    assert!(!line.contains("token index"), "{line}");
+    assert_eq!(one_i64(&client, UNKNOWN).await, 3);
     // A buffered row is found beside the files.
     client
         .batch_execute("INSERT INTO logs VALUES ('2024-01-01T01:30:00Z', 'deadlock again')")

@@ -86,7 +86,8 @@ pub(crate) struct Log {
 }
 
 /// Log record `i` of `n`: a 200–400 byte body, 2% errors, 5% warnings, a
-/// trace id shared by 4 consecutive records.
+/// trace id shared by 4 consecutive records; 1 in 10,000 in an incident
+/// ([`in_incident`]).
 pub(crate) fn log(seed: u64, w: &Window, i: u64, n: u64) -> Log {
     let mut r = rng(seed, 1, i);
     let target = r.random_range(200..=400);
@@ -96,6 +97,9 @@ pub(crate) fn log(seed: u64, w: &Window, i: u64, n: u64) -> Log {
         body.push(' ');
     }
     body.truncate(target);
+    if in_incident(i, n) {
+        body.push_str(" deadlock");
+    }
     let roll = r.random_range(0..100);
     let (severity_number, severity_text, status) = match roll {
         0..2 => (17, "ERROR", 500),
@@ -114,6 +118,13 @@ pub(crate) fn log(seed: u64, w: &Window, i: u64, n: u64) -> Log {
         trace_id: trace_id(seed, i / 4),
         span_id: r.random(),
     }
+}
+
+/// Whether log `i` of `n` is one of a short incident's: 1 in 10,000, all
+/// together 60% of the way through the window, each body ending in
+/// `deadlock`, a word no other body has (what the token search finds).
+pub(crate) fn in_incident(i: u64, n: u64) -> bool {
+    i as u128 * 10_000 / n.max(1) as u128 == 6_000
 }
 
 /// The trace id of trace `t`.
@@ -249,7 +260,19 @@ mod tests {
     fn logs_have_the_promised_shape() {
         let n = 10_000;
         let logs: Vec<Log> = (0..n).map(|i| log(42, &W, i, n)).collect();
-        assert!(logs.iter().all(|l| (200..=400).contains(&l.body.len())));
+        assert!(
+            logs.iter()
+                .all(|l| (200..=400).contains(&l.body.trim_end_matches(" deadlock").len()))
+        );
+        // One in 10,000 is in the incident, and only those have its word.
+        let incident: Vec<usize> = (0..n as usize)
+            .filter(|&i| logs[i].body.contains("deadlock"))
+            .collect();
+        assert_eq!(incident, [6000]);
+        let many: Vec<u64> = (0..1_000_000)
+            .filter(|&i| in_incident(i, 1_000_000))
+            .collect();
+        assert_eq!((many[0], many.len()), (600_000, 100));
         let errors = logs.iter().filter(|l| l.severity_number == 17).count();
         assert!((100..=300).contains(&errors), "{errors} errors of {n}");
         // Four consecutive records share a trace, and spans of that trace

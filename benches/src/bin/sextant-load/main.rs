@@ -956,7 +956,11 @@ async fn run(a: Args) -> Result<(), String> {
         }
     }
     if let Some(p) = &pg_t {
-        for scan in ["logs whose body has a word", "logs and spans of one trace"] {
+        for scan in [
+            "logs whose body has a word",
+            "logs with a rare word",
+            "logs and spans of one trace",
+        ] {
             if let Some(i) = suite.iter().position(|q| q.name == scan) {
                 let r = p[i].hot_ms / sextant_t[i].hot_ms;
                 let _ = writeln!(

@@ -110,6 +110,16 @@ pub(crate) fn suite(seed: u64, day: &str, trace: u64) -> Vec<Query> {
             "logs whose body has a word",
             "SELECT count(*) FROM otel_logs WHERE body LIKE '%exhausted%'".into(),
         ),
+        // A rare word: Sextant's token search (its index skips the row
+        // groups without the word); the peers' fastest way to the same
+        // answer (no other body has the word, even inside another).
+        Query {
+            name: "logs with a rare word",
+            sextant: "SELECT count(*) FROM otel_logs WHERE matches_term(body, 'deadlock')".into(),
+            duckdb: "SELECT count(*) FROM otel_logs WHERE body LIKE '%deadlock%'".into(),
+            postgres: "SELECT count(*) FROM otel_logs WHERE body LIKE '%deadlock%'".into(),
+            exact: true,
+        },
         same(
             "logs and spans of one trace",
             format!(
