@@ -597,10 +597,18 @@ impl SextantTable {
         } else if !chunks.is_empty() {
             let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
             let n = parts.len();
-            // Only the columns read are conformed (text becomes views).
+            // Only the rows the filters keep, and the columns read, are
+            // conformed (text becomes views): a lookup in a large buffer
+            // converts the column it looks in, not every column read.
+            let prefilter = predicate
+                .as_ref()
+                .and_then(|p| BufferFilter::new(p, &schema));
             for (i, c) in chunks.iter().enumerate() {
-                let batch = crate::state::conform(&c.batch, &wanted)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let batch = match &prefilter {
+                    Some(f) => f.apply(&c.batch, &wanted),
+                    None => crate::state::conform(&c.batch, &wanted),
+                }
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 parts[i % n].push(batch);
             }
             children.push(MemorySourceConfig::try_new_exec(
@@ -730,6 +738,63 @@ impl SextantTable {
             Arc::new(files),
             input,
         )))
+    }
+}
+
+/// A scan's filters, applied to a buffered chunk before its columns are
+/// conformed to the read schema: only the columns the filters name are
+/// conformed for all of its rows, the others for the rows kept. The rows
+/// are filtered again above (the filters are inexact), so this only saves
+/// work.
+struct BufferFilter {
+    /// The filters, over `columns`.
+    predicate: Arc<dyn PhysicalExpr>,
+    /// The columns the filters read, as queries read them.
+    columns: SchemaRef,
+}
+
+impl BufferFilter {
+    fn new(predicate: &Arc<dyn PhysicalExpr>, schema: &SchemaRef) -> Option<Self> {
+        use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+        let names: std::collections::BTreeSet<String> = collect_columns(predicate)
+            .into_iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let indices: Vec<usize> = names
+            .iter()
+            .map(|n| schema.index_of(n).ok())
+            .collect::<Option<_>>()?;
+        let columns = Arc::new(schema.project(&indices).ok()?);
+        let predicate = reassign_expr_columns(predicate.clone(), &columns).ok()?;
+        Some(Self { predicate, columns })
+    }
+
+    /// `batch` (a chunk as stored) conformed to `wanted`, without the rows
+    /// the filters drop.
+    fn apply(&self, batch: &RecordBatch, wanted: &SchemaRef) -> crate::Result<RecordBatch> {
+        let read = crate::state::conform(batch, &self.columns)?;
+        let keep = match self
+            .predicate
+            .evaluate(&read)
+            .and_then(|v| v.into_array(read.num_rows()))
+        {
+            Ok(keep) => keep,
+            // Left to the filter above, which reports it.
+            Err(_) => return crate::state::conform(batch, wanted),
+        };
+        let Some(keep) = keep.as_any().downcast_ref::<arrow::array::BooleanArray>() else {
+            return crate::state::conform(batch, wanted);
+        };
+        if keep.true_count() == batch.num_rows() {
+            return crate::state::conform(batch, wanted);
+        }
+        let names: Vec<usize> = wanted
+            .fields()
+            .iter()
+            .filter_map(|f| batch.schema().index_of(f.name()).ok())
+            .collect();
+        let kept = arrow::compute::filter_record_batch(&batch.project(&names)?, keep)?;
+        crate::state::conform(&kept, wanted)
     }
 }
 
