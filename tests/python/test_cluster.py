@@ -104,6 +104,13 @@ def test_three_nodes_with_real_clients(s3, catalog, tmp_path):
             except psycopg.errors.UndefinedTable:
                 assert time.time() < deadline, "b never saw cpu"
                 time.sleep(0.05)
+        # Logs to search, with a token index once persisted.
+        conn.execute("CREATE TABLE applog (time TIMESTAMP NOT NULL, message TEXT)")
+        conn.execute(
+            "INSERT INTO applog SELECT to_timestamp(1764550000 + value), "
+            "CASE WHEN value % 10 = 3 THEN 'disk full on h' || CAST(value % 4 AS VARCHAR) "
+            "ELSE 'request served' END FROM generate_series(1, 100)"
+        )
 
     want_cpu = [("h0", 100), ("h1", 100), ("h2", 100), ("h3", 100), ("h9", 100)]
     cpu_sql = "SELECT host, count(*) FROM cpu GROUP BY host ORDER BY host"
@@ -118,13 +125,31 @@ def test_three_nodes_with_real_clients(s3, catalog, tmp_path):
             # a's rows have usage i + 0.5 for i in 0..399, b's 1..100.
             cur.execute("SELECT count(*) FROM cpu WHERE usage > ?", parameters=(199.0,))
             assert cur.fetchall() == [(201,)], stage
+            # A token search, with the term bound and written out.
+            cur.execute("SELECT count(*) FROM applog WHERE matches_term(message, ?)", parameters=("full",))
+            assert cur.fetchall() == [(10,)], stage
+            cur.execute("SELECT count(*) FROM applog WHERE matches_term(message, 'on h1')")
+            assert cur.fetchall() == [(sum(1 for v in range(1, 101) if v % 10 == 3 and v % 4 == 1),)], stage
 
+    # c takes in the table b created (at once, or after its catalog poll).
+    deadline = time.time() + 10
+    while True:
+        try:
+            with psycopg.connect(c.dsn(), autocommit=True) as conn:
+                if conn.execute("SELECT count(*) FROM applog").fetchone() == (100,):
+                    break
+        except psycopg.errors.UndefinedTable:
+            pass
+        assert time.time() < deadline, "c never saw applog's rows"
+        time.sleep(0.05)
     answers("before any flush: from a's and b's buffers")
 
     for server in (a, b):
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             conn.execute("FLUSH TABLE cpu")
             conn.execute("FLUSH TABLE otel_traces")
+    with psycopg.connect(b.dsn(), autocommit=True) as conn:
+        conn.execute("FLUSH TABLE applog")
     parquet = [k for k in s3.keys("cluster/") if k.endswith(".parquet")]
     assert any("-a-" in k for k in parquet) and any("-b-" in k for k in parquet), parquet
     answers("after FLUSH on a and b: from the bucket")
