@@ -77,6 +77,47 @@ pub(crate) fn tokens(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !is_word(c)).filter(|t| !t.is_empty())
 }
 
+/// Whether each ASCII byte is a letter or digit.
+const ASCII_WORD: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    t
+};
+
+/// `f` of each of [`tokens`]`(text)`, in order: byte by byte through
+/// ASCII (a table lookup, where `tokens` decodes every character), a
+/// character at a time past it. It runs over every value indexed.
+fn for_each_token<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
+    let bytes = text.as_bytes();
+    let mut start = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (word, len) = if b < 0x80 {
+            (ASCII_WORD[b as usize], 1)
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            (is_word(c), c.len_utf8())
+        };
+        match (word, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                f(&text[s..i]);
+                start = None;
+            }
+            _ => {}
+        }
+        i += len;
+    }
+    if let Some(s) = start {
+        f(&text[s..]);
+    }
+}
+
 /// A term compiled for matching many texts.
 pub(crate) struct Term {
     finder: memchr::memmem::Finder<'static>,
@@ -354,9 +395,7 @@ impl IndexBuilder {
                     );
                 }
                 let filter = &mut filters[group];
-                for token in tokens(text) {
-                    filter.insert(token);
-                }
+                for_each_token(text, |token| filter.insert(token));
             };
             match col.data_type() {
                 DataType::Utf8 => col.as_string::<i32>().iter().for_each(&mut each),
@@ -525,6 +564,20 @@ mod tests {
     fn tokens_are_alphanumeric_runs() {
         let t: Vec<&str> = tokens("GET /api/v1?id=42 -- done.").collect();
         assert_eq!(t, ["GET", "api", "v1", "id", "42", "done"]);
+        // The indexing tokenizer gives the same tokens as the query's.
+        for text in [
+            "GET /api/v1?id=42 -- done.",
+            "",
+            "---",
+            "état: süß→naïve 東京 x",
+            "a→b",
+            "trailing word",
+            "ünïcode½ ends½",
+        ] {
+            let mut fast = vec![];
+            for_each_token(text, |t| fast.push(t));
+            assert_eq!(fast, tokens(text).collect::<Vec<_>>(), "{text}");
+        }
     }
 
     /// The index finds each row group that holds a term's tokens and
