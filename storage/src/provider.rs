@@ -818,9 +818,15 @@ impl SextantTable {
             return (files, access, 0);
         }
         let need = crate::tokens::Need::All(needs);
+        // Through the scan's own reader, which notes a damaged file.
+        let factory = crate::damage::RecordingFactory::new(
+            self.engine.inner.store.clone(),
+            self.engine.inner.damage.clone(),
+        );
+        let factory = &factory;
         let indexes: Vec<Option<Arc<crate::tokens::FileIndex>>> =
             futures::stream::iter(files.clone())
-                .map(|f| async move { self.token_index(&f).await })
+                .map(|f| async move { self.token_index(factory, &f).await })
                 .buffered(16)
                 .collect()
                 .await;
@@ -850,17 +856,16 @@ impl SextantTable {
     /// A file's token index, read from its footer once and then kept;
     /// `None` if it has none or cannot be read (then it is read whole, and
     /// the scan reports what is wrong with it).
-    async fn token_index(&self, f: &Arc<ParquetFile>) -> Option<Arc<crate::tokens::FileIndex>> {
+    async fn token_index(
+        &self,
+        factory: &crate::damage::RecordingFactory,
+        f: &Arc<ParquetFile>,
+    ) -> Option<Arc<crate::tokens::FileIndex>> {
         use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
         let cache = &self.engine.inner.token_indexes;
         if let Some(index) = cache.get(&f.file.path) {
             return Some(index);
         }
-        // Through the scan's own reader, which notes a damaged file.
-        let factory = crate::damage::RecordingFactory::new(
-            self.engine.inner.store.clone(),
-            self.engine.inner.damage.clone(),
-        );
         let mut reader = factory
             .create_reader(
                 0,

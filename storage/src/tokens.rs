@@ -456,12 +456,17 @@ impl FileIndex {
     pub(crate) fn from_metadata(metadata: &ParquetMetaData) -> Option<Self> {
         let kv = metadata.file_metadata().key_value_metadata()?;
         let value = kv.iter().find(|kv| kv.key == INDEX_KEY)?.value.as_deref()?;
+        Self::parse(value, metadata.num_row_groups())
+    }
+
+    /// The index [`IndexBuilder::finish`] wrote as `value`, for a file of
+    /// `groups` row groups.
+    fn parse(value: &str, groups: usize) -> Option<Self> {
         let v: serde_json::Value = serde_json::from_str(value).ok()?;
         if v.get("tokenizer")?.as_str()? != TOKENIZER {
             return None;
         }
         let b64 = base64::engine::general_purpose::STANDARD;
-        let groups = metadata.num_row_groups();
         let mut columns = HashMap::new();
         for (name, filters) in v.get("columns")?.as_object()? {
             let filters: Vec<Sbbf> = filters
@@ -607,22 +612,8 @@ mod tests {
         b.add(&batch.slice(0, 120));
         b.add(&batch.slice(120, 180));
         let kv = b.finish(&[100, 100, 100]).unwrap();
-        let mut index = FileIndex::default();
-        let v: serde_json::Value = serde_json::from_str(kv.value.as_deref().unwrap()).unwrap();
-        for (name, filters) in v["columns"].as_object().unwrap() {
-            let filters = filters
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(f.as_str().unwrap())
-                        .unwrap();
-                    Sbbf::from_bytes(&bytes).unwrap()
-                })
-                .collect();
-            index.columns.insert(name.clone(), filters);
-        }
+        let index = FileIndex::parse(kv.value.as_deref().unwrap(), 3).unwrap();
+        assert!(FileIndex::parse(kv.value.as_deref().unwrap(), 2).is_none());
         let req = |term: &str| Need::Tokens {
             column: "body".to_string(),
             tokens: tokens(term).map(str::to_string).collect(),
