@@ -125,9 +125,11 @@ fn persistence_and_compaction_hold_at_most_what_they_reserve() {
             .await
             .unwrap();
             // Two flushes of about a piece and a half each, then their
-            // files compacted. Each copy of the rows is 500 s later, each
+            // files compacted (rows three pieces large in memory, which
+            // the merge streams). Each copy of the rows is 500 s later, each
             // flush's rows about six days after the last's.
             let piece = e.piece_bytes();
+            let mut rows_bytes = 0;
             for round in 0..2i64 {
                 let mut written = 0;
                 let mut k = 0i64;
@@ -137,6 +139,7 @@ fn persistence_and_compaction_hold_at_most_what_they_reserve() {
                     e.write(name, b).await.unwrap();
                     k += 1;
                 }
+                rows_bytes += written;
                 let (held, _) = group.peak_of(e.flush_table(name)).await;
                 let reserved = e.take_work_peak();
                 eprintln!(
@@ -153,6 +156,13 @@ fn persistence_and_compaction_hold_at_most_what_they_reserve() {
             eprintln!("{name}: compaction ({summary:?}) held at most {held}, reserved at most {reserved}");
             if held > reserved {
                 short.push(format!("{name} compaction: held {held} > reserved {reserved}"));
+            }
+            // The merge streams: it holds far less than the rows it merges.
+            assert!(summary.files_in >= 2, "{name}: nothing compacted: {summary:?}");
+            if held > rows_bytes / 2 {
+                short.push(format!(
+                    "{name} compaction: held {held} merging {rows_bytes} bytes of rows"
+                ));
             }
         }
         e.close().await.unwrap();

@@ -829,8 +829,9 @@ impl Engine {
     }
 
     /// The most buffered bytes one persistence step reads at once, and the
-    /// most decoded bytes one compaction step merges: an eighth of the
-    /// buffer limit (at least 8 MiB). Encoding a piece holds less than
+    /// most compressed bytes one compaction step merges (which it streams;
+    /// a keyed table's partition is merged whole): an eighth of the buffer
+    /// limit (at least 8 MiB). Encoding a piece holds less than
     /// the piece again beside it ([`crate::persist::encoding_bytes`]).
     pub fn piece_bytes(&self) -> usize {
         (self.inner.config.buffer_limit_bytes / 8).max(8 << 20)

@@ -19,6 +19,7 @@ mod follow;
 mod instrumented;
 mod keys;
 mod lifecycle;
+mod merge;
 mod persist;
 mod provider;
 mod remote;

@@ -31,6 +31,10 @@ use crate::error::{Result, StorageError};
 use crate::persist::{collect_files, decode, encode_table};
 use crate::state::{Engine, TableState, partition_label};
 
+/// What a streamed merge holds per column of each file it reads: about a
+/// page decompressed (the writer's limit is a mebibyte).
+const PAGE_BYTES: usize = 1 << 20;
+
 /// What a compaction did to one table.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CompactionSummary {
@@ -254,7 +258,6 @@ impl Engine {
     ) -> Result<CompactionSummary> {
         let _one = state.compacting.lock().await;
         let target = self.inner.config.lifecycle.compaction_target_bytes.max(1);
-        let small = target / 2;
         let mut by_partition: BTreeMap<i64, Vec<Arc<ParquetFile>>> = BTreeMap::new();
         // Files a delete covers are rewritten without its rows, whatever
         // their size and however many there are.
@@ -264,15 +267,17 @@ impl Engine {
         };
         let covered = |f: &ParquetFile| deletes.iter().any(|d| f.id <= d.files_upto);
         // A keyed table's partition in more than one file needs a merge in
-        // every query: all its files become one, whatever their sizes.
+        // every query: all its files become one, whatever their sizes (it
+        // is merged whole in memory: sorted by key, one row per key).
         let keyed = state.def().options.key.is_some();
-        // And small in memory: a file half the merge bound or more (by the
-        // table's last measured bytes per row) is left as it is, so that
-        // merged files are not read again and again.
-        let bound = self.piece_bytes() as u64;
-        let fits = |f: &ParquetFile| state.estimate(f.file.rows).is_none_or(|b| b < bound / 2);
+        // Other tables' merges stream ([`crate::merge`]): what one holds is
+        // its files' compressed bytes and the file it writes, so a bin is at
+        // most the target and a piece (which the reserve holds twice and a
+        // half), and a file of half that or more is left as it is.
+        let bin_limit = target.min(self.piece_bytes() as u64);
+        let small = bin_limit / 2;
         for f in files.iter() {
-            if (f.file.bytes < small && fits(f)) || covered(f) || keyed {
+            if f.file.bytes < small || covered(f) || keyed {
                 by_partition
                     .entry(f.file.partition_start_ns)
                     .or_default()
@@ -289,31 +294,25 @@ impl Engine {
             // Bins of about the target size; each becomes one file.
             let mut bins: Vec<Vec<Arc<ParquetFile>>> = vec![vec![]];
             let mut bin_bytes = 0;
-            let mut bin_memory = 0;
             for f in files {
-                let memory = state.estimate(f.file.rows).unwrap_or(0);
-                if (bin_bytes + f.file.bytes > target || bin_memory + memory > bound)
+                if bin_bytes + f.file.bytes > bin_limit
                     && !keyed
                     && !bins.last().is_some_and(|b| b.is_empty())
                 {
                     bins.push(vec![]);
                     bin_bytes = 0;
-                    bin_memory = 0;
                 }
                 bin_bytes += f.file.bytes;
-                bin_memory += memory;
                 bins.last_mut().expect("one bin at least").push(f);
             }
             let mut compacted = false;
-            // A bin merged in part (the memory bound) goes on with the rest.
-            let mut queue: std::collections::VecDeque<_> = bins.into();
-            while let Some(bin) = queue.pop_front() {
+            for bin in bins {
                 if bin.len() < 2 && !bin.iter().any(|f| covered(f)) {
                     continue;
                 }
                 let started = Instant::now();
                 let started_at_ns = self.now_ns();
-                let (written, merged) = match self.merge(state, partition, &bin).await {
+                let written = match self.merge(state, partition, &bin).await {
                     Ok(w) => w,
                     // COMPACT TABLE reports it; the background retries later.
                     Err(e) if !throttle => return Err(e),
@@ -322,12 +321,7 @@ impl Engine {
                         continue;
                     }
                 };
-                // The files merged: the bin, or its first files up to the
-                // memory bound (the others are the next bin).
-                if merged < bin.len() {
-                    queue.push_front(bin[merged..].to_vec());
-                }
-                let bin = &bin[..merged];
+                let bin = &bin[..];
                 let (files_in, bytes_in, rows) = (
                     bin.len(),
                     bin.iter().map(|f| f.file.bytes).sum::<u64>(),
@@ -397,21 +391,19 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Reads the rows of `files` in order, sorts them by time and writes
-    /// them as new objects (not yet committed); returns them with how many
-    /// of `files` they hold. Decoding stops once the rows read reach
-    /// [`Engine::piece_bytes`] (after two files at least), so that what a
-    /// merge holds stays bounded however small the files are on disk; a
-    /// keyed table's partition is merged whole (its files must become one).
-    /// What the merge holds counts against the buffer limit while it lasts.
+    /// Merges `files` (one partition's) into new objects sorted by time,
+    /// not yet committed, and returns them. Streamed ([`crate::merge`])
+    /// except for a keyed table, whose partition is read whole (its rows
+    /// sorted by key, one per key). What the merge holds counts against the
+    /// buffer limit while it lasts.
     async fn merge(
         &self,
         state: &TableState,
         partition: i64,
         files: &[Arc<ParquetFile>],
-    ) -> Result<(Vec<NewParquetFile>, usize)> {
+    ) -> Result<Vec<NewParquetFile>> {
         let def = state.def();
-        // Files to compact are small (under half the target): read whole.
+        // Files to compact are small (under half a bin): read whole.
         let objects = self.fetch(files).await?;
         // Each file without the rows of the deletes that cover it.
         let deletes = state.data().deletes.clone();
@@ -424,69 +416,100 @@ impl Engine {
             })
             .collect::<Result<Vec<_>>>()?;
         let row_group_rows = self.inner.config.row_group_rows;
-        let table = def.clone();
-        let bound = if def.options.key.is_some() {
-            usize::MAX
+        let compressed: usize = objects.iter().map(|o| o.len()).sum();
+        let rows_in: u64 = files.iter().map(|f| f.file.rows).sum();
+        let columns = def.schema.fields().len();
+        let keyed = def.options.key.is_some();
+        // Rows per batch read from each input: together about half a
+        // piece, by the table's last measured bytes per row.
+        let row_bytes = state.estimate(1).unwrap_or(0).max(1) as usize;
+        let batch_rows =
+            (self.piece_bytes() / 2 / files.len().max(1) / row_bytes).clamp(64, 8 * 1024);
+        // What the merge holds (the files read, and beside them their rows
+        // decoded and what encoding holds) comes from the part of the
+        // buffer limit kept for it. Whole: every row decoded, by the
+        // table's bytes per row, as last measured (the whole reserve when
+        // unknown). Streamed: the files read and the file written (about
+        // as large), a batch and a page per column of each file (at most
+        // the file's rows decoded), the rows gathered, and the writer's
+        // buffers.
+        let need = if keyed {
+            state.estimate(rows_in).map_or(usize::MAX, |decoded| {
+                let decoded = decoded as usize;
+                compressed
+                    .saturating_add(decoded)
+                    .saturating_add(crate::persist::encoding_bytes(&def, decoded, 1))
+            })
         } else {
-            self.piece_bytes()
+            let per_input: usize = files
+                .iter()
+                .map(|f| {
+                    let decoded = state.estimate(f.file.rows).unwrap_or(u64::MAX) as usize;
+                    decoded.min(
+                        batch_rows
+                            .saturating_mul(row_bytes)
+                            .saturating_add(columns * PAGE_BYTES),
+                    )
+                })
+                .fold(0, usize::saturating_add);
+            let gathered = crate::persist::GATHER_ROWS.saturating_mul(row_bytes) * 2;
+            compressed
+                .saturating_mul(2)
+                .saturating_add(per_input)
+                .saturating_add(crate::persist::encoding_bytes(&def, gathered, 1))
         };
-        // What the merge holds (the files read, their rows decoded, and
-        // what encoding them holds beside them) comes from the part of the
-        // buffer limit kept for it: by the table's bytes per row, as last
-        // measured, up to two and a half pieces (the reserve at most); the
-        // whole reserve when unknown.
-        let estimate = files.iter().try_fold(0u64, |sum, f| {
-            Some(
-                sum.saturating_add(f.file.bytes)
-                    .saturating_add(state.estimate(f.file.rows)?),
-            )
-        });
-        let cap = self.piece_bytes().saturating_mul(5) / 2;
-        let need = estimate.map_or(usize::MAX, |e| {
-            let decoded = e as usize;
-            decoded
-                .saturating_add(crate::persist::encoding_bytes(&def, decoded, 1))
-                .min(cap)
-        });
         let working = crate::engine::Working::acquire(&self.inner, need).await;
-        let (encoded, merged, working, decoded, rows) = tokio::task::spawn_blocking(move || {
-            let mut batches: Vec<RecordBatch> = vec![];
-            let mut decoded = 0;
-            let mut merged = 0;
-            for (bytes, keep) in objects.into_iter().zip(filters) {
-                if merged >= 2 && decoded >= bound {
-                    break;
+        let table = def.clone();
+        let merged = tokio::task::spawn_blocking(move || {
+            if keyed {
+                let mut batches: Vec<RecordBatch> = vec![];
+                for (bytes, keep) in objects.into_iter().zip(filters) {
+                    for batch in decode(bytes, &table.schema)? {
+                        batches.push(match &keep {
+                            Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
+                            None => batch,
+                        });
+                    }
                 }
-                merged += 1;
-                for batch in decode(bytes, &table.schema)? {
-                    let batch = match &keep {
-                        Some(keep) => crate::deletes::keep_matching(&batch, keep)?,
-                        None => batch,
-                    };
-                    decoded += batch.get_array_memory_size();
-                    batches.push(batch);
-                }
+                let rows = batches.iter().map(|b| b.num_rows()).sum();
+                let decoded = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                let files =
+                    collect_files(|sink| encode_table(&table, &batches, row_group_rows, sink))?;
+                return Ok::<_, StorageError>((files, rows, decoded));
             }
-            let rows = batches.iter().map(|b| b.num_rows()).sum();
-            let encoded =
-                collect_files(|sink| encode_table(&table, &batches, row_group_rows, sink))?;
-            Ok::<_, StorageError>((encoded, merged, working, decoded, rows))
+            let inputs = objects
+                .into_iter()
+                .zip(filters)
+                .map(|(object, keep)| crate::merge::MergeInput { object, keep })
+                .collect();
+            let time = table.schema.index_of(&table.time_column)?;
+            let merged = crate::merge::merge_sorted(
+                &table.schema,
+                time,
+                partition,
+                inputs,
+                batch_rows,
+                row_group_rows,
+                rows_in as usize,
+            )?;
+            Ok((
+                merged.file.into_iter().collect(),
+                merged.rows,
+                merged.decoded,
+            ))
         })
         .await
-        .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))??;
+        .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))?;
+        let (encoded, rows, decoded) = merged?;
         state.measured(decoded, rows);
-        let newest = files[..merged]
-            .iter()
-            .map(|f| f.id)
-            .max()
-            .unwrap_or_default();
+        let newest = files.iter().map(|f| f.id).max().unwrap_or_default();
         let mut out = vec![];
         for (i, f) in encoded.into_iter().enumerate() {
             let path = self.object_name(&def.name, partition, &format!("c{newest:019}"), i);
             out.push(self.put_file(path, f).await?);
         }
         drop(working);
-        Ok((out, merged))
+        Ok(out)
     }
 
     /// Deletes objects no table's files name (live or retired) that are

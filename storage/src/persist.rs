@@ -31,7 +31,7 @@ pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Rows gathered in order and handed to the Parquet writer at a time
 /// (which encodes and compresses them into its row group as they come).
-const GATHER_ROWS: usize = 8 * 1024;
+pub(crate) const GATHER_ROWS: usize = 8 * 1024;
 
 /// One encoded file for one time partition.
 pub(crate) struct EncodedFile {
@@ -266,7 +266,7 @@ pub(crate) fn partition_start(t: i64, partition_ns: i64) -> i64 {
     t.div_euclid(partition_ns).saturating_mul(partition_ns)
 }
 
-fn time_values(col: &ArrayRef) -> Result<&TimestampNanosecondArray> {
+pub(crate) fn time_values(col: &ArrayRef) -> Result<&TimestampNanosecondArray> {
     col.as_any()
         .downcast_ref::<TimestampNanosecondArray>()
         .ok_or_else(|| StorageError::Encoding(format!("time column is {}", col.data_type())))
@@ -290,7 +290,7 @@ pub(crate) fn is_id_column(name: &str, dt: &DataType) -> bool {
 
 /// One Parquet file written a row group at a time, keeping each column's
 /// null count and its smallest and largest values for the catalog.
-struct FileWriter {
+pub(crate) struct FileWriter {
     writer: ArrowWriter<Vec<u8>>,
     schema: SchemaRef,
     rows: u64,
@@ -339,7 +339,7 @@ fn extreme(
 
 impl FileWriter {
     /// A writer for a file of `rows` rows (which sizes the bloom filters).
-    fn new(schema: &SchemaRef, rows: usize, row_group_rows: usize) -> Result<Self> {
+    pub(crate) fn new(schema: &SchemaRef, rows: usize, row_group_rows: usize) -> Result<Self> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -385,7 +385,7 @@ impl FileWriter {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         for (col, bounds) in batch.columns().iter().zip(&mut self.columns) {
             bounds.add(col)?;
         }
@@ -400,7 +400,7 @@ impl FileWriter {
     /// The rows written, each column's statistics (as strings that
     /// `ScalarValue::try_from_string` turns back into typed values for
     /// pruning; types without an order have none), and the file.
-    fn finish(mut self) -> Result<(u64, BTreeMap<String, ColumnStats>, Vec<u8>)> {
+    pub(crate) fn finish(mut self) -> Result<(u64, BTreeMap<String, ColumnStats>, Vec<u8>)> {
         if let Some(tokens) = self.tokens.take() {
             // The last row group is written first, to know them all.
             self.writer.flush()?;
