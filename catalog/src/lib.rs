@@ -146,6 +146,23 @@ pub struct TableOptions {
     pub reference: bool,
     /// The table's key; `None`: append-only.
     pub key: Option<TableKey>,
+    /// Which text columns get a token index in each Parquet file (for
+    /// `matches_term`).
+    pub token_index: TokenIndex,
+}
+
+/// Which text columns of a table get a token index in its files.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenIndex {
+    /// Text columns named for messages: `body`, `message`, `msg`, `log`,
+    /// and those ending in `_message` or `.message`.
+    #[default]
+    Auto,
+    /// None.
+    Off,
+    /// These text columns (names as stored).
+    Columns(Vec<String>),
 }
 
 impl Default for TableOptions {
@@ -155,6 +172,7 @@ impl Default for TableOptions {
             partition_duration: DEFAULT_PARTITION,
             reference: false,
             key: None,
+            token_index: TokenIndex::Auto,
         }
     }
 }

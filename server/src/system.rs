@@ -141,6 +141,8 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
         // NULL for an append-only table.
         Field::new("key", DataType::Utf8, true),
         Field::new("merge", DataType::Utf8, true),
+        // The columns new files index for matches_term; NULL: none.
+        Field::new("token_index", DataType::Utf8, true),
         Field::new("buffered_rows", DataType::UInt64, false),
         Field::new("buffered_bytes", DataType::UInt64, false),
         Field::new("files", DataType::UInt64, false),
@@ -182,6 +184,10 @@ fn tables_table() -> (&'static str, SchemaRef, Build) {
                     s.iter()
                         .map(|t| t.def.options.key.as_ref().map(|k| k.merge.name())),
                 )),
+                Arc::new(StringArray::from_iter(s.iter().map(|t| {
+                    let columns = sextant_storage::indexed_columns(&t.def);
+                    (!columns.is_empty()).then(|| columns.join(", "))
+                }))),
                 u(&|t| t.buffered_rows),
                 u(&|t| t.buffered_bytes),
                 u(&|t| t.files),

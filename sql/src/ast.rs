@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token};
-use sextant_catalog::TableOptions;
+use sextant_catalog::{TableOptions, TokenIndex};
 
 use crate::error::SqlError;
 
@@ -112,9 +112,58 @@ pub(crate) fn set_option(out: &mut TableOptions, key: &str, text: &str) -> Resul
             }
             out.partition_duration = d;
         }
+        "token_index" => out.token_index = parse_token_index(text)?,
         _ => {
             return Err(SqlError::invalid_parameter(format!(
-                "unknown table option \"{key}\" (known: retention, partition)"
+                "unknown table option \"{key}\" (known: {KNOWN_TABLE_OPTIONS})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The options a table takes, for errors.
+pub(crate) const KNOWN_TABLE_OPTIONS: &str = "retention, partition, token_index";
+
+/// `token_index`: `'auto'` (text columns named for messages), `'off'`, or
+/// the text columns to index, `'body, attributes'` (names as stored).
+fn parse_token_index(text: &str) -> Result<TokenIndex, SqlError> {
+    match text.trim().to_lowercase().as_str() {
+        "auto" | "default" => return Ok(TokenIndex::Auto),
+        "off" | "none" | "false" => return Ok(TokenIndex::Off),
+        _ => {}
+    }
+    let columns: Vec<String> = text.split(',').map(|c| c.trim().to_string()).collect();
+    if columns.iter().any(|c| c.is_empty()) {
+        return Err(SqlError::invalid_parameter(format!(
+            "token_index is 'auto', 'off' or a list of text columns such as 'body, message', got '{text}'"
+        )));
+    }
+    Ok(TokenIndex::Columns(columns))
+}
+
+/// Checks that the columns a `token_index` lists that `schema` has are
+/// text (the others may come with later writes).
+pub(crate) fn check_token_index(
+    table: &str,
+    options: &TableOptions,
+    schema: &arrow::datatypes::Schema,
+) -> Result<(), SqlError> {
+    let TokenIndex::Columns(columns) = &options.token_index else {
+        return Ok(());
+    };
+    for c in columns {
+        if let Ok(field) = schema.field_with_name(c)
+            && !matches!(
+                field.data_type(),
+                arrow::datatypes::DataType::Utf8
+                    | arrow::datatypes::DataType::LargeUtf8
+                    | arrow::datatypes::DataType::Utf8View
+            )
+        {
+            return Err(SqlError::invalid_parameter(format!(
+                "token_index: column \"{c}\" of table \"{table}\" is {}, not text",
+                field.data_type()
             )));
         }
     }
@@ -166,8 +215,8 @@ pub(crate) fn parse_drop(sql: &str, kind: ObjectType) -> Result<DropObjects, Sql
 }
 
 pub(crate) fn parse_alter(sql: &str) -> Result<AlterTable, SqlError> {
-    let usage = "ALTER TABLE supports SET (retention = '7 days') and RESET (retention); \
-                 new columns are added by writing rows that have them";
+    let usage = "ALTER TABLE supports SET (retention = '7 days', token_index = 'off') and \
+                 RESET (retention, token_index); new columns are added by writing rows that have them";
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect)
         .try_with_sql(sql)

@@ -126,6 +126,7 @@ async fn create_table(
         }
         None => schema,
     };
+    crate::ast::check_token_index(&name, &options, &schema)?;
     match engine
         .create_table(NewTable {
             name,
@@ -326,8 +327,8 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, SqlError> {
     Ok(out)
 }
 
-/// `ALTER TABLE t SET (retention = '7 days')`, `ALTER TABLE t RESET
-/// (retention)`. Columns are added by writing them, so these are the only
+/// `ALTER TABLE t SET (retention = '7 days', token_index = 'off')`,
+/// `ALTER TABLE t RESET (retention)`. Columns are added by writing them, so these are the only
 /// changes a table takes.
 async fn alter_table(alter: &AlterTable, engine: &Engine) -> Result<Done, SqlError> {
     let name = &alter.name;
@@ -365,13 +366,16 @@ async fn alter_table(alter: &AlterTable, engine: &Engine) -> Result<Done, SqlErr
             }
             (key, Some(text)) => set_option(&mut options, key, text)?,
             ("retention", None) => options.retention = TableOptions::default().retention,
+            ("token_index", None) => options.token_index = TableOptions::default().token_index,
             (key, None) => {
                 return Err(SqlError::invalid_parameter(format!(
-                    "unknown table option \"{key}\" (known: retention, partition)"
+                    "unknown table option \"{key}\" (known: {})",
+                    crate::ast::KNOWN_TABLE_OPTIONS
                 )));
             }
         }
     }
+    crate::ast::check_token_index(name, &options, &def.schema)?;
     let now = engine.now_ns();
     let cutoff =
         |r: Option<std::time::Duration>| r.map(|r| now.saturating_sub(r.as_nanos() as i64));

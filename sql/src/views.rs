@@ -239,6 +239,7 @@ pub(crate) async fn create(
             .unwrap_or_else(|| default_partition(&a.spec, &base.options)),
         reference: false,
         key: None,
+        token_index: base.options.token_index.clone(),
     };
     let progress = ViewProgress {
         // A full view's first refresh counts as its backfill.

@@ -46,6 +46,6 @@ pub use remote::{BufferRequest, BufferScanExec, BufferSource};
 pub use sextant_clock::Clock;
 pub use snapshot::{MANIFEST_OBJECT, SNAPSHOT_OBJECT, fetch as fetch_catalog_snapshot};
 pub use state::{Chunk, Engine, Snapshot, TransformFn, ViewStatus, conform};
-pub use tokens::{FUNCTION_NAME as MATCHES_TERM, matches_term_udf};
+pub use tokens::{FUNCTION_NAME as MATCHES_TERM, indexed_columns, matches_term_udf};
 pub use views::{BucketRefresh, RefreshOutcome, VIEWS_LEASE, ViewStats, bucket_start};
 pub use wal::SyncMode;

@@ -485,6 +485,7 @@ impl Engine {
             let time = table.schema.index_of(&table.time_column)?;
             let merged = crate::merge::merge_sorted(
                 &table.schema,
+                &table.options.token_index,
                 time,
                 partition,
                 inputs,

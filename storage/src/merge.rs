@@ -21,6 +21,7 @@ use arrow::compute::interleave_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use sextant_catalog::TokenIndex;
 
 use crate::error::Result;
 use crate::persist::{EncodedFile, FileWriter, GATHER_ROWS, time_values};
@@ -89,9 +90,11 @@ impl Cursor {
 /// into one file sorted by `schema`'s column `time`: each input read
 /// `batch_rows` rows at a time, the file written in row groups of
 /// `row_group_rows`; `rows_hint` (the inputs' rows, at most) sizes its bloom
-/// filters and token index. CPU-bound: call from a blocking thread.
+/// filters and token index (of the columns `index` names). CPU-bound: call from a blocking thread.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn merge_sorted(
     schema: &SchemaRef,
+    index: &TokenIndex,
     time: usize,
     partition_start_ns: i64,
     inputs: Vec<MergeInput>,
@@ -138,7 +141,7 @@ pub(crate) fn merge_sorted(
         .enumerate()
         .map(|(i, c)| Reverse((c.times[0], i)))
         .collect();
-    let mut file = FileWriter::new(schema, rows_hint, row_group_rows)?;
+    let mut file = FileWriter::new(schema, index, rows_hint, row_group_rows)?;
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     while let Some(Reverse((_, i))) = heads.pop() {
         let next = heads.peek().map(|Reverse(head)| *head);
@@ -225,7 +228,7 @@ mod tests {
     /// A file of rows (time, n), written a batch of `batch` rows at a time
     /// in row groups of 1,000.
     fn file(rows: &[(i64, i64)], batch: usize) -> bytes::Bytes {
-        let mut w = FileWriter::new(&schema(), rows.len(), 1000).unwrap();
+        let mut w = FileWriter::new(&schema(), &TokenIndex::Auto, rows.len(), 1000).unwrap();
         for part in rows.chunks(batch) {
             let b = RecordBatch::try_new(
                 schema(),
@@ -261,7 +264,17 @@ mod tests {
     }
 
     fn merge(inputs: Vec<MergeInput>, batch_rows: usize) -> Merged {
-        merge_sorted(&schema(), 0, 0, inputs, batch_rows, 1000, 100_000).unwrap()
+        merge_sorted(
+            &schema(),
+            &TokenIndex::Auto,
+            0,
+            0,
+            inputs,
+            batch_rows,
+            1000,
+            100_000,
+        )
+        .unwrap()
     }
 
     /// Interleaved inputs, disjoint ones, equal times across inputs, and

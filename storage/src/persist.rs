@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use sextant_catalog::{ColumnStats, TableDef};
+use sextant_catalog::{ColumnStats, TableDef, TokenIndex};
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{Result, StorageError};
@@ -57,6 +57,7 @@ pub(crate) fn encode_partitions(
     partition_ns: i64,
     row_group_rows: usize,
     key: Option<&KeyOrder>,
+    index: &TokenIndex,
     sink: &mut dyn FnMut(EncodedFile) -> Result<()>,
 ) -> Result<()> {
     let row_group_rows = row_group_rows.max(1);
@@ -110,7 +111,7 @@ pub(crate) fn encode_partitions(
             Some(next) => start + times.values()[start..].partition_point(|&t| t < next),
             None => times.len(),
         };
-        let mut file = FileWriter::new(schema, end - start, row_group_rows)?;
+        let mut file = FileWriter::new(schema, index, end - start, row_group_rows)?;
         if let Some(k) = key {
             file.write(&crate::keys::sort_dedup(&gather(start..end)?, k)?)?;
         } else {
@@ -176,6 +177,7 @@ pub(crate) fn encode_table(
         def.options.partition_duration.as_nanos() as i64,
         row_group_rows,
         KeyOrder::of(def, &def.schema)?.as_ref(),
+        &def.options.token_index,
         sink,
     )
 }
@@ -338,8 +340,14 @@ fn extreme(
 }
 
 impl FileWriter {
-    /// A writer for a file of `rows` rows (which sizes the bloom filters).
-    pub(crate) fn new(schema: &SchemaRef, rows: usize, row_group_rows: usize) -> Result<Self> {
+    /// A writer for a file of `rows` rows (which sizes the bloom filters),
+    /// with a token index of the columns `index` names.
+    pub(crate) fn new(
+        schema: &SchemaRef,
+        index: &TokenIndex,
+        rows: usize,
+        row_group_rows: usize,
+    ) -> Result<Self> {
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -375,7 +383,7 @@ impl FileWriter {
         Ok(Self {
             writer,
             schema: schema.clone(),
-            tokens: crate::tokens::IndexBuilder::new(schema, rows, row_group_rows),
+            tokens: crate::tokens::IndexBuilder::new(schema, index, rows, row_group_rows),
             rows: 0,
             columns: schema
                 .fields()
@@ -515,6 +523,7 @@ mod tests {
             i64::MAX,
             1 << 20,
             None,
+            &TokenIndex::Auto,
             &mut |f| {
                 files.push(f);
                 Ok(())

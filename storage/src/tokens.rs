@@ -24,6 +24,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sextant_catalog::TokenIndex;
+
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::datatypes::DataType;
 use base64::Engine as _;
@@ -66,6 +68,29 @@ pub(crate) fn is_search_column(name: &str, dt: &DataType) -> bool {
     ) && (matches!(name.as_str(), "body" | "message" | "msg" | "log")
         || name.ends_with("_message")
         || name.ends_with(".message"))
+}
+
+/// Whether a table's `index` choice gives column `name` of type `dt` a
+/// token index: a text column, by name ([`TokenIndex::Auto`]: those named
+/// for messages) or listed.
+pub(crate) fn indexed(index: &TokenIndex, name: &str, dt: &DataType) -> bool {
+    match index {
+        TokenIndex::Auto => is_search_column(name, dt),
+        TokenIndex::Off => false,
+        TokenIndex::Columns(columns) => {
+            crate::engine::is_text(dt) && columns.iter().any(|c| c == name)
+        }
+    }
+}
+
+/// The columns of a table that its new files index for `matches_term`.
+pub fn indexed_columns(def: &sextant_catalog::TableDef) -> Vec<String> {
+    def.schema
+        .fields()
+        .iter()
+        .filter(|f| indexed(&def.options.token_index, f.name(), f.data_type()))
+        .map(|f| f.name().clone())
+        .collect()
 }
 
 fn is_word(c: char) -> bool {
@@ -356,6 +381,7 @@ impl IndexBuilder {
     /// `row_group_rows`; `None` if no column is meant for search.
     pub(crate) fn new(
         schema: &arrow::datatypes::Schema,
+        index: &TokenIndex,
         rows: usize,
         row_group_rows: usize,
     ) -> Option<Self> {
@@ -363,7 +389,7 @@ impl IndexBuilder {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| is_search_column(f.name(), f.data_type()))
+            .filter(|(_, f)| indexed(index, f.name(), f.data_type()))
             .map(|(i, f)| (i, f.name().clone()))
             .collect();
         if columns.is_empty() {
@@ -604,11 +630,11 @@ mod tests {
             vec![Arc::new(StringArray::from(rows)) as ArrayRef],
         )
         .unwrap();
-        let mut b = IndexBuilder::new(&schema, 300, 100).unwrap();
+        let mut b = IndexBuilder::new(&schema, &TokenIndex::Auto, 300, 100).unwrap();
         b.add(&batch.slice(0, 120));
         b.add(&batch.slice(120, 180));
         assert!(b.finish(&[100, 100, 99]).is_none(), "row groups must match");
-        let mut b = IndexBuilder::new(&schema, 300, 100).unwrap();
+        let mut b = IndexBuilder::new(&schema, &TokenIndex::Auto, 300, 100).unwrap();
         b.add(&batch.slice(0, 120));
         b.add(&batch.slice(120, 180));
         let kv = b.finish(&[100, 100, 100]).unwrap();

@@ -550,6 +550,7 @@ impl Engine {
         let schema = def.schema.clone();
         let partition_ns = def.options.partition_duration.as_nanos() as i64;
         let row_group_rows = self.inner.config.row_group_rows;
+        let index = def.options.token_index.clone();
         let ranges = r.ranges.clone();
         let new_rows = r
             .rows
@@ -578,6 +579,7 @@ impl Engine {
                     partition_ns,
                     row_group_rows,
                     None,
+                    &index,
                     sink,
                 )
             })

@@ -216,6 +216,44 @@ async fn a_token_search_reads_only_the_row_groups_that_hold_the_term() {
         line.contains("files=1 scanned") && line.contains("skipped by the token index"),
         "{line}"
     );
+    // The table's choice: no index. Hour 1's file, rewritten by the next
+    // compaction, has none and is read whole; the others keep theirs; the
+    // answer is the same.
+    let hour_1 = |body: &str| {
+        format!(
+            "INSERT INTO logs VALUES ('2024-01-01T01:40:00Z', '{body}'); FLUSH TABLE logs; COMPACT TABLE logs"
+        )
+    };
+    client
+        .batch_execute("ALTER TABLE logs SET (token_index = 'off')")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&hour_1("deadlock once more"))
+        .await
+        .unwrap();
+    let line = scan_line(&client, DEADLOCK).await;
+    assert!(
+        line.contains("files=1 scanned, 2 skipped") && !line.contains("row_groups="),
+        "{line}"
+    );
+    assert_eq!(one_i64(&client, DEADLOCK).await, 4);
+    // Back to the default: the next rewrite indexes it again.
+    client
+        .batch_execute("ALTER TABLE logs RESET (token_index)")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&hour_1("no deadlock here"))
+        .await
+        .unwrap();
+    let line = scan_line(&client, DEADLOCK).await;
+    assert!(
+        line.contains("files=1 scanned, 2 skipped")
+            && line.contains("row_groups=1 skipped by the token index"),
+        "{line}"
+    );
+    assert_eq!(one_i64(&client, DEADLOCK).await, 5);
 }
 
 #[tokio::test]

@@ -34,7 +34,10 @@ DOCS = {
     "docs/observability.md": (1, 0, []),
     "docs/promql.md": (1, 0, []),
     "docs/security.md": (1, 2, []),
-    "docs/storage.md": (4, 0, ["CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)"]),
+    "docs/storage.md": (5, 0, [
+        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
+        "CREATE TABLE app_events (time TIMESTAMP NOT NULL, message TEXT, attributes TEXT)",
+    ]),
     "docs/views.md": (3, 0, [
         "CREATE TABLE cpu (time TIMESTAMP NOT NULL, host TEXT, usage DOUBLE PRECISION)",
         "INSERT INTO cpu VALUES (now(), 'web-1', 42.5)",

@@ -41,6 +41,12 @@ struct StoredOptions {
     reference: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key: Option<crate::TableKey>,
+    #[serde(default, skip_serializing_if = "is_auto")]
+    token_index: crate::TokenIndex,
+}
+
+fn is_auto(t: &crate::TokenIndex) -> bool {
+    *t == crate::TokenIndex::Auto
 }
 
 /// Inserts `files` of a table; their catalog ids, in order. The
@@ -134,6 +140,7 @@ fn encode_options(o: &TableOptions) -> Result<String> {
         partition_secs: o.partition_duration.as_secs(),
         reference: o.reference,
         key: o.key.clone(),
+        token_index: o.token_index.clone(),
     })
 }
 
@@ -144,6 +151,7 @@ pub(crate) fn decode_options(text: &str) -> Result<TableOptions> {
         partition_duration: Duration::from_secs(o.partition_secs),
         reference: o.reference,
         key: o.key,
+        token_index: o.token_index,
     })
 }
 

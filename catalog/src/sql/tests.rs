@@ -667,6 +667,29 @@ fn options_and_schema_can_change(place: &Place) {
     c.create_table(new_table("cpu")).unwrap();
     let t = c.set_options("cpu", TableOptions::default()).unwrap();
     assert_eq!(t.options.retention, None);
+    // The token index's choice is kept, and read back after a reopen.
+    for choice in [
+        crate::TokenIndex::Columns(vec!["note".into(), "Body".into()]),
+        crate::TokenIndex::Off,
+        crate::TokenIndex::Auto,
+    ] {
+        let options = TableOptions {
+            token_index: choice.clone(),
+            ..TableOptions::default()
+        };
+        assert_eq!(
+            c.set_options("cpu", options).unwrap().options.token_index,
+            choice
+        );
+        let again = place.open();
+        let t = again
+            .tables()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == "cpu")
+            .unwrap();
+        assert_eq!(t.options.token_index, choice);
+    }
     let mut fields = schema().fields().to_vec();
     fields.push(Arc::new(Field::new("extra", DataType::Float32, true)));
     let wider = Arc::new(Schema::new(fields));
