@@ -363,6 +363,69 @@ pub(crate) fn need(filter: &Expr) -> Option<Need> {
     }
 }
 
+/// Slots of [`Recent`] (a power of two): 80 KiB, which stays in cache.
+const RECENT_BITS: u32 = 12;
+
+/// The longest token [`Recent`] keeps (longer ones are always inserted).
+const RECENT_LEN: usize = 15;
+
+/// The tokens a column's filter of the current row group was given
+/// lately, by their bytes: one given again is not hashed and inserted
+/// again (log text repeats its words: a benchmark hour of bodies has 1.7
+/// million tokens of 140 distinct ones). Only the same bytes in the same
+/// row group are skipped, and inserting a token twice changes nothing, so
+/// the filter is the same as without it.
+struct Recent {
+    slots: Box<[Slot]>,
+}
+
+/// A token (up to [`RECENT_LEN`] bytes) and the row group (plus one; 0: an
+/// empty slot) it was inserted in.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    group: u32,
+    len: u8,
+    bytes: [u8; RECENT_LEN],
+}
+
+impl Recent {
+    fn new() -> Self {
+        Self {
+            slots: vec![Slot::default(); 1 << RECENT_BITS].into_boxed_slice(),
+        }
+    }
+
+    /// Whether `token` was given to row group `group`'s filter lately;
+    /// remembers it if not.
+    fn seen(&mut self, group: usize, token: &[u8]) -> bool {
+        let (Ok(group), true) = (u32::try_from(group + 1), token.len() <= RECENT_LEN) else {
+            return false;
+        };
+        let mut key = [0u8; 16];
+        key[..token.len()].copy_from_slice(token);
+        let (lo, hi) = key.split_at(8);
+        let lo = u64::from_le_bytes(lo.try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(hi.try_into().expect("8 bytes"));
+        let hash =
+            (lo ^ hi.rotate_left(29) ^ token.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.slots[(hash >> (64 - RECENT_BITS)) as usize];
+        if slot.group == group
+            && usize::from(slot.len) == token.len()
+            && slot.bytes[..token.len()] == *token
+        {
+            return true;
+        }
+        let mut bytes = [0u8; RECENT_LEN];
+        bytes.copy_from_slice(&key[..RECENT_LEN]);
+        *slot = Slot {
+            group,
+            len: token.len() as u8,
+            bytes,
+        };
+        false
+    }
+}
+
 /// Builds a file's token index as its rows are written: one filter per
 /// row group for each column meant for search.
 pub(crate) struct IndexBuilder {
@@ -370,6 +433,8 @@ pub(crate) struct IndexBuilder {
     columns: Vec<(usize, String)>,
     /// Per column, per row group, its filter.
     filters: Vec<Vec<Sbbf>>,
+    /// Per column, the tokens its filter was given lately.
+    recent: Vec<Recent>,
     row_group_rows: usize,
     /// The filter size of a row group of the file.
     ndv: u64,
@@ -398,6 +463,7 @@ impl IndexBuilder {
         let ndv = (rows.clamp(1, row_group_rows) * TOKENS_PER_ROW).min(MAX_NDV) as u64;
         Some(Self {
             filters: vec![vec![]; columns.len()],
+            recent: columns.iter().map(|_| Recent::new()).collect(),
             columns,
             row_group_rows: row_group_rows.max(1),
             ndv,
@@ -407,7 +473,8 @@ impl IndexBuilder {
 
     /// Adds the tokens of the next rows, `batch`, as written.
     pub(crate) fn add(&mut self, batch: &arrow::array::RecordBatch) {
-        for ((idx, _), filters) in self.columns.iter().zip(&mut self.filters) {
+        let columns = self.columns.iter().zip(&mut self.filters);
+        for (((idx, _), filters), recent) in columns.zip(&mut self.recent) {
             let col = batch.column(*idx);
             let mut row = self.rows;
             let mut each = |text: Option<&str>| {
@@ -421,7 +488,11 @@ impl IndexBuilder {
                     );
                 }
                 let filter = &mut filters[group];
-                for_each_token(text, |token| filter.insert(token));
+                for_each_token(text, |token| {
+                    if !recent.seen(group, token.as_bytes()) {
+                        filter.insert(token);
+                    }
+                });
             };
             match col.data_type() {
                 DataType::Utf8 => col.as_string::<i32>().iter().for_each(&mut each),
@@ -677,6 +748,87 @@ mod tests {
             index.row_groups(&Need::Any(vec![other(), req("deadlock")])),
             None
         );
+    }
+
+    /// The filters are those of every token inserted, whatever the
+    /// builder skips: words repeated within and across row groups, tokens
+    /// too long to remember, and tokens whose slots collide.
+    #[test]
+    fn skipping_repeated_tokens_builds_the_same_filters() {
+        use arrow::array::{RecordBatch, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("body", DataType::Utf8, true)]));
+        let words = [
+            "pool",
+            "shard",
+            "x",
+            "ünïcode",
+            "averyveryverylongtoken",
+            "timeout",
+        ];
+        let rows: Vec<Option<String>> = (0..5000usize)
+            .map(|i| {
+                (i % 13 != 0).then(|| {
+                    format!(
+                        "{} {} id{} {} {}",
+                        words[i % words.len()],
+                        words[(i / 7) % words.len()],
+                        i % 5000,
+                        words[(i * 3) % words.len()],
+                        i % 97,
+                    )
+                })
+            })
+            .collect();
+        let texts: Vec<Option<&str>> = rows.iter().map(|r| r.as_deref()).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(texts.clone())) as ArrayRef],
+        )
+        .unwrap();
+        let (rows, group_rows) = (5000, 1000);
+        let mut b = IndexBuilder::new(&schema, &TokenIndex::Auto, rows, group_rows).unwrap();
+        for at in (0..rows).step_by(777) {
+            b.add(&batch.slice(at, 777.min(rows - at)));
+        }
+        let built = b.finish(&[1000; 5]).unwrap();
+        // Every token of every row into its row group's filter.
+        let ndv = (group_rows * TOKENS_PER_ROW) as u64;
+        let mut filters: Vec<Sbbf> = (0..5)
+            .map(|_| Sbbf::new_with_ndv_fpp(ndv, FPP).unwrap())
+            .collect();
+        for (row, text) in texts.iter().enumerate() {
+            for token in tokens(text.unwrap_or("")) {
+                filters[row / group_rows].insert(token);
+            }
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let expected: Vec<String> = filters
+            .iter_mut()
+            .map(|f| {
+                f.fold_to_target_fpp(FPP);
+                let mut bytes = vec![];
+                f.write(&mut bytes).unwrap();
+                b64.encode(bytes)
+            })
+            .collect();
+        let value: serde_json::Value =
+            serde_json::from_str(built.value.as_deref().unwrap()).unwrap();
+        let got: Vec<String> = value["columns"]["body"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert!(got == expected, "the filters differ");
+        // And a slot remembers only the same bytes of the same row group.
+        let mut recent = Recent::new();
+        assert!(!recent.seen(0, b"pool"));
+        assert!(recent.seen(0, b"pool"));
+        assert!(!recent.seen(1, b"pool"));
+        assert!(!recent.seen(1, b"poo"));
+        assert!(!recent.seen(1, b"averyveryverylongtoken"));
+        assert!(!recent.seen(1, b"averyveryverylongtoken"));
     }
 
     /// What a filter needs, from the expressions DataFusion pushes down.
