@@ -432,8 +432,10 @@ impl Engine {
         // unknown). Streamed: the files read and the file written (about
         // as large), a batch and a page per column of each file (at most
         // the file's rows decoded), the rows gathered, and the writer's
-        // buffers.
-        let need = if keyed {
+        // buffers. Unknown bytes per row: the whole reserve.
+        let need = if state.estimate(1).is_none() {
+            usize::MAX
+        } else if keyed {
             state.estimate(rows_in).map_or(usize::MAX, |decoded| {
                 let decoded = decoded as usize;
                 compressed
@@ -460,7 +462,10 @@ impl Engine {
         };
         let working = crate::engine::Working::acquire(&self.inner, need).await;
         let table = def.clone();
-        let merged = tokio::task::spawn_blocking(move || {
+        // The reserve goes with the blocking work (which outlives this
+        // future if the statement is cancelled), and comes back with the
+        // files, held until they are stored.
+        let work = move || {
             if keyed {
                 let mut batches: Vec<RecordBatch> = vec![];
                 for (bytes, keep) in objects.into_iter().zip(filters) {
@@ -498,9 +503,10 @@ impl Engine {
                 merged.rows,
                 merged.decoded,
             ))
-        })
-        .await
-        .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))?;
+        };
+        let (merged, working) = tokio::task::spawn_blocking(move || (work(), working))
+            .await
+            .map_err(|e| StorageError::Encoding(format!("compaction task failed: {e}")))?;
         let (encoded, rows, decoded) = merged?;
         state.measured(decoded, rows);
         let newest = files.iter().map(|f| f.id).max().unwrap_or_default();
