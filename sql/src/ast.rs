@@ -154,12 +154,7 @@ pub(crate) fn check_token_index(
     };
     for c in columns {
         if let Ok(field) = schema.field_with_name(c)
-            && !matches!(
-                field.data_type(),
-                arrow::datatypes::DataType::Utf8
-                    | arrow::datatypes::DataType::LargeUtf8
-                    | arrow::datatypes::DataType::Utf8View
-            )
+            && !sextant_storage::is_text(field.data_type())
         {
             return Err(SqlError::invalid_parameter(format!(
                 "token_index: column \"{c}\" of table \"{table}\" is {}, not text",

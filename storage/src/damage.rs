@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -80,16 +81,23 @@ pub(crate) fn file_fault(e: &ParquetError) -> Option<String> {
 }
 
 /// DataFusion's Parquet reader factory, noting damaged files on the way.
+/// Footers (and page indexes) come from the engine's cache of them once
+/// read: files never change once written, so a query does not read and
+/// decode again the footers the last one read.
 #[derive(Debug)]
 pub(crate) struct RecordingFactory {
-    inner: DefaultParquetFileReaderFactory,
+    inner: CachedParquetFileReaderFactory,
     damage: Arc<Damage>,
 }
 
 impl RecordingFactory {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, damage: Arc<Damage>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        damage: Arc<Damage>,
+        footers: Arc<FileMetadataCache>,
+    ) -> Self {
         Self {
-            inner: DefaultParquetFileReaderFactory::new(store),
+            inner: CachedParquetFileReaderFactory::new(store, footers),
             damage,
         }
     }

@@ -169,6 +169,12 @@ impl Engine {
                 buffers: Default::default(),
                 versions,
                 damage: Default::default(),
+                footers: Arc::new(
+                    datafusion::execution::cache::default_cache::DefaultCache::new(
+                        datafusion::execution::cache::cache_manager::DEFAULT_METADATA_CACHE_LIMIT,
+                    )
+                    .with_name("sextant footers"),
+                ),
                 token_indexes: Default::default(),
                 gate,
                 work,
@@ -1180,7 +1186,9 @@ fn missing_columns(def: &TableDef, schema: &Schema) -> Result<Vec<Field>> {
     Ok(missing)
 }
 
-pub(crate) fn is_text(t: &arrow::datatypes::DataType) -> bool {
+/// Whether a column of this type holds text (the types a token index
+/// reads, and those a query converts to views).
+pub fn is_text(t: &arrow::datatypes::DataType) -> bool {
     use arrow::datatypes::DataType::{LargeUtf8, Utf8, Utf8View};
     matches!(t, Utf8 | Utf8View | LargeUtf8)
 }

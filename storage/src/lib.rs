@@ -32,7 +32,7 @@ pub use sextant_wal as wal;
 pub use admission::Admission;
 pub use config::{EngineConfig, LifecycleConfig};
 pub use deletes::{DeletePlan, DeleteStats, predicate_expr};
-pub use engine::{FileCheck, TableStats, WalStats};
+pub use engine::{FileCheck, TableStats, WalStats, is_text};
 pub use error::{Result, StorageError};
 pub use instrumented::instrument;
 pub use keys::{decode_dedup, encode_dedup};

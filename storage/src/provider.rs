@@ -629,6 +629,7 @@ impl SextantTable {
                 .with_parquet_file_reader_factory(Arc::new(crate::damage::RecordingFactory::new(
                     self.engine.inner.store.clone(),
                     self.engine.inner.damage.clone(),
+                    self.engine.inner.footers.clone(),
                 )));
             if let Some(p) = predicate.as_ref().filter(|_| parquet_predicate) {
                 source = source.with_predicate(p.clone());
@@ -822,6 +823,7 @@ impl SextantTable {
         let factory = crate::damage::RecordingFactory::new(
             self.engine.inner.store.clone(),
             self.engine.inner.damage.clone(),
+            self.engine.inner.footers.clone(),
         );
         let factory = &factory;
         let indexes: Vec<Option<Arc<crate::tokens::FileIndex>>> =

@@ -318,6 +318,10 @@ pub(crate) struct Inner {
     pub(crate) versions: crate::keys::Versions,
     /// Persisted files found damaged ([`crate::damage`]).
     pub(crate) damage: Arc<crate::damage::Damage>,
+    /// The footers of the files queries read, decoded, kept up to
+    /// DataFusion's default size for its metadata cache (least recently
+    /// used out first).
+    pub(crate) footers: Arc<datafusion::execution::cache::cache_manager::FileMetadataCache>,
     /// Token indexes of the files read by `matches_term` ([`crate::tokens`]).
     pub(crate) token_indexes: crate::tokens::TokenCache,
     /// Catalog snapshots on the object store ([`crate::snapshot`]).

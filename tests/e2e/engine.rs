@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sextant_tests::{Server, start_expecting_failure, text_rows};
+use sextant_tests::{Server, http_get, start_expecting_failure, text_rows};
 use tokio_postgres::Client;
 
 async fn one_i64(client: &Client, sql: &str) -> i64 {
@@ -33,6 +33,21 @@ async fn scan_line(client: &Client, sql: &str) -> String {
         .to_string()
 }
 
+/// The reads the server has made of its object store (GETs, whole or
+/// ranged), from `/metrics`.
+fn store_reads(server: &Server) -> u64 {
+    let metrics = http_get(server.http_addr(), "/metrics").expect("GET /metrics");
+    metrics
+        .body
+        .lines()
+        .filter(|l| {
+            l.starts_with("sextant_object_store_request_seconds_count{")
+                && (l.contains("op=\"get\"") || l.contains("op=\"get_ranges\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 const DAY: &str = "INSERT INTO day SELECT to_timestamp(1704067200 + value * 60), \
                    'h' || CAST(value % 4 AS VARCHAR), value FROM generate_series(0, 1439)";
 const ONE_HOUR: &str = "SELECT count(*) FROM day WHERE time >= '2024-01-01T05:00:00Z' \
@@ -52,6 +67,20 @@ async fn flushed_rows_are_served_from_parquet_and_pruned_by_time() {
     server.terminate();
     server.restart();
     let client = server.connect().await;
+
+    // A file's footer is read once: the same query again reads only the
+    // pages (footers and page indexes are kept, decoded, once read).
+    const SUM: &str = "SELECT CAST(sum(v) AS BIGINT) FROM day WHERE v > 10";
+    let before = store_reads(&server);
+    assert_eq!(one_i64(&client, SUM).await, 1_036_025);
+    let first = store_reads(&server) - before;
+    assert_eq!(one_i64(&client, SUM).await, 1_036_025);
+    let again = store_reads(&server) - before - first;
+    println!("object store reads: {first} by the first query, {again} by the same again");
+    assert!(
+        again + 24 <= first,
+        "the second query read the 24 footers again: {first} reads, then {again}"
+    );
 
     // Served from Parquet: nothing is buffered, 24 hourly files are listed.
     assert_eq!(
