@@ -45,6 +45,7 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
@@ -595,27 +596,54 @@ impl SextantTable {
                 )));
             }
         } else if !chunks.is_empty() {
-            let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; target.min(chunks.len())];
-            let n = parts.len();
+            let n = target.min(chunks.len());
+            let mut parts: Vec<Vec<RecordBatch>> = vec![vec![]; n];
+            for (i, c) in chunks.iter().enumerate() {
+                parts[i % n].push(c.batch.clone());
+            }
             // Only the rows the filters keep, and the columns read, are
             // conformed (text becomes views): a lookup in a large buffer
             // converts the column it looks in, not every column read.
-            let prefilter = predicate
+            let filter = predicate
                 .as_ref()
-                .and_then(|p| BufferFilter::new(p, &schema));
-            for (i, c) in chunks.iter().enumerate() {
-                let batch = match &prefilter {
-                    Some(f) => f.apply(&c.batch, &wanted),
-                    None => crate::state::conform(&c.batch, &wanted),
+                .and_then(|p| BufferFilter::new(p, &schema))
+                .map(Arc::new);
+            if self.engine.buffer_source().is_none() {
+                // As each partition is read, so the work is shared by the
+                // partitions' threads (and EXPLAIN does none of it).
+                let parts = parts
+                    .into_iter()
+                    .map(|chunks| {
+                        Arc::new(BufferPartition {
+                            schema: wanted.clone(),
+                            chunks,
+                            filter: filter.clone(),
+                        }) as Arc<dyn PartitionStream>
+                    })
+                    .collect();
+                children.push(Arc::new(StreamingTableExec::try_new(
+                    wanted.clone(),
+                    parts,
+                    None,
+                    vec![],
+                    false,
+                    None,
+                )?));
+            } else {
+                // On a cluster's node, a scan of this node's chunks (a
+                // view's backfill) may be sent to another node: the rows
+                // travel with the plan, read here.
+                for part in &mut parts {
+                    for batch in part.iter_mut() {
+                        *batch = read_chunk(batch, filter.as_deref(), &wanted)?;
+                    }
                 }
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                parts[i % n].push(batch);
+                children.push(MemorySourceConfig::try_new_exec(
+                    &parts,
+                    wanted.clone(),
+                    None,
+                )?);
             }
-            children.push(MemorySourceConfig::try_new_exec(
-                &parts,
-                wanted.clone(),
-                None,
-            )?);
         }
         // Files some delete covers are read apart, their rows filtered.
         let mut by_deletes: BTreeMap<usize, Vec<Arc<ParquetFile>>> = BTreeMap::new();
@@ -747,6 +775,7 @@ impl SextantTable {
 /// conformed for all of its rows, the others for the rows kept. The rows
 /// are filtered again above (the filters are inexact), so this only saves
 /// work.
+#[derive(Debug)]
 struct BufferFilter {
     /// The filters, over `columns`.
     predicate: Arc<dyn PhysicalExpr>,
@@ -796,6 +825,41 @@ impl BufferFilter {
             .collect();
         let kept = arrow::compute::filter_record_batch(&batch.project(&names)?, keep)?;
         crate::state::conform(&kept, wanted)
+    }
+}
+
+/// A buffered chunk (as stored) as a scan reads it: the rows `filter`
+/// keeps, conformed to `wanted`.
+fn read_chunk(
+    chunk: &RecordBatch,
+    filter: Option<&BufferFilter>,
+    wanted: &SchemaRef,
+) -> DfResult<RecordBatch> {
+    match filter {
+        Some(f) => f.apply(chunk, wanted),
+        None => crate::state::conform(chunk, wanted),
+    }
+    .map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// One partition of a scan's buffered chunks, read as it is executed.
+#[derive(Debug)]
+struct BufferPartition {
+    schema: SchemaRef,
+    chunks: Vec<RecordBatch>,
+    filter: Option<Arc<BufferFilter>>,
+}
+
+impl PartitionStream for BufferPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (schema, filter) = (self.schema.clone(), self.filter.clone());
+        let batches = futures::stream::iter(self.chunks.clone())
+            .map(move |chunk| read_chunk(&chunk, filter.as_deref(), &schema));
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
     }
 }
 

@@ -338,13 +338,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The suite on one pgwire server; with `profile` (a directory and the
-/// server's pid), each query's hot runs are recorded by perf.
+/// The suite on one pgwire server; with `profile` (a directory, the
+/// server's pid and what to call the runs), each query's hot runs are
+/// recorded by perf.
 async fn suite_on(
     config: &str,
     queries: &[(&'static str, String)],
     runs: usize,
-    profile: Option<(&Path, u32)>,
+    profile: Option<(&Path, u32, &str)>,
 ) -> Result<Vec<Timing>, String> {
     let client = pg(config).await?;
     let mut out = vec![];
@@ -354,7 +355,7 @@ async fn suite_on(
             .map_err(|e| format!("{name}: {e}"))?;
         let perf = servers::Profile::start(
             profile.map(|p| p.0),
-            &format!("query {name}"),
+            &format!("{} {name}", profile.map_or("query", |p| p.2)),
             profile.map_or(0, |p| p.1),
         );
         let mut hot = vec![];
@@ -575,7 +576,13 @@ async fn run(a: Args) -> Result<(), String> {
     let suite = queries::suite(a.seed, DAY, a.logs.min(a.spans) / 8);
     let sx_q: Vec<_> = suite.iter().map(|q| (q.name, q.sextant.clone())).collect();
     eprintln!("queries: Sextant before FLUSH (the write buffer)");
-    let buffer_t = suite_on(&sx.pg_config(), &sx_q, a.runs, None).await?;
+    let buffer_t = suite_on(
+        &sx.pg_config(),
+        &sx_q,
+        a.runs,
+        a.perf_dir.as_deref().map(|d| (d, sx.pid(), "buffer query")),
+    )
+    .await?;
 
     // Persist and compact, then what it takes on disk.
     {
@@ -680,7 +687,7 @@ async fn run(a: Args) -> Result<(), String> {
         &sx.pg_config(),
         &sx_q,
         a.runs,
-        a.perf_dir.as_deref().map(|d| (d, sx.pid())),
+        a.perf_dir.as_deref().map(|d| (d, sx.pid(), "query")),
     )
     .await?;
     let mut pg_t = None;
