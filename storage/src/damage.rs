@@ -91,7 +91,7 @@ pub(crate) struct RecordingFactory {
 }
 
 impl RecordingFactory {
-    pub(crate) fn new(
+    fn new(
         store: Arc<dyn ObjectStore>,
         damage: Arc<Damage>,
         footers: Arc<FileMetadataCache>,
@@ -100,6 +100,18 @@ impl RecordingFactory {
             inner: CachedParquetFileReaderFactory::new(store, footers),
             damage,
         }
+    }
+}
+
+impl crate::Engine {
+    /// How every scan reads Parquet files: through the engine's footer
+    /// cache, noting damaged files.
+    pub(crate) fn parquet_reader(&self) -> RecordingFactory {
+        RecordingFactory::new(
+            self.inner.store.clone(),
+            self.inner.damage.clone(),
+            self.inner.footers.clone(),
+        )
     }
 }
 

@@ -654,11 +654,7 @@ impl SextantTable {
         for (covering, files) in by_deletes {
             let mut source = ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone())
-                .with_parquet_file_reader_factory(Arc::new(crate::damage::RecordingFactory::new(
-                    self.engine.inner.store.clone(),
-                    self.engine.inner.damage.clone(),
-                    self.engine.inner.footers.clone(),
-                )));
+                .with_parquet_file_reader_factory(Arc::new(self.engine.parquet_reader()));
             if let Some(p) = predicate.as_ref().filter(|_| parquet_predicate) {
                 source = source.with_predicate(p.clone());
                 // A lookup by id matches a few rows of a row group: the id
@@ -884,12 +880,7 @@ impl SextantTable {
         }
         let need = crate::tokens::Need::All(needs);
         // Through the scan's own reader, which notes a damaged file.
-        let factory = crate::damage::RecordingFactory::new(
-            self.engine.inner.store.clone(),
-            self.engine.inner.damage.clone(),
-            self.engine.inner.footers.clone(),
-        );
-        let factory = &factory;
+        let factory = &self.engine.parquet_reader();
         let indexes: Vec<Option<Arc<crate::tokens::FileIndex>>> =
             futures::stream::iter(files.clone())
                 .map(|f| async move { self.token_index(factory, &f).await })
